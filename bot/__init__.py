@@ -1,0 +1,3 @@
+"""Event-driven ML trading bot for Bybit."""
+
+__version__ = "0.1.0"

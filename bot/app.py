@@ -1,0 +1,253 @@
+"""Composition root: the only module that knows every part and wires them per mode."""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import time
+from collections.abc import AsyncIterator, Callable
+from dataclasses import dataclass
+from decimal import Decimal
+from typing import Any
+
+import structlog
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from sqlalchemy import Engine as DBEngine
+
+from bot.bars import Bars
+from bot.config import Config, MarketConfig, config_to_dict
+from bot.domain import Candle, Category, Instrument, timeframe_ms
+from bot.engine import Engine, wall_clock_ms
+from bot.feeds.replay import CandleData, load_candles, ms_to_iso, parse_date
+from bot.metrics import compute_metrics
+from bot.risk import RiskManager
+from broker.base import Broker
+from broker.simulated import SimulatedBroker
+from storage.db import open_database
+from storage.journal import Journal
+from strategies import create_strategy
+from strategies.base import Strategy, StrategyContext
+
+log = structlog.get_logger("bot.app")
+
+
+def instrument_from_config(m: MarketConfig) -> Instrument:
+    return Instrument(
+        symbol=m.symbol,
+        category=Category(m.category),
+        tick_size=Decimal(repr(m.tick_size)),
+        qty_step=Decimal(repr(m.qty_step)),
+        min_qty=Decimal(repr(m.min_qty)),
+        min_notional=Decimal(repr(m.min_notional)),
+    )
+
+
+def strategy_context(cfg: Config, checkpoint: str | None = None) -> StrategyContext:
+    return StrategyContext(
+        symbol=cfg.market.symbol,
+        timeframe=cfg.market.timeframe,
+        long_only=cfg.market.category == "spot",
+        fee_rate=cfg.broker.fee_rate,
+        checkpoint=checkpoint or cfg.strategy.checkpoint,
+    )
+
+
+def build_strategy(cfg: Config, checkpoint: str | None = None) -> Strategy:
+    return create_strategy(cfg.strategy.name, cfg.strategy.params, strategy_context(cfg, checkpoint))
+
+
+def load_data(cfg: Config, path: str, date_from: str | None = None, date_to: str | None = None) -> CandleData:
+    return load_candles(
+        path, symbol=cfg.market.symbol, timeframe=cfg.market.timeframe,
+        bar_ms=timeframe_ms(cfg.market.timeframe),
+        start_ms=parse_date(date_from) if date_from else None,
+        end_ms=parse_date(date_to) if date_to else None,
+    )
+
+
+@dataclass(slots=True)
+class Session:
+    """Everything one run holds; built after all inputs are validated."""
+
+    journal: Journal
+    engine: Engine
+    broker: Broker
+    bars: Bars
+    started: float
+
+
+def open_session(cfg: Config, strategy: Strategy, db: DBEngine, bars: Bars, *, mode: str,
+                 data_source: str | None, broker: Broker | None = None,
+                 clock: Callable[[], int] | None = None) -> Session:
+    journal = Journal.start_run(
+        db, mode=mode, strategy=cfg.strategy.name, symbol=cfg.market.symbol,
+        timeframe=cfg.market.timeframe, category=cfg.market.category, config=config_to_dict(cfg),
+        initial_cash=cfg.broker.initial_cash, data_source=data_source, model_id=strategy.model_id,
+        batch_size=cfg.storage.batch_size,
+    )
+    if broker is None:
+        broker = SimulatedBroker(instrument_from_config(cfg.market), cfg.broker.initial_cash,
+                                 cfg.broker.fee_rate, cfg.broker.slippage_bps)
+    engine = Engine(
+        run_id=journal.run_id, strategy=strategy, bars=bars, broker=broker, journal=journal,
+        risk=RiskManager(cfg.risk, long_only=cfg.market.category == "spot"), fee_rate=cfg.broker.fee_rate,
+        bar_ms=timeframe_ms(cfg.market.timeframe), clock=clock,
+    )
+    return Session(journal, engine, broker, bars, time.perf_counter())
+
+
+def summarise(cfg: Config, s: Session, mode: str) -> dict[str, Any]:
+    eng, broker = s.engine, s.broker
+    bar_ms = timeframe_ms(cfg.market.timeframe)
+    n = len(eng.equity_curve)
+    closes = s.bars.close[-n:] if n else []
+    m = compute_metrics(
+        equity=eng.equity_curve, positions=eng.position_curve, prices=closes,
+        trade_pnls=eng.trade_pnls, fees=eng.fees_paid, initial_cash=cfg.broker.initial_cash, bar_ms=bar_ms,
+    )
+    pos = broker.position()
+    elapsed = time.perf_counter() - s.started
+    return {
+        "run_id": eng.run_id,
+        "mode": mode,
+        "strategy": cfg.strategy.name,
+        "symbol": cfg.market.symbol,
+        "timeframe": cfg.market.timeframe,
+        "model_id": eng.strategy.model_id,
+        "candles": n,
+        "start": ms_to_iso(eng.first_bar) if eng.first_bar is not None else None,
+        "end": ms_to_iso(eng.last_bar) if eng.last_bar is not None else None,
+        **m,
+        "realized_pnl": float(pos.realized_pnl),
+        "open_position": float(pos.qty),
+        "decisions": eng.n_decisions,
+        "orders": eng.n_orders,
+        "elapsed_s": round(elapsed, 4),
+        "candles_per_s": round(n / elapsed, 1) if elapsed > 0 else None,
+    }
+
+
+def _progress(total: int, label: str) -> Progress:
+    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                    transient=True)
+
+
+def run_backtest(cfg: Config, data: CandleData, strategy: Strategy, db: DBEngine, *,
+                 mode: str = "backtest", show_progress: bool = True,
+                 stop_after: int | None = None) -> dict[str, Any]:
+    """Replay ``data`` through the live code path with the simulated broker; journal and summarise.
+
+    ``stop_after`` stops after that many bars, leaving the run marked interrupted (tests use it).
+    """
+    bars = Bars.preloaded(cfg.market.symbol, cfg.market.timeframe, data.time, data.open, data.high,
+                          data.low, data.close, data.volume)
+    s = open_session(cfg, strategy, db, bars, mode=mode, data_source=data.source)
+    journal, engine = s.journal, s.engine
+    if data.gaps.count:
+        journal.record_event(int(data.time[0]), "data_gaps", {
+            "count": data.gaps.count, "missing_bars": data.gaps.missing_bars,
+            "largest_ms": data.gaps.largest_ms, "largest_at": data.gaps.largest_at})
+    total = len(data) if stop_after is None else min(stop_after, len(data))
+    try:
+        strategy.precompute(bars, len(data))
+        engine.start()
+        step, advance = engine.on_bar, bars.advance
+        chunk = 50_000
+        with _progress(total, "backtest") as progress:
+            task = progress.add_task("bars", total=total, visible=show_progress and total > chunk)
+            done = 0
+            while done < total:
+                k = min(chunk, total - done)
+                for _ in range(k):
+                    advance()
+                    step()
+                done += k
+                progress.update(task, completed=done)
+        summary = summarise(cfg, s, mode)
+        journal.set_progress(**engine.progress(), strategy_state=_json_state(strategy))
+        if stop_after is not None and total < len(data):
+            journal.finish("interrupted", summary, error=f"stopped after {total} bars")
+        else:
+            journal.finish("completed", summary)
+        return summary
+    except KeyboardInterrupt:
+        _close_quietly(journal, "interrupted", "interrupted by the user")
+        raise
+    except BaseException as exc:
+        _close_quietly(journal, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+
+
+def _json_state(strategy: Strategy) -> dict[str, Any] | None:
+    try:
+        return strategy.state_dict() or None
+    except Exception:  # noqa: BLE001 - state is a convenience, never a reason to fail a run
+        return None
+
+
+def _close_quietly(journal: Journal, status: str, error: str) -> None:
+    try:
+        journal.finish(status, error=error)
+    except Exception as exc:  # noqa: BLE001
+        log.error("journal_close_failed", status=status, error=str(exc))
+
+
+async def run_paper(cfg: Config, strategy: Strategy, db: DBEngine, feed: AsyncIterator[Candle], *,
+                    data_source: str, warmup: list[Candle] | None = None,
+                    mode: str = "paper") -> dict[str, Any]:
+    """Paper trading: a live (or replayed) feed, the simulated wallet, wall-clock order times."""
+    bars = Bars(cfg.market.symbol, cfg.market.timeframe)
+    for c in warmup or []:
+        bars.append(c)
+    s = open_session(cfg, strategy, db, bars, mode=mode, data_source=data_source, clock=wall_clock_ms)
+    journal, engine = s.journal, s.engine
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        try:
+            loop.add_signal_handler(sig, stop.set)
+        except (NotImplementedError, RuntimeError):
+            pass
+    status = "completed"
+    try:
+        engine.start()
+        async for candle in _until(feed, stop):
+            bars.append(candle)
+            engine.on_bar()
+            journal.set_progress(**engine.progress())
+            journal.flush()
+        if stop.is_set():
+            status = "stopped"
+        summary = summarise(cfg, s, mode)
+        journal.finish(status, summary)
+        return summary
+    except BaseException as exc:
+        _close_quietly(journal, "failed", f"{type(exc).__name__}: {exc}")
+        raise
+    finally:
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            try:
+                loop.remove_signal_handler(sig)
+            except (NotImplementedError, RuntimeError):
+                pass
+
+
+async def _until(feed: AsyncIterator[Candle], stop: asyncio.Event) -> AsyncIterator[Candle]:
+    it = feed.__aiter__()
+    while not stop.is_set():
+        nxt = asyncio.ensure_future(it.__anext__())
+        waiter = asyncio.ensure_future(stop.wait())
+        done, _ = await asyncio.wait({nxt, waiter}, return_when=asyncio.FIRST_COMPLETED)
+        if nxt in done:
+            waiter.cancel()
+            try:
+                yield nxt.result()
+            except StopAsyncIteration:
+                return
+        else:
+            nxt.cancel()
+            return
+
+
+def open_journal_db(url: str) -> DBEngine:
+    return open_database(url)

@@ -1,0 +1,63 @@
+"""The ``bot`` command line (typer + rich).
+
+Errors a user can cause end in one line on stderr and exit code 2, never a traceback
+(set ``BOT_DEBUG=1`` to see one anyway).
+"""
+
+from __future__ import annotations
+
+import os
+import sys
+
+import typer
+
+from bot.errors import BotError
+
+app = typer.Typer(
+    name="bot",
+    help="Event-driven ML trading bot for Bybit: backtest, paper, live, and a journal that says why.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+
+def _register() -> None:
+    from bot.cli import db, journal, run
+
+    run.register(app)
+    app.add_typer(journal.app, name="journal")
+    app.add_typer(db.app, name="db")
+    # Optional command groups contributed by later parts (models, exchange tooling).
+    for mod in ("bot.cli.models", "bot.cli.exchange"):
+        try:
+            module = __import__(mod, fromlist=["register"])
+        except ModuleNotFoundError as exc:
+            if exc.name != mod:
+                raise
+            continue
+        module.register(app)
+
+
+_register()
+
+
+def main() -> None:
+    """Console entry point. Usage errors are typer's (exit 2); BotError is one line, exit 2."""
+    debug = bool(os.environ.get("BOT_DEBUG"))
+    try:
+        app()  # standalone mode: typer handles usage errors and exits
+    except BotError as exc:
+        if debug:
+            raise
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(exc.exit_code)
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        sys.exit(130)
+    except Exception as exc:  # noqa: BLE001 - last resort: one line, not a traceback
+        if debug:
+            raise
+        print(f"internal error: {type(exc).__name__}: {exc} (set BOT_DEBUG=1 for the traceback)",
+              file=sys.stderr)
+        sys.exit(1)

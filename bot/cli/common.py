@@ -1,0 +1,87 @@
+"""Shared CLI plumbing: config loading from flags, output formats, the console."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from datetime import datetime
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from bot.config import Config, load_config
+from bot.errors import ConfigError
+from bot.logs import configure
+
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file (default: ./config.yaml if present).")
+SetOpt = typer.Option(None, "--set", help="Override a config key: --set dotted.key=value (repeatable).")
+DbOpt = typer.Option(None, "--db", help="Journal database URL (default: storage.url).")
+FormatOpt = typer.Option("table", "--format", "-f", help="table, json or csv.")
+
+
+def load(config: Path | None, sets: list[str] | None, extra: dict[str, Any] | None = None,
+         db: str | None = None) -> Config:
+    extra = dict(extra or {})
+    if db:
+        extra["storage.url"] = db
+    cfg = load_config(config, sets or [], extra)
+    configure(cfg.logging.level, cfg.logging.format)
+    return cfg
+
+
+def jsonable(v: Any) -> Any:
+    if isinstance(v, Decimal):
+        return format(v, "f")
+    if isinstance(v, datetime):
+        return v.isoformat()
+    if isinstance(v, dict):
+        return {k: jsonable(x) for k, x in v.items()}
+    if isinstance(v, list | tuple):
+        return [jsonable(x) for x in v]
+    return v
+
+
+def dumps(obj: Any) -> str:
+    return json.dumps(jsonable(obj), indent=2, default=str)
+
+
+def emit(rows: list[dict[str, Any]], fmt: str, columns: list[str] | None = None, title: str = "") -> None:
+    if fmt not in ("table", "json", "csv"):
+        raise ConfigError(f"unknown --format {fmt!r}: expected table, json or csv")
+    cols = columns or (list(rows[0].keys()) if rows else [])
+    if fmt == "json":
+        sys.stdout.write(dumps([{c: r.get(c) for c in cols} for r in rows]) + "\n")
+        return
+    if fmt == "csv":
+        buf = io.StringIO()
+        w = csv.writer(buf)
+        w.writerow(cols)
+        for r in rows:
+            w.writerow(["" if r.get(c) is None else _cell(r.get(c)) for c in cols])
+        sys.stdout.write(buf.getvalue())
+        return
+    table = Table(title=title or None, show_lines=False)
+    for c in cols:
+        table.add_column(c, overflow="fold")
+    for r in rows:
+        table.add_row(*["" if r.get(c) is None else _cell(r.get(c)) for c in cols])
+    console.print(table)
+    if not rows:
+        console.print("[dim](no rows)[/dim]")
+
+
+def _cell(v: Any) -> str:
+    if isinstance(v, float):
+        return f"{v:.6g}"
+    if isinstance(v, dict | list):
+        return json.dumps(jsonable(v))[:200]
+    return str(jsonable(v))

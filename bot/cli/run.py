@@ -1,0 +1,140 @@
+"""``bot backtest`` and ``bot run --mode backtest|paper|live``."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from bot import app as core
+from bot.cli.common import ConfigOpt, DbOpt, SetOpt, console, dumps, err_console, load
+from bot.config import Config
+from bot.domain import timeframe_ms
+from bot.errors import ConfigError
+from bot.feeds.replay import replay_candles
+from storage.db import safe_url
+
+SUMMARY_ROWS = [
+    ("run_id", "run"), ("strategy", "strategy"), ("symbol", "symbol"), ("candles", "candles"),
+    ("start", "from"), ("end", "to"), ("n_trades", "trades"), ("final_equity", "final equity"),
+    ("total_return", "total return"), ("buy_and_hold_return", "buy & hold"), ("cagr", "CAGR"),
+    ("sharpe", "Sharpe"), ("sortino", "Sortino"), ("max_drawdown", "max drawdown"),
+    ("win_rate", "win rate"), ("profit_factor", "profit factor"), ("exposure_time", "exposure"),
+    ("fees", "fees"), ("elapsed_s", "elapsed s"), ("candles_per_s", "candles/s"),
+]
+PCT = {"total_return", "buy_and_hold_return", "cagr", "max_drawdown", "win_rate", "exposure_time"}
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    table = Table(title=f"{summary.get('mode', 'backtest')} summary", show_header=False)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, label in SUMMARY_ROWS:
+        v = summary.get(key)
+        if v is None:
+            text = "-"
+        elif key in PCT:
+            text = f"{v * 100:.2f}%"
+        elif isinstance(v, float):
+            text = f"{v:,.4f}" if abs(v) < 100 else f"{v:,.2f}"
+        else:
+            text = str(v)
+        table.add_row(label, text)
+    console.print(table)
+
+
+def _backtest(cfg: Config, data_path: str | None, date_from: str | None, date_to: str | None,
+              checkpoint: str | None, as_json: bool, mode: str = "backtest") -> None:
+    if not data_path:
+        raise ConfigError("pass --data FILE (a candle CSV, CSV.gz or Parquet file)")
+    # Validate every input before the journal hears of a run: bad input leaves nothing behind.
+    data = core.load_data(cfg, data_path, date_from, date_to)
+    strategy = core.build_strategy(cfg, checkpoint)
+    if len(data) < strategy.warmup + 1:
+        raise ConfigError(f"{len(data)} candles are too few: strategy {cfg.strategy.name} needs "
+                          f"{strategy.warmup + 1} or more")
+    if data.gaps.count:
+        err_console.print(f"[yellow]warning:[/yellow] {data.gaps.describe(timeframe_ms(cfg.market.timeframe))}")
+    db = core.open_journal_db(cfg.storage.url)
+    summary = core.run_backtest(cfg, data, strategy, db, mode=mode, show_progress=not as_json)
+    if as_json:
+        sys.stdout.write(dumps(summary) + "\n")
+    else:
+        print_summary(summary)
+        console.print(f"journal: {safe_url(cfg.storage.url)}  run {summary['run_id']}")
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("backtest")
+    def backtest(
+        strategy: str | None = typer.Option(None, "--strategy", "-s", help="sma, dsc, rollout, gru_sizer."),
+        data: str | None = typer.Option(None, "--data", "-d", help="Candle file (CSV, CSV.gz, Parquet)."),
+        date_from: str | None = typer.Option(None, "--from", help="First bar (UTC date or datetime)."),
+        date_to: str | None = typer.Option(None, "--to", help="Stop before this bar (UTC)."),
+        checkpoint: str | None = typer.Option(None, "--checkpoint", help="Model checkpoint to trade."),
+        as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+        config: Path | None = ConfigOpt,
+        set_: list[str] | None = SetOpt,
+        db: str | None = DbOpt,
+    ) -> None:
+        """Replay history through the live code path with simulated fills; journal and summarise."""
+        extra = {"strategy.name": strategy} if strategy else {}
+        cfg = load(config, set_, extra, db)
+        _backtest(cfg, data, date_from, date_to, checkpoint, as_json)
+
+    @app.command("run")
+    def run(
+        mode: str = typer.Option(..., "--mode", "-m", help="backtest, paper or live."),
+        strategy: str | None = typer.Option(None, "--strategy", "-s"),
+        feed: str = typer.Option("bybit", "--feed", help="paper: bybit (live prices) or replay (a file)."),
+        data: str | None = typer.Option(None, "--data", "-d", help="Candle file for backtest / replay feed."),
+        speed: float = typer.Option(0.0, "--speed", help="Replay pace: x real time (0 = as fast as possible)."),
+        date_from: str | None = typer.Option(None, "--from"),
+        date_to: str | None = typer.Option(None, "--to"),
+        checkpoint: str | None = typer.Option(None, "--checkpoint"),
+        as_json: bool = typer.Option(False, "--json"),
+        config: Path | None = ConfigOpt,
+        set_: list[str] | None = SetOpt,
+        db: str | None = DbOpt,
+    ) -> None:
+        """Run the bot in a mode. The same engine and strategy code runs in all of them."""
+        extra = {"strategy.name": strategy} if strategy else {}
+        cfg = load(config, set_, extra, db)
+        if mode == "backtest":
+            _backtest(cfg, data, date_from, date_to, checkpoint, as_json)
+        elif mode == "paper":
+            if feed == "replay":
+                _paper_replay(cfg, data, speed, date_from, date_to, checkpoint, as_json)
+            elif feed == "bybit":
+                from bot.cli import live_modes  # noqa: PLC0415 - optional part
+
+                live_modes.paper_bybit(cfg, checkpoint, as_json)
+            else:
+                raise ConfigError(f"unknown --feed {feed!r}: expected bybit or replay")
+        elif mode == "live":
+            from bot.cli import live_modes  # noqa: PLC0415
+
+            live_modes.live(cfg, checkpoint, as_json)
+        else:
+            raise ConfigError(f"unknown --mode {mode!r}: expected backtest, paper or live")
+
+
+def _paper_replay(cfg: Config, data_path: str | None, speed: float, date_from: str | None,
+                  date_to: str | None, checkpoint: str | None, as_json: bool) -> None:
+    if not data_path:
+        raise ConfigError("--feed replay needs --data FILE")
+    if speed < 0:
+        raise ConfigError("--speed must be 0 (as fast as possible) or positive")
+    data = core.load_data(cfg, data_path, date_from, date_to)
+    strategy = core.build_strategy(cfg, checkpoint)
+    db = core.open_journal_db(cfg.storage.url)
+    feed = replay_candles(data, speed, timeframe_ms(cfg.market.timeframe))
+    summary = asyncio.run(core.run_paper(cfg, strategy, db, feed, data_source=data.source))
+    if as_json:
+        sys.stdout.write(dumps(summary) + "\n")
+    else:
+        print_summary(summary)

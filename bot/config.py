@@ -1,0 +1,201 @@
+"""Typed, frozen configuration: one pydantic model loaded from ``config.yaml``.
+
+Overrides come from the command line as ``--set dotted.key=value`` (the value is parsed as
+YAML, so ``--set risk.max_drawdown=0.2`` is a float). Secrets never live here: they come from
+the environment (or a ``.env`` file) through :class:`Secrets`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, ValidationError, field_validator, model_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from bot.domain import TIMEFRAME_MS
+from bot.errors import ConfigError
+
+DEFAULT_CONFIG_PATH = Path("config.yaml")
+
+
+class _Frozen(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MarketConfig(_Frozen):
+    symbol: str = "BTCUSDT"
+    timeframe: str = "1h"
+    category: Literal["spot", "linear"] = "linear"
+    #: Instrument rules used by the simulated broker; the Bybit broker reads them from the venue.
+    tick_size: float = Field(0.1, gt=0)
+    qty_step: float = Field(0.001, gt=0)
+    min_qty: float = Field(0.001, gt=0)
+    min_notional: float = Field(5.0, ge=0)
+
+    @field_validator("timeframe")
+    @classmethod
+    def _known_timeframe(cls, v: str) -> str:
+        if v not in TIMEFRAME_MS:
+            raise ValueError(f"unknown timeframe {v!r}; expected one of {', '.join(TIMEFRAME_MS)}")
+        return v
+
+    @field_validator("symbol")
+    @classmethod
+    def _symbol(cls, v: str) -> str:
+        if not v or not v.isalnum():
+            raise ValueError(f"symbol must be alphanumeric like BTCUSDT, got {v!r}")
+        return v.upper()
+
+
+class StrategyConfig(_Frozen):
+    name: str = "sma"
+    #: Strategy-specific parameters, validated by the strategy's own parameter model.
+    params: dict[str, Any] = Field(default_factory=dict)
+    checkpoint: str | None = None
+
+
+class BrokerConfig(_Frozen):
+    initial_cash: float = Field(10_000.0, gt=0)
+    fee_rate: float = Field(0.001, ge=0, lt=0.1)
+    slippage_bps: float = Field(0.0, ge=0, lt=1000)
+
+
+class RiskConfig(_Frozen):
+    #: Cap on |target exposure| as a fraction of equity (1.0 = fully invested, no leverage).
+    max_exposure: float = Field(1.0, gt=0, le=10)
+    #: Kill switch: peak-to-trough drawdown of equity that stops trading (0 disables).
+    max_drawdown: float = Field(0.0, ge=0, lt=1)
+    #: Kill switch: loss since the UTC day's first equity mark (0 disables).
+    max_daily_loss: float = Field(0.0, ge=0, lt=1)
+    #: Kill switch: largest position notional allowed in quote currency (0 disables).
+    max_position_notional: float = Field(0.0, ge=0)
+    #: What a tripped kill switch does: close the position, or keep it and stop trading.
+    kill_action: Literal["flatten", "freeze"] = "flatten"
+    #: Orders smaller than this notional are not sent (the instrument minimum still applies).
+    min_order_notional: float = Field(0.0, ge=0)
+    #: Minimum number of bars between two orders (0 = none).
+    cooldown_bars: int = Field(0, ge=0)
+    #: Ignore target changes smaller than this fraction of equity (avoids churn).
+    rebalance_threshold: float = Field(0.0, ge=0, lt=1)
+
+
+class StorageConfig(_Frozen):
+    url: str = "sqlite:///bot_journal.db"
+    #: Rows buffered before a journal flush in backtests.
+    batch_size: int = Field(5000, ge=1)
+
+
+class ExchangeConfig(_Frozen):
+    name: Literal["bybit"] = "bybit"
+    testnet: bool = True
+    rest_url: str | None = None
+    ws_url: str | None = None
+    recv_window: int = Field(5000, ge=100, le=60_000)
+    timeout_s: float = Field(10.0, gt=0)
+
+
+class LoggingConfig(_Frozen):
+    level: Literal["debug", "info", "warning", "error"] = "info"
+    format: Literal["auto", "json", "console"] = "auto"
+
+
+class Config(_Frozen):
+    market: MarketConfig = MarketConfig()
+    strategy: StrategyConfig = StrategyConfig()
+    broker: BrokerConfig = BrokerConfig()
+    risk: RiskConfig = RiskConfig()
+    storage: StorageConfig = StorageConfig()
+    exchange: ExchangeConfig = ExchangeConfig()
+    logging: LoggingConfig = LoggingConfig()
+
+    @model_validator(mode="after")
+    def _consistent(self) -> Config:
+        if self.market.category == "spot" and self.risk.max_exposure > 1:
+            raise ValueError("risk.max_exposure above 1 needs leverage; spot markets allow at most 1")
+        return self
+
+
+class Secrets(BaseSettings):
+    """API credentials, read only from the environment or a ``.env`` file."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_prefix="BYBIT_", extra="ignore")
+
+    api_key: SecretStr | None = None
+    api_secret: SecretStr | None = None
+
+
+def parse_override(item: str) -> tuple[list[str], Any]:
+    """``"a.b=1.5"`` -> (["a", "b"], 1.5). The value is parsed as YAML."""
+    key, sep, raw = item.partition("=")
+    key = key.strip()
+    if not sep or not key or any(not part for part in key.split(".")):
+        raise ConfigError(f"bad --set {item!r}: expected dotted.key=value")
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return key.split("."), value
+
+
+def _apply(tree: dict[str, Any], path: list[str], value: Any) -> None:
+    node = tree
+    for part in path[:-1]:
+        child = node.get(part)
+        if child is None:
+            child = node[part] = {}
+        if not isinstance(child, dict):
+            raise ConfigError(f"bad --set {'.'.join(path)}: {part!r} is not a section")
+        node = child
+    node[path[-1]] = value
+
+
+def _first_error(exc: ValidationError) -> str:
+    err = exc.errors()[0]
+    loc = ".".join(str(p) for p in err["loc"]) or "config"
+    msg = err["msg"]
+    if err["type"] == "extra_forbidden":
+        msg = "unknown key"
+    return f"{loc}: {msg}"
+
+
+def load_config(
+    path: str | Path | None = None,
+    overrides: list[str] | None = None,
+    extra: dict[str, Any] | None = None,
+) -> Config:
+    """Load ``path`` (default ``config.yaml`` if it exists), apply ``extra`` then ``--set`` items."""
+    tree: dict[str, Any] = {}
+    explicit = path is not None
+    p = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    if p.exists():
+        try:
+            loaded = yaml.safe_load(p.read_text())
+        except yaml.YAMLError as exc:
+            mark = getattr(exc, "problem_mark", None)
+            where = f" (line {mark.line + 1})" if mark is not None else ""
+            raise ConfigError(f"config file {p} is not valid YAML{where}") from None
+        except OSError as exc:
+            raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError(f"config file {p} must be a mapping of sections")
+        tree = loaded
+    elif explicit:
+        raise ConfigError(f"config file not found: {p}")
+    for dotted, value in (extra or {}).items():
+        _apply(tree, dotted.split("."), value)
+    for item in overrides or []:
+        keys, value = parse_override(item)
+        _apply(tree, keys, value)
+    try:
+        return Config.model_validate(tree)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid configuration: {_first_error(exc)}") from None
+
+
+def config_to_dict(cfg: Config) -> dict[str, Any]:
+    """JSON-ready dict of the configuration (it never holds secrets)."""
+    return cfg.model_dump(mode="json")

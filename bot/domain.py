@@ -1,0 +1,274 @@
+"""The shared vocabulary of the bot. A leaf module: it imports nothing of the project.
+
+Domain objects are frozen, slotted dataclasses. Prices and quantities that cross the broker
+boundary are :class:`~decimal.Decimal`; candle values stay floats because they feed model math.
+Time is UTC, integer milliseconds.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import dataclass, field, replace
+from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
+from enum import StrEnum
+from typing import Any
+
+ZERO = Decimal(0)
+
+
+class Side(StrEnum):
+    BUY = "Buy"
+    SELL = "Sell"
+
+    @property
+    def sign(self) -> int:
+        return 1 if self is Side.BUY else -1
+
+
+class OrderType(StrEnum):
+    MARKET = "Market"
+    LIMIT = "Limit"
+
+
+class Category(StrEnum):
+    SPOT = "spot"
+    LINEAR = "linear"
+
+
+class OrderStatus(StrEnum):
+    """Order life cycle. ``CREATED``: journaled intent, not yet sent. ``SUBMITTED``: sent, the
+    venue's answer not yet known (a timed-out create stays here until looked up by client id)."""
+
+    CREATED = "created"
+    SUBMITTED = "submitted"
+    ACCEPTED = "accepted"
+    PARTIALLY_FILLED = "partially_filled"
+    FILLED = "filled"
+    CANCELLED = "cancelled"
+    REJECTED = "rejected"
+    EXPIRED = "expired"
+
+    @property
+    def is_terminal(self) -> bool:
+        return self in TERMINAL_STATUSES
+
+
+TERMINAL_STATUSES = frozenset(
+    {OrderStatus.FILLED, OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED}
+)
+
+_S = OrderStatus
+#: The written transition table: status -> statuses it may move to. Anything else raises.
+ORDER_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
+    _S.CREATED: frozenset({_S.SUBMITTED, _S.REJECTED}),
+    # A submitted order may be answered by any venue outcome; fills can overtake the ack.
+    _S.SUBMITTED: frozenset(
+        {_S.ACCEPTED, _S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELLED, _S.REJECTED, _S.EXPIRED}
+    ),
+    _S.ACCEPTED: frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELLED, _S.EXPIRED}),
+    _S.PARTIALLY_FILLED: frozenset({_S.PARTIALLY_FILLED, _S.FILLED, _S.CANCELLED, _S.EXPIRED}),
+    _S.FILLED: frozenset(),
+    _S.CANCELLED: frozenset(),
+    _S.REJECTED: frozenset(),
+    _S.EXPIRED: frozenset(),
+}
+
+
+class IllegalTransitionError(Exception):
+    """Raised by :meth:`Order.transition` on a move the table does not allow."""
+
+
+TIMEFRAME_MS: dict[str, int] = {
+    "1m": 60_000,
+    "3m": 180_000,
+    "5m": 300_000,
+    "15m": 900_000,
+    "30m": 1_800_000,
+    "1h": 3_600_000,
+    "2h": 7_200_000,
+    "4h": 14_400_000,
+    "6h": 21_600_000,
+    "12h": 43_200_000,
+    "1d": 86_400_000,
+}
+
+
+def timeframe_ms(timeframe: str) -> int:
+    try:
+        return TIMEFRAME_MS[timeframe]
+    except KeyError:
+        raise ValueError(
+            f"unknown timeframe {timeframe!r}; expected one of {', '.join(TIMEFRAME_MS)}"
+        ) from None
+
+
+@dataclass(frozen=True, slots=True)
+class Candle:
+    """A closed bar. ``open_time`` is the bar's open time in UTC milliseconds."""
+
+    symbol: str
+    timeframe: str
+    open_time: int
+    open: float
+    high: float
+    low: float
+    close: float
+    volume: float
+
+
+@dataclass(frozen=True, slots=True)
+class Instrument:
+    """Trading rules of a symbol: every price and quantity sent out is rounded to these."""
+
+    symbol: str
+    category: Category
+    tick_size: Decimal
+    qty_step: Decimal
+    min_qty: Decimal
+    min_notional: Decimal = ZERO
+    max_qty: Decimal | None = None
+
+    def floor_qty(self, qty: Decimal) -> Decimal:
+        """Round a quantity towards zero to the lot step."""
+        steps = (qty / self.qty_step).to_integral_value(rounding=ROUND_DOWN)
+        return (steps * self.qty_step).quantize(self.qty_step)
+
+    def round_price(self, price: Decimal) -> Decimal:
+        steps = (price / self.tick_size).to_integral_value(rounding=ROUND_HALF_EVEN)
+        return (steps * self.tick_size).quantize(self.tick_size)
+
+    def tradable(self, qty: Decimal, price: Decimal) -> bool:
+        """True when ``qty`` at ``price`` clears the minimum order size and notional."""
+        qty = abs(qty)
+        return qty >= self.min_qty and qty * price >= self.min_notional and qty > 0
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    """What a strategy wants: a target exposure (fraction of equity, signed) and why.
+
+    ``target`` None means "no trade": keep whatever position is held (used for errors and
+    warm-up). ``explanation`` must be JSON-serialisable.
+    """
+
+    symbol: str
+    bar_time: int
+    target: float | None
+    confidence: float = 1.0
+    model_id: str | None = None
+    explanation: dict[str, Any] = field(default_factory=dict)
+    error: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class OrderRequest:
+    """An instruction to the broker, already rounded to the instrument's rules."""
+
+    client_order_id: str
+    symbol: str
+    side: Side
+    qty: Decimal
+    order_type: OrderType = OrderType.MARKET
+    price: Decimal | None = None
+    decision_id: str | None = None
+    reduce_only: bool = False
+    #: Price used for sizing (the decision bar's close); lets the simulated broker shrink a buy.
+    reference_price: Decimal | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class Order:
+    """An order as the bot knows it. Status changes only through :meth:`transition`."""
+
+    client_order_id: str
+    symbol: str
+    side: Side
+    qty: Decimal
+    order_type: OrderType
+    status: OrderStatus
+    created_time: int
+    updated_time: int
+    price: Decimal | None = None
+    decision_id: str | None = None
+    exchange_order_id: str | None = None
+    filled_qty: Decimal = ZERO
+    avg_fill_price: Decimal | None = None
+    reject_reason: str | None = None
+    adopted: bool = False
+
+    @classmethod
+    def from_request(cls, req: OrderRequest, now_ms: int) -> Order:
+        return cls(
+            client_order_id=req.client_order_id,
+            symbol=req.symbol,
+            side=req.side,
+            qty=req.qty,
+            order_type=req.order_type,
+            status=OrderStatus.CREATED,
+            created_time=now_ms,
+            updated_time=now_ms,
+            price=req.price,
+            decision_id=req.decision_id,
+        )
+
+    def transition(self, status: OrderStatus, now_ms: int, **changes: Any) -> Order:
+        """Return a copy in ``status``; raise :class:`IllegalTransitionError` if not allowed."""
+        if status not in ORDER_TRANSITIONS[self.status]:
+            raise IllegalTransitionError(
+                f"order {self.client_order_id}: {self.status} -> {status} is not allowed"
+            )
+        return replace(self, status=status, updated_time=now_ms, **changes)
+
+    @property
+    def remaining(self) -> Decimal:
+        return self.qty - self.filled_qty
+
+
+@dataclass(frozen=True, slots=True)
+class Fill:
+    """One execution. ``exec_id`` is the venue's execution id: the journal's idempotency key."""
+
+    exec_id: str
+    client_order_id: str
+    symbol: str
+    side: Side
+    qty: Decimal
+    price: Decimal
+    fee: Decimal
+    time: int
+    is_maker: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class Position:
+    """Signed quantity (negative = short) and its average entry price."""
+
+    symbol: str
+    qty: Decimal = ZERO
+    avg_price: Decimal = ZERO
+    realized_pnl: Decimal = ZERO
+
+    @property
+    def is_flat(self) -> bool:
+        return self.qty == 0
+
+
+@dataclass(frozen=True, slots=True)
+class Balance:
+    cash: Decimal
+    equity: Decimal
+
+
+def client_order_id(run_id: str, symbol: str, decision_time: int, seq: int = 0) -> str:
+    """Deterministic client order id (Bybit ``orderLinkId``, max 36 chars).
+
+    Same run, symbol and decision time -> same id, so a restarted bot can ask the venue whether
+    the order already exists before sending it again.
+    """
+    sym = hashlib.sha1(symbol.encode()).hexdigest()[:4]
+    return f"{run_id}-{sym}-{decision_time}-{seq}"
+
+
+def decision_id(run_id: str, bar_time: int) -> str:
+    """Deterministic decision id: one decision per run and bar."""
+    return f"{run_id}-{bar_time}"

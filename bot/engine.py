@@ -1,0 +1,206 @@
+"""The event path: candle -> strategy -> risk/portfolio -> broker -> journal.
+
+``Engine.on_bar`` is plain synchronous code run once per closed bar. Backtests call it in a
+tight loop; paper and live call it from asyncio tasks (feeds, order streams, scheduler). Every
+mode therefore runs the same decision and order code; only the broker object differs.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from array import array
+from collections.abc import Callable
+from decimal import Decimal
+from typing import Any
+
+import structlog
+
+from bot.bars import Bars
+from bot.domain import (
+    Decision,
+    Fill,
+    Order,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    client_order_id,
+    decision_id,
+)
+from bot.portfolio import order_for_target, target_quantity
+from bot.risk import KillSwitch, RiskManager
+from bot.trades import TradeLedger
+from broker.base import Broker
+from storage.journal import Journal
+from strategies.base import Strategy
+
+log = structlog.get_logger("bot.engine")
+
+
+def wall_clock_ms() -> int:
+    return int(time.time() * 1000)
+
+
+class Engine:
+    def __init__(self, *, run_id: str, strategy: Strategy, bars: Bars, broker: Broker, journal: Journal,
+                 risk: RiskManager, fee_rate: float, bar_ms: int,
+                 clock: Callable[[], int] | None = None) -> None:
+        self.run_id = run_id
+        self.strategy = strategy
+        self.bars = bars
+        self.broker = broker
+        self.journal = journal
+        self.risk = risk
+        self.fee_rate = fee_rate
+        self.bar_ms = bar_ms
+        self.instrument = broker.instrument
+        self.symbol = bars.symbol
+        #: Data clock in backtests (bar close time); wall clock in paper and live.
+        self._clock = clock
+        self.ledger = TradeLedger(run_id)
+        self.bar_index = -1
+        self.first_bar: int | None = None
+        self.last_bar: int | None = None
+        self.target = 0.0
+        self.equity_curve = array("d")
+        self.position_curve = array("d")
+        self.times = array("q")
+        self.n_decisions = 0
+        self.n_orders = 0
+        self.trade_pnls: list[Decimal] = []
+        self.fees_paid = Decimal(0)
+        self._risk_active = bool(risk.cfg.max_drawdown or risk.cfg.max_daily_loss)
+        broker.set_listener(self._on_order_event)
+
+    # -- life cycle --------------------------------------------------------------------------------
+    def start(self) -> None:
+        self.strategy.on_start(self.bars)
+
+    def now_ms(self, bar_time: int) -> int:
+        return self._clock() if self._clock is not None else bar_time + self.bar_ms
+
+    # -- the per-bar core --------------------------------------------------------------------------
+    def on_bar(self) -> None:
+        """Bar ``bars.n - 1`` has closed: fill, mark, decide, order. Same code in every mode."""
+        bars = self.bars
+        i = bars.n - 1
+        t, o, h, lo, c, _v = bars.last()
+        self.bar_index = i
+        if self.first_bar is None:
+            self.first_bar = t
+        self.last_bar = t
+        # 1. Orders decided on earlier bars meet this bar's prices (simulated broker only).
+        self.broker.on_bar(t, o, h, lo, c)
+        # 2. Mark to market at the close; journal the equity curve.
+        cash, qty = self.broker.cash_and_qty()
+        eq = cash + qty * c
+        self.equity_curve.append(eq)
+        self.position_curve.append(qty)
+        self.times.append(t)
+        self.journal.record_equity(t, eq, cash, qty, c)
+        kill: KillSwitch | None = None
+        if self._risk_active:
+            kill = self.risk.on_equity(t, eq)
+            if kill is not None:
+                self._on_kill(kill)
+        # 3. Ask the strategy; a failing strategy is a journaled no-trade decision.
+        decision = self._decide(bars, t)
+        if decision is None:
+            if kill is not None and self.risk.cfg.kill_action == "flatten":
+                decision = Decision(self.symbol, t, 0.0, explanation={"kill_switch": kill.reason})
+            else:
+                return
+        self._act(decision, t, c, eq)
+
+    def _decide(self, bars: Bars, t: int) -> Decision | None:
+        try:
+            d = self.strategy.on_bar(bars)
+            if d is None:
+                return None
+            if d.bar_time != t:
+                raise ValueError(f"decision for bar {d.bar_time} returned at bar {t}")
+            if d.explanation:
+                json.dumps(d.explanation, allow_nan=False)
+            return d
+        except Exception as exc:  # noqa: BLE001 - user/model code must never kill the loop
+            msg = f"{type(exc).__name__}: {exc}"
+            log.warning("strategy_error", bar_time=t, error=msg)
+            return Decision(self.symbol, t, None, confidence=0.0, model_id=self.strategy.model_id,
+                            error=msg[:1000])
+
+    def _act(self, d: Decision, t: int, price: float, eq: float) -> None:
+        did = decision_id(self.run_id, t)
+        self.n_decisions += 1
+        if d.error is not None or d.target is None:
+            self.journal.record_decision(did, d, price, "error" if d.error else "no_trade")
+            return
+        target = self.risk.clamp(d.target)
+        target = self.risk.cap_target_for_notional(target, eq)
+        tripped = self.risk.tripped
+        if tripped is not None:
+            if self.risk.cfg.kill_action == "freeze":
+                self.journal.record_decision(did, d, price, "frozen")
+                return
+            target = 0.0
+        self.target = target
+        if self.broker.open_orders():
+            # An order is still working: never stack a second one on top of it.
+            self.journal.record_decision(did, d, price, "waiting")
+            return
+        pos = self.broker.position().qty
+        tq = target_quantity(target, eq, price, self.fee_rate, self.instrument)
+        plan = order_for_target(tq, pos, price, self.instrument)
+        if plan is None:
+            self.journal.record_decision(did, d, price, "hold")
+            return
+        side, qty = plan
+        blocked = self.risk.allows_order(self.bar_index, float(qty) * price)
+        if blocked is not None and not (tripped is not None and target == 0.0):
+            self.journal.record_decision(did, d, price, "blocked")
+            self.journal.record_event(t, "order_blocked", {"decision_id": did, "reason": blocked})
+            return
+        self.journal.record_decision(did, d, price, "order")
+        self._submit(OrderRequest(
+            client_order_id=client_order_id(self.run_id, self.symbol, t),
+            symbol=self.symbol, side=side, qty=qty, order_type=OrderType.MARKET, decision_id=did,
+            reference_price=Decimal(repr(price)),
+        ), t)
+
+    def _submit(self, req: OrderRequest, t: int) -> None:
+        now = self.now_ms(t)
+        self.journal.record_order(Order.from_request(req, now))
+        if self.broker.write_ahead:
+            # Decision and order intent are durable before the order leaves the process.
+            self.journal.flush()
+        self.risk.last_order_bar = self.bar_index
+        self.n_orders += 1
+        order = self.broker.submit(req, now)
+        self.journal.update_order(order)
+        if order.status is OrderStatus.REJECTED:
+            log.warning("order_rejected", order=req.client_order_id, reason=order.reject_reason)
+            self.journal.record_event(t, "order_rejected",
+                                      {"order_id": req.client_order_id, "reason": order.reject_reason})
+
+    def _on_kill(self, kill: KillSwitch) -> None:
+        log.error("kill_switch", reason=kill.reason, equity=kill.equity, action=self.risk.cfg.kill_action)
+        self.journal.record_event(kill.time, "kill_switch", {
+            "reason": kill.reason, "equity": kill.equity, "action": self.risk.cfg.kill_action, **kill.detail,
+        })
+
+    # -- broker events -----------------------------------------------------------------------------
+    def _on_order_event(self, order: Order, fill: Fill | None) -> None:
+        self.journal.update_order(order)
+        if fill is not None:
+            self.journal.record_fill(fill)
+            self.fees_paid += fill.fee
+            for trade in self.ledger.on_fill(fill, order.decision_id, max(self.bar_index, 0)):
+                trade["symbol"] = self.symbol
+                self.trade_pnls.append(trade["net_pnl"])
+                self.journal.record_trade(trade)
+        elif order.status in (OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED):
+            self.journal.record_event(order.updated_time, f"order_{order.status}", {
+                "order_id": order.client_order_id, "reason": order.reject_reason})
+
+    # -- checkpointing ------------------------------------------------------------------------------
+    def progress(self) -> dict[str, Any]:
+        return {"bars": self.bar_index + 1, "first_bar": self.first_bar, "last_bar": self.last_bar}

@@ -1,0 +1,1 @@
+"""Candle feeds: historical replay and live exchange streams."""

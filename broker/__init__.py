@@ -1,0 +1,1 @@
+"""Where orders go: the simulated fill engine and Bybit execution share one interface."""

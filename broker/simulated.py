@@ -1,0 +1,193 @@
+"""The simulated fill engine used by backtests and paper trading.
+
+Fill assumptions (written down in the README):
+
+- A market order decided on bar t's close fills at bar t+1's open, moved against the trader by
+  ``slippage_bps``, rounded to the tick. Never at the close that produced the decision.
+- A limit order is live from the next bar on. A buy fills when the bar's low reaches the limit
+  (at the open if the bar opens through it, else at the limit); a sell mirrors it.
+- Fee: ``fee_rate`` x notional on every fill, both sides.
+- A buy that cash cannot pay for at the fill price shrinks to what cash buys, rounded down to
+  the lot; below the instrument minimum it is rejected. Spot cannot sell more than it holds.
+- Accounting is exact (Decimal): cash, signed position, average entry price, realised PnL.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from bot.domain import (
+    ZERO,
+    Balance,
+    Category,
+    Fill,
+    Instrument,
+    Order,
+    OrderRequest,
+    OrderStatus,
+    OrderType,
+    Position,
+    Side,
+)
+from broker.base import Broker, to_decimal
+
+_FEE_Q = Decimal("1e-10")
+
+
+class SimulatedBroker(Broker):
+    def __init__(self, instrument: Instrument, initial_cash: float, fee_rate: float,
+                 slippage_bps: float) -> None:
+        super().__init__()
+        self.instrument = instrument
+        self.fee_rate = Decimal(repr(fee_rate))
+        self.slippage = Decimal(repr(slippage_bps)) / Decimal(10_000)
+        self.cash = Decimal(repr(float(initial_cash)))
+        self.qty = ZERO
+        self.avg_price = ZERO
+        self.realized = ZERO
+        self.fees = ZERO
+        self._orders: dict[str, Order] = {}
+        self._fill_seq = 0
+        # Float mirrors for the per-bar equity mark (the hot path avoids Decimal).
+        self._cash_f = float(self.cash)
+        self._qty_f = 0.0
+
+    @property
+    def long_only(self) -> bool:
+        return self.instrument.category is Category.SPOT
+
+    # -- interface --------------------------------------------------------------------------
+    def submit(self, req: OrderRequest, now_ms: int) -> Order:
+        order = Order.from_request(req, now_ms).transition(OrderStatus.SUBMITTED, now_ms)
+        reason = self._validate(req)
+        if reason:
+            order = order.transition(OrderStatus.REJECTED, now_ms, reject_reason=reason)
+        else:
+            order = order.transition(OrderStatus.ACCEPTED, now_ms,
+                                     exchange_order_id=f"sim-{req.client_order_id}")
+            self._orders[order.client_order_id] = order
+        return order
+
+    def _validate(self, req: OrderRequest) -> str | None:
+        ins = self.instrument
+        if req.qty <= 0:
+            return "quantity must be positive"
+        if req.qty != ins.floor_qty(req.qty):
+            return f"quantity {req.qty} is not a multiple of the lot step {ins.qty_step}"
+        if req.qty < ins.min_qty:
+            return f"quantity {req.qty} below the minimum {ins.min_qty}"
+        if req.order_type is OrderType.LIMIT and (req.price is None or req.price <= 0):
+            return "limit order without a positive price"
+        if req.client_order_id in self._orders:
+            return "duplicate client order id"
+        if self.long_only and req.side is Side.SELL and req.qty > self.qty:
+            return f"spot sell of {req.qty} exceeds the {self.qty} held"
+        return None
+
+    def cancel(self, client_order_id: str, now_ms: int) -> Order | None:
+        order = self._orders.pop(client_order_id, None)
+        if order is None:
+            return None
+        order = order.transition(OrderStatus.CANCELLED, now_ms)
+        self._emit(order)
+        return order
+
+    def open_orders(self) -> list[Order]:
+        return list(self._orders.values())
+
+    def position(self) -> Position:
+        return Position(self.instrument.symbol, self.qty, self.avg_price, self.realized)
+
+    def balance(self, mark_price: float) -> Balance:
+        equity = self.cash + self.qty * to_decimal(mark_price) if self.qty else self.cash
+        return Balance(cash=self.cash, equity=equity)
+
+    def equity(self, mark_price: float) -> float:
+        return self._cash_f + self._qty_f * mark_price
+
+    def cash_and_qty(self) -> tuple[float, float]:
+        return self._cash_f, self._qty_f
+
+    # -- the fill engine -----------------------------------------------------------------------
+    def on_bar(self, time_ms: int, open_: float, high: float, low: float, close: float) -> None:
+        if not self._orders:
+            return
+        for order in list(self._orders.values()):
+            price = self._match(order, open_, high, low)
+            if price is not None:
+                self._fill(order, price, time_ms)
+
+    def _match(self, order: Order, open_: float, high: float, low: float) -> Decimal | None:
+        if order.order_type is OrderType.MARKET:
+            base = to_decimal(open_)
+            adj = base * (1 + self.slippage) if order.side is Side.BUY else base * (1 - self.slippage)
+            return self.instrument.round_price(adj)
+        limit = order.price
+        assert limit is not None
+        if order.side is Side.BUY and to_decimal(low) <= limit:
+            return min(to_decimal(open_), limit)
+        if order.side is Side.SELL and to_decimal(high) >= limit:
+            return max(to_decimal(open_), limit)
+        return None
+
+    def _fill(self, order: Order, price: Decimal, time_ms: int) -> None:
+        qty = order.remaining
+        ins = self.instrument
+        if order.side is Side.BUY:
+            cost = qty * price * (1 + self.fee_rate)
+            if cost > self.cash:
+                qty = ins.floor_qty(self.cash / (price * (1 + self.fee_rate))) if self.cash > 0 else ZERO
+        elif self.long_only:
+            qty = min(qty, self.qty)
+        if qty <= 0 or qty < ins.min_qty:
+            del self._orders[order.client_order_id]
+            self._emit(order.transition(OrderStatus.CANCELLED, time_ms,
+                                        reject_reason="insufficient cash at the fill price"))
+            return
+        fee = (qty * price * self.fee_rate).quantize(_FEE_Q)
+        self._apply(order.side, qty, price, fee)
+        self._fill_seq += 1
+        fill = Fill(
+            exec_id=f"sim-{order.client_order_id}-{self._fill_seq}",
+            client_order_id=order.client_order_id,
+            symbol=order.symbol,
+            side=order.side,
+            qty=qty,
+            price=price,
+            fee=fee,
+            time=time_ms,
+            is_maker=order.order_type is OrderType.LIMIT,
+        )
+        del self._orders[order.client_order_id]
+        # A shrunk fill still completes the order: the remainder is not left working.
+        done = order.transition(OrderStatus.FILLED, time_ms, filled_qty=qty, avg_fill_price=price)
+        self._emit(done, fill)
+
+    def _apply(self, side: Side, qty: Decimal, price: Decimal, fee: Decimal) -> None:
+        signed = qty if side is Side.BUY else -qty
+        old = self.qty
+        new = old + signed
+        if old == 0 or (old > 0) == (signed > 0):
+            # Opening or adding: weighted average entry.
+            self.avg_price = (abs(old) * self.avg_price + qty * price) / abs(new)
+        else:
+            closed = min(abs(signed), abs(old))
+            direction = 1 if old > 0 else -1
+            self.realized += (price - self.avg_price) * closed * direction
+            if new == 0:
+                self.avg_price = ZERO
+            elif (new > 0) != (old > 0):
+                self.avg_price = price  # flipped: the remainder opened at this price
+        self.qty = new
+        self.cash -= signed * price + fee
+        self.fees += fee
+        self._cash_f = float(self.cash)
+        self._qty_f = float(self.qty)
+
+    def restore(self, cash: Decimal, qty: Decimal, avg_price: Decimal, realized: Decimal,
+                fees: Decimal, open_orders: list[Order]) -> None:
+        """Rebuild the wallet from the journal (paper-trading resume)."""
+        self.cash, self.qty, self.avg_price, self.realized, self.fees = cash, qty, avg_price, realized, fees
+        self._orders = {o.client_order_id: o for o in open_orders}
+        self._cash_f = float(cash)
+        self._qty_f = float(qty)

@@ -1,0 +1,1 @@
+"""The journal: SQLAlchemy schema, Alembic migrations, batched writes and queries."""

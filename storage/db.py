@@ -1,0 +1,104 @@
+"""Database engines and migrations.
+
+SQLite runs in WAL mode with foreign keys on; PostgreSQL through psycopg 3. Alembic migrations
+are applied automatically whenever the journal is opened, and by ``bot db upgrade``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config as AlembicConfig
+from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
+
+from bot.errors import StorageError
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def safe_url(url: str) -> str:
+    """The URL with any password hidden, for messages and logs."""
+    try:
+        return make_url(url).render_as_string(hide_password=True)
+    except ArgumentError:
+        return "<unparseable url>"
+
+
+def _normalise(url: str) -> str:
+    # "postgresql://" would pick psycopg2; this project ships psycopg 3.
+    if url.startswith("postgresql://") or url.startswith("postgres://"):
+        return "postgresql+psycopg://" + url.split("://", 1)[1]
+    return url
+
+
+def make_engine(url: str) -> Engine:
+    url = _normalise(url)
+    try:
+        parsed = make_url(url)
+    except ArgumentError:
+        raise StorageError(f"bad database URL {url!r}: expected sqlite:///file.db or "
+                           "postgresql+psycopg://user@host/db") from None
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        db = parsed.database
+        if db and db != ":memory:":
+            Path(db).expanduser().parent.mkdir(parents=True, exist_ok=True)
+        engine = create_engine(url)
+
+        @event.listens_for(engine, "connect")
+        def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
+            cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA journal_mode=WAL")
+            cur.execute("PRAGMA synchronous=NORMAL")
+            cur.execute("PRAGMA foreign_keys=ON")
+            cur.execute("PRAGMA busy_timeout=10000")
+            cur.close()
+    elif backend == "postgresql":
+        try:
+            engine = create_engine(url, pool_pre_ping=True, connect_args={"connect_timeout": 5})
+        except SQLAlchemyError as exc:
+            raise StorageError(f"cannot use database {safe_url(url)}: {exc}") from None
+    else:
+        raise StorageError(f"unsupported database {backend!r}: use sqlite or postgresql")
+    try:
+        with engine.connect():
+            pass
+    except (OperationalError, SQLAlchemyError) as exc:
+        reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else ""
+        raise StorageError(f"cannot connect to database {safe_url(url)}: {reason}") from None
+    return engine
+
+
+def alembic_config(engine: Engine) -> AlembicConfig:
+    cfg = AlembicConfig()
+    cfg.set_main_option("script_location", str(MIGRATIONS))
+    cfg.set_main_option("sqlalchemy.url", engine.url.render_as_string(hide_password=False))
+    return cfg
+
+
+def upgrade(engine: Engine) -> str:
+    """Apply every pending migration; return the head revision."""
+    cfg = alembic_config(engine)
+    try:
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+    except SQLAlchemyError as exc:
+        raise StorageError(f"database migration failed on {safe_url(str(engine.url))}: "
+                           f"{str(exc).splitlines()[0]}") from None
+    with engine.connect() as conn:
+        row = conn.exec_driver_sql("SELECT version_num FROM alembic_version").first()
+    return row[0] if row else ""
+
+
+def open_database(url: str) -> Engine:
+    engine = make_engine(url)
+    upgrade(engine)
+    return engine
+
+
+def has_journal(engine: Engine) -> bool:
+    return inspect(engine).has_table("runs")

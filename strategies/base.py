@@ -1,0 +1,88 @@
+"""The strategy interface: a window of closed candles in, a :class:`Decision` out.
+
+Strategies never talk to a broker. They say where they want to be (a target exposure as a
+fraction of equity); the portfolio and risk layers turn that into orders.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from bot.bars import Bars
+from bot.domain import Decision
+from bot.errors import ConfigError
+
+
+class StrategyParams(BaseModel):
+    """Base of every strategy's parameter model: unknown parameters are errors."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+@dataclass(frozen=True, slots=True)
+class StrategyContext:
+    """What a strategy may know about where it runs (never a broker or a database)."""
+
+    symbol: str
+    timeframe: str
+    long_only: bool
+    fee_rate: float = 0.0
+    checkpoint: str | None = None
+
+
+class Strategy(ABC):
+    """Base class. Subclasses set ``name`` and ``Params`` and implement :meth:`on_bar`."""
+
+    name: ClassVar[str]
+    Params: ClassVar[type[StrategyParams]] = StrategyParams
+
+    def __init__(self, params: StrategyParams, ctx: StrategyContext) -> None:
+        self.params = params
+        self.ctx = ctx
+
+    @classmethod
+    def from_config(cls, raw: dict[str, Any], ctx: StrategyContext) -> Strategy:
+        try:
+            params = cls.Params.model_validate(raw)
+        except ValidationError as exc:
+            err = exc.errors()[0]
+            loc = ".".join(str(p) for p in err["loc"])
+            msg = "unknown parameter" if err["type"] == "extra_forbidden" else err["msg"]
+            raise ConfigError(f"strategy.params.{loc}: {msg} (strategy {cls.name})") from None
+        return cls(params, ctx)
+
+    @property
+    def warmup(self) -> int:
+        """Bars needed before the first real decision."""
+        return 1
+
+    @property
+    def model_id(self) -> str | None:
+        return None
+
+    def on_start(self, bars: Bars) -> None:
+        """Called once before the first bar, and on resume with the bars seen so far."""
+
+    def precompute(self, bars: Bars, total: int) -> None:
+        """Backtests only: may batch-compute outputs for all ``total`` preloaded bars.
+
+        Must give exactly the decisions of the bar-by-bar path (each strategy proves it in a test).
+        """
+
+    def state_dict(self) -> dict[str, Any]:
+        """JSON-serialisable state for restarts (journaled); default: stateless."""
+        return {}
+
+    @abstractmethod
+    def on_bar(self, bars: Bars) -> Decision | None:
+        """Bar ``bars.n - 1`` just closed. Return a Decision, or None to keep the current target."""
+
+    def clamp(self, target: float) -> float:
+        """Long-only markets clamp the target to [0, 1]."""
+        if self.ctx.long_only:
+            return min(max(target, 0.0), 1.0)
+        return max(-1.0, min(1.0, target))
