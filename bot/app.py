@@ -25,7 +25,7 @@ from broker.base import Broker
 from broker.simulated import SimulatedBroker
 from storage.db import open_database
 from storage.journal import Journal
-from strategies import create_strategy
+from strategies import create_strategy, strategy_class
 from strategies.base import Strategy, StrategyContext
 
 log = structlog.get_logger("bot.app")
@@ -54,6 +54,13 @@ def strategy_context(cfg: Config, checkpoint: str | None = None) -> StrategyCont
 
 def build_strategy(cfg: Config, checkpoint: str | None = None) -> Strategy:
     return create_strategy(cfg.strategy.name, cfg.strategy.params, strategy_context(cfg, checkpoint))
+
+
+def build_backtest_strategy(cfg: Config, data: CandleData,
+                            checkpoint: str | None = None) -> tuple[Strategy, int, str | None]:
+    """(strategy, first traded bar, note): model strategies may train on early bars first."""
+    cls = strategy_class(cfg.strategy.name)
+    return cls.for_backtest(dict(cfg.strategy.params), strategy_context(cfg, checkpoint), data)
 
 
 def load_data(cfg: Config, path: str, date_from: str | None = None, date_to: str | None = None) -> CandleData:
@@ -133,11 +140,13 @@ def _progress(total: int, label: str) -> Progress:
 
 
 def run_backtest(cfg: Config, data: CandleData, strategy: Strategy, db: DBEngine, *,
-                 mode: str = "backtest", show_progress: bool = True,
+                 mode: str = "backtest", show_progress: bool = True, history: int = 0,
                  stop_after: int | None = None) -> dict[str, Any]:
     """Replay ``data`` through the live code path with the simulated broker; journal and summarise.
 
-    ``stop_after`` stops after that many bars, leaving the run marked interrupted (tests use it).
+    The first ``history`` bars are shown to the strategy as history but never traded (and are not
+    in the equity curve). ``stop_after`` stops after that many traded bars, leaving the run
+    marked interrupted (tests use it).
     """
     bars = Bars.preloaded(cfg.market.symbol, cfg.market.timeframe, data.time, data.open, data.high,
                           data.low, data.close, data.volume)
@@ -147,9 +156,12 @@ def run_backtest(cfg: Config, data: CandleData, strategy: Strategy, db: DBEngine
         journal.record_event(int(data.time[0]), "data_gaps", {
             "count": data.gaps.count, "missing_bars": data.gaps.missing_bars,
             "largest_ms": data.gaps.largest_ms, "largest_at": data.gaps.largest_at})
-    total = len(data) if stop_after is None else min(stop_after, len(data))
+    tradable = len(data) - history
+    total = tradable if stop_after is None else min(stop_after, tradable)
     try:
-        strategy.precompute(bars, len(data))
+        strategy.precompute(data)
+        for _ in range(history):
+            bars.advance()
         engine.start()
         step, advance = engine.on_bar, bars.advance
         chunk = 50_000
@@ -165,7 +177,7 @@ def run_backtest(cfg: Config, data: CandleData, strategy: Strategy, db: DBEngine
                 progress.update(task, completed=done)
         summary = summarise(cfg, s, mode)
         journal.set_progress(**engine.progress(), strategy_state=_json_state(strategy))
-        if stop_after is not None and total < len(data):
+        if total < tradable:
             journal.finish("interrupted", summary, error=f"stopped after {total} bars")
         else:
             journal.finish("completed", summary)

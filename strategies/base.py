@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 from bot.bars import Bars
 from bot.domain import Decision
 from bot.errors import ConfigError
+from bot.feeds.replay import CandleData
 
 
 class StrategyParams(BaseModel):
@@ -67,11 +68,23 @@ class Strategy(ABC):
     def on_start(self, bars: Bars) -> None:
         """Called once before the first bar, and on resume with the bars seen so far."""
 
-    def precompute(self, bars: Bars, total: int) -> None:
-        """Backtests only: may batch-compute outputs for all ``total`` preloaded bars.
+    def precompute(self, data: CandleData) -> None:
+        """Backtests only: may batch-compute model outputs for every bar of ``data`` at once.
 
-        Must give exactly the decisions of the bar-by-bar path (each strategy proves it in a test).
+        Outputs for bar t may use bars [0, t] only, and the decisions must equal those of the
+        bar-by-bar path (each model strategy proves it in a test). ``on_bar`` then looks the
+        result up by bar time instead of running the model.
         """
+
+    @classmethod
+    def for_backtest(cls, raw: dict[str, Any], ctx: StrategyContext,
+                     data: CandleData) -> tuple[Strategy, int, str | None]:
+        """Build the strategy for a backtest over ``data``.
+
+        Returns (strategy, first_traded_bar, note). Bars before ``first_traded_bar`` are history
+        only (e.g. a model trained on them when no checkpoint exists); ``note`` tells the user.
+        """
+        return cls.from_config(raw, ctx), 0, None
 
     def state_dict(self) -> dict[str, Any]:
         """JSON-serialisable state for restarts (journaled); default: stateless."""

@@ -80,5 +80,5 @@ class SMACrossover(Strategy):
             bar_time=bars.last_time(),
             target=target,
             confidence=1.0,
-            explanation={"fast_sma": fast, "slow_sma": slow, "rule": "fast > slow -> long"},
+            explanation={"kind": "sma", "fast_sma": fast, "slow_sma": slow, "rule": "fast > slow -> long"},
         )

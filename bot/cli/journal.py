@@ -109,6 +109,10 @@ def summary(run: str = RunOpt, fmt: str = FormatOpt,
         emit([{"metric": k, "value": v} for k, v in s.items()], fmt, ["metric", "value"], f"run {r['id']}")
 
 
-def register_extra(command_module: str) -> None:
-    """Hook for later parts (explain, report) to add journal sub-commands."""
-    __import__(command_module)
+# Later parts add journal sub-commands (explain, report) from their own modules.
+for _mod in ("bot.cli.journal_explain", "bot.cli.journal_report"):
+    try:
+        __import__(_mod, fromlist=["register"]).register(app)
+    except ModuleNotFoundError as _exc:
+        if _exc.name != _mod:
+            raise

@@ -53,14 +53,17 @@ def _backtest(cfg: Config, data_path: str | None, date_from: str | None, date_to
         raise ConfigError("pass --data FILE (a candle CSV, CSV.gz or Parquet file)")
     # Validate every input before the journal hears of a run: bad input leaves nothing behind.
     data = core.load_data(cfg, data_path, date_from, date_to)
-    strategy = core.build_strategy(cfg, checkpoint)
-    if len(data) < strategy.warmup + 1:
-        raise ConfigError(f"{len(data)} candles are too few: strategy {cfg.strategy.name} needs "
-                          f"{strategy.warmup + 1} or more")
+    db = core.open_journal_db(cfg.storage.url)
+    strategy, history, note = core.build_backtest_strategy(cfg, data, checkpoint)
+    if len(data) - history < strategy.warmup + 1:
+        raise ConfigError(f"{len(data) - history} candles are too few: strategy {cfg.strategy.name} "
+                          f"needs {strategy.warmup + 1} or more")
+    if note:
+        err_console.print(note)
     if data.gaps.count:
         err_console.print(f"[yellow]warning:[/yellow] {data.gaps.describe(timeframe_ms(cfg.market.timeframe))}")
-    db = core.open_journal_db(cfg.storage.url)
-    summary = core.run_backtest(cfg, data, strategy, db, mode=mode, show_progress=not as_json)
+    summary = core.run_backtest(cfg, data, strategy, db, mode=mode, show_progress=not as_json,
+                                history=history)
     if as_json:
         sys.stdout.write(dumps(summary) + "\n")
     else:
