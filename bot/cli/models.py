@@ -1,0 +1,123 @@
+"""``bot train`` and ``bot evaluate``: train a strategy's model, score any checkpoint on any data.
+
+Model kinds plug in through two small registries ("module:function" strings, imported lazily
+so torch loads only when needed):
+
+- ``TRAINERS``: strategy name -> ``train(req: models.training.TrainRequest) -> Path``
+- ``EVALUATORS``: checkpoint kind -> ``evaluate(req: models.training.EvalRequest) -> dict``
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from bot import app as core
+from bot.cli.common import ConfigOpt, SetOpt, console, dumps, err_console, load
+from bot.errors import ConfigError, ModelError
+
+#: strategy name -> trainer. Other model strategies add one line here.
+TRAINERS: dict[str, str] = {
+    "dsc": "models.dsc_train:train",
+}
+
+#: checkpoint kind (ModelMeta.kind) -> evaluator. Other model kinds add one line here.
+EVALUATORS: dict[str, str] = {
+    "dsc": "models.dsc_train:evaluate",
+}
+
+
+def _resolve(target: str) -> Any:
+    module, func = target.split(":")
+    return getattr(importlib.import_module(module), func)
+
+
+def default_checkpoint(strategy: str, symbol: str, timeframe: str) -> Path:
+    """checkpoints/<strategy>_<symbol>_<timeframe>.pt relative to the working directory."""
+    return Path("checkpoints") / f"{strategy}_{symbol}_{timeframe}.pt"
+
+
+def train_command(cfg: Any, data_path: str | None, out: str | None, *, progress: bool = True) -> Path:
+    """Load data, run the registered trainer, return the checkpoint path."""
+    from models.training import TrainRequest
+
+    name = cfg.strategy.name
+    if name not in TRAINERS:
+        raise ConfigError(f"strategy {name!r} has no model to train; trainable: {', '.join(TRAINERS)}")
+    if not data_path:
+        raise ConfigError("pass --data FILE (a candle CSV, CSV.gz or Parquet file)")
+    data = core.load_data(cfg, data_path)
+    path = Path(out) if out else default_checkpoint(name, cfg.market.symbol, cfg.market.timeframe)
+    req = TrainRequest(data=data, params=dict(cfg.strategy.params), symbol=cfg.market.symbol,
+                       timeframe=cfg.market.timeframe, fee_rate=cfg.broker.fee_rate,
+                       long_only=cfg.market.category == "spot", out=path, progress=progress,
+                       console=err_console)
+    return _resolve(TRAINERS[name])(req)
+
+
+def evaluate_command(cfg: Any, checkpoint: str, data_path: str) -> dict[str, Any]:
+    """Score ``checkpoint`` on ``data_path`` with the evaluator registered for its kind."""
+    from models.checkpoint import read_meta
+    from models.training import EvalRequest
+
+    meta = read_meta(checkpoint)
+    if meta.kind not in EVALUATORS:
+        raise ModelError(f"no evaluator for model kind {meta.kind!r}; known: {', '.join(EVALUATORS)}")
+    data = core.load_data(cfg, data_path)
+    req = EvalRequest(checkpoint=Path(checkpoint), data=data, symbol=cfg.market.symbol,
+                      timeframe=cfg.market.timeframe, fee_rate=cfg.broker.fee_rate,
+                      long_only=cfg.market.category == "spot")
+    return _resolve(EVALUATORS[meta.kind])(req)
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("train")
+    def train(
+        strategy: str | None = typer.Option(None, "--strategy", "-s", help="Model strategy: dsc, rollout, gru_sizer."),
+        data: str | None = typer.Option(None, "--data", "-d", help="Candle file (CSV, CSV.gz, Parquet)."),
+        out: str | None = typer.Option(None, "--out", "-o",
+                                       help="Checkpoint path (default checkpoints/<strategy>_<symbol>_<tf>.pt)."),
+        as_json: bool = typer.Option(False, "--json", help="Print the model card as JSON (no progress bar)."),
+        config: Path | None = ConfigOpt,
+        set_: list[str] | None = SetOpt,
+    ) -> None:
+        """Train a strategy's model on a candle file; writes the checkpoint and its model card."""
+        from models.card import render_card
+        from models.checkpoint import card_path, read_meta
+
+        extra = {"strategy.name": strategy} if strategy else {}
+        cfg = load(config, set_, extra)
+        path = train_command(cfg, data, out, progress=not as_json)
+        meta = read_meta(path)
+        if as_json:
+            sys.stdout.write(dumps({"checkpoint": str(path), "model_id": meta.model_id, **meta.to_dict()}) + "\n")
+            return
+        console.print(render_card(meta))
+        console.print(f"checkpoint: {path}\nmodel card: {card_path(path)}")
+
+    @app.command("evaluate")
+    def evaluate(
+        checkpoint: str = typer.Option(..., "--checkpoint", help="A checkpoint written by `bot train`."),
+        data: str = typer.Option(..., "--data", "-d", help="Candle file to score the model on."),
+        as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
+        config: Path | None = ConfigOpt,
+        set_: list[str] | None = SetOpt,
+    ) -> None:
+        """The model card's classification metrics and baselines on any candle file."""
+        from models.card import metrics_table
+
+        cfg = load(config, set_)
+        result = evaluate_command(cfg, checkpoint, data)
+        if as_json:
+            sys.stdout.write(dumps(result) + "\n")
+            return
+        title = f"evaluate {result.get('model_id', '')} on {Path(data).name}"
+        table = metrics_table(result.get("metrics", {}), title=title)
+        if table is not None:
+            console.print(table)
+        for line in result.get("notes", []):
+            console.print(line)

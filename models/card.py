@@ -1,0 +1,98 @@
+"""The model card as readable rich tables (the JSON card is written by :mod:`models.checkpoint`).
+
+Generic over model kinds: the summary comes from :class:`ModelMeta`, and every section of
+``meta.metrics`` (a dict of scalars / small nested dicts) becomes one column of the metrics
+table, so a new model kind gets a card by filling ``metrics``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from rich.console import Group
+from rich.table import Table
+
+from models.checkpoint import ModelMeta
+
+
+def _ms(v: Any) -> str:
+    from datetime import UTC, datetime
+
+    try:
+        return datetime.fromtimestamp(int(v) / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
+    except (TypeError, ValueError, OverflowError):
+        return str(v)
+
+
+def _fmt(v: Any) -> str:
+    if isinstance(v, bool):
+        return str(v)
+    if isinstance(v, float):
+        return f"{v:.4f}"
+    if isinstance(v, list):
+        return str(v)
+    return str(v)
+
+
+def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists and scalars are kept as values."""
+    out: dict[str, Any] = {}
+    for k, v in d.items():
+        key = f"{prefix}{k}"
+        if isinstance(v, dict):
+            out.update(flatten(v, key + "."))
+        else:
+            out[key] = v
+    return out
+
+
+def summary_table(meta: ModelMeta) -> Table:
+    t = Table(title=f"model card: {meta.model_id}", show_header=False)
+    t.add_column("key", style="bold")
+    t.add_column("value", overflow="fold")
+    tr = meta.train_range
+    t.add_row("kind", meta.kind)
+    t.add_row("modules", ", ".join(meta.modules))
+    if tr:
+        t.add_row("trained on", f"{tr.get('symbol', '?')} {tr.get('timeframe', '?')}  "
+                                f"{_ms(tr.get('start'))} .. {_ms(tr.get('end'))}  ({tr.get('bars', '?')} bars)")
+        if tr.get("source"):
+            t.add_row("data", f"{tr['source']}  (hash {meta.data_hash})")
+    t.add_row("window / horizon", f"{meta.window} bars / {meta.horizon} bars")
+    t.add_row("features", f"{len(meta.feature_names)}: {', '.join(meta.feature_names)}")
+    t.add_row("hyper-parameters", ", ".join(f"{k}={v}" for k, v in flatten(meta.hparams).items()))
+    if meta.labels:
+        t.add_row("labels", ", ".join(f"{k}={_fmt(v)}" for k, v in flatten(meta.labels).items()))
+    if meta.train_config:
+        keys = ("epochs", "batch_size", "lr", "seed", "label_smoothing", "patience")
+        t.add_row("training", ", ".join(f"{k}={meta.train_config[k]}" for k in keys if k in meta.train_config))
+    t.add_row("created", meta.created)
+    return t
+
+
+def metrics_table(metrics: dict[str, Any], title: str = "metrics (after fees where relevant)") -> Table | None:
+    """One column per section of ``metrics`` whose values are dicts; rows = flattened keys."""
+    sections = {k: flatten(v) for k, v in metrics.items() if isinstance(v, dict)}
+    if not sections:
+        return None
+    rows: list[str] = []
+    for flat in sections.values():
+        for k in flat:
+            if k not in rows:
+                rows.append(k)
+    t = Table(title=title)
+    t.add_column("metric", style="bold")
+    for name in sections:
+        t.add_column(name, justify="right", overflow="fold")
+    for r in rows:
+        t.add_row(r, *[_fmt(sections[s].get(r, "")) for s in sections])
+    return t
+
+
+def render_card(meta: ModelMeta) -> Group:
+    """The whole card (summary + metrics) as one renderable for ``console.print``."""
+    parts: list[Any] = [summary_table(meta)]
+    mt = metrics_table(meta.metrics)
+    if mt is not None:
+        parts.append(mt)
+    return Group(*parts)
