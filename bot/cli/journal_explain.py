@@ -1,0 +1,214 @@
+"""``bot journal explain ID``: why did the bot do this? One decision, what it caused, and why.
+
+Accepts a decision id, a client order id or an exchange order id. Prints the decision, its class
+or level probabilities, the orders and fills it caused, and the model's attribution as a bar chart
+over the window. Works for every explanation kind of docs/explanations.md and shows whatever keys
+are present; ``--png`` draws the candles above the attribution (matplotlib, headless).
+"""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import typer
+from rich.table import Table
+
+from bot.attention import window_attribution
+from bot.cli.common import ConfigOpt, DbOpt, FormatOpt, SetOpt, console, dumps, load
+from bot.errors import ConfigError
+from bot.feeds.replay import ms_to_iso
+from storage import queries as q
+from storage.db import open_database
+
+BAR_WIDTH = 40
+#: Keys the sections below render; anything else is listed under "other".
+_SHOWN = {"kind", "probs", "confidence", "signal", "attribution", "times", "top_steps", "regime",
+          "recent_share", "head_fusion", "top_features", "feature_scores", "method", "level",
+          "level_probs", "predicted_path", "predicted_closes", "fast_sma", "slow_sma", "rule"}
+
+
+def gather(db: Any, ident: str) -> dict[str, Any]:
+    """The decision behind ``ident`` with its run, orders and fills (StorageError if unknown)."""
+    decision = q.find_decision(db, ident)
+    orders = q.orders_for_decision(db, decision["id"])
+    fills = q.fills_for_orders(db, [o["id"] for o in orders])
+    try:
+        run = q.resolve_run(db, decision["run_id"])
+    except Exception:  # noqa: BLE001 - a decision without its run still explains itself
+        run = {}
+    expl = decision.get("explanation")
+    decision["explanation"] = expl if isinstance(expl, dict) else {}
+    return {"decision": decision, "run": run, "orders": orders, "fills": fills}
+
+
+def _num(v: Any) -> float | None:
+    try:
+        f = float(v)
+    except (TypeError, ValueError):
+        return None
+    return f if f == f else None
+
+
+def _fmt(v: Any) -> str:
+    f = _num(v) if not isinstance(v, bool | str) else None
+    if f is None:
+        return "-" if v is None else str(v)
+    return f"{f:.6g}"
+
+
+def _bar(value: float, top: float) -> str:
+    if top <= 0:
+        return ""
+    n = int(round(abs(value) / top * BAR_WIDTH))
+    return ("[green]" if value >= 0 else "[red]") + "█" * n + "[/]"
+
+
+def bar_table(title: str, rows: list[tuple[str, float]], pct: bool = False, mark: set[str] | None = None) -> Table:
+    """A horizontal bar chart as a rich table (label, value, bar); ``mark`` stars chosen labels."""
+    table = Table(title=title, show_edge=False, pad_edge=False)
+    table.add_column("")
+    table.add_column("value", justify="right")
+    table.add_column("")
+    top = max((abs(v) for _, v in rows), default=0.0)
+    for label, v in rows:
+        star = " *" if mark and label in mark else ""
+        table.add_row(label + star, f"{v * 100:.1f}%" if pct else f"{v:.4g}", _bar(v, top))
+    return table
+
+
+def _probs(expl: dict[str, Any]) -> list[tuple[str, float]]:
+    p = expl.get("probs")
+    if isinstance(p, dict):
+        return [(str(k), f) for k, v in p.items() if (f := _num(v)) is not None]
+    return []
+
+
+def _level_probs(expl: dict[str, Any]) -> list[tuple[str, float]]:
+    lp = expl.get("level_probs")
+    if isinstance(lp, list):
+        return [(f"level {i}", f) for i, v in enumerate(lp) if (f := _num(v)) is not None]
+    return []
+
+
+def _scored(items: Any, key: str, score: str) -> list[tuple[Any, float]]:
+    """[{key, score}] lists (top_steps, top_features) -> [(key, score)], malformed entries skipped."""
+    out = []
+    if isinstance(items, list):
+        for it in items:
+            if isinstance(it, dict) and key in it and (f := _num(it.get(score))) is not None:
+                out.append((it[key], f))
+    return out
+
+
+def _time_label(t: Any) -> str:
+    try:
+        return ms_to_iso(int(t))[:16].replace("T", " ")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return str(t)
+
+
+def render(info: dict[str, Any]) -> None:
+    """Print the explanation of one decision in the terminal."""
+    d, run, expl = info["decision"], info["run"], info["decision"]["explanation"]
+    head = Table(title=f"decision {d['id']}", show_header=False)
+    head.add_column("key")
+    head.add_column("value")
+    for label, value in (("run", f"{d.get('run_id')} ({run.get('mode', '?')}, {run.get('strategy', '?')})"),
+                         ("bar", _time_label(d.get("bar_time"))), ("symbol", d.get("symbol")),
+                         ("status", d.get("status")), ("target", _fmt(d.get("target"))),
+                         ("confidence", _fmt(d.get("confidence"))), ("price", _fmt(d.get("price"))),
+                         ("model", d.get("model_id")), ("explanation kind", expl.get("kind")),
+                         ("signal", expl.get("signal")), ("regime", expl.get("regime")),
+                         ("recent share", _fmt(expl.get("recent_share")) if "recent_share" in expl else None),
+                         ("head fusion", expl.get("head_fusion")), ("method", expl.get("method")),
+                         ("level", expl.get("level")), ("rule", expl.get("rule")),
+                         ("fast / slow SMA", f"{_fmt(expl['fast_sma'])} / {_fmt(expl.get('slow_sma'))}"
+                          if "fast_sma" in expl else None), ("error", d.get("error"))):
+        if value is not None:
+            head.add_row(label, str(value))
+    console.print(head)
+    if not expl:
+        console.print("[dim]this decision carries no explanation[/dim]")
+    if probs := _probs(expl):
+        console.print(bar_table("class probabilities", probs, pct=True))
+    if levels := _level_probs(expl):
+        console.print(bar_table("position level distribution", levels, pct=True))
+    _render_attribution(expl)
+    if feats := _scored(expl.get("top_features"), "feature", "score"):
+        console.print(bar_table("top features", [(str(k), v) for k, v in feats]))
+    fs = expl.get("feature_scores")
+    if isinstance(fs, dict) and (rows := [(str(k), f) for k, v in fs.items() if (f := _num(v)) is not None]):
+        console.print(bar_table("feature scores", rows))
+    for key, title in (("predicted_path", "predicted returns"), ("predicted_closes", "predicted closes")):
+        vals = expl.get(key)
+        if isinstance(vals, list) and vals:
+            console.print(f"{title}: " + ", ".join(_fmt(v) for v in vals))
+    other = {k: v for k, v in expl.items() if k not in _SHOWN}
+    if other:
+        console.print("other: " + dumps(other).replace("\n", " "))
+    _records("orders caused", info["orders"], [
+        ("id", "id"), ("side", "side"), ("type", "order_type"), ("qty", "qty"), ("status", "status"),
+        ("filled", "filled_qty"), ("avg price", "avg_fill_price"), ("reject reason", "reject_reason")])
+    _records("fills", info["fills"], [
+        ("exec id", "exec_id"), ("order", "order_id"), ("side", "side"), ("qty", "qty"),
+        ("price", "price"), ("fee", "fee"), ("time", "time")])
+
+
+def _records(title: str, rows: list[dict[str, Any]], cols: list[tuple[str, str]]) -> None:
+    table = Table(title=title)
+    for label, _ in cols:
+        table.add_column(label, no_wrap=label in ("id", "order", "exec id"))
+    for r in rows:
+        table.add_row(*[_time_label(r.get(k)) if k == "time" else _fmt(r.get(k)) for _, k in cols])
+    console.print(table)
+    if not rows:
+        console.print(f"[dim](no {title.split()[0]})[/dim]")
+
+
+def _render_attribution(expl: dict[str, Any]) -> None:
+    wa = window_attribution(expl)
+    top = {_time_label(t) for t, _ in _scored(expl.get("top_steps"), "time", "weight")}
+    if wa is not None:
+        times, w = wa
+        n = len(w)
+        labels = [_time_label(t) for t in times] if times else [f"t-{n - 1 - i}" for i in range(n)]
+        console.print(bar_table(f"attribution over the window ({n} steps, oldest first; * = top steps)",
+                                list(zip(labels, w, strict=True)), pct=True, mark=top))
+        return
+    steps = _scored(expl.get("top_steps"), "time", "score") or _scored(expl.get("top_steps"), "time", "weight")
+    if steps:
+        steps.sort(key=lambda s: _num(s[0]) or 0)
+        console.print(bar_table("top time steps (the full window attribution is not stored for this kind)",
+                                [(_time_label(t), v) for t, v in steps]))
+
+
+def register(journal_app: typer.Typer) -> None:
+    @journal_app.command("explain")
+    def explain(
+        ident: str = typer.Argument(..., help="Decision id, client order id or exchange order id."),
+        png: Path | None = typer.Option(None, "--png", help="Also write a picture: candles above the attribution."),
+        data: str | None = typer.Option(None, "--data", "-d",
+                                        help="Candle file for --png (default: the run's own data file)."),
+        fmt: str = FormatOpt,
+        config: Path | None = ConfigOpt,
+        set_: list[str] | None = SetOpt,
+        db: str | None = DbOpt,
+    ) -> None:
+        """Why did the bot do this? The decision, its probabilities, orders, fills and attribution."""
+        if fmt not in ("table", "json"):
+            raise ConfigError(f"unknown --format {fmt!r}: expected table or json")
+        cfg = load(config, set_, db=db)
+        engine = open_database(cfg.storage.url)
+        info = gather(engine, ident)
+        if fmt == "json":
+            sys.stdout.write(dumps(info) + "\n")
+        else:
+            render(info)
+        if png is not None:
+            from bot.cli.explain_png import write_png  # noqa: PLC0415 - matplotlib only when asked
+
+            write_png(info, png, engine, data)
+            if fmt != "json":
+                console.print(f"picture: {png}")
