@@ -1,0 +1,185 @@
+"""Stage 2 of ``gru_sizer``: a GRU position sizer over 11 exposure levels (0..10 tenths).
+
+The sizer is run recurrently: at each step it reads the (frozen) stage-1 feature vector and its
+own previous position, updates its hidden state and picks a level. While training the level is
+drawn with Gumbel-softmax (temperature annealed; optional straight-through hard samples) and
+the *expected* position of that sample is fed to the next step, so the loss at step s reaches
+the decisions of steps < s through the positions as well as through the hidden state. When
+trading the level is the argmax and the fed-back position is that level / 10.
+
+Loss per sequence (returns in percent so the terms are O(1)):
+
+    - mean(strategy return - benchmark return)    benchmark exposure chosen by the regime
+    + w_risk * risk cost                            downside deviation or max drawdown
+    + w_opp  * opportunity cost                     upside missed while the regime is bull
+    + w_turn * turnover cost                        fee x |change of position|, on top of
+                                                    the fee already taken from the return
+
+Subtracting a benchmark that does not depend on the positions only moves the zero point of the
+return term (its gradient equals that of the raw return); the regime's real effect on the
+gradient is through the opportunity cost. Reported this way in the model card.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import Tensor, nn
+
+from bot.errors import ModelError
+from models.regime import BENCHMARK_EXPOSURE, BULL
+
+N_LEVELS = 11
+
+
+@dataclass(frozen=True)
+class SizerConfig:
+    """Hyper-parameters of the sizer network and of its loss."""
+
+    feature_dim: int
+    hidden: int = 32
+    steps: int = 20                 # T: consecutive steps per training sequence / state horizon
+    tau_start: float = 2.0          # Gumbel-softmax temperature, annealed geometrically
+    tau_end: float = 0.3
+    hard: bool = True               # straight-through hard samples while training
+    risk: str = "downside"          # "downside" (deviation) or "drawdown"
+    w_risk: float = 0.5
+    w_opp: float = 0.2
+    w_turn: float = 0.5             # extra turnover penalty on top of the fees in the return
+    fee: float = 0.001              # per side, used by the turnover cost
+
+    def __post_init__(self) -> None:
+        if self.risk not in ("downside", "drawdown"):
+            raise ModelError(f"unknown sizer risk cost {self.risk!r}: expected downside or drawdown")
+        if self.steps < 1 or self.hidden < 1 or self.feature_dim < 1:
+            raise ModelError("sizer steps, hidden and feature_dim must be positive")
+        if not (self.tau_start > 0 and self.tau_end > 0):
+            raise ModelError("Gumbel temperatures must be positive")
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> SizerConfig:
+        try:
+            return cls(**d)
+        except TypeError as exc:
+            raise ModelError(f"sizer hyper-parameters are malformed: {exc}") from None
+
+
+def temperature(cfg: SizerConfig, progress: float) -> float:
+    """Annealed temperature at training progress in [0, 1] (geometric from start to end)."""
+    p = min(max(progress, 0.0), 1.0)
+    return cfg.tau_start * (cfg.tau_end / cfg.tau_start) ** p
+
+
+class PositionSizer(nn.Module):
+    """GRU cell + level head. One :meth:`step` per bar; :meth:`forward` runs T steps."""
+
+    def __init__(self, cfg: SizerConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.cell = nn.GRUCell(cfg.feature_dim + 1, cfg.hidden)
+        self.head = nn.Linear(cfg.hidden, N_LEVELS)
+        self.register_buffer("levels", torch.arange(N_LEVELS, dtype=torch.float32) / (N_LEVELS - 1),
+                             persistent=False)
+
+    def init_state(self, batch: int, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
+        """Zero hidden state and a flat previous position: how every sequence starts."""
+        dev = self.head.weight.device
+        return (torch.zeros(batch, self.cfg.hidden, dtype=dtype, device=dev),
+                torch.zeros(batch, dtype=dtype, device=dev))
+
+    def step(self, x: Tensor, h: Tensor, prev_pos: Tensor, tau: float | None = None,
+             hard: bool | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
+        """One bar: (new hidden, logits [B, 11], level weights [B, 11], position [B] in [0, 1]).
+
+        ``tau`` given: a Gumbel-softmax sample (differentiable; straight-through when ``hard``).
+        ``tau`` None: the argmax level as a one-hot (trading).
+        """
+        h = self.cell(torch.cat([x, prev_pos.unsqueeze(-1)], dim=-1), h)
+        logits = self.head(h)
+        if tau is not None:
+            w = F.gumbel_softmax(logits, tau=tau, hard=self.cfg.hard if hard is None else hard)
+        else:
+            w = F.one_hot(logits.argmax(-1), N_LEVELS).to(logits.dtype)
+        pos = (w * self.levels.to(w.dtype)).sum(-1)
+        return h, logits, w, pos
+
+    def forward(self, x: Tensor, tau: float | None = None,
+                hard: bool | None = None) -> tuple[Tensor, Tensor]:
+        """x [B, T, F] -> (positions [B, T], logits [B, T, 11]); starts from :meth:`init_state`."""
+        h, pos = self.init_state(x.shape[0], x.dtype)
+        positions, logits = [], []
+        for s in range(x.shape[1]):
+            h, lg, _w, pos = self.step(x[:, s], h, pos, tau, hard)
+            positions.append(pos)
+            logits.append(lg)
+        return torch.stack(positions, 1), torch.stack(logits, 1)
+
+
+def sizer_loss(pos: Tensor, next_ret: Tensor, regime: Tensor, cfg: SizerConfig) -> tuple[Tensor, dict[str, float]]:
+    """Loss of positions [B, T] held over next-bar returns [B, T] under regime codes [B, T].
+
+    Position s is decided at the close of bar s and earns the return to the close of bar s+1.
+    The first step pays no turnover (its previous position is the unknown pre-sequence one).
+    """
+    r = next_ret * 100.0
+    turn = (pos[:, 1:] - pos[:, :-1]).abs()
+    strat = pos * r
+    strat = torch.cat([strat[:, :1], strat[:, 1:] - cfg.fee * 100.0 * turn], dim=1)
+    bench_pos = torch.tensor(BENCHMARK_EXPOSURE, dtype=pos.dtype, device=pos.device)[regime]
+    rel = (strat - bench_pos * r).mean()
+    if cfg.risk == "downside":
+        risk = torch.sqrt(strat.clamp(max=0.0).pow(2).mean(1) + 1e-8).mean()
+    else:
+        wealth = strat.cumsum(1)
+        peak = torch.cummax(torch.cat([torch.zeros_like(wealth[:, :1]), wealth], 1), 1).values[:, 1:]
+        risk = (peak - wealth).amax(1).mean()
+    bull = (regime == BULL).to(pos.dtype)
+    opp = (r.clamp(min=0.0) * (1.0 - pos) * bull).mean()
+    turnover = turn.mean() if turn.numel() else pos.new_zeros(())
+    loss = -rel + cfg.w_risk * risk + cfg.w_opp * opp + cfg.w_turn * cfg.fee * 100.0 * turnover
+    parts = {"rel_return": float(rel.detach()), "risk": float(risk.detach()), "opportunity": float(opp.detach()),
+             "turnover": float(turnover.detach())}
+    if not math.isfinite(float(loss.detach())):
+        raise ModelError("sizer loss is not finite (check the input features)")
+    return loss, parts
+
+
+def is_reset_bar(open_time_ms: int, bar_ms: int, steps: int) -> bool:
+    """True where the trading state restarts: every ``steps`` bars, aligned to the clock.
+
+    The state at any bar therefore depends on at most the last ``steps`` bars, which is what a
+    training sequence sees and what lets a restarted bot rebuild it exactly by replaying them.
+    """
+    return (int(open_time_ms) // int(bar_ms)) % int(steps) == 0
+
+
+class SizerRunner:
+    """The trading-time recurrence: one argmax step per bar, persistent hidden state.
+
+    Used by the strategy bar by bar *and* by the batched backtest path, so both make the same
+    decisions. Runs in the sizer's dtype (float64 in the strategy).
+    """
+
+    def __init__(self, sizer: PositionSizer) -> None:
+        self.sizer = sizer.eval()
+        self.dtype = sizer.head.weight.dtype
+        self.reset()
+
+    def reset(self) -> None:
+        self.h, self.prev = self.sizer.init_state(1, self.dtype)
+        self.steps = 0
+
+    @torch.no_grad()
+    def step(self, feature: Tensor) -> tuple[int, Tensor]:
+        """Feature vector [1, d] -> (level 0..10, probabilities [11])."""
+        self.h, logits, _w, self.prev = self.sizer.step(feature.to(self.dtype), self.h, self.prev, None)
+        self.steps += 1
+        probs = logits[0].softmax(-1)
+        return int(logits[0].argmax()), probs

@@ -1,0 +1,237 @@
+"""``gru_sizer``: how much to hold (0..10 tenths of the allowed exposure), from a frozen price
+encoder and a GRU sizer with a persistent hidden state.
+
+Per closed candle: update the incremental features, run the encoder on the newest window, step
+the GRU once (argmax level), classify the regime. The GRU state restarts on clock-aligned bars
+(every ``steps`` bars, see :func:`models.sizer.is_reset_bar`), so it depends on at most the last
+``steps`` bars: :meth:`on_start` rebuilds it exactly by replaying them, and a restarted bot
+decides exactly as one that never stopped. Inference runs in float64 so the batched backtest
+path (:meth:`precompute`) and the bar-by-bar path make the same decisions.
+"""
+
+from __future__ import annotations
+
+import math
+from collections import deque
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from bot.bars import Bars
+from bot.domain import Decision, timeframe_ms
+from bot.errors import ModelError
+from bot.feeds.replay import CandleData, ms_to_iso
+from models.features import FEATURE_WARMUP, IncrementalFeatures, Normalizer, compute_features
+from models.gru_config import GRUSizerConfig, parse_config
+from models.gru_data import encode_bars
+from models.price_encoder import PriceEncoder
+from models.regime import classify, name
+from models.sizer import PositionSizer, SizerRunner, is_reset_bar
+from strategies.base import Strategy, StrategyContext, StrategyParams
+
+
+class GRUSizerParams(GRUSizerConfig, StrategyParams):
+    """``strategy.params`` of gru_sizer (see models.gru_config for every key)."""
+
+
+def default_checkpoint(ctx: StrategyContext) -> Path:
+    """Same rule as ``bot train``: checkpoints/gru_sizer_<symbol>_<timeframe>.pt."""
+    return Path("checkpoints") / f"gru_sizer_{ctx.symbol}_{ctx.timeframe}.pt"
+
+
+def regime_of(closes: np.ndarray) -> int:
+    """Regime code from a window of closes (shared by both paths so they agree bit for bit)."""
+    c = np.asarray(closes, dtype=np.float64)
+    return classify(np.log(c[1:] / c[:-1]))
+
+
+class GRUSizerStrategy(Strategy):
+    name = "gru_sizer"
+    Params = GRUSizerParams
+
+    def __init__(self, params: GRUSizerParams, ctx: StrategyContext,
+                 family: tuple[PriceEncoder, PositionSizer, Normalizer, np.ndarray, Any] | None = None) -> None:
+        super().__init__(params, ctx)
+        if family is None:
+            from models.gru_training import load_family
+
+            family = load_family(ctx.checkpoint or default_checkpoint(ctx))
+        encoder, sizer, norm, scale, meta = family
+        # float64 copies: the batch and bar-by-bar paths then agree far below any decision boundary.
+        self.encoder = PriceEncoder(encoder.cfg).double().eval()
+        self.encoder.load_state_dict(encoder.state_dict())
+        self.encoder.requires_grad_(False)
+        self.sizer = PositionSizer(sizer.cfg).double().eval()
+        self.sizer.load_state_dict(sizer.state_dict())
+        self.norm = norm
+        self.scale = np.asarray(scale, dtype=np.float64)
+        self.meta = meta
+        self.window = encoder.cfg.window
+        self.steps = sizer.cfg.steps
+        self.regime_window = int(meta.hparams.get("regime_window", params.regime_window))
+        self.bar_ms = timeframe_ms(ctx.timeframe)
+        self._pre: dict[str, Any] | None = None
+        self._reset()
+
+    # -- construction ------------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, raw: dict[str, Any], ctx: StrategyContext) -> GRUSizerStrategy:
+        parse_config(raw)  # one clear ConfigError line for a bad key
+        return cls(GRUSizerParams.model_validate(raw), ctx)
+
+    @classmethod
+    def for_backtest(cls, raw: dict[str, Any], ctx: StrategyContext,
+                     data: CandleData) -> tuple[Strategy, int, str | None]:
+        """Trade a checkpoint over all of ``data``; without one, train on the earlier part first
+        (stage 1 train/validation, stage 2 on the same parts) and trade only the unseen test part."""
+        cfg = parse_config(raw)
+        params = GRUSizerParams.model_validate(raw)
+        path = Path(ctx.checkpoint) if ctx.checkpoint else default_checkpoint(ctx)
+        if path.exists() or ctx.checkpoint:
+            return cls(params, ctx), 0, None
+        from models.gru_training import freeze, train_family
+        from models.training import TrainRequest
+
+        req = TrainRequest(data=data, params=dict(raw), symbol=ctx.symbol, timeframe=ctx.timeframe,
+                           fee_rate=ctx.fee_rate, long_only=ctx.long_only, out=path, progress=True)
+        encoder, sizer, prep, meta = train_family(data, cfg.model_copy(update={"stage": 0}), req)
+        assert sizer is not None
+        first = prep.bars("test")[0]
+        strat = cls(params, ctx, (freeze(encoder), sizer, prep.normalizer, prep.target_scale, meta))
+        note = (f"no checkpoint at {path}: trained gru_sizer on bars before {ms_to_iso(int(data.time[first]))} "
+                f"({first} bars); backtesting only the unseen {len(data) - first} bars after them")
+        return strat, first, note
+
+    @property
+    def warmup(self) -> int:
+        return FEATURE_WARMUP + self.window
+
+    @property
+    def model_id(self) -> str | None:
+        return self.meta.model_id
+
+    # -- incremental state -------------------------------------------------------------------------
+    def _reset(self) -> None:
+        self._feats = IncrementalFeatures()
+        self._rows: deque[np.ndarray] = deque(maxlen=self.window)
+        self._closes: deque[float] = deque(maxlen=self.regime_window + 1)
+        self._runner = SizerRunner(self.sizer)
+        self._started = False
+
+    def _push(self, t: int, o: float, h: float, lo: float, c: float, v: float) -> bool:
+        """Add one candle to the features; True when a full window of valid rows exists."""
+        raw = self._feats.update(t, o, h, lo, c, v)
+        self._closes.append(c)
+        if self._feats.n <= FEATURE_WARMUP:
+            return False
+        if not np.all(np.isfinite(raw)):
+            raise ModelError(f"non-finite feature at bar {ms_to_iso(t)}; check the candles")
+        self._rows.append(self.norm.transform(raw))
+        return len(self._rows) == self.window
+
+    def _window(self) -> torch.Tensor:
+        return torch.from_numpy(np.stack(self._rows)).to(torch.float64).unsqueeze(0)
+
+    def _step(self, t: int) -> tuple[int, torch.Tensor, np.ndarray]:
+        """Encoder + one GRU step for the bar just pushed: (level, probs, scaled path)."""
+        with torch.no_grad():
+            feat, path = self.encoder(self._window())
+        if not self._started or is_reset_bar(t, self.bar_ms, self.steps):
+            self._runner.reset()
+            self._started = True
+        level, probs = self._runner.step(feat)
+        return level, probs, path[0].numpy() * self.scale
+
+    def on_start(self, bars: Bars) -> None:
+        """Rebuild features from bar 0 and the GRU state by replaying the bars since its last
+        clock-aligned restart (at most ``steps`` of them): exactly the never-stopped state."""
+        self._reset()
+        n = bars.n
+        if n == 0:
+            return
+        t = bars.time
+        first_valid = FEATURE_WARMUP + self.window - 1
+        j = n - 1
+        while j > first_valid and not is_reset_bar(int(t[j]), self.bar_ms, self.steps):
+            j -= 1
+        o, h, lo, c, v = bars.open, bars.high, bars.low, bars.close, bars.volume
+        for i in range(n):
+            ready = self._push(int(t[i]), float(o[i]), float(h[i]), float(lo[i]), float(c[i]), float(v[i]))
+            if ready and i >= j:
+                self._step(int(t[i]))
+
+    # -- batched backtest path ---------------------------------------------------------------------
+    def precompute(self, data: CandleData) -> None:
+        if not self.params.batch_precompute:
+            return
+        n = len(data)
+        first_valid = FEATURE_WARMUP + self.window - 1
+        if n <= first_valid:
+            return
+        feats = compute_features(data)
+        z = self.norm.transform(feats)
+        bars = np.arange(first_valid, n)
+        enc, paths = encode_bars(self.encoder, z, bars, dtype=torch.float64)
+        runner = SizerRunner(self.sizer)
+        levels = np.zeros(n, dtype=np.int64)
+        probs = np.zeros((n, 11))
+        regimes = np.zeros(n, dtype=np.int64)
+        close = np.asarray(data.close, dtype=np.float64)
+        rw = self.regime_window
+        for k, b in enumerate(bars):
+            if k == 0 or is_reset_bar(int(data.time[b]), self.bar_ms, self.steps):
+                runner.reset()
+            levels[b], p = runner.step(torch.from_numpy(enc[k: k + 1]))
+            probs[b] = p.numpy()
+            regimes[b] = regime_of(close[max(0, b - rw): b + 1])
+        full_paths = np.zeros((n, paths.shape[1]))
+        full_paths[bars] = paths * self.scale
+        self._pre = {"index": {int(tm): i for i, tm in enumerate(data.time)}, "first": first_valid,
+                     "close": close, "level": levels, "probs": probs, "path": full_paths, "regime": regimes}
+
+    # -- decisions ---------------------------------------------------------------------------------
+    def on_bar(self, bars: Bars) -> Decision | None:
+        t, o, h, lo, c, v = bars.last()
+        pre = self._pre
+        if pre is not None:
+            i = pre["index"].get(t)
+            if i is not None and pre["close"][i] == c:
+                if i < pre["first"]:
+                    return None
+                return self._decision(bars, t, c, int(pre["level"][i]), pre["probs"][i], pre["path"][i],
+                                      int(pre["regime"][i]))
+            self._pre = None  # data differs from the precomputed file: fall back for good
+            self.on_start(_prefix(bars))
+        if not self._push(t, o, h, lo, c, v):
+            return None
+        level, probs, path = self._step(t)
+        return self._decision(bars, t, c, level, probs.numpy(), path, regime_of(np.asarray(self._closes)))
+
+    def _decision(self, bars: Bars, t: int, close: float, level: int, probs: np.ndarray,
+                  path: np.ndarray, regime: int) -> Decision:
+        ret = [math.expm1(float(x)) for x in path]
+        return Decision(
+            symbol=bars.symbol, bar_time=t,
+            target=self.clamp(level / 10.0 * self.params.max_exposure),
+            confidence=float(probs[level]), model_id=self.model_id,
+            explanation={"kind": "gru_sizer", "level": level,
+                         "level_probs": [float(p) for p in probs],
+                         "predicted_path": ret,
+                         "predicted_closes": [close * (1.0 + r) for r in ret],
+                         "regime": name(regime)},
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model_id": self.model_id, "steps": self.steps,
+                "gru_steps_since_reset": self._runner.steps}
+
+
+def _prefix(bars: Bars) -> Bars:
+    """Bars [0, n-1): what was seen before the current bar (used when falling back mid-run)."""
+    b = Bars.preloaded(bars.symbol, bars.timeframe, bars.time[:-1], bars.open[:-1], bars.high[:-1],
+                       bars.low[:-1], bars.close[:-1], bars.volume[:-1])
+    while b.advance():
+        pass
+    return b
