@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import signal
 import time
 from collections.abc import AsyncIterator, Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
@@ -85,8 +87,9 @@ class Session:
 
 def open_session(cfg: Config, strategy: Strategy, db: DBEngine, bars: Bars, *, mode: str,
                  data_source: str | None, broker: Broker | None = None,
-                 clock: Callable[[], int] | None = None) -> Session:
-    journal = Journal.start_run(
+                 clock: Callable[[], int] | None = None, journal: Journal | None = None) -> Session:
+    """A new run in the journal, or ``journal`` (a resumed run) when given."""
+    journal = journal or Journal.start_run(
         db, mode=mode, strategy=cfg.strategy.name, symbol=cfg.market.symbol,
         timeframe=cfg.market.timeframe, category=cfg.market.category, config=config_to_dict(cfg),
         initial_cash=cfg.broker.initial_cash, data_source=data_source, model_id=strategy.model_id,
@@ -156,6 +159,7 @@ def run_backtest(cfg: Config, data: CandleData, strategy: Strategy, db: DBEngine
         journal.record_event(int(data.time[0]), "data_gaps", {
             "count": data.gaps.count, "missing_bars": data.gaps.missing_bars,
             "largest_ms": data.gaps.largest_ms, "largest_at": data.gaps.largest_at})
+    journal.use_background_writer()
     tradable = len(data) - history
     total = tradable if stop_after is None else min(stop_after, tradable)
     try:
@@ -175,6 +179,7 @@ def run_backtest(cfg: Config, data: CandleData, strategy: Strategy, db: DBEngine
                     step()
                 done += k
                 progress.update(task, completed=done)
+        engine.sync_equity()
         summary = summarise(cfg, s, mode)
         journal.set_progress(**engine.progress(), strategy_state=_json_state(strategy))
         if total < tradable:
@@ -183,11 +188,20 @@ def run_backtest(cfg: Config, data: CandleData, strategy: Strategy, db: DBEngine
             journal.finish("completed", summary)
         return summary
     except KeyboardInterrupt:
+        _sync_quietly(engine)
         _close_quietly(journal, "interrupted", "interrupted by the user")
         raise
     except BaseException as exc:
+        _sync_quietly(engine)
         _close_quietly(journal, "failed", f"{type(exc).__name__}: {exc}")
         raise
+
+
+def _sync_quietly(engine: Engine) -> None:
+    try:
+        engine.sync_equity()
+    except Exception:  # noqa: BLE001 - keep the original error
+        pass
 
 
 def _json_state(strategy: Strategy) -> dict[str, Any] | None:
@@ -206,12 +220,22 @@ def _close_quietly(journal: Journal, status: str, error: str) -> None:
 
 async def run_paper(cfg: Config, strategy: Strategy, db: DBEngine, feed: AsyncIterator[Candle], *,
                     data_source: str, warmup: list[Candle] | None = None,
-                    mode: str = "paper") -> dict[str, Any]:
-    """Paper trading: a live (or replayed) feed, the simulated wallet, wall-clock order times."""
+                    mode: str = "paper", journal: Journal | None = None,
+                    prepare: Callable[[Session], None] | None = None, stop_at_ms: int | None = None,
+                    services: Callable[[Session, asyncio.Event], AbstractAsyncContextManager[Any]] | None = None,
+                    ) -> dict[str, Any]:
+    """Paper trading: a live (or replayed) feed, the simulated wallet, wall-clock order times.
+
+    ``journal`` continues an existing run and ``prepare`` then rebuilds its state instead of a
+    fresh ``engine.start()`` (see bot/resume.py). ``stop_at_ms`` completes the run before the
+    first bar opening at or after it. ``services`` wraps the loop (the scheduler) and may set
+    the stop event. SIGINT/SIGTERM stop cleanly: the run is marked stopped, the journal flushed.
+    """
     bars = Bars(cfg.market.symbol, cfg.market.timeframe)
     for c in warmup or []:
         bars.append(c)
-    s = open_session(cfg, strategy, db, bars, mode=mode, data_source=data_source, clock=wall_clock_ms)
+    s = open_session(cfg, strategy, db, bars, mode=mode, data_source=data_source, clock=wall_clock_ms,
+                     journal=journal)
     journal, engine = s.journal, s.engine
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -221,15 +245,24 @@ async def run_paper(cfg: Config, strategy: Strategy, db: DBEngine, feed: AsyncIt
         except (NotImplementedError, RuntimeError):
             pass
     status = "completed"
+    candles = _until(feed, stop)
     try:
-        engine.start()
-        async for candle in _until(feed, stop):
-            bars.append(candle)
-            engine.on_bar()
-            journal.set_progress(**engine.progress())
-            journal.flush()
-        if stop.is_set():
-            status = "stopped"
+        if prepare is not None:
+            prepare(s)
+        else:
+            engine.start()
+        async with (services(s, stop) if services is not None else contextlib.nullcontext()):
+            async for candle in candles:
+                if stop_at_ms is not None and candle.open_time >= stop_at_ms:
+                    break
+                bars.append(candle)
+                engine.on_bar()
+                engine.sync_equity()
+                journal.set_progress(**engine.progress())
+                journal.flush()
+            else:
+                if stop.is_set():
+                    status = "stopped"
         summary = summarise(cfg, s, mode)
         journal.finish(status, summary)
         return summary
@@ -237,6 +270,11 @@ async def run_paper(cfg: Config, strategy: Strategy, db: DBEngine, feed: AsyncIt
         _close_quietly(journal, "failed", f"{type(exc).__name__}: {exc}")
         raise
     finally:
+        await candles.aclose()
+        closer = getattr(feed, "aclose", None)
+        if closer is not None:
+            with contextlib.suppress(Exception):
+                await closer()
         for sig in (signal.SIGINT, signal.SIGTERM):
             try:
                 loop.remove_signal_handler(sig)

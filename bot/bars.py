@@ -107,14 +107,19 @@ class Bars:
     def last(self) -> tuple[int, float, float, float, float, float]:
         """(time, open, high, low, close, volume) of the current bar as Python scalars."""
         i = self.n - 1
-        return (int(self._t[i]), float(self._o[i]), float(self._h[i]), float(self._l[i]),
-                float(self._c[i]), float(self._v[i]))
+        return (self._t.item(i), self._o.item(i), self._h.item(i), self._l.item(i), self._c.item(i),
+                self._v.item(i))
 
     def last_close(self) -> float:
-        return float(self._c[self.n - 1])
+        return self._c.item(self.n - 1)
 
     def last_time(self) -> int:
-        return int(self._t[self.n - 1])
+        return self._t.item(self.n - 1)
+
+    def ohlc_at(self, i: int) -> tuple[float, float, float, float]:
+        if not 0 <= i < self.n:
+            raise IndexError(i)
+        return self._o.item(i), self._h.item(i), self._l.item(i), self._c.item(i)
 
     def window(self, k: int) -> dict[str, np.ndarray]:
         """The last ``k`` bars (fewer if not yet available) as views."""

@@ -133,8 +133,8 @@ class Instrument:
         steps = (qty / self.qty_step).to_integral_value(rounding=ROUND_DOWN)
         return (steps * self.qty_step).quantize(self.qty_step)
 
-    def round_price(self, price: Decimal) -> Decimal:
-        steps = (price / self.tick_size).to_integral_value(rounding=ROUND_HALF_EVEN)
+    def round_price(self, price: Decimal, rounding: str = ROUND_HALF_EVEN) -> Decimal:
+        steps = (price / self.tick_size).to_integral_value(rounding=rounding)
         return (steps * self.tick_size).quantize(self.tick_size)
 
     def tradable(self, qty: Decimal, price: Decimal) -> bool:

@@ -59,12 +59,17 @@ class Engine:
         self._clock = clock
         self.ledger = TradeLedger(run_id)
         self.bar_index = -1
-        self.first_bar: int | None = None
         self.last_bar: int | None = None
         self.target = 0.0
         self.equity_curve = array("d")
         self.position_curve = array("d")
-        self.times = array("q")
+        self.cash_curve = array("d")
+        self._eq_append = self.equity_curve.append
+        self._cash_append = self.cash_curve.append
+        self._pos_append = self.position_curve.append
+        #: Bar index up to which (inclusive) the equity curve has been handed to the journal.
+        self._synced_to = bars.n - 1
+        self._equity_batch = max(1, journal.batch_size)
         self.n_decisions = 0
         self.n_orders = 0
         self.trade_pnls: list[Decimal] = []
@@ -84,27 +89,36 @@ class Engine:
         """Bar ``bars.n - 1`` has closed: fill, mark, decide, order. Same code in every mode."""
         bars = self.bars
         i = bars.n - 1
-        t, o, h, lo, c, _v = bars.last()
+        t = bars.last_time()
+        c = bars.last_close()
         self.bar_index = i
-        if self.first_bar is None:
-            self.first_bar = t
         self.last_bar = t
+        broker = self.broker
         # 1. Orders decided on earlier bars meet this bar's prices (simulated broker only).
-        self.broker.on_bar(t, o, h, lo, c)
+        if broker.needs_prices():
+            o, h, lo, _ = bars.ohlc_at(i)
+            broker.on_bar(t, o, h, lo, c)
         # 2. Mark to market at the close; journal the equity curve.
-        cash, qty = self.broker.cash_and_qty()
+        cash, qty = broker.cash_and_qty()
         eq = cash + qty * c
-        self.equity_curve.append(eq)
-        self.position_curve.append(qty)
-        self.times.append(t)
-        self.journal.record_equity(t, eq, cash, qty, c)
+        self._eq_append(eq)
+        self._cash_append(cash)
+        self._pos_append(qty)
+        if i - self._synced_to >= self._equity_batch:
+            self.sync_equity()
         kill: KillSwitch | None = None
         if self._risk_active:
             kill = self.risk.on_equity(t, eq)
             if kill is not None:
                 self._on_kill(kill)
-        # 3. Ask the strategy; a failing strategy is a journaled no-trade decision.
-        decision = self._decide(bars, t)
+        # 3. Ask the strategy; a failing strategy is a journaled no-trade decision, never a crash.
+        try:
+            decision = self.strategy.on_bar(bars)
+        except Exception as exc:  # noqa: BLE001 - user/model code must never kill the loop
+            decision = self._error_decision(t, exc)
+        else:
+            if decision is not None:
+                decision = self._checked(decision, t)
         if decision is None:
             if kill is not None and self.risk.cfg.kill_action == "flatten":
                 decision = Decision(self.symbol, t, 0.0, explanation={"kill_switch": kill.reason})
@@ -112,21 +126,20 @@ class Engine:
                 return
         self._act(decision, t, c, eq)
 
-    def _decide(self, bars: Bars, t: int) -> Decision | None:
+    def _checked(self, d: Decision, t: int) -> Decision:
         try:
-            d = self.strategy.on_bar(bars)
-            if d is None:
-                return None
             if d.bar_time != t:
                 raise ValueError(f"decision for bar {d.bar_time} returned at bar {t}")
             if d.explanation:
                 json.dumps(d.explanation, allow_nan=False)
-            return d
-        except Exception as exc:  # noqa: BLE001 - user/model code must never kill the loop
-            msg = f"{type(exc).__name__}: {exc}"
-            log.warning("strategy_error", bar_time=t, error=msg)
-            return Decision(self.symbol, t, None, confidence=0.0, model_id=self.strategy.model_id,
-                            error=msg[:1000])
+        except (ValueError, TypeError) as exc:
+            return self._error_decision(t, exc)
+        return d
+
+    def _error_decision(self, t: int, exc: Exception) -> Decision:
+        msg = f"{type(exc).__name__}: {exc}"
+        log.warning("strategy_error", bar_time=t, error=msg)
+        return Decision(self.symbol, t, None, confidence=0.0, model_id=self.strategy.model_id, error=msg[:1000])
 
     def _act(self, d: Decision, t: int, price: float, eq: float) -> None:
         did = decision_id(self.run_id, t)
@@ -202,5 +215,28 @@ class Engine:
                 "order_id": order.client_order_id, "reason": order.reject_reason})
 
     # -- checkpointing ------------------------------------------------------------------------------
+    def sync_equity(self) -> None:
+        """Hand the equity marks not yet journaled to the journal, as one block.
+
+        The per-bar path only appends floats to arrays; rows are built off the hot path.
+        """
+        n = len(self.equity_curve)
+        hi = self.bar_index + 1
+        lo = self._synced_to + 1
+        if hi <= lo:
+            return
+        k0 = n - (hi - lo)
+        self.journal.record_equity_block(
+            self.bars.time[lo:hi], self.equity_curve[k0:n], self.cash_curve[k0:n],
+            self.position_curve[k0:n], self.bars.close[lo:hi],
+        )
+        self._synced_to = hi - 1
+
+    @property
+    def first_bar(self) -> int | None:
+        """Open time of the first bar this engine traded (None before any)."""
+        n = len(self.equity_curve)
+        return self.bars.time.item(self.bar_index - n + 1) if n else None
+
     def progress(self) -> dict[str, Any]:
-        return {"bars": self.bar_index + 1, "first_bar": self.first_bar, "last_bar": self.last_bar}
+        return {"bars": len(self.equity_curve), "first_bar": self.first_bar, "last_bar": self.last_bar}

@@ -58,6 +58,10 @@ class Broker(ABC):
         b = self.balance(0.0)
         return float(b.cash), float(self.position().qty)
 
+    def needs_prices(self) -> bool:
+        """True when :meth:`on_bar` has work to do (the simulated broker with working orders)."""
+        return False
+
     def on_bar(self, time_ms: int, open_: float, high: float, low: float, close: float) -> None:
         """A new closed bar. The simulated broker fills pending orders here; venues ignore it."""
 

@@ -14,7 +14,7 @@ Fill assumptions (written down in the README):
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from bot.domain import (
     ZERO,
@@ -109,6 +109,9 @@ class SimulatedBroker(Broker):
         return self._cash_f, self._qty_f
 
     # -- the fill engine -----------------------------------------------------------------------
+    def needs_prices(self) -> bool:
+        return bool(self._orders)
+
     def on_bar(self, time_ms: int, open_: float, high: float, low: float, close: float) -> None:
         if not self._orders:
             return
@@ -119,9 +122,11 @@ class SimulatedBroker(Broker):
 
     def _match(self, order: Order, open_: float, high: float, low: float) -> Decimal | None:
         if order.order_type is OrderType.MARKET:
+            # Slippage and tick rounding both go against the trader.
             base = to_decimal(open_)
-            adj = base * (1 + self.slippage) if order.side is Side.BUY else base * (1 - self.slippage)
-            return self.instrument.round_price(adj)
+            if order.side is Side.BUY:
+                return self.instrument.round_price(base * (1 + self.slippage), ROUND_CEILING)
+            return self.instrument.round_price(base * (1 - self.slippage), ROUND_FLOOR)
         limit = order.price
         assert limit is not None
         if order.side is Side.BUY and to_decimal(low) <= limit:

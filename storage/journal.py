@@ -9,6 +9,8 @@ With ``write_ahead`` the engine flushes before each order leaves the process.
 from __future__ import annotations
 
 import secrets
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
@@ -76,11 +78,21 @@ class Journal:
         self._order_updates: dict[str, dict[str, Any]] = {}
         self._fills: list[dict[str, Any]] = []
         self._trades: list[dict[str, Any]] = []
-        self._equity: list[tuple[int, float, float, float, float]] = []
+        self._equity: list[tuple[Any, Any, Any, Any, Any]] = []
+        self._equity_rows = 0
         self._events: list[dict[str, Any]] = []
         self._run_update: dict[str, Any] = {}
         self._ins = {t.name: _insert_ignore(engine, t) for t in
-                     (s.decisions, s.orders, s.fills, s.trades, s.equity)}
+                     (s.decisions, s.orders, s.fills, s.trades)}
+        # The equity curve is one row per bar: bypass statement compilation, plain executemany.
+        cols = "run_id, time, equity, cash, position, price"
+        if engine.dialect.name == "postgresql":
+            self._equity_sql = (f"INSERT INTO equity ({cols}) VALUES (%s, %s, %s, %s, %s, %s) "
+                                "ON CONFLICT DO NOTHING")
+        else:
+            self._equity_sql = f"INSERT OR IGNORE INTO equity ({cols}) VALUES (?, ?, ?, ?, ?, ?)"
+        self._writer: ThreadPoolExecutor | None = None
+        self._inflight: Future[None] | None = None
 
     # -- run life cycle ---------------------------------------------------------------------------
     @classmethod
@@ -114,6 +126,7 @@ class Journal:
         try:
             self.flush()
         finally:
+            self.close()
             values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "updated_at": utcnow()}
             if summary is not None:
                 values["summary"] = summary
@@ -152,10 +165,14 @@ class Journal:
         self._trades.append({"run_id": self.run_id, **trade})
 
     def record_equity(self, t: int, equity: float, cash: float, position: float, price: float) -> None:
-        eq = self._equity
-        eq.append((t, equity, cash, position, price))
-        if len(eq) >= self.batch_size:
-            self.flush()
+        self._equity.append(((t,), (equity,), (cash,), (position,), (price,)))
+
+    def record_equity_block(self, times: Any, equity: Any, cash: Any, position: Any, prices: Any) -> None:
+        """Equity marks for consecutive bars (array-likes of equal length); rows are built on write."""
+        self._equity.append((times, equity, cash, position, prices))
+        self._equity_rows += len(times)
+        if self._equity_rows >= self.batch_size:
+            self.flush(background=self._background)
 
     def record_event(self, t: int, kind: str, payload: dict[str, Any] | None = None) -> None:
         self._events.append({"run_id": self.run_id, "time": t, "kind": kind, "payload": payload})
@@ -171,47 +188,89 @@ class Journal:
         return (len(self._decisions) + len(self._new_orders) + len(self._order_updates) + len(self._fills)
                 + len(self._trades) + len(self._equity) + len(self._events))
 
-    def flush(self) -> None:
+    def use_background_writer(self) -> None:
+        """Backtests: write batches on a thread while the engine keeps running.
+
+        At most one batch is in flight and batches are written in order; ``flush()`` without
+        ``background`` (and ``finish``) waits for it, so write-ahead semantics are unchanged.
+        """
+        self._background = True
+        if self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+
+    _background = False
+
+    def flush(self, background: bool = False) -> None:
         """Write everything buffered in one transaction (all or nothing)."""
+        self._wait()
         if not self.pending and not self._run_update:
             return
+        batch = _Batch(self._decisions, list(self._new_orders.values()), self._order_updates, self._fills,
+                       self._trades, self._equity, self._events, self._run_update)
+        self._decisions, self._new_orders, self._order_updates = [], {}, {}
+        self._fills, self._trades, self._equity, self._events, self._run_update = [], [], [], [], {}
+        self._equity_rows = 0
+        if background and self._writer is not None:
+            self._inflight = self._writer.submit(self._write, batch)
+        else:
+            self._write(batch)
+
+    def _wait(self) -> None:
+        fut, self._inflight = self._inflight, None
+        if fut is not None:
+            fut.result()  # re-raises a failed background write here, in the engine's thread
+
+    def close(self) -> None:
+        self._wait()
+        if self._writer is not None:
+            self._writer.shutdown(wait=True)
+            self._writer = None
+
+    def _equity_rows_of(self, blocks: list[tuple[Any, Any, Any, Any, Any]]) -> Any:
         rid = self.run_id
+        for times, eq, cash, pos, px in blocks:
+            tl = [int(x) for x in times]
+            yield from zip([rid] * len(tl), tl, map(float, eq), map(float, cash), map(float, pos),
+                           map(float, px))
+
+    def _write(self, b: _Batch) -> None:
         try:
             with self.engine.begin() as conn:
-                if self._decisions:
-                    conn.execute(self._ins["decisions"], self._decisions)
-                if self._new_orders:
-                    conn.execute(self._ins["orders"], list(self._new_orders.values()))
-                for oid, values in self._order_updates.items():
+                if b.decisions:
+                    conn.execute(self._ins["decisions"], b.decisions)
+                if b.new_orders:
+                    conn.execute(self._ins["orders"], b.new_orders)
+                for oid, values in b.order_updates.items():
                     conn.execute(update(s.orders).where(s.orders.c.id == oid).values(**values))
-                if self._fills:
-                    conn.execute(self._ins["fills"], self._fills)
-                if self._trades:
-                    conn.execute(self._ins["trades"], self._trades)
-                if self._equity:
-                    conn.execute(self._ins["equity"], [
-                        {"run_id": rid, "time": t, "equity": e, "cash": c, "position": q, "price": p}
-                        for (t, e, c, q, p) in self._equity
-                    ])
-                if self._events:
-                    conn.execute(s.events.insert(), self._events)
-                conn.execute(update(s.runs).where(s.runs.c.id == rid)
-                             .values(updated_at=utcnow(), **self._run_update))
+                if b.fills:
+                    conn.execute(self._ins["fills"], b.fills)
+                if b.trades:
+                    conn.execute(self._ins["trades"], b.trades)
+                if b.equity:
+                    conn.exec_driver_sql(self._equity_sql, list(self._equity_rows_of(b.equity)))
+                if b.events:
+                    conn.execute(s.events.insert(), b.events)
+                conn.execute(update(s.runs).where(s.runs.c.id == self.run_id)
+                             .values(updated_at=utcnow(), **b.run_update))
         except SQLAlchemyError as exc:
             raise StorageError(f"journal write failed: {str(exc).splitlines()[0]}") from None
-        self._decisions.clear()
-        self._new_orders.clear()
-        self._order_updates.clear()
-        self._fills.clear()
-        self._trades.clear()
-        self._equity.clear()
-        self._events.clear()
-        self._run_update = {}
 
     # -- reads needed by a resuming writer --------------------------------------------------------
     def known_exec_ids(self) -> set[str]:
         with self.engine.connect() as conn:
             return set(conn.scalars(select(s.fills.c.exec_id).where(s.fills.c.run_id == self.run_id)))
+
+
+@dataclass(slots=True)
+class _Batch:
+    decisions: list[dict[str, Any]]
+    new_orders: list[dict[str, Any]]
+    order_updates: dict[str, dict[str, Any]]
+    fills: list[dict[str, Any]]
+    trades: list[dict[str, Any]]
+    equity: list[tuple[Any, Any, Any, Any, Any]]
+    events: list[dict[str, Any]]
+    run_update: dict[str, Any]
 
 
 def rows(result: Iterable[Any]) -> list[dict[str, Any]]:

@@ -171,6 +171,7 @@ equity = Table(
     Column("cash", Float, nullable=False),
     Column("position", Float, nullable=False),
     Column("price", Float, nullable=False),
+    sqlite_with_rowid=False,
 )
 
 events = Table(

@@ -66,8 +66,17 @@ class SMACrossover(Strategy):
             self._slow_sum -= sq.popleft()
 
     def on_bar(self, bars: Bars) -> Decision | None:
-        self._push(bars.last_close())
-        if len(self._slow_q) < self._slow_n:
+        c = bars.last_close()
+        fq, sq = self._fast_q, self._slow_q
+        fq.append(c)
+        sq.append(c)
+        self._fast_sum += c
+        self._slow_sum += c
+        if len(fq) > self._fast_n:
+            self._fast_sum -= fq.popleft()
+        if len(sq) > self._slow_n:
+            self._slow_sum -= sq.popleft()
+        elif len(sq) < self._slow_n:
             return None
         fast = self._fast_sum / self._fast_n
         slow = self._slow_sum / self._slow_n

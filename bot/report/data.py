@@ -1,0 +1,169 @@
+"""Load one run from the journal into plain arrays and frames for the report.
+
+Everything comes from the journal alone (storage.queries), so a report can be built for any run
+of any mode, finished, interrupted, failed or still running. The summary metrics are
+:func:`bot.summary.journal_summary`'s, unchanged: the report shows the same numbers as
+``bot journal summary``.
+"""
+
+from __future__ import annotations
+
+from collections import Counter
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import numpy as np
+import pandas as pd
+from sqlalchemy import Engine
+
+from bot.domain import timeframe_ms
+from bot.summary import journal_summary
+from storage import queries as q
+
+KINDS = ("sma", "dsc", "rollout", "gru_sizer")
+
+
+@dataclass(slots=True)
+class ReportData:
+    """One run, ready to plot. Times are UTC milliseconds (``*_time``) and aware timestamps (``dt``)."""
+
+    run: dict[str, Any]
+    summary: dict[str, Any]
+    #: One row per journaled bar: time, dt, equity, cash, position, price (the bar's close).
+    equity: pd.DataFrame
+    #: Closed round trips, oldest first, with entry/exit timestamps.
+    trades: pd.DataFrame
+    #: Executions with the order's decision and what the fill did to the position.
+    fills: pd.DataFrame
+    #: Decision rows (bar_time, target, confidence, status, explanation, error, price), oldest first.
+    decisions: list[dict[str, Any]]
+    events: list[dict[str, Any]]
+    #: The explanation contract kind of this run's decisions (sma, dsc, rollout, gru_sizer) or None.
+    kind: str | None
+    decision_by_id: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    @property
+    def run_id(self) -> str:
+        return str(self.run["id"])
+
+    @property
+    def bar_ms(self) -> int:
+        return timeframe_ms(self.run["timeframe"])
+
+    @property
+    def initial_cash(self) -> float:
+        return float(self.run["initial_cash"])
+
+    @property
+    def has_bars(self) -> bool:
+        return not self.equity.empty
+
+
+def to_dt(ms: Any) -> pd.DatetimeIndex | pd.Timestamp:
+    """Epoch milliseconds (scalar or array) -> aware UTC timestamps."""
+    return pd.to_datetime(ms, unit="ms", utc=True)
+
+
+def _equity_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    cols = ["time", "equity", "cash", "position", "price"]
+    df = pd.DataFrame(rows, columns=["run_id", *cols])[cols] if rows else pd.DataFrame(columns=cols)
+    df = df.astype({"time": "int64", "equity": "float64", "cash": "float64", "position": "float64",
+                    "price": "float64"})
+    df["dt"] = to_dt(df["time"].to_numpy())
+    return df.reset_index(drop=True)
+
+
+def _trades_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:
+    cols = ["id", "direction", "qty", "entry_time", "exit_time", "entry_price", "exit_price", "gross_pnl",
+            "fees", "net_pnl", "return_pct", "bars_held", "entry_decision_id", "exit_decision_id"]
+    df = pd.DataFrame([{c: r.get(c) for c in cols} for r in rows], columns=cols)
+    for c in ("qty", "entry_price", "exit_price", "gross_pnl", "fees", "net_pnl", "return_pct"):
+        df[c] = df[c].astype("float64")
+    df["entry_time"] = df["entry_time"].astype("int64")
+    df["exit_time"] = df["exit_time"].astype("int64")
+    df["entry_dt"] = to_dt(df["entry_time"].to_numpy())
+    df["exit_dt"] = to_dt(df["exit_time"].to_numpy())
+    return df
+
+
+def fill_actions(sides: list[str], qtys: list[Decimal]) -> list[str]:
+    """What each fill did to the position, replayed from flat: entry, add, reduce, exit or flip."""
+    pos = Decimal(0)
+    out: list[str] = []
+    for side, qty in zip(sides, qtys, strict=True):
+        new = pos + (qty if side == "Buy" else -qty)
+        if pos == 0:
+            out.append("entry")
+        elif new == 0:
+            out.append("exit")
+        elif (pos > 0) != (new > 0):
+            out.append("flip")
+        elif abs(new) > abs(pos):
+            out.append("add")
+        else:
+            out.append("reduce")
+        pos = new
+    return out
+
+
+def _fills_frame(fills: list[dict[str, Any]], orders: list[dict[str, Any]]) -> pd.DataFrame:
+    decision_of = {o["id"]: o.get("decision_id") for o in orders}
+    cols = ["exec_id", "order_id", "decision_id", "side", "qty", "price", "fee", "time", "action"]
+    rows = [{
+        "exec_id": f["exec_id"], "order_id": f["order_id"], "decision_id": decision_of.get(f["order_id"]),
+        "side": f["side"], "qty": f["qty"], "price": f["price"], "fee": f["fee"], "time": int(f["time"]),
+    } for f in fills]
+    actions = fill_actions([r["side"] for r in rows], [Decimal(r["qty"]) for r in rows])
+    for r, a in zip(rows, actions, strict=True):
+        r["action"] = a
+    df = pd.DataFrame(rows, columns=cols)
+    for c in ("qty", "price", "fee"):
+        df[c] = df[c].astype("float64")
+    df["time"] = df["time"].astype("int64")
+    df["dt"] = to_dt(df["time"].to_numpy())
+    return df
+
+
+def explanation_kind(decisions: list[dict[str, Any]], strategy: str) -> str | None:
+    """The contract kind most decisions carry; the run's strategy name when none says."""
+    kinds = Counter(d["explanation"].get("kind") for d in decisions
+                    if isinstance(d.get("explanation"), dict) and d["explanation"].get("kind") in KINDS)
+    if kinds:
+        return kinds.most_common(1)[0][0]
+    return strategy if strategy in KINDS else None
+
+
+def load_report_data(db: Engine, run: dict[str, Any]) -> ReportData:
+    """Everything the report shows about ``run`` (a row from :func:`storage.queries.resolve_run`)."""
+    rid = run["id"]
+    summary = journal_summary(db, run)
+    decisions = q.decisions(db, rid)
+    for d in decisions:
+        if not isinstance(d.get("explanation"), dict):
+            d["explanation"] = {}
+    return ReportData(
+        run=run,
+        summary=summary,
+        equity=_equity_frame(q.equity(db, rid)),
+        trades=_trades_frame(q.trades(db, rid)),
+        fills=_fills_frame(q.fills(db, rid), q.orders(db, rid)),
+        decisions=decisions,
+        events=q.events(db, rid),
+        kind=explanation_kind(decisions, run["strategy"]),
+        decision_by_id={d["id"]: d for d in decisions},
+    )
+
+
+def close_after(equity: pd.DataFrame, times: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(close at each bar time, close of the next journaled bar); NaN where unknown."""
+    t = equity["time"].to_numpy()
+    px = equity["price"].to_numpy()
+    idx = np.searchsorted(t, times)
+    ok = (idx < len(t)) & (t[np.minimum(idx, len(t) - 1)] == times) if len(t) else np.zeros(len(times), bool)
+    now = np.full(len(times), np.nan)
+    nxt = np.full(len(times), np.nan)
+    now[ok] = px[idx[ok]]
+    has_next = ok & (idx + 1 < len(t))
+    nxt[has_next] = px[idx[has_next] + 1]
+    return now, nxt

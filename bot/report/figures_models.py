@@ -1,0 +1,131 @@
+"""Plotly figures of a strategy kind's section, drawn from :mod:`bot.report.models` views."""
+
+from __future__ import annotations
+
+import numpy as np
+import plotly.graph_objects as go
+from plotly.subplots import make_subplots
+
+from bot.report import theme as th
+from bot.report.analysis import union_idx
+from bot.report.data import ReportData
+from bot.report.figures import styled
+from bot.report.models import DSCView, RolloutView, SizerView, SMAView
+
+
+def change_points(y: np.ndarray) -> np.ndarray:
+    """Indices where a step series changes (plus the ends): exact for a step ('hv') line."""
+    if not len(y):
+        return np.arange(0)
+    ch = np.flatnonzero(np.diff(y) != 0) + 1
+    return np.unique(np.concatenate(([0], ch, [len(y) - 1])))
+
+
+def rollout_figures(d: ReportData, v: RolloutView, t: th.Theme) -> dict[str, go.Figure]:
+    bars = go.Figure()
+    if v.win_mean is not None:
+        bars.add_trace(go.Scatter(x=v.lags, y=v.win_mean, name=f"winning trades (n={v.n_win})", mode="lines",
+                                  line={"color": th.GAIN, "width": 2.2}, hovertemplate="%{y:.4f}"))
+    if v.loss_mean is not None:
+        bars.add_trace(go.Scatter(x=v.lags, y=v.loss_mean, name=f"losing trades (n={v.n_loss})", mode="lines",
+                                  line={"color": th.LOSS, "width": 2.2}, hovertemplate="%{y:.4f}"))
+    if v.win_mean is None and v.loss_mean is None:
+        bars.add_annotation(text="no closed trade with an attribution yet", showarrow=False,
+                            xref="paper", yref="paper", x=0.5, y=0.5, font={"color": t.muted, "size": 14})
+    styled(bars, t, "Mean attention-rollout attribution at entry: winning vs losing trades", 400)
+    bars.update_xaxes(title_text="bars before the decision (0 = decision bar)")
+    bars.update_yaxes(title_text="attribution (sums to 1)")
+    heat = go.Figure(go.Heatmap(
+        z=v.heat.T, x=v.heat_dt, y=v.lags, colorscale=t.sequential, colorbar={"thickness": 12, "title": "weight"},
+        hovertemplate="%{x|%Y-%m-%d %H:%M}<br>lag %{y}: %{z:.4f}<extra></extra>",
+    ))
+    styled(heat, t, "Attribution over time (each column: one decision, or the mean of a bucket)", 420)
+    heat.update_layout(hovermode="closest")
+    heat.update_yaxes(title_text="bars before the decision", showgrid=False)
+    heat.update_xaxes(showgrid=False)
+    return {"fig-rollout-attribution": bars, "fig-rollout-heatmap": heat}
+
+
+def dsc_figures(d: ReportData, v: DSCView, t: th.Theme) -> dict[str, go.Figure]:
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=(
+        "Confidence by signal", f"Calibration on the next bar ({v.n_scored} decisions)"))
+    for sig, vals in sorted(v.confidence.items()):
+        fig.add_trace(go.Histogram(x=vals, name=sig, nbinsx=20, opacity=0.75,
+                                   marker={"color": th.SIGNAL_COLOURS.get(sig, th.BENCHMARK)},
+                                   hovertemplate="%{x}: %{y}<extra>" + sig + "</extra>"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfectly calibrated",
+                             line={"color": t.muted, "dash": "dot", "width": 1}, hoverinfo="skip"), row=1, col=2)
+    for c in v.curves:
+        colour = th.UP if c.label == "up" else th.DOWN
+        fig.add_trace(go.Scatter(
+            x=c.predicted, y=c.realised, mode="lines+markers", name=f"p({c.label}) · Brier {c.brier:.3f}",
+            line={"color": colour, "width": 2}, marker={"size": 4 + 10 * np.sqrt(c.count / max(c.count.max(), 1))},
+            customdata=c.count, hovertemplate="predicted %{x:.2f}<br>realised %{y:.2f}<br>n=%{customdata}<extra></extra>",
+        ), row=1, col=2)
+    styled(fig, t, "DSC classifier: confidence and calibration", 440)
+    fig.update_layout(barmode="overlay", hovermode="closest")
+    fig.update_xaxes(title_text="confidence", row=1, col=1)
+    fig.update_yaxes(title_text="decisions", row=1, col=1)
+    fig.update_xaxes(title_text="predicted probability", range=[0, 1], row=1, col=2)
+    fig.update_yaxes(title_text="realised frequency", range=[0, 1], row=1, col=2)
+    for a in fig.layout.annotations:
+        a.font = {"color": t.text, "size": 13}
+    return {"fig-dsc": fig}
+
+
+def sizer_figures(d: ReportData, v: SizerView, t: th.Theme) -> dict[str, go.Figure]:
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.6, 0.4], vertical_spacing=0.05)
+    px = d.equity["price"].to_numpy()
+    idx = union_idx(px)
+    fig.add_trace(go.Scatter(x=d.equity["dt"].to_numpy()[idx], y=px[idx], name="close",
+                             line={"color": t.price, "width": 1.2}, hovertemplate="%{y:,.2f}"), row=1, col=1)
+    ci = change_points(v.level)
+    fig.add_trace(go.Scatter(x=v.dt[ci], y=v.level[ci], name="position level", line_shape="hv",
+                             line={"color": th.LEVEL, "width": 2}, fill="tozeroy", fillcolor="rgba(14,165,233,0.15)",
+                             text=[v.regime[i] for i in ci], hovertemplate="level %{y:.0f} · %{text}"), row=2, col=1)
+    styled(fig, t, "GRU sizer: position level (0-10) against price", 520)
+    fig.update_yaxes(title_text="price", tickformat=",.0f", row=1, col=1)
+    fig.update_yaxes(title_text="level", range=[-0.3, 10.5], dtick=2, row=2, col=1)
+    return {"fig-gru-sizer": fig}
+
+
+#: The SMA chart opens on the last this-many bars at full resolution (double-click: the whole run).
+SMA_ZOOM_BARS = 720
+
+
+def sma_figures(d: ReportData, v: SMAView, t: th.Theme) -> dict[str, go.Figure]:
+    fig = go.Figure()
+    x = d.equity["dt"].to_numpy()
+    px = d.equity["price"].to_numpy()
+    n = len(px)
+    series = [px] + ([v.fast, v.slow] if len(v.fast) else [])
+    zoom = n > SMA_ZOOM_BARS
+    idx = union_idx(*series)
+    if zoom:
+        idx = np.union1d(idx, np.arange(n - SMA_ZOOM_BARS, n))
+    fig.add_trace(go.Scatter(x=x[idx], y=px[idx], name="close", line={"color": t.price, "width": 1},
+                             opacity=0.7, hovertemplate="%{y:,.2f}"))
+    if len(v.fast):
+        fig.add_trace(go.Scatter(x=x[idx], y=v.fast[idx], name=f"fast SMA({v.fast_n})",
+                                 line={"color": th.FAST, "width": 2}, hovertemplate="%{y:,.2f}"))
+        fig.add_trace(go.Scatter(x=x[idx], y=v.slow[idx], name=f"slow SMA({v.slow_n})",
+                                 line={"color": th.SLOW, "width": 2}, hovertemplate="%{y:,.2f}"))
+    if len(v.cross_dt):
+        fig.add_trace(go.Scatter(x=v.cross_dt, y=v.cross_fast, mode="markers", name="crossover (decision)",
+                                 marker={"color": t.text, "size": 8, "symbol": "circle-open", "line": {"width": 2}},
+                                 customdata=v.cross_slow,
+                                 hovertemplate="fast %{y:,.2f}<br>slow %{customdata:,.2f}<extra>crossover</extra>"))
+    names = f"SMA({v.fast_n}) and SMA({v.slow_n})" if v.fast_n else "The moving averages"
+    where = f"the last {SMA_ZOOM_BARS} bars; double-click for the whole run" if zoom else "the whole run"
+    styled(fig, t, f"{names} over the close ({where})", 460)
+    fig.update_layout(hovermode="x unified")
+    fig.update_yaxes(title_text="price", tickformat=",.0f")
+    if zoom:
+        lo, hi = float(np.nanmin(px[-SMA_ZOOM_BARS:])), float(np.nanmax(px[-SMA_ZOOM_BARS:]))
+        pad = (hi - lo) * 0.05 or hi * 0.01
+        fig.update_xaxes(range=[x[n - SMA_ZOOM_BARS], x[-1]])
+        fig.update_yaxes(range=[lo - pad, hi + pad])
+    return {"fig-sma": fig}
+
+
+BUILDERS = {"rollout": rollout_figures, "dsc": dsc_figures, "gru_sizer": sizer_figures, "sma": sma_figures}

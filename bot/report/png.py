@@ -1,0 +1,161 @@
+"""The report's figures as PNGs (matplotlib, Agg) for terminals, CI artefacts and e-mail.
+
+Every PNG is exactly ``PNG_SIZE`` pixels: a fixed figure size at a fixed dpi, no tight bbox.
+Figures are built on :class:`matplotlib.figure.Figure` with an Agg canvas (no pyplot, no global
+backend switch, nothing that needs a display).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from pathlib import Path
+
+import matplotlib
+import matplotlib.dates as mdates
+import numpy as np
+import pandas as pd
+from matplotlib.axes import Axes
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.colors import LinearSegmentedColormap, TwoSlopeNorm
+from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter, PercentFormatter
+
+from bot.report import tables
+from bot.report import theme as th
+from bot.report.analysis import buy_and_hold, drawdown, monthly_returns
+from bot.report.data import ReportData
+from bot.report.figures import MONTHS
+
+DPI = 100
+PNG_SIZE = (1600, 900)  # width, height in pixels
+
+
+def new_figure(t: th.Theme) -> Figure:
+    """A figure of exactly PNG_SIZE pixels (call inside ``rc_context(matplotlib_rc(t))``)."""
+    fig = Figure(figsize=(PNG_SIZE[0] / DPI, PNG_SIZE[1] / DPI), dpi=DPI, layout="constrained")
+    FigureCanvasAgg(fig)  # the Agg raster canvas: headless, no pyplot, no display
+    return fig
+
+
+def naive(dt: object) -> np.ndarray:
+    """Aware pandas timestamps -> numpy datetime64 (UTC) that matplotlib plots directly."""
+    return pd.DatetimeIndex(dt).tz_convert("UTC").tz_localize(None).to_numpy()
+
+
+def date_axis(ax: Axes) -> None:
+    loc = mdates.AutoDateLocator(minticks=4, maxticks=10)
+    ax.xaxis.set_major_locator(loc)
+    ax.xaxis.set_major_formatter(mdates.ConciseDateFormatter(loc))
+
+
+def thousands(ax: Axes) -> None:
+    ax.yaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+
+
+def _title(fig: Figure, d: ReportData, what: str, t: th.Theme) -> None:
+    r = d.run
+    fig.suptitle(f"{what} · {r['strategy']} {r['symbol']} {r['timeframe']} · run {d.run_id} ({r['status']})",
+                 x=0.01, ha="left", fontsize=15, fontweight="bold", color=t.text)
+
+
+def summary_png(d: ReportData, t: th.Theme) -> Figure:
+    fig = new_figure(t)
+    _title(fig, d, "Summary", t)
+    ax = fig.add_subplot()
+    ax.axis("off")
+    items = [(tables.LABELS.get(k, k), tables.fmt_metric(k, v)) for k, v in d.summary.items()]
+    half = (len(items) + 1) // 2
+    for col, chunk in enumerate((items[:half], items[half:])):
+        for row, (label, value) in enumerate(chunk):
+            y = 1 - (row + 0.5) / max(half, 1)
+            ax.text(0.02 + col * 0.5, y, label, color=t.muted, fontsize=13, va="center", transform=ax.transAxes)
+            ax.text(0.46 + col * 0.5, y, value, color=t.text, fontsize=13, va="center", ha="right",
+                    transform=ax.transAxes, family="DejaVu Sans Mono")
+    return fig
+
+
+def equity_png(d: ReportData, t: th.Theme) -> Figure:
+    fig = new_figure(t)
+    _title(fig, d, "Equity vs buy & hold", t)
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
+    x = naive(d.equity["dt"])
+    eq = d.equity["equity"].to_numpy()
+    dd = drawdown(eq, d.initial_cash)
+    top.plot(x, buy_and_hold(d), color=th.BENCHMARK, lw=1.4, label="buy & hold")
+    top.plot(x, eq, color=th.STRATEGY, lw=2.0, label=f"{d.run['strategy']} equity")
+    top.set_ylabel("equity")
+    thousands(top)
+    top.legend(loc="upper left", ncols=2)
+    bottom.fill_between(x, -dd, 0, color=th.DRAWDOWN, alpha=0.3, lw=0)
+    bottom.plot(x, -dd, color=th.DRAWDOWN, lw=1)
+    bottom.set_ylabel("drawdown")
+    bottom.yaxis.set_major_formatter(PercentFormatter(1.0, decimals=0))
+    date_axis(bottom)
+    return fig
+
+
+def price_png(d: ReportData, t: th.Theme) -> Figure:
+    fig = new_figure(t)
+    _title(fig, d, "Close with entries and exits", t)
+    ax = fig.add_subplot()
+    ax.plot(naive(d.equity["dt"]), d.equity["price"].to_numpy(), color=t.price, lw=1.1, label="close")
+    f = d.fills
+    for side, colour, marker in (("Buy", th.BUY, "^"), ("Sell", th.SELL, "v")):
+        rows = f[f["side"] == side]
+        if not rows.empty:
+            ax.scatter(naive(rows["dt"]), rows["price"].to_numpy(), marker=marker, s=70, color=colour,
+                       edgecolors=t.card, linewidths=0.8, zorder=3, label=f"{side.lower()} ({len(rows)})")
+    ax.set_ylabel("price")
+    thousands(ax)
+    ax.legend(loc="upper left", ncols=3)
+    date_axis(ax)
+    return fig
+
+
+def monthly_png(d: ReportData, t: th.Theme) -> Figure:
+    fig = new_figure(t)
+    _title(fig, d, "Monthly returns", t)
+    ax = fig.add_subplot()
+    table = monthly_returns(d)
+    z = table.to_numpy(dtype=np.float64)
+    months = z[:, :12]
+    lim = max(float(np.nanmax(np.abs(months))) if np.isfinite(months).any() else 0.01, 1e-4)
+    cmap = LinearSegmentedColormap.from_list("div", [c for _, c in t.diverging])
+    ax.imshow(np.ma.masked_invalid(z), cmap=cmap, norm=TwoSlopeNorm(0.0, -lim, lim), aspect="auto")
+    for (i, j), v in np.ndenumerate(z):
+        if np.isfinite(v):
+            ax.text(j, i, f"{v:+.1%}", ha="center", va="center", fontsize=11, color=t.text,
+                    fontweight="bold" if j == 12 else "normal")
+    ax.set_xticks(range(13), [*MONTHS, "Year"])
+    ax.set_yticks(range(len(table)), [str(y) for y in table.index])
+    ax.xaxis.tick_top()
+    ax.grid(False)
+    ax.tick_params(length=0)
+    for s in ax.spines.values():
+        s.set_visible(False)
+    return fig
+
+
+CORE: dict[str, Callable[[ReportData, th.Theme], Figure]] = {
+    "equity": equity_png, "price": price_png, "monthly": monthly_png}
+
+
+def write_pngs(d: ReportData, out: Path, theme: str = "light") -> list[Path]:
+    """Write summary.png, and equity/price/monthly/<kind>.png where the run has the data."""
+    from bot.report.png_models import model_png
+
+    t = th.get_theme(theme)
+    paths = []
+    with matplotlib.rc_context(th.matplotlib_rc(t)):
+        figs: dict[str, Figure | None] = {"summary": summary_png(d, t)}
+        if d.has_bars:
+            figs.update({name: fn(d, t) for name, fn in CORE.items()})
+        if d.kind is not None:
+            figs[d.kind] = model_png(d, t)
+        for name, fig in figs.items():
+            if fig is None:
+                continue
+            path = out / f"{name}.png"
+            fig.savefig(path, dpi=DPI, format="png")
+            paths.append(path)
+    return paths

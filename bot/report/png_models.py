@@ -1,0 +1,108 @@
+"""PNG versions of the strategy-kind sections (same views as the HTML, matplotlib back end)."""
+
+from __future__ import annotations
+
+import numpy as np
+from matplotlib.figure import Figure
+
+from bot.report import theme as th
+from bot.report.data import ReportData
+from bot.report.models import TITLES, DSCView, RolloutView, SizerView, SMAView, model_view
+from bot.report.png import _title, date_axis, naive, new_figure, thousands
+
+
+def _empty(fig: Figure, t: th.Theme, text: str) -> Figure:
+    ax = fig.add_subplot()
+    ax.axis("off")
+    ax.text(0.5, 0.5, text, ha="center", va="center", color=t.muted, fontsize=15, transform=ax.transAxes)
+    return fig
+
+
+def rollout_png(d: ReportData, v: RolloutView, t: th.Theme, fig: Figure) -> None:
+    left, right = fig.subplots(1, 2, width_ratios=[1, 1.6])
+    if v.win_mean is not None:
+        left.plot(v.lags, v.win_mean, color=th.GAIN, lw=2, label=f"winning trades (n={v.n_win})")
+    if v.loss_mean is not None:
+        left.plot(v.lags, v.loss_mean, color=th.LOSS, lw=2, label=f"losing trades (n={v.n_loss})")
+    if v.win_mean is None and v.loss_mean is None:
+        left.text(0.5, 0.5, "no closed trade with an attribution", ha="center", color=t.muted,
+                  transform=left.transAxes)
+    left.set_title("Mean attribution at entry")
+    left.set_xlabel("bars before the decision (0 = decision bar)")
+    left.set_ylabel("attribution (sums to 1)")
+    left.legend(loc="upper left")
+    x = naive(v.heat_dt)
+    im = right.imshow(v.heat.T, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest",
+                      extent=(0, len(x), v.lags[0] - 0.5, v.lags[-1] + 0.5))
+    ticks = np.linspace(0, max(len(x) - 1, 0), min(6, len(x))).astype(int)
+    right.set_xticks(ticks + 0.5, [str(np.datetime_as_string(x[i], unit="D")) for i in ticks])
+    right.set_title("Attribution over time")
+    right.set_ylabel("bars before the decision")
+    right.grid(False)
+    fig.colorbar(im, ax=right, fraction=0.04, label="weight")
+
+
+def dsc_png(d: ReportData, v: DSCView, t: th.Theme, fig: Figure) -> None:
+    left, right = fig.subplots(1, 2)
+    bins = np.linspace(0, 1, 21)
+    for sig, vals in sorted(v.confidence.items()):
+        left.hist(vals, bins=bins, alpha=0.7, color=th.SIGNAL_COLOURS.get(sig, th.BENCHMARK), label=sig)
+    left.set_title("Confidence by signal")
+    left.set_xlabel("confidence")
+    left.set_ylabel("decisions")
+    left.legend()
+    right.plot([0, 1], [0, 1], ls=":", color=t.muted, lw=1, label="perfectly calibrated")
+    for c in v.curves:
+        colour = th.UP if c.label == "up" else th.DOWN
+        right.plot(c.predicted, c.realised, "-o", color=colour, lw=2, ms=5, label=f"p({c.label}) · Brier {c.brier:.3f}")
+    right.set_xlim(0, 1)
+    right.set_ylim(0, 1)
+    right.set_title(f"Calibration on the next bar ({v.n_scored} decisions)")
+    right.set_xlabel("predicted probability")
+    right.set_ylabel("realised frequency")
+    right.legend(loc="upper left")
+
+
+def sizer_png(d: ReportData, v: SizerView, t: th.Theme, fig: Figure) -> None:
+    top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 2])
+    top.plot(naive(d.equity["dt"]), d.equity["price"].to_numpy(), color=t.price, lw=1.1)
+    top.set_ylabel("price")
+    thousands(top)
+    x = naive(v.dt)
+    bottom.step(x, v.level, where="post", color=th.LEVEL, lw=1.8)
+    bottom.fill_between(x, v.level, step="post", color=th.LEVEL, alpha=0.15)
+    bottom.set_ylim(-0.3, 10.5)
+    bottom.set_yticks(range(0, 11, 2))
+    bottom.set_ylabel("position level")
+    date_axis(bottom)
+
+
+def sma_png(d: ReportData, v: SMAView, t: th.Theme, fig: Figure) -> None:
+    ax = fig.add_subplot()
+    x = naive(d.equity["dt"])
+    ax.plot(x, d.equity["price"].to_numpy(), color=t.price, lw=1, alpha=0.7, label="close")
+    if len(v.fast):
+        ax.plot(x, v.fast, color=th.FAST, lw=1.6, label=f"fast SMA({v.fast_n})")
+        ax.plot(x, v.slow, color=th.SLOW, lw=1.6, label=f"slow SMA({v.slow_n})")
+    if len(v.cross_dt):
+        ax.scatter(naive(v.cross_dt), v.cross_fast, s=40, facecolors="none", edgecolors=t.text, lw=1.5,
+                   zorder=3, label="crossover (decision)")
+    ax.set_ylabel("price")
+    thousands(ax)
+    ax.legend(loc="upper left", ncols=4)
+    date_axis(ax)
+
+
+DRAW = {"rollout": rollout_png, "dsc": dsc_png, "gru_sizer": sizer_png, "sma": sma_png}
+
+
+def model_png(d: ReportData, t: th.Theme) -> Figure:
+    """The kind's section as one PNG (a note when no decision carries the needed keys)."""
+    kind = d.kind or ""
+    fig = new_figure(t)
+    _title(fig, d, TITLES[kind].split(":")[0], t)
+    view = model_view(d)
+    if view is None:
+        return _empty(fig, t, "No decision carries the explanation keys this section needs.")
+    DRAW[kind](d, view, t, fig)
+    return fig

@@ -1,0 +1,115 @@
+"""A decision's explanation as a few short lines of text (the hover of a trade marker).
+
+Reads the keys of the explanation contract (docs/explanations.md); anything malformed gives
+fewer lines, never an exception.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from datetime import UTC, datetime
+from typing import Any
+
+
+def fmt_time(ms: Any) -> str:
+    try:
+        return datetime.fromtimestamp(int(ms) / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
+    except (TypeError, ValueError, OverflowError, OSError):
+        return "?"
+
+
+def _f(x: Any, spec: str = ".2f") -> str:
+    try:
+        v = float(x)
+    except (TypeError, ValueError):
+        return "?"
+    return format(v, spec) if math.isfinite(v) else "?"
+
+
+def _probs(e: dict[str, Any]) -> str | None:
+    p = e.get("probs")
+    if not isinstance(p, dict):
+        return None
+    sig = e.get("signal")
+    head = f"{sig}: " if sig else ""
+    return head + " · ".join(f"p({k}) {_f(p.get(k))}" for k in ("up", "flat", "down") if k in p)
+
+
+def _sma(e: dict[str, Any]) -> list[str]:
+    fast, slow = e.get("fast_sma"), e.get("slow_sma")
+    try:
+        rel = ">" if float(fast) > float(slow) else "≤"
+    except (TypeError, ValueError):
+        rel = "vs"
+    out = [f"fast SMA {_f(fast, ',.2f')} {rel} slow SMA {_f(slow, ',.2f')}"]
+    if e.get("rule"):
+        out.append(f"rule: {e['rule']}")
+    return out
+
+
+def _dsc(e: dict[str, Any]) -> list[str]:
+    out = [x for x in (_probs(e),) if x]
+    feats = e.get("top_features")
+    if isinstance(feats, list) and feats:
+        out.append("top features: " + ", ".join(
+            f"{f.get('feature')} ({_f(f.get('score'), '+.3f')})" for f in feats[:3] if isinstance(f, dict)))
+    steps = e.get("top_steps")
+    if isinstance(steps, list) and steps:
+        out.append("top steps: " + ", ".join(
+            f"{fmt_time(s.get('time'))[5:]} ({_f(s.get('score'), '.2f')})" for s in steps[:3] if isinstance(s, dict)))
+    return out
+
+
+def _rollout(e: dict[str, Any]) -> list[str]:
+    out = [x for x in (_probs(e),) if x]
+    bits = []
+    if e.get("regime"):
+        bits.append(f"regime {e['regime']}")
+    if e.get("recent_share") is not None:
+        bits.append(f"recent share {_f(e.get('recent_share'), '.0%')}")
+    if bits:
+        out.append(", ".join(bits))
+    steps = e.get("top_steps")
+    if isinstance(steps, list) and steps:
+        out.append("attends to: " + ", ".join(
+            f"{fmt_time(s.get('time'))[5:]} ({_f(s.get('weight'), '.2f')})" for s in steps[:3] if isinstance(s, dict)))
+    return out
+
+
+def _gru(e: dict[str, Any]) -> list[str]:
+    level = e.get("level")
+    out = []
+    probs = e.get("level_probs")
+    p = ""
+    if isinstance(probs, list) and isinstance(level, int) and 0 <= level < len(probs):
+        p = f" (p {_f(probs[level])})"
+    if level is not None:
+        out.append(f"level {level}/10{p}")
+    if e.get("regime"):
+        out.append(f"regime {e['regime']}")
+    path = e.get("predicted_path")
+    if isinstance(path, list) and path:
+        out.append("predicted path: " + " → ".join(_f(x, "+.2%") for x in path[:5]))
+    return out
+
+
+_KINDS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
+    "sma": _sma, "dsc": _dsc, "rollout": _rollout, "gru_sizer": _gru}
+
+
+def reasons(explanation: dict[str, Any] | None, limit: int = 3) -> list[str]:
+    """Up to ``limit`` short lines saying why the decision was taken."""
+    e = explanation if isinstance(explanation, dict) else {}
+    if not e:
+        return []
+    if "kill_switch" in e:
+        return [f"kill switch: {e['kill_switch']}"]
+    try:
+        fn = _KINDS.get(str(e.get("kind")))
+        if fn is not None:
+            return fn(e)[:limit]
+    except Exception:  # noqa: BLE001 - a malformed explanation only loses its text
+        return []
+    scalars = [(k, v) for k, v in e.items() if k != "kind" and isinstance(v, str | int | float | bool)]
+    return [f"{k}: {_f(v, '.4g') if isinstance(v, float) else v}" for k, v in scalars[:limit]]

@@ -1,0 +1,45 @@
+"""The simulator's clock: sim (market) time as a linear function of wall time.
+
+Accelerated mode plays one bar every ``bar_ms`` wall milliseconds; real-time mode plays the
+file at 1x. Sim time starts at the open of the bar that is forming when the server starts, so
+every bar before it is already closed history. Auth checks of the private half must use
+:meth:`SimClock.wall_ms` (clients sign with their real clock), market data uses :meth:`now_ms`.
+"""
+
+from __future__ import annotations
+
+import time
+
+
+class SimClock:
+    def __init__(self, start_ms: int, speed: float) -> None:
+        """``speed``: sim milliseconds per wall millisecond (1.0 = real time)."""
+        if speed <= 0:
+            raise ValueError("speed must be positive")
+        self.start_ms = int(start_ms)
+        self.speed = float(speed)
+        self._wall0 = time.monotonic()
+
+    @classmethod
+    def accelerated(cls, start_ms: int, timeframe_ms: int, bar_ms: float) -> SimClock:
+        return cls(start_ms, timeframe_ms / float(bar_ms))
+
+    @classmethod
+    def realtime(cls, start_ms: int) -> SimClock:
+        return cls(start_ms, 1.0)
+
+    def now_ms(self) -> int:
+        """Current sim (exchange) time in epoch ms."""
+        return self.start_ms + int((time.monotonic() - self._wall0) * 1000.0 * self.speed)
+
+    def monotonic_at(self, sim_ms: int) -> float:
+        """The ``time.monotonic()`` value at which sim time reaches ``sim_ms``."""
+        return self._wall0 + (sim_ms - self.start_ms) / self.speed / 1000.0
+
+    def seconds_until(self, sim_ms: int) -> float:
+        return max(0.0, self.monotonic_at(sim_ms) - time.monotonic())
+
+    @staticmethod
+    def wall_ms() -> int:
+        """Real wall-clock time (for request signatures and rate-limit headers)."""
+        return int(time.time() * 1000)

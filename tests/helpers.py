@@ -1,0 +1,53 @@
+"""Small builders shared by tests: candle data from rows, a scripted strategy."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+
+from bot.bars import Bars
+from bot.domain import Decision
+from bot.feeds.replay import CandleData, find_gaps
+from strategies.base import Strategy, StrategyContext, StrategyParams
+
+HOUR = 3_600_000
+T0 = 1_700_006_400_000  # 2023-11-15T00:00:00Z, on the hourly grid
+
+
+def make_data(rows: list[tuple[float, float, float, float]], symbol: str = "BTCUSDT",
+              volume: float = 1.0, t0: int = T0, bar_ms: int = HOUR) -> CandleData:
+    """CandleData from (open, high, low, close) rows on a regular grid."""
+    arr = np.asarray(rows, dtype=np.float64)
+    t = t0 + np.arange(len(rows), dtype=np.int64) * bar_ms
+    return CandleData(symbol, "1h", t, arr[:, 0].copy(), arr[:, 1].copy(), arr[:, 2].copy(),
+                      arr[:, 3].copy(), np.full(len(rows), volume), "test", find_gaps(t, bar_ms))
+
+
+def random_walk(n: int, seed: int = 0, start: float = 100.0) -> CandleData:
+    rng = np.random.default_rng(seed)
+    close = start * np.exp(np.cumsum(rng.normal(0, 0.01, n)))
+    open_ = np.concatenate(([start], close[:-1]))
+    high = np.maximum(open_, close) * (1 + rng.uniform(0, 0.005, n))
+    low = np.minimum(open_, close) * (1 - rng.uniform(0, 0.005, n))
+    return make_data(list(zip(open_, high, low, close, strict=True)))
+
+
+class ScriptedStrategy(Strategy):
+    """Returns the scripted target at given bar indices; raises where the script says 'boom'."""
+
+    name = "scripted"
+    Params = StrategyParams
+
+    def __init__(self, script: dict[int, Any], long_only: bool = False) -> None:
+        super().__init__(StrategyParams(), StrategyContext("BTCUSDT", "1h", long_only))
+        self.script = script
+
+    def on_bar(self, bars: Bars) -> Decision | None:
+        i = bars.n - 1
+        if i not in self.script:
+            return None
+        v = self.script[i]
+        if v == "boom":
+            raise RuntimeError("model exploded")
+        return Decision(bars.symbol, bars.last_time(), float(v), explanation={"kind": "scripted", "i": i})
