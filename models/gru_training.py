@@ -62,6 +62,7 @@ def freeze(encoder: PriceEncoder) -> PriceEncoder:
     """Stage 1 as stage 2 sees it: eval mode (no dropout) and no parameter takes a gradient."""
     encoder.eval()
     encoder.requires_grad_(False)
+    encoder.zero_grad(set_to_none=True)  # drop stage-1 leftovers: any gradient now would be a bug
     return encoder
 
 

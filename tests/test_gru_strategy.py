@@ -1,0 +1,196 @@
+"""gru_sizer strategy: checkpoint family, batch == bar-by-bar, exact restarts, explanations."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from bot.app import run_backtest
+from bot.bars import Bars
+from bot.config import Config
+from bot.domain import timeframe_ms
+from bot.errors import ModelError
+from bot.feeds.replay import CandleData, load_candles
+from models.checkpoint import card_path, load_checkpoint, save_checkpoint
+from models.gru_config import parse_config
+from models.gru_training import train, train_family
+from models.training import TrainRequest, state_fingerprint
+from storage import queries
+from storage.db import open_database
+from strategies.base import StrategyContext
+from strategies.gru_sizer import GRUSizerStrategy
+
+torch.set_num_threads(1)
+PARAMS: dict[str, Any] = {
+    "window": 16, "horizon": 3, "regime_window": 24,
+    "encoder": {"d_model": 16, "n_layers": 1, "n_heads": 2, "kv_lora_rank": 4, "qk_nope_dim": 4,
+                "qk_rope_dim": 4, "v_head_dim": 4, "ffn_hidden": 16, "feature_dim": 6},
+    "sizer": {"hidden": 8, "steps": 6},
+    "train": {"epochs": 1, "batch_size": 128},
+    "train2": {"epochs": 2, "batch_size": 32, "accum_steps": 2, "amp": True},
+}
+N_BARS = 1300
+
+
+@pytest.fixture(scope="module")
+def data(data_dir: Path) -> CandleData:
+    d = load_candles(data_dir / "bybit_BTCUSDT_1h.csv.gz", symbol="BTCUSDT", timeframe="1h",
+                     bar_ms=timeframe_ms("1h"))
+    return d.slice(len(d) - N_BARS, len(d))
+
+
+def _req(data: CandleData, out: Path, params: dict[str, Any] = PARAMS) -> TrainRequest:
+    return TrainRequest(data=data, params=params, symbol="BTCUSDT", timeframe="1h", fee_rate=0.001,
+                        long_only=False, out=out, progress=False)
+
+
+@pytest.fixture(scope="module")
+def checkpoint(data: CandleData, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("gru") / "gru_sizer.pt"
+    return train(_req(data.slice(0, 1000), out))
+
+
+def _ctx(ck: Path | None) -> StrategyContext:
+    return StrategyContext("BTCUSDT", "1h", long_only=False, fee_rate=0.001, checkpoint=str(ck) if ck else None)
+
+
+def _drive(strategy: GRUSizerStrategy, data: CandleData, precompute: bool) -> list[Any]:
+    if precompute:
+        strategy.precompute(data)
+    bars = Bars.preloaded("BTCUSDT", "1h", data.time, data.open, data.high, data.low, data.close, data.volume)
+    strategy.on_start(bars)
+    out = []
+    while bars.advance():
+        out.append(strategy.on_bar(bars))
+    return out
+
+
+def test_checkpoint_family_holds_both_stages_with_card(checkpoint: Path) -> None:
+    ck = load_checkpoint(checkpoint, kind="gru_sizer")
+    assert ck.meta.modules == ["stage1", "stage2"]
+    card = json.loads(card_path(checkpoint).read_text())
+    m = card["metrics"]
+    assert {"price_head_test", "sizer_test", "buy_and_hold_test", "half_exposure_test"} <= set(m)
+    assert m["price_head_test"]["mae_random_walk"] > 0
+    assert sum(m["sizer_test"]["level_hist"]) > 0
+    s2 = ck.meta.extra["stage2"]
+    assert s2["amp_used"] is False  # AMP asked for, but there is no GPU here
+    assert 1 <= s2["epochs_run"] <= 2 and ck.meta.train_config["stage2"]["accum_steps"] == 2
+
+
+def test_stage2_retrain_keeps_stage1_weights(checkpoint: Path, data: CandleData, tmp_path: Path) -> None:
+    out = tmp_path / "copy.pt"
+    shutil.copy(checkpoint, out)
+    params = {**PARAMS, "stage": 2, "train2": {**PARAMS["train2"], "seed": 11}}
+    train(_req(data.slice(0, 1000), out, params))
+    old, new = load_checkpoint(checkpoint), load_checkpoint(out)
+    for k, v in old.states["stage1"].items():
+        assert torch.equal(v, new.states["stage1"][k])
+    assert any(not torch.equal(v, new.states["stage2"][k]) for k, v in old.states["stage2"].items())
+    assert new.meta.extra["stage1"]["reused_from"] == str(out)
+
+
+def test_stage1_only_checkpoint_is_refused_clearly(data: CandleData, tmp_path: Path) -> None:
+    out = tmp_path / "s1.pt"
+    train(_req(data.slice(0, 1000), out, {**PARAMS, "stage": 1}))
+    with pytest.raises(ModelError, match="stage 1 only"):
+        GRUSizerStrategy.from_config(PARAMS, _ctx(out))
+
+
+def test_training_leaves_the_frozen_encoder_untouched(data: CandleData, tmp_path: Path) -> None:
+    """Stage 2 on top of a given encoder: not one stage-1 weight moves, no gradient is kept."""
+    cfg = parse_config(PARAMS)
+    enc, _, prep, _ = train_family(data.slice(0, 1000), cfg.model_copy(update={"stage": 1}),
+                                   _req(data, tmp_path / "x.pt"))
+    before = state_fingerprint(enc)
+    from models.gru_training import train_stage2
+
+    train_stage2(enc, prep, cfg, 0.001)
+    assert state_fingerprint(enc) == before
+    assert all(p.grad is None and not p.requires_grad for p in enc.parameters())
+
+
+def test_batch_path_equals_bar_by_bar(checkpoint: Path, data: CandleData) -> None:
+    batch = _drive(GRUSizerStrategy.from_config(PARAMS, _ctx(checkpoint)), data, precompute=True)
+    single = _drive(GRUSizerStrategy.from_config(PARAMS, _ctx(checkpoint)), data, precompute=False)
+    assert len(batch) == len(single) == N_BARS
+    n = 0
+    for a, b in zip(batch, single, strict=True):
+        assert (a is None) == (b is None)
+        if a is None:
+            continue
+        n += 1
+        assert a.target == b.target
+        ea, eb = a.explanation, b.explanation
+        assert ea["level"] == eb["level"] and ea["regime"] == eb["regime"]
+        np.testing.assert_allclose(ea["level_probs"], eb["level_probs"], atol=1e-9)
+        np.testing.assert_allclose(ea["predicted_closes"], eb["predicted_closes"], rtol=1e-9)
+    assert n == N_BARS - (64 + 16 - 1)  # every bar after feature warm-up + one window decides
+    assert len({d.explanation["level"] for d in single if d is not None}) >= 1
+
+
+def test_explanation_follows_the_contract(checkpoint: Path, data: CandleData) -> None:
+    s = GRUSizerStrategy.from_config({**PARAMS, "max_exposure": 0.5}, _ctx(checkpoint))
+    d = [x for x in _drive(s, data.slice(0, 300), precompute=False) if x is not None][-1]
+    e = d.explanation
+    json.dumps(e, allow_nan=False)
+    assert e["kind"] == "gru_sizer" and 0 <= e["level"] <= 10
+    assert len(e["level_probs"]) == 11 and sum(e["level_probs"]) == pytest.approx(1.0)
+    assert len(e["predicted_path"]) == len(e["predicted_closes"]) == 3
+    assert e["regime"] in ("bull", "bear", "sideways")
+    assert d.target == pytest.approx(e["level"] / 10 * 0.5)
+    assert d.confidence == pytest.approx(max(e["level_probs"]))
+    assert d.model_id == load_checkpoint(checkpoint).meta.model_id
+
+
+@pytest.mark.parametrize("batch", [False, True])
+def test_restart_decides_exactly_as_an_uninterrupted_run(checkpoint: Path, data: CandleData,
+                                                         sqlite_url: str, batch: bool) -> None:
+    params = {**PARAMS, "batch_precompute": batch}
+    cfg = Config.model_validate({"strategy": {"name": "gru_sizer", "params": params},
+                                 "storage": {"url": sqlite_url}})
+    db = open_database(sqlite_url)
+    ctx = _ctx(checkpoint)
+    part = data.slice(600, N_BARS)  # starts mid-history: features and state build from bar 0 of it
+    history, k = 100, 137            # stop on a bar that is not a GRU reset bar
+    full = run_backtest(cfg, part, GRUSizerStrategy.from_config(params, ctx), db, show_progress=False,
+                        history=history)
+    first = run_backtest(cfg, part, GRUSizerStrategy.from_config(params, ctx), db, show_progress=False,
+                         history=history, stop_after=k)
+    resumed = run_backtest(cfg, part, GRUSizerStrategy.from_config(params, ctx), db, show_progress=False,
+                           history=history + k)
+
+    def rows(run: dict[str, Any]) -> list[tuple[Any, ...]]:
+        return [(r["bar_time"], r["target"], (r["explanation"] or {}).get("level"),
+                 tuple((r["explanation"] or {}).get("level_probs") or ()))
+                for r in queries.decisions(db, run["run_id"])]
+
+    whole, parts = rows(full), rows(first) + rows(resumed)
+    assert len(whole) > 400 and [r[:3] for r in parts] == [r[:3] for r in whole]
+    for a, b in zip(whole, parts, strict=True):
+        np.testing.assert_allclose(a[3], b[3], atol=1e-12)
+
+
+def test_for_backtest_trains_on_the_past_and_trades_the_unseen_part(data: CandleData, tmp_path: Path,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no checkpoints/ here
+    strat, first, note = GRUSizerStrategy.for_backtest(PARAMS, _ctx(None), data.slice(0, 1000))
+    assert 700 < first < 1000 and "unseen" in (note or "")
+    assert isinstance(strat, GRUSizerStrategy) and strat.model_id.startswith("gru_sizer-")
+    assert not (tmp_path / "checkpoints").exists()
+
+
+def test_checkpoint_save_load_roundtrip_refuses_foreign_kind(checkpoint: Path, tmp_path: Path) -> None:
+    ck = load_checkpoint(checkpoint)
+    ck.meta.kind = "dsc"
+    other = tmp_path / "other.pt"
+    mods = {name: torch.nn.Linear(1, 1) for name in ck.states}
+    save_checkpoint(other, mods, ck.meta)
+    with pytest.raises(ModelError, match="not 'gru_sizer'"):
+        GRUSizerStrategy.from_config(PARAMS, _ctx(other))
