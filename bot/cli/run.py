@@ -48,7 +48,8 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 
 def _backtest(cfg: Config, data_path: str | None, date_from: str | None, date_to: str | None,
-              checkpoint: str | None, as_json: bool, mode: str = "backtest") -> None:
+              checkpoint: str | None, as_json: bool, mode: str = "backtest",
+              report: Path | None = None) -> None:
     if not data_path:
         raise ConfigError("pass --data FILE (a candle CSV, CSV.gz or Parquet file)")
     # Validate every input before the journal hears of a run: bad input leaves nothing behind.
@@ -69,6 +70,11 @@ def _backtest(cfg: Config, data_path: str | None, date_from: str | None, date_to
     else:
         print_summary(summary)
         console.print(f"journal: {safe_url(cfg.storage.url)}  run {summary['run_id']}")
+    if report is not None:
+        from bot.cli.journal_report import make_report  # noqa: PLC0415 - optional part
+
+        res = make_report(db, summary["run_id"], report, png=True, theme="light")
+        (err_console if as_json else console).print(f"report: {res.html}")
 
 
 def register(app: typer.Typer) -> None:
@@ -80,6 +86,7 @@ def register(app: typer.Typer) -> None:
         date_to: str | None = typer.Option(None, "--to", help="Stop before this bar (UTC)."),
         checkpoint: str | None = typer.Option(None, "--checkpoint", help="Model checkpoint to trade."),
         as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+        report: str | None = typer.Option(None, "--report", help="Write report.html and PNGs to this dir."),
         config: Path | None = ConfigOpt,
         set_: list[str] | None = SetOpt,
         db: str | None = DbOpt,
@@ -87,7 +94,7 @@ def register(app: typer.Typer) -> None:
         """Replay history through the live code path with simulated fills; journal and summarise."""
         extra = {"strategy.name": strategy} if strategy else {}
         cfg = load(config, set_, extra, db)
-        _backtest(cfg, data, date_from, date_to, checkpoint, as_json)
+        _backtest(cfg, data, date_from, date_to, checkpoint, as_json, report=Path(report) if report else None)
 
     @app.command("run")
     def run(
