@@ -90,7 +90,7 @@ def open_session(cfg: Config, strategy: Strategy, db: DBEngine, bars: Bars, *, m
                  clock: Callable[[], int] | None = None, journal: Journal | None = None) -> Session:
     """A new run in the journal, or ``journal`` (a resumed run) when given."""
     journal = journal or Journal.start_run(
-        db, mode=mode, strategy=cfg.strategy.name, symbol=cfg.market.symbol,
+        db, mode=mode, strategy=strategy.name, symbol=cfg.market.symbol,
         timeframe=cfg.market.timeframe, category=cfg.market.category, config=config_to_dict(cfg),
         initial_cash=cfg.broker.initial_cash, data_source=data_source, model_id=strategy.model_id,
         batch_size=cfg.storage.batch_size,
@@ -120,7 +120,7 @@ def summarise(cfg: Config, s: Session, mode: str) -> dict[str, Any]:
     return {
         "run_id": eng.run_id,
         "mode": mode,
-        "strategy": cfg.strategy.name,
+        "strategy": eng.strategy.name,
         "symbol": cfg.market.symbol,
         "timeframe": cfg.market.timeframe,
         "model_id": eng.strategy.model_id,

@@ -20,7 +20,9 @@ from bot.errors import ConfigError
 from bot.logs import configure
 
 console = Console()
-err_console = Console(stderr=True)
+if not console.is_terminal:  # piped or captured: do not wrap at 80 columns
+    console = Console(width=200, soft_wrap=True)
+err_console = Console(stderr=True, soft_wrap=True)
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file (default: ./config.yaml if present).")
 SetOpt = typer.Option(None, "--set", help="Override a config key: --set dotted.key=value (repeatable).")

@@ -1,0 +1,107 @@
+"""Engine behaviour: failing strategies, kill switches, write-ahead ordering, accounting invariants."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from bot.app import run_backtest
+from bot.config import load_config
+from bot.domain import Category, Instrument, OrderRequest, Side
+from broker.simulated import SimulatedBroker
+from storage import queries as q
+from storage.db import open_database
+from tests.helpers import ScriptedStrategy, make_data, random_walk
+
+
+def test_a_strategy_exception_is_a_journaled_no_trade(sqlite_url: str) -> None:
+    db = open_database(sqlite_url)
+    s = run_backtest(load_config(None), random_walk(30), ScriptedStrategy({2: 1.0, 5: "boom", 8: 0.0}), db,
+                     show_progress=False)
+    decisions = q.decisions(db, s["run_id"])
+    assert [d["status"] for d in decisions] == ["order", "error", "order"]
+    err = decisions[1]
+    assert err["target"] is None and "RuntimeError: model exploded" in err["error"]
+    assert not any(o["decision_id"] == err["id"] for o in q.orders(db, s["run_id"]))
+    assert q.resolve_run(db, s["run_id"])["status"] == "completed"  # the loop went on
+
+
+def test_unserialisable_explanation_becomes_an_error_decision(sqlite_url: str) -> None:
+    class NaNExplainer(ScriptedStrategy):
+        def on_bar(self, bars):  # type: ignore[no-untyped-def]
+            d = super().on_bar(bars)
+            if d is None:
+                return None
+            from dataclasses import replace
+
+            return replace(d, explanation={"p": float("nan")})
+
+    db = open_database(sqlite_url)
+    s = run_backtest(load_config(None), random_walk(10), NaNExplainer({3: 1.0}), db, show_progress=False)
+    (d,) = q.decisions(db, s["run_id"])
+    assert d["status"] == "error" and "NaN" in d["error"] or "Out of range" in d["error"]
+
+
+def _crash_data():  # type: ignore[no-untyped-def]
+    rows = [(100, 100, 100, 100)] * 3 + [(100, 100, 60, 60)] + [(60, 60, 60, 60)] * 4
+    return make_data(rows)
+
+
+def test_kill_switch_flattens_and_is_journaled(sqlite_url: str) -> None:
+    db = open_database(sqlite_url)
+    cfg = load_config(None, ["risk.max_drawdown=0.25", "risk.kill_action=flatten", "broker.fee_rate=0"])
+    s = run_backtest(cfg, _crash_data(), ScriptedStrategy({0: 1.0, 5: 1.0}), db, show_progress=False)
+    (ev,) = [e for e in q.events(db, s["run_id"]) if e["kind"] == "kill_switch"]
+    assert ev["payload"]["reason"] == "max_drawdown" and ev["payload"]["action"] == "flatten"
+    fills = q.fills(db, s["run_id"])
+    assert [f["side"] for f in fills] == ["Buy", "Sell"]  # flattened, and the later long is refused
+    assert s["open_position"] == 0
+
+
+def test_kill_switch_freeze_keeps_the_position_and_stops_trading(sqlite_url: str) -> None:
+    db = open_database(sqlite_url)
+    cfg = load_config(None, ["risk.max_drawdown=0.25", "risk.kill_action=freeze", "broker.fee_rate=0"])
+    s = run_backtest(cfg, _crash_data(), ScriptedStrategy({0: 1.0, 5: 0.0}), db, show_progress=False)
+    assert [f["side"] for f in q.fills(db, s["run_id"])] == ["Buy"]
+    assert [d["status"] for d in q.decisions(db, s["run_id"])] == ["order", "frozen"]
+
+
+def test_cooldown_blocks_orders(sqlite_url: str) -> None:
+    db = open_database(sqlite_url)
+    cfg = load_config(None, ["risk.cooldown_bars=5"])
+    s = run_backtest(cfg, random_walk(20), ScriptedStrategy({1: 1.0, 3: 0.0, 9: 0.0}), db, show_progress=False)
+    assert [d["status"] for d in q.decisions(db, s["run_id"])] == ["order", "blocked", "order"]
+
+
+def test_orders_point_at_the_decision_that_caused_them(sqlite_url: str) -> None:
+    db = open_database(sqlite_url)
+    s = run_backtest(load_config(None), random_walk(60), ScriptedStrategy({i: (i % 3) / 2 for i in range(0, 60, 4)}),
+                     db, show_progress=False)
+    decisions = {d["id"]: d for d in q.decisions(db, s["run_id"])}
+    for o in q.orders(db, s["run_id"]):
+        assert decisions[o["decision_id"]]["status"] == "order"
+        assert o["id"].startswith(s["run_id"])
+
+
+INS = Instrument("BTCUSDT", Category.LINEAR, Decimal("0.01"), Decimal("0.001"), Decimal("0.001"), Decimal("0"))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.lists(st.tuples(st.booleans(), st.integers(1, 3000), st.integers(5_000, 15_000)), min_size=1, max_size=25),
+       st.integers(5_000, 15_000))
+def test_accounting_identity_holds_for_any_fill_sequence(trades: list, mark_cents: int) -> None:
+    """equity == initial + realised + unrealised - fees whatever the fills (Decimal: the only error is
+    the 28-digit rounding of the average entry price)."""
+    broker = SimulatedBroker(INS, 1_000_000, 0.001, 0)
+    for k, (buy, qty_milli, px_cents) in enumerate(trades):
+        req = OrderRequest(f"o{k}", "BTCUSDT", Side.BUY if buy else Side.SELL, Decimal(qty_milli) / 1000)
+        broker.submit(req, k)
+        px = px_cents / 100
+        broker.on_bar(k, px, px, px, px)
+    mark = Decimal(mark_cents) / 100
+    pos = broker.position()
+    unrealized = (mark - pos.avg_price) * pos.qty if pos.qty else Decimal(0)
+    equity = broker.balance(float(mark)).equity
+    assert abs(equity - (Decimal(1_000_000) + pos.realized_pnl + unrealized - broker.fees)) < Decimal("1e-15")

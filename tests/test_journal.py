@@ -1,0 +1,99 @@
+"""The journal round-trips through SQLite and the real PostgreSQL server, exactly and idempotently."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import pytest
+from sqlalchemy import Engine
+
+from bot.app import run_backtest
+from bot.config import load_config
+from bot.domain import Decision, Fill, Order, OrderRequest, OrderStatus, Side
+from bot.summary import journal_summary
+from storage import queries as q
+from storage.db import open_database
+from storage.journal import Journal
+from tests.conftest import PG_URL
+from tests.helpers import ScriptedStrategy, random_walk
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def db(request: pytest.FixtureRequest, sqlite_url: str) -> Engine:
+    # In CI a PostgreSQL test that cannot connect fails (open_database raises); it is never skipped.
+    return open_database(sqlite_url if request.param == "sqlite" else PG_URL)
+
+
+def _start(db: Engine) -> Journal:
+    return Journal.start_run(db, mode="backtest", strategy="scripted", symbol="BTCUSDT", timeframe="1h",
+                             category="linear", config={"k": 1}, initial_cash=10_000, data_source="t")
+
+
+def test_round_trip_is_exact_and_idempotent(db: Engine) -> None:
+    j = _start(db)
+    d = Decision("BTCUSDT", 1_000, 0.5, 0.9, "m1", {"kind": "sma", "why": [1, 2]})
+    j.record_decision("D1-" + j.run_id, d, 42_000.5, "order")
+    req = OrderRequest("O1-" + j.run_id, "BTCUSDT", Side.BUY, Decimal("0.123"), decision_id="D1-" + j.run_id)
+    order = Order.from_request(req, 1_000)
+    j.record_order(order)
+    j.flush()
+    j.update_order(order.transition(OrderStatus.SUBMITTED, 1_001))
+    fill = Fill("X1-" + j.run_id, req.client_order_id, "BTCUSDT", Side.BUY, Decimal("0.123"),
+                Decimal("42000.1"), Decimal("0.0051660123"), 2_000)
+    j.record_fill(fill)
+    j.record_fill(fill)  # a replayed stream: the same execution id twice
+    j.flush()
+    j.record_fill(fill)  # and again after a flush
+    j.record_equity(1_000, 10_000.0, 10_000.0, 0.0, 42_000.5)
+    j.finish("completed", {"n_trades": 0})
+    (row,) = q.fills(db, j.run_id)
+    assert row["price"] == Decimal("42000.1") and row["fee"] == Decimal("0.0051660123")
+    assert row["qty"] == Decimal("0.123")
+    (o,) = q.orders(db, j.run_id)
+    assert o["status"] == "submitted" and o["decision_id"] == "D1-" + j.run_id
+    (dec,) = q.decisions(db, j.run_id)
+    assert dec["explanation"] == {"kind": "sma", "why": [1, 2]} and dec["target"] == 0.5
+    run = q.resolve_run(db, j.run_id)
+    assert run["status"] == "completed" and run["finished_at"] is not None
+    assert run["initial_cash"] == Decimal("10000")
+
+
+def test_backtest_journal_matches_summary(db: Engine) -> None:
+    cfg = load_config(None, ["broker.slippage_bps=5"])
+    data = random_walk(600, seed=3)
+    script = {i: (1.0 if (i // 37) % 2 == 0 else -0.5) for i in range(0, 600, 13)}
+    s = run_backtest(cfg, data, ScriptedStrategy(script), db, show_progress=False)
+    js = journal_summary(db, q.resolve_run(db, s["run_id"]))
+    for key in ("candles", "n_trades", "final_equity", "total_return", "sharpe", "sortino", "max_drawdown",
+                "win_rate", "fees", "exposure_time"):
+        assert js[key] == pytest.approx(s[key], rel=1e-12, abs=1e-12), key
+    trades = q.trades(db, s["run_id"])
+    fills = q.fills(db, s["run_id"])
+    realized = sum(t["gross_pnl"] for t in trades)
+    fees = sum(f["fee"] for f in fills)
+    assert float(fees) == pytest.approx(s["fees"])
+    # Flat at the end -> final equity = initial + realised PnL - fees, to the cent.
+    if s["open_position"] == 0:
+        assert s["final_equity"] == pytest.approx(10_000 + float(realized) - float(fees), abs=1e-6)
+
+
+def test_a_crash_marks_the_run_failed_not_complete(db: Engine) -> None:
+    class Exploding(ScriptedStrategy):
+        name = "exploding"
+
+        def precompute(self, data):  # type: ignore[no-untyped-def]
+            raise MemoryError("simulated crash")
+
+    cfg = load_config(None, [])
+    with pytest.raises(MemoryError):
+        run_backtest(cfg, random_walk(50), Exploding({}), db, show_progress=False)
+    run = next(r for r in q.list_runs(db) if r["strategy"] == "exploding")
+    assert run["status"] == "failed" and "simulated crash" in run["error"]
+
+
+def test_interrupted_run_is_marked_interrupted(db: Engine) -> None:
+    cfg = load_config(None, [])
+    s = run_backtest(cfg, random_walk(200), ScriptedStrategy({5: 1.0}), db, show_progress=False, stop_after=120)
+    run = q.resolve_run(db, s["run_id"])
+    assert run["status"] == "interrupted" and run["bars"] == 120
+    assert len(q.equity(db, s["run_id"])) == 120
