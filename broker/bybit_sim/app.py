@@ -121,13 +121,13 @@ class SimServer:
 
     async def start(self, host: str = "127.0.0.1", port: int = 0) -> SimServer:
         self.host = host
-        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False)
+        self.runner = web.AppRunner(self.app, access_log=None, handle_signals=False, shutdown_timeout=0.5)
         await self.runner.setup()
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
         self.port = sock.getsockname()[1]
-        site = web.SockSite(self.runner, sock, shutdown_timeout=0.5)
+        site = web.SockSite(self.runner, sock)
         await site.start()
         return self
 

@@ -45,25 +45,24 @@ DEFAULT_LIMIT = 120
 class RateLimiter:
     """Rolling one-second window per (client, path), as Bybit counts per-UID endpoint limits."""
 
-    def __init__(self, limit: int) -> None:
-        self.limit = limit
+    def __init__(self) -> None:
         self._hits: dict[tuple[str, str], deque[float]] = {}
 
-    def check(self, key: tuple[str, str]) -> tuple[bool, int, int]:
-        """(allowed, requests left, reset time in wall ms)."""
+    def check(self, key: tuple[str, str], configured: int) -> tuple[bool, int, int]:
+        """(allowed, requests left, reset time in wall ms); ``configured`` 0 = never refuse."""
         now = time.time()
         q = self._hits.setdefault(key, deque())
         while q and q[0] <= now - 1.0:
             q.popleft()
-        limit = self.limit or DEFAULT_LIMIT
-        if self.limit and len(q) >= self.limit:
+        limit = configured or DEFAULT_LIMIT
+        if configured and len(q) >= configured:
             return False, 0, int((q[0] + 1.0) * 1000)
         q.append(now)
         return True, max(limit - len(q), 0), int(now * 1000)
 
 
 def rest_middleware(state: SimState) -> Callable[..., Awaitable[web.StreamResponse]]:
-    limiter = RateLimiter(state.faults.rate_limit)
+    limiter = RateLimiter()
 
     @web.middleware
     async def faults(request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
@@ -71,16 +70,19 @@ def rest_middleware(state: SimState) -> Callable[..., Awaitable[web.StreamRespon
         f = state.faults
         if request.path.startswith("/v5/public") or request.path.startswith("/v5/private"):
             return await handler(request)  # WebSocket upgrades: faults applied per message
+        state.stats["rest_requests"] += 1
         delay = f.latency_ms + (state.rng.random() * f.jitter_ms if f.jitter_ms else 0.0)
         if delay > 0:
             await asyncio.sleep(delay / 1000.0)
         if f.http_error_rate and state.rng.random() < f.http_error_rate:
             status = 502 if state.rng.random() < 0.5 else 503
+            state.stats["http_5xx"] += 1
             text = f"<html><body><h1>{status} {'Bad Gateway' if status == 502 else 'Service Unavailable'}"
             return web.Response(status=status, text=text + "</h1></body></html>", content_type="text/html")
-        allowed, left, reset = limiter.check((request.remote or "?", request.path))
+        allowed, left, reset = limiter.check((request.remote or "?", request.path), f.rate_limit)
         limit = str(f.rate_limit or DEFAULT_LIMIT)
         if not allowed:
+            state.stats["rate_limited"] += 1
             headers = {"X-Bapi-Limit": limit, "X-Bapi-Limit-Status": "0",
                        "X-Bapi-Limit-Reset-Timestamp": str(reset)}
             return respond(error(10006, "Too many visits!", state.now_ms()), headers=headers)

@@ -8,6 +8,7 @@ registered on the aiohttp app and all read this one object. An order matcher sub
 from __future__ import annotations
 
 import random
+from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -39,6 +40,8 @@ class SimState:
     updates_per_bar: int = 2
     #: Free slots for later modules (e.g. ``extensions["orders"]`` = the private order book).
     extensions: dict[str, Any] = field(default_factory=dict)
+    #: What the simulator did (requests, injected faults, pushes): tests assert on it.
+    stats: Counter[str] = field(default_factory=Counter)
     _listeners: list[BarListener] = field(default_factory=list)
 
     def __post_init__(self) -> None:

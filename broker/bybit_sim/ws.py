@@ -68,9 +68,11 @@ class WsConn:
                     await asyncio.sleep(delay / 1000.0)
                 if held is None and f.ws_reorder_rate and state.rng.random() < f.ws_reorder_rate:
                     held = msg  # sent after the next message: out of order
+                    state.stats["ws_reordered"] += 1
                     continue
             await self._write(msg)
             if faulty and f.ws_duplicate_rate and state.rng.random() < f.ws_duplicate_rate:
+                state.stats["ws_duplicated"] += 1
                 await self._write(msg)
             if held is not None:
                 await self._write(held)
@@ -160,6 +162,7 @@ class WsHub:
         victims = [c for c in self.conns if channel is None or c.channel == channel]
         for c in victims:
             await c.drop()
+        self.state.stats["ws_dropped"] += len(victims)
         return len(victims)
 
     async def close(self) -> None:

@@ -1,0 +1,75 @@
+"""``bot exchange-sim`` (a local Bybit v5) and ``bot data download`` (ccxt history)."""
+
+from __future__ import annotations
+
+import asyncio
+from pathlib import Path
+
+import typer
+
+from bot.cli.common import console, err_console
+from bot.errors import ConfigError
+
+
+def register(app: typer.Typer) -> None:
+    data_app = typer.Typer(help="Market data: download candles in the replay format.", no_args_is_help=True)
+
+    @data_app.command("download")
+    def download(
+        symbol: str = typer.Option("BTCUSDT", "--symbol", help="Exchange id (BTCUSDT) or ccxt symbol."),
+        timeframe: str = typer.Option("1h", "--timeframe", "-t"),
+        since: str = typer.Option(..., "--since", help="First candle (UTC date or datetime)."),
+        until: str | None = typer.Option(None, "--until", help="Stop before this time (default: now)."),
+        out: Path = typer.Option(..., "--out", "-o", help="Output .csv or .csv.gz (appended if it exists)."),
+        exchange: str = typer.Option("bybit", "--exchange", help="Any ccxt exchange id."),
+        category: str = typer.Option("linear", "--category", help="spot or linear."),
+        rest_url: str | None = typer.Option(None, "--rest-url", help="Override the API base URL."),
+    ) -> None:
+        """Download OHLCV candles (paginated, rate-limit aware, resumable)."""
+        from bot.data_download import download as run_download  # noqa: PLC0415
+        from bot.feeds.replay import parse_date  # noqa: PLC0415
+
+        if category not in ("spot", "linear"):
+            raise ConfigError(f"unknown --category {category!r}: expected spot or linear")
+        res = asyncio.run(run_download(
+            exchange_id=exchange, symbol=symbol, timeframe=timeframe, since_ms=parse_date(since), out=out,
+            category=category, until_ms=parse_date(until) if until else None, rest_url=rest_url))
+        console.print(f"{res.path}: +{res.added} candles, {res.total} in file")
+
+    app.add_typer(data_app, name="data")
+
+    @app.command("exchange-sim")
+    def exchange_sim(
+        data: list[Path] = typer.Option(..., "--data", "-d", help="Candle file(s) to replay (repeatable)."),
+        port: int = typer.Option(8600, "--port"),
+        host: str = typer.Option("127.0.0.1", "--host"),
+        symbol: str | None = typer.Option(None, "--symbol", help="Symbol (default: from the file name)."),
+        bar_ms: float = typer.Option(1000.0, "--bar-ms", help="Accelerated clock: one bar every N wall ms."),
+        realtime: bool = typer.Option(False, "--realtime", help="Play at 1x instead of --bar-ms."),
+        start: str | None = typer.Option(None, "--start", help="Sim start time (UTC); default after --history."),
+        history: int = typer.Option(500, "--history", help="Closed bars before the start (default 500)."),
+        updates: int = typer.Option(2, "--updates-per-bar", help="Unconfirmed kline pushes per bar."),
+        latency_ms: float = typer.Option(0.0, "--latency-ms", help="Added latency, REST and WS."),
+        jitter_ms: float = typer.Option(0.0, "--jitter-ms"),
+        http_error_rate: float = typer.Option(0.0, "--http-error-rate", help="Fraction of REST calls -> 502/503."),
+        rate_limit: int = typer.Option(0, "--rate-limit", help="Requests/s per client and path (10006 above)."),
+        ws_drop_every: int = typer.Option(0, "--ws-drop-every", help="Drop WebSockets every N closed bars."),
+        ws_duplicate_rate: float = typer.Option(0.0, "--ws-duplicate-rate"),
+        ws_reorder_rate: float = typer.Option(0.0, "--ws-reorder-rate"),
+        ws_delay_ms: float = typer.Option(0.0, "--ws-delay-ms"),
+        seed: int = typer.Option(0, "--seed"),
+    ) -> None:
+        """Serve a local Bybit v5 (market REST + public WebSocket) replaying candle files."""
+        from broker.bybit_sim.app import SimConfig, serve_forever  # noqa: PLC0415
+        from broker.bybit_sim.faults import FaultConfig  # noqa: PLC0415
+        from bot.feeds.replay import parse_date  # noqa: PLC0415
+
+        faults = FaultConfig(latency_ms=latency_ms, jitter_ms=jitter_ms, http_error_rate=http_error_rate,
+                             rate_limit=rate_limit, ws_drop_every=ws_drop_every,
+                             ws_duplicate_rate=ws_duplicate_rate, ws_reorder_rate=ws_reorder_rate,
+                             ws_delay_ms=ws_delay_ms, seed=seed)
+        cfg = SimConfig(data=[str(p) for p in data], symbol=symbol, bar_ms=bar_ms, realtime=realtime,
+                        start=parse_date(start) if start else None, history=history, updates_per_bar=updates,
+                        faults=faults)
+        err_console.print(f"Bybit v5 simulator on http://{host}:{port} and ws://{host}:{port}/v5/public/linear")
+        serve_forever(cfg, host, port)
