@@ -79,6 +79,8 @@ class Engine:
 
     # -- life cycle --------------------------------------------------------------------------------
     def start(self) -> None:
+        # Bars shown before the start (backtest history, paper warm-up) are never marked or journaled.
+        self._synced_to = self.bars.n - 1
         self.strategy.on_start(self.bars)
 
     def now_ms(self, bar_time: int) -> int:
