@@ -51,7 +51,9 @@ def _backtest(cfg: Config, data_path: str | None, date_from: str | None, date_to
               checkpoint: str | None, as_json: bool, mode: str = "backtest",
               report: Path | None = None) -> None:
     if not data_path:
-        raise ConfigError("pass --data FILE (a candle CSV, CSV.gz or Parquet file)")
+        from bot.data_download import cached_market_file  # noqa: PLC0415 - download on demand
+
+        data_path = cached_market_file(cfg, date_from)
     # Validate every input before the journal hears of a run: bad input leaves nothing behind.
     data = core.load_data(cfg, data_path, date_from, date_to)
     db = core.open_journal_db(cfg.storage.url)
@@ -107,6 +109,8 @@ def register(app: typer.Typer) -> None:
         date_to: str | None = typer.Option(None, "--to"),
         checkpoint: str | None = typer.Option(None, "--checkpoint"),
         as_json: bool = typer.Option(False, "--json"),
+        resume: bool = typer.Option(False, "--resume", help="paper: continue the latest unfinished run."),
+        run_id: str | None = typer.Option(None, "--run-id", help="paper: continue this run (implies --resume)."),
         config: Path | None = ConfigOpt,
         set_: list[str] | None = SetOpt,
         db: str | None = DbOpt,
@@ -122,7 +126,8 @@ def register(app: typer.Typer) -> None:
             elif feed == "bybit":
                 from bot.cli import live_modes  # noqa: PLC0415 - optional part
 
-                live_modes.paper_bybit(cfg, checkpoint, as_json)
+                live_modes.paper_bybit(cfg, checkpoint, as_json, resume=resume, run_id=run_id,
+                                       date_from=date_from, date_to=date_to)
             else:
                 raise ConfigError(f"unknown --feed {feed!r}: expected bybit or replay")
         elif mode == "live":

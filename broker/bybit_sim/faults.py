@@ -31,6 +31,7 @@ class FaultConfig:
     ws_duplicate_rate: float = 0.0    # fraction of pushes sent twice
     ws_reorder_rate: float = 0.0      # fraction of pushes held back behind the next one
     ws_delay_ms: float = 0.0          # extra delay on every push
+    ws_mute: bool = False             # connections stay up but no topic push is sent (stale feed)
     seed: int = 0
 
     def any_ws(self) -> bool:

@@ -45,6 +45,8 @@ class WsConn:
         self.session: dict[str, Any] = {}
 
     def send(self, msg: dict[str, Any], faulty: bool = True) -> None:
+        if faulty and self.hub.state.faults.ws_mute:
+            return
         if not self.closed:
             self.queue.put_nowait((msg, faulty))
 
