@@ -167,7 +167,7 @@ def run_backtest(cfg: Config, data: CandleData, strategy: Strategy, db: DBEngine
         for _ in range(history):
             bars.advance()
         engine.start()
-        step, advance = engine.on_bar, bars.advance
+        step = engine.on_bar
         chunk = 50_000
         with _progress(total, "backtest") as progress:
             task = progress.add_task("bars", total=total, visible=show_progress and total > chunk)
@@ -175,7 +175,7 @@ def run_backtest(cfg: Config, data: CandleData, strategy: Strategy, db: DBEngine
             while done < total:
                 k = min(chunk, total - done)
                 for _ in range(k):
-                    advance()
+                    bars.n += 1  # reveal the next preloaded bar (bounded by `total` above)
                     step()
                 done += k
                 progress.update(task, completed=done)

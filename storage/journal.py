@@ -229,9 +229,8 @@ class Journal:
     def _equity_rows_of(self, blocks: list[tuple[Any, Any, Any, Any, Any]]) -> Any:
         rid = self.run_id
         for times, eq, cash, pos, px in blocks:
-            tl = [int(x) for x in times]
-            yield from zip([rid] * len(tl), tl, map(float, eq), map(float, cash), map(float, pos),
-                           map(float, px))
+            tl = _pylist(times)
+            yield from zip([rid] * len(tl), tl, _pylist(eq), _pylist(cash), _pylist(pos), _pylist(px))
 
     def _write(self, b: _Batch) -> None:
         try:
@@ -259,6 +258,11 @@ class Journal:
     def known_exec_ids(self) -> set[str]:
         with self.engine.connect() as conn:
             return set(conn.scalars(select(s.fills.c.exec_id).where(s.fills.c.run_id == self.run_id)))
+
+
+def _pylist(a: Any) -> list[Any]:
+    """numpy arrays and array.array to lists of Python scalars, in C."""
+    return a.tolist() if hasattr(a, "tolist") else list(a)
 
 
 @dataclass(slots=True)
