@@ -9,9 +9,9 @@ With ``write_ahead`` the engine flushes before each order leaves the process.
 from __future__ import annotations
 
 import secrets
+from collections.abc import Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
-from collections.abc import Iterable
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -230,7 +230,7 @@ class Journal:
         rid = self.run_id
         for times, eq, cash, pos, px in blocks:
             tl = _pylist(times)
-            yield from zip([rid] * len(tl), tl, _pylist(eq), _pylist(cash), _pylist(pos), _pylist(px))
+            yield from zip([rid] * len(tl), tl, _pylist(eq), _pylist(cash), _pylist(pos), _pylist(px), strict=True)
 
     def _write(self, b: _Batch) -> None:
         try:

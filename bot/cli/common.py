@@ -17,6 +17,7 @@ from rich.table import Table
 
 from bot.config import Config, load_config
 from bot.errors import ConfigError
+from bot.feeds.replay import ms_to_iso
 from bot.logs import configure
 
 console = Console()
@@ -75,13 +76,15 @@ def emit(rows: list[dict[str, Any]], fmt: str, columns: list[str] | None = None,
     for c in cols:
         table.add_column(c, overflow="fold")
     for r in rows:
-        table.add_row(*["" if r.get(c) is None else _cell(r.get(c)) for c in cols])
+        table.add_row(*["" if r.get(c) is None else _cell(r.get(c), c) for c in cols])
     console.print(table)
     if not rows:
         console.print("[dim](no rows)[/dim]")
 
 
-def _cell(v: Any) -> str:
+def _cell(v: Any, column: str = "") -> str:
+    if column.endswith("time") and isinstance(v, int) and v > 10**11:
+        return ms_to_iso(v)  # tables are for people: epoch ms as UTC time
     if isinstance(v, float):
         return f"{v:.6g}"
     if isinstance(v, dict | list):

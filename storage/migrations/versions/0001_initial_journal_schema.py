@@ -1,7 +1,7 @@
 """initial journal schema
 
 Revision ID: 0001
-Revises: 
+Revises:
 Create Date: 2026-11-22 02:22:01.567684
 """
 
@@ -11,7 +11,6 @@ import sqlalchemy as sa
 from alembic import op
 
 import storage.schema
-
 
 revision = '0001'
 down_revision = None
