@@ -81,18 +81,21 @@ def _write(path: Path, rows: list[list[str]]) -> None:
 
 async def download(*, exchange_id: str, symbol: str, timeframe: str, since_ms: int, out: Path,
                    category: str = "linear", until_ms: int | None = None, rest_url: str | None = None,
-                   testnet: bool = False, show_progress: bool = True, page: int = 1000) -> DownloadResult:
+                   testnet: bool = False, show_progress: bool = True, page: int = 1000,
+                   connect_attempts: int = 6, timeout_s: float = 10.0) -> DownloadResult:
+    """Download closed candles from ``since_ms`` (appending to ``out``); ``connect_attempts``
+    bounds the first contact, so an offline machine fails fast."""
     tf = timeframe_ms(timeframe)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = _read_existing(out)
     last = int(rows[-1][0]) if rows else None
     start = max(since_ms - since_ms % tf, (last + tf) if last is not None else 0)
-    ex = make_exchange(exchange_id, rest_url, testnet, category)
+    ex = make_exchange(exchange_id, rest_url, testnet, category, timeout_s)
     added = 0
     try:
         if timeframe not in (ex.timeframes or {timeframe: timeframe}):
             raise ConfigError(f"{exchange_id} has no {timeframe} candles")
-        await retry(ex.load_markets, what=f"{exchange_id} markets")
+        await retry(ex.load_markets, what=f"{exchange_id} markets", attempts=connect_attempts)
         sym = resolve_symbol(ex, symbol, category)
         now = await retry(ex.fetch_time, what="server time") if ex.has.get("fetchTime") else None
         now = int(now) if now else int(time.time() * 1000)
@@ -152,7 +155,8 @@ def cached_market_file(cfg: Config, date_from: str | None = None) -> str:
     try:
         asyncio.run(download(exchange_id="bybit", symbol=cfg.market.symbol, timeframe=cfg.market.timeframe,
                              since_ms=since, out=path, category=cfg.market.category,
-                             rest_url=cfg.exchange.rest_url, testnet=False, show_progress=True))
+                             rest_url=cfg.exchange.rest_url, testnet=False, show_progress=True,
+                             connect_attempts=1, timeout_s=5.0))
     except (ExchangeError, ccxt.BaseError, OSError) as exc:
         if path.exists():
             return str(path)  # stale cache beats no data; the backtest says which candles it used

@@ -60,7 +60,7 @@ class BybitFeed:
         self.last_open: int | None = None
         #: perf_counter() when each delivered bar's push reached the process (latency bench).
         self.arrivals: dict[int, float] = {}
-        self.stats = {"connects": 0, "duplicates": 0, "backfilled": 0, "stale": 0}
+        self.stats = {"connects": 0, "duplicates": 0, "backfilled": 0, "gaps": 0, "stale": 0}
         self._ws: aiohttp.ClientWebSocketResponse | None = None
         self._session: aiohttp.ClientSession | None = None
         self._closed = False
@@ -182,6 +182,8 @@ class BybitFeed:
         for c in got:
             self._deliver(c, time.perf_counter())
         self.stats["backfilled"] += len(got)
+        if why == "gap":
+            self.stats["gaps"] += 1
         expected_last = end_open - (end_open - last) % self.tf_ms
         have_last = got[-1].open_time if got else last
         missing = (expected_last - have_last) // self.tf_ms if why == "gap" else 0

@@ -54,7 +54,7 @@ def ccxt_symbol(ex: Any, symbol: str, category: str) -> str:
     raise ExchangeFatalError(f"symbol {symbol} ({category}) is not listed on {ex.id}")
 
 
-async def retry(call: Any, *, what: str, attempts: int = 6, base_s: float = 0.25, max_s: float = 10.0) -> Any:
+async def retry(call: Any, *, what: str, attempts: int = 6, base_s: float = 0.1, max_s: float = 10.0) -> Any:
     """Await ``call()`` with backoff on retryable ccxt errors; map the rest to BotErrors."""
     delay = base_s
     for attempt in range(1, attempts + 1):
