@@ -1,0 +1,191 @@
+"""``rollout``: a transformer classifier whose every decision carries its attention rollout.
+
+Per closed candle: update the incremental features (O(1)), run the transformer on the newest
+window once, roll its attention maps out into an attribution over the window (Abnar & Zuidema
+2020), and turn the class probabilities into a target like ``dsc`` (up -> long, down -> short or
+flat, weak -> flat). The explanation maps the attribution to candle open times, names the top 5
+steps and a regime read from how much of it sits on the newest quarter of the window.
+
+Backtests may precompute every bar's output in batches (:meth:`precompute`); inference runs in
+float64 on both paths so they make the same decisions (``tests/test_rollout_strategy.py``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from bot.bars import Bars
+from bot.domain import Decision
+from bot.errors import ModelError
+from bot.feeds.replay import CandleData, ms_to_iso
+from models.features import FEATURE_WARMUP, FeatureWindow, Normalizer, compute_features, first_window_end, make_windows
+from models.labels import CLASSES, DOWN, FLAT, UP
+from models.rollout import REGIMES
+from models.rollout_runtime import RolloutConfig, RolloutExplainer, load_rollout, overlap_end, parse_config
+from models.transformer import TransformerClassifier
+from strategies.base import Strategy, StrategyContext, StrategyParams
+
+TOP_STEPS = 5
+
+
+class RolloutParams(RolloutConfig, StrategyParams):
+    """``strategy.params`` of rollout (see models.rollout_runtime.RolloutConfig for every key)."""
+
+
+def default_checkpoint(ctx: StrategyContext) -> Path:
+    """Same rule as ``bot train``: checkpoints/rollout_<symbol>_<timeframe>.pt."""
+    return Path("checkpoints") / f"rollout_{ctx.symbol}_{ctx.timeframe}.pt"
+
+
+Loaded = tuple[TransformerClassifier, Any, Normalizer]
+
+
+class RolloutStrategy(Strategy):
+    name = "rollout"
+    Params = RolloutParams
+
+    def __init__(self, params: RolloutParams, ctx: StrategyContext, loaded: Loaded | None = None) -> None:
+        super().__init__(params, ctx)
+        if loaded is None:
+            loaded = load_rollout(ctx.checkpoint or default_checkpoint(ctx), window=params.window)
+        model, self.meta, self.norm = loaded
+        self.window = int(self.meta.window)
+        self.explainer = RolloutExplainer(model, params)
+        self._short = -1.0 if (params.allow_short and not ctx.long_only) else 0.0
+        self._pre: dict[str, Any] | None = None
+        self._reset()
+
+    # -- construction ------------------------------------------------------------------------------
+    @classmethod
+    def from_config(cls, raw: dict[str, Any], ctx: StrategyContext) -> RolloutStrategy:
+        parse_config(raw)  # one clear ConfigError line for a bad key
+        return cls(RolloutParams.model_validate(raw), ctx)
+
+    @classmethod
+    def for_backtest(cls, raw: dict[str, Any], ctx: StrategyContext,
+                     data: CandleData) -> tuple[Strategy, int, str | None]:
+        """With a checkpoint: trade it, skipping bars it was fitted on when ``data`` starts with
+        them. Without one: train on the leading ``train_fraction`` first, trade only the rest."""
+        cfg = parse_config(raw)
+        params = RolloutParams.model_validate(raw)
+        path = Path(ctx.checkpoint) if ctx.checkpoint else default_checkpoint(ctx)
+        if path.exists() or ctx.checkpoint:
+            strat = cls(params, ctx, load_rollout(path, window=params.window))
+            k = overlap_end(strat.meta, data)
+            if k is None:
+                return strat, 0, None
+            return strat, k + 1, (f"{path} was fitted on this file's first {k + 1} bars: backtesting only "
+                                  f"the {len(data) - k - 1} out-of-sample bars after {ms_to_iso(int(data.time[k]))}")
+        from models.rollout_train import train_rollout
+
+        cut = int(len(data) * cfg.train_fraction)
+        out = path.with_name(path.stem + "_backtest.pt")
+        trained = train_rollout(data.slice(0, cut), cfg, fee_rate=ctx.fee_rate, long_only=ctx.long_only,
+                                symbol=ctx.symbol, timeframe=ctx.timeframe, out=out, progress=True)
+        strat = cls(params, ctx, load_rollout(trained, window=params.window))
+        note = (f"no checkpoint at {path}: trained rollout on the first {cut} bars (before "
+                f"{ms_to_iso(int(data.time[cut]))}, card in {out.with_suffix('.card.json')}); "
+                f"backtesting only the unseen {len(data) - cut} bars after them")
+        return strat, cut, note
+
+    @property
+    def warmup(self) -> int:
+        return FEATURE_WARMUP + self.window
+
+    @property
+    def model_id(self) -> str | None:
+        return self.meta.model_id
+
+    # -- incremental path --------------------------------------------------------------------------
+    def _reset(self) -> None:
+        self._fw = FeatureWindow(self.norm, self.window, "seq")
+        self._fed = 0
+        self._block: np.ndarray | None = None
+
+    def _catch_up(self, bars: Bars) -> np.ndarray | None:
+        """Feed every bar not yet seen (normally just the newest); the current window or None."""
+        t, o, h, lo, c, v = bars.time, bars.open, bars.high, bars.low, bars.close, bars.volume
+        for i in range(self._fed, bars.n):
+            self._fed = i + 1
+            self._block = None
+            self._block = self._fw.update(int(t[i]), float(o[i]), float(h[i]), float(lo[i]), float(c[i]),
+                                          float(v[i]))
+        return self._block
+
+    def on_start(self, bars: Bars) -> None:
+        """Rebuild the features from bar 0 of what has been seen (a resumed or live run)."""
+        self._reset()
+        if self._pre is None:
+            self._catch_up(bars)
+
+    # -- batched backtest path ---------------------------------------------------------------------
+    def precompute(self, data: CandleData) -> None:
+        """Every bar's probabilities and attribution in batches (bars [0, t] only for bar t)."""
+        if not self.params.batch_precompute:
+            return
+        n, w = len(data), self.window
+        first = first_window_end(w)
+        if n <= first:
+            return
+        z = self.norm.transform(compute_features(data))
+        ends = np.arange(first, n)
+        x = make_windows(z, ends, w, "seq")
+        ok = np.isfinite(x).all(axis=(1, 2))
+        ex = self.explainer.explain(np.where(ok[:, None, None], x, 0.0))
+        self._pre = {"index": {int(tm): i for i, tm in enumerate(data.time)}, "first": first,
+                     "close": np.asarray(data.close, dtype=np.float64), "ok": ok, "probs": ex.probs,
+                     "attribution": ex.attribution, "share": ex.share, "regime": ex.regime}
+
+    # -- decisions ---------------------------------------------------------------------------------
+    def on_bar(self, bars: Bars) -> Decision | None:
+        t = bars.last_time()
+        pre = self._pre
+        if pre is not None:
+            i = pre["index"].get(t)
+            if i is not None and pre["close"][i] == bars.last_close():
+                if i < pre["first"]:
+                    return None
+                k = i - pre["first"]
+                if not pre["ok"][k]:
+                    raise ModelError(f"non-finite features in the window ending {ms_to_iso(t)} (bad candle)")
+                return self._decision(bars, pre["probs"][k], pre["attribution"][k], float(pre["share"][k]),
+                                      int(pre["regime"][k]))
+            self._pre = None  # the bars differ from the precomputed file: bar by bar from here on
+            self._reset()
+        block = self._catch_up(bars)
+        if block is None:
+            return None
+        ex = self.explainer.explain(block[None])
+        return self._decision(bars, ex.probs[0], ex.attribution[0], float(ex.share[0]), int(ex.regime[0]))
+
+    def _decision(self, bars: Bars, probs: np.ndarray, attribution: np.ndarray, share: float,
+                  regime: int) -> Decision:
+        p = self.params
+        top = int(probs.argmax())
+        cls = top if probs[top] >= p.prob_threshold else FLAT
+        target = self.clamp({UP: 1.0, DOWN: self._short, FLAT: 0.0}[cls])
+        times = [int(x) for x in bars.time[bars.n - len(attribution): bars.n]]
+        weights = [round(float(a), 6) for a in attribution]
+        order = np.argsort(-attribution, kind="stable")[:TOP_STEPS]
+        return Decision(
+            symbol=bars.symbol, bar_time=bars.last_time(), target=target, confidence=float(probs[top]),
+            model_id=self.model_id,
+            explanation={
+                "kind": "rollout",
+                "probs": {name: float(probs[j]) for j, name in enumerate(CLASSES)},
+                "confidence": float(probs[top]),
+                "signal": "long" if target > 0 else "short" if target < 0 else "flat",
+                "attribution": weights,
+                "times": times,
+                "top_steps": [{"time": times[j], "weight": weights[j]} for j in order],
+                "regime": REGIMES[regime],
+                "recent_share": round(share, 6),
+                "head_fusion": p.head_fusion,
+            },
+        )
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"model_id": self.model_id, "window": self.window, "bars_seen": self._fed}

@@ -1,0 +1,151 @@
+"""The rollout strategy on real candles: explanation contract, batch == bar by bar, resume,
+checkpoint checks, and a backtest that trains first and prints the attention section."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from rich.console import Console
+
+from bot.attention import attention_section, print_attention_section
+from bot.bars import Bars
+from bot.errors import ConfigError, ModelError
+from bot.feeds.replay import CandleData, load_candles
+from models.rollout_runtime import parse_config
+from models.rollout_train import train_rollout
+from strategies.base import StrategyContext
+from strategies.rollout import RolloutStrategy
+
+torch.set_num_threads(1)
+PARAMS = {"window": 16, "d_model": 8, "n_heads": 2, "n_layers": 2, "d_ff": 16, "prob_threshold": 0.34,
+          "train": {"epochs": 1, "threads": 1, "max_train_samples": 600, "seed": 3}}
+
+
+@pytest.fixture(scope="module")
+def data(data_dir: Path) -> CandleData:
+    full = load_candles(data_dir / "bybit_BTCUSDT_1h.csv.gz", symbol="BTCUSDT", timeframe="1h", bar_ms=3_600_000)
+    return full.slice(3000, 4400)
+
+
+@pytest.fixture(scope="module")
+def ckpt(data: CandleData, tmp_path_factory: pytest.TempPathFactory) -> str:
+    out = tmp_path_factory.mktemp("rollout") / "tiny.pt"
+    return str(train_rollout(data.slice(0, 1000), parse_config(PARAMS), fee_rate=0.001, long_only=False,
+                             symbol="BTCUSDT", timeframe="1h", out=out, progress=False))
+
+
+def strategy(ckpt: str, long_only: bool = False, **over: object) -> RolloutStrategy:
+    ctx = StrategyContext("BTCUSDT", "1h", long_only, 0.001, ckpt)
+    return RolloutStrategy.from_config({**PARAMS, **over}, ctx)  # type: ignore[return-value]
+
+
+def run(s: RolloutStrategy, data: CandleData, precompute: bool, start: int = 0) -> dict[int, object]:
+    if precompute:
+        s.precompute(data)
+    bars = Bars.preloaded("BTCUSDT", "1h", data.time, data.open, data.high, data.low, data.close, data.volume)
+    for _ in range(start):
+        bars.advance()
+    s.on_start(bars)
+    out = {}
+    while bars.advance():
+        d = s.on_bar(bars)
+        if d is not None:
+            out[d.bar_time] = d
+    return out
+
+
+def test_explanation_follows_the_contract(ckpt: str, data: CandleData) -> None:
+    decisions = run(strategy(ckpt), data.slice(0, 200), precompute=False)
+    assert len(decisions) == 200 - (64 + 16 - 1)  # one decision per bar after features + window warm-up
+    for t, d in decisions.items():
+        e = d.explanation
+        json.dumps(e, allow_nan=False)
+        assert e["kind"] == "rollout" and e["head_fusion"] == "mean"
+        assert set(e["probs"]) == {"down", "flat", "up"}
+        assert abs(sum(e["probs"].values()) - 1) < 1e-9
+        assert e["confidence"] == max(e["probs"].values()) == d.confidence
+        assert len(e["attribution"]) == len(e["times"]) == 16
+        assert abs(sum(e["attribution"]) - 1) < 1e-4 and min(e["attribution"]) >= 0
+        assert e["times"][-1] == t and np.all(np.diff(e["times"]) == 3_600_000)
+        weights = [s["weight"] for s in e["top_steps"]]
+        assert len(weights) == 5 and weights == sorted(weights, reverse=True)
+        assert weights[0] == max(e["attribution"])
+        assert {s["time"] for s in e["top_steps"]} <= set(e["times"])
+        assert e["regime"] in ("momentum", "mean_reversion", "mixed")
+        recent = sum(e["attribution"][-4:])  # newest quarter of a 16-step window
+        assert abs(recent - e["recent_share"]) < 1e-4
+        assert e["regime"] == ("momentum" if recent > 0.6 else "mean_reversion" if recent < 0.4 else "mixed")
+        assert e["signal"] == ("long" if d.target > 0 else "short" if d.target < 0 else "flat")
+        assert d.model_id and d.model_id.startswith("rollout-")
+    assert {d.target for d in decisions.values()} <= {-1.0, 0.0, 1.0}
+
+
+def test_batch_precompute_equals_bar_by_bar_on_real_data(ckpt: str, data: CandleData) -> None:
+    slow = run(strategy(ckpt), data, precompute=False)
+    fast = run(strategy(ckpt), data, precompute=True)
+    assert slow.keys() == fast.keys() and len(slow) > 1000
+    for t, a in slow.items():
+        b = fast[t]
+        assert a.target == b.target
+        ea, eb = a.explanation, b.explanation
+        assert abs(a.confidence - b.confidence) < 1e-9
+        assert ea["regime"] == eb["regime"] and ea["times"] == eb["times"]
+        np.testing.assert_allclose(ea["attribution"], eb["attribution"], atol=2e-6)
+        assert [s["time"] for s in ea["top_steps"]] == [s["time"] for s in eb["top_steps"]] or \
+            np.allclose([s["weight"] for s in ea["top_steps"]], [s["weight"] for s in eb["top_steps"]], atol=2e-6)
+    assert len({d.target for d in slow.values()}) > 1  # the model does trade
+
+
+def test_restart_rebuilds_state_exactly(ckpt: str, data: CandleData) -> None:
+    part = data.slice(0, 400)
+    full = run(strategy(ckpt), part, precompute=False)
+    resumed = run(strategy(ckpt), part, precompute=False, start=250)
+    assert resumed and all(full[t].explanation == d.explanation for t, d in resumed.items())
+
+
+def test_long_only_never_shorts(ckpt: str, data: CandleData) -> None:
+    decisions = run(strategy(ckpt, long_only=True), data.slice(0, 400), precompute=True)
+    assert min(d.target for d in decisions.values()) == 0.0
+
+
+def test_bad_params_and_mismatched_checkpoint_are_one_line_errors(ckpt: str, tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="strategy.params.colour: unknown parameter"):
+        strategy(ckpt, colour=1)
+    with pytest.raises(ConfigError, match="start_layer"):
+        strategy(ckpt, start_layer=2)
+    with pytest.raises(ModelError, match="window of 16 bars, the strategy expects 32"):
+        strategy(ckpt, window=32)
+    with pytest.raises(ModelError, match="checkpoint not found"):
+        strategy(str(tmp_path / "missing.pt"))
+
+
+def test_backtest_trains_first_then_summarises_attention(data: CandleData, tmp_path: Path,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot.app import run_backtest
+    from bot.config import load_config
+    from storage.db import open_database
+
+    monkeypatch.chdir(tmp_path)
+    url = f"sqlite:///{tmp_path / 'j.db'}"
+    cfg = load_config(None, [], {"strategy.name": "rollout", "strategy.params": {**PARAMS, "train_fraction": 0.7},
+                                 "storage.url": url})
+    ctx = StrategyContext("BTCUSDT", "1h", False, 0.001, None)
+    strat, first, note = RolloutStrategy.for_backtest(dict(cfg.strategy.params), ctx, data)
+    assert first == int(len(data) * 0.7) and note and "trained rollout on the first" in note
+    assert (tmp_path / "checkpoints" / "rollout_BTCUSDT_1h_backtest.card.json").exists()
+    db = open_database(url)
+    summary = run_backtest(cfg, data, strat, db, show_progress=False, history=first)
+    assert summary["candles"] == len(data) - first
+    section = attention_section(db, summary["run_id"])
+    assert section["window"] == 16 and section["decisions"] == len(data) - first
+    assert abs(sum(section["profile_all"]) - 1) < 1e-3
+    assert section["winning_trades"] + section["losing_trades"] > 0
+    assert sum(section["regime_mix"].values()) == section["decisions"]
+    console = Console(record=True, width=120)
+    print_attention_section(console, section)
+    text = console.export_text()
+    assert "winning trades" in text and "regime mix" in text
