@@ -23,11 +23,13 @@ from bot.errors import ConfigError, ModelError
 #: strategy name -> trainer. Other model strategies add one line here.
 TRAINERS: dict[str, str] = {
     "dsc": "models.dsc_train:train",
+    "rollout": "models.rollout_train:train",
 }
 
 #: checkpoint kind (ModelMeta.kind) -> evaluator. Other model kinds add one line here.
 EVALUATORS: dict[str, str] = {
     "dsc": "models.dsc_train:evaluate",
+    "rollout": "models.rollout_train:evaluate",
 }
 
 
