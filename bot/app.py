@@ -223,19 +223,20 @@ async def run_paper(cfg: Config, strategy: Strategy, db: DBEngine, feed: AsyncIt
                     mode: str = "paper", journal: Journal | None = None,
                     prepare: Callable[[Session], None] | None = None, stop_at_ms: int | None = None,
                     services: Callable[[Session, asyncio.Event], AbstractAsyncContextManager[Any]] | None = None,
-                    ) -> dict[str, Any]:
+                    broker: Broker | None = None) -> dict[str, Any]:
     """Paper trading: a live (or replayed) feed, the simulated wallet, wall-clock order times.
 
     ``journal`` continues an existing run and ``prepare`` then rebuilds its state instead of a
     fresh ``engine.start()`` (see bot/resume.py). ``stop_at_ms`` completes the run before the
     first bar opening at or after it. ``services`` wraps the loop (the scheduler) and may set
-    the stop event. SIGINT/SIGTERM stop cleanly: the run is marked stopped, the journal flushed.
+    the stop event. ``broker`` replaces the simulated wallet (live trading). SIGINT/SIGTERM
+    stop cleanly: the run is marked stopped, the journal flushed.
     """
     bars = Bars(cfg.market.symbol, cfg.market.timeframe)
     for c in warmup or []:
         bars.append(c)
     s = open_session(cfg, strategy, db, bars, mode=mode, data_source=data_source, clock=wall_clock_ms,
-                     journal=journal)
+                     journal=journal, broker=broker)
     journal, engine = s.journal, s.engine
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()

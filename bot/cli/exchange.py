@@ -58,6 +58,18 @@ def register(app: typer.Typer) -> None:
         ws_reorder_rate: float = typer.Option(0.0, "--ws-reorder-rate"),
         ws_delay_ms: float = typer.Option(0.0, "--ws-delay-ms"),
         seed: int = typer.Option(0, "--seed"),
+        api_key: list[str] | None = typer.Option(None, "--api-key", help="Test API key (repeatable); enables "
+                                                 "the private half (orders, wallet, /v5/private)."),
+        api_secret: list[str] | None = typer.Option(None, "--api-secret", help="Secret for each --api-key."),
+        initial_usdt: float = typer.Option(10_000.0, "--initial-usdt", help="Private: starting USDT balance."),
+        fee_rate: float = typer.Option(0.001, "--fee-rate", help="Private: fee per fill (fraction of notional)."),
+        slippage_bps: float = typer.Option(0.0, "--slippage-bps", help="Private: market-order slippage."),
+        create_timeout_rate: float = typer.Option(0.0, "--create-timeout-rate",
+                                                  help="Accepted creates answered too late (client times out)."),
+        lost_ack_rate: float = typer.Option(0.0, "--lost-ack-rate", help="Accepted creates answered HTTP 502."),
+        storm_rate: float = typer.Option(0.0, "--storm-rate", help="Private requests refused with 10006."),
+        drop_private_every: int = typer.Option(0, "--drop-private-every",
+                                               help="Drop private streams before every Nth execution push."),
     ) -> None:
         """Serve a local Bybit v5 (market REST + public WebSocket) replaying candle files."""
         from broker.bybit_sim.app import SimConfig, serve_forever  # noqa: PLC0415
@@ -72,4 +84,19 @@ def register(app: typer.Typer) -> None:
                         start=parse_date(start) if start else None, history=history, updates_per_bar=updates,
                         faults=faults)
         err_console.print(f"Bybit v5 simulator on http://{host}:{port} and ws://{host}:{port}/v5/public/linear")
+        if api_key:
+            from broker.bybit_sim.account import AccountConfig  # noqa: PLC0415
+            from broker.bybit_sim.private import PrivateModule, serve_with_private  # noqa: PLC0415
+            from broker.bybit_sim.private_rest import PrivateFaults  # noqa: PLC0415
+
+            if len(api_secret or []) != len(api_key):
+                raise ConfigError("give one --api-secret for every --api-key")
+            module = PrivateModule(
+                keys=dict(zip(api_key, api_secret or [], strict=True)),
+                account=AccountConfig(initial_usdt=initial_usdt, fee_rate=fee_rate, slippage_bps=slippage_bps),
+                faults=PrivateFaults(create_timeout_rate=create_timeout_rate, lost_ack_rate=lost_ack_rate,
+                                     storm_rate=storm_rate, drop_stream_every=drop_private_every, rate_limit=0))
+            err_console.print(f"private half on: ws://{host}:{port}/v5/private, {len(api_key)} API key(s)")
+            serve_with_private(cfg, host, port, module)
+            return
         serve_forever(cfg, host, port)

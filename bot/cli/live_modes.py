@@ -19,7 +19,7 @@ from bot import resume as resume_mod
 from bot.app import Session
 from bot.config import Config
 from bot.domain import timeframe_ms
-from bot.errors import ConfigError, ExchangeError
+from bot.errors import ExchangeError
 from bot.feeds.bybit import BybitFeed
 from bot.feeds.replay import parse_date
 from bot.scheduler import RunScheduler
@@ -33,8 +33,21 @@ def warmup_bars(strategy: Strategy) -> int:
     return max(int(strategy.warmup), 1) + WARMUP_MARGIN
 
 
-def live(cfg: Config, checkpoint: str | None, as_json: bool) -> None:
-    raise ConfigError("live trading is not available yet: use --mode paper (simulated wallet, live prices)")
+def live(cfg: Config, checkpoint: str | None, as_json: bool, *, confirm_live: bool = False, resume: bool = False,
+         run_id: str | None = None, date_from: str | None = None, date_to: str | None = None) -> None:
+    """Live trading on Bybit (testnet by default): see bot/live.py."""
+    from bot.live import run_live  # noqa: PLC0415 - pybit only when trading live
+
+    summary = asyncio.run(run_live(cfg, checkpoint, confirm_live=confirm_live, resume=resume, run_id=run_id,
+                                   date_from=date_from, date_to=date_to))
+    from bot.cli.common import console, dumps  # noqa: PLC0415 - CLI-only imports
+    from bot.cli.run import print_summary  # noqa: PLC0415
+
+    if as_json:
+        sys.stdout.write(dumps(summary) + "\n")
+    else:
+        print_summary(summary)
+        console.print(f"run {summary['run_id']}: resume with  bot run --mode live --resume")
 
 
 def paper_bybit(cfg: Config, checkpoint: str | None, as_json: bool, *, resume: bool = False,

@@ -111,6 +111,8 @@ def register(app: typer.Typer) -> None:
         as_json: bool = typer.Option(False, "--json"),
         resume: bool = typer.Option(False, "--resume", help="paper: continue the latest unfinished run."),
         run_id: str | None = typer.Option(None, "--run-id", help="paper: continue this run (implies --resume)."),
+        confirm_live: bool = typer.Option(False, "--confirm-live",
+                                          help="live: required to trade on Bybit mainnet (real money)."),
         config: Path | None = ConfigOpt,
         set_: list[str] | None = SetOpt,
         db: str | None = DbOpt,
@@ -133,7 +135,8 @@ def register(app: typer.Typer) -> None:
         elif mode == "live":
             from bot.cli import live_modes  # noqa: PLC0415
 
-            live_modes.live(cfg, checkpoint, as_json)
+            live_modes.live(cfg, checkpoint, as_json, confirm_live=confirm_live, resume=resume, run_id=run_id,
+                            date_from=date_from, date_to=date_to)
         else:
             raise ConfigError(f"unknown --mode {mode!r}: expected backtest, paper or live")
 

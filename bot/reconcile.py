@@ -1,0 +1,124 @@
+"""Reconciliation with the venue: the journal and the exchange must tell the same story.
+
+Run on start, before the first decision may trade, and periodically by the scheduler:
+
+1. every order the journal holds as working is looked up by its client id (Bybit orderLinkId):
+   the venue's state and any fills it has are merged in; an order the venue never received
+   (journaled as CREATED/SUBMITTED, killed before or during the send) is resolved as rejected;
+2. executions since the last journaled fill are fetched; those the journal lacks are recorded
+   (de-duplicated by exec id); fills and open orders of orders the journal does not know are
+   adopted and marked as such;
+3. the venue's position must equal the position at the run's start plus the journaled fills;
+   a difference that cannot be explained stops the bot with a clear message.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+import structlog
+
+from bot.domain import OrderStatus, Side
+from bot.errors import ExchangeFatalError
+from bot.resume import _order
+from broker.bybit import BybitBroker, parse
+from storage import queries as q
+
+log = structlog.get_logger("bot.reconcile")
+
+#: Executions are fetched from a little before the last journaled fill (clock skew, same-ms fills).
+SINCE_MARGIN_MS = 60_000
+
+
+class ReconcileError(ExchangeFatalError):
+    """The journal and the venue disagree in a way no rule resolves: a human must look."""
+
+
+@dataclass
+class Report:
+    resolved: list[str] = field(default_factory=list)
+    updated: list[str] = field(default_factory=list)
+    adopted: list[str] = field(default_factory=list)
+    fills_added: int = 0
+    position_venue: str = "0"
+    position_journal: str = "0"
+
+    def as_dict(self) -> dict[str, Any]:
+        return {"resolved": self.resolved, "updated": self.updated, "adopted": self.adopted,
+                "fills_added": self.fills_added, "position_venue": self.position_venue,
+                "position_journal": self.position_journal}
+
+
+def journal_position(fills: list[dict[str, Any]], start_qty: Decimal) -> Decimal:
+    qty = start_qty
+    for f in fills:
+        qty += f["qty"] if f["side"] == Side.BUY.value else -f["qty"]
+    return qty
+
+
+async def reconcile(session: Any, broker: BybitBroker, *, start_qty: Decimal, run_start_ms: int) -> Report:
+    """Merge the venue's orders and fills into the journal, then check the position."""
+    journal, db = session.journal, session.journal.engine
+    rid = journal.run_id
+    journal.flush()
+    rep = Report()
+    adopted_before = set(broker.adopted)
+    fills = q.fills(db, rid)
+    broker.mark_seen({f["exec_id"] for f in fills})
+    # 1. Working orders in the journal.
+    for row in q.orders(db, rid):
+        o = _order(row)
+        broker.track(o)
+        if o.status.is_terminal:
+            continue
+        found = await broker.http.order(broker.symbol, o.client_order_id)
+        if found is None:
+            if o.status in (OrderStatus.CREATED, OrderStatus.SUBMITTED):
+                broker.resolve_missing(o.client_order_id, "not on the exchange after a restart: never sent")
+                rep.resolved.append(o.client_order_id)
+                continue
+            raise ReconcileError(f"reconciliation failed: order {o.client_order_id} is {o.status} in the journal "
+                                 "but the exchange does not know it; check the account by hand")
+        broker.apply_snapshot(found)
+        await broker.fetch_fills(o.client_order_id, found)
+        rep.updated.append(o.client_order_id)
+    # 2. Executions since the last journaled fill, and open orders the journal does not know.
+    last = max((int(f["time"]) for f in fills), default=run_start_ms)
+    before = broker.stats["rest_fills"]
+    await broker.catch_up(since_ms=max(last - SINCE_MARGIN_MS, run_start_ms - SINCE_MARGIN_MS))
+    for item in await broker.http.open_orders(broker.symbol):
+        cid = parse.link_id(item)
+        if broker.known(cid) is None:
+            broker.apply_snapshot(item)
+    rep.fills_added = broker.stats["rest_fills"] - before
+    rep.adopted = sorted(set(broker.adopted) - adopted_before)
+    journal.flush()
+    # 3. Position: the venue's must be the run's start plus what the journal holds.
+    await broker.refresh_books()
+    expected = journal_position(q.fills(db, rid), start_qty)
+    rep.position_venue, rep.position_journal = format(broker.qty, "f"), format(expected, "f")
+    journal.record_event(session.engine.last_bar or run_start_ms, "reconcile", rep.as_dict())
+    journal.flush()
+    if broker.qty != expected and not broker.open_orders():
+        raise ReconcileError(f"reconciliation failed: the exchange holds {broker.qty} {broker.symbol}, the journal "
+                             f"accounts for {expected} (start {start_qty} + fills); close the difference by hand "
+                             "or start a new run")
+    log.info("reconciled", run=rid, **rep.as_dict())
+    return rep
+
+
+async def periodic(session: Any, broker: BybitBroker) -> None:
+    """The scheduler's job: missed fills (REST), then venue books vs ours."""
+    n = await broker.catch_up()
+    diff = await broker.check_books()
+    if n or diff:
+        session.journal.record_event(session.engine.last_bar or 0, "reconcile_periodic",
+                                     {"fills_recovered": n, **(diff or {})})
+        session.journal.flush()
+    if diff:
+        log.warning("books_resynced", **diff)
+
+
+__all__ = ["ReconcileError", "Report", "periodic", "reconcile"]

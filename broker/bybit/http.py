@@ -1,0 +1,164 @@
+"""Bybit v5 REST through pybit's ``HTTP`` client: blocking calls, run on a worker thread.
+
+pybit's own retries are switched off (``max_retries=1``, no retry codes) so that this module
+decides: reads are retried with exponential backoff on retryable errors; an order create is
+sent exactly once per call and a lost answer surfaces as :class:`CreateOutcomeUnknown`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
+from typing import Any
+
+import structlog
+from pybit.unified_trading import HTTP
+
+from bot.errors import ExchangeError, ExchangeFatalError, ExchangeRetryableError
+from broker.bybit.errors import CLOCK_CODE, map_error
+
+log = structlog.get_logger("broker.bybit.http")
+
+MAINNET_REST = "https://api.bybit.com"
+TESTNET_REST = "https://api-testnet.bybit.com"
+#: Never a real retCode: an empty set would make pybit fall back to its own retry list.
+_NO_RETRY = {-1}
+_SERVER_TS = re.compile(r"server_timestamp\[(\d+)\]")
+
+logging.getLogger("pybit").setLevel(logging.CRITICAL)  # pybit logs raw responses; ours are scrubbed
+
+
+class BybitHttp:
+    def __init__(self, api_key: str, api_secret: str, *, testnet: bool = True, rest_url: str | None = None,
+                 recv_window: int = 5000, timeout_s: float = 10.0, category: str = "linear",
+                 read_attempts: int = 6, backoff_s: float = 0.2, backoff_max_s: float = 5.0) -> None:
+        self._secrets = (api_key, api_secret)
+        self.category = category
+        self.client = HTTP(testnet=testnet, api_key=api_key, api_secret=api_secret, recv_window=recv_window,
+                           timeout=timeout_s, max_retries=1, retry_codes=_NO_RETRY, logging_level=logging.CRITICAL)
+        self.client.endpoint = (rest_url or (TESTNET_REST if testnet else MAINNET_REST)).rstrip("/")
+        self.read_attempts = read_attempts
+        self.backoff_s = backoff_s
+        self.backoff_max_s = backoff_max_s
+        self._pool = ThreadPoolExecutor(max_workers=4, thread_name_prefix="bybit-http")
+        self.stats = {"calls": 0, "retries": 0}
+
+    @property
+    def base_url(self) -> str:
+        return str(self.client.endpoint)
+
+    # -- plumbing ----------------------------------------------------------------------------------
+    def _call(self, what: str, fn: Callable[..., Any], create: bool = False, **params: Any) -> dict[str, Any]:
+        self.stats["calls"] += 1
+        try:
+            res = fn(**params)
+        except Exception as exc:  # noqa: BLE001 - every failure is mapped to the taxonomy
+            raise map_error(exc, what, self._secrets, create=create) from None
+        return res.get("result") or {}
+
+    async def _run(self, fn: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+        return await asyncio.get_running_loop().run_in_executor(self._pool, fn)
+
+    async def read(self, what: str, method: str, **params: Any) -> dict[str, Any]:
+        """A read, retried with exponential backoff (plus jitter) while the error is retryable."""
+        fn = getattr(self.client, method)
+        delay = self.backoff_s
+        for attempt in range(1, self.read_attempts + 1):
+            try:
+                return await self._run(lambda: self._call(what, fn, **params))
+            except ExchangeRetryableError as exc:
+                if attempt == self.read_attempts:
+                    raise
+                self.stats["retries"] += 1
+                log.warning("bybit_read_retry", what=what, attempt=attempt, error=str(exc))
+                await asyncio.sleep(delay * (0.5 + random.random()))
+                delay = min(delay * 2, self.backoff_max_s)
+        raise AssertionError("unreachable")
+
+    async def paged(self, what: str, method: str, limit: int, max_pages: int = 20, **params: Any
+                    ) -> list[dict[str, Any]]:
+        out: list[dict[str, Any]] = []
+        cursor = ""
+        for _ in range(max_pages):
+            res = await self.read(what, method, limit=limit, cursor=cursor or None, **params)
+            out.extend(res.get("list") or [])
+            cursor = res.get("nextPageCursor") or ""
+            if not cursor:
+                break
+        return out
+
+    # -- endpoints ---------------------------------------------------------------------------------
+    async def instrument(self, symbol: str) -> dict[str, Any]:
+        res = await self.read("instruments-info", "get_instruments_info", category=self.category, symbol=symbol)
+        items = res.get("list") or []
+        if not items:
+            raise ExchangeFatalError(f"Bybit has no {self.category} instrument {symbol}")
+        return dict(items[0])
+
+    async def create(self, **body: Any) -> dict[str, Any]:
+        """Sent once. Raises OrderRejected, CreateOutcomeUnknown or another ExchangeError."""
+        fn = self.client.place_order
+        return await self._run(lambda: self._call("order create", fn, create=True, category=self.category, **body))
+
+    async def cancel(self, symbol: str, link_id: str) -> dict[str, Any]:
+        fn = self.client.cancel_order
+        return await self._run(lambda: self._call("order cancel", fn, category=self.category, symbol=symbol,
+                                                  orderLinkId=link_id))
+
+    async def order(self, symbol: str, link_id: str) -> dict[str, Any] | None:
+        """The order with this orderLinkId, open or recently closed; None if the venue has none."""
+        for method in ("get_open_orders", "get_order_history"):
+            res = await self.read("order lookup", method, category=self.category, symbol=symbol,
+                                  orderLinkId=link_id)
+            items = res.get("list") or []
+            if items:
+                return dict(items[0])
+        return None
+
+    async def open_orders(self, symbol: str) -> list[dict[str, Any]]:
+        return await self.paged("open orders", "get_open_orders", 50, category=self.category, symbol=symbol,
+                                openOnly=0)
+
+    async def order_history(self, symbol: str) -> list[dict[str, Any]]:
+        return await self.paged("order history", "get_order_history", 50, category=self.category, symbol=symbol)
+
+    async def executions(self, symbol: str, start_ms: int | None = None, link_id: str | None = None
+                         ) -> list[dict[str, Any]]:
+        return await self.paged("executions", "get_executions", 100, category=self.category, symbol=symbol,
+                                startTime=start_ms, orderLinkId=link_id)
+
+    async def position(self, symbol: str) -> dict[str, Any] | None:
+        if self.category == "spot":
+            return None
+        res = await self.read("positions", "get_positions", category=self.category, symbol=symbol)
+        items = res.get("list") or []
+        return dict(items[0]) if items else None
+
+    async def wallet(self) -> dict[str, Any]:
+        res = await self.read("wallet balance", "get_wallet_balance", accountType="UNIFIED")
+        items = res.get("list") or []
+        if not items:
+            raise ExchangeFatalError("Bybit returned no UNIFIED wallet for these keys")
+        return dict(items[0])
+
+    async def check_keys(self) -> None:
+        """A signed read: wrong keys or a skewed clock fail here, with one clear line."""
+        try:
+            await self.wallet()
+        except ExchangeError as exc:
+            if exc.code == CLOCK_CODE:
+                m = _SERVER_TS.search(str(exc))
+                if m:
+                    import time  # noqa: PLC0415
+
+                    off = int(m.group(1)) - int(time.time() * 1000)
+                    raise ExchangeFatalError(f"the local clock is {off / 1000:+.1f} s off Bybit's server time: "
+                                             "sync it (NTP) or raise exchange.recv_window", code=CLOCK_CODE) from None
+            raise
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=False, cancel_futures=True)

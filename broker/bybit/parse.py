@@ -1,0 +1,53 @@
+"""Bybit v5 wire objects (REST items and private pushes share field names) -> domain values."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Any
+
+from bot.domain import ZERO, Category, Fill, Instrument, OrderStatus, Side
+
+#: Bybit orderStatus -> the bot's status. Fill statuses are driven by executions, not by these.
+STATUS = {
+    "Created": OrderStatus.SUBMITTED, "New": OrderStatus.ACCEPTED, "Untriggered": OrderStatus.ACCEPTED,
+    "PartiallyFilled": OrderStatus.PARTIALLY_FILLED, "Filled": OrderStatus.FILLED,
+    "Cancelled": OrderStatus.CANCELLED, "PartiallyFilledCanceled": OrderStatus.CANCELLED,
+    "Rejected": OrderStatus.REJECTED, "Deactivated": OrderStatus.EXPIRED, "Triggered": OrderStatus.ACCEPTED,
+}
+
+
+def d(x: Any) -> Decimal:
+    return Decimal(str(x)) if x not in (None, "") else ZERO
+
+
+def instrument(item: dict[str, Any], category: str) -> Instrument:
+    """instruments-info item -> rules. Linear: tick, qtyStep, min/max qty, minNotionalValue;
+    spot: tickSize, basePrecision, minOrderQty, minOrderAmt."""
+    pf, lf = item.get("priceFilter") or {}, item.get("lotSizeFilter") or {}
+    if category == "spot":
+        step, min_notional = d(lf.get("basePrecision")), d(lf.get("minOrderAmt"))
+    else:
+        step, min_notional = d(lf.get("qtyStep")), d(lf.get("minNotionalValue"))
+    max_qty = lf.get("maxOrderQty") or lf.get("maxMktOrderQty")
+    return Instrument(symbol=item["symbol"], category=Category(category), tick_size=d(pf.get("tickSize")),
+                      qty_step=step, min_qty=d(lf.get("minOrderQty")), min_notional=min_notional,
+                      max_qty=d(max_qty) if max_qty else None)
+
+
+def fill(e: dict[str, Any]) -> Fill:
+    return Fill(exec_id=str(e["execId"]), client_order_id=str(e.get("orderLinkId") or e["orderId"]),
+                symbol=str(e["symbol"]), side=Side(e["side"]), qty=d(e["execQty"]), price=d(e["execPrice"]),
+                fee=d(e.get("execFee")), time=int(e["execTime"]), is_maker=bool(e.get("isMaker")))
+
+
+def is_trade(e: dict[str, Any]) -> bool:
+    return e.get("execType", "Trade") == "Trade"
+
+
+def signed_size(p: dict[str, Any]) -> Decimal:
+    size = d(p.get("size"))
+    return -size if p.get("side") == "Sell" else size
+
+
+def link_id(o: dict[str, Any]) -> str:
+    return str(o.get("orderLinkId") or o["orderId"])

@@ -1,0 +1,145 @@
+"""The private WebSocket (pybit) bridged into asyncio, with supervised reconnects.
+
+pybit runs the socket on its own thread; every message is handed to the event loop with
+``loop.call_soon_threadsafe``. pybit authenticates on connect (``op: auth``) and re-subscribes
+after its own reconnects, but a clean close from the server leaves it disconnected, so a
+supervisor task watches the connection and builds a fresh, freshly authenticated one. While
+no authenticated connection exists ``ready`` is clear: the broker holds new orders on it.
+Every (re)connect after the first calls ``on_reconnect`` so missed fills are fetched over REST.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pybit.unified_trading as put
+import structlog
+
+from bot.errors import ExchangeFatalError
+
+log = structlog.get_logger("broker.bybit.stream")
+
+MAINNET_WS = "wss://stream.bybit.com/v5/private"
+TESTNET_WS = "wss://stream-testnet.bybit.com/v5/private"
+TOPICS = ("order", "execution", "position", "wallet")
+_URL_LOCK = threading.Lock()
+
+Handler = Callable[[dict[str, Any]], None]
+
+
+def private_url(ws_url: str | None, testnet: bool) -> str:
+    if not ws_url:
+        return TESTNET_WS if testnet else MAINNET_WS
+    return ws_url if "/v5/" in ws_url else f"{ws_url.rstrip('/')}/v5/private"
+
+
+class PrivateStream:
+    def __init__(self, api_key: str, api_secret: str, *, url: str, testnet: bool, on_message: Handler,
+                 on_reconnect: Callable[[], Awaitable[None]], auth_timeout_s: float = 10.0,
+                 check_every_s: float = 0.2, ping_interval_s: int = 20) -> None:
+        self._key, self._secret = api_key, api_secret
+        self.url, self.testnet = url, testnet
+        self.on_message, self.on_reconnect = on_message, on_reconnect
+        self.auth_timeout_s, self.check_every_s, self.ping_interval_s = auth_timeout_s, check_every_s, ping_interval_s
+        self.ready = asyncio.Event()
+        self.connects = 0
+        self._ws: Any = None
+        self._app_id: int | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._closed = False
+
+    # -- life cycle --------------------------------------------------------------------------------
+    async def start(self) -> None:
+        """Connect and authenticate once (raising on bad keys), then supervise in the background."""
+        self._loop = asyncio.get_running_loop()
+        await self._connect()
+        self._task = asyncio.create_task(self._supervise())
+
+    async def close(self) -> None:
+        self._closed = True
+        self.ready.clear()
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        await self._exit_ws()
+
+    # -- internals ---------------------------------------------------------------------------------
+    def _deliver(self, msg: dict[str, Any]) -> None:
+        loop = self._loop
+        if loop is not None and not loop.is_closed():
+            with contextlib.suppress(RuntimeError):
+                loop.call_soon_threadsafe(self.on_message, msg)
+
+    def _build(self) -> Any:
+        with _URL_LOCK:
+            saved = put.PRIVATE_WSS
+            put.PRIVATE_WSS = self.url
+            try:
+                ws = put.WebSocket(channel_type="private", testnet=self.testnet, api_key=self._key,
+                                   api_secret=self._secret, ping_interval=self.ping_interval_s, retries=3,
+                                   restart_on_error=True, private_auth_expire=5)
+            finally:
+                put.PRIVATE_WSS = saved
+        for topic in TOPICS:
+            getattr(ws, f"{topic}_stream")(self._deliver)
+        return ws
+
+    async def _connect(self) -> None:
+        loop = asyncio.get_running_loop()
+        try:
+            ws = await loop.run_in_executor(None, self._build)
+        except Exception as exc:  # noqa: BLE001 - websocket-client raises many types
+            raise ExchangeFatalError(f"private stream {self.url}: cannot connect ({type(exc).__name__})") from None
+        self._ws = ws
+        deadline = time.monotonic() + self.auth_timeout_s
+        while not getattr(ws, "auth", False):
+            if time.monotonic() > deadline or getattr(ws, "exited", False):
+                await self._exit_ws()
+                raise ExchangeFatalError("private stream authentication failed: check BYBIT_API_KEY/"
+                                         "BYBIT_API_SECRET, testnet vs mainnet, and the clock")
+            await asyncio.sleep(0.02)
+        self._app_id = id(getattr(ws, "ws", None))
+        self.connects += 1
+        self.ready.set()
+        log.info("private_stream_ready", connects=self.connects)
+
+    async def _exit_ws(self) -> None:
+        ws, self._ws = self._ws, None
+        if ws is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.get_running_loop().run_in_executor(None, ws.exit)
+
+    def _healthy(self) -> bool:
+        ws = self._ws
+        if ws is None or getattr(ws, "exited", False) or not ws.is_connected() or not getattr(ws, "auth", False):
+            return False
+        return id(getattr(ws, "ws", None)) == self._app_id  # pybit reconnected by itself: treat as a gap
+
+    async def _supervise(self) -> None:
+        delay = 0.2
+        while not self._closed:
+            await asyncio.sleep(self.check_every_s)
+            if self._healthy():
+                continue
+            self.ready.clear()
+            log.warning("private_stream_lost", connects=self.connects)
+            await self._exit_ws()
+            try:
+                await self._connect()
+            except ExchangeFatalError as exc:
+                log.error("private_stream_reconnect_failed", error=str(exc))
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, 10.0)
+                continue
+            delay = 0.2
+            try:
+                await self.on_reconnect()
+            except Exception as exc:  # noqa: BLE001 - the next reconcile job retries
+                log.error("private_stream_catch_up_failed", error=f"{type(exc).__name__}: {exc}")

@@ -1,0 +1,373 @@
+"""The simulated account: orders, matching against the replayed candles, executions, books.
+
+One account (one UID) behind every configured API key. Matching rules (the same as the bot's
+simulated broker, so backtest and live-on-simulator agree):
+
+- A market order fills at the next kline tick. If the bar forming when it was accepted had not
+  ticked yet (the bot sends right after a bar closes), it fills at that bar's open; otherwise at
+  the tick's price. ``slippage_bps`` moves the price against the trader, rounded to the tick.
+- A limit order is live from the bar after acceptance; a buy fills when the bar's low reaches
+  the limit, at min(open, limit); a sell mirrors it.
+- Fee: ``fee_rate`` x notional per fill, in USDT. Linear: one-way position, wallet balance
+  moves by realised PnL minus fees. Spot: USDT and base-coin balances.
+"""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
+from typing import Any
+
+from broker.bybit_sim.market import Market
+from broker.bybit_sim.state import BarTick, SimState
+
+ZERO = Decimal(0)
+_FEE_Q = Decimal("1e-10")
+
+
+def dec(x: float | str) -> Decimal:
+    return Decimal(repr(float(x))) if isinstance(x, float) else Decimal(x)
+
+
+def s(x: Decimal) -> str:
+    """Decimal -> Bybit string without exponent or trailing zeros."""
+    t = format(x.normalize(), "f") if x != 0 else "0"
+    return t
+
+
+class SimReject(Exception):
+    """An order the venue refuses: ``code`` is Bybit's retCode."""
+
+    def __init__(self, code: int, msg: str) -> None:
+        super().__init__(msg)
+        self.code = code
+        self.msg = msg
+
+
+@dataclass
+class SimOrder:
+    order_id: str
+    link_id: str
+    category: str
+    symbol: str
+    side: str
+    order_type: str
+    qty: Decimal
+    price: Decimal | None
+    reduce_only: bool
+    created: int
+    updated: int
+    status: str = "New"
+    cum_qty: Decimal = ZERO
+    cum_value: Decimal = ZERO
+    cum_fee: Decimal = ZERO
+    #: Bar index forming at acceptance, and whether that bar had already ticked.
+    bar_index: int = -1
+    bar_seen: bool = False
+    reject_reason: str = "EC_NoError"
+
+    @property
+    def is_open(self) -> bool:
+        return self.status in ("New", "PartiallyFilled", "Untriggered")
+
+    def wire(self) -> dict[str, Any]:
+        avg = self.cum_value / self.cum_qty if self.cum_qty else ZERO
+        return {
+            "orderId": self.order_id, "orderLinkId": self.link_id, "blockTradeId": "", "symbol": self.symbol,
+            "price": s(self.price) if self.price is not None else "0", "qty": s(self.qty), "side": self.side,
+            "isLeverage": "", "positionIdx": 0, "orderStatus": self.status, "cancelType": "UNKNOWN",
+            "rejectReason": self.reject_reason, "avgPrice": s(avg) if self.cum_qty else "0",
+            "leavesQty": s(self.qty - self.cum_qty if self.is_open else ZERO),
+            "leavesValue": "0", "cumExecQty": s(self.cum_qty), "cumExecValue": s(self.cum_value),
+            "cumExecFee": s(self.cum_fee), "timeInForce": "IOC" if self.order_type == "Market" else "GTC",
+            "orderType": self.order_type, "stopOrderType": "UNKNOWN", "orderIv": "", "triggerPrice": "0",
+            "takeProfit": "0", "stopLoss": "0", "tpTriggerBy": "UNKNOWN", "slTriggerBy": "UNKNOWN",
+            "triggerDirection": 0, "triggerBy": "UNKNOWN", "lastPriceOnCreated": "", "reduceOnly": self.reduce_only,
+            "closeOnTrigger": False, "smpType": "None", "smpGroup": 0, "smpOrderId": "", "tpslMode": "",
+            "tpLimitPrice": "", "slLimitPrice": "", "placeType": "", "createdTime": str(self.created),
+            "updatedTime": str(self.updated), "category": self.category,
+        }
+
+
+@dataclass
+class SimExec:
+    exec_id: str
+    order: SimOrder
+    qty: Decimal
+    price: Decimal
+    fee: Decimal
+    time: int
+    seq: int
+    is_maker: bool
+    closed_size: Decimal
+
+    def wire(self) -> dict[str, Any]:
+        o = self.order
+        return {
+            "symbol": o.symbol, "orderType": o.order_type, "underlyingPrice": "", "orderLinkId": o.link_id,
+            "side": o.side, "indexPrice": "", "orderId": o.order_id, "stopOrderType": "UNKNOWN",
+            "leavesQty": s(o.qty - o.cum_qty), "execTime": str(self.time), "feeCurrency": "USDT",
+            "isMaker": self.is_maker, "execFee": s(self.fee), "feeRate": "", "execId": self.exec_id,
+            "tradeIv": "", "blockTradeId": "", "markPrice": s(self.price), "execPrice": s(self.price),
+            "markIv": "", "orderQty": s(o.qty), "orderPrice": s(o.price) if o.price is not None else "0",
+            "execValue": s(self.qty * self.price), "execType": "Trade", "execQty": s(self.qty),
+            "closedSize": s(self.closed_size), "extraFees": "", "seq": self.seq, "category": o.category,
+        }
+
+
+@dataclass
+class Book:
+    """Linear one-way position of one symbol."""
+
+    size: Decimal = ZERO          # signed
+    avg: Decimal = ZERO
+    realized: Decimal = ZERO
+    updated: int = 0
+    seq: int = 0
+
+
+@dataclass
+class AccountConfig:
+    initial_usdt: float = 10_000.0
+    fee_rate: float = 0.001
+    slippage_bps: float = 0.0
+
+
+Push = Callable[[str, list[dict[str, Any]]], None]
+
+
+@dataclass
+class Account:
+    state: SimState
+    cfg: AccountConfig
+    push: Push = lambda topic, data: None  # noqa: E731 - replaced by the private stream module
+    orders: dict[str, SimOrder] = field(default_factory=dict)        # by orderId
+    by_link: dict[str, SimOrder] = field(default_factory=dict)
+    execs: list[SimExec] = field(default_factory=list)
+    books: dict[str, Book] = field(default_factory=dict)
+    coins: dict[str, Decimal] = field(default_factory=dict)          # wallet balances (USDT, spot coins)
+    seq: int = 0
+    #: Last kline tick seen per symbol: (bar index, price).
+    last_tick: dict[str, tuple[int, Decimal]] = field(default_factory=dict)
+    #: Hook run just before each execution is pushed (fault injection: dropped streams).
+    before_exec_push: Callable[[SimExec], None] | None = None
+
+    def __post_init__(self) -> None:
+        self.coins.setdefault("USDT", dec(self.cfg.initial_usdt))
+        self.fee_rate = dec(self.cfg.fee_rate)
+        self.slip = dec(self.cfg.slippage_bps) / Decimal(10_000)
+        self.state.add_bar_listener(self.on_tick)
+
+    # -- rules -------------------------------------------------------------------------------------
+    def rules(self, m: Market, category: str) -> tuple[Decimal, Decimal, Decimal, Decimal]:
+        """(tick, qty step, min qty, max qty) as instruments-info serves them."""
+        r = m.rules
+        if category == "spot":
+            return dec(r["spot_tick"]), dec(r["base_precision"]), dec(r["spot_min_qty"]), Decimal("1e9")
+        return dec(r["tick"]), dec(r["qty_step"]), dec(r["min_qty"]), dec(r["max_qty"])
+
+    def price_now(self, m: Market) -> Decimal:
+        now = self.state.now_ms()
+        i = m.forming_index(now)
+        if i is None:
+            i = max(m.closed_count(now) - 1, 0)
+        return dec(m.bar(i, now).close)
+
+    # -- order entry -------------------------------------------------------------------------------
+    def create(self, p: dict[str, Any]) -> SimOrder:
+        category = p.get("category")
+        if category not in ("linear", "spot"):
+            raise SimReject(10001, "params error: category invalid")
+        m = self.state.market(p.get("symbol"))
+        if m is None:
+            raise SimReject(10001, "params error: symbol invalid")
+        side, otype = p.get("side"), p.get("orderType")
+        if side not in ("Buy", "Sell"):
+            raise SimReject(10001, "params error: side invalid")
+        if otype not in ("Market", "Limit"):
+            raise SimReject(10001, "params error: orderType invalid")
+        link = str(p.get("orderLinkId") or "")
+        if len(link) > 36:
+            raise SimReject(10001, "params error: orderLinkId is too long")
+        if link and link in self.by_link:
+            raise SimReject(110072, "OrderLinkedID is duplicate")
+        tick, step, min_qty, max_qty = self.rules(m, category)
+        try:
+            qty = Decimal(str(p.get("qty")))
+            price = Decimal(str(p["price"])) if otype == "Limit" else None
+        except Exception:  # noqa: BLE001 - any unparsable number is a parameter error
+            raise SimReject(10001, "params error: qty or price invalid") from None
+        if not qty.is_finite() or qty <= 0 or qty % step != 0:
+            raise SimReject(10001, f"params error: qty {p.get('qty')} is not a multiple of {s(step)}")
+        if qty < min_qty or qty > max_qty:
+            raise SimReject(10001, "The number of contracts exceeds minimum limit allowed")
+        if price is not None and (not price.is_finite() or price <= 0 or price % tick != 0):
+            raise SimReject(10001, f"params error: price {p.get('price')} is not a multiple of {s(tick)}")
+        reduce_only = bool(p.get("reduceOnly"))
+        ref = price if price is not None else self.price_now(m)
+        self._check_funds(m, category, side, qty, ref, reduce_only)
+        now = self.state.now_ms()
+        oid = str(uuid.uuid4()) if category == "linear" else str(uuid.uuid4().int % 10**19)
+        forming = m.forming_index(now)
+        last = self.last_tick.get(m.symbol)
+        o = SimOrder(order_id=oid, link_id=link, category=category, symbol=m.symbol, side=side, order_type=otype,
+                     qty=qty, price=price, reduce_only=reduce_only, created=now, updated=now,
+                     bar_index=forming if forming is not None else -1,
+                     bar_seen=last is not None and forming is not None and last[0] == forming)
+        self.orders[oid] = o
+        if link:
+            self.by_link[link] = o
+        self.state.stats["orders_created"] += 1
+        self.push("order", [o.wire()])
+        return o
+
+    def _check_funds(self, m: Market, category: str, side: str, qty: Decimal, price: Decimal,
+                     reduce_only: bool) -> None:
+        usdt = self.coins["USDT"]
+        if category == "spot":
+            if side == "Sell" and qty > self.coins.get(m.base, ZERO):
+                raise SimReject(170131, "Insufficient balance.")
+            if side == "Buy" and qty * price * (1 + self.fee_rate) > usdt:
+                raise SimReject(170131, "Insufficient balance.")
+            return
+        book = self.books.get(m.symbol, Book())
+        signed = qty if side == "Buy" else -qty
+        reduces = book.size != 0 and (book.size > 0) != (signed > 0) and qty <= abs(book.size)
+        if reduce_only and not reduces:
+            raise SimReject(110017, "Reduce-only rule not satisfied")
+        if reduces:
+            return
+        upnl = book.size * (price - book.avg) if book.size else ZERO
+        working = [o for o in self.orders.values() if o.is_open and o.symbol == m.symbol]
+        used = abs(book.size) * book.avg + sum(((o.qty - o.cum_qty) * (o.price or price) for o in working), ZERO)
+        opening = qty - (min(qty, abs(book.size)) if (book.size > 0) != (signed > 0) else ZERO)
+        if used + opening * price * (1 + self.fee_rate) > usdt + upnl:
+            raise SimReject(110007, "ab not enough for new order")
+
+    def cancel(self, p: dict[str, Any]) -> SimOrder:
+        oid, link = p.get("orderId"), p.get("orderLinkId")
+        if not oid and not link:
+            raise SimReject(10001, "params error: OrderId or orderLinkId is required")
+        o = self.orders.get(str(oid)) if oid else self.by_link.get(str(link))
+        if o is None or not o.is_open:
+            raise SimReject(110001, "Order does not exist")
+        o.status = "Cancelled" if o.cum_qty == 0 else "PartiallyFilledCanceled"
+        o.updated = self.state.now_ms()
+        self.push("order", [o.wire()])
+        return o
+
+    # -- matching ----------------------------------------------------------------------------------
+    def on_tick(self, tick: BarTick) -> None:
+        m, bar = tick.market, tick.bar
+        self.last_tick[m.symbol] = (tick.index, dec(bar.close))
+        for o in [o for o in self.orders.values() if o.is_open and o.symbol == m.symbol]:
+            price = self._match(o, tick)
+            if price is not None:
+                self._fill(o, m, price, tick.now_ms)
+
+    def _match(self, o: SimOrder, tick: BarTick) -> Decimal | None:
+        bar = tick.bar
+        tick_size = self.rules(tick.market, o.category)[0]
+        if o.order_type == "Market":
+            base = dec(bar.open) if (tick.index > o.bar_index or not o.bar_seen) else dec(bar.close)
+            if o.side == "Buy":
+                return _round(base * (1 + self.slip), tick_size, ROUND_CEILING)
+            return _round(base * (1 - self.slip), tick_size, ROUND_FLOOR)
+        if tick.index <= o.bar_index:
+            return None  # a limit order is live from the next bar on
+        assert o.price is not None
+        if o.side == "Buy" and dec(bar.low) <= o.price:
+            return min(dec(bar.open), o.price)
+        if o.side == "Sell" and dec(bar.high) >= o.price:
+            return max(dec(bar.open), o.price)
+        return None
+
+    def _fill(self, o: SimOrder, m: Market, price: Decimal, now: int) -> None:
+        qty = o.qty - o.cum_qty
+        fee = (qty * price * self.fee_rate).quantize(_FEE_Q)
+        self.seq += 1
+        closed = self._apply(o, m, qty, price, fee, now)
+        o.cum_qty += qty
+        o.cum_value += qty * price
+        o.cum_fee += fee
+        o.status = "Filled"
+        o.updated = now
+        ex = SimExec(exec_id=str(uuid.uuid4()), order=o, qty=qty, price=price, fee=fee, time=now, seq=self.seq,
+                     is_maker=o.order_type == "Limit", closed_size=closed)
+        self.execs.append(ex)
+        self.state.stats["executions"] += 1
+        if self.before_exec_push is not None:
+            self.before_exec_push(ex)
+        self.push("execution", [ex.wire()])
+        self.push("order", [o.wire()])
+        if o.category == "linear":
+            self.push("position", [self.position_wire(m, "linear")])
+        self.push("wallet", [self.wallet_wire()])
+
+    def _apply(self, o: SimOrder, m: Market, qty: Decimal, price: Decimal, fee: Decimal, now: int) -> Decimal:
+        signed = qty if o.side == "Buy" else -qty
+        if o.category == "spot":
+            self.coins[m.base] = self.coins.get(m.base, ZERO) + signed
+            self.coins["USDT"] -= signed * price + fee
+            return ZERO
+        b = self.books.setdefault(m.symbol, Book())
+        old, new = b.size, b.size + signed
+        closed = ZERO
+        if old == 0 or (old > 0) == (signed > 0):
+            b.avg = (abs(old) * b.avg + qty * price) / abs(new)
+        else:
+            closed = min(abs(signed), abs(old))
+            pnl = (price - b.avg) * closed * (1 if old > 0 else -1)
+            b.realized += pnl
+            self.coins["USDT"] += pnl
+            if new == 0:
+                b.avg = ZERO
+            elif (new > 0) != (old > 0):
+                b.avg = price
+        self.coins["USDT"] -= fee
+        b.size, b.updated, b.seq = new, now, self.seq
+        return closed
+
+    # -- views -------------------------------------------------------------------------------------
+    def position_wire(self, m: Market, category: str) -> dict[str, Any]:
+        b = self.books.get(m.symbol, Book())
+        mark = self.price_now(m)
+        side = "Buy" if b.size > 0 else "Sell" if b.size < 0 else ""
+        return {
+            "positionIdx": 0, "riskId": 1, "riskLimitValue": "2000000", "symbol": m.symbol, "side": side,
+            "size": s(abs(b.size)), "avgPrice": s(b.avg), "entryPrice": s(b.avg),
+            "positionValue": s(abs(b.size) * b.avg), "tradeMode": 0, "positionStatus": "Normal",
+            "autoAddMargin": 0, "adlRankIndicator": 0, "leverage": "1", "positionBalance": "0",
+            "markPrice": s(mark), "liqPrice": "", "bustPrice": "", "positionMM": "0", "positionIM": "0",
+            "tpslMode": "Full", "takeProfit": "0", "stopLoss": "0", "trailingStop": "0",
+            "unrealisedPnl": s(b.size * (mark - b.avg)) if b.size else "0", "curRealisedPnl": s(b.realized),
+            "cumRealisedPnl": s(b.realized), "seq": b.seq, "isReduceOnly": False, "createdTime": "0",
+            "updatedTime": str(b.updated), "category": category,
+        }
+
+    def wallet_wire(self) -> dict[str, Any]:
+        coins = []
+        upnl = ZERO
+        for sym, b in self.books.items():
+            m = self.state.market(sym)
+            if m is not None and b.size:
+                upnl += b.size * (self.price_now(m) - b.avg)
+        for coin, bal in self.coins.items():
+            eq = bal + (upnl if coin == "USDT" else ZERO)
+            coins.append({"coin": coin, "equity": s(eq), "usdValue": s(eq) if coin == "USDT" else "",
+                          "walletBalance": s(bal), "availableToWithdraw": s(bal), "availableToBorrow": "",
+                          "borrowAmount": "0", "accruedInterest": "0", "totalOrderIM": "0", "totalPositionIM": "0",
+                          "totalPositionMM": "0", "unrealisedPnl": s(upnl) if coin == "USDT" else "0",
+                          "cumRealisedPnl": "0", "bonus": "0", "collateralSwitch": True, "marginCollateral": True,
+                          "locked": "0", "spotHedgingQty": "0"})
+        usdt = self.coins["USDT"]
+        return {"accountType": "UNIFIED", "accountIMRate": "0", "accountMMRate": "0", "accountLTV": "0",
+                "totalEquity": s(usdt + upnl), "totalWalletBalance": s(usdt), "totalMarginBalance": s(usdt + upnl),
+                "totalAvailableBalance": s(usdt + upnl), "totalPerpUPL": s(upnl), "totalInitialMargin": "0",
+                "totalMaintenanceMargin": "0", "coin": coins}
+
+
+def _round(price: Decimal, tick: Decimal, rounding: str) -> Decimal:
+    return ((price / tick).to_integral_value(rounding=rounding) * tick).quantize(tick)
