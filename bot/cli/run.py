@@ -72,6 +72,10 @@ def _backtest(cfg: Config, data_path: str | None, date_from: str | None, date_to
     else:
         print_summary(summary)
         console.print(f"journal: {safe_url(cfg.storage.url)}  run {summary['run_id']}")
+        if cfg.strategy.name == "rollout":  # what the model attended to on winning vs losing trades
+            from bot.attention import attention_section, print_attention_section  # noqa: PLC0415
+
+            print_attention_section(console, attention_section(db, summary["run_id"]))
     if report is not None:
         from bot.cli.journal_report import make_report  # noqa: PLC0415 - optional part
 
