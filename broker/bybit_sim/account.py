@@ -9,7 +9,8 @@ simulated broker, so backtest and live-on-simulator agree):
 - A limit order is live from the bar after acceptance; a buy fills when the bar's low reaches
   the limit, at min(open, limit); a sell mirrors it.
 - Fee: ``fee_rate`` x notional per fill, in USDT. Linear: one-way position, wallet balance
-  moves by realised PnL minus fees. Spot: USDT and base-coin balances.
+  moves by realised PnL minus fees; a new order needs initial margin (notional / leverage)
+  plus its fee from the available balance, else 110007. Spot: USDT and base-coin balances.
 """
 
 from __future__ import annotations
@@ -133,6 +134,8 @@ class AccountConfig:
     initial_usdt: float = 10_000.0
     fee_rate: float = 0.001
     slippage_bps: float = 0.0
+    #: Linear leverage (Bybit's default for a new USDT perpetual position is 10x).
+    leverage: float = 10.0
 
 
 Push = Callable[[str, list[dict[str, Any]]], None]
@@ -153,6 +156,8 @@ class Account:
     last_tick: dict[str, tuple[int, Decimal]] = field(default_factory=dict)
     #: Hook run just before each execution is pushed (fault injection: dropped streams).
     before_exec_push: Callable[[SimExec], None] | None = None
+    #: Hook run right after an order is accepted, before the answer leaves (tests kill the client here).
+    on_accept: Callable[[SimOrder], None] | None = None
 
     def __post_init__(self) -> None:
         self.coins.setdefault("USDT", dec(self.cfg.initial_usdt))
@@ -221,6 +226,8 @@ class Account:
             self.by_link[link] = o
         self.state.stats["orders_created"] += 1
         self.push("order", [o.wire()])
+        if self.on_accept is not None:
+            self.on_accept(o)
         return o
 
     def _check_funds(self, m: Market, category: str, side: str, qty: Decimal, price: Decimal,
@@ -241,9 +248,11 @@ class Account:
             return
         upnl = book.size * (price - book.avg) if book.size else ZERO
         working = [o for o in self.orders.values() if o.is_open and o.symbol == m.symbol]
-        used = abs(book.size) * book.avg + sum(((o.qty - o.cum_qty) * (o.price or price) for o in working), ZERO)
+        lev = dec(self.cfg.leverage)
+        notional = abs(book.size) * book.avg + sum(((o.qty - o.cum_qty) * (o.price or price) for o in working), ZERO)
         opening = qty - (min(qty, abs(book.size)) if (book.size > 0) != (signed > 0) else ZERO)
-        if used + opening * price * (1 + self.fee_rate) > usdt + upnl:
+        need = (notional + opening * price) / lev + opening * price * self.fee_rate
+        if need > usdt + upnl:
             raise SimReject(110007, "ab not enough for new order")
 
     def cancel(self, p: dict[str, Any]) -> SimOrder:
@@ -265,7 +274,9 @@ class Account:
         for o in [o for o in self.orders.values() if o.is_open and o.symbol == m.symbol]:
             price = self._match(o, tick)
             if price is not None:
-                self._fill(o, m, price, tick.now_ms)
+                # A fill at the bar's open is stamped with the open time (as the bot's simulated broker does).
+                at_open = o.order_type == "Market" and (tick.index > o.bar_index or not o.bar_seen)
+                self._fill(o, m, price, bar.start if at_open else tick.now_ms)
 
     def _match(self, o: SimOrder, tick: BarTick) -> Decimal | None:
         bar = tick.bar

@@ -19,6 +19,7 @@ class SimClock:
         self.start_ms = int(start_ms)
         self.speed = float(speed)
         self._wall0 = time.monotonic()
+        self._paused_at: float | None = None
 
     @classmethod
     def accelerated(cls, start_ms: int, timeframe_ms: int, bar_ms: float) -> SimClock:
@@ -30,13 +31,31 @@ class SimClock:
 
     def now_ms(self) -> int:
         """Current sim (exchange) time in epoch ms."""
-        return self.start_ms + int((time.monotonic() - self._wall0) * 1000.0 * self.speed)
+        wall = self._paused_at if self._paused_at is not None else time.monotonic()
+        return self.start_ms + int((wall - self._wall0) * 1000.0 * self.speed)
+
+    # Tests freeze the market while a bot restarts, so a slow machine cannot outrun the scenario.
+    def pause(self) -> None:
+        if self._paused_at is None:
+            self._paused_at = time.monotonic()
+
+    def resume(self) -> None:
+        if self._paused_at is not None:
+            self._wall0 += time.monotonic() - self._paused_at
+            self._paused_at = None
+
+    @property
+    def paused(self) -> bool:
+        return self._paused_at is not None
 
     def monotonic_at(self, sim_ms: int) -> float:
         """The ``time.monotonic()`` value at which sim time reaches ``sim_ms``."""
         return self._wall0 + (sim_ms - self.start_ms) / self.speed / 1000.0
 
     def seconds_until(self, sim_ms: int) -> float:
+        """Wall seconds until ``sim_ms``; while paused, a short poll interval."""
+        if self._paused_at is not None:
+            return 0.05 if sim_ms > self.now_ms() else 0.0
         return max(0.0, self.monotonic_at(sim_ms) - time.monotonic())
 
     @staticmethod

@@ -27,6 +27,7 @@ from broker.bybit_sim.state import SimState
 #: Per-UID limits per second (rate_limits.json): order entry 10 (spot 20), reads 50.
 LIMITS = {"/v5/order/create": 10, "/v5/order/cancel": 10}
 READ_LIMIT = 50
+BAPI_HEADERS: web.RequestKey[dict[str, str]] = web.RequestKey("bapi_headers", dict)
 
 
 @dataclass
@@ -85,7 +86,7 @@ class PrivateRest:
         async def mw(request: web.Request, handler: Any) -> web.StreamResponse:
             # Outermost: the per-key headers set by the signed handler win over the per-IP ones.
             resp = await handler(request)
-            mine = request.get("bapi_headers")
+            mine = request.get(BAPI_HEADERS)
             if mine:
                 for k, v in mine.items():
                     resp.headers[k] = v
@@ -118,10 +119,10 @@ class PrivateRest:
             if not allowed or storm:
                 self.state.stats["private_10006"] += 1
                 if not storm:
-                    request["bapi_headers"] = {"X-Bapi-Limit": str(limit), "X-Bapi-Limit-Status": "0",
+                    request[BAPI_HEADERS] = {"X-Bapi-Limit": str(limit), "X-Bapi-Limit-Status": "0",
                                                "X-Bapi-Limit-Reset-Timestamp": str(reset)}
                 return self._err(10006, "Too many visits!")
-            request["bapi_headers"] = {"X-Bapi-Limit": str(limit), "X-Bapi-Limit-Status": str(left),
+            request[BAPI_HEADERS] = {"X-Bapi-Limit": str(limit), "X-Bapi-Limit-Status": str(left),
                                        "X-Bapi-Limit-Reset-Timestamp": str(reset)}
             self.state.stats["private_requests"] += 1
             res = fn(params)

@@ -54,8 +54,7 @@ async def run_replayer(state: SimState, hub: WsHub) -> None:
             return
         cur = min(live, key=lambda c: c.due())
         due = cur.due()
-        wait = state.clock.seconds_until(due)
-        if wait > 0:
+        while (wait := state.clock.seconds_until(due)) > 0:
             await asyncio.sleep(wait)
         m, i = cur.m, cur.i
         bar = m.bar(i, due if cur.k < steps else None)

@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from typing import TypeVar
 
 from broker.bybit_sim.app import SimConfig, SimModule, SimServer
+
+T = TypeVar("T")
 
 
 class SimThread:
@@ -33,6 +36,13 @@ class SimThread:
         self.server = asyncio.run_coroutine_threadsafe(_start(), self.loop).result(timeout=30)
         return self.server
 
+    def call(self, fn: Callable[[], T]) -> T:
+        """Run ``fn`` on the simulator's loop thread (e.g. ``server.state.clock.pause``)."""
+        async def _call() -> T:
+            return fn()
+
+        return asyncio.run_coroutine_threadsafe(_call(), self.loop).result(timeout=30)
+
     def stop(self) -> None:
         if self.server is not None:
             asyncio.run_coroutine_threadsafe(self.server.stop(), self.loop).result(timeout=30)
@@ -46,6 +56,7 @@ class SimThread:
 def sim_thread(cfg: SimConfig, modules: Sequence[SimModule] | None = None) -> Iterator[SimServer]:
     t = SimThread(cfg, modules)
     server = t.start()
+    server.thread = t  # type: ignore[attr-defined]
     try:
         yield server
     finally:
