@@ -51,6 +51,8 @@ def discard_lowest(a: Tensor, ratio: float) -> Tensor:
 def _normalise_rows(a: Tensor) -> Tensor:
     """Rows divided by their sum; a row with nothing left keeps only itself (identity row)."""
     s = a.sum(dim=-1, keepdim=True)
+    if bool((s > 0).all()):  # the usual case; skips building an identity per call
+        return a / s
     eye = torch.eye(a.shape[-1], dtype=a.dtype, device=a.device).expand_as(a)
     return torch.where(s > 0, a / s.clamp_min(torch.finfo(a.dtype).tiny), eye)
 

@@ -126,10 +126,13 @@ class RolloutExplainer:
                                       c.start_layer)
                 probs.append(logits.softmax(dim=-1))
                 attrs.append(input_attribution(r, self.position))
-        p = torch.cat(probs) if probs else torch.zeros(0, 3, dtype=self.dtype)
-        a = torch.cat(attrs) if attrs else torch.zeros(0, xt.shape[1], dtype=self.dtype)
-        share = recent_share(a, c.recent_fraction)
-        codes = regime_codes(share, c.momentum_above, c.reversion_below)
+            if len(probs) == 1:  # the per-bar case: no concatenation
+                p, a = probs[0], attrs[0]
+            else:
+                p = torch.cat(probs) if probs else torch.zeros(0, 3, dtype=self.dtype)
+                a = torch.cat(attrs) if attrs else torch.zeros(0, xt.shape[1], dtype=self.dtype)
+            share = recent_share(a, c.recent_fraction)
+            codes = regime_codes(share, c.momentum_above, c.reversion_below)
         return Explained(p.numpy(), a.numpy(), share.numpy(), codes.numpy())
 
     def predict_probs(self, x: np.ndarray) -> np.ndarray:

@@ -168,7 +168,7 @@ class RolloutStrategy(Strategy):
         cls = top if probs[top] >= p.prob_threshold else FLAT
         target = self.clamp({UP: 1.0, DOWN: self._short, FLAT: 0.0}[cls])
         times = [int(x) for x in bars.time[bars.n - len(attribution): bars.n]]
-        weights = [round(float(a), 6) for a in attribution]
+        weights = np.round(attribution, 6).tolist()
         order = np.argsort(-attribution, kind="stable")[:TOP_STEPS]
         return Decision(
             symbol=bars.symbol, bar_time=bars.last_time(), target=target, confidence=float(probs[top]),

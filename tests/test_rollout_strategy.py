@@ -149,3 +149,17 @@ def test_backtest_trains_first_then_summarises_attention(data: CandleData, tmp_p
     print_attention_section(console, section)
     text = console.export_text()
     assert "winning trades" in text and "regime mix" in text
+
+
+def test_model_card_reports_faithfulness_and_baselines(ckpt: str) -> None:
+    from models.checkpoint import read_meta
+
+    m = read_meta(ckpt).metrics
+    for k in ("k1", "k3", "k5"):
+        f = m["faithfulness_test"][k]
+        assert set(f) == {"top_k_drop", "random_k_drop", "recent_k_drop", "top_beats_random_share"}
+        assert all(np.isfinite(v) for v in f.values())
+    test = m["test"]
+    assert {"majority_class", "same_as_last_bar"} <= set(test["baselines"])
+    assert "total_return" in test["trading_after_fees"] and "buy_and_hold" in test["trading_after_fees"]
+    assert abs(sum(v for k, v in test["attention"].items() if k.startswith("regime_")) - 1) < 1e-9

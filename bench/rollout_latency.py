@@ -1,0 +1,109 @@
+"""Latency of one ``rollout`` decision with its attention-rollout explanation, on 1 CPU thread.
+
+Cases (real BTCUSDT 1h candles, one sample at a time, after a warm-up):
+
+- ``decision``: ``RolloutStrategy.on_bar`` bar by bar: incremental features, the transformer
+  forward pass (float64), rollout, attribution, regime and the explanation dict. The number a live
+  bot pays per candle. Target: p50 <= 2 ms for the default size.
+- ``forward+rollout f64`` / ``f32``: the model and the rollout only, on a ready window.
+- ``rollout only``: :func:`models.rollout.attention_rollout` on the layer maps of one sample.
+
+Weights are random (seeded): latency does not depend on their values.
+Run: ``python bench/rollout_latency.py [--n 2000] [--sizes default,large]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import numpy as np
+import torch
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT))
+
+from bot.bars import Bars  # noqa: E402
+from bot.feeds.replay import load_candles  # noqa: E402
+from models.checkpoint import ModelMeta  # noqa: E402
+from models.features import FEATURE_NAMES, FEATURE_WARMUP, Normalizer, compute_features, make_windows  # noqa: E402
+from models.rollout import attention_rollout  # noqa: E402
+from models.rollout_runtime import RolloutConfig, RolloutExplainer  # noqa: E402
+from models.transformer import TransformerClassifier  # noqa: E402
+from strategies.base import StrategyContext  # noqa: E402
+from strategies.rollout import RolloutParams, RolloutStrategy  # noqa: E402
+
+SIZES = {
+    "default": {},  # window 48, d_model 32, 4 heads, 2 layers, d_ff 64
+    "large": {"window": 96, "d_model": 64, "n_heads": 8, "n_layers": 4, "d_ff": 128},
+}
+DATA = Path(os.environ.get("BOT_DATA_DIR", ROOT.parent / "shared" / "data")) / "bybit_BTCUSDT_1h.csv.gz"
+
+
+def timed(fn: Callable[[], object], n: int, warmup: int = 50) -> np.ndarray:
+    for _ in range(warmup):
+        fn()
+    out = np.empty(n)
+    for i in range(n):
+        t0 = time.perf_counter_ns()
+        fn()
+        out[i] = (time.perf_counter_ns() - t0) / 1e6
+    return out
+
+
+def bench_size(name: str, over: dict[str, int], n: int) -> list[tuple[str, str, np.ndarray]]:
+    cfg = RolloutParams(**over)
+    data = load_candles(DATA, symbol="BTCUSDT", timeframe="1h", bar_ms=3_600_000)
+    feats = compute_features(data)
+    norm = Normalizer.fit(feats[FEATURE_WARMUP:5000])
+    torch.manual_seed(0)
+    model = TransformerClassifier(cfg.model_config_for(len(FEATURE_NAMES))).eval()
+    meta = ModelMeta(kind="rollout", hparams=model.cfg.to_dict(), feature_names=list(FEATURE_NAMES),
+                     window=cfg.window, horizon=cfg.horizon, normalizer=norm.to_dict())
+    strat = RolloutStrategy(cfg, StrategyContext("BTCUSDT", "1h", False, 0.001, None), (model, meta, norm))
+    start = 5000
+    bars = Bars.preloaded("BTCUSDT", "1h", data.time, data.open, data.high, data.low, data.close, data.volume)
+    for _ in range(start):
+        bars.advance()
+    strat.on_start(bars)
+
+    def decide() -> object:
+        bars.advance()
+        return strat.on_bar(bars)
+
+    z = norm.transform(feats)
+    x = make_windows(z, np.array([start]), cfg.window, "seq")
+    rows: list[tuple[str, str, np.ndarray]] = [
+        (name, "decision (features+model+rollout+explanation)", timed(decide, n))]
+    for dtype, label in ((torch.float64, "f64"), (torch.float32, "f32")):
+        ex = RolloutExplainer(model, RolloutConfig(**over), dtype=dtype)
+        rows.append((name, f"forward+rollout {label}", timed(lambda ex=ex: ex.explain(x), n)))
+    with torch.inference_mode():
+        _, maps = model.forward_explained(torch.from_numpy(x))
+    rows.append((name, "rollout only", timed(lambda: attention_rollout(maps), n)))
+    return rows
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--n", type=int, default=2000, help="timed calls per case")
+    ap.add_argument("--sizes", default="default,large")
+    args = ap.parse_args()
+    torch.set_num_threads(1)
+    rows = []
+    for size in args.sizes.split(","):
+        rows += bench_size(size, SIZES[size], args.n)
+    print(f"rollout latency, 1 thread, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
+          f"{os.cpu_count()} cpus, n={args.n}")
+    print("| size | case | p50 ms | p99 ms | mean ms |\n|---|---|---:|---:|---:|")
+    for size, case, t in rows:
+        print(f"| {size} | {case} | {np.percentile(t, 50):.3f} | {np.percentile(t, 99):.3f} | {t.mean():.3f} |")
+
+
+if __name__ == "__main__":
+    main()
