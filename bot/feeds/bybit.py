@@ -58,7 +58,8 @@ class BybitFeed:
         self.backoff_max_s = backoff_max_s
         self.on_event = on_event
         self.last_open: int | None = None
-        #: perf_counter() when each delivered bar's push reached the process (latency bench).
+        #: perf_counter() when each bar's confirmed WebSocket push reached the process (latency bench);
+        #: bars that came over REST have no entry.
         self.arrivals: dict[int, float] = {}
         self.stats = {"connects": 0, "duplicates": 0, "backfilled": 0, "gaps": 0, "stale": 0}
         self._ws: aiohttp.ClientWebSocketResponse | None = None
@@ -169,7 +170,11 @@ class BybitFeed:
             # A gap (dropped or reordered push): fetch the missing closed bars first.
             out.extend(await self._fill(c.open_time - self.tf_ms, c.open_time + self.tf_ms, "gap"))
         out.append(c)
-        self._deliver(c, arrived)
+        self._deliver(c)
+        self.arrivals[c.open_time] = arrived
+        if len(self.arrivals) > 4096:
+            for k in list(self.arrivals)[:2048]:
+                del self.arrivals[k]
         return out
 
     async def _fill(self, end_open: int, now_ms: int, why: str) -> list[Candle]:
@@ -180,7 +185,7 @@ class BybitFeed:
         got = await self.rest.closed(last + self.tf_ms, end_open, now_ms)
         got = [c for c in got if c.open_time > last]
         for c in got:
-            self._deliver(c, time.perf_counter())
+            self._deliver(c)
         self.stats["backfilled"] += len(got)
         if why == "gap":
             self.stats["gaps"] += 1
@@ -193,13 +198,9 @@ class BybitFeed:
             self._event("feed_gap", {"after": have_last, "missing_bars": int(missing)})
         return got
 
-    def _deliver(self, c: Candle, arrived: float) -> None:
+    def _deliver(self, c: Candle) -> None:
         self.last_open = c.open_time
         self._last_bar_wall = time.monotonic()
-        self.arrivals[c.open_time] = arrived
-        if len(self.arrivals) > 4096:
-            for k in list(self.arrivals)[:2048]:
-                del self.arrivals[k]
 
     # -- watchdog ------------------------------------------------------------------------------------
     async def check_stale(self) -> bool:
