@@ -28,13 +28,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bot.domain import timeframe_ms
 from bot.errors import ModelError
 from models.checkpoint import ModelMeta, data_hash, load_checkpoint, save_checkpoint
-from models.features import N_FEATURES, Normalizer
+from models.features import N_FEATURES, Normalizer, compute_features, first_window_end
 from models.gru_config import GRUSizerConfig, Stage2Train, parse_config
 from models.gru_data import FEATURES, Prepared, encode_bars, prepare, stage1_arrays
 from models.gru_eval import exposure_backtest, price_metrics, sizer_levels
 from models.price_encoder import EncoderConfig, PathHead, PriceEncoder, PricePathLoss
 from models.sizer import PositionSizer, SizerConfig, sizer_loss, temperature
-from models.training import FitResult, TrainRequest, fit, predict, set_seed
+from models.labels import multi_forward_returns
+from models.training import EvalRequest, FitResult, TrainRequest, fit, predict, set_seed
 
 KIND = "gru_sizer"
 
@@ -44,6 +45,8 @@ def train_stage1(prep: Prepared, cfg: GRUSizerConfig, *, progress: bool = False,
     """Fit the price encoder on the training part; early stopping on the validation part."""
     enc_cfg = cfg.encoder_config(N_FEATURES)
     xtr, ytr = stage1_arrays(prep, cfg.window, "train")
+    if cfg.train.max_train_samples and xtr.shape[0] > cfg.train.max_train_samples:
+        xtr, ytr = xtr[-cfg.train.max_train_samples:], ytr[-cfg.train.max_train_samples:]  # most recent
     xva, yva = stage1_arrays(prep, cfg.window, "val")
     res = fit(lambda: PathHead(PriceEncoder(enc_cfg)), (xtr, ytr), (xva, yva), cfg.train,
               task="regression", loss_fn=PricePathLoss(cfg.price_loss), progress=progress,
@@ -257,3 +260,33 @@ def load_family(path: str | Path) -> tuple[PriceEncoder, PositionSizer, Normaliz
     norm = Normalizer.from_dict(meta.normalizer)
     scale = np.asarray(meta.labels.get("target_scale", [1.0] * meta.horizon), dtype=np.float64)
     return freeze(encoder), sizer.eval(), norm, scale, meta
+
+
+def evaluate(req: EvalRequest) -> dict[str, Any]:
+    """``bot evaluate`` for a gru_sizer checkpoint: price head vs random walk and the sizer vs
+    fixed exposures, after fees, over every bar of ``req.data`` that has a full window."""
+    encoder, sizer, norm, scale, meta = load_family(req.checkpoint)
+    data = req.data
+    close = np.asarray(data.close, dtype=np.float64)
+    z = norm.transform(compute_features(data))
+    first = first_window_end(meta.window)
+    ends = np.arange(first, close.shape[0] - meta.horizon)
+    if ends.size < 2:
+        raise ModelError(f"{len(data)} candles are too few to evaluate (need more than {first + meta.horizon + 1})")
+    _, path = encode_bars(encoder, z, ends)
+    metrics: dict[str, Any] = {"price_head": price_metrics(path * scale,
+                                                           multi_forward_returns(close, meta.horizon)[ends])}
+    bar_ms = timeframe_ms(req.timeframe)
+    bpy = 365 * 86_400_000 / bar_ms
+    bars = np.arange(first, close.shape[0] - 1)
+    levels = sizer_levels(encoder, sizer, z, np.asarray(data.time), bars, bar_ms, first)
+    pos = levels / 10.0
+    metrics["sizer"] = {**exposure_backtest(pos, close, bars, req.fee_rate, bpy),
+                        "level_hist": np.bincount(levels, minlength=11).tolist()}
+    metrics["buy_and_hold"] = exposure_backtest(np.ones_like(pos), close, bars, req.fee_rate, bpy)
+    metrics["half_exposure"] = exposure_backtest(np.full_like(pos, 0.5), close, bars, req.fee_rate, bpy)
+    tr = meta.train_range
+    notes = [f"fee {req.fee_rate} per side; positions held close to close (Bybit opens equal the previous close)"]
+    if tr and int(data.time[-1]) >= int(tr.get("start", 0)) and int(data.time[0]) <= int(tr.get("end", 0)):
+        notes.append("warning: this data overlaps the training data; only the checkpoint's test part is out of sample")
+    return {"model_id": meta.model_id, "meta": meta.to_dict(), "metrics": metrics, "notes": notes}

@@ -23,12 +23,14 @@ from bot.errors import ConfigError, ModelError
 #: strategy name -> trainer. Other model strategies add one line here.
 TRAINERS: dict[str, str] = {
     "dsc": "models.dsc_train:train",
+    "gru_sizer": "models.gru_training:train",
     "rollout": "models.rollout_train:train",
 }
 
 #: checkpoint kind (ModelMeta.kind) -> evaluator. Other model kinds add one line here.
 EVALUATORS: dict[str, str] = {
     "dsc": "models.dsc_train:evaluate",
+    "gru_sizer": "models.gru_training:evaluate",
     "rollout": "models.rollout_train:evaluate",
 }
 
@@ -84,6 +86,8 @@ def register(app: typer.Typer) -> None:
         out: str | None = typer.Option(None, "--out", "-o",
                                        help="Checkpoint path (default checkpoints/<strategy>_<symbol>_<tf>.pt)."),
         as_json: bool = typer.Option(False, "--json", help="Print the model card as JSON (no progress bar)."),
+        stage: int | None = typer.Option(None, "--stage", min=1, max=2,
+                                         help="gru_sizer: 1 = encoder only, 2 = retrain the sizer on the checkpoint's encoder."),
         config: Path | None = ConfigOpt,
         set_: list[str] | None = SetOpt,
     ) -> None:
@@ -91,7 +95,9 @@ def register(app: typer.Typer) -> None:
         from models.card import render_card
         from models.checkpoint import card_path, read_meta
 
-        extra = {"strategy.name": strategy} if strategy else {}
+        extra: dict[str, Any] = {"strategy.name": strategy} if strategy else {}
+        if stage is not None:
+            extra["strategy.params.stage"] = stage
         cfg = load(config, set_, extra)
         path = train_command(cfg, data, out, progress=not as_json)
         meta = read_meta(path)
