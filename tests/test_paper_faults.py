@@ -4,7 +4,6 @@ bar exactly once, in order, and ends with the same journal as a clean run."""
 
 from __future__ import annotations
 
-import functools
 from pathlib import Path
 from typing import Any
 

@@ -32,7 +32,8 @@ async def test_paper_on_simulator_equals_backtest(btc_1h: Path, tmp_path: Path) 
     db_url = f"sqlite:///{tmp_path / 'j.db'}"
     async with SimServer(sim_cfg) as sim:
         cfg = paper_cfg(sim.ws_url, sim.rest_url, db_url)
-        summary = await run_paper_bybit(cfg, date_from=ms_to_iso(a), date_to=ms_to_iso(b))
+        summary = await run_paper_bybit(cfg, date_from=ms_to_iso(a), date_to=ms_to_iso(b), ping_interval_s=0.2)
+        assert sim.state.stats["ws_pings"] >= 2  # the feed's heartbeat
     assert summary["candles"] == N_BARS and summary["orders"] >= 6
     db = core.open_journal_db(db_url)
     paper = comparable_journal(db, summary["run_id"])

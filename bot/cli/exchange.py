@@ -72,9 +72,9 @@ def register(app: typer.Typer) -> None:
                                                help="Drop private streams before every Nth execution push."),
     ) -> None:
         """Serve a local Bybit v5 (market REST + public WebSocket) replaying candle files."""
+        from bot.feeds.replay import parse_date  # noqa: PLC0415
         from broker.bybit_sim.app import SimConfig, serve_forever  # noqa: PLC0415
         from broker.bybit_sim.faults import FaultConfig  # noqa: PLC0415
-        from bot.feeds.replay import parse_date  # noqa: PLC0415
 
         faults = FaultConfig(latency_ms=latency_ms, jitter_ms=jitter_ms, http_error_rate=http_error_rate,
                              rate_limit=rate_limit, ws_drop_every=ws_drop_every,

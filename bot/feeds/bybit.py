@@ -22,7 +22,7 @@ import aiohttp
 import structlog
 
 from bot.domain import Candle, timeframe_ms
-from bot.errors import ExchangeError, ExchangeFatalError
+from bot.errors import ExchangeError, ExchangeFatalError, ExchangeRetryableError
 from bot.feeds.bybit_rest import BybitRest
 
 log = structlog.get_logger("bot.feeds.bybit")
@@ -96,9 +96,9 @@ class BybitFeed:
                     async for c in self._connection():
                         backoff = self.backoff_s
                         yield c
-                except (aiohttp.ClientError, TimeoutError, ConnectionError, ExchangeError, _Reconnect) as exc:
-                    if isinstance(exc, ExchangeFatalError) and "not listed" in str(exc):
-                        raise
+                except (aiohttp.ClientError, TimeoutError, ConnectionError, ExchangeRetryableError,
+                        _Reconnect) as exc:
+                    # ExchangeFatalError (unknown symbol, refused subscription) ends the stream.
                     if self._closed:
                         break
                     wait = backoff * (1 + 0.25 * random.random())

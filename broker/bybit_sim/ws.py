@@ -172,6 +172,7 @@ class WsHub:
 
     # -- ops ---------------------------------------------------------------------------------------
     async def _ping(self, conn: WsConn, req: dict[str, Any]) -> None:
+        self.state.stats["ws_pings"] += 1
         if conn.channel in ("linear", "inverse", "spot"):
             reply: dict[str, Any] = {"success": True, "ret_msg": "pong", "conn_id": conn.conn_id}
             if conn.channel != "spot" or "req_id" in req:
