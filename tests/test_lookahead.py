@@ -56,10 +56,25 @@ def _rollout(data: CandleData, tmp: Path) -> Factory:
     return lambda: RolloutStrategy.from_config(params, ctx)
 
 
+def _gru_sizer(data: CandleData, tmp: Path) -> Factory:
+    from models.gru_training import train
+    from models.training import TrainRequest
+    from strategies.gru_sizer import GRUSizerStrategy
+
+    params = {"window": 16, "horizon": 3, "regime_window": 24, "sizer": {"hidden": 8, "steps": 6},
+              "encoder": {"d_model": 8, "n_layers": 1, "n_heads": 2, "kv_lora_rank": 4, "qk_nope_dim": 4,
+                          "qk_rope_dim": 4, "v_head_dim": 4, "ffn_hidden": 8, "feature_dim": 4},
+              "train": {"epochs": 1, "batch_size": 256, "threads": 1}, "train2": {"epochs": 1, "threads": 1}}
+    path = train(TrainRequest(data=data, params=params, symbol="BTCUSDT", timeframe="1h", fee_rate=0.001,
+                              long_only=False, out=tmp / "gru_sizer.pt", progress=False))
+    ctx = StrategyContext("BTCUSDT", "1h", False, 0.001, str(path))
+    return lambda: GRUSizerStrategy.from_config(params, ctx)
+
 CASES: dict[str, Callable[[CandleData, Path], Factory]] = {
     "sma": _sma,
     "dsc": _dsc,
     "rollout": _rollout,
+    "gru_sizer": _gru_sizer,
 }
 
 
