@@ -97,6 +97,11 @@ def data_hash(data: Any) -> str:
     return h.hexdigest()[:16]
 
 
+def default_checkpoint_path(strategy: str, symbol: str, timeframe: str) -> Path:
+    """checkpoints/<strategy>_<symbol>_<timeframe>.pt relative to the working directory."""
+    return Path("checkpoints") / f"{strategy}_{symbol}_{timeframe}.pt"
+
+
 def card_path(path: str | Path) -> Path:
     p = Path(path)
     return p.with_name(p.stem + ".card.json")
@@ -148,7 +153,8 @@ def read_meta(path: str | Path) -> ModelMeta:
     return load_checkpoint(path).meta
 
 
-def load_checkpoint(path: str | Path, *, kind: str | None = None, feature_names: list[str] | tuple[str, ...] | None = None,
+def load_checkpoint(path: str | Path, *, kind: str | None = None,
+                    feature_names: list[str] | tuple[str, ...] | None = None,
                     window: int | None = None, horizon: int | None = None) -> Checkpoint:
     """Load safely and check what the caller expects; any mismatch is one ModelError line."""
     p = Path(path)

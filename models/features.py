@@ -83,13 +83,13 @@ def _rolling_mean(x: np.ndarray, n: int) -> np.ndarray:
 def compute_features(data: OHLCV) -> np.ndarray:
     """Batch path: features for every bar of ``data`` as float64 [T, N_FEATURES]; causal."""
     t = np.asarray(data.time, dtype=np.int64)
-    o, h, l, c, v = (np.asarray(a, dtype=np.float64) for a in
+    o, h, lo, c, v = (np.asarray(a, dtype=np.float64) for a in
                      (data.open, data.high, data.low, data.close, data.volume))
     n = c.shape[0]
     out = np.full((n, N_FEATURES), np.nan)
     if n == 0:
         return out
-    with np.errstate(divide="ignore", invalid="ignore"):
+    with np.errstate(all="ignore"):  # bad candles become NaN/inf features, reported by callers
         prev = np.concatenate(([np.nan], c[:-1]))
         lr = np.log(c / prev)
         out[:, 0] = c / prev - 1.0
@@ -112,14 +112,14 @@ def compute_features(data: OHLCV) -> np.ndarray:
         macd = (_ema(c, _A12) - _ema(c, _A26)) / c
         out[:, 7] = macd
         out[:, 8] = _ema(macd, _A9)
-        out[:, 9] = (h - l) / c
-        tp = (h + l + c) / 3.0
+        out[:, 9] = (h - lo) / c
+        tp = (h + lo + c) / 3.0
         pv = _rolling_mean(tp * v, _VWAP_N)
         sv = _rolling_mean(v, _VWAP_N)
         vwap = np.where(sv > 0, pv / np.where(sv > 0, sv, 1.0), c)
         out[:, 10] = c / vwap - 1.0
-        rng = h - l
-        out[:, 11] = np.where(rng > 0, (c - l) / np.where(rng > 0, rng, 1.0), 0.5)
+        rng = h - lo
+        out[:, 11] = np.where(rng > 0, (c - lo) / np.where(rng > 0, rng, 1.0), 0.5)
         out[:, 12] = c / _rolling_mean(c, _SMA_N) - 1.0
         ang = _TAU * ((t // _HOUR_MS) % 24) / 24.0
         out[:, 13] = np.sin(ang)
@@ -149,7 +149,7 @@ class IncrementalFeatures:
                volume: float) -> np.ndarray:
         """Add bar ``self.n`` and return its features (float64 [N_FEATURES])."""
         c = float(close)
-        h, l, v = float(high), float(low), float(volume)
+        h, lo, v = float(high), float(low), float(volume)
         cs = self._c
         row = np.full(N_FEATURES, np.nan)
         first = self.n == 0
@@ -173,7 +173,7 @@ class IncrementalFeatures:
             self._lr.append(math.log(c / prev) if prev > 0 and c > 0 else math.nan)
         cs.append(c)
         self._v.append(v)
-        self._pv.append((h + l + c) / 3.0 * v)
+        self._pv.append((h + lo + c) / 3.0 * v)
         self.n += 1
         if self.n <= FEATURE_WARMUP:
             return row
@@ -190,12 +190,12 @@ class IncrementalFeatures:
         row[6] = (1.0 - 1.0 / (1.0 + ag / al)) if al > 0 else (1.0 if ag > 0 else 0.5)
         row[7] = macd
         row[8] = self._sig
-        row[9] = (h - l) / c
+        row[9] = (h - lo) / c
         sv = mv  # same 24-bar volume window as the VWAP
         vwap = (sum(self._pv) / _VWAP_N) / sv if sv > 0 else c
         row[10] = c / vwap - 1.0
-        rng = h - l
-        row[11] = (c - l) / rng if rng > 0 else 0.5
+        rng = h - lo
+        row[11] = (c - lo) / rng if rng > 0 else 0.5
         row[12] = c / (sum(cs) / _SMA_N) - 1.0
         ang = _TAU * ((int(time) // _HOUR_MS) % 24) / 24.0
         row[13] = math.sin(ang)
@@ -206,9 +206,9 @@ class IncrementalFeatures:
         """Feed bars [start, stop) of ``data``; return the last row (None if nothing was fed)."""
         stop = len(data.close) if stop is None else stop
         row = None
-        t, o, h, l, c, v = data.time, data.open, data.high, data.low, data.close, data.volume
+        t, o, h, lo, c, v = data.time, data.open, data.high, data.low, data.close, data.volume
         for i in range(start, stop):
-            row = self.update(int(t[i]), float(o[i]), float(h[i]), float(l[i]), float(c[i]), float(v[i]))
+            row = self.update(int(t[i]), float(o[i]), float(h[i]), float(lo[i]), float(c[i]), float(v[i]))
         return row
 
 
@@ -250,6 +250,17 @@ class Normalizer:
 
 
 Layout = Literal["conv", "seq"]
+
+
+def check_finite(feats: np.ndarray, times: np.ndarray, start: int = FEATURE_WARMUP) -> None:
+    """Raise one clear ModelError naming the first non-finite feature at or after row ``start``."""
+    bad = ~np.isfinite(feats[start:])
+    if bad.any():
+        row, col = np.argwhere(bad)[0]
+        from datetime import UTC, datetime
+
+        when = datetime.fromtimestamp(int(times[start + row]) / 1000, tz=UTC).strftime("%Y-%m-%d %H:%M")
+        raise ModelError(f"feature {FEATURE_NAMES[col]} is NaN/inf at bar {when} UTC (bad candle in the data)")
 
 
 def first_window_end(window: int) -> int:

@@ -67,7 +67,8 @@ def test_regression_head_with_custom_loss() -> None:
     x, _ = _data()
     target = np.stack([x[:, 0, -1], x[:, 1, -1]], axis=1).astype(np.float32)
     net = nn.Sequential(nn.Flatten(), nn.Linear(18, 2))
-    res = fit(net, (x[:400], target[:400]), (x[400:], target[400:]), TrainConfig(epochs=30, batch_size=32, lr=2e-2, threads=1),
+    cfg = TrainConfig(epochs=30, batch_size=32, lr=2e-2, threads=1)
+    res = fit(net, (x[:400], target[:400]), (x[400:], target[400:]), cfg,
               task="regression", loss_fn=nn.SmoothL1Loss(), progress=False)
     pred = predict(res.model, x[400:])
     assert pred.shape == (100, 2)

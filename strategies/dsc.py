@@ -1,0 +1,209 @@
+"""``dsc``: a depthwise-separable conv classifier says down / flat / up; the strategy follows it.
+
+Per candle: the incremental feature pipeline is updated with the new bar only (O(1)), the
+normalised window goes through the model, and one pass returns the class probabilities and the
+input x gradient attribution (torch or ONNX Runtime). Target: +1 (up) / -1 (down; 0 on long-only
+markets or with ``allow_short: false``) / 0 (flat), when the top class's probability reaches
+``prob_threshold``; otherwise flat. Explanation keys: ``docs/explanations.md`` (kind ``dsc``).
+
+Backtests may call :meth:`precompute` to batch the model over the whole file; it yields exactly
+the bar-by-bar decisions (``tests/test_dsc_strategy.py``).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rich.console import Console
+
+from bot.bars import Bars
+from bot.domain import Decision
+from bot.errors import ConfigError, ModelError
+from bot.feeds.replay import CandleData, ms_to_iso
+from models.checkpoint import default_checkpoint_path
+from models.dsc_runtime import DSCRuntime
+from models.dsc_train import DSCConfig, overlap_end, train_dsc
+from models.features import FEATURE_NAMES, FeatureWindow, compute_features, first_window_end, make_windows
+from models.labels import CLASSES
+from strategies.base import Strategy, StrategyContext, StrategyParams
+
+_SIGNALS = ("short", "flat", "long")
+
+
+class DSCParams(DSCConfig, StrategyParams):
+    """``strategy.params`` of dsc: see :class:`models.dsc_train.DSCConfig`."""
+
+
+def _reduce(attr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """[B, F, W] attribution -> per-feature sums [B, F], per-step sums [B, W], total |attr| [B]."""
+    return attr.sum(axis=2), attr.sum(axis=1), np.abs(attr).sum(axis=(1, 2))
+
+
+class DSCStrategy(Strategy):
+    name = "dsc"
+    Params = DSCParams
+
+    def __init__(self, params: DSCParams, ctx: StrategyContext) -> None:
+        super().__init__(params, ctx)
+        path = Path(ctx.checkpoint) if ctx.checkpoint else default_checkpoint_path("dsc", ctx.symbol, ctx.timeframe)
+        if not path.exists():
+            raise ModelError(f"checkpoint not found: {path} (train one with `bot train --strategy dsc "
+                             f"--data FILE`, or pass --checkpoint PATH)")
+        self.checkpoint_path = path
+        self.rt = DSCRuntime(path, params.backend, window=params.window)
+        self.window = self.rt.window
+        self._short = -1.0 if (params.allow_short and not ctx.long_only) else 0.0
+        self._threshold = params.prob_threshold
+        self._pre: dict[int, int] | None = None
+        self._pre_out: tuple[np.ndarray, ...] | None = None
+        self._pre_time: np.ndarray | None = None
+        self._reset()
+
+    # -- state -------------------------------------------------------------------------------------
+    def _reset(self) -> None:
+        self._fw = FeatureWindow(self.rt.normalizer, self.window, "conv")
+        self._fed = 0
+        self._fed_time: int | None = None
+
+    @property
+    def warmup(self) -> int:
+        return first_window_end(self.window) + 1
+
+    @property
+    def model_id(self) -> str | None:
+        return self.rt.model_id
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"checkpoint": str(self.checkpoint_path), "bars_seen": self._fed, "backend": self.rt.backend}
+
+    def on_start(self, bars: Bars) -> None:
+        self._reset()
+        self._catch_up(bars, bars.n)
+
+    def _catch_up(self, bars: Bars, n: int) -> np.ndarray | None:
+        """Feed bars [fed, n) to the incremental features (one bar per candle in steady state)."""
+        if self._fed and (self._fed > n or int(bars.time[self._fed - 1]) != self._fed_time):
+            self._reset()  # the buffer is not the history we were fed: start again from bar 0
+        block = None
+        t, o, h, lo, c, v = bars.time, bars.open, bars.high, bars.low, bars.close, bars.volume
+        fw = self._fw
+        for i in range(self._fed, n):
+            block = fw.update(int(t[i]), float(o[i]), float(h[i]), float(lo[i]), float(c[i]), float(v[i]))
+        if n > self._fed:
+            self._fed = n
+            self._fed_time = int(t[n - 1])
+        return block if fw.ready else None
+
+    # -- batched path (backtests) ---------------------------------------------------------------------
+    def precompute(self, data: CandleData) -> None:
+        """Probabilities and reduced attributions for every bar of ``data`` in batches.
+
+        Uses the batch feature pipeline over bars [0, t] (causal) and the same explain graph as
+        :meth:`on_bar`; ``on_bar`` then looks bar t up by time instead of running the model.
+        """
+        n = len(data)
+        first = first_window_end(self.window)
+        if n <= first:
+            return
+        z = self.rt.normalizer.transform(compute_features(data))
+        ends = np.arange(first, n)
+        bad = ~np.all(np.isfinite(z[first - self.window + 1:]), axis=1)
+        if bad.any():
+            return  # leave it to the bar-by-bar path, which names the bad bar
+        probs, fsum, ssum, tot = [], [], [], []
+        for s in range(0, ends.size, 1024):
+            x = make_windows(z, ends[s:s + 1024], self.window, "conv")
+            p, a = self.rt.explain(x)
+            f, st, tt = _reduce(a)
+            probs.append(p)
+            fsum.append(f)
+            ssum.append(st)
+            tot.append(tt)
+        self._pre_out = (np.concatenate(probs), np.concatenate(fsum), np.concatenate(ssum), np.concatenate(tot))
+        self._pre_time = np.asarray(data.time[ends], dtype=np.int64)
+        self._pre = {int(t): i for i, t in enumerate(self._pre_time)}
+
+    # -- per candle -----------------------------------------------------------------------------------
+    def on_bar(self, bars: Bars) -> Decision | None:
+        n = bars.n
+        t_now = bars.last_time()
+        times = bars.time[n - self.window: n] if n >= self.window else None
+        if self._pre is not None and self._pre_out is not None:
+            i = self._pre.get(t_now)
+            if i is not None:
+                p, f, s, tot = (a[i] for a in self._pre_out)
+                return self._decision(bars.symbol, t_now, p, f, s, float(tot), times)
+        block = self._catch_up(bars, n)
+        if block is None:
+            return None
+        p, a = self.rt.explain(block[None])
+        f, s, tot = _reduce(a)
+        return self._decision(bars.symbol, t_now, p[0], f[0], s[0], float(tot[0]), times)
+
+    def _decision(self, symbol: str, t: int, probs: np.ndarray, fsum: np.ndarray, ssum: np.ndarray,
+                  total: float, times: np.ndarray | None) -> Decision:
+        k = int(np.argmax(probs))
+        conf = float(probs[k])
+        signal = "flat"
+        target = 0.0
+        if conf >= self._threshold and k != 1:
+            if k == 2:
+                signal, target = "long", 1.0
+            elif self._short < 0:
+                signal, target = "short", -1.0
+        scale = 1.0 / total if total > 0 else 0.0
+        feat = fsum * scale
+        step = ssum * scale
+        top_f = np.argsort(-np.abs(feat), kind="stable")[:3]
+        top_s = np.argsort(-np.abs(step), kind="stable")[:3]
+        tw = times if times is not None else np.zeros(step.shape[0], dtype=np.int64)
+        explanation = {
+            "kind": "dsc",
+            "probs": {CLASSES[j]: round(float(probs[j]), 6) for j in range(3)},
+            "confidence": round(conf, 6),
+            "signal": signal,
+            "top_features": [{"feature": FEATURE_NAMES[j], "score": round(float(feat[j]), 6)} for j in top_f],
+            "top_steps": [{"time": int(tw[j]), "score": round(float(step[j]), 6)} for j in top_s],
+            "feature_scores": {FEATURE_NAMES[j]: round(float(feat[j]), 6) for j in range(feat.shape[0])},
+            "method": "input_x_gradient",
+            "prob_threshold": self._threshold,
+        }
+        return Decision(symbol=symbol, bar_time=t, target=self.clamp(target), confidence=conf,
+                        model_id=self.rt.model_id, explanation=explanation)
+
+    # -- backtest construction ---------------------------------------------------------------------
+    @classmethod
+    def for_backtest(cls, raw: dict[str, Any], ctx: StrategyContext,
+                     data: CandleData) -> tuple[Strategy, int, str | None]:
+        """Use the checkpoint if there is one (skipping bars it was fitted on); otherwise train on
+        the first ``train_fraction`` of ``data`` and backtest only the unseen rest."""
+        try:
+            params = DSCParams.model_validate(raw)
+        except Exception:  # noqa: BLE001 - from_config produces the one-line message
+            cls.from_config(raw, ctx)
+            raise
+        path = Path(ctx.checkpoint) if ctx.checkpoint else default_checkpoint_path("dsc", ctx.symbol, ctx.timeframe)
+        note = None
+        if not path.exists():
+            if ctx.checkpoint:
+                raise ModelError(f"checkpoint not found: {path}")
+            cut = int(len(data) * params.train_fraction)
+            console = Console(stderr=True)
+            console.print(f"no dsc checkpoint at {path}: training one on the first {cut} of {len(data)} bars "
+                          f"({ms_to_iso(int(data.time[0]))} .. {ms_to_iso(int(data.time[cut - 1]))})")
+            train_dsc(data.slice(0, cut), params, fee_rate=ctx.fee_rate, long_only=ctx.long_only,
+                      symbol=ctx.symbol, timeframe=ctx.timeframe, out=path, progress=True, console=console)
+            note = f"trained {path} on bars before {ms_to_iso(int(data.time[cut]))}; "
+        ctx2 = StrategyContext(ctx.symbol, ctx.timeframe, ctx.long_only, ctx.fee_rate, str(path))
+        strategy = cls(params, ctx2)
+        k = overlap_end(strategy.rt.meta, data)
+        if k is None:
+            return strategy, 0, (note + "backtesting all bars") if note else None
+        first = k + 1
+        if len(data) - first <= 0:
+            raise ConfigError(f"every bar of this file was used to fit {path}: nothing out of sample to backtest")
+        msg = (f"{note or ''}the checkpoint was fitted on bars up to {ms_to_iso(int(data.time[k]))}: "
+               f"backtesting only the {len(data) - first} later bars (out of sample)")
+        return strategy, first, msg

@@ -1,0 +1,118 @@
+"""dsc through the real CLI: train / evaluate / backtest, and bad input as one line + exit code 2."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pandas as pd
+import pytest
+from torch import nn
+
+from bot.feeds.replay import load_candles
+from models.checkpoint import ModelMeta, save_checkpoint
+from tests.test_dsc_strategy import TINY, tiny_checkpoint
+
+BOT = str(Path(sys.executable).parent / "bot")
+ROOT = Path(__file__).resolve().parents[1]
+TINY_SETS = ["--set", "strategy.params=" + json.dumps(TINY)]
+
+
+def bot(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "BOT_DEBUG": ""}
+    env.pop("BOT_DEBUG")
+    return subprocess.run([BOT, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
+
+
+def one_line_error(r: subprocess.CompletedProcess[str], match: str) -> None:
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert match in lines[0], lines[0]
+    assert "Traceback" not in r.stderr
+
+
+@pytest.fixture(scope="module")
+def work(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str, Path]:
+    d = tmp_path_factory.mktemp("dsc_cli")
+    btc = load_candles(data_dir / "bybit_BTCUSDT_1h.csv.gz", symbol="BTCUSDT", timeframe="1h", bar_ms=3_600_000)
+    ck = tiny_checkpoint(btc.slice(0, 1500), d / "tiny.pt")
+    cols = {"timestamp": btc.time, "open": btc.open, "high": btc.high, "low": btc.low, "close": btc.close,
+            "volume": btc.volume}
+    small = d / "small.csv"
+    pd.DataFrame({k: v[:1300] for k, v in cols.items()}).to_csv(small, index=False)
+    few = d / "few.csv"
+    pd.DataFrame({k: v[:50] for k, v in cols.items()}).to_csv(few, index=False)
+    bad = pd.DataFrame({k: v[:400].copy() for k, v in cols.items()})
+    bad.loc[200:, "volume"] = 1e308  # absurd volume: finite in the file, overflows to NaN in the VWAP
+    badf = d / "absurd.csv"
+    bad.to_csv(badf, index=False)
+    corrupted = d / "corrupted.pt"
+    corrupted.write_bytes(ck.read_bytes()[:300])
+    other = save_checkpoint(d / "other.pt", nn.Linear(2, 2), ModelMeta(
+        kind="rollout", hparams={}, feature_names=["x"], window=16, horizon=2, normalizer={}))
+    mystery = save_checkpoint(d / "mystery.pt", nn.Linear(2, 2), ModelMeta(
+        kind="mystery", hparams={}, feature_names=["x"], window=16, horizon=2, normalizer={}))
+    return {"dir": d, "ckpt": ck, "mystery": mystery, "small": small, "few": few, "absurd": badf,
+            "corrupted": corrupted,
+            "other": other, "eth": data_dir / "bybit_ETHUSDT_1h.csv.gz"}
+
+
+def test_evaluate_json_on_another_market(work: dict[str, Path]) -> None:
+    r = bot("evaluate", "--checkpoint", str(work["ckpt"]), "--data", str(work["eth"]), "--json", cwd=work["dir"])
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout)
+    ev = out["metrics"]["evaluated"]
+    assert 0 <= ev["accuracy"] <= 1 and ev["samples"] > 10_000
+    assert set(ev["baselines"]) == {"majority_class", "same_as_last_bar"}
+    assert len(ev["confusion"]) == 3 and "trading_after_fees" in ev
+
+
+def test_train_writes_checkpoint_and_card(work: dict[str, Path]) -> None:
+    out = work["dir"] / "cli.pt"
+    r = bot("train", "--strategy", "dsc", "--data", str(work["small"]), "--out", str(out), "--json", *TINY_SETS,
+            cwd=work["dir"])
+    assert r.returncode == 0, r.stderr
+    card = json.loads(r.stdout)
+    assert card["kind"] == "dsc" and card["window"] == 16 and "test" in card["metrics"]
+    assert out.exists() and (work["dir"] / "cli.card.json").exists() and (work["dir"] / "cli.explain.onnx").exists()
+
+
+def test_backtest_with_checkpoint(work: dict[str, Path]) -> None:
+    db = f"sqlite:///{work['dir'] / 'j.db'}"
+    r = bot("backtest", "--strategy", "dsc", "--checkpoint", str(work["ckpt"]), "--data", str(work["eth"]),
+            "--from", "2025-06-01", "--to", "2025-07-01", "--db", db, "--json", *TINY_SETS, cwd=work["dir"])
+    assert r.returncode == 0, r.stderr
+    summary = json.loads(r.stdout)
+    assert summary["strategy"] == "dsc" and summary["model_id"].startswith("dsc-") and summary["decisions"] > 500
+
+
+@pytest.mark.parametrize("case, match", [
+    ("missing", "checkpoint not found"),
+    ("corrupted", "corrupted"),
+    ("mystery", "no evaluator for model kind 'mystery'"),
+    ("few", "too little data"),
+    ("absurd", "vwap_dist_24 is NaN/inf"),
+])
+def test_bad_input_is_one_line_exit_2(work: dict[str, Path], case: str, match: str) -> None:
+    ckpt = {"missing": work["dir"] / "nope.pt", "corrupted": work["corrupted"], "mystery": work["mystery"]}.get(
+        case, work["ckpt"])
+    data = work[case] if case in ("few", "absurd") else work["small"]
+    r = bot("evaluate", "--checkpoint", str(ckpt), "--data", str(data), cwd=work["dir"])
+    one_line_error(r, match)
+
+
+def test_bad_input_backtest_and_train(work: dict[str, Path]) -> None:
+    db = f"sqlite:///{work['dir'] / 'j2.db'}"
+    r = bot("backtest", "--strategy", "dsc", "--checkpoint", str(work["other"]), "--data", str(work["small"]),
+            "--db", db, *TINY_SETS, cwd=work["dir"])
+    one_line_error(r, "holds a 'rollout' model")
+    r = bot("train", "--strategy", "dsc", "--data", str(work["few"]), "--out", str(work["dir"] / "x.pt"),
+            *TINY_SETS, cwd=work["dir"])
+    one_line_error(r, "too little data")
+    r = bot("train", "--strategy", "dsc", "--data", str(work["small"]), "--set", "strategy.params.window=2",
+            *TINY_SETS[:0], "--set", "strategy.params.bogus=1", cwd=work["dir"])
+    assert r.returncode == 2 and "error:" in r.stderr and "Traceback" not in r.stderr

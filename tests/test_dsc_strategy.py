@@ -1,0 +1,132 @@
+"""dsc strategy: batch path == bar-by-bar path on real data, ONNX == torch, explanation contract,
+train-then-backtest when no checkpoint exists."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from bot.bars import Bars
+from bot.feeds.replay import CandleData, load_candles
+from models.dsc_train import DSCConfig, train_dsc
+from strategies.base import StrategyContext
+from strategies.dsc import DSCParams, DSCStrategy
+
+torch.set_num_threads(1)
+
+TINY = {"window": 16, "horizon": 2, "channels": 8, "blocks": 2, "prob_threshold": 0.4,
+        "train": {"epochs": 2, "batch_size": 128, "threads": 1, "patience": 2, "seed": 1}}
+
+
+def tiny_checkpoint(data: CandleData, out: Path, **extra: object) -> Path:
+    """A small, quickly trained dsc checkpoint (seconds), for tests."""
+    cfg = DSCConfig.model_validate({**TINY, **extra})
+    return train_dsc(data, cfg, fee_rate=0.001, long_only=False, symbol="BTCUSDT", timeframe="1h", out=out,
+                     progress=False)
+
+
+@pytest.fixture(scope="module")
+def btc(data_dir: Path) -> CandleData:
+    return load_candles(data_dir / "bybit_BTCUSDT_1h.csv.gz", symbol="BTCUSDT", timeframe="1h", bar_ms=3_600_000)
+
+
+@pytest.fixture(scope="module")
+def ckpt(btc: CandleData, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tiny_checkpoint(btc.slice(0, 1500), tmp_path_factory.mktemp("dsc") / "tiny.pt")
+
+
+def make(ckpt: Path, backend: str = "torch", long_only: bool = False, **params: object) -> DSCStrategy:
+    p = DSCParams.model_validate({**TINY, "backend": backend, **params})
+    return DSCStrategy(p, StrategyContext("BTCUSDT", "1h", long_only, 0.001, str(ckpt)))
+
+
+def run_bars(strategy: DSCStrategy, data: CandleData, precompute: bool) -> dict[int, object]:
+    """Drive the strategy like the engine does: on_start, then on_bar per revealed bar."""
+    if precompute:
+        strategy.precompute(data)
+    bars = Bars.preloaded("BTCUSDT", "1h", data.time, data.open, data.high, data.low, data.close, data.volume)
+    strategy.on_start(bars)
+    out = {}
+    while bars.advance():
+        d = strategy.on_bar(bars)
+        if d is not None:
+            out[d.bar_time] = d
+    return out
+
+
+def test_batch_path_equals_bar_by_bar_on_real_data(btc: CandleData, ckpt: Path) -> None:
+    data = btc.slice(1500, 2600)  # unseen bars of another period
+    slow = run_bars(make(ckpt), data, precompute=False)
+    fast = run_bars(make(ckpt), data, precompute=True)
+    assert slow.keys() == fast.keys() and len(slow) == len(data) - make(ckpt).warmup + 1
+    assert len({d.explanation["signal"] for d in slow.values()}) >= 2  # not a constant decision
+    for t, a in slow.items():
+        b = fast[t]
+        assert a.target == b.target and a.explanation["signal"] == b.explanation["signal"]
+        assert a.confidence == pytest.approx(b.confidence, abs=1e-6)
+        for k, v in a.explanation["feature_scores"].items():
+            assert v == pytest.approx(b.explanation["feature_scores"][k], abs=1e-4)
+        assert [s["time"] for s in a.explanation["top_steps"]] == [s["time"] for s in b.explanation["top_steps"]] \
+            or max(abs(s["score"]) for s in a.explanation["top_steps"]) < 1e-3
+
+
+def test_onnx_backend_matches_torch(btc: CandleData, ckpt: Path) -> None:
+    data = btc.slice(1500, 1900)
+    a = run_bars(make(ckpt, "torch"), data, precompute=False)
+    b = run_bars(make(ckpt, "onnx"), data, precompute=False)
+    c = run_bars(make(ckpt, "onnx"), data, precompute=True)
+    assert a.keys() == b.keys() == c.keys()
+    for t in a:
+        pa, pb, pc = (np.array(list(x[t].explanation["probs"].values())) for x in (a, b, c))
+        assert np.abs(pa - pb).max() <= 1e-5 and np.abs(pa - pc).max() <= 1e-5
+        assert a[t].target == b[t].target == c[t].target
+
+
+def test_explanation_contract(btc: CandleData, ckpt: Path) -> None:
+    data = btc.slice(1500, 1700)
+    s = make(ckpt)
+    ds = run_bars(s, data, precompute=False)
+    d = ds[int(data.time[-1])]
+    e = d.explanation
+    assert e["kind"] == "dsc" and e["method"] == "input_x_gradient"
+    assert set(e["probs"]) == {"down", "flat", "up"} and math.isclose(sum(e["probs"].values()), 1.0, abs_tol=1e-5)
+    assert e["confidence"] == max(e["probs"].values()) and e["signal"] in ("long", "short", "flat")
+    assert len(e["top_features"]) == 3 and len(e["top_steps"]) == 3
+    window_times = set(int(t) for t in data.time[-16:])
+    assert all(st["time"] in window_times for st in e["top_steps"])
+    assert set(e["feature_scores"]) == set(s.rt.meta.feature_names)
+    assert abs(e["top_features"][0]["score"]) == max(abs(v) for v in e["feature_scores"].values())
+    json.dumps(e, allow_nan=False)
+    assert d.model_id == s.model_id and d.model_id.startswith("dsc-")
+
+
+def test_long_only_never_shorts(btc: CandleData, ckpt: Path) -> None:
+    ds = run_bars(make(ckpt, long_only=True), btc.slice(1500, 1900), precompute=True)
+    assert all(d.target in (0.0, 1.0) for d in ds.values())
+    ds = run_bars(make(ckpt, allow_short=False), btc.slice(1500, 1900), precompute=False)
+    assert all(d.target >= 0 for d in ds.values())
+
+
+def test_for_backtest_trains_on_early_part_when_no_checkpoint(btc: CandleData, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    data = btc.slice(0, 1400)
+    ctx = StrategyContext("BTCUSDT", "1h", False, 0.001, None)
+    strat, first, note = DSCStrategy.for_backtest({**TINY, "train_fraction": 0.7}, ctx, data)
+    assert (tmp_path / "checkpoints" / "dsc_BTCUSDT_1h.pt").exists()
+    assert (tmp_path / "checkpoints" / "dsc_BTCUSDT_1h.card.json").exists()
+    fit_end = strat.rt.meta.train_range["fit_end_index"]
+    assert first == fit_end + 1 and first < int(0.7 * 1400)
+    assert note and "out of sample" in note and "trained" in note
+    # The second run finds the checkpoint and still skips the bars it was fitted on.
+    strat2, first2, note2 = DSCStrategy.for_backtest({**TINY, "train_fraction": 0.7}, ctx, data)
+    assert first2 == first and "out of sample" in (note2 or "")
+    # Another market (different candles) is traded from the first bar.
+    other = btc.slice(2000, 2600)
+    _, first3, _ = DSCStrategy.for_backtest(TINY, StrategyContext("BTCUSDT", "1h", False, 0.001, None), other)
+    assert first3 == 0
