@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator
 
 from bot.errors import ConfigError
 from models.price_encoder import EncoderConfig
@@ -80,6 +80,14 @@ class GRUSizerConfig(_Frozen):
     stage: int = Field(0, ge=0, le=2)   # bot train: 0 = stage 1 then 2, 1 = encoder only, 2 = sizer only
     max_exposure: float = Field(1.0, gt=0, le=10)  # level 10 -> this fraction of equity
     batch_precompute: bool = True       # backtests: batch the encoder (same decisions, tested)
+
+    @field_validator("train", mode="before")
+    @classmethod
+    def _train_over_defaults(cls, v: Any) -> Any:
+        # ``--set strategy.params.train.epochs=3`` changes one key, not the whole stage-1 default.
+        if isinstance(v, dict):
+            return {**_stage1_default().model_dump(), **v}
+        return v
 
     def encoder_config(self, n_features: int) -> EncoderConfig:
         return EncoderConfig(n_features=n_features, window=self.window, horizon=self.horizon,

@@ -177,13 +177,14 @@ def card_metrics(encoder: PriceEncoder, sizer: PositionSizer | None, prep: Prepa
         return out
     bar_ms = timeframe_ms(timeframe)
     bpy = 365 * 86_400_000 / bar_ms
-    lo, hi = prep.bars("test")
-    bars = np.arange(lo, hi + 1)
-    levels = sizer_levels(encoder, sizer, prep.z, prep.time, bars, bar_ms, prep.first_bar)
-    pos = levels / 10.0
-    out["sizer_test"] = {**exposure_backtest(pos, prep.close, bars, fee, bpy),
-                         "level_hist": np.bincount(levels, minlength=11).tolist()}
-    out["buy_and_hold_test"] = exposure_backtest(np.ones_like(pos), prep.close, bars, fee, bpy)
+    for part in ("val", "test"):
+        lo, hi = prep.bars(part)
+        bars = np.arange(lo, hi + 1)
+        levels = sizer_levels(encoder, sizer, prep.z, prep.time, bars, bar_ms, prep.first_bar)
+        pos = levels / 10.0
+        out[f"sizer_{part}"] = {**exposure_backtest(pos, prep.close, bars, fee, bpy),
+                                "level_hist": np.bincount(levels, minlength=11).tolist()}
+        out[f"buy_and_hold_{part}"] = exposure_backtest(np.ones_like(pos), prep.close, bars, fee, bpy)
     out["half_exposure_test"] = exposure_backtest(np.full_like(pos, 0.5), prep.close, bars, fee, bpy)
     return out
 
