@@ -29,6 +29,7 @@ from models.transformer import TransformerClassifier
 from strategies.base import Strategy, StrategyContext, StrategyParams
 
 TOP_STEPS = 5
+CHUNK = 2048  # windows per batched forward pass in backtests
 
 
 class RolloutParams(RolloutConfig, StrategyParams):
@@ -123,7 +124,9 @@ class RolloutStrategy(Strategy):
 
     # -- batched backtest path ---------------------------------------------------------------------
     def precompute(self, data: CandleData) -> None:
-        """Every bar's probabilities and attribution in batches (bars [0, t] only for bar t)."""
+        """Batch path: features for the whole file now; model outputs in chunks of
+        :data:`CHUNK` windows when a bar of the chunk is first asked for (history bars a backtest
+        never trades are never run). The window of bar t holds bars [t - W + 1, t] only."""
         if not self.params.batch_precompute:
             return
         n, w = len(data), self.window
@@ -131,13 +134,24 @@ class RolloutStrategy(Strategy):
         if n <= first:
             return
         z = self.norm.transform(compute_features(data))
-        ends = np.arange(first, n)
-        x = make_windows(z, ends, w, "seq")
-        ok = np.isfinite(x).all(axis=(1, 2))
-        ex = self.explainer.explain(np.where(ok[:, None, None], x, 0.0))
-        self._pre = {"index": {int(tm): i for i, tm in enumerate(data.time)}, "first": first,
-                     "close": np.asarray(data.close, dtype=np.float64), "ok": ok, "probs": ex.probs,
-                     "attribution": ex.attribution, "share": ex.share, "regime": ex.regime}
+        self._pre = {"index": {int(tm): i for i, tm in enumerate(data.time)}, "first": first, "n": n,
+                     "close": np.asarray(data.close, dtype=np.float64), "z": z, "chunks": {}}
+
+    def _precomputed(self, k: int) -> tuple[bool, np.ndarray, np.ndarray, float, int]:
+        """(window ok, probs, attribution, recent share, regime) of window ``k`` (ends at first + k)."""
+        pre = self._pre
+        assert pre is not None
+        c = k // CHUNK
+        out = pre["chunks"].get(c)
+        if out is None:
+            ends = np.arange(pre["first"] + c * CHUNK, min(pre["first"] + (c + 1) * CHUNK, pre["n"]))
+            x = make_windows(pre["z"], ends, self.window, "seq")
+            ok = np.isfinite(x).all(axis=(1, 2))
+            out = (ok, self.explainer.explain(np.where(ok[:, None, None], x, 0.0)))
+            pre["chunks"] = {c: out}  # one chunk at a time: backtests move forward
+        ok, ex = out
+        j = k - c * CHUNK
+        return bool(ok[j]), ex.probs[j], ex.attribution[j], float(ex.share[j]), int(ex.regime[j])
 
     # -- decisions ---------------------------------------------------------------------------------
     def on_bar(self, bars: Bars) -> Decision | None:
@@ -148,11 +162,10 @@ class RolloutStrategy(Strategy):
             if i is not None and pre["close"][i] == bars.last_close():
                 if i < pre["first"]:
                     return None
-                k = i - pre["first"]
-                if not pre["ok"][k]:
+                ok, probs, attribution, share, regime = self._precomputed(i - pre["first"])
+                if not ok:
                     raise ModelError(f"non-finite features in the window ending {ms_to_iso(t)} (bad candle)")
-                return self._decision(bars, pre["probs"][k], pre["attribution"][k], float(pre["share"][k]),
-                                      int(pre["regime"][k]))
+                return self._decision(bars, probs, attribution, share, regime)
             self._pre = None  # the bars differ from the precomputed file: bar by bar from here on
             self._reset()
         block = self._catch_up(bars)

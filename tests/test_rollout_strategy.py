@@ -84,7 +84,10 @@ def test_explanation_follows_the_contract(ckpt: str, data: CandleData) -> None:
     assert {d.target for d in decisions.values()} <= {-1.0, 0.0, 1.0}
 
 
-def test_batch_precompute_equals_bar_by_bar_on_real_data(ckpt: str, data: CandleData) -> None:
+@pytest.mark.parametrize("chunk", [2048, 97])
+def test_batch_precompute_equals_bar_by_bar_on_real_data(ckpt: str, data: CandleData, chunk: int,
+                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr("strategies.rollout.CHUNK", chunk)  # 97: many chunk boundaries
     slow = run(strategy(ckpt), data, precompute=False)
     fast = run(strategy(ckpt), data, precompute=True)
     assert slow.keys() == fast.keys() and len(slow) > 1000
