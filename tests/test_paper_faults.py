@@ -58,7 +58,7 @@ async def _clean_journal(btc_1h: Path, tmp: Path) -> dict[str, Any]:
 async def test_dropped_delayed_duplicated_reordered_feed_gives_clean_journal(btc_1h: Path, tmp_path: Path) -> None:
     clean = await _clean_journal(btc_1h, tmp_path)
     faults = FaultConfig(ws_drop_every=9, ws_duplicate_rate=0.3, ws_reorder_rate=0.3, ws_delay_ms=2.0,
-                         latency_ms=1.0, jitter_ms=3.0, http_error_rate=0.1, seed=11)
+                         latency_ms=1.0, jitter_ms=3.0, http_error_rate=0.2, seed=11)
     feeds: list[BybitFeed] = []
     # No partial pushes: a held-back push is a confirmed bar, so closed bars really arrive out of order.
     journal, stats, (db, run_id) = await _run(btc_1h, tmp_path, "faulty", faults, feeds, updates=0)
@@ -66,8 +66,8 @@ async def test_dropped_delayed_duplicated_reordered_feed_gives_clean_journal(btc
         assert journal[table] == clean[table], table
     assert len(clean["orders"]) >= 4
     # The faults really happened, and the feed really repaired them.
-    assert stats["ws_dropped"] >= 5 and stats["ws_duplicated"] >= 5 and stats["ws_reordered"] >= 5
-    assert stats["http_5xx"] >= 1
+    assert stats.get("ws_dropped", 0) >= 5 and stats.get("ws_duplicated", 0) >= 5
+    assert stats.get("ws_reordered", 0) >= 5 and stats.get("http_5xx", 0) >= 1
     feed = feeds[0]
     assert feed.stats["connects"] >= 4 and feed.stats["duplicates"] >= 1 and feed.stats["backfilled"] >= 5
     assert feed.stats["gaps"] >= 1  # a reordered bar arrived early: the missing one came over REST
