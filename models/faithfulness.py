@@ -30,7 +30,8 @@ def masking_faithfulness(predict_probs: Callable[[np.ndarray], np.ndarray], x: n
     """Average probability drop of the predicted class for top-k, random-k and most-recent-k masking.
 
     ``x`` [B, W, F] model inputs, ``attribution`` [B, W]. Returns one dict per k with the mean
-    drops, the share of windows where top-k beat the mean random drop, and the sample count.
+    drops, the share of windows where top-k beat the mean random drop, the same top-k / random-k
+    pair restricted to the older steps (newest step excluded), and the sample count.
     """
     rng = np.random.default_rng(seed)
     b, w, _ = x.shape
@@ -43,16 +44,24 @@ def masking_faithfulness(predict_probs: Callable[[np.ndarray], np.ndarray], x: n
         return base - predict_probs(mask_steps(x, steps))[rows, cls]
 
     order = np.argsort(-attribution, axis=1, kind="stable")
+    # The same test without the newest step (which rollout favours by construction through the
+    # residual term): does the attribution still find what matters among the older steps?
+    older = np.argsort(-attribution[:, :-1], axis=1, kind="stable")
     out: dict[str, Any] = {"samples": int(b), "random_draws": n_random}
     for k in ks:
-        k = min(k, w)
+        k = min(k, w - 1)
         top = drop(order[:, :k])
         rand = np.mean([drop(rng.random((b, w)).argsort(axis=1)[:, :k]) for _ in range(n_random)], axis=0)
         recent = drop(np.tile(np.arange(w - k, w), (b, 1)))
+        top_old = drop(older[:, :k])
+        rand_old = np.mean([drop(rng.random((b, w - 1)).argsort(axis=1)[:, :k]) for _ in range(n_random)],
+                           axis=0)
         out[f"k{k}"] = {
             "top_k_drop": float(top.mean()),
             "random_k_drop": float(rand.mean()),
             "recent_k_drop": float(recent.mean()),
             "top_beats_random_share": float((top > rand).mean()),
+            "older_top_k_drop": float(top_old.mean()),
+            "older_random_k_drop": float(rand_old.mean()),
         }
     return out

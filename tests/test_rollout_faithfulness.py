@@ -42,6 +42,8 @@ def test_faithful_attribution_beats_random_masking() -> None:
         assert res[k]["top_k_drop"] > 2 * res[k]["random_k_drop"]
         assert res[k]["top_beats_random_share"] > 0.5
     assert res["k1"]["recent_k_drop"] == 0.0  # the newest step is not the one the model reads
+    assert res["k1"]["older_top_k_drop"] == res["k1"]["top_k_drop"]  # step 5 is an older step
+    assert res["k1"]["older_top_k_drop"] > 2 * res["k1"]["older_random_k_drop"]
     assert res["samples"] == len(x)
 
 

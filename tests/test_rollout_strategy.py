@@ -160,7 +160,8 @@ def test_model_card_reports_faithfulness_and_baselines(ckpt: str) -> None:
     m = read_meta(ckpt).metrics
     for k in ("k1", "k3", "k5"):
         f = m["faithfulness_test"][k]
-        assert set(f) == {"top_k_drop", "random_k_drop", "recent_k_drop", "top_beats_random_share"}
+        assert set(f) == {"top_k_drop", "random_k_drop", "recent_k_drop", "top_beats_random_share",
+                          "older_top_k_drop", "older_random_k_drop"}
         assert all(np.isfinite(v) for v in f.values())
     test = m["test"]
     assert {"majority_class", "same_as_last_bar"} <= set(test["baselines"])
