@@ -26,7 +26,7 @@ KINDS = ("sma", "dsc", "rollout", "gru_sizer")
 
 @dataclass(slots=True)
 class ReportData:
-    """One run, ready to plot. Times are UTC milliseconds (``*_time``) and aware timestamps (``dt``)."""
+    """One run, ready to plot. Times are UTC milliseconds (``*_time``) and naive UTC timestamps (``dt``)."""
 
     run: dict[str, Any]
     summary: dict[str, Any]
@@ -61,8 +61,12 @@ class ReportData:
 
 
 def to_dt(ms: Any) -> pd.DatetimeIndex | pd.Timestamp:
-    """Epoch milliseconds (scalar or array) -> aware UTC timestamps."""
-    return pd.to_datetime(ms, unit="ms", utc=True)
+    """Epoch milliseconds (scalar or array) -> timestamps in UTC, stored naive.
+
+    Naive datetime64 (not tz-aware objects) keeps arrays numeric: plotly and matplotlib take them
+    without copying one Python object per bar.
+    """
+    return pd.to_datetime(ms, unit="ms")
 
 
 def _equity_frame(rows: list[dict[str, Any]]) -> pd.DataFrame:

@@ -81,21 +81,28 @@ def price_figure(d: ReportData, t: th.Theme) -> go.Figure:
     return fig
 
 
+def pct_cell(v: float) -> str:
+    """A heatmap cell: signed percent, blank where there were no bars, never '-0.0%'."""
+    if not np.isfinite(v):
+        return ""
+    return "0.0%" if abs(v) < 0.0005 else f"{v:+.1%}"
+
+
 def monthly_figure(d: ReportData, t: th.Theme) -> go.Figure:
     table = monthly_returns(d)
     z = table.to_numpy(dtype=np.float64)
     months = z[:, :12]
     lim = float(np.nanmax(np.abs(months))) if np.isfinite(months).any() else 0.01
     lim = max(lim, 1e-4)
-    text = [["" if not np.isfinite(v) else f"{v:+.1%}" for v in row] for row in z]
+    text = [[pct_cell(v) for v in row] for row in z]
     fig = go.Figure(go.Heatmap(
         z=z, x=[*MONTHS, "Year"], y=[str(y) for y in table.index], text=text, texttemplate="%{text}",
         textfont={"size": 12}, colorscale=t.diverging, zmid=0, zmin=-lim, zmax=lim, xgap=3, ygap=3,
-        hovertemplate="%{y} %{x}: %{z:+.2%}<extra></extra>", colorbar={"tickformat": ".0%", "thickness": 12},
+        showscale=False, hovertemplate="%{y} %{x}: %{z:+.2%}<extra></extra>",
     ))
-    styled(fig, t, "Monthly returns (UTC months; the last column compounds the year)", 150 + 44 * max(1, len(table)))
+    styled(fig, t, "Monthly returns (UTC months; the last column compounds the year)", 170 + 52 * max(1, len(table)))
     fig.update_layout(hovermode="closest")
     fig.update_yaxes(autorange="reversed", type="category", showgrid=False, ticks="")
     fig.update_xaxes(side="top", showgrid=False, ticks="", showline=False)
-    fig.update_layout(margin={"t": 110})
+    fig.update_layout(margin={"t": 96, "b": 16})
     return fig

@@ -23,6 +23,8 @@ def change_points(y: np.ndarray) -> np.ndarray:
 
 def rollout_figures(d: ReportData, v: RolloutView, t: th.Theme) -> dict[str, go.Figure]:
     bars = go.Figure()
+    bars.add_trace(go.Scatter(x=v.lags, y=v.all_mean, name=f"all decisions (n={v.n_all})", mode="lines",
+                              line={"color": th.BENCHMARK, "width": 1.5, "dash": "dot"}, hovertemplate="%{y:.4f}"))
     if v.win_mean is not None:
         bars.add_trace(go.Scatter(x=v.lags, y=v.win_mean, name=f"winning trades (n={v.n_win})", mode="lines",
                                   line={"color": th.GAIN, "width": 2.2}, hovertemplate="%{y:.4f}"))
@@ -31,7 +33,7 @@ def rollout_figures(d: ReportData, v: RolloutView, t: th.Theme) -> dict[str, go.
                                   line={"color": th.LOSS, "width": 2.2}, hovertemplate="%{y:.4f}"))
     if v.win_mean is None and v.loss_mean is None:
         bars.add_annotation(text="no closed trade with an attribution yet", showarrow=False,
-                            xref="paper", yref="paper", x=0.5, y=0.5, font={"color": t.muted, "size": 14})
+                            xref="paper", yref="paper", x=0.5, y=0.92, font={"color": t.muted, "size": 13})
     styled(bars, t, "Mean attention-rollout attribution at entry: winning vs losing trades", 400)
     bars.update_xaxes(title_text="bars before the decision (0 = decision bar)")
     bars.update_yaxes(title_text="attribution (sums to 1)")
@@ -41,7 +43,7 @@ def rollout_figures(d: ReportData, v: RolloutView, t: th.Theme) -> dict[str, go.
     ))
     styled(heat, t, "Attribution over time (each column: one decision, or the mean of a bucket)", 420)
     heat.update_layout(hovermode="closest")
-    heat.update_yaxes(title_text="bars before the decision", showgrid=False)
+    heat.update_yaxes(title_text="lag (bars)", showgrid=False)
     heat.update_xaxes(showgrid=False)
     return {"fig-rollout-attribution": bars, "fig-rollout-heatmap": heat}
 
@@ -50,7 +52,7 @@ def dsc_figures(d: ReportData, v: DSCView, t: th.Theme) -> dict[str, go.Figure]:
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=(
         "Confidence by signal", f"Calibration on the next bar ({v.n_scored} decisions)"))
     for sig, vals in sorted(v.confidence.items()):
-        fig.add_trace(go.Histogram(x=vals, name=sig, nbinsx=20, opacity=0.75,
+        fig.add_trace(go.Histogram(x=vals, name=sig, xbins={"start": 0, "end": 1, "size": 0.05},
                                    marker={"color": th.SIGNAL_COLOURS.get(sig, th.BENCHMARK)},
                                    hovertemplate="%{x}: %{y}<extra>" + sig + "</extra>"), row=1, col=1)
     fig.add_trace(go.Scatter(x=[0, 1], y=[0, 1], mode="lines", name="perfectly calibrated",
@@ -60,11 +62,12 @@ def dsc_figures(d: ReportData, v: DSCView, t: th.Theme) -> dict[str, go.Figure]:
         fig.add_trace(go.Scatter(
             x=c.predicted, y=c.realised, mode="lines+markers", name=f"p({c.label}) · Brier {c.brier:.3f}",
             line={"color": colour, "width": 2}, marker={"size": 4 + 10 * np.sqrt(c.count / max(c.count.max(), 1))},
-            customdata=c.count, hovertemplate="predicted %{x:.2f}<br>realised %{y:.2f}<br>n=%{customdata}<extra></extra>",
+            customdata=c.count,
+            hovertemplate="predicted %{x:.2f}<br>realised %{y:.2f}<br>n=%{customdata}<extra></extra>",
         ), row=1, col=2)
     styled(fig, t, "DSC classifier: confidence and calibration", 440)
-    fig.update_layout(barmode="overlay", hovermode="closest")
-    fig.update_xaxes(title_text="confidence", row=1, col=1)
+    fig.update_layout(barmode="stack", bargap=0.08, hovermode="closest")
+    fig.update_xaxes(title_text="confidence", range=[0, 1], row=1, col=1)
     fig.update_yaxes(title_text="decisions", row=1, col=1)
     fig.update_xaxes(title_text="predicted probability", range=[0, 1], row=1, col=2)
     fig.update_yaxes(title_text="realised frequency", range=[0, 1], row=1, col=2)

@@ -39,6 +39,8 @@ def _with(d: ReportData, key: str) -> list[dict[str, Any]]:
 @dataclass(slots=True)
 class RolloutView:
     lags: np.ndarray            # window step relative to the decision bar (0 = the decision bar)
+    all_mean: np.ndarray        # over every decision: the baseline winners and losers differ from
+    n_all: int
     win_mean: np.ndarray | None
     loss_mean: np.ndarray | None
     n_win: int
@@ -83,6 +85,7 @@ def rollout_view(d: ReportData) -> RolloutView | None:
     times = np.asarray([r["bar_time"] for r, _ in pairs], dtype=np.int64)
     return RolloutView(
         lags=np.arange(-window + 1, 1),
+        all_mean=matrix.mean(axis=0), n_all=len(matrix),
         win_mean=np.mean(wins, axis=0) if wins else None,
         loss_mean=np.mean(losses, axis=0) if losses else None,
         n_win=len(wins), n_loss=len(losses),

@@ -18,28 +18,35 @@ from matplotlib.axes import Axes
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.colors import LinearSegmentedColormap, TwoSlopeNorm
 from matplotlib.figure import Figure
+from matplotlib.patches import FancyBboxPatch
 from matplotlib.ticker import FuncFormatter, PercentFormatter
 
 from bot.report import tables
 from bot.report import theme as th
 from bot.report.analysis import buy_and_hold, drawdown, monthly_returns
 from bot.report.data import ReportData
-from bot.report.figures import MONTHS
+from bot.report.figures import MONTHS, pct_cell
 
 DPI = 100
 PNG_SIZE = (1600, 900)  # width, height in pixels
 
 
-def new_figure(t: th.Theme) -> Figure:
+#: Fixed margins (fractions of the canvas). The canvas size never changes, so explicit margins
+#: look the same as a constrained layout at half the drawing time.
+MARGINS = {"left": 0.065, "right": 0.985, "top": 0.9, "bottom": 0.08, "hspace": 0.12, "wspace": 0.16}
+
+
+def new_figure(t: th.Theme, **margins: float) -> Figure:
     """A figure of exactly PNG_SIZE pixels (call inside ``rc_context(matplotlib_rc(t))``)."""
-    fig = Figure(figsize=(PNG_SIZE[0] / DPI, PNG_SIZE[1] / DPI), dpi=DPI, layout="constrained")
+    fig = Figure(figsize=(PNG_SIZE[0] / DPI, PNG_SIZE[1] / DPI), dpi=DPI)
+    fig.subplots_adjust(**{**MARGINS, **margins})
     FigureCanvasAgg(fig)  # the Agg raster canvas: headless, no pyplot, no display
     return fig
 
 
 def naive(dt: object) -> np.ndarray:
-    """Aware pandas timestamps -> numpy datetime64 (UTC) that matplotlib plots directly."""
-    return pd.DatetimeIndex(dt).tz_convert("UTC").tz_localize(None).to_numpy()
+    """Timestamps (naive UTC, see :func:`bot.report.data.to_dt`) as numpy datetime64 for matplotlib."""
+    return pd.DatetimeIndex(dt).to_numpy()
 
 
 def date_axis(ax: Axes) -> None:
@@ -55,22 +62,38 @@ def thousands(ax: Axes) -> None:
 def _title(fig: Figure, d: ReportData, what: str, t: th.Theme) -> None:
     r = d.run
     fig.suptitle(f"{what} · {r['strategy']} {r['symbol']} {r['timeframe']} · run {d.run_id} ({r['status']})",
-                 x=0.01, ha="left", fontsize=15, fontweight="bold", color=t.text)
+                 x=MARGINS["left"], y=0.965, ha="left", fontsize=15, fontweight="bold", color=t.text)
+
+
+def _tone_colour(key: str, v: object, t: th.Theme) -> str:
+    tone = tables.tone(key, v)
+    return th.GAIN if tone == "pos" else th.LOSS if tone == "neg" else t.text
 
 
 def summary_png(d: ReportData, t: th.Theme) -> Figure:
-    fig = new_figure(t)
+    """Headline numbers on top, then every metric of the journal summary."""
+    fig = new_figure(t, bottom=0.03)
     _title(fig, d, "Summary", t)
     ax = fig.add_subplot()
     ax.axis("off")
-    items = [(tables.LABELS.get(k, k), tables.fmt_metric(k, v)) for k, v in d.summary.items()]
+    s = d.summary
+    n = len(tables.HEADLINE)
+    for i, k in enumerate(tables.HEADLINE):
+        x = i / n
+        ax.add_patch(FancyBboxPatch((x + 0.004, 0.8), 1 / n - 0.012, 0.17, boxstyle="round,pad=0,rounding_size=0.01",
+                                    transform=ax.transAxes, facecolor=t.page, edgecolor=t.border))
+        ax.text(x + 0.018, 0.93, tables.LABELS.get(k, k).upper(), color=t.muted, fontsize=11, transform=ax.transAxes)
+        ax.text(x + 0.018, 0.84, tables.fmt_metric(k, s.get(k)), color=_tone_colour(k, s.get(k), t), fontsize=22,
+                fontweight="bold", transform=ax.transAxes)
+    items = list(s.items())
     half = (len(items) + 1) // 2
     for col, chunk in enumerate((items[:half], items[half:])):
-        for row, (label, value) in enumerate(chunk):
-            y = 1 - (row + 0.5) / max(half, 1)
-            ax.text(0.02 + col * 0.5, y, label, color=t.muted, fontsize=13, va="center", transform=ax.transAxes)
-            ax.text(0.46 + col * 0.5, y, value, color=t.text, fontsize=13, va="center", ha="right",
-                    transform=ax.transAxes, family="DejaVu Sans Mono")
+        for row, (k, v) in enumerate(chunk):
+            y = 0.74 - row * 0.74 / max(half, 1)
+            ax.text(0.01 + col * 0.51, y, tables.LABELS.get(k, k), color=t.muted, fontsize=12, va="center",
+                    transform=ax.transAxes)
+            ax.text(0.48 + col * 0.51, y, tables.fmt_metric(k, v), color=_tone_colour(k, v, t), fontsize=12,
+                    va="center", ha="right", transform=ax.transAxes, family="DejaVu Sans Mono")
     return fig
 
 
@@ -113,7 +136,7 @@ def price_png(d: ReportData, t: th.Theme) -> Figure:
 
 
 def monthly_png(d: ReportData, t: th.Theme) -> Figure:
-    fig = new_figure(t)
+    fig = new_figure(t, top=0.86, bottom=0.04)
     _title(fig, d, "Monthly returns", t)
     ax = fig.add_subplot()
     table = monthly_returns(d)
@@ -124,7 +147,7 @@ def monthly_png(d: ReportData, t: th.Theme) -> Figure:
     ax.imshow(np.ma.masked_invalid(z), cmap=cmap, norm=TwoSlopeNorm(0.0, -lim, lim), aspect="auto")
     for (i, j), v in np.ndenumerate(z):
         if np.isfinite(v):
-            ax.text(j, i, f"{v:+.1%}", ha="center", va="center", fontsize=11, color=t.text,
+            ax.text(j, i, pct_cell(v), ha="center", va="center", fontsize=11, color=t.text,
                     fontweight="bold" if j == 12 else "normal")
     ax.set_xticks(range(13), [*MONTHS, "Year"])
     ax.set_yticks(range(len(table)), [str(y) for y in table.index])
@@ -156,6 +179,6 @@ def write_pngs(d: ReportData, out: Path, theme: str = "light") -> list[Path]:
             if fig is None:
                 continue
             path = out / f"{name}.png"
-            fig.savefig(path, dpi=DPI, format="png")
+            fig.savefig(path, dpi=DPI, format="png", pil_kwargs={"compress_level": 1})
             paths.append(path)
     return paths

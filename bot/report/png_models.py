@@ -20,12 +20,13 @@ def _empty(fig: Figure, t: th.Theme, text: str) -> Figure:
 
 def rollout_png(d: ReportData, v: RolloutView, t: th.Theme, fig: Figure) -> None:
     left, right = fig.subplots(1, 2, width_ratios=[1, 1.6])
+    left.plot(v.lags, v.all_mean, color=th.BENCHMARK, lw=1.4, ls=":", label=f"all decisions (n={v.n_all})")
     if v.win_mean is not None:
         left.plot(v.lags, v.win_mean, color=th.GAIN, lw=2, label=f"winning trades (n={v.n_win})")
     if v.loss_mean is not None:
         left.plot(v.lags, v.loss_mean, color=th.LOSS, lw=2, label=f"losing trades (n={v.n_loss})")
     if v.win_mean is None and v.loss_mean is None:
-        left.text(0.5, 0.5, "no closed trade with an attribution", ha="center", color=t.muted,
+        left.text(0.5, 0.92, "no closed trade with an attribution", ha="center", color=t.muted,
                   transform=left.transAxes)
     left.set_title("Mean attribution at entry")
     left.set_xlabel("bars before the decision (0 = decision bar)")
@@ -37,16 +38,17 @@ def rollout_png(d: ReportData, v: RolloutView, t: th.Theme, fig: Figure) -> None
     ticks = np.linspace(0, max(len(x) - 1, 0), min(6, len(x))).astype(int)
     right.set_xticks(ticks + 0.5, [str(np.datetime_as_string(x[i], unit="D")) for i in ticks])
     right.set_title("Attribution over time")
-    right.set_ylabel("bars before the decision")
+    right.set_ylabel("lag (bars)")
     right.grid(False)
-    fig.colorbar(im, ax=right, fraction=0.04, label="weight")
+    fig.colorbar(im, ax=right, fraction=0.04, pad=0.02, label="weight")
 
 
 def dsc_png(d: ReportData, v: DSCView, t: th.Theme, fig: Figure) -> None:
     left, right = fig.subplots(1, 2)
     bins = np.linspace(0, 1, 21)
-    for sig, vals in sorted(v.confidence.items()):
-        left.hist(vals, bins=bins, alpha=0.7, color=th.SIGNAL_COLOURS.get(sig, th.BENCHMARK), label=sig)
+    sigs = sorted(v.confidence)
+    left.hist([v.confidence[s] for s in sigs], bins=bins, histtype="barstacked", rwidth=0.92,
+              color=[th.SIGNAL_COLOURS.get(s, th.BENCHMARK) for s in sigs], label=sigs)
     left.set_title("Confidence by signal")
     left.set_xlabel("confidence")
     left.set_ylabel("decisions")
@@ -93,13 +95,15 @@ def sma_png(d: ReportData, v: SMAView, t: th.Theme, fig: Figure) -> None:
     date_axis(ax)
 
 
+#: Per-kind margin tweaks (the rollout heatmap's colour bar needs room on the right).
+MARGINS = {"rollout": {"right": 0.94, "wspace": 0.2}, "dsc": {"wspace": 0.18}}
 DRAW = {"rollout": rollout_png, "dsc": dsc_png, "gru_sizer": sizer_png, "sma": sma_png}
 
 
 def model_png(d: ReportData, t: th.Theme) -> Figure:
     """The kind's section as one PNG (a note when no decision carries the needed keys)."""
     kind = d.kind or ""
-    fig = new_figure(t)
+    fig = new_figure(t, **MARGINS.get(kind, {}))
     _title(fig, d, TITLES[kind].split(":")[0], t)
     view = model_view(d)
     if view is None:

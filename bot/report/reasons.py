@@ -27,6 +27,11 @@ def _f(x: Any, spec: str = ".2f") -> str:
     return format(v, spec) if math.isfinite(v) else "?"
 
 
+def _dicts(items: Any, n: int = 3) -> list[dict[str, Any]]:
+    """The first ``n`` dict entries of a list (anything else: none)."""
+    return [x for x in items if isinstance(x, dict)][:n] if isinstance(items, list) else []
+
+
 def _probs(e: dict[str, Any]) -> str | None:
     p = e.get("probs")
     if not isinstance(p, dict):
@@ -50,14 +55,12 @@ def _sma(e: dict[str, Any]) -> list[str]:
 
 def _dsc(e: dict[str, Any]) -> list[str]:
     out = [x for x in (_probs(e),) if x]
-    feats = e.get("top_features")
-    if isinstance(feats, list) and feats:
-        out.append("top features: " + ", ".join(
-            f"{f.get('feature')} ({_f(f.get('score'), '+.3f')})" for f in feats[:3] if isinstance(f, dict)))
-    steps = e.get("top_steps")
-    if isinstance(steps, list) and steps:
-        out.append("top steps: " + ", ".join(
-            f"{fmt_time(s.get('time'))[5:]} ({_f(s.get('score'), '.2f')})" for s in steps[:3] if isinstance(s, dict)))
+    feats = _dicts(e.get("top_features"))
+    if feats:
+        out.append("top features: " + ", ".join(f"{f.get('feature')} ({_f(f.get('score'), '+.3f')})" for f in feats))
+    steps = _dicts(e.get("top_steps"))
+    if steps:
+        out.append("top steps: " + ", ".join(f"{fmt_time(s.get('time'))[5:]} ({_f(s.get('score'))})" for s in steps))
     return out
 
 
@@ -70,10 +73,9 @@ def _rollout(e: dict[str, Any]) -> list[str]:
         bits.append(f"recent share {_f(e.get('recent_share'), '.0%')}")
     if bits:
         out.append(", ".join(bits))
-    steps = e.get("top_steps")
-    if isinstance(steps, list) and steps:
-        out.append("attends to: " + ", ".join(
-            f"{fmt_time(s.get('time'))[5:]} ({_f(s.get('weight'), '.2f')})" for s in steps[:3] if isinstance(s, dict)))
+    steps = _dicts(e.get("top_steps"))
+    if steps:
+        out.append("attends to: " + ", ".join(f"{fmt_time(s.get('time'))[5:]} ({_f(s.get('weight'))})" for s in steps))
     return out
 
 

@@ -48,7 +48,7 @@ def fmt_metric(key: str, v: Any) -> str:
     return f"{v:,.4f}" if abs(v) < 100 else f"{v:,.2f}"
 
 
-def _tone(key: str, v: Any) -> str:
+def tone(key: str, v: Any) -> str:
     if not isinstance(v, int | float) or v is None:
         return ""
     if key in ("total_return", "buy_and_hold_return", "cagr", "sharpe", "sortino", "avg_trade_pnl"):
@@ -59,8 +59,8 @@ def _tone(key: str, v: Any) -> str:
 
 
 def _cell(key: str, v: Any) -> str:
-    tone = _tone(key, v)
-    return (f'<td class="num {tone}" data-key="{escape(key)}" '
+    t = tone(key, v)
+    return (f'<td class="num {t}" data-key="{escape(key)}" '
             f'data-value="{escape(json.dumps(v, default=str))}">{escape(fmt_metric(key, v))}</td>')
 
 
@@ -69,7 +69,7 @@ def headline_cards(summary: dict[str, Any]) -> str:
     for k in HEADLINE:
         v = summary.get(k)
         out.append(f'<div class="card"><div class="card-label">{escape(LABELS.get(k, k))}</div>'
-                   f'<div class="card-value {_tone(k, v)}">{escape(fmt_metric(k, v))}</div></div>')
+                   f'<div class="card-value {tone(k, v)}">{escape(fmt_metric(k, v))}</div></div>')
     return '<div class="cards">' + "".join(out) + "</div>"
 
 
@@ -103,12 +103,12 @@ def trades_table(d: ReportData) -> str:
     for i, r in zip(tr.index, tr.itertuples(index=False), strict=True):
         dec = d.decision_by_id.get(r.entry_decision_id) if r.entry_decision_id else None
         why = "; ".join(reasons(dec.get("explanation"), 2)) if dec else ""
-        tone = "pos" if r.net_pnl > 0 else "neg" if r.net_pnl < 0 else ""
+        cls = "pos" if r.net_pnl > 0 else "neg" if r.net_pnl < 0 else ""
         rows.append(
             f"<tr><td>{i + 1}</td><td>{escape(r.direction)}</td><td>{fmt_time(r.entry_time)}</td>"
             f"<td>{fmt_time(r.exit_time)}</td><td class='num'>{r.bars_held}</td><td class='num'>{r.qty:g}</td>"
             f"<td class='num'>{r.entry_price:,.2f}</td><td class='num'>{r.exit_price:,.2f}</td>"
-            f"<td class='num {tone}'>{r.net_pnl:,.2f}</td><td class='num {tone}'>{r.return_pct * 100:+.2f}%</td>"
+            f"<td class='num {cls}'>{r.net_pnl:,.2f}</td><td class='num {cls}'>{r.return_pct * 100:+.2f}%</td>"
             f"<td class='num'>{r.fees:,.2f}</td><td class='why'>{escape(why)}</td></tr>")
     return note + '<div class="scroll"><table class="list" id="trades-table">' + head + "".join(rows) + "</table></div>"
 

@@ -76,18 +76,18 @@ def get_theme(name: str) -> Theme:
 def plotly_layout(theme: Theme) -> dict[str, Any]:
     """Layout defaults applied to every plotly figure of the report."""
     return {
-        "template": "plotly_dark" if theme.dark else "plotly_white",
+        "template": "none",  # every style below is explicit (a named template costs ~0.2 s a figure)
         "paper_bgcolor": theme.card,
         "plot_bgcolor": theme.card,
         "font": {"family": FONT, "color": theme.text, "size": 12},
         "colorway": COLORWAY,
-        "margin": {"l": 70, "r": 28, "t": 92, "b": 44},
+        "margin": {"l": 70, "r": 28, "t": 80, "b": 44},
         "hoverlabel": {"font": {"family": FONT, "size": 12}, "align": "left"},
         "legend": {"orientation": "h", "yanchor": "bottom", "y": 1.01, "xanchor": "left", "x": 0,
                    "bgcolor": "rgba(0,0,0,0)", "font": {"color": theme.text}},
         # Title on the first line of the top margin, legend on the second: they never overlap.
         "title": {"font": {"size": 15, "color": theme.text}, "x": 0.0, "xref": "paper", "xanchor": "left",
-                  "yref": "container", "y": 1.0, "yanchor": "top", "pad": {"t": 16}},
+                  "yref": "container", "y": 1.0, "yanchor": "top", "pad": {"t": 12}},
     }
 
 
@@ -111,6 +111,7 @@ def matplotlib_rc(theme: Theme) -> dict[str, Any]:
         "axes.titleweight": "bold",
         "axes.titlelocation": "left",
         "axes.grid": True,
+        "axes.axisbelow": True,
         "axes.prop_cycle": cycler(color=COLORWAY),
         "axes.spines.top": False,
         "axes.spines.right": False,
