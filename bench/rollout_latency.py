@@ -43,6 +43,7 @@ SIZES = {
     "large": {"window": 96, "d_model": 64, "n_heads": 8, "n_layers": 4, "d_ff": 128},
 }
 DATA = Path(os.environ.get("BOT_DATA_DIR", ROOT.parent / "shared" / "data")) / "bybit_BTCUSDT_1h.csv.gz"
+START = 5000  # bars replayed before timing (features warm, window full)
 
 
 def timed(fn: Callable[[], object], n: int, warmup: int = 50) -> np.ndarray:
@@ -56,7 +57,10 @@ def timed(fn: Callable[[], object], n: int, warmup: int = 50) -> np.ndarray:
     return out
 
 
-def bench_size(name: str, over: dict[str, int], n: int) -> list[tuple[str, str, np.ndarray]]:
+def _setup(over: dict[str, int]) -> tuple[RolloutParams, TransformerClassifier, Normalizer, np.ndarray,
+                                          Callable[[], object]]:
+    """(params, model, normaliser, features, decide): ``decide()`` feeds the next real candle to a
+    RolloutStrategy bar by bar and returns its Decision (StopIteration when the file ends)."""
     cfg = RolloutParams(**over)
     data = load_candles(DATA, symbol="BTCUSDT", timeframe="1h", bar_ms=3_600_000)
     feats = compute_features(data)
@@ -66,16 +70,26 @@ def bench_size(name: str, over: dict[str, int], n: int) -> list[tuple[str, str, 
     meta = ModelMeta(kind="rollout", hparams=model.cfg.to_dict(), feature_names=list(FEATURE_NAMES),
                      window=cfg.window, horizon=cfg.horizon, normalizer=norm.to_dict())
     strat = RolloutStrategy(cfg, StrategyContext("BTCUSDT", "1h", False, 0.001, None), (model, meta, norm))
-    start = 5000
     bars = Bars.preloaded("BTCUSDT", "1h", data.time, data.open, data.high, data.low, data.close, data.volume)
-    for _ in range(start):
+    for _ in range(START):
         bars.advance()
     strat.on_start(bars)
 
     def decide() -> object:
-        bars.advance()
+        if not bars.advance():
+            raise StopIteration
         return strat.on_bar(bars)
+    return cfg, model, norm, feats, decide
 
+
+def decision_runner() -> Callable[[], object]:
+    """For bench/model_latency.py: one call = one candle through the default-size strategy."""
+    return _setup({})[4]
+
+
+def bench_size(name: str, over: dict[str, int], n: int) -> list[tuple[str, str, np.ndarray]]:
+    cfg, model, norm, feats, decide = _setup(over)
+    start = START
     z = norm.transform(feats)
     x = make_windows(z, np.array([start]), cfg.window, "seq")
     rows: list[tuple[str, str, np.ndarray]] = [
