@@ -53,7 +53,9 @@ def train_command(cfg: Any, data_path: str | None, out: str | None, *, progress:
     if name not in TRAINERS:
         raise ConfigError(f"strategy {name!r} has no model to train; trainable: {', '.join(TRAINERS)}")
     if not data_path:
-        raise ConfigError("pass --data FILE (a candle CSV, CSV.gz or Parquet file)")
+        from bot.data_download import cached_market_file  # noqa: PLC0415 - download on demand
+
+        data_path = cached_market_file(cfg)
     data = core.load_data(cfg, data_path)
     path = Path(out) if out else default_checkpoint(name, cfg.market.symbol, cfg.market.timeframe)
     req = TrainRequest(data=data, params=dict(cfg.strategy.params), symbol=cfg.market.symbol,
