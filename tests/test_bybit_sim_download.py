@@ -42,3 +42,21 @@ def test_download_paginates_survives_faults_and_resumes(btc_1h: Path, tmp_path: 
         assert sim.state.stats["rate_limited"] + sim.state.stats["http_5xx"] >= 1
         r3 = runner.invoke(app, [*args, "--since", "2024-01-01", "--exchange", "nosuchexchange"])
         assert r3.exit_code != 0 and "unknown ccxt exchange id" in str(r3.exception or r3.output)
+
+
+def test_backtest_without_data_downloads_into_cache_or_says_pass_data(btc_1h: Path, tmp_path: Path,
+                                                                      monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    monkeypatch.setenv("BOT_CACHE_DIR", str(tmp_path / "cache"))
+    db = f"sqlite:///{tmp_path / 'j.db'}"
+    runner = CliRunner()
+    with sim_thread(SimConfig(data=[str(btc_1h)], bar_ms=60_000.0, history=400)) as sim:
+        first = int(sim.state.markets["BTCUSDT"].t[100])
+        r = runner.invoke(app, ["backtest", "--from", ms_to_iso(first), "--db", db, "--json",
+                                "--set", f"exchange.rest_url={sim.rest_url}"])
+        assert r.exit_code == 0, r.output
+        cached = list((tmp_path / "cache").glob("bybit_linear_BTCUSDT_1h.csv.gz"))
+        assert cached and len(pd.read_csv(cached[0])) == 300  # bars 100..399, the closed ones
+    # Exchange unreachable and nothing cached for this market: one line asking for --data.
+    r = runner.invoke(app, ["backtest", "--db", db, "--set", "market.symbol=ETHUSDT",
+                            "--set", "exchange.rest_url=http://127.0.0.1:9"])
+    assert r.exit_code != 0 and "pass --data FILE" in str(r.exception)
