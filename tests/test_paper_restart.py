@@ -132,7 +132,7 @@ async def test_sigterm_marks_stopped_then_resume_completes(btc_1h: Path, tmp_pat
         run = q.resolve_run(db, first["run_id"])
         assert run["status"] == "stopped" and 1 <= run["bars"] < 40
         assert len(q.equity(db, first["run_id"])) == run["bars"]  # flushed up to the last bar processed
-        done = await run_paper_bybit(cfg, resume=True)
+        done = await run_paper_bybit(cfg, run_id=first["run_id"])  # --run-id ID
     assert done["run_id"] == first["run_id"] and done["candles"] == 40
     assert q.resolve_run(db, first["run_id"])["status"] == "completed"
     assert [r["time"] for r in q.equity(db, first["run_id"])] == [int(t) for t in probe.time[A_INDEX:A_INDEX + 40]]
