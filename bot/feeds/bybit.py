@@ -50,7 +50,9 @@ class BybitFeed:
         self.tf_ms = timeframe_ms(timeframe)
         self.rest = BybitRest(symbol, timeframe, category, rest_url=rest_url, testnet=testnet,
                               timeout_s=timeout_s)
-        base = ws_url or (TESTNET_WS if testnet else MAINNET_WS)
+        # A local simulator serves REST and WebSocket on one port: derive ws:// from http:// then.
+        derived = rest_url.replace("http", "ws", 1) if rest_url and not ws_url else None
+        base = ws_url or derived or (TESTNET_WS if testnet else MAINNET_WS)
         self.ws_url = base if "/v5/" in base else f"{base.rstrip('/')}/v5/public/{category}"
         self.topic = f"kline.{INTERVALS[timeframe]}.{symbol}"
         self.ping_interval_s = ping_interval_s
@@ -171,6 +173,7 @@ class BybitFeed:
             out.extend(await self._fill(c.open_time - self.tf_ms, c.open_time + self.tf_ms, "gap"))
         out.append(c)
         self._deliver(c)
+        log.info("bar_closed", symbol=c.symbol, open_time=c.open_time, close=c.close)
         self.arrivals[c.open_time] = arrived
         if len(self.arrivals) > 4096:
             for k in list(self.arrivals)[:2048]:
