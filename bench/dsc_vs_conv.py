@@ -72,11 +72,11 @@ def main() -> None:
             f, w = meta.hparams["n_features"], meta.window
             x = torch.randn(1, f, w)
             with torch.inference_mode():
-                t_torch = latency_us(lambda: net(x))
+                t_torch = latency_us(lambda net=net, x=x: net(x))
             onnx = export_onnx(net, torch.zeros(1, f, w), tmp / f"{arch}_k{k}.onnx", ["logits"])
             ort = OnnxRunner(onnx)
             xn = x.numpy()
-            t_ort = latency_us(lambda: ort.run(xn))
+            t_ort = latency_us(lambda ort=ort, xn=xn: ort.run(xn))
             rows[arch] = (count_params(net), count_macs(net, f, w), t_torch, t_ort, meta.metrics)
         base_macs = rows["standard_conv"][1]
         for arch, (params, macs, t_torch, t_ort, m) in rows.items():
@@ -87,8 +87,8 @@ def main() -> None:
                           f"{test['trading_after_fees']['sharpe']:.2f}",
                           f"{test['trading_after_fees']['total_return'] * 100:.2f}%")
         dsc, std = rows["dsc"], rows["standard_conv"]
-        console.print(f"K={k}: DSC accuracy / standard = {dsc[4]['test']['accuracy'] / std[4]['test']['accuracy']:.3f}, "
-                      f"MACs ratio {dsc[1] / std[1]:.3f}")
+        acc_ratio = dsc[4]["test"]["accuracy"] / std[4]["test"]["accuracy"]
+        console.print(f"K={k}: DSC accuracy / standard = {acc_ratio:.3f}, MACs ratio {dsc[1] / std[1]:.3f}")
     Console(width=200).print(table)
 
 
