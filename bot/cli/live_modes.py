@@ -19,10 +19,11 @@ from bot import resume as resume_mod
 from bot.app import Session
 from bot.config import Config
 from bot.domain import timeframe_ms
-from bot.errors import ExchangeError
+from bot.errors import ConfigError, ExchangeError
 from bot.feeds.bybit import BybitFeed
-from bot.feeds.replay import parse_date
+from bot.feeds.replay import ms_to_iso, parse_date
 from bot.scheduler import RunScheduler
+from storage import queries as q
 from strategies.base import Strategy
 
 #: Bars of history beyond the strategy's own warm-up, so indicators settle before trading.
@@ -61,7 +62,9 @@ def paper_bybit(cfg: Config, checkpoint: str | None, as_json: bool, *, resume: b
         sys.stdout.write(dumps(summary) + "\n")
     else:
         print_summary(summary)
-        console.print(f"run {summary['run_id']}: resume with  bot run --mode paper --resume")
+        status = q.resolve_run(core.open_journal_db(cfg.storage.url), summary["run_id"])["status"]
+        hint = "  (continue with: bot run --mode paper --resume)" if status != "completed" else ""
+        console.print(f"run {summary['run_id']}: {status}{hint}")
 
 
 @dataclass
@@ -119,6 +122,8 @@ async def run_paper_bybit(cfg: Config, checkpoint: str | None = None, *, resume:
         else:
             first = parse_date(date_from) if date_from else now
             first = -(-first // tf) * tf if date_from else (first // tf) * tf
+            if stop_at is not None and stop_at <= first:
+                raise ConfigError(f"--to {date_to} is not after the first bar to trade ({ms_to_iso(first)})")
             history = await feed.warmup(warmup_bars(strategy), first)
             start = {"warmup_start": history[0].open_time if history else first, "warmup_bars": len(history),
                      "first_open": first, "stop_at": stop_at, "rest_url": ex.rest_url, "ws_url": ex.ws_url}
