@@ -29,7 +29,16 @@ from models.features import (
 )
 from models.labels import FLAT, backward_labels, class_balance, class_weights, effective_threshold, make_labels
 from models.metrics import baselines, classification_report, signal_backtest
-from models.training import EvalRequest, TrainConfig, TrainRequest, chronological_split, fit, predict, softmax
+from models.training import (
+    EvalRequest,
+    TrainConfig,
+    TrainRequest,
+    chronological_split,
+    fit,
+    predict,
+    softmax,
+    walk_forward_splits,
+)
 
 BARS_PER_YEAR = {"1m": 525_600, "5m": 105_120, "15m": 35_040, "1h": 8760, "4h": 2190, "1d": 365}
 
@@ -51,7 +60,8 @@ class DSCConfig(BaseModel):
     #: Trade only when the top class's probability reaches this; otherwise flat.
     prob_threshold: float = Field(0.5, ge=0, le=1)
     allow_short: bool = True
-    backend: Literal["torch", "onnx"] = "torch"
+    #: onnx (default): ONNX Runtime, exported beside the checkpoint; torch: eager PyTorch.
+    backend: Literal["torch", "onnx"] = "onnx"
     #: Backtests without a checkpoint train on this leading fraction of the data first.
     train_fraction: float = Field(0.6, gt=0.1, lt=0.95)
     train: TrainConfig = TrainConfig(epochs=15, batch_size=256, lr=3e-3, patience=4, threads=1)
@@ -127,6 +137,9 @@ def train_dsc(data: Any, cfg: DSCConfig, *, fee_rate: float, long_only: bool, sy
                            "best_val_loss": res.best_val_loss, "stopped_early": res.stopped_early,
                            "seconds": round(res.seconds, 1), "params": count_params(net),
                            "macs": count_macs(net, len(FEATURE_NAMES), w)}
+    if tc.walk_forward_folds:
+        metrics["walk_forward"] = _walk_forward(feats, labels, ends, data, cfg, fee_rate, long_only, bpy,
+                                                progress, console)
     eff = effective_threshold(cfg.threshold, fee_rate)
     meta = ModelMeta(
         kind="dsc", hparams=hp, feature_names=list(FEATURE_NAMES), window=w, horizon=h,
@@ -149,6 +162,34 @@ def train_dsc(data: Any, cfg: DSCConfig, *, fee_rate: float, long_only: bool, sy
 
     export_explain(ExplainedConv(net), explain_onnx_path(path), w, meta.model_id)
     return path
+
+
+def _walk_forward(feats: np.ndarray, labels: np.ndarray, ends: np.ndarray, data: Any, cfg: DSCConfig,
+                  fee_rate: float, long_only: bool, bpy: float, progress: bool,
+                  console: Console | None) -> dict[str, Any]:
+    """Expanding-window folds: refit (normaliser + model) per fold, score the next block unseen."""
+    tc, w = cfg.train, cfg.window
+    folds = walk_forward_splits(ends, tc.walk_forward_folds, max(tc.embargo, w + cfg.horizon), tc.val_frac)
+    out: dict[str, Any] = {}
+    accs, sharpes = [], []
+    for i, sp in enumerate(folds, 1):
+        norm = Normalizer.fit(feats[FEATURE_WARMUP: int(ends[sp.train[-1]]) + 1])
+        x = make_windows(norm.transform(feats), ends, w, "conv")
+        y = labels[ends]
+        cw = class_weights(y[sp.train]) if tc.class_weights else None
+        r = fit(lambda: build(cfg.arch, cfg.hparams()), (x[sp.train], y[sp.train]), (x[sp.val], y[sp.val]), tc,
+                class_weights=cw, progress=progress, description=f"walk-forward {i}/{len(folds)}", console=console)
+        probs = softmax(predict(r.model, x[sp.test]))
+        maj = int(np.bincount(y[sp.train], minlength=3).argmax())
+        sec = _card_section(y[sp.test], probs, ends[sp.test], data, cfg, fee_rate, long_only, maj, bpy)
+        accs.append(sec["accuracy"])
+        sharpes.append(sec["trading_after_fees"]["sharpe"])
+        out[f"fold{i}"] = {"from": sec["from"], "to": sec["to"], "accuracy": sec["accuracy"],
+                           "balanced_accuracy": sec["balanced_accuracy"],
+                           "majority_accuracy": sec["baselines"]["majority_class"]["accuracy"],
+                           "sharpe": sec["trading_after_fees"]["sharpe"]}
+    out["mean"] = {"accuracy": float(np.mean(accs)), "sharpe": float(np.mean(sharpes))}
+    return out
 
 
 def _slice(data: Any, start: int, stop: int) -> Any:
