@@ -21,24 +21,45 @@ def change_points(y: np.ndarray) -> np.ndarray:
     return np.unique(np.concatenate(([0], ch, [len(y) - 1])))
 
 
+def clip_range(m: np.ndarray) -> tuple[float, float]:
+    """Colour range of a heatmap: the 3rd..97th percentile, so one dominant lag (often the last
+    bar, through the residual path) does not flatten every other row into one colour."""
+    if not m.size:
+        return 0.0, 1.0
+    lo, hi = float(np.quantile(m, 0.03)), float(np.quantile(m, 0.97))
+    return (lo, hi) if hi > lo else (float(m.min()), float(m.max()) + 1e-9)
+
+
 def rollout_figures(d: ReportData, v: RolloutView, t: th.Theme) -> dict[str, go.Figure]:
-    bars = go.Figure()
+    # Top: mean attribution per lag. Bottom: winners minus losers, the part a trader acts on (the
+    # means are often dominated by the same few lags, e.g. the residual weight on the last bar).
+    bars = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.62, 0.38], vertical_spacing=0.06)
     bars.add_trace(go.Scatter(x=v.lags, y=v.all_mean, name=f"all decisions (n={v.n_all})", mode="lines",
-                              line={"color": th.BENCHMARK, "width": 1.5, "dash": "dot"}, hovertemplate="%{y:.4f}"))
+                              line={"color": th.BENCHMARK, "width": 1.5, "dash": "dot"}, hovertemplate="%{y:.4f}"),
+                   row=1, col=1)
     if v.win_mean is not None:
         bars.add_trace(go.Scatter(x=v.lags, y=v.win_mean, name=f"winning trades (n={v.n_win})", mode="lines",
-                                  line={"color": th.GAIN, "width": 2.2}, hovertemplate="%{y:.4f}"))
+                                  line={"color": th.GAIN, "width": 2.2}, hovertemplate="%{y:.4f}"), row=1, col=1)
     if v.loss_mean is not None:
         bars.add_trace(go.Scatter(x=v.lags, y=v.loss_mean, name=f"losing trades (n={v.n_loss})", mode="lines",
-                                  line={"color": th.LOSS, "width": 2.2}, hovertemplate="%{y:.4f}"))
-    if v.win_mean is None and v.loss_mean is None:
-        bars.add_annotation(text="no closed trade with an attribution yet", showarrow=False,
-                            xref="paper", yref="paper", x=0.5, y=0.92, font={"color": t.muted, "size": 13})
-    styled(bars, t, "Mean attention-rollout attribution at entry: winning vs losing trades", 400)
-    bars.update_xaxes(title_text="bars before the decision (0 = decision bar)")
-    bars.update_yaxes(title_text="attribution (sums to 1)")
+                                  line={"color": th.LOSS, "width": 2.2}, hovertemplate="%{y:.4f}"), row=1, col=1)
+    diff = v.diff
+    if diff is not None:
+        bars.add_trace(go.Bar(x=v.lags, y=diff, name="winners − losers", showlegend=False,
+                              marker={"color": np.where(diff >= 0, th.GAIN, th.LOSS)},
+                              hovertemplate="winners − losers: %{y:+.4f}<extra></extra>"), row=2, col=1)
+    else:
+        bars.add_annotation(text="needs both winning and losing trades with an attribution", showarrow=False,
+                            xref="x2 domain", yref="y2 domain", x=0.5, y=0.5, font={"color": t.muted, "size": 13})
+    styled(bars, t, "Mean attention-rollout attribution at entry: winning vs losing trades", 520)
+    bars.update_xaxes(title_text="bars before the decision (0 = decision bar)", row=2, col=1)
+    bars.update_yaxes(title_text="attribution", row=1, col=1)
+    bars.update_yaxes(title_text="winners − losers", zeroline=True, row=2, col=1)
+    # Colours capped at a high percentile: one dominant lag must not flatten every other row.
+    lo, hi = clip_range(v.heat)
     heat = go.Figure(go.Heatmap(
-        z=v.heat.T, x=v.heat_dt, y=v.lags, colorscale=t.sequential, colorbar={"thickness": 12, "title": "weight"},
+        z=v.heat.T, x=v.heat_dt, y=v.lags, colorscale=t.sequential, zmin=lo, zmax=hi,
+        colorbar={"thickness": 12, "title": {"text": "weight<br>(p3–p97)", "side": "top"}},
         hovertemplate="%{x|%Y-%m-%d %H:%M}<br>lag %{y}: %{z:.4f}<extra></extra>",
     ))
     styled(heat, t, "Attribution over time (each column: one decision, or the mean of a bucket)", 420)
@@ -65,8 +86,10 @@ def dsc_figures(d: ReportData, v: DSCView, t: th.Theme) -> dict[str, go.Figure]:
             customdata=c.count,
             hovertemplate="predicted %{x:.2f}<br>realised %{y:.2f}<br>n=%{customdata}<extra></extra>",
         ), row=1, col=2)
-    styled(fig, t, "DSC classifier: confidence and calibration", 440)
-    fig.update_layout(barmode="stack", bargap=0.08, hovermode="closest")
+    styled(fig, t, "Confidence per signal, and next-bar calibration of p(up) / p(down)", 480)
+    # Legend under the plots: above them it would collide with the two subplot titles.
+    fig.update_layout(barmode="stack", bargap=0.08, hovermode="closest", margin={"t": 70, "b": 100},
+                      legend={"traceorder": "normal", "y": -0.2, "yanchor": "top"})
     fig.update_xaxes(title_text="confidence", range=[0, 1], row=1, col=1)
     fig.update_yaxes(title_text="decisions", row=1, col=1)
     fig.update_xaxes(title_text="predicted probability", range=[0, 1], row=1, col=2)

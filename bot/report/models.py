@@ -49,6 +49,13 @@ class RolloutView:
     heat_dt: pd.DatetimeIndex   # first decision time of each bucket
     regimes: Counter[str]
 
+    @property
+    def diff(self) -> np.ndarray | None:
+        """Winners' mean attribution minus losers' (None unless both exist)."""
+        if self.win_mean is None or self.loss_mean is None:
+            return None
+        return self.win_mean - self.loss_mean
+
 
 def _attribution(expl: dict[str, Any], window: int) -> np.ndarray | None:
     a = expl.get("attribution")

@@ -7,6 +7,7 @@ from matplotlib.figure import Figure
 
 from bot.report import theme as th
 from bot.report.data import ReportData
+from bot.report.figures_models import clip_range
 from bot.report.models import TITLES, DSCView, RolloutView, SizerView, SMAView, model_view
 from bot.report.png import _title, date_axis, naive, new_figure, thousands
 
@@ -19,28 +20,37 @@ def _empty(fig: Figure, t: th.Theme, text: str) -> Figure:
 
 
 def rollout_png(d: ReportData, v: RolloutView, t: th.Theme, fig: Figure) -> None:
-    left, right = fig.subplots(1, 2, width_ratios=[1, 1.6])
+    grid = fig.add_gridspec(2, 2, width_ratios=[1, 1.6], height_ratios=[1.6, 1])
+    left = fig.add_subplot(grid[0, 0])
+    below = fig.add_subplot(grid[1, 0], sharex=left)
+    right = fig.add_subplot(grid[:, 1])
     left.plot(v.lags, v.all_mean, color=th.BENCHMARK, lw=1.4, ls=":", label=f"all decisions (n={v.n_all})")
     if v.win_mean is not None:
         left.plot(v.lags, v.win_mean, color=th.GAIN, lw=2, label=f"winning trades (n={v.n_win})")
     if v.loss_mean is not None:
         left.plot(v.lags, v.loss_mean, color=th.LOSS, lw=2, label=f"losing trades (n={v.n_loss})")
-    if v.win_mean is None and v.loss_mean is None:
-        left.text(0.5, 0.92, "no closed trade with an attribution", ha="center", color=t.muted,
-                  transform=left.transAxes)
     left.set_title("Mean attribution at entry")
-    left.set_xlabel("bars before the decision (0 = decision bar)")
     left.set_ylabel("attribution (sums to 1)")
     left.legend(loc="upper left")
+    left.tick_params(labelbottom=False)
+    if v.diff is not None:
+        below.bar(v.lags, v.diff, color=np.where(v.diff >= 0, th.GAIN, th.LOSS), width=0.8)
+    else:
+        below.text(0.5, 0.5, "needs winning and losing trades", ha="center", color=t.muted,
+                   transform=below.transAxes)
+    below.axhline(0, color=t.muted, lw=0.8)
+    below.set_ylabel("winners − losers")
+    below.set_xlabel("bars before the decision (0 = decision bar)")
     x = naive(v.heat_dt)
+    lo, hi = clip_range(v.heat)
     im = right.imshow(v.heat.T, aspect="auto", origin="lower", cmap="viridis", interpolation="nearest",
-                      extent=(0, len(x), v.lags[0] - 0.5, v.lags[-1] + 0.5))
+                      vmin=lo, vmax=hi, extent=(0, len(x), v.lags[0] - 0.5, v.lags[-1] + 0.5))
     ticks = np.linspace(0, max(len(x) - 1, 0), min(6, len(x))).astype(int)
     right.set_xticks(ticks + 0.5, [str(np.datetime_as_string(x[i], unit="D")) for i in ticks])
     right.set_title("Attribution over time")
     right.set_ylabel("lag (bars)")
     right.grid(False)
-    fig.colorbar(im, ax=right, fraction=0.04, pad=0.02, label="weight")
+    fig.colorbar(im, ax=right, fraction=0.04, pad=0.02, label="weight (colours span p3–p97)")
 
 
 def dsc_png(d: ReportData, v: DSCView, t: th.Theme, fig: Figure) -> None:
@@ -96,7 +106,7 @@ def sma_png(d: ReportData, v: SMAView, t: th.Theme, fig: Figure) -> None:
 
 
 #: Per-kind margin tweaks (the rollout heatmap's colour bar needs room on the right).
-MARGINS = {"rollout": {"right": 0.94, "wspace": 0.2}, "dsc": {"wspace": 0.18}}
+MARGINS = {"rollout": {"left": 0.085, "right": 0.94, "wspace": 0.2, "hspace": 0.15}, "dsc": {"wspace": 0.18}}
 DRAW = {"rollout": rollout_png, "dsc": dsc_png, "gru_sizer": sizer_png, "sma": sma_png}
 
 
