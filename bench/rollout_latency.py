@@ -5,8 +5,12 @@ Cases (real BTCUSDT 1h candles, one sample at a time, after a warm-up):
 - ``decision``: ``RolloutStrategy.on_bar`` bar by bar: incremental features, the transformer
   forward pass (float64), rollout, attribution, regime and the explanation dict. The number a live
   bot pays per candle. Target: p50 <= 2 ms for the default size.
-- ``forward+rollout f64`` / ``f32``: the model and the rollout only, on a ready window.
+- ``forward+rollout f64`` / ``f32``, ``eager`` (the batched path) or ``traced`` (the per-candle
+  path, a TorchScript trace of the same graph): the model and the rollout only, on a ready window.
 - ``rollout only``: :func:`models.rollout.attention_rollout` on the layer maps of one sample.
+
+Wall-clock and CPU-time percentiles are both printed: on a busy shared machine wall-clock
+includes waiting for a core, CPU time does not.
 
 Weights are random (seeded): latency does not depend on their values.
 Run: ``python bench/rollout_latency.py [--n 2000] [--sizes default,large]``.
@@ -47,13 +51,15 @@ START = 5000  # bars replayed before timing (features warm, window full)
 
 
 def timed(fn: Callable[[], object], n: int, warmup: int = 50) -> np.ndarray:
+    """[n, 2]: wall-clock and this thread's CPU time per call, in ms. On a shared machine the CPU
+    time is what the call costs when it has a core; wall-clock adds the time it waited for one."""
     for _ in range(warmup):
         fn()
-    out = np.empty(n)
+    out = np.empty((n, 2))
     for i in range(n):
-        t0 = time.perf_counter_ns()
+        c0, t0 = time.thread_time_ns(), time.perf_counter_ns()
         fn()
-        out[i] = (time.perf_counter_ns() - t0) / 1e6
+        out[i] = (time.perf_counter_ns() - t0) / 1e6, (time.thread_time_ns() - c0) / 1e6
     return out
 
 
@@ -96,7 +102,8 @@ def bench_size(name: str, over: dict[str, int], n: int) -> list[tuple[str, str, 
         (name, "decision (features+model+rollout+explanation)", timed(decide, n))]
     for dtype, label in ((torch.float64, "f64"), (torch.float32, "f32")):
         ex = RolloutExplainer(model, RolloutConfig(**over), dtype=dtype)
-        rows.append((name, f"forward+rollout {label}", timed(lambda ex=ex: ex.explain(x), n)))
+        rows.append((name, f"forward+rollout {label} eager", timed(lambda ex=ex: ex.explain(x), n)))
+        rows.append((name, f"forward+rollout {label} traced", timed(lambda ex=ex: ex.explain_one(x[0]), n)))
     with torch.inference_mode():
         _, maps = model.forward_explained(torch.from_numpy(x))
     rows.append((name, "rollout only", timed(lambda: attention_rollout(maps), n)))
@@ -113,10 +120,12 @@ def main() -> None:
     for size in args.sizes.split(","):
         rows += bench_size(size, SIZES[size], args.n)
     print(f"rollout latency, 1 thread, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
-          f"{os.cpu_count()} cpus, n={args.n}")
-    print("| size | case | p50 ms | p99 ms | mean ms |\n|---|---|---:|---:|---:|")
+          f"{os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}, n={args.n}")
+    print("| size | case | p50 ms | p99 ms | CPU p50 ms | CPU p99 ms |\n|---|---|---:|---:|---:|---:|")
     for size, case, t in rows:
-        print(f"| {size} | {case} | {np.percentile(t, 50):.3f} | {np.percentile(t, 99):.3f} | {t.mean():.3f} |")
+        w, c = t[:, 0], t[:, 1]
+        print(f"| {size} | {case} | {np.percentile(w, 50):.3f} | {np.percentile(w, 99):.3f} | "
+              f"{np.percentile(c, 50):.3f} | {np.percentile(c, 99):.3f} |")
 
 
 if __name__ == "__main__":

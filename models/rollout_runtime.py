@@ -9,6 +9,7 @@ backtest path both call it, in float64, so they make the same decisions.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -16,6 +17,7 @@ from typing import Any, Literal
 import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from torch import nn
 
 from bot.errors import ConfigError, ModelError
 from models.checkpoint import ModelMeta, data_hash, load_checkpoint
@@ -99,6 +101,23 @@ class Explained:
     regime: np.ndarray
 
 
+class ExplainGraph(nn.Module):
+    """windows [B, W, F] -> (probs [B, 3], attribution [B, W]): the model and the rollout in one graph."""
+
+    def __init__(self, net: TransformerClassifier, cfg: RolloutConfig, position: int | None) -> None:
+        super().__init__()
+        self.net = net
+        self.head_fusion, self.discard_ratio = cfg.head_fusion, cfg.discard_ratio
+        self.residual_weight, self.start_layer = cfg.residual_weight, cfg.start_layer
+        self.position = position
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        logits, attentions = self.net.forward_explained(x)
+        r = attention_rollout(attentions, self.head_fusion, self.discard_ratio, self.residual_weight,
+                              self.start_layer)
+        return logits.softmax(dim=-1), input_attribution(r, self.position)
+
+
 class RolloutExplainer:
     """Probabilities + attention-rollout attribution for windows [B, W, F], in float64."""
 
@@ -114,26 +133,48 @@ class RolloutExplainer:
         self.position: int | None = -1 if model.cfg.pool == "last" else None
         if cfg.start_layer >= model.cfg.n_layers:
             raise ModelError(f"start_layer {cfg.start_layer} is not below the model's {model.cfg.n_layers} layers")
+        self.graph = ExplainGraph(self.net, cfg, self.position).eval()
+        self._one: Any = None  # the per-candle graph, traced on first use
+
+    def _finish(self, p: torch.Tensor, a: torch.Tensor) -> Explained:
+        c = self.cfg
+        share = recent_share(a, c.recent_fraction)
+        codes = regime_codes(share, c.momentum_above, c.reversion_below)
+        return Explained(p.numpy(), a.numpy(), share.numpy(), codes.numpy())
 
     def explain(self, x: np.ndarray | torch.Tensor, chunk: int = 1024) -> Explained:
+        """Batched (eager) path for backtests, training cards and evaluation."""
         xt = torch.as_tensor(x).to(self.dtype)
-        c = self.cfg
-        probs, attrs = [], []
         with torch.inference_mode():
-            for s in range(0, xt.shape[0], chunk):
-                logits, attentions = self.net.forward_explained(xt[s:s + chunk])
-                r = attention_rollout(attentions, c.head_fusion, c.discard_ratio, c.residual_weight,
-                                      c.start_layer)
-                probs.append(logits.softmax(dim=-1))
-                attrs.append(input_attribution(r, self.position))
-            if len(probs) == 1:  # the per-bar case: no concatenation
-                p, a = probs[0], attrs[0]
-            else:
-                p = torch.cat(probs) if probs else torch.zeros(0, 3, dtype=self.dtype)
-                a = torch.cat(attrs) if attrs else torch.zeros(0, xt.shape[1], dtype=self.dtype)
-            share = recent_share(a, c.recent_fraction)
-            codes = regime_codes(share, c.momentum_above, c.reversion_below)
-        return Explained(p.numpy(), a.numpy(), share.numpy(), codes.numpy())
+            parts = [self.graph(xt[s:s + chunk]) for s in range(0, xt.shape[0], chunk)]
+            if not parts:
+                return self._finish(torch.zeros(0, 3, dtype=self.dtype), torch.zeros(0, xt.shape[1], dtype=self.dtype))
+            p = torch.cat([q for q, _ in parts]) if len(parts) > 1 else parts[0][0]
+            a = torch.cat([w for _, w in parts]) if len(parts) > 1 else parts[0][1]
+            return self._finish(p, a)
+
+    def explain_one(self, window: np.ndarray) -> Explained:
+        """One window [W, F] (the per-candle path). Runs a TorchScript trace of the same graph:
+        the same kernels and numbers at about half the Python overhead (``bench/rollout_latency.py``);
+        falls back to eager where a trace would not be exact."""
+        xt = torch.from_numpy(np.ascontiguousarray(window)).to(self.dtype).unsqueeze(0)
+        with torch.inference_mode():
+            if self._one is None:
+                self._one = self._trace(xt)
+            return self._finish(*self._one(xt))
+
+    def _trace(self, example: torch.Tensor) -> Any:
+        # The trace freezes data-dependent branches at their traced value. The only one is the
+        # zero-row guard of the rollout's row normalisation, which cannot fire when the residual
+        # term adds a positive identity; without it (residual_weight 0) stay eager.
+        if self.cfg.residual_weight <= 0 or example.shape[1] != self.net.cfg.window:
+            return self.graph
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                return torch.jit.freeze(torch.jit.trace(self.graph, example, check_trace=False))
+        except Exception:  # noqa: BLE001 - an optimisation only: eager gives the same numbers
+            return self.graph
 
     def predict_probs(self, x: np.ndarray) -> np.ndarray:
         """Probabilities only (used by the faithfulness test)."""

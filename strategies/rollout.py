@@ -171,7 +171,7 @@ class RolloutStrategy(Strategy):
         block = self._catch_up(bars)
         if block is None:
             return None
-        ex = self.explainer.explain(block[None])
+        ex = self.explainer.explain_one(block)
         return self._decision(bars, ex.probs[0], ex.attribution[0], float(ex.share[0]), int(ex.regime[0]))
 
     def _decision(self, bars: Bars, probs: np.ndarray, attribution: np.ndarray, share: float,

@@ -167,3 +167,18 @@ def test_model_card_reports_faithfulness_and_baselines(ckpt: str) -> None:
     assert {"majority_class", "same_as_last_bar"} <= set(test["baselines"])
     assert "total_return" in test["trading_after_fees"] and "buy_and_hold" in test["trading_after_fees"]
     assert abs(sum(v for k, v in test["attention"].items() if k.startswith("regime_")) - 1) < 1e-9
+
+
+@pytest.mark.parametrize("residual_weight", [0.5, 0.0])  # 0.0: no trace, eager fallback
+def test_per_candle_graph_equals_the_batched_one(ckpt: str, residual_weight: float) -> None:
+    from models.rollout_runtime import RolloutExplainer, load_rollout
+
+    model, _, _ = load_rollout(ckpt)
+    ex = RolloutExplainer(model, parse_config({**PARAMS, "residual_weight": residual_weight}))
+    x = np.random.default_rng(0).normal(size=(6, 16, 15))
+    batch = ex.explain(x)
+    for i in range(6):
+        one = ex.explain_one(x[i])
+        np.testing.assert_allclose(one.probs[0], batch.probs[i], rtol=0, atol=1e-12)
+        np.testing.assert_allclose(one.attribution[0], batch.attribution[i], rtol=0, atol=1e-12)
+        assert one.regime[0] == batch.regime[i]
