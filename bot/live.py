@@ -178,8 +178,8 @@ async def run_live(cfg: Config, checkpoint: str | None = None, *, confirm_live: 
                      timeout_s=ex.timeout_s, ping_interval_s=opts.ping_interval_s)
     try:
         try:
-            now = await feed.server_time()
             await broker.load()
+            now = await feed.server_time()  # after the venue check: the first bar must still lie ahead
         except ExchangeError as exc:
             raise type(exc)(f"{where}: {exc}", code=exc.code) from None
         log.info("live_venue_ready", venue=where, symbol=m.symbol, position=str(broker.qty),
@@ -199,8 +199,11 @@ async def run_live(cfg: Config, checkpoint: str | None = None, *, confirm_live: 
                 restore_books(sess, plan)
                 _wire(sess, broker)
         else:
+            # Trading starts with the bar forming at start-up (or at --from), as paper mode does.
             first = parse_date(date_from) if date_from else now
             first = -(-first // tf) * tf if date_from else (first // tf) * tf
+            if date_from:
+                now = await _wait_for(feed, first, tf)  # a start in the future: its warm-up must be closed
             history = await feed.warmup(max(int(strategy.warmup), 1) + WARMUP_MARGIN, first)
             start_qty = broker.qty
             run_start = first
@@ -244,6 +247,24 @@ async def run_live(cfg: Config, checkpoint: str | None = None, *, confirm_live: 
     finally:
         await broker.close()
         await feed.close()
+
+
+async def _wait_for(feed: BybitFeed, first: int, tf: int) -> int:
+    """Sleep until, by the venue's clock, the bar before ``first`` has closed. The venue's clock
+    rate is measured between polls (a simulator may run faster than real time)."""
+    loop = asyncio.get_running_loop()
+    prev: tuple[float, int] | None = None
+    while True:
+        now = await feed.server_time()
+        wall = loop.time()
+        if now >= first:
+            return now
+        rate = 1.0
+        if prev is not None and wall > prev[0] and now > prev[1]:
+            rate = (now - prev[1]) / ((wall - prev[0]) * 1000.0)
+        prev = (wall, now)
+        log.info("live_waiting_for_start", first_bar=first, server_time=now)
+        await asyncio.sleep(min(max((first - now) / rate / 1000.0 / 2, 0.005), 5.0) if rate != 1.0 else 0.05)
 
 
 async def _noop() -> None:

@@ -21,9 +21,12 @@ from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 from typing import Any
 
+import structlog
+
 from broker.bybit_sim.market import Market
 from broker.bybit_sim.state import BarTick, SimState
 
+log = structlog.get_logger("bybit_sim.account")
 ZERO = Decimal(0)
 _FEE_Q = Decimal("1e-10")
 
@@ -269,6 +272,13 @@ class Account:
 
     # -- matching ----------------------------------------------------------------------------------
     def on_tick(self, tick: BarTick) -> None:
+        try:
+            self._on_tick(tick)
+        except Exception:  # noqa: BLE001 - a matcher bug must never stop the replayer
+            log.exception("sim_matcher_failed", bar=tick.bar.start)
+            self.state.stats["matcher_errors"] += 1
+
+    def _on_tick(self, tick: BarTick) -> None:
         m, bar = tick.market, tick.bar
         self.last_tick[m.symbol] = (tick.index, dec(bar.close))
         for o in [o for o in self.orders.values() if o.is_open and o.symbol == m.symbol]:

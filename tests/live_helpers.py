@@ -1,0 +1,65 @@
+"""Shared set-up for the live-trading tests: the simulator with its private half, configs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from bot.config import Config, load_config
+from broker.bybit_sim import PublicMarketModule, SimConfig
+from broker.bybit_sim.account import AccountConfig
+from broker.bybit_sim.private import PrivateModule
+from broker.bybit_sim.private_rest import PrivateFaults
+from storage import queries as q
+
+KEY, SECRET = "TESTKEY0123456789", "TESTSECRET0123456789abcdefghijklmnop"
+
+
+def modules(slippage_bps: float = 0.0, faults: PrivateFaults | None = None, **acct: Any) -> list[Any]:
+    return [PublicMarketModule(),
+            PrivateModule(keys={KEY: SECRET}, account=AccountConfig(slippage_bps=slippage_bps, **acct),
+                          faults=faults or PrivateFaults())]
+
+
+def sim_cfg(data: Path, bar_ms: float, **kw: Any) -> SimConfig:
+    return SimConfig(data=[str(data)], bar_ms=bar_ms, **kw)
+
+
+def live_cfg(rest: str, ws: str, db_url: str, *extra: str) -> Config:
+    return load_config(None, [f"exchange.rest_url={rest}", f"exchange.ws_url={ws}", f"storage.url={db_url}",
+                              "strategy.name=sma", "strategy.params.fast=3", "strategy.params.slow=8",
+                              "logging.level=warning", "exchange.timeout_s=2", *extra])
+
+
+def set_keys(monkeypatch: Any) -> None:
+    monkeypatch.setenv("BYBIT_API_KEY", KEY)
+    monkeypatch.setenv("BYBIT_API_SECRET", SECRET)
+
+
+def check_consistency(db: Any, run_id: str, account: Any) -> dict[str, Any]:
+    """Exchange and journal agree: orders, fills (by exec id), position. Returns what it compared."""
+    prefix = f"{run_id}-"
+    venue_orders = {o.link_id: o for o in account.orders.values() if o.link_id.startswith(prefix)}
+    journal_orders = {o["id"]: o for o in q.orders(db, run_id)}
+    sent = {k: v for k, v in journal_orders.items()
+            if not (v["status"] == "rejected" and k not in venue_orders)}
+    assert set(venue_orders) == set(sent), (sorted(venue_orders), sorted(sent))
+    for cid, o in venue_orders.items():
+        j = journal_orders[cid]
+        assert j["qty"] == o.qty and j["side"] == o.side, cid
+        if o.status == "Filled":
+            assert j["status"] == "filled" and j["filled_qty"] == o.cum_qty, (cid, j["status"])
+    venue_execs = {e.exec_id: e for e in account.execs if e.order.link_id.startswith(prefix)}
+    journal_fills = {f["exec_id"]: f for f in q.fills(db, run_id)}
+    assert set(venue_execs) == set(journal_fills)
+    for eid, e in venue_execs.items():
+        f = journal_fills[eid]
+        assert (f["qty"], f["price"], f["fee"], f["order_id"]) == (e.qty, e.price, e.fee, e.order.link_id)
+    book = account.books.get("BTCUSDT")
+    venue_pos = book.size if book is not None else 0
+    journal_pos = sum((f["qty"] if f["side"] == "Buy" else -f["qty"] for f in journal_fills.values()), 0)
+    assert venue_pos == journal_pos
+    # One order per decision bar at most: a restart never sends a bar's order twice.
+    bars = [cid.rsplit("-", 2)[-2] for cid in venue_orders]
+    assert len(bars) == len(set(bars))
+    return {"orders": len(venue_orders), "fills": len(venue_execs), "position": venue_pos}
