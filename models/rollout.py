@@ -101,11 +101,15 @@ def input_attribution(rollout: Tensor, position: int | None = -1) -> Tensor:
     return row / row.sum(dim=-1, keepdim=True).clamp_min(torch.finfo(row.dtype).tiny)
 
 
+def recent_steps(n: int, recent_fraction: float = 0.25) -> int:
+    """How many of the newest steps of an ``n``-step window count as "recent" (at least 1)."""
+    return max(1, int(round(n * recent_fraction)))
+
+
 def recent_share(attribution: Tensor, recent_fraction: float = 0.25) -> Tensor:
     """Share of the attribution on the most recent ``recent_fraction`` of the window: ``[b]``."""
     n = attribution.shape[-1]
-    k = max(1, int(round(n * recent_fraction)))
-    return attribution[..., n - k:].sum(dim=-1)
+    return attribution[..., n - recent_steps(n, recent_fraction):].sum(dim=-1)
 
 
 def regime_codes(share: Tensor, momentum_above: float = 0.6, reversion_below: float = 0.4) -> Tensor:

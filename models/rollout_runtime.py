@@ -23,7 +23,7 @@ from bot.errors import ConfigError, ModelError
 from models.checkpoint import ModelMeta, data_hash, load_checkpoint
 from models.features import FEATURE_NAMES, Normalizer
 from models.labels import FLAT
-from models.rollout import attention_rollout, input_attribution, recent_share, regime_codes
+from models.rollout import attention_rollout, input_attribution, recent_steps
 from models.training import TrainConfig
 from models.transformer import TransformerClassifier, TransformerConfig
 
@@ -137,10 +137,14 @@ class RolloutExplainer:
         self._one: Any = None  # the per-candle graph, traced on first use
 
     def _finish(self, p: torch.Tensor, a: torch.Tensor) -> Explained:
+        # The regime rule of models.rollout (recent_share + regime_codes), in NumPy: for one
+        # sample a handful of torch ops cost more than the rest of the decision.
         c = self.cfg
-        share = recent_share(a, c.recent_fraction)
-        codes = regime_codes(share, c.momentum_above, c.reversion_below)
-        return Explained(p.numpy(), a.numpy(), share.numpy(), codes.numpy())
+        attr = a.numpy()
+        n = attr.shape[-1]
+        share = attr[:, n - recent_steps(n, c.recent_fraction):].sum(axis=-1)
+        codes = np.where(share > c.momentum_above, 2, np.where(share < c.reversion_below, 0, 1))
+        return Explained(p.numpy(), attr, share, codes)
 
     def explain(self, x: np.ndarray | torch.Tensor, chunk: int = 1024) -> Explained:
         """Batched (eager) path for backtests, training cards and evaluation."""

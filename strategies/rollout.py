@@ -55,6 +55,7 @@ class RolloutStrategy(Strategy):
         model, self.meta, self.norm = loaded
         self.window = int(self.meta.window)
         self.explainer = RolloutExplainer(model, params)
+        self._model_id = self.meta.model_id  # a hash of the metadata: computed once
         self._short = -1.0 if (params.allow_short and not ctx.long_only) else 0.0
         self._pre: dict[str, Any] | None = None
         self._reset()
@@ -98,7 +99,7 @@ class RolloutStrategy(Strategy):
 
     @property
     def model_id(self) -> str | None:
-        return self.meta.model_id
+        return self._model_id
 
     # -- incremental path --------------------------------------------------------------------------
     def _reset(self) -> None:

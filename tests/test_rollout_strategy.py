@@ -182,3 +182,8 @@ def test_per_candle_graph_equals_the_batched_one(ckpt: str, residual_weight: flo
         np.testing.assert_allclose(one.probs[0], batch.probs[i], rtol=0, atol=1e-12)
         np.testing.assert_allclose(one.attribution[0], batch.attribution[i], rtol=0, atol=1e-12)
         assert one.regime[0] == batch.regime[i]
+    from models.rollout import recent_share, regime_codes
+
+    share = recent_share(torch.from_numpy(batch.attribution))  # the library rule gives the same regimes
+    np.testing.assert_allclose(batch.share, share.numpy(), rtol=0, atol=1e-15)
+    assert batch.regime.tolist() == regime_codes(share).tolist()
