@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from tests.test_report_support import PageResult, check_pages, journal_runs, png_size, report_for
+from tests.test_report_cdp import PageResult, check_pages
+from tests.test_report_support import journal_runs, png_size, report_for
 
 #: Every strategy kind (the interrupted run is the gru_sizer one) and every edge case. Each page
 #: costs a few seconds of plotly.js parsing; failed-with-bars and paper runs share these code

@@ -156,18 +156,17 @@ def test_dsc_calibration_uses_the_next_bar(runs: Runs, db) -> None:  # type: ign
     up = v.curves[0]
     assert up.count.sum() == len(scored)
     assert up.brier == pytest.approx(float(np.mean((p_up - went_up) ** 2)))
-    # Realised frequency of the fullest bin, by hand.
-    b = int(np.argmax(up.count))
-    lo = np.floor(up.predicted[b] * 10) / 10
-    sel = (p_up >= lo) & (p_up < lo + 0.1)
-    assert up.realised[b] == pytest.approx(went_up[sel].mean())
+    # Equal-count bins: every bin's realised frequency, weighted by its count, is the overall one.
+    assert float(np.sum(up.realised * up.count) / up.count.sum()) == pytest.approx(went_up.mean())
+    assert len(up.count) == 10 and up.count.max() - up.count.min() <= 2 and np.all(np.diff(up.predicted) > 0)
     assert sum(len(x) for x in v.confidence.values()) == len(d.decisions)
 
 
 def test_calibration_bins() -> None:
+    """Equal-count bins (quantiles of the predictions), each at its mean predicted probability."""
     pred = np.array([0.05, 0.05, 0.55, 0.55, 0.95, 1.0])
     hit = np.array([0.0, 1.0, 1.0, 1.0, 1.0, 0.0])
-    c = calibration(pred, hit, "up")
+    c = calibration(pred, hit, "up", bins=3)
     np.testing.assert_allclose(c.predicted, [0.05, 0.55, 0.975])
     np.testing.assert_allclose(c.realised, [0.5, 1.0, 0.5])
     assert list(c.count) == [2, 2, 2]

@@ -71,7 +71,7 @@ def rollout_figures(d: ReportData, v: RolloutView, t: th.Theme) -> dict[str, go.
 
 def dsc_figures(d: ReportData, v: DSCView, t: th.Theme) -> dict[str, go.Figure]:
     fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=(
-        "Confidence by signal", f"Calibration on the next bar ({v.n_scored} decisions)"))
+        "Confidence by signal", f"Next-bar calibration ({v.n_scored} decisions, equal-count bins)"))
     for sig, vals in sorted(v.confidence.items()):
         fig.add_trace(go.Histogram(x=vals, name=sig, xbins={"start": 0, "end": 1, "size": 0.05},
                                    marker={"color": th.SIGNAL_COLOURS.get(sig, th.BENCHMARK)},

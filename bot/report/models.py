@@ -127,10 +127,17 @@ def _probs(expl: dict[str, Any]) -> tuple[float, float, float] | None:
 
 
 def calibration(pred: np.ndarray, hit: np.ndarray, label: str, bins: int = CALIBRATION_BINS) -> CalibrationCurve:
-    """Reliability curve: bin predicted probabilities, compare with the realised frequency."""
-    which = np.clip((pred * bins).astype(np.int64), 0, bins - 1)
+    """Reliability curve: bin predicted probabilities, compare with the realised frequency.
+
+    Bins hold equal numbers of decisions (quantiles of the predictions), so a model whose
+    probabilities all sit in a narrow band still gets a curve rather than one point.
+    """
+    if not len(pred):
+        return CalibrationCurve(label, np.zeros(0), np.zeros(0), np.zeros(0, dtype=np.int64), 0.0)
+    edges = np.unique(np.quantile(pred, np.linspace(0, 1, bins + 1)))
+    which = np.searchsorted(edges[1:-1], pred, side="right")
     mp, rf, cnt = [], [], []
-    for b in range(bins):
+    for b in range(len(edges) - 1 if len(edges) > 1 else 1):
         m = which == b
         if m.any():
             mp.append(float(pred[m].mean()))

@@ -69,7 +69,7 @@ def dsc_png(d: ReportData, v: DSCView, t: th.Theme, fig: Figure) -> None:
         right.plot(c.predicted, c.realised, "-o", color=colour, lw=2, ms=5, label=f"p({c.label}) · Brier {c.brier:.3f}")
     right.set_xlim(0, 1)
     right.set_ylim(0, 1)
-    right.set_title(f"Calibration on the next bar ({v.n_scored} decisions)")
+    right.set_title(f"Next-bar calibration ({v.n_scored} decisions, equal-count bins)")
     right.set_xlabel("predicted probability")
     right.set_ylabel("realised frequency")
     right.legend(loc="upper left")
