@@ -6,6 +6,7 @@ import json
 import os
 import subprocess
 import sys
+from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -21,18 +22,47 @@ ROOT = Path(__file__).resolve().parents[1]
 TINY_SETS = ["--set", "strategy.params=" + json.dumps(TINY)]
 
 
-def bot(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "BOT_DEBUG": ""}
-    env.pop("BOT_DEBUG")
-    return subprocess.run([BOT, *args], cwd=cwd, capture_output=True, text=True, env=env, timeout=300)
-
-
-def one_line_error(r: subprocess.CompletedProcess[str], match: str) -> None:
+def one_line_error(r: Result | subprocess.CompletedProcess[str], match: str) -> None:
     assert r.returncode == 2, r.stderr
     lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     assert match in lines[0], lines[0]
     assert "Traceback" not in r.stderr
+
+
+@dataclass
+class Result:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def bot_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
+    """Run the real console entry point ``bot.cli.main`` in-process (no torch re-import per call)."""
+    from bot.cli import main
+
+    def run(*args: str, cwd: Path) -> Result:
+        monkeypatch.chdir(cwd)
+        monkeypatch.setattr(sys, "argv", ["bot", *args])
+        monkeypatch.delenv("BOT_DEBUG", raising=False)
+        capsys.readouterr()
+        code = 0
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out = capsys.readouterr()
+        return Result(code, out.out, out.err)
+    return run
+
+
+def test_console_script_one_line_error(tmp_path: Path) -> None:
+    """The installed ``bot`` script itself: a missing checkpoint is one line and exit code 2."""
+    r = subprocess.run([BOT, "evaluate", "--checkpoint", str(tmp_path / "nope.pt"), "--data",
+                        str(tmp_path / "none.csv")], cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                       env={k: v for k, v in os.environ.items() if k != "BOT_DEBUG"})
+    one_line_error(r, "checkpoint not found")
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +91,8 @@ def work(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str, 
             "other": other, "eth": data_dir / "bybit_ETHUSDT_1h.csv.gz"}
 
 
-def test_evaluate_json_on_another_market(work: dict[str, Path]) -> None:
-    r = bot("evaluate", "--checkpoint", str(work["ckpt"]), "--data", str(work["eth"]), "--json", cwd=work["dir"])
+def test_evaluate_json_on_another_market(bot_cli, work: dict[str, Path]) -> None:
+    r = bot_cli("evaluate", "--checkpoint", str(work["ckpt"]), "--data", str(work["eth"]), "--json", cwd=work["dir"])
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     ev = out["metrics"]["evaluated"]
@@ -71,9 +101,9 @@ def test_evaluate_json_on_another_market(work: dict[str, Path]) -> None:
     assert len(ev["confusion"]) == 3 and "trading_after_fees" in ev
 
 
-def test_train_writes_checkpoint_and_card(work: dict[str, Path]) -> None:
+def test_train_writes_checkpoint_and_card(bot_cli, work: dict[str, Path]) -> None:
     out = work["dir"] / "cli.pt"
-    r = bot("train", "--strategy", "dsc", "--data", str(work["small"]), "--out", str(out), "--json", *TINY_SETS,
+    r = bot_cli("train", "--strategy", "dsc", "--data", str(work["small"]), "--out", str(out), "--json", *TINY_SETS,
             cwd=work["dir"])
     assert r.returncode == 0, r.stderr
     card = json.loads(r.stdout)
@@ -81,9 +111,9 @@ def test_train_writes_checkpoint_and_card(work: dict[str, Path]) -> None:
     assert out.exists() and (work["dir"] / "cli.card.json").exists() and (work["dir"] / "cli.explain.onnx").exists()
 
 
-def test_backtest_with_checkpoint(work: dict[str, Path]) -> None:
+def test_backtest_with_checkpoint(bot_cli, work: dict[str, Path]) -> None:
     db = f"sqlite:///{work['dir'] / 'j.db'}"
-    r = bot("backtest", "--strategy", "dsc", "--checkpoint", str(work["ckpt"]), "--data", str(work["eth"]),
+    r = bot_cli("backtest", "--strategy", "dsc", "--checkpoint", str(work["ckpt"]), "--data", str(work["eth"]),
             "--from", "2025-06-01", "--to", "2025-07-01", "--db", db, "--json", *TINY_SETS, cwd=work["dir"])
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
@@ -97,22 +127,22 @@ def test_backtest_with_checkpoint(work: dict[str, Path]) -> None:
     ("few", "too little data"),
     ("absurd", "vwap_dist_24 is NaN/inf"),
 ])
-def test_bad_input_is_one_line_exit_2(work: dict[str, Path], case: str, match: str) -> None:
+def test_bad_input_is_one_line_exit_2(bot_cli, work: dict[str, Path], case: str, match: str) -> None:
     ckpt = {"missing": work["dir"] / "nope.pt", "corrupted": work["corrupted"], "mystery": work["mystery"]}.get(
         case, work["ckpt"])
     data = work[case] if case in ("few", "absurd") else work["small"]
-    r = bot("evaluate", "--checkpoint", str(ckpt), "--data", str(data), cwd=work["dir"])
+    r = bot_cli("evaluate", "--checkpoint", str(ckpt), "--data", str(data), cwd=work["dir"])
     one_line_error(r, match)
 
 
-def test_bad_input_backtest_and_train(work: dict[str, Path]) -> None:
+def test_bad_input_backtest_and_train(bot_cli, work: dict[str, Path]) -> None:
     db = f"sqlite:///{work['dir'] / 'j2.db'}"
-    r = bot("backtest", "--strategy", "dsc", "--checkpoint", str(work["other"]), "--data", str(work["small"]),
+    r = bot_cli("backtest", "--strategy", "dsc", "--checkpoint", str(work["other"]), "--data", str(work["small"]),
             "--db", db, *TINY_SETS, cwd=work["dir"])
     one_line_error(r, "holds a 'rollout' model")
-    r = bot("train", "--strategy", "dsc", "--data", str(work["few"]), "--out", str(work["dir"] / "x.pt"),
+    r = bot_cli("train", "--strategy", "dsc", "--data", str(work["few"]), "--out", str(work["dir"] / "x.pt"),
             *TINY_SETS, cwd=work["dir"])
     one_line_error(r, "too little data")
-    r = bot("train", "--strategy", "dsc", "--data", str(work["small"]), "--set", "strategy.params.window=2",
+    r = bot_cli("train", "--strategy", "dsc", "--data", str(work["small"]), "--set", "strategy.params.window=2",
             *TINY_SETS[:0], "--set", "strategy.params.bogus=1", cwd=work["dir"])
     assert r.returncode == 2 and "error:" in r.stderr and "Traceback" not in r.stderr
