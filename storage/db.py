@@ -7,7 +7,6 @@ are applied automatically whenever the journal is opened, and by ``bot db upgrad
 from __future__ import annotations
 
 from pathlib import Path
-
 from typing import TYPE_CHECKING
 
 from sqlalchemy import Engine, create_engine, event, inspect
