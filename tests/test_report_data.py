@@ -207,3 +207,14 @@ def test_decimation_keeps_every_extreme() -> None:
     assert len(idx) <= 1002 and idx[0] == 0 and idx[-1] == len(y) - 1
     assert y[idx].max() == y.max() and y[idx].min() == y.min()
     assert list(decimate_idx(y[:10], 1000)) == list(range(10))
+
+
+def test_busy_runs_mark_only_position_changes(runs: Runs, db, monkeypatch: pytest.MonkeyPatch) -> None:  # type: ignore[no-untyped-def]
+    from bot.report import analysis
+
+    d = data_of(db, runs, "rollout")
+    assert len(analysis.marker_fills(d)) == len(d.fills)
+    monkeypatch.setattr(analysis, "MAX_MARKERS", 10)
+    marked = analysis.marker_fills(d)
+    assert 0 < len(marked) < len(d.fills) and set(marked["action"]) <= {"entry", "exit", "flip"}
+    assert len(marked) >= 2 * len(d.trades) - 1  # every round trip keeps its entry and exit

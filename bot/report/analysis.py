@@ -14,8 +14,19 @@ import pandas as pd
 
 from bot.report.data import ReportData
 
+#: With more fills than this, the price chart marks only entries, exits and flips (not every
+#: add/reduce of a rebalancing strategy), keeping the page light enough to open.
+MAX_MARKERS = 3000
 #: Line series longer than this are decimated (min/max per bucket keeps every spike visible).
 MAX_LINE_POINTS = 2500
+
+
+def marker_fills(d: ReportData) -> pd.DataFrame:
+    """Fills to mark on the price chart: all of them, or only position changes when there are many."""
+    f = d.fills
+    if len(f) <= MAX_MARKERS:
+        return f
+    return f[f["action"].isin(("entry", "exit", "flip"))]
 
 
 def buy_and_hold(d: ReportData) -> np.ndarray:

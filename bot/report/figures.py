@@ -10,7 +10,7 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from bot.report import theme as th
-from bot.report.analysis import buy_and_hold, drawdown, monthly_returns, union_idx
+from bot.report.analysis import buy_and_hold, drawdown, marker_fills, monthly_returns, union_idx
 from bot.report.data import ReportData
 from bot.report.reasons import fmt_time, reasons
 
@@ -62,7 +62,7 @@ def price_figure(d: ReportData, t: th.Theme) -> go.Figure:
     fig = go.Figure()
     fig.add_trace(go.Scatter(x=d.equity["dt"].to_numpy()[idx], y=px[idx], name="close",
                              line={"color": t.price, "width": 1.2}, hovertemplate="%{y:,.2f}<extra>close</extra>"))
-    f = d.fills
+    f = marker_fills(d)
     size = 11 if len(f) <= 100 else 9 if len(f) <= 400 else 7
     for side, colour, symbol in (("Buy", th.BUY, "triangle-up"), ("Sell", th.SELL, "triangle-down")):
         rows = f[f["side"] == side]

@@ -14,6 +14,7 @@ from plotly.offline import get_plotlyjs
 
 from bot.report import tables
 from bot.report import theme as th
+from bot.report.analysis import marker_fills
 from bot.report.data import ReportData
 from bot.report.figures import equity_figure, monthly_figure, price_figure
 from bot.report.figures_models import BUILDERS
@@ -49,9 +50,12 @@ def plan(d: ReportData, t: th.Theme) -> list[Section]:
     secs = [Section("summary", "Summary", tables.headline_cards(d.summary) + tables.metrics_table(d.summary))]
     if d.has_bars:
         secs.append(Section("equity", "Equity and drawdown", figures={"fig-equity": equity_figure(d, t)}))
-        n_fills = len(d.fills)
+        n_fills, shown = len(d.fills), len(marker_fills(d))
+        what = f"{n_fills:,} fills"
+        if shown < n_fills:
+            what += f"; marked: the {shown:,} entries, exits and flips"
         secs.append(Section("price", "Price and trades", figures={"fig-price": price_figure(d, t)},
-                            note=f"{n_fills:,} fills. Hover a marker for the decision behind it."))
+                            note=f"{what}. Hover a marker for the decision behind it."))
         secs.append(Section("monthly", "Monthly returns", figures={"fig-monthly": monthly_figure(d, t)}))
     else:
         secs.append(Section("equity", "Equity and drawdown", _no_bars("equity curve")))

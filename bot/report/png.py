@@ -23,7 +23,7 @@ from matplotlib.ticker import FuncFormatter, PercentFormatter
 
 from bot.report import tables
 from bot.report import theme as th
-from bot.report.analysis import buy_and_hold, drawdown, monthly_returns
+from bot.report.analysis import buy_and_hold, drawdown, marker_fills, monthly_returns
 from bot.report.data import ReportData
 from bot.report.figures import MONTHS, pct_cell
 
@@ -122,7 +122,7 @@ def price_png(d: ReportData, t: th.Theme) -> Figure:
     _title(fig, d, "Close with entries and exits", t)
     ax = fig.add_subplot()
     ax.plot(naive(d.equity["dt"]), d.equity["price"].to_numpy(), color=t.price, lw=1.1, label="close")
-    f = d.fills
+    f = marker_fills(d)
     for side, colour, marker in (("Buy", th.BUY, "^"), ("Sell", th.SELL, "v")):
         rows = f[f["side"] == side]
         if not rows.empty:
