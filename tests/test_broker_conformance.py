@@ -1,0 +1,175 @@
+"""One broker conformance suite, passed by the simulated broker (backtest/paper) and by the
+Bybit broker (pybit REST + private stream) against the local simulator. It states the
+contract the engine relies on: submit is non-blocking and returns the order not yet final;
+invalid or duplicate orders come back REJECTED; acks, fills and cancels arrive through the
+listener; books (position, cash, open orders) follow the fills exactly."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Callable
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from bot.app import instrument_from_config
+from bot.config import load_config
+from bot.domain import Fill, Order, OrderRequest, OrderStatus, OrderType, Side
+from bot.feeds.replay import load_candles
+from broker.base import Broker
+from broker.bybit import BybitBroker, BybitHttp, PrivateStream, private_url
+from broker.bybit_sim import SimServer
+from broker.simulated import SimulatedBroker
+from tests.live_helpers import KEY, SECRET, modules, sim_cfg
+
+FEE = 0.001
+
+
+class Harness:
+    """Drives one broker: time moves by whole bars; events are what the listener received."""
+
+    broker: Broker
+    events: list[tuple[Order, Fill | None]]
+
+    async def step(self) -> None:
+        raise NotImplementedError
+
+    def last_close(self) -> float:
+        raise NotImplementedError
+
+    async def poll(self) -> None:
+        """A fraction of a bar (the simulated broker only moves bar by bar)."""
+        await self.step()
+
+    async def until(self, pred: Callable[[], bool], bars: int = 8) -> None:
+        for _ in range(bars * 10):
+            if pred():
+                return
+            await self.poll()
+        assert pred(), self.events
+
+    def fills(self) -> list[Fill]:
+        return [f for _, f in self.events if f is not None]
+
+    def status(self, cid: str) -> OrderStatus | None:
+        found = [o.status for o, _ in self.events if o.client_order_id == cid]
+        return found[-1] if found else None
+
+
+class SimulatedHarness(Harness):
+    def __init__(self, data: Any) -> None:
+        self.broker = SimulatedBroker(instrument_from_config(load_config(None, []).market), 10_000.0, FEE, 0.0)
+        self.events = []
+        self.broker.set_listener(lambda o, f: self.events.append((o, f)))
+        self.data, self.i = data, 300
+
+    async def step(self) -> None:
+        d, i = self.data, self.i
+        self.broker.on_bar(int(d.time[i]), float(d.open[i]), float(d.high[i]), float(d.low[i]), float(d.close[i]))
+        self.i += 1
+
+    def last_close(self) -> float:
+        return float(self.data.close[self.i - 1])
+
+
+class BybitHarness(Harness):
+    BAR_MS = 150.0
+
+    def __init__(self, sim: SimServer) -> None:
+        http = BybitHttp(KEY, SECRET, rest_url=sim.rest_url, timeout_s=2.0)
+        stream = PrivateStream(KEY, SECRET, url=private_url(sim.ws_url, True), testnet=True,
+                               on_message=lambda m: None, on_reconnect=_noop, check_every_s=0.1)
+        self.broker = BybitBroker(http, "BTCUSDT", "linear", stream=stream)
+        self.events = []
+        self.broker.set_listener(lambda o, f: self.events.append((o, f)))
+        self.sim = sim
+
+    async def step(self) -> None:
+        await asyncio.sleep(self.BAR_MS / 1000.0)
+
+    async def poll(self) -> None:
+        await asyncio.sleep(self.BAR_MS / 1000.0 / 10)
+
+    def last_close(self) -> float:
+        m = self.sim.state.markets["BTCUSDT"]
+        return float(m.data.close[m.closed_count(self.sim.state.now_ms()) - 1])
+
+
+async def _noop() -> None:
+    return None
+
+
+@pytest.fixture(params=["simulated", "bybit"])
+async def h(request: pytest.FixtureRequest, btc_1h: Path) -> AsyncIterator[Harness]:
+    if request.param == "simulated":
+        yield SimulatedHarness(load_candles(btc_1h, symbol="BTCUSDT", timeframe="1h", bar_ms=3_600_000))
+        return
+    async with SimServer(sim_cfg(btc_1h, BybitHarness.BAR_MS, history=300), modules(fee_rate=FEE)) as sim:
+        harness = BybitHarness(sim)
+        await harness.broker.load()  # type: ignore[attr-defined]
+        try:
+            yield harness
+        finally:
+            await harness.broker.close()  # type: ignore[attr-defined]
+
+
+def req(cid: str, side: Side, qty: str, order_type: OrderType = OrderType.MARKET, price: str | None = None,
+        ref: float | None = None) -> OrderRequest:
+    return OrderRequest(client_order_id=cid, symbol="BTCUSDT", side=side, qty=Decimal(qty), order_type=order_type,
+                        price=Decimal(price) if price else None,
+                        reference_price=Decimal(repr(ref)) if ref else None)
+
+
+async def test_market_round_trip_books_follow_fills(h: Harness) -> None:
+    b = h.broker
+    cash0, qty0 = b.cash_and_qty()
+    assert qty0 == 0 and cash0 == 10_000.0
+    o = b.submit(req("c-buy", Side.BUY, "0.05", ref=h.last_close()), 0)
+    assert o.client_order_id == "c-buy" and o.status in (OrderStatus.SUBMITTED, OrderStatus.ACCEPTED)
+    assert [x.client_order_id for x in b.open_orders()] == ["c-buy"]
+    await h.until(lambda: h.status("c-buy") is OrderStatus.FILLED)
+    fills = h.fills()
+    assert len(fills) == 1 and fills[0].qty == Decimal("0.05") and fills[0].client_order_id == "c-buy"
+    f = fills[0]
+    assert f.fee == (f.qty * f.price * Decimal(repr(FEE))).quantize(Decimal("1e-10"))
+    assert b.open_orders() == [] and b.position().qty == Decimal("0.05") and b.position().avg_price == f.price
+    cash, qty = b.cash_and_qty()
+    assert qty == 0.05 and cash == pytest.approx(10_000.0 - float(f.qty * f.price + f.fee))
+    bal = b.balance(float(f.price))
+    assert bal.cash == Decimal(repr(10_000.0)) - f.qty * f.price - f.fee
+    assert b.equity(float(f.price)) == pytest.approx(float(bal.equity))
+    b.submit(req("c-sell", Side.SELL, "0.05", ref=h.last_close()), 0)
+    await h.until(lambda: h.status("c-sell") is OrderStatus.FILLED)
+    assert b.position().qty == 0 and len(h.fills()) == 2
+    g = h.fills()[1]
+    assert b.position().realized_pnl == (g.price - f.price) * Decimal("0.05")
+
+
+async def test_invalid_and_duplicate_orders_are_rejected_at_once(h: Harness) -> None:
+    b = h.broker
+    for cid, qty in (("bad-lot", "0.0005"), ("bad-step", "0.0105"), ("bad-zero", "0")):
+        o = b.submit(req(cid, Side.BUY, qty, ref=h.last_close()), 0)
+        assert o.status is OrderStatus.REJECTED and o.reject_reason, cid
+    limit = b.submit(req("dup", Side.BUY, "0.01", OrderType.LIMIT, price=None, ref=h.last_close()), 0)
+    assert limit.status is OrderStatus.REJECTED  # a limit order needs a price
+    b.submit(req("twice", Side.BUY, "0.01", ref=h.last_close()), 0)
+    again = b.submit(req("twice", Side.BUY, "0.01", ref=h.last_close()), 0)
+    assert again.status is OrderStatus.REJECTED
+    await h.until(lambda: h.status("twice") is OrderStatus.FILLED)
+    assert b.position().qty == Decimal("0.01")  # the duplicate never traded
+
+
+async def test_resting_limit_order_then_cancel(h: Harness) -> None:
+    b = h.broker
+    far = Decimal(repr(round(h.last_close() * 0.5, 1)))
+    o = b.submit(req("lim", Side.BUY, "0.01", OrderType.LIMIT, price=str(far)), 0)
+    assert o.status in (OrderStatus.SUBMITTED, OrderStatus.ACCEPTED)
+    for _ in range(3):
+        await h.step()
+    assert [x.client_order_id for x in b.open_orders()] == ["lim"] and not h.fills()
+    assert b.cancel("nope", 0) is None
+    assert b.cancel("lim", 0) is not None
+    await h.until(lambda: h.status("lim") is OrderStatus.CANCELLED)
+    assert b.open_orders() == [] and b.position().qty == 0 and not h.fills()
