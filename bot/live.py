@@ -193,6 +193,7 @@ async def run_live(cfg: Config, checkpoint: str | None = None, *, confirm_live: 
             stop_at = stop_at if stop_at is not None else plan.stop_at_ms
             start_qty = Decimal(str(start.get("start_qty", "0")))
             run_start = int(start["first_open"])
+            broker.since_floor = int(start.get("venue_start_ms", run_start))
             after = last
 
             def prepare(sess: Session) -> None:
@@ -207,6 +208,7 @@ async def run_live(cfg: Config, checkpoint: str | None = None, *, confirm_live: 
             history = await feed.warmup(max(int(strategy.warmup), 1) + WARMUP_MARGIN, first)
             start_qty = broker.qty
             run_start = first
+            broker.since_floor = now  # fills before this are the account's history, not this run's
             mark = Decimal(repr(history[-1].close)) if history else Decimal(0)
             equity = float(broker.cash + broker.qty * mark)
             if equity <= 0:
@@ -214,7 +216,8 @@ async def run_live(cfg: Config, checkpoint: str | None = None, *, confirm_live: 
             cfg = cfg.model_copy(update={"broker": cfg.broker.model_copy(update={"initial_cash": equity})})
             payload = {"warmup_start": history[0].open_time if history else first, "warmup_bars": len(history),
                        "first_open": first, "stop_at": stop_at, "rest_url": ex.rest_url, "ws_url": ex.ws_url,
-                       "testnet": ex.testnet, "start_qty": format(start_qty, "f"), "start_equity": equity}
+                       "testnet": ex.testnet, "start_qty": format(start_qty, "f"), "start_equity": equity,
+                       "venue_start_ms": now}
             after = first - tf
 
             def prepare(sess: Session) -> None:

@@ -87,7 +87,7 @@ async def reconcile(session: Any, broker: BybitBroker, *, start_qty: Decimal, ru
     # 2. Executions since the last journaled fill, and open orders the journal does not know.
     last = max((int(f["time"]) for f in fills), default=run_start_ms)
     before = broker.stats["rest_fills"]
-    await broker.catch_up(since_ms=max(last - SINCE_MARGIN_MS, run_start_ms - SINCE_MARGIN_MS))
+    await broker.catch_up(since_ms=last - SINCE_MARGIN_MS)
     for item in await broker.http.open_orders(broker.symbol):
         cid = parse.link_id(item)
         if broker.known(cid) is None:

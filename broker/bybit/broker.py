@@ -37,7 +37,6 @@ from bot.domain import (
     OrderStatus,
     OrderType,
     Position,
-    Side,
 )
 from bot.errors import ExchangeError, ExchangeRetryableError, OrderRejected
 from broker.base import Broker, to_decimal
@@ -45,6 +44,7 @@ from broker.bybit import parse
 from broker.bybit.errors import DUPLICATE_LINK_ID, ORDER_NOT_FOUND, CreateOutcomeUnknown
 from broker.bybit.http import BybitHttp
 from broker.bybit.stream import PrivateStream
+from broker.bybit.venue_events import VenueEvents
 
 log = structlog.get_logger("broker.bybit")
 
@@ -52,7 +52,7 @@ log = structlog.get_logger("broker.bybit")
 MAX_SENDS = 4
 
 
-class BybitBroker(Broker):
+class BybitBroker(VenueEvents, Broker):
     write_ahead = True
 
     def __init__(self, http: BybitHttp, symbol: str, category: str, *, stream: PrivateStream | None = None,
@@ -84,6 +84,8 @@ class BybitBroker(Broker):
         self.venue_position: dict[str, Any] | None = None
         self.venue_wallet: dict[str, Any] | None = None
         self.last_fill_time: int | None = None
+        #: Venue time this run began: older executions belong to the account's past, not to the run.
+        self.since_floor: int | None = None
         self.stats = {"creates": 0, "lookups": 0, "resends": 0, "duplicates_refused": 0, "stream_fills": 0,
                       "rest_fills": 0, "dup_fills": 0, "resyncs": 0}
 
@@ -102,20 +104,6 @@ class BybitBroker(Broker):
         wallet = await self.http.wallet()
         pos = await self.http.position(self.symbol)
         self._set_books(wallet, pos)
-
-    def _set_books(self, wallet: dict[str, Any], pos: dict[str, Any] | None) -> None:
-        self.venue_wallet, self.venue_position = wallet, pos
-        usdt = _coin(wallet, "USDT")
-        if self.category is Category.SPOT:
-            base = self.symbol[:-4] if self.symbol.endswith("USDT") else self.symbol[:-3]
-            self.qty, self.avg_price = _coin(wallet, base), ZERO
-            self.cash = usdt
-        else:
-            self.qty = parse.signed_size(pos) if pos else ZERO
-            self.avg_price = parse.d(pos.get("avgPrice")) if pos else ZERO
-            self.realized = parse.d(pos.get("cumRealisedPnl")) if pos else ZERO
-            self.cash = usdt - self.qty * self.avg_price
-        self._cash_f, self._qty_f = float(self.cash), float(self.qty)
 
     async def close(self) -> None:
         for t in list(self._tasks):
@@ -295,205 +283,6 @@ class BybitBroker(Broker):
         else:
             self._orders[o.client_order_id] = o
         self._emit(o, fill)
-
-    def on_stream(self, msg: dict[str, Any]) -> None:
-        topic = msg.get("topic", "")
-        data = msg.get("data") or []
-        for item in data:
-            if item.get("symbol") not in (None, self.symbol):
-                continue
-            try:
-                if topic == "execution":
-                    if parse.is_trade(item):
-                        self.stats["stream_fills"] += 1
-                        self._apply_exec(item)
-                elif topic == "order":
-                    self._apply_order(item)
-                elif topic == "position":
-                    self._venue_position(item)
-            except Exception as exc:  # noqa: BLE001 - one bad push must not kill the stream
-                log.error("stream_message_failed", topic=topic, error=f"{type(exc).__name__}: {exc}")
-        if topic == "wallet" and data:
-            self.venue_wallet = data[0]
-
-    def _venue_position(self, item: dict[str, Any]) -> None:
-        self.venue_position = item
-
-    def _known(self, cid: str) -> Order | None:
-        return self._orders.get(cid) or self._done.get(cid)
-
-    def _adopt(self, item: dict[str, Any]) -> Order:
-        """An order the venue has and this process does not: journal it, marked adopted."""
-        cid = parse.link_id(item)
-        now = int(item.get("createdTime") or self._now())
-        o = Order(client_order_id=cid, symbol=item["symbol"], side=Side(item["side"]), qty=parse.d(item.get("qty")),
-                  order_type=OrderType(item.get("orderType", "Market")), status=OrderStatus.SUBMITTED,
-                  created_time=now, updated_time=now,
-                  price=parse.d(item["price"]) if item.get("orderType") == "Limit" else None,
-                  exchange_order_id=item.get("orderId"), adopted=True)
-        self._orders[cid] = o
-        self.adopted.append(cid)
-        if self.on_adopt is not None:
-            self.on_adopt(o)
-        if self.on_event is not None:
-            self.on_event("order_adopted", {"order_id": cid, "status": item.get("orderStatus")})
-        return o
-
-    def _apply_order(self, item: dict[str, Any]) -> None:
-        cid = parse.link_id(item)
-        o = self._known(cid) or self._adopt(item)
-        if o.status.is_terminal:
-            return
-        status = parse.STATUS.get(str(item.get("orderStatus")), OrderStatus.ACCEPTED)
-        eid = item.get("orderId") or o.exchange_order_id
-        venue_filled = parse.d(item.get("cumExecQty"))
-        if venue_filled > o.filled_qty:
-            # Fills the stream has not delivered (yet): executions decide, fetch them if they stay missing.
-            self._pending_exec[cid] = [item]
-            self._spawn(self._fetch_fills_later(cid, item))
-            if o.status is OrderStatus.SUBMITTED:
-                self._update(o.transition(OrderStatus.ACCEPTED, self._now(), exchange_order_id=eid))
-            return
-        if status in (OrderStatus.ACCEPTED, OrderStatus.SUBMITTED):
-            if o.status is OrderStatus.SUBMITTED and status is OrderStatus.ACCEPTED:
-                self._update(o.transition(OrderStatus.ACCEPTED, self._now(), exchange_order_id=eid))
-            return
-        if status in (OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED):
-            if status is OrderStatus.REJECTED and o.status is not OrderStatus.SUBMITTED:
-                status = OrderStatus.CANCELLED
-            reason = item.get("rejectReason") if item.get("rejectReason") not in (None, "EC_NoError") else None
-            self._update(o.transition(status, self._now(), exchange_order_id=eid, reject_reason=reason))
-
-    async def _fetch_fills_later(self, cid: str, item: dict[str, Any]) -> None:
-        await asyncio.sleep(0.3)  # the execution push usually arrives right behind the order push
-        o = self._known(cid)
-        if o is not None and parse.d(item.get("cumExecQty")) > o.filled_qty:
-            await self._fetch_fills(cid, item)
-
-    async def _fetch_fills(self, cid: str, item: dict[str, Any]) -> None:
-        o = self._known(cid)
-        if o is None or parse.d(item.get("cumExecQty")) <= o.filled_qty:
-            if o is not None and item.get("orderStatus") in ("Cancelled", "Rejected", "Deactivated",
-                                                              "PartiallyFilledCanceled"):
-                self._apply_order(item)
-            return
-        for e in reversed(await self.http.executions(self.symbol, link_id=cid)):
-            if parse.is_trade(e):
-                self.stats["rest_fills"] += int(e["execId"] not in self._seen_exec)
-                self._apply_exec(e)
-        o = self._known(cid)
-        if o is not None and not o.status.is_terminal:
-            self._apply_order(item)
-
-    def _apply_exec(self, e: dict[str, Any]) -> None:
-        exec_id = str(e["execId"])
-        if exec_id in self._seen_exec:
-            self.stats["dup_fills"] += 1
-            return
-        f = parse.fill(e)
-        o = self._known(f.client_order_id)
-        if o is None:
-            o = self._adopt({**e, "qty": e.get("orderQty") or e.get("execQty"),
-                             "price": e.get("orderPrice"), "createdTime": e.get("execTime")})
-        if o.status.is_terminal and o.status is not OrderStatus.FILLED:
-            log.error("fill_after_terminal", order=o.client_order_id, status=str(o.status))
-        self._seen_exec.add(exec_id)
-        self._book(f)
-        filled = o.filled_qty + f.qty
-        avg = ((o.avg_fill_price or ZERO) * o.filled_qty + f.price * f.qty) / filled
-        status = OrderStatus.FILLED if filled >= o.qty else OrderStatus.PARTIALLY_FILLED
-        if o.status.is_terminal:
-            return  # books moved; the journal keeps the terminal status it has
-        self._update(o.transition(status, f.time, filled_qty=filled, avg_fill_price=avg,
-                                  exchange_order_id=e.get("orderId") or o.exchange_order_id), f)
-
-    def _book(self, f: Fill) -> None:
-        signed = f.qty if f.side is Side.BUY else -f.qty
-        old, new = self.qty, self.qty + signed
-        if self.category is Category.LINEAR:
-            if old == 0 or (old > 0) == (signed > 0):
-                self.avg_price = (abs(old) * self.avg_price + f.qty * f.price) / abs(new)
-            else:
-                closed = min(abs(signed), abs(old))
-                self.realized += (f.price - self.avg_price) * closed * (1 if old > 0 else -1)
-                if new == 0:
-                    self.avg_price = ZERO
-                elif (new > 0) != (old > 0):
-                    self.avg_price = f.price
-        self.qty = new
-        self.cash -= signed * f.price + f.fee
-        self.fee_total += f.fee
-        self.last_fill_time = max(self.last_fill_time or 0, f.time)
-        self._cash_f, self._qty_f = float(self.cash), float(self.qty)
-
-    # -- catch-up and checks -----------------------------------------------------------------------
-    def mark_seen(self, exec_ids: set[str]) -> None:
-        self._seen_exec |= exec_ids
-
-    def track(self, order: Order) -> None:
-        """An order known from the journal (restart): follow it again. A journaled intent may
-        have left the process before the kill, so it is treated as sent (SUBMITTED)."""
-        if order.status.is_terminal:
-            self._done[order.client_order_id] = order
-            return
-        if order.status is OrderStatus.CREATED:
-            order = _with(order, status=OrderStatus.SUBMITTED)
-        self._orders[order.client_order_id] = order
-
-    def known(self, cid: str) -> Order | None:
-        return self._known(cid)
-
-    def resolve_missing(self, cid: str, reason: str) -> None:
-        """A journaled order the venue never received: rejected, so it is never waited on."""
-        self._reject(cid, reason)
-
-    def apply_snapshot(self, item: dict[str, Any]) -> None:
-        """A venue order (REST item or push): status merged, unknown orders adopted."""
-        self._apply_order(item)
-
-    async def fetch_fills(self, cid: str, item: dict[str, Any]) -> None:
-        await self._fetch_fills(cid, item)
-
-    async def catch_up(self, since_ms: int | None = None) -> int:
-        """After a reconnect: executions missed meanwhile (REST), then every working order's state."""
-        start = since_ms if since_ms is not None else (self.last_fill_time or 0) - 60_000
-        n = 0
-        for e in reversed(await self.http.executions(self.symbol, start_ms=max(start, 0) or None)):
-            if parse.is_trade(e) and str(e["execId"]) not in self._seen_exec:
-                self.stats["rest_fills"] += 1
-                n += 1
-                self._apply_exec(e)
-        for cid in list(self._orders):
-            found = await self.http.order(self.symbol, cid)
-            if found is not None:
-                self._apply_order(found)
-        if n and self.on_event is not None:
-            self.on_event("fills_recovered", {"count": n})
-        return n
-
-    async def check_books(self) -> dict[str, Any] | None:
-        """Venue position/wallet vs the books; resync when they disagree and nothing is in flight."""
-        if self._orders:
-            return None
-        wallet = await self.http.wallet()
-        pos = await self.http.position(self.symbol)
-        if self._orders:
-            return None
-        before = (self.qty, self.cash)
-        self._set_books(wallet, pos)  # the venue's numbers are the truth from here on
-        if before[0] != self.qty or abs(before[1] - self.cash) > Decimal("0.000001"):
-            self.stats["resyncs"] += 1
-            return {"qty_books": format(before[0], "f"), "qty_venue": format(self.qty, "f"),
-                    "cash_books": format(before[1], "f"), "cash_venue": format(self.cash, "f")}
-        return None
-
-
-def _coin(wallet: dict[str, Any], coin: str) -> Decimal:
-    for c in wallet.get("coin") or []:
-        if c.get("coin") == coin:
-            return parse.d(c.get("walletBalance"))
-    return ZERO
-
 
 def _with(o: Order, **changes: Any) -> Order:
     return replace(o, **changes)
