@@ -52,7 +52,9 @@ class DSCStrategy(Strategy):
             raise ModelError(f"checkpoint not found: {path} (train one with `bot train --strategy dsc "
                              f"--data FILE`, or pass --checkpoint PATH)")
         self.checkpoint_path = path
-        self.rt = DSCRuntime(path, params.backend, window=params.window)
+        # An explicitly set window must match the checkpoint's; otherwise the checkpoint's is used.
+        expect = params.window if "window" in params.model_fields_set else None
+        self.rt = DSCRuntime(path, params.backend, window=expect)
         self.window = self.rt.window
         self._short = -1.0 if (params.allow_short and not ctx.long_only) else 0.0
         self._threshold = params.prob_threshold

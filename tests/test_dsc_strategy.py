@@ -130,3 +130,12 @@ def test_for_backtest_trains_on_early_part_when_no_checkpoint(btc: CandleData, t
     other = btc.slice(2000, 2600)
     _, first3, _ = DSCStrategy.for_backtest(TINY, StrategyContext("BTCUSDT", "1h", False, 0.001, None), other)
     assert first3 == 0
+
+
+def test_window_mismatch_refused_unless_unset(ckpt: Path) -> None:
+    from bot.errors import ModelError
+
+    with pytest.raises(ModelError, match="window of 16 bars, the strategy expects 32"):
+        make(ckpt, window=32)
+    ctx = StrategyContext("BTCUSDT", "1h", False, 0.001, str(ckpt))
+    assert DSCStrategy.from_config({}, ctx).window == 16  # not set: the checkpoint's window is used
