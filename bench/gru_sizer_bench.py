@@ -80,22 +80,27 @@ def latency(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     s.on_start(bars)
     restart = time.perf_counter() - t0
-    times = []
+    times, cpu = [], []
     while bars.advance():
-        t = time.perf_counter()
+        t, c = time.perf_counter(), time.thread_time()
         d = s.on_bar(bars)
         if d is not None:
             times.append(time.perf_counter() - t)
+            cpu.append(time.thread_time() - c)
     ms = np.asarray(times) * 1000
+    cpu_ms = np.asarray(cpu) * 1000
     s2 = GRUSizerStrategy(params.model_copy(update={"batch_precompute": True}), ctx, family)
     t0 = time.perf_counter()
     s2.precompute(data)
     pre = time.perf_counter() - t0
     tab = Table(title=f"gru_sizer per-candle decision (1 thread, {len(ms)} candles, {s.model_id})")
-    for c in ("p50 ms", "p90 ms", "p99 ms", "mean ms", "on_start (rebuild) s", "batch precompute us/bar"):
+    for c in ("p50 ms", "p90 ms", "p99 ms", "mean ms", "CPU p50 ms", "on_start (rebuild) s",
+              "batch precompute us/bar"):
         tab.add_column(c, justify="right")
     tab.add_row(*(f"{np.percentile(ms, q):.3f}" for q in (50, 90, 99)), f"{ms.mean():.3f}",
-                f"{restart:.3f}", f"{pre / len(data) * 1e6:.0f}")
+                f"{np.percentile(cpu_ms, 50):.3f}", f"{restart:.3f}", f"{pre / len(data) * 1e6:.0f}")
+    console.print(f"load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
+                  "(wall times include waiting for a core; CPU time does not)")
     console.print(tab)
 
 

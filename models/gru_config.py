@@ -41,8 +41,8 @@ class SizerParams(_Frozen):
     tau_end: float = Field(0.3, gt=0)
     hard: bool = True
     risk: Literal["downside", "drawdown"] = "downside"
-    w_risk: float = Field(0.5, ge=0)
-    w_opp: float = Field(0.2, ge=0)
+    w_risk: float = Field(0.1, ge=0)   # 0.5 / 0.2 collapsed to level 0 on validation data
+    w_opp: float = Field(0.5, ge=0)
     w_turn: float = Field(0.5, ge=0)
 
 

@@ -47,8 +47,8 @@ class SizerConfig:
     tau_end: float = 0.3
     hard: bool = True               # straight-through hard samples while training
     risk: str = "downside"          # "downside" (deviation) or "drawdown"
-    w_risk: float = 0.5
-    w_opp: float = 0.2
+    w_risk: float = 0.1
+    w_opp: float = 0.5
     w_turn: float = 0.5             # extra turnover penalty on top of the fees in the return
     fee: float = 0.001              # per side, used by the turnover cost
 
