@@ -105,13 +105,16 @@ class RolloutStrategy(Strategy):
     def _reset(self) -> None:
         self._fw = FeatureWindow(self.norm, self.window, "seq")
         self._fed = 0
+        self._fed_time = -1
         self._block: np.ndarray | None = None
 
     def _catch_up(self, bars: Bars) -> np.ndarray | None:
         """Feed every bar not yet seen (normally just the newest); the current window or None."""
         t, o, h, lo, c, v = bars.time, bars.open, bars.high, bars.low, bars.close, bars.volume
+        if self._fed and (self._fed > bars.n or int(t[self._fed - 1]) != self._fed_time):
+            self._reset()  # not the history we were fed: start again from bar 0
         for i in range(self._fed, bars.n):
-            self._fed = i + 1
+            self._fed, self._fed_time = i + 1, int(t[i])
             self._block = None
             self._block = self._fw.update(int(t[i]), float(o[i]), float(h[i]), float(lo[i]), float(c[i]),
                                           float(v[i]))

@@ -110,6 +110,21 @@ def test_restart_rebuilds_state_exactly(ckpt: str, data: CandleData) -> None:
     assert resumed and all(full[t].explanation == d.explanation for t, d in resumed.items())
 
 
+def test_another_bar_history_restarts_the_features(ckpt: str, data: CandleData) -> None:
+    s = strategy(ckpt)
+    run(s, data.slice(0, 300), precompute=False)  # the strategy has now seen 300 bars
+    other = data.slice(100, 400)  # then another history arrives in a fresh buffer, without on_start
+    bars = Bars.preloaded("BTCUSDT", "1h", other.time, other.open, other.high, other.low, other.close,
+                          other.volume)
+    again = {}
+    while bars.advance():
+        d = s.on_bar(bars)
+        if d is not None:
+            again[d.bar_time] = d
+    fresh = run(strategy(ckpt), other, precompute=False)
+    assert again.keys() == fresh.keys() and all(again[t].explanation == fresh[t].explanation for t in fresh)
+
+
 def test_long_only_never_shorts(ckpt: str, data: CandleData) -> None:
     decisions = run(strategy(ckpt, long_only=True), data.slice(0, 400), precompute=True)
     assert min(d.target for d in decisions.values()) == 0.0
