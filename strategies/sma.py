@@ -50,9 +50,9 @@ class SMACrossover(Strategy):
     def on_start(self, bars: Bars) -> None:
         # Rebuild the running sums from the bars already seen (a resumed run).
         self._reset()
-        closes = bars.close[-self._slow_n:]
-        for c in closes[:-1] if len(closes) else ():
-            self._push(float(c))
+        # Every bar shown before the first on_bar is history the engine will not deliver again.
+        for c in bars.close[-self._slow_n:].tolist():
+            self._push(c)
 
     def _push(self, c: float) -> None:
         fq, sq = self._fast_q, self._slow_q

@@ -105,3 +105,32 @@ def test_accounting_identity_holds_for_any_fill_sequence(trades: list, mark_cent
     unrealized = (mark - pos.avg_price) * pos.qty if pos.qty else Decimal(0)
     equity = broker.balance(float(mark)).equity
     assert abs(equity - (Decimal(1_000_000) + pos.realized_pnl + unrealized - broker.fees)) < Decimal("1e-15")
+
+
+def test_sma_warm_start_equals_seeing_every_bar() -> None:
+    """Bars shown to on_start count exactly as if on_bar had seen them."""
+    from bot.bars import Bars
+    from strategies.base import StrategyContext
+    from strategies.sma import SMACrossover, SMAParams
+
+    data = random_walk(120, seed=7)
+    ctx = StrategyContext("BTCUSDT", "1h", long_only=False)
+
+    def decisions(warm: int) -> list[tuple[int, float]]:
+        s = SMACrossover(SMAParams(fast=3, slow=8), ctx)
+        bars = Bars.preloaded("BTCUSDT", "1h", data.time, data.open, data.high, data.low, data.close, data.volume)
+        for _ in range(warm):
+            bars.advance()
+        s.on_start(bars)
+        out = []
+        while bars.advance():
+            d = s.on_bar(bars)
+            if d is not None:
+                out.append((d.bar_time, d.target, round(d.explanation["fast_sma"], 9)))
+        return out
+
+    cold, warm = decisions(0), decisions(40)
+    later = [d for d in cold if d[0] > int(data.time[39])]
+    # After warm-up the warm strategy's first decision restates the current view, then they agree.
+    assert warm[1:] == later[-len(warm) + 1:]
+    assert warm[0][2] == round(float(data.close[38:41].mean()), 9)
