@@ -160,6 +160,8 @@ async def run_live(cfg: Config, checkpoint: str | None = None, *, confirm_live: 
                    options: LiveOptions | None = None) -> dict[str, Any]:
     opts = options or LiveOptions()
     key, secret = credentials(cfg, confirm_live)
+    stop_at = parse_date(date_to) if date_to else None  # bad input fails before any network call
+    first_from = parse_date(date_from) if date_from else None
     db = core.open_journal_db(cfg.storage.url)
     plan, start = live_plan(db, cfg, run_id) if (resume or run_id) else (None, None)
     if plan is not None:
@@ -184,7 +186,6 @@ async def run_live(cfg: Config, checkpoint: str | None = None, *, confirm_live: 
             raise type(exc)(f"{where}: {exc}", code=exc.code) from None
         log.info("live_venue_ready", venue=where, symbol=m.symbol, position=str(broker.qty),
                  tick=str(broker.instrument.tick_size), lot=str(broker.instrument.qty_step))
-        stop_at = parse_date(date_to) if date_to else None
         if plan is not None:
             assert start is not None
             last = plan.last_bar if plan.last_bar is not None else plan.first_open - tf
@@ -201,8 +202,7 @@ async def run_live(cfg: Config, checkpoint: str | None = None, *, confirm_live: 
                 _wire(sess, broker)
         else:
             # Trading starts with the bar forming at start-up (or at --from), as paper mode does.
-            first = parse_date(date_from) if date_from else now
-            first = -(-first // tf) * tf if date_from else (first // tf) * tf
+            first = -(-first_from // tf) * tf if first_from is not None else (now // tf) * tf
             if date_from:
                 now = await _wait_for(feed, first, tf)  # a start in the future: its warm-up must be closed
             history = await feed.warmup(max(int(strategy.warmup), 1) + WARMUP_MARGIN, first)
