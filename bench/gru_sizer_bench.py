@@ -77,6 +77,8 @@ def latency(args: argparse.Namespace) -> None:
     family = None if args.checkpoint else _untrained_family(data)
     s = GRUSizerStrategy(params, ctx, family)
     bars = Bars.preloaded("BTCUSDT", "1h", data.time, data.open, data.high, data.low, data.close, data.volume)
+    for _ in range(len(data) // 3):  # a restart after a third of the bars: time the state rebuild
+        bars.advance()
     t0 = time.perf_counter()
     s.on_start(bars)
     restart = time.perf_counter() - t0
