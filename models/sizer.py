@@ -49,7 +49,7 @@ class SizerConfig:
     risk: str = "downside"          # "downside" (deviation) or "drawdown"
     w_risk: float = 0.1
     w_opp: float = 0.5
-    w_turn: float = 0.5             # extra turnover penalty on top of the fees in the return
+    w_turn: float = 5.0             # extra turnover penalty on top of the fees in the return
     fee: float = 0.001              # per side, used by the turnover cost
 
     def __post_init__(self) -> None:
