@@ -41,8 +41,8 @@ def check_consistency(db: Any, run_id: str, account: Any) -> dict[str, Any]:
     prefix = f"{run_id}-"
     venue_orders = {o.link_id: o for o in account.orders.values() if o.link_id.startswith(prefix)}
     journal_orders = {o["id"]: o for o in q.orders(db, run_id)}
-    sent = {k: v for k, v in journal_orders.items()
-            if not (v["status"] == "rejected" and k not in venue_orders)}
+    sent = {k: v for k, v in journal_orders.items() if k.startswith(prefix)
+            and not (v["status"] == "rejected" and k not in venue_orders)}
     assert set(venue_orders) == set(sent), (sorted(venue_orders), sorted(sent))
     for cid, o in venue_orders.items():
         j = journal_orders[cid]
@@ -50,14 +50,15 @@ def check_consistency(db: Any, run_id: str, account: Any) -> dict[str, Any]:
         if o.status == "Filled":
             assert j["status"] == "filled" and j["filled_qty"] == o.cum_qty, (cid, j["status"])
     venue_execs = {e.exec_id: e for e in account.execs if e.order.link_id.startswith(prefix)}
-    journal_fills = {f["exec_id"]: f for f in q.fills(db, run_id)}
+    all_fills = {f["exec_id"]: f for f in q.fills(db, run_id)}
+    journal_fills = {k: f for k, f in all_fills.items() if f["order_id"].startswith(prefix)}
     assert set(venue_execs) == set(journal_fills)
     for eid, e in venue_execs.items():
         f = journal_fills[eid]
         assert (f["qty"], f["price"], f["fee"], f["order_id"]) == (e.qty, e.price, e.fee, e.order.link_id)
     book = account.books.get("BTCUSDT")
     venue_pos = book.size if book is not None else 0
-    journal_pos = sum((f["qty"] if f["side"] == "Buy" else -f["qty"] for f in journal_fills.values()), 0)
+    journal_pos = sum((f["qty"] if f["side"] == "Buy" else -f["qty"] for f in all_fills.values()), 0)
     assert venue_pos == journal_pos
     # One order per decision bar at most: a restart never sends a bar's order twice.
     bars = [cid.rsplit("-", 2)[-2] for cid in venue_orders]

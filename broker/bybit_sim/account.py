@@ -249,7 +249,7 @@ class Account:
             raise SimReject(110017, "Reduce-only rule not satisfied")
         if reduces:
             return
-        upnl = book.size * (price - book.avg) if book.size else ZERO
+        upnl = book.size * (self.price_now(m) - book.avg) if book.size else ZERO  # marked at the market
         working = [o for o in self.orders.values() if o.is_open and o.symbol == m.symbol]
         lev = dec(self.cfg.leverage)
         notional = abs(book.size) * book.avg + sum(((o.qty - o.cum_qty) * (o.price or price) for o in working), ZERO)
