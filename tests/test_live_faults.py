@@ -45,3 +45,49 @@ async def test_timeouts_lost_acks_storms_and_drops(btc_1h: Path, tmp_path: Path,
     # Fills the dropped streams never delivered were recovered over REST.
     kinds = [e["kind"] for e in q.events(db, summary["run_id"])]
     assert "fills_recovered" in kinds or "reconcile_periodic" in kinds
+
+
+async def _noop() -> None:
+    return None
+
+
+async def test_orders_wait_for_a_reauthenticated_stream(btc_1h: Path) -> None:
+    import asyncio  # noqa: PLC0415
+    from decimal import Decimal  # noqa: PLC0415
+
+    from bot.domain import OrderRequest, OrderStatus, Side  # noqa: PLC0415
+    from broker.bybit import BybitBroker, BybitHttp, PrivateStream, private_url  # noqa: PLC0415
+    from tests.live_helpers import KEY, SECRET  # noqa: PLC0415
+
+    async with SimServer(sim_cfg(btc_1h, 150.0, history=300), modules()) as sim:
+        stream = PrivateStream(KEY, SECRET, url=private_url(sim.ws_url, True), testnet=True,
+                               on_message=lambda m: None, on_reconnect=_noop, check_every_s=0.05)
+        broker = BybitBroker(BybitHttp(KEY, SECRET, rest_url=sim.rest_url, timeout_s=2.0), "BTCUSDT", "linear",
+                             stream=stream)
+        events: list = []
+        broker.set_listener(lambda o, f: events.append((o.client_order_id, o.status)))
+        await broker.load()
+        acct = account_of(sim.state)
+        try:
+            # The stream is lost: the supervisor re-authenticates; meanwhile an order is held back.
+            await sim.hub.drop_all("private")
+            for _ in range(100):
+                if not stream.ready.is_set():
+                    break
+                await asyncio.sleep(0.005)
+            broker.submit(OrderRequest("held-1", "BTCUSDT", Side.BUY, Decimal("0.01")), 0)
+            checks, sent_while_down = 0, False
+            while not stream.ready.is_set():
+                sent_while_down |= "held-1" in acct.by_link
+                checks += 1
+                await asyncio.sleep(0.005)
+            assert checks >= 2  # the order really waited for the new authenticated stream
+            for _ in range(400):
+                if ("held-1", OrderStatus.FILLED) in events:
+                    break
+                await asyncio.sleep(0.01)
+            assert not sent_while_down
+            assert stream.connects >= 2 and sim.state.stats["ws_auth_ok"] >= 2
+            assert ("held-1", OrderStatus.FILLED) in events and broker.position().qty == Decimal("0.01")
+        finally:
+            await broker.close()
