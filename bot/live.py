@@ -25,7 +25,7 @@ from bot import reconcile as rec
 from bot import resume as resume_mod
 from bot.app import Session
 from bot.config import Config, Secrets
-from bot.domain import Fill, OrderStatus, Side, timeframe_ms
+from bot.domain import Fill, Side, timeframe_ms
 from bot.errors import ConfigError, ExchangeError, StorageError
 from bot.feeds.bybit import BybitFeed
 from bot.feeds.replay import parse_date
@@ -294,6 +294,3 @@ def _wire(sess: Session, broker: BybitBroker) -> None:
     broker.on_event = on_event
     broker.set_listener(listener)
 
-
-def open_statuses() -> set[str]:
-    return {str(st) for st in OrderStatus if not st.is_terminal}

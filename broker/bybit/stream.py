@@ -111,10 +111,20 @@ class PrivateStream:
         log.info("private_stream_ready", connects=self.connects)
 
     async def _exit_ws(self) -> None:
+        """pybit's ``exit`` waits until the socket is released, which never happens when the
+        server already dropped it: run it on a daemon thread and release the socket after 2 s."""
         ws, self._ws = self._ws, None
-        if ws is not None:
-            with contextlib.suppress(Exception):
-                await asyncio.get_running_loop().run_in_executor(None, ws.exit)
+        if ws is None:
+            return
+        t = threading.Thread(target=_quiet_exit, args=(ws,), name="bybit-ws-exit", daemon=True)
+        t.start()
+        deadline = time.monotonic() + 2.0
+        while t.is_alive() and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        if t.is_alive():
+            app = getattr(ws, "ws", None)
+            if app is not None:
+                app.sock = None  # ends pybit's wait loop; the connection is gone anyway
 
     def _healthy(self) -> bool:
         ws = self._ws
@@ -143,3 +153,8 @@ class PrivateStream:
                 await self.on_reconnect()
             except Exception as exc:  # noqa: BLE001 - the next reconcile job retries
                 log.error("private_stream_catch_up_failed", error=f"{type(exc).__name__}: {exc}")
+
+
+def _quiet_exit(ws: Any) -> None:
+    with contextlib.suppress(Exception):
+        ws.exit()
