@@ -51,6 +51,7 @@ class LiveOptions:
     watchdog_s: float | None = None
     ping_interval_s: float = 20.0
     stream_check_s: float = 0.5
+    drain_s: float = 10.0
 
 
 def is_mainnet(cfg: Config) -> bool:
@@ -242,6 +243,10 @@ async def run_live(cfg: Config, checkpoint: str | None = None, *, confirm_live: 
             async with RunScheduler(sess, feed=feed, equity_every_s=opts.equity_every_s, watchdog_every_s=watchdog,
                                     reconcile_every_s=opts.reconcile_every_s, reconcile=periodic) as sched:
                 yield sched
+                # A clean stop lets orders in flight resolve, so the journal records their outcome;
+                # one still working after that stays on the venue and is reconciled at the next start.
+                if not await broker.drain(opts.drain_s):
+                    log.warning("live_stop_orders_working", orders=[o.client_order_id for o in broker.open_orders()])
 
         return await core.run_paper(
             cfg, strategy, db, feed.stream(after), data_source=f"bybit-live:{ex.rest_url or where}", warmup=history,

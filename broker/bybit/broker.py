@@ -115,10 +115,13 @@ class BybitBroker(VenueEvents, Broker):
             await self.stream.close()
         self.http.close()
 
-    async def drain(self, timeout_s: float = 10.0) -> None:
-        """Wait for in-flight create/cancel calls (tests, clean shutdown)."""
-        if self._tasks:
-            await asyncio.wait(list(self._tasks), timeout=timeout_s)
+    async def drain(self, timeout_s: float = 10.0) -> bool:
+        """Wait (bounded) until no create/cancel is in flight and no order is working, so that a
+        clean stop journals every outcome. True when everything resolved."""
+        deadline = time.monotonic() + timeout_s
+        while (self._tasks or self._orders) and time.monotonic() < deadline:
+            await asyncio.sleep(0.02)
+        return not (self._tasks or self._orders)
 
     # -- Broker interface --------------------------------------------------------------------------
     def submit(self, req: OrderRequest, now_ms: int) -> Order:

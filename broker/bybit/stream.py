@@ -1,6 +1,6 @@
 """The private WebSocket (pybit) bridged into asyncio, with supervised reconnects.
 
-pybit runs the socket on its own thread; every message is handed to the event loop with
+pybit runs the socket on its own threads; every message is handed to the event loop with
 ``loop.call_soon_threadsafe``. pybit authenticates on connect (``op: auth``) and re-subscribes
 after its own reconnects, but a clean close from the server leaves it disconnected, so a
 supervisor task watches the connection and builds a fresh, freshly authenticated one. While
@@ -27,7 +27,6 @@ log = structlog.get_logger("broker.bybit.stream")
 MAINNET_WS = "wss://stream.bybit.com/v5/private"
 TESTNET_WS = "wss://stream-testnet.bybit.com/v5/private"
 TOPICS = ("order", "execution", "position", "wallet")
-_URL_LOCK = threading.Lock()
 
 Handler = Callable[[dict[str, Any]], None]
 
@@ -78,23 +77,16 @@ class PrivateStream:
                 loop.call_soon_threadsafe(self.on_message, msg)
 
     def _build(self) -> Any:
-        with _URL_LOCK:
-            saved = put.PRIVATE_WSS
-            put.PRIVATE_WSS = self.url
-            try:
-                ws = put.WebSocket(channel_type="private", testnet=self.testnet, api_key=self._key,
-                                   api_secret=self._secret, ping_interval=self.ping_interval_s, retries=3,
-                                   restart_on_error=True, private_auth_expire=5)
-            finally:
-                put.PRIVATE_WSS = saved
+        ws = _ws_class(self.url)(channel_type="private", testnet=self.testnet, api_key=self._key,
+                                 api_secret=self._secret, ping_interval=self.ping_interval_s, retries=3,
+                                 restart_on_error=True, private_auth_expire=5)
         for topic in TOPICS:
             getattr(ws, f"{topic}_stream")(self._deliver)
         return ws
 
     async def _connect(self) -> None:
-        loop = asyncio.get_running_loop()
         try:
-            ws = await loop.run_in_executor(None, self._build)
+            ws = await _in_daemon_thread(self._build)
         except Exception as exc:  # noqa: BLE001 - websocket-client raises many types
             raise ExchangeFatalError(f"private stream {self.url}: cannot connect ({type(exc).__name__})") from None
         self._ws = ws
@@ -158,3 +150,34 @@ class PrivateStream:
 def _quiet_exit(ws: Any) -> None:
     with contextlib.suppress(Exception):
         ws.exit()
+
+
+async def _in_daemon_thread(fn: Callable[[], Any]) -> Any:
+    """Run a blocking pybit call on a daemon thread: pybit's connect loop can outlive the event
+    loop (a server that went away), and must never hold up the interpreter's exit."""
+    loop = asyncio.get_running_loop()
+    fut: asyncio.Future[Any] = loop.create_future()
+
+    def run() -> None:
+        if loop.is_closed():
+            return
+        try:
+            res = fn()
+        except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
+            err = exc
+            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_exception(err))
+        else:
+            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(res))
+
+    threading.Thread(target=run, name="bybit-ws-connect", daemon=True).start()
+    return await fut
+
+
+def _ws_class(url: str) -> type[Any]:
+    """pybit's private WebSocket connecting to ``url`` (pybit takes the private URL from a module
+    template; a subclass per URL avoids touching that shared global)."""
+
+    def _connect(self: Any, _url: str) -> Any:
+        return put.WebSocket._connect(self, url)  # noqa: SLF001 - the one hook pybit offers
+
+    return type("BotPrivateWebSocket", (put.WebSocket,), {"_connect": _connect})
