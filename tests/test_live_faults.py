@@ -22,8 +22,8 @@ N_BARS = 36
 
 async def test_timeouts_lost_acks_storms_and_drops(btc_1h: Path, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
     set_keys(monkeypatch)
-    faults = PrivateFaults(create_timeout_rate=0.3, create_timeout_s=1.2, lost_ack_rate=0.3, storm_rate=0.15,
-                           drop_stream_every=2)
+    faults = PrivateFaults(create_timeout_rate=0.2, create_timeout_every=3, create_timeout_s=1.2, lost_ack_rate=0.2,
+                           lost_ack_every=4, storm_rate=0.15, drop_stream_every=2)
     db_url = f"sqlite:///{tmp_path / 'j.db'}"
     async with SimServer(sim_cfg(btc_1h, 400.0, history=300), modules(faults=faults)) as sim:
         cfg = live_cfg(sim.rest_url, sim.ws_url, db_url, "exchange.timeout_s=0.6",

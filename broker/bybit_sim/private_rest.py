@@ -38,6 +38,8 @@ class PrivateFaults:
     storm_rate: float = 0.0            # fraction of private requests refused with 10006
     drop_stream_every: int = 0         # drop the private streams just before every Nth execution push
     rate_limit: int = 0                # per-key limit override for every private endpoint (0 = Bybit's)
+    create_timeout_every: int = 0      # deterministic variants: every Nth accepted create times out...
+    lost_ack_every: int = 0            # ... or loses its acknowledgement
 
 
 class KeyLimiter:
@@ -141,10 +143,14 @@ class PrivateRest:
             self.state.stats[f"reject_{exc.code}"] += 1
             return self._err(exc.code, exc.msg)
         f, rng = self.faults, self.state.rng
-        if f.create_timeout_rate and rng.random() < f.create_timeout_rate:
+        n = self.state.stats["orders_created"]
+        timeout = (f.create_timeout_every and n % f.create_timeout_every == 0) or \
+            (f.create_timeout_rate and rng.random() < f.create_timeout_rate)
+        lost = (f.lost_ack_every and n % f.lost_ack_every == 0) or (f.lost_ack_rate and rng.random() < f.lost_ack_rate)
+        if timeout:
             self.state.stats["create_timeouts"] += 1
             await asyncio.sleep(f.create_timeout_s)
-        elif f.lost_ack_rate and rng.random() < f.lost_ack_rate:
+        elif lost:
             self.state.stats["lost_acks"] += 1
             return web.Response(status=502, text="<html><body><h1>502 Bad Gateway</h1></body></html>",
                                 content_type="text/html")
