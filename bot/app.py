@@ -159,7 +159,8 @@ def run_backtest(cfg: Config, data: CandleData, strategy: Strategy, db: DBEngine
         journal.record_event(int(data.time[0]), "data_gaps", {
             "count": data.gaps.count, "missing_bars": data.gaps.missing_bars,
             "largest_ms": data.gaps.largest_ms, "largest_at": data.gaps.largest_at})
-    journal.use_background_writer()
+    # A second process for the equity rows pays off only when there are many of them.
+    journal.use_background_writer(equity_process=len(data) - history >= 250_000)
     tradable = len(data) - history
     total = tradable if stop_after is None else min(stop_after, tradable)
     try:
@@ -180,6 +181,8 @@ def run_backtest(cfg: Config, data: CandleData, strategy: Strategy, db: DBEngine
                 done += k
                 progress.update(task, completed=done)
         engine.sync_equity()
+        journal.flush()
+        journal.close()  # every row written (equity writer drained) before the clock stops
         summary = summarise(cfg, s, mode)
         journal.set_progress(**engine.progress(), strategy_state=_json_state(strategy))
         if total < tradable:

@@ -169,6 +169,9 @@ class Journal:
 
     def record_equity_block(self, times: Any, equity: Any, cash: Any, position: Any, prices: Any) -> None:
         """Equity marks for consecutive bars (array-likes of equal length); rows are built on write."""
+        if self._equity_proc is not None:
+            self._equity_proc.put((times, equity, cash, position, prices))
+            return
         self._equity.append((times, equity, cash, position, prices))
         self._equity_rows += len(times)
         if self._equity_rows >= self.batch_size:
@@ -188,15 +191,24 @@ class Journal:
         return (len(self._decisions) + len(self._new_orders) + len(self._order_updates) + len(self._fills)
                 + len(self._trades) + len(self._equity) + len(self._events))
 
-    def use_background_writer(self) -> None:
+    def use_background_writer(self, equity_process: bool = False) -> None:
         """Backtests: write batches on a thread while the engine keeps running.
 
         At most one batch is in flight and batches are written in order; ``flush()`` without
         ``background`` (and ``finish``) waits for it, so write-ahead semantics are unchanged.
+        With ``equity_process`` (large backtests on a file or server database) the per-bar equity
+        rows go to a second process instead (:mod:`storage.equity_process`).
         """
         self._background = True
         if self._writer is None:
             self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
+        if equity_process and self._equity_proc is None and self.engine.url.database not in (None, "", ":memory:"):
+            from storage.equity_process import EquityProcess  # noqa: PLC0415
+
+            url = self.engine.url.render_as_string(hide_password=False)
+            self._equity_proc = EquityProcess(url, self.run_id, self._equity_sql)
+
+    _equity_proc: Any = None
 
     _background = False
 
@@ -221,10 +233,15 @@ class Journal:
             fut.result()  # re-raises a failed background write here, in the engine's thread
 
     def close(self) -> None:
-        self._wait()
-        if self._writer is not None:
-            self._writer.shutdown(wait=True)
-            self._writer = None
+        try:
+            self._wait()
+        finally:
+            if self._writer is not None:
+                self._writer.shutdown(wait=True)
+                self._writer = None
+            proc, self._equity_proc = self._equity_proc, None
+            if proc is not None:
+                proc.close()
 
     def _equity_rows_of(self, blocks: list[tuple[Any, Any, Any, Any, Any]]) -> Any:
         rid = self.run_id
