@@ -137,6 +137,29 @@ class Instrument:
         steps = (price / self.tick_size).to_integral_value(rounding=rounding)
         return (steps * self.tick_size).quantize(self.tick_size)
 
+    def violation(self, req: OrderRequest) -> str | None:
+        """Why ``req`` breaks this instrument's rules (lot, min/max qty, tick, min notional), or None.
+
+        Every broker applies it before an order goes anywhere, so both fail the same way.
+        """
+        if req.qty <= 0:
+            return "quantity must be positive"
+        if req.qty != self.floor_qty(req.qty):
+            return f"quantity {req.qty} is not a multiple of the lot step {self.qty_step}"
+        if req.qty < self.min_qty:
+            return f"quantity {req.qty} below the minimum {self.min_qty}"
+        if self.max_qty is not None and req.qty > self.max_qty:
+            return f"quantity {req.qty} above the maximum {self.max_qty}"
+        if req.order_type is OrderType.LIMIT:
+            if req.price is None or req.price <= 0:
+                return "limit order without a positive price"
+            if req.price != self.round_price(req.price):
+                return f"price {req.price} is not a multiple of the tick {self.tick_size}"
+        ref = req.price or req.reference_price
+        if ref is not None and self.min_notional and req.qty * ref < self.min_notional and not req.reduce_only:
+            return f"notional {req.qty * ref} below the minimum {self.min_notional}"
+        return None
+
     def tradable(self, qty: Decimal, price: Decimal) -> bool:
         """True when ``qty`` at ``price`` clears the minimum order size and notional."""
         qty = abs(qty)

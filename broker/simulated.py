@@ -69,15 +69,9 @@ class SimulatedBroker(Broker):
         return order
 
     def _validate(self, req: OrderRequest) -> str | None:
-        ins = self.instrument
-        if req.qty <= 0:
-            return "quantity must be positive"
-        if req.qty != ins.floor_qty(req.qty):
-            return f"quantity {req.qty} is not a multiple of the lot step {ins.qty_step}"
-        if req.qty < ins.min_qty:
-            return f"quantity {req.qty} below the minimum {ins.min_qty}"
-        if req.order_type is OrderType.LIMIT and (req.price is None or req.price <= 0):
-            return "limit order without a positive price"
+        reason = self.instrument.violation(req)
+        if reason:
+            return reason
         if req.client_order_id in self._orders:
             return "duplicate client order id"
         if self.long_only and req.side is Side.SELL and req.qty > self.qty:

@@ -66,6 +66,7 @@ class SMACrossover(Strategy):
             self._slow_sum -= sq.popleft()
 
     def on_bar(self, bars: Bars) -> Decision | None:
+        # _push inlined: this runs once per bar on the backtest hot path.
         c = bars.last_close()
         fq, sq = self._fast_q, self._slow_q
         fq.append(c)

@@ -43,7 +43,8 @@ class Harness:
         """A fraction of a bar (the simulated broker only moves bar by bar)."""
         await self.step()
 
-    async def until(self, pred: Callable[[], bool], bars: int = 8) -> None:
+    async def until(self, pred: Callable[[], bool], bars: int = 40) -> None:
+        # Generous: returns as soon as pred holds; a loaded CI machine may need a few seconds.
         for _ in range(bars * 10):
             if pred():
                 return

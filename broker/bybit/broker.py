@@ -56,8 +56,12 @@ class BybitBroker(VenueEvents, Broker):
     write_ahead = True
 
     def __init__(self, http: BybitHttp, symbol: str, category: str, *, stream: PrivateStream | None = None,
-                 hold_timeout_s: float = 30.0) -> None:
+                 hold_timeout_s: float = 30.0, stale_after_s: float = 2.0) -> None:
         super().__init__()
+        #: An acknowledged order with no news for this long is asked for over REST (a lost push).
+        self.stale_after_s = stale_after_s
+        self._touched: dict[str, float] = {}
+        self._watcher: asyncio.Task[None] | None = None
         self.http = http
         self.symbol = symbol
         self.category = Category(category)
@@ -99,6 +103,28 @@ class BybitBroker(VenueEvents, Broker):
             self.stream.on_message = self.on_stream
             self.stream.on_reconnect = self.catch_up
             await self.stream.start()
+        # Not in self._tasks: drain() waits for those, and this one never ends on its own.
+        self._watcher = asyncio.get_running_loop().create_task(self._watch_working_orders())
+
+    async def _watch_working_orders(self) -> None:
+        """A push can be lost without the stream dropping: an acknowledged order that has had no
+        news for ``stale_after_s`` is looked up by its orderLinkId and its fills fetched over REST."""
+        while True:
+            await asyncio.sleep(max(self.stale_after_s / 2, 0.05))
+            now = time.monotonic()
+            for cid, o in list(self._orders.items()):
+                if o.status not in (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED):
+                    continue  # a create still in flight is resolved by _send itself
+                if now - self._touched.get(cid, now) < self.stale_after_s:
+                    continue
+                self._touched[cid] = now
+                try:
+                    found = await self._lookup(cid)
+                    if found is not None:
+                        self._apply_order(found)
+                        await self._fetch_fills(cid, found)
+                except ExchangeError as exc:
+                    log.warning("order_watch_failed", order=cid, error=str(exc))
 
     async def refresh_books(self) -> None:
         wallet = await self.http.wallet()
@@ -106,6 +132,11 @@ class BybitBroker(VenueEvents, Broker):
         self._set_books(wallet, pos)
 
     async def close(self) -> None:
+        watcher, self._watcher = self._watcher, None
+        if watcher is not None:
+            watcher.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await watcher
         for t in list(self._tasks):
             t.cancel()
         for t in list(self._tasks):
@@ -135,23 +166,9 @@ class BybitBroker(VenueEvents, Broker):
 
     def _validate(self, req: OrderRequest) -> str | None:
         """The instrument's rules, applied before anything leaves the process."""
-        ins = self.instrument
-        if req.qty <= 0:
-            return "quantity must be positive"
-        if req.qty != ins.floor_qty(req.qty):
-            return f"quantity {req.qty} is not a multiple of the lot step {ins.qty_step}"
-        if req.qty < ins.min_qty:
-            return f"quantity {req.qty} below the minimum {ins.min_qty}"
-        if ins.max_qty is not None and req.qty > ins.max_qty:
-            return f"quantity {req.qty} above the maximum {ins.max_qty}"
-        if req.order_type is OrderType.LIMIT:
-            if req.price is None or req.price <= 0:
-                return "limit order without a positive price"
-            if req.price != ins.round_price(req.price):
-                return f"price {req.price} is not a multiple of the tick {ins.tick_size}"
-        ref = req.price or req.reference_price
-        if ref is not None and ins.min_notional and req.qty * ref < ins.min_notional and not req.reduce_only:
-            return f"notional {req.qty * ref} below the minimum {ins.min_notional}"
+        reason = self.instrument.violation(req)
+        if reason is not None:
+            return reason
         if req.client_order_id in self._orders or req.client_order_id in self._done:
             return "duplicate client order id"
         return None
@@ -282,9 +299,11 @@ class BybitBroker(VenueEvents, Broker):
     def _update(self, o: Order, fill: Fill | None = None) -> None:
         if o.status.is_terminal:
             self._orders.pop(o.client_order_id, None)
+            self._touched.pop(o.client_order_id, None)
             self._done[o.client_order_id] = o
         else:
             self._orders[o.client_order_id] = o
+            self._touched[o.client_order_id] = time.monotonic()
         self._emit(o, fill)
 
 def _with(o: Order, **changes: Any) -> Order:
