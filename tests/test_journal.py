@@ -97,3 +97,18 @@ def test_interrupted_run_is_marked_interrupted(db: Engine) -> None:
     run = q.resolve_run(db, s["run_id"])
     assert run["status"] == "interrupted" and run["bars"] == 120
     assert len(q.equity(db, s["run_id"])) == 120
+
+
+def test_large_backtest_writes_every_equity_row_from_the_second_process(db: Engine) -> None:
+    """Above 250k bars the equity curve goes through storage/equity_process.py: nothing is lost."""
+    n = 260_000
+    data = random_walk(n, seed=11)
+    s = run_backtest(load_config(None, []), data, ScriptedStrategy({10: 1.0, 200_000: 0.0}), db,
+                     show_progress=False)
+    run = q.resolve_run(db, s["run_id"])
+    assert run["status"] == "completed" and run["bars"] == n
+    assert q.count(db, "equity", s["run_id"]) == n
+    eq = q.equity(db, s["run_id"])
+    assert [r["time"] for r in eq[:3]] == [int(t) for t in data.time[:3]]
+    assert eq[-1]["equity"] == pytest.approx(s["final_equity"])
+    assert journal_summary(db, run)["sharpe"] == pytest.approx(s["sharpe"], rel=1e-12)
