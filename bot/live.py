@@ -18,7 +18,6 @@ from typing import Any
 
 import structlog
 from sqlalchemy import Engine as DBEngine
-from sqlalchemy import desc, select
 
 from bot import app as core
 from bot import reconcile as rec
@@ -26,13 +25,12 @@ from bot import resume as resume_mod
 from bot.app import Session
 from bot.config import Config, Secrets
 from bot.domain import Fill, Side, timeframe_ms
-from bot.errors import ConfigError, ExchangeError, StorageError
+from bot.errors import ConfigError, ExchangeError
 from bot.feeds.bybit import BybitFeed
 from bot.feeds.replay import parse_date
 from bot.scheduler import RunScheduler
 from broker.bybit import BybitBroker, BybitHttp, PrivateStream, private_url
 from storage import queries as q
-from storage import schema as s
 from storage.journal import Journal
 
 log = structlog.get_logger("bot.live")
@@ -74,38 +72,12 @@ def credentials(cfg: Config, confirm_live: bool) -> tuple[str, str]:
 
 # -- resume -----------------------------------------------------------------------------------------
 def find_live_run(db: DBEngine, run_id: str | None) -> dict[str, Any]:
-    stmt = select(s.runs)
-    if run_id:
-        stmt = stmt.where(s.runs.c.id == run_id)
-    else:
-        started = select(s.events.c.run_id).where(s.events.c.kind == START_EVENT)
-        stmt = stmt.where(s.runs.c.mode == "live", s.runs.c.status != "completed", s.runs.c.id.in_(started)) \
-            .order_by(desc(s.runs.c.started_at)).limit(1)
-    with db.connect() as conn:
-        row = conn.execute(stmt).first()
-    if row is None:
-        raise StorageError(f"no run {run_id!r} in the journal" if run_id else
-                           "no unfinished live run to resume in the journal")
-    run = dict(row._mapping)
-    if run["mode"] != "live":
-        raise ConfigError(f"run {run['id']} is a {run['mode']} run, not live")
-    if run["status"] == "completed":
-        raise ConfigError(f"run {run['id']} already completed; start a new run instead")
-    return run
-
-
-def _start_payload(db: DBEngine, run_id: str) -> dict[str, Any]:
-    with db.connect() as conn:
-        row = conn.execute(select(s.events.c.payload).where(
-            s.events.c.run_id == run_id, s.events.c.kind == START_EVENT).order_by(s.events.c.id).limit(1)).first()
-    if row is None or not row[0]:
-        raise StorageError(f"run {run_id} has no {START_EVENT} event: it cannot be resumed")
-    return dict(row[0])
+    return resume_mod.find_run(db, run_id, mode="live", start_event=START_EVENT)
 
 
 def live_plan(db: DBEngine, current: Config, run_id: str | None) -> tuple[resume_mod.ResumePlan, dict[str, Any]]:
     run = find_live_run(db, run_id)
-    start = _start_payload(db, run["id"])
+    start = resume_mod.start_event(db, run["id"], START_EVENT)
     tree = dict(run["config"])
     tree.update({k: getattr(current, k).model_dump(mode="json") for k in ("exchange", "storage", "logging")})
     cfg = Config.model_validate(tree)

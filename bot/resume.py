@@ -56,7 +56,8 @@ class ResumePlan:
         return str(self.run["id"])
 
 
-def find_run(db: DBEngine, run_id: str | None, mode: str = "paper") -> dict[str, Any]:
+def find_run(db: DBEngine, run_id: str | None, mode: str = "paper",
+             start_event: str = START_EVENT) -> dict[str, Any]:
     """The given run, or the latest run of ``mode`` that did not complete and can be resumed.
 
     A run killed between its creation and its start event has processed no bar; it is skipped.
@@ -65,7 +66,7 @@ def find_run(db: DBEngine, run_id: str | None, mode: str = "paper") -> dict[str,
     if run_id:
         stmt = stmt.where(s.runs.c.id == run_id)
     else:
-        started = select(s.events.c.run_id).where(s.events.c.kind == START_EVENT)
+        started = select(s.events.c.run_id).where(s.events.c.kind == start_event)
         stmt = stmt.where(s.runs.c.mode == mode, s.runs.c.status != "completed", s.runs.c.id.in_(started)) \
             .order_by(desc(s.runs.c.started_at)).limit(1)
     with db.connect() as conn:
@@ -82,19 +83,20 @@ def find_run(db: DBEngine, run_id: str | None, mode: str = "paper") -> dict[str,
     return run
 
 
-def _start_event(db: DBEngine, run_id: str) -> dict[str, Any]:
+def start_event(db: DBEngine, run_id: str, kind: str = START_EVENT) -> dict[str, Any]:
+    """The payload of the event a run journaled when it started (what resuming it needs)."""
     with db.connect() as conn:
         row = conn.execute(select(s.events.c.payload).where(
-            s.events.c.run_id == run_id, s.events.c.kind == START_EVENT).order_by(s.events.c.id).limit(1)).first()
+            s.events.c.run_id == run_id, s.events.c.kind == kind).order_by(s.events.c.id).limit(1)).first()
     if row is None or not row[0]:
-        raise StorageError(f"run {run_id} has no {START_EVENT} event: it cannot be resumed")
+        raise StorageError(f"run {run_id} has no {kind} event: it cannot be resumed")
     return dict(row[0])
 
 
 def plan(db: DBEngine, current: Config, run_id: str | None, stop_at_ms: int | None = None) -> ResumePlan:
     """Everything needed to continue a run; its own config wins except exchange/storage/logging."""
     run = find_run(db, run_id)
-    start = _start_event(db, run["id"])
+    start = start_event(db, run["id"])
     tree = dict(run["config"])
     tree.update({"exchange": current.exchange.model_dump(mode="json"),
                  "storage": current.storage.model_dump(mode="json"),
