@@ -25,15 +25,18 @@ from typing import Any
 import numpy as np
 import torch
 
+from bot import app as core
+
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 DATA = Path(os.environ.get("BOT_DATA_DIR", ROOT.parent / "shared" / "data"))
 
+from rich.console import Console  # noqa: E402
+from rich.table import Table  # noqa: E402
+
 from bot.bars import Bars  # noqa: E402
 from bot.domain import Decision, timeframe_ms  # noqa: E402
 from bot.feeds.replay import CandleData, load_candles, parse_date  # noqa: E402
-from rich.console import Console  # noqa: E402
-from rich.table import Table  # noqa: E402
 
 console = Console()
 
@@ -151,7 +154,6 @@ class _AlwaysFull:
 
 
 def compare(args: argparse.Namespace) -> None:
-    from bot.app import run_backtest
     from bot.config import Config
     from storage import queries
     from storage.db import open_database
@@ -178,7 +180,7 @@ def compare(args: argparse.Namespace) -> None:
     for label, strat, scfg in runs:
         cfg = Config.model_validate({"strategy": scfg, "storage": {"url": url}})
         t0 = time.perf_counter()
-        s = run_backtest(cfg, data, strat, db, show_progress=False, history=hist)
+        s = core.backtest(cfg, data, strat, db, show_progress=False, history=hist)
         fills = queries.fills(db, s["run_id"])
         notional = sum(float(f["qty"]) * float(f["price"]) for f in fills)
         years = s["candles"] / (365 * 24)

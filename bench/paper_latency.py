@@ -29,11 +29,11 @@ sys.path.insert(0, str(ROOT))
 DATA = Path(os.environ.get("BOT_DATA_DIR", ROOT.parent / "shared" / "data"))
 
 from bot import app as core  # noqa: E402
-from bot.cli.live_modes import run_paper_bybit, warmup_bars  # noqa: E402
 from bot.config import load_config  # noqa: E402
 from bot.engine import Engine  # noqa: E402
 from bot.feeds.bybit import BybitFeed  # noqa: E402
 from bot.feeds.replay import ms_to_iso  # noqa: E402
+from bot.live import WARMUP_MARGIN, RunOptions  # noqa: E402
 from broker.bybit_sim import SimConfig, SimServer  # noqa: E402
 from broker.simulated import SimulatedBroker  # noqa: E402
 
@@ -44,7 +44,7 @@ async def measure(name: str, sets: list[str], n_bars: int, bar_ms: float, checkp
     with tempfile.TemporaryDirectory() as tmp:
         db = f"sqlite:///{tmp}/bench.db"
         base = load_config(None, [*sets, f"storage.url={db}", "logging.level=error"])
-        w = warmup_bars(core.build_strategy(base, checkpoint))
+        w = max(int(core.build_strategy(base, checkpoint).warmup), 1) + WARMUP_MARGIN
         a_i = max(w + 10, 1000)
         a, b = int(probe.time[a_i]), int(probe.time[a_i + n_bars])
         submits: list[tuple[int, float]] = []
@@ -78,8 +78,8 @@ async def measure(name: str, sets: list[str], n_bars: int, bar_ms: float, checkp
                     sim.state.clock.resume()
 
                 starter = asyncio.create_task(go_live())
-                summary = await run_paper_bybit(cfg, checkpoint, date_from=ms_to_iso(a), date_to=ms_to_iso(b),
-                                                feed_factory=factory)
+                summary = await core.paper(cfg, checkpoint, date_from=ms_to_iso(a), date_to=ms_to_iso(b),
+                                           options=RunOptions(feed_factory=factory))
                 starter.cancel()
         finally:
             SimulatedBroker.submit, Engine.on_bar = orig_submit, orig_on_bar  # type: ignore[method-assign]

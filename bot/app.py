@@ -1,34 +1,40 @@
-"""Composition root: the only module that knows every part and wires them per mode."""
+"""Composition root: the only module that knows every part; it builds each mode's parts.
+
+Every mode is the same :class:`~bot.runner.Runner` over a different triple:
+
+| mode | bar source | broker | clock |
+|---|---|---|---|
+| backtest | the file, preloaded (``PreloadedSource``) | simulated | the data's |
+| paper, replay | the file, paced (``StreamSource``) | simulated | wall |
+| paper | Bybit's kline stream (REST warm-up/backfill) | simulated | wall |
+| live | Bybit's kline stream | Bybit (pybit) | wall |
+"""
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
-import signal
-import time
-from collections.abc import AsyncIterator, Callable
-from contextlib import AbstractAsyncContextManager
-from dataclasses import dataclass
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy import Engine as DBEngine
 
+from bot import resume as resume_mod
 from bot.bars import Bars
-from bot.config import Config, MarketConfig, config_to_dict
-from bot.domain import Candle, Category, Instrument, timeframe_ms
-from bot.engine import Engine, wall_clock_ms
-from bot.feeds.replay import CandleData, load_candles, ms_to_iso, parse_date
-from bot.metrics import compute_metrics
-from bot.risk import RiskManager
+from bot.config import Config, MarketConfig
+from bot.domain import Category, Instrument, timeframe_ms
+from bot.engine import wall_clock_ms
+from bot.errors import ConfigError, ExchangeError
+from bot.feeds.replay import CandleData, load_candles, ms_to_iso, parse_date, replay_candles
+from bot.runner import EventBuffer, PreloadedSource, Runner, RunPlan, StreamSource, run_to_end
+from bot.scheduler import RunScheduler
 from broker.base import Broker
 from broker.simulated import SimulatedBroker
 from storage.db import open_database
-from storage.journal import Journal
 from strategies import create_strategy, strategy_class
 from strategies.base import Strategy, StrategyContext
+
+if TYPE_CHECKING:
+    from bot.live import RunOptions
 
 log = structlog.get_logger("bot.app")
 
@@ -74,77 +80,18 @@ def load_data(cfg: Config, path: str, date_from: str | None = None, date_to: str
     )
 
 
-@dataclass(slots=True)
-class Session:
-    """Everything one run holds; built after all inputs are validated."""
-
-    journal: Journal
-    engine: Engine
-    broker: Broker
-    bars: Bars
-    started: float
+def simulated_broker(cfg: Config) -> SimulatedBroker:
+    return SimulatedBroker(instrument_from_config(cfg.market), cfg.broker.initial_cash, cfg.broker.fee_rate,
+                           cfg.broker.slippage_bps)
 
 
-def open_session(cfg: Config, strategy: Strategy, db: DBEngine, bars: Bars, *, mode: str,
-                 data_source: str | None, broker: Broker | None = None,
-                 clock: Callable[[], int] | None = None, journal: Journal | None = None) -> Session:
-    """A new run in the journal, or ``journal`` (a resumed run) when given."""
-    journal = journal or Journal.start_run(
-        db, mode=mode, strategy=strategy.name, symbol=cfg.market.symbol,
-        timeframe=cfg.market.timeframe, category=cfg.market.category, config=config_to_dict(cfg),
-        initial_cash=cfg.broker.initial_cash, data_source=data_source, model_id=strategy.model_id,
-        batch_size=cfg.storage.batch_size,
-    )
-    if broker is None:
-        broker = SimulatedBroker(instrument_from_config(cfg.market), cfg.broker.initial_cash,
-                                 cfg.broker.fee_rate, cfg.broker.slippage_bps)
-    engine = Engine(
-        run_id=journal.run_id, strategy=strategy, bars=bars, broker=broker, journal=journal,
-        risk=RiskManager(cfg.risk, long_only=cfg.market.category == "spot"), fee_rate=cfg.broker.fee_rate,
-        bar_ms=timeframe_ms(cfg.market.timeframe), clock=clock,
-    )
-    return Session(journal, engine, broker, bars, time.perf_counter())
+def open_journal_db(url: str) -> DBEngine:
+    return open_database(url)
 
 
-def summarise(cfg: Config, s: Session, mode: str) -> dict[str, Any]:
-    eng, broker = s.engine, s.broker
-    bar_ms = timeframe_ms(cfg.market.timeframe)
-    n = len(eng.equity_curve)
-    closes = s.bars.close[-n:] if n else []
-    m = compute_metrics(
-        equity=eng.equity_curve, positions=eng.position_curve, prices=closes,
-        trade_pnls=eng.trade_pnls, fees=eng.fees_paid, initial_cash=cfg.broker.initial_cash, bar_ms=bar_ms,
-    )
-    pos = broker.position()
-    elapsed = time.perf_counter() - s.started
-    return {
-        "run_id": eng.run_id,
-        "mode": mode,
-        "strategy": eng.strategy.name,
-        "symbol": cfg.market.symbol,
-        "timeframe": cfg.market.timeframe,
-        "model_id": eng.strategy.model_id,
-        "candles": n,
-        "start": ms_to_iso(eng.first_bar) if eng.first_bar is not None else None,
-        "end": ms_to_iso(eng.last_bar) if eng.last_bar is not None else None,
-        **m,
-        "realized_pnl": float(pos.realized_pnl),
-        "open_position": float(pos.qty),
-        "decisions": eng.n_decisions,
-        "orders": eng.n_orders,
-        "elapsed_s": round(elapsed, 4),
-        "candles_per_s": round(n / elapsed, 1) if elapsed > 0 else None,
-    }
-
-
-def _progress(total: int, label: str) -> Progress:
-    return Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
-                    transient=True)
-
-
-def run_backtest(cfg: Config, data: CandleData, strategy: Strategy, db: DBEngine, *,
-                 mode: str = "backtest", show_progress: bool = True, history: int = 0,
-                 stop_after: int | None = None) -> dict[str, Any]:
+# -- backtest and paper on a file ---------------------------------------------------------------------
+def backtest(cfg: Config, data: CandleData, strategy: Strategy, db: DBEngine, *, mode: str = "backtest",
+             show_progress: bool = True, history: int = 0, stop_after: int | None = None) -> dict[str, Any]:
     """Replay ``data`` through the live code path with the simulated broker; journal and summarise.
 
     The first ``history`` bars are shown to the strategy as history but never traded (and are not
@@ -153,155 +100,143 @@ def run_backtest(cfg: Config, data: CandleData, strategy: Strategy, db: DBEngine
     """
     bars = Bars.preloaded(cfg.market.symbol, cfg.market.timeframe, data.time, data.open, data.high,
                           data.low, data.close, data.volume)
-    s = open_session(cfg, strategy, db, bars, mode=mode, data_source=data.source)
-    journal, engine = s.journal, s.engine
-    if data.gaps.count:
-        journal.record_event(int(data.time[0]), "data_gaps", {
-            "count": data.gaps.count, "missing_bars": data.gaps.missing_bars,
-            "largest_ms": data.gaps.largest_ms, "largest_at": data.gaps.largest_at})
-    # A second process for the equity rows pays off only when there are many of them.
-    journal.use_background_writer(equity_process=len(data) - history >= 250_000)
+    broker = simulated_broker(cfg)
     tradable = len(data) - history
     total = tradable if stop_after is None else min(stop_after, tradable)
+    events = []
+    if data.gaps.count:
+        g = data.gaps
+        events.append((int(data.time[0]), "data_gaps", {"count": g.count, "missing_bars": g.missing_bars,
+                                                          "largest_ms": g.largest_ms, "largest_at": g.largest_at}))
+    plan = RunPlan(mode=mode, data_source=data.source, events=events, history=history, precompute=data,
+                   show_progress=show_progress, equity_process=tradable >= 250_000)
+    runner = Runner(cfg, strategy, db, bars=bars, source=PreloadedSource(total, tradable), broker=broker,
+                    plan=plan, market=broker)
+    return run_to_end(runner.run())
+
+
+async def paper_replay(cfg: Config, data: CandleData, strategy: Strategy, db: DBEngine,
+                       speed: float = 0.0) -> dict[str, Any]:
+    """Paper trading on a replayed file: the wall clock, paced at ``speed`` x real time (0 = flat out)."""
+    broker = simulated_broker(cfg)
+    source = StreamSource(replay_candles(data, speed, timeframe_ms(cfg.market.timeframe)))
+    plan = RunPlan(mode="paper", data_source=data.source, durable=True)
+    runner = Runner(cfg, strategy, db, bars=Bars(cfg.market.symbol, cfg.market.timeframe), source=source,
+                    broker=broker, plan=plan, clock=wall_clock_ms, market=broker)
+    return await runner.run()
+
+
+# -- paper and live on a venue's feed ---------------------------------------------------------------
+async def paper(cfg: Config, checkpoint: str | None = None, *, resume: bool = False, run_id: str | None = None,
+                date_from: str | None = None, date_to: str | None = None,
+                options: RunOptions | None = None) -> dict[str, Any]:
+    """Paper trading on Bybit's (or the simulator's) live candles with the simulated wallet."""
+    return await _venue_run(cfg, "paper", checkpoint, resume=resume, run_id=run_id, date_from=date_from,
+                            date_to=date_to, options=options)
+
+
+async def live(cfg: Config, checkpoint: str | None = None, *, confirm_live: bool = False, resume: bool = False,
+               run_id: str | None = None, date_from: str | None = None, date_to: str | None = None,
+               options: RunOptions | None = None) -> dict[str, Any]:
+    """Real orders on Bybit (testnet unless configured and confirmed otherwise)."""
+    from bot import live as venue  # noqa: PLC0415 - pybit only when trading live
+
+    key, secret = venue.credentials(cfg, confirm_live)
+    return await _venue_run(cfg, "live", checkpoint, resume=resume, run_id=run_id, date_from=date_from,
+                            date_to=date_to, options=options, keys=(key, secret))
+
+
+async def _venue_run(cfg: Config, mode: str, checkpoint: str | None, *, resume: bool, run_id: str | None,
+                     date_from: str | None, date_to: str | None, options: RunOptions | None,
+                     keys: tuple[str, str] | None = None) -> dict[str, Any]:
+    from bot import live as venue  # noqa: PLC0415 - the venue's clients only when a venue is used
+
+    opts = options or venue.RunOptions()
+    stop_at = parse_date(date_to) if date_to else None  # bad input fails before any network call
+    first_from = parse_date(date_from) if date_from else None
+    db = open_journal_db(cfg.storage.url)
+    rp = resume_mod.plan(db, cfg, run_id, mode) if (resume or run_id) else None
+    if rp is not None:
+        cfg = rp.cfg
+    strategy = build_strategy(cfg, checkpoint)
+    tf = timeframe_ms(cfg.market.timeframe)
+    events = EventBuffer()
+    feed = venue.make_feed(cfg, opts, events)
+    bybit = venue.make_broker(cfg, *keys, opts) if keys is not None else None
     try:
-        strategy.precompute(data)
-        for _ in range(history):
-            bars.advance()
-        engine.start()
-        step = engine.on_bar
-        chunk = 50_000
-        with _progress(total, "backtest") as progress:
-            task = progress.add_task("bars", total=total, visible=show_progress and total > chunk)
-            done = 0
-            while done < total:
-                k = min(chunk, total - done)
-                for _ in range(k):
-                    bars.n += 1  # reveal the next preloaded bar (bounded by `total` above)
-                    step()
-                done += k
-                progress.update(task, completed=done)
-        engine.sync_equity()
-        journal.flush()
-        journal.close()  # every row written (equity writer drained) before the clock stops
-        summary = summarise(cfg, s, mode)
-        journal.set_progress(**engine.progress(), strategy_state=_json_state(strategy))
-        if total < tradable:
-            journal.finish("interrupted", summary, error=f"stopped after {total} bars")
-        else:
-            journal.finish("completed", summary)
-        return summary
-    except KeyboardInterrupt:
-        _sync_quietly(engine)
-        _close_quietly(journal, "interrupted", "interrupted by the user")
-        raise
-    except BaseException as exc:
-        _sync_quietly(engine)
-        _close_quietly(journal, "failed", f"{type(exc).__name__}: {exc}")
-        raise
-
-
-def _sync_quietly(engine: Engine) -> None:
-    try:
-        engine.sync_equity()
-    except Exception:  # noqa: BLE001 - keep the original error
-        pass
-
-
-def _json_state(strategy: Strategy) -> dict[str, Any] | None:
-    try:
-        return strategy.state_dict() or None
-    except Exception:  # noqa: BLE001 - state is a convenience, never a reason to fail a run
-        return None
-
-
-def _close_quietly(journal: Journal, status: str, error: str) -> None:
-    try:
-        journal.finish(status, error=error)
-    except Exception as exc:  # noqa: BLE001
-        log.error("journal_close_failed", status=status, error=str(exc))
-
-
-async def run_paper(cfg: Config, strategy: Strategy, db: DBEngine, feed: AsyncIterator[Candle], *,
-                    data_source: str, warmup: list[Candle] | None = None,
-                    mode: str = "paper", journal: Journal | None = None,
-                    prepare: Callable[[Session], None] | None = None, stop_at_ms: int | None = None,
-                    services: Callable[[Session, asyncio.Event], AbstractAsyncContextManager[Any]] | None = None,
-                    broker: Broker | None = None) -> dict[str, Any]:
-    """Paper trading: a live (or replayed) feed, the simulated wallet, wall-clock order times.
-
-    ``journal`` continues an existing run and ``prepare`` then rebuilds its state instead of a
-    fresh ``engine.start()`` (see bot/resume.py). ``stop_at_ms`` completes the run before the
-    first bar opening at or after it. ``services`` wraps the loop (the scheduler) and may set
-    the stop event. ``broker`` replaces the simulated wallet (live trading). SIGINT/SIGTERM
-    stop cleanly: the run is marked stopped, the journal flushed.
-    """
-    bars = Bars(cfg.market.symbol, cfg.market.timeframe)
-    for c in warmup or []:
-        bars.append(c)
-    s = open_session(cfg, strategy, db, bars, mode=mode, data_source=data_source, clock=wall_clock_ms,
-                     journal=journal, broker=broker)
-    journal, engine = s.journal, s.engine
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGINT, signal.SIGTERM):
+        if bybit is not None:
+            await venue.connect(bybit, cfg)
         try:
-            loop.add_signal_handler(sig, stop.set)
-        except (NotImplementedError, RuntimeError):
-            pass
-    status = "completed"
-    candles = _until(feed, stop)
-    try:
-        if prepare is not None:
-            prepare(s)
+            now = await feed.server_time()  # after the venue check: the first bar must still lie ahead
+        except ExchangeError as exc:
+            raise ExchangeError(f"cannot reach {venue.venue_name(cfg)}: {exc}") from None
+        plan = RunPlan(mode=mode, data_source=f"bybit{'-live' if bybit else ''}:{cfg.exchange.rest_url or 'default'}",
+                       durable=True, drain_s=opts.drain_s)
+        if rp is not None:
+            last = resume_mod.last_processed(rp, tf)
+            history = await feed.history(rp.warmup_start, last)
+            resume_mod.check_bars(rp, history, tf)
+            stop_at = stop_at if stop_at is not None else rp.stop_at_ms
+            plan.resume = rp.resume
+            plan.start_qty = Decimal(str(rp.start.get("start_qty", "0")))
+            plan.run_start_ms = rp.resume.first_open
+            if bybit is not None:
+                bybit.since_floor = int(rp.start.get("venue_start_ms", plan.run_start_ms))
+            after = last
         else:
-            engine.start()
-        async with (services(s, stop) if services is not None else contextlib.nullcontext()):
-            async for candle in candles:
-                if stop_at_ms is not None and candle.open_time >= stop_at_ms:
-                    break
-                bars.append(candle)
-                engine.on_bar()
-                engine.sync_equity()
-                journal.set_progress(**engine.progress())
-                journal.flush()
-            else:
-                if stop.is_set():
-                    status = "stopped"
-        summary = summarise(cfg, s, mode)
-        journal.finish(status, summary)
-        return summary
-    except BaseException as exc:
-        _close_quietly(journal, "failed", f"{type(exc).__name__}: {exc}")
-        raise
+            # Trading starts with the bar forming at start-up (or at --from).
+            first = -(-first_from // tf) * tf if first_from is not None else (now // tf) * tf
+            if stop_at is not None and stop_at <= first:
+                raise ConfigError(f"--to {date_to} is not after the first bar to trade ({ms_to_iso(first)})")
+            if first_from is not None:
+                now = await venue.wait_for(feed, first, tf)  # a start in the future: its warm-up must be closed
+            history = await feed.warmup(max(int(strategy.warmup), 1) + venue.WARMUP_MARGIN, first)
+            ex = cfg.exchange
+            payload: dict[str, Any] = {
+                "warmup_start": history[0].open_time if history else first, "warmup_bars": len(history),
+                "first_open": first, "stop_at": stop_at, "rest_url": ex.rest_url, "ws_url": ex.ws_url}
+            if bybit is not None:
+                cfg, payload = _live_start(cfg, bybit, history, now, payload)
+            plan.start_payload, plan.start_time, plan.run_start_ms = payload, first, first
+            plan.start_qty = bybit.qty if bybit is not None else Decimal(0)
+            after = first - tf
+        broker: Broker = bybit if bybit is not None else simulated_broker(cfg)
+        bars = Bars(cfg.market.symbol, cfg.market.timeframe)
+        for c in history:
+            bars.append(c)
+        plan.services = _services(feed, opts, tf)
+        runner = Runner(cfg, strategy, db, bars=bars, source=StreamSource(feed.stream(after), stop_at),
+                        broker=broker, plan=plan, clock=wall_clock_ms,
+                        market=broker if isinstance(broker, SimulatedBroker) else None, events=events)
+        return await runner.run()
     finally:
-        await candles.aclose()
-        closer = getattr(feed, "aclose", None)
-        if closer is not None:
-            with contextlib.suppress(Exception):
-                await closer()
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                loop.remove_signal_handler(sig)
-            except (NotImplementedError, RuntimeError):
-                pass
+        if bybit is not None:
+            await bybit.close()
+        await feed.close()
 
 
-async def _until(feed: AsyncIterator[Candle], stop: asyncio.Event) -> AsyncIterator[Candle]:
-    it = feed.__aiter__()
-    while not stop.is_set():
-        nxt = asyncio.ensure_future(it.__anext__())
-        waiter = asyncio.ensure_future(stop.wait())
-        done, _ = await asyncio.wait({nxt, waiter}, return_when=asyncio.FIRST_COMPLETED)
-        if nxt in done:
-            waiter.cancel()
-            try:
-                yield nxt.result()
-            except StopAsyncIteration:
-                return
-        else:
-            nxt.cancel()
-            return
+def _live_start(cfg: Config, broker: Any, history: list[Any], now: int,
+                payload: dict[str, Any]) -> tuple[Config, dict[str, Any]]:
+    """A new live run's wallet is the account's: its equity becomes the run's initial cash."""
+    broker.since_floor = now  # fills before this are the account's history, not this run's
+    mark = Decimal(repr(history[-1].close)) if history else Decimal(0)
+    equity = float(broker.cash + broker.qty * mark)
+    if equity <= 0:
+        raise ExchangeError(f"{cfg.exchange.rest_url or 'Bybit'}: the account holds no USDT equity to trade with")
+    cfg = cfg.model_copy(update={"broker": cfg.broker.model_copy(update={"initial_cash": equity})})
+    return cfg, {**payload, "testnet": cfg.exchange.testnet, "start_qty": format(broker.qty, "f"),
+                 "start_equity": equity, "venue_start_ms": now}
 
 
-def open_journal_db(url: str) -> DBEngine:
-    return open_database(url)
+def _services(feed: Any, opts: RunOptions, tf: int) -> Any:
+    from bot import reconcile as rec  # noqa: PLC0415
+
+    watchdog = opts.watchdog_s if opts.watchdog_s is not None else min(60.0, tf / 4000)
+
+    def services(runner: Runner, stop: Any) -> RunScheduler:
+        venue = runner.broker.write_ahead
+        return RunScheduler(runner, feed=feed, equity_every_s=opts.equity_every_s, watchdog_every_s=watchdog,
+                            reconcile_every_s=opts.reconcile_every_s if venue else 300.0,
+                            reconcile=rec.periodic if venue else None)
+
+    return services

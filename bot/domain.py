@@ -295,3 +295,72 @@ def client_order_id(run_id: str, symbol: str, decision_time: int, seq: int = 0) 
 def decision_id(run_id: str, bar_time: int) -> str:
     """Deterministic decision id: one decision per run and bar."""
     return f"{run_id}-{bar_time}"
+
+
+class DecisionStatus(StrEnum):
+    """What became of a decision (journaled with it)."""
+
+    ORDER = "order"        # an order was sent
+    HOLD = "hold"          # already at the target (or the gap is below the lot / rebalance threshold)
+    NO_TRADE = "no_trade"  # the strategy had no target (warm-up)
+    ERROR = "error"        # the strategy or model failed: journaled, never a crash
+    BLOCKED = "blocked"    # risk refused the order (cooldown, minimum notional)
+    FROZEN = "frozen"      # a kill switch froze trading
+    WAITING = "waiting"    # an order was still working
+
+    @property
+    def acted(self) -> bool:
+        """The decision's target became the engine's target."""
+        return self in _ACTED
+
+
+_ACTED = frozenset({DecisionStatus.ORDER, DecisionStatus.HOLD, DecisionStatus.WAITING, DecisionStatus.BLOCKED})
+
+
+class RunStatus(StrEnum):
+    RUNNING = "running"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    INTERRUPTED = "interrupted"
+    STOPPED = "stopped"
+
+    @property
+    def is_final(self) -> bool:
+        return self is not RunStatus.RUNNING
+
+
+@dataclass(slots=True)
+class PositionBook:
+    """One instrument's position: signed quantity, average entry, realised PnL and fees (exact).
+
+    The one copy of this arithmetic; both brokers book every execution through it. ``cash_delta``
+    is what the fill does to a fully collateralised cash balance (quote currency).
+    """
+
+    qty: Decimal = ZERO
+    avg_price: Decimal = ZERO
+    realized: Decimal = ZERO
+    fees: Decimal = ZERO
+
+    def apply(self, side: Side, qty: Decimal, price: Decimal, fee: Decimal = ZERO, *,
+              track_entry: bool = True) -> Decimal:
+        """Book one execution; return the cash it moves (``-(signed qty x price) - fee``).
+
+        ``track_entry`` False (spot holdings) moves the quantity only: no entry price or PnL.
+        """
+        signed = qty if side is Side.BUY else -qty
+        old, new = self.qty, self.qty + signed
+        if track_entry:
+            if old == 0 or (old > 0) == (signed > 0):
+                # Opening or adding: weighted average entry.
+                self.avg_price = (abs(old) * self.avg_price + qty * price) / abs(new)
+            else:
+                closed = min(abs(signed), abs(old))
+                self.realized += (price - self.avg_price) * closed * (1 if old > 0 else -1)
+                if new == 0:
+                    self.avg_price = ZERO
+                elif (new > 0) != (old > 0):
+                    self.avg_price = price  # flipped: the remainder opened at this price
+        self.qty = new
+        self.fees += fee
+        return -(signed * price) - fee

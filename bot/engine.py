@@ -19,6 +19,7 @@ import structlog
 from bot.bars import Bars
 from bot.domain import (
     Decision,
+    DecisionStatus,
     Fill,
     Order,
     OrderRequest,
@@ -30,8 +31,9 @@ from bot.domain import (
 from bot.portfolio import order_for_target, target_quantity
 from bot.risk import KillSwitch, RiskManager
 from bot.trades import TradeLedger
-from broker.base import Broker
+from broker.base import Broker, MarketDataListener
 from storage.journal import Journal
+from storage.records import RunSnapshot
 from strategies.base import Strategy
 
 log = structlog.get_logger("bot.engine")
@@ -44,7 +46,7 @@ def wall_clock_ms() -> int:
 class Engine:
     def __init__(self, *, run_id: str, strategy: Strategy, bars: Bars, broker: Broker, journal: Journal,
                  risk: RiskManager, fee_rate: float, bar_ms: int,
-                 clock: Callable[[], int] | None = None) -> None:
+                 clock: Callable[[], int] | None = None, market: MarketDataListener | None = None) -> None:
         self.run_id = run_id
         self.strategy = strategy
         self.bars = bars
@@ -54,6 +56,8 @@ class Engine:
         self.fee_rate = fee_rate
         self.bar_ms = bar_ms
         self.instrument = broker.instrument
+        #: Sees every bar's prices before the engine marks it (the simulated fill engine).
+        self._market = market
         self.symbol = bars.symbol
         #: Data clock in backtests (bar close time); wall clock in paper and live.
         self._clock = clock
@@ -75,7 +79,7 @@ class Engine:
         self.trade_pnls: list[Decimal] = []
         self.fees_paid = Decimal(0)
         self._risk_active = bool(risk.cfg.max_drawdown or risk.cfg.max_daily_loss)
-        broker.set_listener(self._on_order_event)
+        broker.set_listener(self._on_order_event, self)
 
     # -- life cycle --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -95,13 +99,13 @@ class Engine:
         c = bars.last_close()
         self.bar_index = i
         self.last_bar = t
-        broker = self.broker
-        # 1. Orders decided on earlier bars meet this bar's prices (simulated broker only).
-        if broker.needs_prices():
+        # 1. Orders decided on earlier bars meet this bar's prices (the simulated fill engine).
+        market = self._market
+        if market is not None and market.pending():
             o, h, lo, _ = bars.ohlc_at(i)
-            broker.on_bar(t, o, h, lo, c)
+            market.on_bar(t, o, h, lo, c)
         # 2. Mark to market at the close; journal the equity curve.
-        cash, qty = broker.cash_and_qty()
+        cash, qty = self.broker.cash_and_qty()
         eq = cash + qty * c
         self._eq_append(eq)
         self._cash_append(cash)
@@ -147,34 +151,34 @@ class Engine:
         did = decision_id(self.run_id, t)
         self.n_decisions += 1
         if d.error is not None or d.target is None:
-            self.journal.record_decision(did, d, price, "error" if d.error else "no_trade")
+            self.journal.record_decision(did, d, price, DecisionStatus.ERROR if d.error else DecisionStatus.NO_TRADE)
             return
         target = self.risk.clamp(d.target)
         target = self.risk.cap_target_for_notional(target, eq)
         tripped = self.risk.tripped
         if tripped is not None:
             if self.risk.cfg.kill_action == "freeze":
-                self.journal.record_decision(did, d, price, "frozen")
+                self.journal.record_decision(did, d, price, DecisionStatus.FROZEN)
                 return
             target = 0.0
         self.target = target
         if self.broker.open_orders():
             # An order is still working: never stack a second one on top of it.
-            self.journal.record_decision(did, d, price, "waiting")
+            self.journal.record_decision(did, d, price, DecisionStatus.WAITING)
             return
         pos = self.broker.position().qty
         tq = target_quantity(target, eq, price, self.fee_rate, self.instrument)
         plan = order_for_target(tq, pos, price, self.instrument)
         if plan is None:
-            self.journal.record_decision(did, d, price, "hold")
+            self.journal.record_decision(did, d, price, DecisionStatus.HOLD)
             return
         side, qty = plan
         blocked = self.risk.allows_order(self.bar_index, float(qty) * price)
         if blocked is not None and not (tripped is not None and target == 0.0):
-            self.journal.record_decision(did, d, price, "blocked")
+            self.journal.record_decision(did, d, price, DecisionStatus.BLOCKED)
             self.journal.record_event(t, "order_blocked", {"decision_id": did, "reason": blocked})
             return
-        self.journal.record_decision(did, d, price, "order")
+        self.journal.record_decision(did, d, price, DecisionStatus.ORDER)
         self._submit(OrderRequest(
             client_order_id=client_order_id(self.run_id, self.symbol, t),
             symbol=self.symbol, side=side, qty=qty, order_type=OrderType.MARKET, decision_id=did,
@@ -204,6 +208,18 @@ class Engine:
 
     # -- broker events -----------------------------------------------------------------------------
     def _on_order_event(self, order: Order, fill: Fill | None) -> None:
+        self._book_order_event(order, fill)
+        if self.broker.write_ahead:
+            self.journal.flush()  # a venue's news is durable as soon as it arrives
+
+    def on_adopted(self, order: Order) -> None:
+        """An order the venue has and the journal does not: journaled, marked adopted."""
+        self.journal.record_order(order)
+
+    def on_venue_event(self, kind: str, payload: dict[str, Any]) -> None:
+        self.journal.record_event(self.last_bar or 0, kind, payload)
+
+    def _book_order_event(self, order: Order, fill: Fill | None) -> None:
         self.journal.update_order(order)
         if fill is not None:
             self.journal.record_fill(fill)
@@ -215,6 +231,58 @@ class Engine:
         elif order.status in (OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED):
             self.journal.record_event(order.updated_time, f"order_{order.status}", {
                 "order_id": order.client_order_id, "reason": order.reject_reason})
+
+    # -- resume -------------------------------------------------------------------------------------
+    def restore(self, snap: RunSnapshot, warmup_bars: int) -> int:
+        """Continue a journaled run: books, equity curve, risk peaks, counters and the strategy.
+
+        ``self.bars`` holds the warm-up and every bar the run processed. The trade ledger is
+        rebuilt from the same fills (journaled trades are not written again: inserts ignore known
+        ids); the strategy is shown the bars exactly as the first process showed them. Returns the
+        number of replayed decisions that differ from the journal's (0 for a deterministic strategy).
+        """
+        bars = self.bars
+        index = {int(t): i for i, t in enumerate(bars.time)}
+        for f in snap.fills:
+            self.ledger.on_fill(f, snap.decision_of.get(f.client_order_id), index.get(f.time, 0))
+        self.trade_pnls.extend(snap.trade_pnls)
+        self.fees_paid = snap.fees
+        for r in snap.equity:
+            self._eq_append(r.equity)
+            self._pos_append(r.position)
+            self._cash_append(r.cash)
+            if self._risk_active:  # drawdown and daily-loss peaks survive a restart
+                self.risk.on_equity(r.time, r.equity)
+        self.n_decisions, self.n_orders = len(snap.decisions), len(snap.orders)
+        acted = [d for d in snap.decisions if d.status.acted]
+        if acted and acted[-1].target is not None:
+            self.target = float(acted[-1].target)
+        ordered = [d for d in snap.decisions if d.status is DecisionStatus.ORDER]
+        if ordered:
+            self.risk.last_order_bar = index.get(ordered[-1].bar_time, -(10**9))
+        self.bar_index = bars.n - 1
+        self.last_bar = snap.last_bar
+        self._synced_to = bars.n - 1  # bars up to here are journaled (or were lost with the kill)
+        return self._replay_strategy(warmup_bars, {d.bar_time: d for d in snap.decisions})
+
+    def _replay_strategy(self, warmup_bars: int, journaled: dict[int, Any]) -> int:
+        bars = self.bars
+        replay = Bars(bars.symbol, bars.timeframe, capacity=max(bars.n, 16))
+        for i in range(min(warmup_bars, bars.n)):
+            replay.append(bars.candle(i))
+        self.strategy.on_start(replay)
+        mismatches = 0
+        for i in range(replay.n, bars.n):
+            replay.append(bars.candle(i))
+            try:
+                d = self.strategy.on_bar(replay)
+            except Exception:  # noqa: BLE001 - the journal already holds this bar's error decision
+                continue
+            if d is not None:
+                j = journaled.get(d.bar_time)
+                if j is None or (j.target != d.target and j.error is None):
+                    mismatches += 1
+        return mismatches
 
     # -- checkpointing ------------------------------------------------------------------------------
     def sync_equity(self) -> None:

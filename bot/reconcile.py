@@ -20,11 +20,9 @@ from typing import Any
 
 import structlog
 
-from bot.domain import OrderStatus, Side
+from bot.domain import Fill, OrderStatus, Side
 from bot.errors import ExchangeFatalError
-from bot.resume import _order
-from broker.bybit import BybitBroker, parse
-from storage import queries as q
+from storage.records import run_snapshot
 
 log = structlog.get_logger("bot.reconcile")
 
@@ -51,29 +49,28 @@ class Report:
                 "position_journal": self.position_journal}
 
 
-def journal_position(fills: list[dict[str, Any]], start_qty: Decimal) -> Decimal:
+def journal_position(fills: list[Fill], start_qty: Decimal) -> Decimal:
     qty = start_qty
     for f in fills:
-        qty += f["qty"] if f["side"] == Side.BUY.value else -f["qty"]
+        qty += f.qty if f.side is Side.BUY else -f.qty
     return qty
 
 
-async def reconcile(session: Any, broker: BybitBroker, *, start_qty: Decimal, run_start_ms: int) -> Report:
-    """Merge the venue's orders and fills into the journal, then check the position."""
-    journal, db = session.journal, session.journal.engine
+async def reconcile(session: Any, *, start_qty: Decimal, run_start_ms: int) -> Report:
+    """Merge the venue's orders and fills into the journal, then check the position.
+
+    ``session`` has the run's ``journal``, ``engine`` and ``broker``; only the Broker interface
+    is used, so any broker can be reconciled.
+    """
+    journal, broker = session.journal, session.broker
     rid = journal.run_id
     journal.flush()
     rep = Report()
-    adopted_before = set(broker.adopted)
-    fills = q.fills(db, rid)
-    broker.mark_seen({f["exec_id"] for f in fills})
-    # 1. Working orders in the journal.
-    for row in q.orders(db, rid):
-        o = _order(row)
-        broker.track(o)
-        if o.status.is_terminal:
-            continue
-        found = await broker.http.order(broker.symbol, o.client_order_id)
+    before = run_snapshot(journal.engine, rid)
+    adopted_before = {o.client_order_id for o in before.orders if o.adopted}
+    # 1. Working orders in the journal, looked up at the venue by client id.
+    for o in before.working:
+        found = await broker.lookup_order(o.client_order_id)
         if found is None:
             if o.status in (OrderStatus.CREATED, OrderStatus.SUBMITTED):
                 broker.resolve_missing(o.client_order_id, "not on the exchange after a restart: never sent")
@@ -81,37 +78,33 @@ async def reconcile(session: Any, broker: BybitBroker, *, start_qty: Decimal, ru
                 continue
             raise ReconcileError(f"reconciliation failed: order {o.client_order_id} is {o.status} in the journal "
                                  "but the exchange does not know it; check the account by hand")
-        broker.apply_snapshot(found)
-        await broker.fetch_fills(o.client_order_id, found)
         rep.updated.append(o.client_order_id)
     # 2. Executions since the last journaled fill, and open orders the journal does not know.
-    last = max((int(f["time"]) for f in fills), default=run_start_ms)
-    before = broker.stats["rest_fills"]
-    await broker.catch_up(since_ms=last - SINCE_MARGIN_MS)
-    for item in await broker.http.open_orders(broker.symbol):
-        cid = parse.link_id(item)
-        if broker.known(cid) is None:
-            broker.apply_snapshot(item)
-    rep.fills_added = broker.stats["rest_fills"] - before
-    rep.adopted = sorted(set(broker.adopted) - adopted_before)
+    last = max((f.time for f in before.fills), default=run_start_ms)
+    await broker.fills_since(last - SINCE_MARGIN_MS)
+    await broker.venue_open_orders()
     journal.flush()
+    after = run_snapshot(journal.engine, rid)
+    rep.fills_added = len(after.fills) - len(before.fills)
+    rep.adopted = sorted({o.client_order_id for o in after.orders if o.adopted} - adopted_before)
     # 3. Position: the venue's must be the run's start plus what the journal holds.
-    await broker.refresh_books()
-    expected = journal_position(q.fills(db, rid), start_qty)
-    rep.position_venue, rep.position_journal = format(broker.qty, "f"), format(expected, "f")
+    venue = await broker.refresh_books()
+    expected = journal_position(after.fills, start_qty)
+    rep.position_venue, rep.position_journal = format(venue.qty, "f"), format(expected, "f")
     journal.record_event(session.engine.last_bar or run_start_ms, "reconcile", rep.as_dict())
     journal.flush()
-    if broker.qty != expected and not broker.open_orders():
-        raise ReconcileError(f"reconciliation failed: the exchange holds {broker.qty} {broker.symbol}, the journal "
+    if venue.qty != expected and not broker.open_orders():
+        raise ReconcileError(f"reconciliation failed: the exchange holds {venue.qty} {venue.symbol}, the journal "
                              f"accounts for {expected} (start {start_qty} + fills); close the difference by hand "
                              "or start a new run")
     log.info("reconciled", run=rid, **rep.as_dict())
     return rep
 
 
-async def periodic(session: Any, broker: BybitBroker) -> None:
-    """The scheduler's job: missed fills (REST), then venue books vs ours."""
-    n = await broker.catch_up()
+async def periodic(session: Any) -> None:
+    """The scheduler's job: missed fills, then venue books vs ours."""
+    broker = session.broker
+    n = await broker.fills_since()
     diff = await broker.check_books()
     if n or diff:
         session.journal.record_event(session.engine.last_bar or 0, "reconcile_periodic",

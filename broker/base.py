@@ -4,6 +4,10 @@ Submission is synchronous and non-blocking: ``submit`` returns at once with the 
 status (a network broker returns it SUBMITTED and finishes the call in the background). What
 happens afterwards (acks, fills, cancels) reaches the engine through the listener, so the
 engine's per-candle core is the same code whatever the broker.
+
+Reconciliation (bot/reconcile.py) asks every broker the same venue-side questions: an order by
+client id, executions since a time, the orders open at the venue, the books. The simulated
+broker is its own venue and answers from its wallet; the Bybit broker asks the exchange.
 """
 
 from __future__ import annotations
@@ -11,11 +15,31 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from decimal import Decimal
+from typing import Any, Protocol
 
 from bot.domain import Balance, Fill, Instrument, Order, OrderRequest, Position
 
 #: Called with the order's new state, and the fill that caused it when there is one.
 Listener = Callable[[Order, Fill | None], None]
+
+
+class VenueListener(Protocol):
+    """What a broker tells its owner besides order updates (the engine implements it)."""
+
+    def on_adopted(self, order: Order) -> None:
+        """An order the venue has and the journal does not (first seen after a restart)."""
+
+    def on_venue_event(self, kind: str, payload: dict[str, Any]) -> None:
+        """Something worth journaling happened at the venue (fills recovered, a resync)."""
+
+
+class MarketDataListener(Protocol):
+    """Something that must see every closed bar's prices (the simulated fill engine)."""
+
+    def pending(self) -> bool:
+        """True when the next bar has work to do."""
+
+    def on_bar(self, time_ms: int, open_: float, high: float, low: float, close: float) -> None: ...
 
 
 class Broker(ABC):
@@ -25,9 +49,11 @@ class Broker(ABC):
 
     def __init__(self) -> None:
         self._listener: Listener | None = None
+        self._venue: VenueListener | None = None
 
-    def set_listener(self, listener: Listener) -> None:
+    def set_listener(self, listener: Listener, venue: VenueListener | None = None) -> None:
         self._listener = listener
+        self._venue = venue
 
     def _emit(self, order: Order, fill: Fill | None = None) -> None:
         if self._listener is not None:
@@ -58,12 +84,42 @@ class Broker(ABC):
         b = self.balance(0.0)
         return float(b.cash), float(self.position().qty)
 
-    def needs_prices(self) -> bool:
-        """True when :meth:`on_bar` has work to do (the simulated broker with working orders)."""
-        return False
+    # -- resume and reconciliation ----------------------------------------------------------------
+    @abstractmethod
+    def restore(self, initial_cash: Decimal, fills: list[Fill], orders: list[Order]) -> None:
+        """A resumed run's journaled fills and orders: rebuild the wallet, or follow them again."""
 
-    def on_bar(self, time_ms: int, open_: float, high: float, low: float, close: float) -> None:
-        """A new closed bar. The simulated broker fills pending orders here; venues ignore it."""
+    @abstractmethod
+    async def lookup_order(self, client_order_id: str) -> Order | None:
+        """The venue's view of an order (its fills booked and reported); None if it has no such order."""
+
+    @abstractmethod
+    def resolve_missing(self, client_order_id: str, reason: str) -> None:
+        """A journaled order the venue never received: rejected, so it is never waited on."""
+
+    @abstractmethod
+    async def fills_since(self, since_ms: int | None = None) -> int:
+        """Executions at the venue since ``since_ms`` (default: the last one seen) not yet booked:
+        book and report them; return how many."""
+
+    @abstractmethod
+    async def venue_open_orders(self) -> list[Order]:
+        """Orders open at the venue; those this broker did not know are adopted and reported."""
+
+    @abstractmethod
+    async def refresh_books(self) -> Position:
+        """The position as the venue holds it now (the books follow the venue)."""
+
+    async def check_books(self) -> dict[str, Any] | None:
+        """Venue books against ours; the difference (after resyncing to the venue) or None."""
+        return None
+
+    async def close(self) -> None:
+        """Release connections; orders at the venue stay as they are."""
+
+    async def drain(self, timeout_s: float = 10.0) -> bool:
+        """Wait (bounded) until nothing is in flight; True when everything resolved."""
+        return True
 
 
 def to_decimal(x: float) -> Decimal:

@@ -27,6 +27,7 @@ from bot.domain import (
     OrderStatus,
     OrderType,
     Position,
+    PositionBook,
     Side,
 )
 from broker.base import Broker, to_decimal
@@ -42,15 +43,29 @@ class SimulatedBroker(Broker):
         self.fee_rate = Decimal(repr(fee_rate))
         self.slippage = Decimal(repr(slippage_bps)) / Decimal(10_000)
         self.cash = Decimal(repr(float(initial_cash)))
-        self.qty = ZERO
-        self.avg_price = ZERO
-        self.realized = ZERO
-        self.fees = ZERO
+        self.book = PositionBook()
         self._orders: dict[str, Order] = {}
+        self._done: dict[str, Order] = {}
         self._fill_seq = 0
         # Float mirrors for the per-bar equity mark (the hot path avoids Decimal).
         self._cash_f = float(self.cash)
         self._qty_f = 0.0
+
+    @property
+    def qty(self) -> Decimal:
+        return self.book.qty
+
+    @property
+    def avg_price(self) -> Decimal:
+        return self.book.avg_price
+
+    @property
+    def realized(self) -> Decimal:
+        return self.book.realized
+
+    @property
+    def fees(self) -> Decimal:
+        return self.book.fees
 
     @property
     def long_only(self) -> bool:
@@ -83,6 +98,7 @@ class SimulatedBroker(Broker):
         if order is None:
             return None
         order = order.transition(OrderStatus.CANCELLED, now_ms)
+        self._done[client_order_id] = order
         self._emit(order)
         return order
 
@@ -102,8 +118,9 @@ class SimulatedBroker(Broker):
     def cash_and_qty(self) -> tuple[float, float]:
         return self._cash_f, self._qty_f
 
-    # -- the fill engine -----------------------------------------------------------------------
-    def needs_prices(self) -> bool:
+    # -- the fill engine: a market-data listener -----------------------------------------------
+    def pending(self) -> bool:
+        """True when a bar has work to do here (an order is working)."""
         return bool(self._orders)
 
     def on_bar(self, time_ms: int, open_: float, high: float, low: float, close: float) -> None:
@@ -139,9 +156,8 @@ class SimulatedBroker(Broker):
         elif self.long_only:
             qty = min(qty, self.qty)
         if qty <= 0 or qty < ins.min_qty:
-            del self._orders[order.client_order_id]
-            self._emit(order.transition(OrderStatus.CANCELLED, time_ms,
-                                        reject_reason="insufficient cash at the fill price"))
+            self._end(order.transition(OrderStatus.CANCELLED, time_ms,
+                                       reject_reason="insufficient cash at the fill price"))
             return
         fee = (qty * price * self.fee_rate).quantize(_FEE_Q)
         self._apply(order.side, qty, price, fee)
@@ -157,36 +173,43 @@ class SimulatedBroker(Broker):
             time=time_ms,
             is_maker=order.order_type is OrderType.LIMIT,
         )
-        del self._orders[order.client_order_id]
         # A shrunk fill still completes the order: the remainder is not left working.
-        done = order.transition(OrderStatus.FILLED, time_ms, filled_qty=qty, avg_fill_price=price)
-        self._emit(done, fill)
+        self._end(order.transition(OrderStatus.FILLED, time_ms, filled_qty=qty, avg_fill_price=price), fill)
+
+    def _end(self, order: Order, fill: Fill | None = None) -> None:
+        del self._orders[order.client_order_id]
+        self._done[order.client_order_id] = order
+        self._emit(order, fill)
 
     def _apply(self, side: Side, qty: Decimal, price: Decimal, fee: Decimal) -> None:
-        signed = qty if side is Side.BUY else -qty
-        old = self.qty
-        new = old + signed
-        if old == 0 or (old > 0) == (signed > 0):
-            # Opening or adding: weighted average entry.
-            self.avg_price = (abs(old) * self.avg_price + qty * price) / abs(new)
-        else:
-            closed = min(abs(signed), abs(old))
-            direction = 1 if old > 0 else -1
-            self.realized += (price - self.avg_price) * closed * direction
-            if new == 0:
-                self.avg_price = ZERO
-            elif (new > 0) != (old > 0):
-                self.avg_price = price  # flipped: the remainder opened at this price
-        self.qty = new
-        self.cash -= signed * price + fee
-        self.fees += fee
+        self.cash += self.book.apply(side, qty, price, fee)
         self._cash_f = float(self.cash)
-        self._qty_f = float(self.qty)
+        self._qty_f = float(self.book.qty)
 
-    def restore(self, cash: Decimal, qty: Decimal, avg_price: Decimal, realized: Decimal,
-                fees: Decimal, open_orders: list[Order]) -> None:
-        """Rebuild the wallet from the journal (paper-trading resume)."""
-        self.cash, self.qty, self.avg_price, self.realized, self.fees = cash, qty, avg_price, realized, fees
-        self._orders = {o.client_order_id: o for o in open_orders}
-        self._cash_f = float(cash)
-        self._qty_f = float(qty)
+    # -- the venue side (the simulated broker is its own venue) -----------------------------------
+    async def lookup_order(self, client_order_id: str) -> Order | None:
+        return self._orders.get(client_order_id) or self._done.get(client_order_id)
+
+    def resolve_missing(self, client_order_id: str, reason: str) -> None:
+        return None  # every order it was given is in its books
+
+    async def fills_since(self, since_ms: int | None = None) -> int:
+        return 0  # every fill is booked as it happens
+
+    async def venue_open_orders(self) -> list[Order]:
+        return self.open_orders()
+
+    async def refresh_books(self) -> Position:
+        return self.position()
+
+    # -- resume ----------------------------------------------------------------------------------
+    def restore(self, initial_cash: Decimal, fills: list[Fill], orders: list[Order]) -> None:
+        """Rebuild the wallet of a resumed run: its fills booked again, its working orders back."""
+        self.cash = Decimal(initial_cash)
+        self.book = PositionBook()
+        for f in fills:
+            self._apply(f.side, f.qty, f.price, f.fee)
+        self._orders = {o.client_order_id: o for o in orders if not o.status.is_terminal}
+        self._done = {o.client_order_id: o for o in orders if o.status.is_terminal}
+        self._fill_seq = len(fills)  # execution ids continue the run's sequence
+        self._cash_f = float(self.cash)

@@ -21,12 +21,11 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.domain import Decision, Fill, Order
+from bot.domain import Decision, DecisionStatus, Fill, Order, RunStatus
 from bot.errors import StorageError
 from storage import schema as s
 
-RUNNING = "running"
-FINAL_STATUSES = ("completed", "failed", "interrupted", "stopped")
+RUNNING = RunStatus.RUNNING
 
 
 def utcnow() -> datetime:
@@ -120,9 +119,10 @@ class Journal:
             conn.execute(update(s.runs).where(s.runs.c.id == self.run_id)
                          .values(status=RUNNING, finished_at=None, error=None, updated_at=utcnow()))
 
-    def finish(self, status: str, summary: dict[str, Any] | None = None, error: str | None = None) -> None:
+    def finish(self, status: RunStatus, summary: dict[str, Any] | None = None, error: str | None = None) -> None:
         """Flush what is buffered and close the run with a final status."""
-        assert status in FINAL_STATUSES
+        status = RunStatus(status)
+        assert status.is_final
         try:
             self.flush()
         finally:
@@ -136,7 +136,7 @@ class Journal:
                 conn.execute(update(s.runs).where(s.runs.c.id == self.run_id).values(**values))
 
     # -- buffered records --------------------------------------------------------------------------
-    def record_decision(self, decision_id: str, d: Decision, price: float, status: str) -> None:
+    def record_decision(self, decision_id: str, d: Decision, price: float, status: DecisionStatus) -> None:
         self._decisions.append({
             "id": decision_id, "run_id": self.run_id, "bar_time": d.bar_time, "symbol": d.symbol,
             "target": d.target, "confidence": d.confidence, "model_id": d.model_id, "price": price,

@@ -7,7 +7,7 @@ from decimal import Decimal
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from bot.app import run_backtest
+from bot import app as core
 from bot.config import load_config
 from bot.domain import Category, Instrument, OrderRequest, Side
 from broker.simulated import SimulatedBroker
@@ -18,7 +18,7 @@ from tests.helpers import ScriptedStrategy, make_data, random_walk
 
 def test_a_strategy_exception_is_a_journaled_no_trade(sqlite_url: str) -> None:
     db = open_database(sqlite_url)
-    s = run_backtest(load_config(None), random_walk(30), ScriptedStrategy({2: 1.0, 5: "boom", 8: 0.0}), db,
+    s = core.backtest(load_config(None), random_walk(30), ScriptedStrategy({2: 1.0, 5: "boom", 8: 0.0}), db,
                      show_progress=False)
     decisions = q.decisions(db, s["run_id"])
     assert [d["status"] for d in decisions] == ["order", "error", "order"]
@@ -39,7 +39,7 @@ def test_unserialisable_explanation_becomes_an_error_decision(sqlite_url: str) -
             return replace(d, explanation={"p": float("nan")})
 
     db = open_database(sqlite_url)
-    s = run_backtest(load_config(None), random_walk(10), NaNExplainer({3: 1.0}), db, show_progress=False)
+    s = core.backtest(load_config(None), random_walk(10), NaNExplainer({3: 1.0}), db, show_progress=False)
     (d,) = q.decisions(db, s["run_id"])
     assert d["status"] == "error" and "NaN" in d["error"] or "Out of range" in d["error"]
 
@@ -52,7 +52,7 @@ def _crash_data():  # type: ignore[no-untyped-def]
 def test_kill_switch_flattens_and_is_journaled(sqlite_url: str) -> None:
     db = open_database(sqlite_url)
     cfg = load_config(None, ["risk.max_drawdown=0.25", "risk.kill_action=flatten", "broker.fee_rate=0"])
-    s = run_backtest(cfg, _crash_data(), ScriptedStrategy({0: 1.0, 5: 1.0}), db, show_progress=False)
+    s = core.backtest(cfg, _crash_data(), ScriptedStrategy({0: 1.0, 5: 1.0}), db, show_progress=False)
     (ev,) = [e for e in q.events(db, s["run_id"]) if e["kind"] == "kill_switch"]
     assert ev["payload"]["reason"] == "max_drawdown" and ev["payload"]["action"] == "flatten"
     fills = q.fills(db, s["run_id"])
@@ -63,7 +63,7 @@ def test_kill_switch_flattens_and_is_journaled(sqlite_url: str) -> None:
 def test_kill_switch_freeze_keeps_the_position_and_stops_trading(sqlite_url: str) -> None:
     db = open_database(sqlite_url)
     cfg = load_config(None, ["risk.max_drawdown=0.25", "risk.kill_action=freeze", "broker.fee_rate=0"])
-    s = run_backtest(cfg, _crash_data(), ScriptedStrategy({0: 1.0, 5: 0.0}), db, show_progress=False)
+    s = core.backtest(cfg, _crash_data(), ScriptedStrategy({0: 1.0, 5: 0.0}), db, show_progress=False)
     assert [f["side"] for f in q.fills(db, s["run_id"])] == ["Buy"]
     assert [d["status"] for d in q.decisions(db, s["run_id"])] == ["order", "frozen"]
 
@@ -71,13 +71,13 @@ def test_kill_switch_freeze_keeps_the_position_and_stops_trading(sqlite_url: str
 def test_cooldown_blocks_orders(sqlite_url: str) -> None:
     db = open_database(sqlite_url)
     cfg = load_config(None, ["risk.cooldown_bars=5"])
-    s = run_backtest(cfg, random_walk(20), ScriptedStrategy({1: 1.0, 3: 0.0, 9: 0.0}), db, show_progress=False)
+    s = core.backtest(cfg, random_walk(20), ScriptedStrategy({1: 1.0, 3: 0.0, 9: 0.0}), db, show_progress=False)
     assert [d["status"] for d in q.decisions(db, s["run_id"])] == ["order", "blocked", "order"]
 
 
 def test_orders_point_at_the_decision_that_caused_them(sqlite_url: str) -> None:
     db = open_database(sqlite_url)
-    s = run_backtest(load_config(None), random_walk(60), ScriptedStrategy({i: (i % 3) / 2 for i in range(0, 60, 4)}),
+    s = core.backtest(load_config(None), random_walk(60), ScriptedStrategy({i: (i % 3) / 2 for i in range(0, 60, 4)}),
                      db, show_progress=False)
     decisions = {d["id"]: d for d in q.decisions(db, s["run_id"])}
     for o in q.orders(db, s["run_id"]):

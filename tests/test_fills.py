@@ -11,7 +11,7 @@ from decimal import Decimal
 
 import pytest
 
-from bot.app import run_backtest
+from bot import app as core
 from bot.config import load_config
 from bot.domain import Category, Instrument, OrderRequest, OrderType, Side
 from broker.simulated import SimulatedBroker
@@ -95,7 +95,7 @@ def test_fill_table(name: str, rows: list, script: dict, overrides: dict, expect
     data = make_data(rows)
     strategy = ScriptedStrategy(script, long_only=cfg.market.category == "spot")
     db = open_database(sqlite_url)
-    summary = run_backtest(cfg, data, strategy, db, show_progress=False)
+    summary = core.backtest(cfg, data, strategy, db, show_progress=False)
     fills = q.fills(db, summary["run_id"])
     got = [((f["time"] - T0) // HOUR, f["side"], f["qty"], f["price"], f["fee"]) for f in fills]
     want = [(bar, side, D(qty), D(price), D(fee)) for bar, side, qty, price, fee in expected]
@@ -113,7 +113,7 @@ def test_accounting_is_exact(sqlite_url: str) -> None:
     cfg = load_config(None, [])
     data = make_data([FLAT, (100, 103, 99, 102), (102, 111, 101, 110), (110, 112, 109, 111)])
     db = open_database(sqlite_url)
-    s = run_backtest(cfg, data, ScriptedStrategy({0: 1.0, 2: 0.0}), db, show_progress=False)
+    s = core.backtest(cfg, data, ScriptedStrategy({0: 1.0, 2: 0.0}), db, show_progress=False)
     (trade,) = q.trades(db, s["run_id"])
     assert trade["gross_pnl"] == D("999.0")  # 99.9 x (110 - 100)
     assert trade["fees"] == D("20.979")

@@ -11,7 +11,7 @@ import numpy as np
 import pytest
 import torch
 
-from bot.app import run_backtest
+from bot import app as core
 from bot.bars import Bars
 from bot.config import Config
 from bot.domain import timeframe_ms
@@ -159,11 +159,11 @@ def test_restart_decides_exactly_as_an_uninterrupted_run(checkpoint: Path, data:
     ctx = _ctx(checkpoint)
     part = data.slice(600, N_BARS)  # starts mid-history: features and state build from bar 0 of it
     history, k = 100, 137            # stop on a bar that is not a GRU reset bar
-    full = run_backtest(cfg, part, GRUSizerStrategy.from_config(params, ctx), db, show_progress=False,
+    full = core.backtest(cfg, part, GRUSizerStrategy.from_config(params, ctx), db, show_progress=False,
                         history=history)
-    first = run_backtest(cfg, part, GRUSizerStrategy.from_config(params, ctx), db, show_progress=False,
+    first = core.backtest(cfg, part, GRUSizerStrategy.from_config(params, ctx), db, show_progress=False,
                          history=history, stop_after=k)
-    resumed = run_backtest(cfg, part, GRUSizerStrategy.from_config(params, ctx), db, show_progress=False,
+    resumed = core.backtest(cfg, part, GRUSizerStrategy.from_config(params, ctx), db, show_progress=False,
                            history=history + k)
 
     def rows(run: dict[str, Any]) -> list[tuple[Any, ...]]:

@@ -7,7 +7,7 @@ from decimal import Decimal
 import pytest
 from sqlalchemy import Engine
 
-from bot.app import run_backtest
+from bot import app as core
 from bot.config import load_config
 from bot.domain import Decision, Fill, Order, OrderRequest, OrderStatus, Side
 from bot.summary import journal_summary
@@ -62,7 +62,7 @@ def test_backtest_journal_matches_summary(db: Engine) -> None:
     cfg = load_config(None, ["broker.slippage_bps=5"])
     data = random_walk(600, seed=3)
     script = {i: (1.0 if (i // 37) % 2 == 0 else -0.5) for i in range(0, 600, 13)}
-    s = run_backtest(cfg, data, ScriptedStrategy(script), db, show_progress=False)
+    s = core.backtest(cfg, data, ScriptedStrategy(script), db, show_progress=False)
     js = journal_summary(db, q.resolve_run(db, s["run_id"]))
     for key in ("candles", "n_trades", "final_equity", "total_return", "sharpe", "sortino", "max_drawdown",
                 "win_rate", "fees", "exposure_time"):
@@ -86,14 +86,14 @@ def test_a_crash_marks_the_run_failed_not_complete(db: Engine) -> None:
 
     cfg = load_config(None, [])
     with pytest.raises(MemoryError):
-        run_backtest(cfg, random_walk(50), Exploding({}), db, show_progress=False)
+        core.backtest(cfg, random_walk(50), Exploding({}), db, show_progress=False)
     run = next(r for r in q.list_runs(db) if r["strategy"] == "exploding")
     assert run["status"] == "failed" and "simulated crash" in run["error"]
 
 
 def test_interrupted_run_is_marked_interrupted(db: Engine) -> None:
     cfg = load_config(None, [])
-    s = run_backtest(cfg, random_walk(200), ScriptedStrategy({5: 1.0}), db, show_progress=False, stop_after=120)
+    s = core.backtest(cfg, random_walk(200), ScriptedStrategy({5: 1.0}), db, show_progress=False, stop_after=120)
     run = q.resolve_run(db, s["run_id"])
     assert run["status"] == "interrupted" and run["bars"] == 120
     assert len(q.equity(db, s["run_id"])) == 120
@@ -103,7 +103,7 @@ def test_large_backtest_writes_every_equity_row_from_the_second_process(db: Engi
     """Above 250k bars the equity curve goes through storage/equity_process.py: nothing is lost."""
     n = 260_000
     data = random_walk(n, seed=11)
-    s = run_backtest(load_config(None, []), data, ScriptedStrategy({10: 1.0, 200_000: 0.0}), db,
+    s = core.backtest(load_config(None, []), data, ScriptedStrategy({10: 1.0, 200_000: 0.0}), db,
                      show_progress=False)
     run = q.resolve_run(db, s["run_id"])
     assert run["status"] == "completed" and run["bars"] == n

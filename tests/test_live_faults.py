@@ -9,7 +9,7 @@ from pathlib import Path
 
 from bot import app as core
 from bot.feeds.replay import ms_to_iso
-from bot.live import LiveOptions, run_live
+from bot.live import RunOptions
 from broker.bybit_sim import SimServer
 from broker.bybit_sim.private import account_of
 from broker.bybit_sim.private_rest import PrivateFaults
@@ -29,8 +29,8 @@ async def test_timeouts_lost_acks_storms_and_drops(btc_1h: Path, tmp_path: Path,
         cfg = live_cfg(sim.rest_url, sim.ws_url, db_url, "exchange.timeout_s=0.6",
                        "strategy.params.fast=2", "strategy.params.slow=5")
         end = (sim.state.now_ms() // H + N_BARS) * H
-        summary = await run_live(cfg, date_to=ms_to_iso(end),
-                                 options=LiveOptions(reconcile_every_s=2.0, stream_check_s=0.1))
+        summary = await core.live(cfg, date_to=ms_to_iso(end),
+                                 options=RunOptions(reconcile_every_s=2.0, stream_check_s=0.1))
         stats = dict(sim.state.stats)
         db = core.open_journal_db(db_url)
         seen = check_consistency(db, summary["run_id"], account_of(sim.state))

@@ -10,12 +10,11 @@ from pathlib import Path
 import torch
 
 from bot import app as core
-from bot.cli.live_modes import WARMUP_MARGIN, run_paper_bybit
 from bot.feeds.replay import ms_to_iso
-from bot.live import LiveOptions, run_live
-from bot.resume import comparable_journal
+from bot.live import WARMUP_MARGIN, RunOptions
 from broker.bybit_sim import SimServer
 from broker.bybit_sim.private import account_of
+from storage.records import comparable_journal
 from tests.live_helpers import check_consistency, live_cfg, modules, set_keys, sim_cfg
 
 A_INDEX = 400
@@ -40,20 +39,20 @@ async def test_backtest_paper_and_live_agree(btc_1h: Path, tmp_path: Path, monke
     # A's warm-up to close. The periodic venue check is off so the books come from fills alone.
     async with SimServer(sim_cfg(btc_1h, 400.0, start=a - 3 * H), modules(slippage_bps=SLIP_BPS)) as sim:
         cfg = live_cfg(sim.rest_url, sim.ws_url, db_url, *extra)
-        live = await run_live(cfg, date_from=ms_to_iso(a), date_to=ms_to_iso(a + N_BARS * H),
-                              options=LiveOptions(reconcile_every_s=3600, stream_check_s=0.1))
+        live = await core.live(cfg, date_from=ms_to_iso(a), date_to=ms_to_iso(a + N_BARS * H),
+                              options=RunOptions(reconcile_every_s=3600, stream_check_s=0.1))
         acct = account_of(sim.state)
         db = core.open_journal_db(db_url)
         check_consistency(db, live["run_id"], acct)
         raw_open = {int(e.time): e for e in acct.execs}
     b = a + N_BARS * H
     async with SimServer(sim_cfg(btc_1h, 12.0, start=a - 2 * H)) as sim:
-        paper = await run_paper_bybit(live_cfg(sim.rest_url, sim.ws_url, db_url, *extra),
+        paper = await core.paper(live_cfg(sim.rest_url, sim.ws_url, db_url, *extra),
                                       date_from=ms_to_iso(a), date_to=ms_to_iso(b))
     strategy = core.build_strategy(cfg)
     w = strategy.warmup + WARMUP_MARGIN
     data = core.load_data(cfg, str(btc_1h), ms_to_iso(a - w * H), ms_to_iso(b))
-    bt = core.run_backtest(cfg, data, strategy, db, show_progress=False, history=w)
+    bt = core.backtest(cfg, data, strategy, db, show_progress=False, history=w)
 
     runs = {name: comparable_journal(db, s["run_id"]) for name, s in
             (("live", live), ("paper", paper), ("backtest", bt))}

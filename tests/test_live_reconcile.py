@@ -14,7 +14,7 @@ from sqlalchemy import update
 from bot import app as core
 from bot.domain import Order, OrderStatus, OrderType, Side
 from bot.feeds.replay import ms_to_iso
-from bot.live import LiveOptions, run_live
+from bot.live import RunOptions
 from bot.reconcile import ReconcileError
 from broker.bybit_sim import SimServer
 from broker.bybit_sim.private import account_of
@@ -24,7 +24,7 @@ from storage.journal import Journal
 from tests.live_helpers import KEY, SECRET, check_consistency, live_cfg, modules, set_keys, sim_cfg
 
 H = 3_600_000
-OPTS = LiveOptions(stream_check_s=0.1, reconcile_every_s=3600)
+OPTS = RunOptions(stream_check_s=0.1, reconcile_every_s=3600)
 
 
 def _interrupt(db, run_id: str) -> None:  # type: ignore[no-untyped-def]
@@ -38,7 +38,7 @@ async def test_never_sent_resolved_foreign_order_adopted(btc_1h: Path, tmp_path:
     db_url = f"sqlite:///{tmp_path / 'j.db'}"
     async with SimServer(sim_cfg(btc_1h, 200.0, history=300), modules()) as sim:
         cfg = live_cfg(sim.rest_url, sim.ws_url, db_url)
-        first = await run_live(cfg, date_to=ms_to_iso((sim.state.now_ms() // H + 4) * H), options=OPTS)
+        first = await core.live(cfg, date_to=ms_to_iso((sim.state.now_ms() // H + 4) * H), options=OPTS)
         rid = first["run_id"]
         db = core.open_journal_db(db_url)
         _interrupt(db, rid)
@@ -54,7 +54,7 @@ async def test_never_sent_resolved_foreign_order_adopted(btc_1h: Path, tmp_path:
         await asyncio.get_running_loop().run_in_executor(None, lambda: http.place_order(
             category="linear", symbol="BTCUSDT", side="Buy", orderType="Limit", qty="0.01", price="1000",
             orderLinkId="manual-1"))
-        second = await run_live(cfg, resume=True, date_to=ms_to_iso((sim.state.now_ms() // H + 3) * H), options=OPTS)
+        second = await core.live(cfg, resume=True, date_to=ms_to_iso((sim.state.now_ms() // H + 3) * H), options=OPTS)
         assert second["run_id"] == rid
         orders = {o["id"]: o for o in q.orders(db, rid)}
         check_consistency(db, rid, account_of(sim.state))
@@ -74,7 +74,7 @@ async def test_journal_fill_the_exchange_never_had_stops_the_bot(btc_1h: Path, t
     db_url = f"sqlite:///{tmp_path / 'j.db'}"
     async with SimServer(sim_cfg(btc_1h, 200.0, history=300), modules()) as sim:
         cfg = live_cfg(sim.rest_url, sim.ws_url, db_url)
-        first = await run_live(cfg, date_to=ms_to_iso((sim.state.now_ms() // H + 3) * H), options=OPTS)
+        first = await core.live(cfg, date_to=ms_to_iso((sim.state.now_ms() // H + 3) * H), options=OPTS)
         rid = first["run_id"]
         db = core.open_journal_db(db_url)
         _interrupt(db, rid)
@@ -88,5 +88,5 @@ async def test_journal_fill_the_exchange_never_had_stops_the_bot(btc_1h: Path, t
                            Decimal("0"), sim.state.now_ms()))
         j.flush()
         with pytest.raises(ReconcileError, match="reconciliation failed: the exchange holds"):
-            await run_live(cfg, resume=True, date_to=ms_to_iso((sim.state.now_ms() // H + 3) * H), options=OPTS)
+            await core.live(cfg, resume=True, date_to=ms_to_iso((sim.state.now_ms() // H + 3) * H), options=OPTS)
     assert q.resolve_run(db, rid)["status"] == "failed"

@@ -14,7 +14,7 @@ import pytest
 from bot import app as core
 from bot.errors import ConfigError, ExchangeFatalError
 from bot.feeds.replay import ms_to_iso
-from bot.live import LiveOptions, credentials, run_live
+from bot.live import RunOptions, credentials
 from broker.bybit import BybitHttp
 from broker.bybit.errors import scrub
 from broker.bybit_sim import SimServer
@@ -77,7 +77,7 @@ async def test_kill_switch_flattens_on_the_venue(btc_1h: Path, tmp_path: Path, m
         cfg = live_cfg(sim.rest_url, sim.ws_url, db_url, "risk.max_drawdown=0.002", "risk.kill_action=flatten",
                        "strategy.params.fast=2", "strategy.params.slow=5")
         end = (sim.state.now_ms() // H + 30) * H
-        summary = await run_live(cfg, date_to=ms_to_iso(end), options=LiveOptions(stream_check_s=0.1))
+        summary = await core.live(cfg, date_to=ms_to_iso(end), options=RunOptions(stream_check_s=0.1))
         acct = account_of(sim.state)
         db = core.open_journal_db(db_url)
         check_consistency(db, summary["run_id"], acct)

@@ -8,13 +8,13 @@ from pathlib import Path
 from typing import Any
 
 from bot import app as core
-from bot.cli.live_modes import run_paper_bybit
 from bot.config import load_config
 from bot.feeds.bybit import BybitFeed
 from bot.feeds.replay import ms_to_iso
-from bot.resume import comparable_journal
+from bot.live import RunOptions
 from broker.bybit_sim import FaultConfig, SimConfig, SimServer
 from storage import queries as q
+from storage.records import comparable_journal
 
 A_INDEX, N_BARS = 600, 120
 _clean: dict[str, Any] = {}
@@ -39,8 +39,8 @@ async def _run(btc_1h: Path, tmp: Path, name: str, faults: FaultConfig, feeds: l
     db_url = f"sqlite:///{tmp / (name + '.db')}"
     sim_cfg = SimConfig(data=[str(btc_1h)], bar_ms=bar_ms, updates_per_bar=updates, start=a - 3_600_000, faults=faults)
     async with SimServer(sim_cfg) as sim:
-        summary = await run_paper_bybit(_cfg(sim, db_url), date_from=ms_to_iso(a), date_to=ms_to_iso(b),
-                                        feed_factory=factory, **kw)
+        summary = await core.paper(_cfg(sim, db_url), date_from=ms_to_iso(a), date_to=ms_to_iso(b),
+                                   options=RunOptions(feed_factory=factory, **kw))
         stats = dict(sim.state.stats)
     db = core.open_journal_db(db_url)
     journal = comparable_journal(db, summary["run_id"])

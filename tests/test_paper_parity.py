@@ -6,12 +6,12 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot import app as core
-from bot.cli.live_modes import WARMUP_MARGIN, run_paper_bybit
 from bot.config import load_config
 from bot.feeds.replay import ms_to_iso
-from bot.resume import comparable_journal
+from bot.live import WARMUP_MARGIN, RunOptions
 from broker.bybit_sim import SimConfig, SimServer
 from storage import queries as q
+from storage.records import comparable_journal
 
 A_INDEX = 400      # first traded bar in the file
 N_BARS = 150
@@ -32,7 +32,8 @@ async def test_paper_on_simulator_equals_backtest(btc_1h: Path, tmp_path: Path) 
     db_url = f"sqlite:///{tmp_path / 'j.db'}"
     async with SimServer(sim_cfg) as sim:
         cfg = paper_cfg(sim.ws_url, sim.rest_url, db_url)
-        summary = await run_paper_bybit(cfg, date_from=ms_to_iso(a), date_to=ms_to_iso(b), ping_interval_s=0.2)
+        summary = await core.paper(cfg, date_from=ms_to_iso(a), date_to=ms_to_iso(b),
+                                   options=RunOptions(ping_interval_s=0.2))
         assert sim.state.stats["ws_pings"] >= 2  # the feed's heartbeat
     assert summary["candles"] == N_BARS and summary["orders"] >= 6
     db = core.open_journal_db(db_url)
@@ -43,7 +44,7 @@ async def test_paper_on_simulator_equals_backtest(btc_1h: Path, tmp_path: Path) 
     strategy = core.build_strategy(cfg)
     w = strategy.warmup + WARMUP_MARGIN
     data = core.load_data(cfg, str(btc_1h), ms_to_iso(a - w * 3_600_000), ms_to_iso(b))
-    bt = core.run_backtest(cfg, data, strategy, db, show_progress=False, history=w)
+    bt = core.backtest(cfg, data, strategy, db, show_progress=False, history=w)
     back = comparable_journal(db, bt["run_id"])
     for table in ("decisions", "orders", "fills", "trades", "equity"):
         assert paper[table] == back[table], table

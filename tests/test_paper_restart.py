@@ -16,13 +16,13 @@ from pathlib import Path
 from sqlalchemy import create_engine, text
 
 from bot import app as core
-from bot.cli.live_modes import run_paper_bybit
 from bot.config import load_config
 from bot.feeds.replay import ms_to_iso
-from bot.resume import comparable_journal
+from bot.live import RunOptions
 from broker.bybit_sim import SimConfig
 from broker.bybit_sim.testing import sim_thread
 from storage import queries as q
+from storage.records import comparable_journal
 
 A_INDEX, N_BARS, BAR_MS = 900, 80, 60.0
 SETS = ["strategy.params.fast=3", "strategy.params.slow=8", "broker.slippage_bps=1", "logging.level=error"]
@@ -101,7 +101,7 @@ def test_kill_9_and_resume_gives_the_uninterrupted_journal(btc_1h: Path, tmp_pat
         ref_url = f"sqlite:///{tmp_path / 'ref.db'}"
         cfg = load_config(None, [f"exchange.rest_url={sim.rest_url}", f"exchange.ws_url={sim.ws_url}",
                                  f"storage.url={ref_url}", *SETS])
-        ref = asyncio.run(run_paper_bybit(cfg, date_from=ms_to_iso(a), date_to=ms_to_iso(b)))
+        ref = asyncio.run(core.paper(cfg, date_from=ms_to_iso(a), date_to=ms_to_iso(b)))
     reference = comparable_journal(core.open_journal_db(ref_url), ref["run_id"])
     assert len(reference["equity"]) == N_BARS and len(reference["fills"]) >= 4
     for table in ("decisions", "orders", "fills", "trades", "equity"):
@@ -127,12 +127,13 @@ async def test_sigterm_marks_stopped_then_resume_completes(btc_1h: Path, tmp_pat
                     sent.append(c.open_time)
                     os.kill(os.getpid(), signal.SIGTERM)  # handled by the run's signal handler
 
-        first = await run_paper_bybit(cfg, date_from=ms_to_iso(a), date_to=ms_to_iso(b), feed_factory=Terminating)
+        first = await core.paper(cfg, date_from=ms_to_iso(a), date_to=ms_to_iso(b),
+                                 options=RunOptions(feed_factory=Terminating))
         db = core.open_journal_db(url)
         run = q.resolve_run(db, first["run_id"])
         assert run["status"] == "stopped" and 1 <= run["bars"] < 40
         assert len(q.equity(db, first["run_id"])) == run["bars"]  # flushed up to the last bar processed
-        done = await run_paper_bybit(cfg, run_id=first["run_id"])  # --run-id ID
+        done = await core.paper(cfg, run_id=first["run_id"])  # --run-id ID
     assert done["run_id"] == first["run_id"] and done["candles"] == 40
     assert q.resolve_run(db, first["run_id"])["status"] == "completed"
     assert [r["time"] for r in q.equity(db, first["run_id"])] == [int(t) for t in probe.time[A_INDEX:A_INDEX + 40]]

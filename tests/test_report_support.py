@@ -25,7 +25,7 @@ from bot import app as core
 from bot.bars import Bars
 from bot.config import Config, StorageConfig, StrategyConfig
 from bot.domain import Decision, timeframe_ms
-from bot.feeds.replay import CandleData, load_candles, parse_date, replay_candles
+from bot.feeds.replay import CandleData, load_candles, parse_date
 from storage.db import open_database
 from strategies.base import Strategy, StrategyContext, StrategyParams
 from strategies.sma import SMACrossover, SMAParams
@@ -201,7 +201,7 @@ def journal_runs() -> Runs:
 
     def bt(key: str, cfg: Config, strategy: Strategy, **kw: Any) -> None:
         try:
-            s = core.run_backtest(cfg, data, strategy, db, show_progress=False, **kw)
+            s = core.backtest(cfg, data, strategy, db, show_progress=False, **kw)
             runs.ids[key] = s["run_id"]
         except Boom:
             from storage import queries as q
@@ -223,9 +223,7 @@ def journal_runs() -> Runs:
     bt("failed", cfg, Crashes(_ctx(cfg), after=200))
     bt("failed_at_start", cfg, Crashes(_ctx(cfg), after=-1))
     cfg = config(url, "dsc")
-    paper = asyncio.run(core.run_paper(cfg, ContractStrategy(_ctx(cfg), "dsc"), db,
-                                       replay_candles(data.slice(0, 400), 0.0, timeframe_ms("1h")),
-                                       data_source="replay test"))
+    paper = asyncio.run(core.paper_replay(cfg, data.slice(0, 400), ContractStrategy(_ctx(cfg), "dsc"), db))
     runs.ids["paper"] = paper["run_id"]
     _RUNS = runs
     return runs

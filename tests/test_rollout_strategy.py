@@ -11,6 +11,7 @@ import pytest
 import torch
 from rich.console import Console
 
+from bot import app as core
 from bot.attention import attention_section, print_attention_section
 from bot.bars import Bars
 from bot.errors import ConfigError, ModelError
@@ -143,7 +144,6 @@ def test_bad_params_and_mismatched_checkpoint_are_one_line_errors(ckpt: str, tmp
 
 def test_backtest_trains_first_then_summarises_attention(data: CandleData, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    from bot.app import run_backtest
     from bot.config import load_config
     from storage.db import open_database
 
@@ -156,7 +156,7 @@ def test_backtest_trains_first_then_summarises_attention(data: CandleData, tmp_p
     assert first == int(len(data) * 0.7) and note and "trained rollout on the first" in note
     assert (tmp_path / "checkpoints" / "rollout_BTCUSDT_1h_backtest.card.json").exists()
     db = open_database(url)
-    summary = run_backtest(cfg, data, strat, db, show_progress=False, history=first)
+    summary = core.backtest(cfg, data, strat, db, show_progress=False, history=first)
     assert summary["candles"] == len(data) - first
     section = attention_section(db, summary["run_id"])
     assert section["window"] == 16 and section["decisions"] == len(data) - first

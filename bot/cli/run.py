@@ -15,7 +15,6 @@ from bot.cli.common import ConfigOpt, DbOpt, SetOpt, console, dumps, err_console
 from bot.config import Config
 from bot.domain import timeframe_ms
 from bot.errors import ConfigError
-from bot.feeds.replay import replay_candles
 from storage.db import safe_url
 
 SUMMARY_ROWS = [
@@ -65,8 +64,7 @@ def _backtest(cfg: Config, data_path: str | None, date_from: str | None, date_to
         err_console.print(note)
     if data.gaps.count:
         err_console.print(f"[yellow]warning:[/yellow] {data.gaps.describe(timeframe_ms(cfg.market.timeframe))}")
-    summary = core.run_backtest(cfg, data, strategy, db, mode=mode, show_progress=not as_json,
-                                history=history)
+    summary = core.backtest(cfg, data, strategy, db, mode=mode, show_progress=not as_json, history=history)
     if as_json:
         sys.stdout.write(dumps(summary) + "\n")
     else:
@@ -154,8 +152,7 @@ def _paper_replay(cfg: Config, data_path: str | None, speed: float, date_from: s
     data = core.load_data(cfg, data_path, date_from, date_to)
     strategy = core.build_strategy(cfg, checkpoint)
     db = core.open_journal_db(cfg.storage.url)
-    feed = replay_candles(data, speed, timeframe_ms(cfg.market.timeframe))
-    summary = asyncio.run(core.run_paper(cfg, strategy, db, feed, data_source=data.source))
+    summary = asyncio.run(core.paper_replay(cfg, strategy=strategy, data=data, db=db, speed=speed))
     if as_json:
         sys.stdout.write(dumps(summary) + "\n")
     else:

@@ -19,7 +19,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
 from dataclasses import replace
 from decimal import Decimal
 from typing import Any
@@ -37,6 +36,7 @@ from bot.domain import (
     OrderStatus,
     OrderType,
     Position,
+    PositionBook,
 )
 from bot.errors import ExchangeError, ExchangeRetryableError, OrderRejected
 from broker.base import Broker, to_decimal
@@ -73,16 +73,10 @@ class BybitBroker(VenueEvents, Broker):
         self._seen_exec: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending_exec: dict[str, list[dict[str, Any]]] = {}
-        #: Called for an order the journal does not know yet (adopted from the venue).
-        self.on_adopt: Callable[[Order], None] | None = None
-        self.on_event: Callable[[str, dict[str, Any]], None] | None = None
         self.adopted: list[str] = []
         # Books (linear: cash-equivalent = wallet balance - size x entry, so equity = cash + qty x mark).
-        self.qty = ZERO
-        self.avg_price = ZERO
-        self.realized = ZERO
+        self.book = PositionBook()
         self.cash = ZERO
-        self.fee_total = ZERO
         self._cash_f = 0.0
         self._qty_f = 0.0
         self.venue_position: dict[str, Any] | None = None
@@ -126,10 +120,53 @@ class BybitBroker(VenueEvents, Broker):
                 except ExchangeError as exc:
                     log.warning("order_watch_failed", order=cid, error=str(exc))
 
-    async def refresh_books(self) -> None:
+    async def refresh_books(self) -> Position:
         wallet = await self.http.wallet()
         pos = await self.http.position(self.symbol)
         self._set_books(wallet, pos)
+        return self.position()
+
+    @property
+    def qty(self) -> Decimal:
+        return self.book.qty
+
+    # -- resume and reconciliation (the Broker protocol) -------------------------------------------
+    def restore(self, initial_cash: Decimal, fills: list[Fill], orders: list[Order]) -> None:
+        """Follow a resumed run's orders again; its fills are known (never booked twice). The books
+        themselves are the venue's (``load``), not rebuilt from the journal."""
+        self.mark_seen({f.exec_id for f in fills})
+        for o in orders:
+            self.track(o)
+
+    async def lookup_order(self, client_order_id: str) -> Order | None:
+        found = await self.http.order(self.symbol, client_order_id)
+        if found is None:
+            return None
+        self.apply_snapshot(found)
+        await self.fetch_fills(client_order_id, found)
+        return self.known(client_order_id)
+
+    async def fills_since(self, since_ms: int | None = None) -> int:
+        return await self.catch_up(since_ms)
+
+    async def venue_open_orders(self) -> list[Order]:
+        out = []
+        for item in await self.http.open_orders(self.symbol):
+            cid = parse.link_id(item)
+            if self.known(cid) is None:
+                self.apply_snapshot(item)
+            o = self.known(cid)
+            if o is not None:
+                out.append(o)
+        return out
+
+    def _venue_event(self, kind: str, payload: dict[str, Any]) -> None:
+        if self._venue is not None:
+            self._venue.on_venue_event(kind, payload)
+
+    def _adopted(self, order: Order) -> None:
+        if self._venue is not None:
+            self._venue.on_adopted(order)
 
     async def close(self) -> None:
         watcher, self._watcher = self._watcher, None
@@ -184,7 +221,7 @@ class BybitBroker(VenueEvents, Broker):
         return list(self._orders.values())
 
     def position(self) -> Position:
-        return Position(self.symbol, self.qty, self.avg_price, self.realized)
+        return Position(self.symbol, self.book.qty, self.book.avg_price, self.book.realized)
 
     def balance(self, mark_price: float) -> Balance:
         equity = self.cash + self.qty * to_decimal(mark_price) if self.qty else self.cash

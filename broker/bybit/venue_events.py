@@ -9,14 +9,13 @@ execution id); a venue order ahead of our executions triggers a REST fetch of th
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Callable
 from dataclasses import replace
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from bot.domain import ZERO, Category, Fill, Order, OrderStatus, OrderType, Side
+from bot.domain import ZERO, Category, Fill, Order, OrderStatus, OrderType, PositionBook, Side
 from broker.bybit import parse
 from broker.bybit.http import BybitHttp
 
@@ -34,13 +33,8 @@ class VenueEvents:
     _seen_exec: set[str]
     _pending_exec: dict[str, list[dict[str, Any]]]
     adopted: list[str]
-    on_adopt: Callable[[Order], None] | None
-    on_event: Callable[[str, dict[str, Any]], None] | None
-    qty: Decimal
-    avg_price: Decimal
-    realized: Decimal
+    book: PositionBook
     cash: Decimal
-    fee_total: Decimal
     _cash_f: float
     _qty_f: float
     venue_position: dict[str, Any] | None
@@ -55,21 +49,26 @@ class VenueEvents:
         def _spawn(self, coro: Any) -> None: ...
         def _now(self) -> int: ...
         def open_orders(self) -> list[Order]: ...
+        def _venue_event(self, kind: str, payload: dict[str, Any]) -> None: ...
+        def _adopted(self, order: Order) -> None: ...
+        @property
+        def qty(self) -> Decimal: ...
 
     # -- books -------------------------------------------------------------------------------------
     def _set_books(self, wallet: dict[str, Any], pos: dict[str, Any] | None) -> None:
         self.venue_wallet, self.venue_position = wallet, pos
         usdt = _coin(wallet, "USDT")
+        fees = self.book.fees
         if self.category is Category.SPOT:
             base = self.symbol[:-4] if self.symbol.endswith("USDT") else self.symbol[:-3]
-            self.qty, self.avg_price = _coin(wallet, base), ZERO
+            self.book = PositionBook(qty=_coin(wallet, base), realized=self.book.realized, fees=fees)
             self.cash = usdt
         else:
-            self.qty = parse.signed_size(pos) if pos else ZERO
-            self.avg_price = parse.d(pos.get("avgPrice")) if pos else ZERO
-            self.realized = parse.d(pos.get("cumRealisedPnl")) if pos else ZERO
-            self.cash = usdt - self.qty * self.avg_price
-        self._cash_f, self._qty_f = float(self.cash), float(self.qty)
+            self.book = PositionBook(qty=parse.signed_size(pos) if pos else ZERO,
+                                     avg_price=parse.d(pos.get("avgPrice")) if pos else ZERO,
+                                     realized=parse.d(pos.get("cumRealisedPnl")) if pos else ZERO, fees=fees)
+            self.cash = usdt - self.book.qty * self.book.avg_price
+        self._cash_f, self._qty_f = float(self.cash), float(self.book.qty)
 
     def on_stream(self, msg: dict[str, Any]) -> None:
         topic = msg.get("topic", "")
@@ -108,10 +107,8 @@ class VenueEvents:
                   exchange_order_id=item.get("orderId"), adopted=True)
         self._orders[cid] = o
         self.adopted.append(cid)
-        if self.on_adopt is not None:
-            self.on_adopt(o)
-        if self.on_event is not None:
-            self.on_event("order_adopted", {"order_id": cid, "status": item.get("orderStatus")})
+        self._adopted(o)
+        self._venue_event("order_adopted", {"order_id": cid, "status": item.get("orderStatus")})
         return o
 
     def _apply_order(self, item: dict[str, Any]) -> None:
@@ -183,23 +180,10 @@ class VenueEvents:
                                   exchange_order_id=e.get("orderId") or o.exchange_order_id), f)
 
     def _book(self, f: Fill) -> None:
-        signed = f.qty if f.side is Side.BUY else -f.qty
-        old, new = self.qty, self.qty + signed
-        if self.category is Category.LINEAR:
-            if old == 0 or (old > 0) == (signed > 0):
-                self.avg_price = (abs(old) * self.avg_price + f.qty * f.price) / abs(new)
-            else:
-                closed = min(abs(signed), abs(old))
-                self.realized += (f.price - self.avg_price) * closed * (1 if old > 0 else -1)
-                if new == 0:
-                    self.avg_price = ZERO
-                elif (new > 0) != (old > 0):
-                    self.avg_price = f.price
-        self.qty = new
-        self.cash -= signed * f.price + f.fee
-        self.fee_total += f.fee
+        # Spot holdings carry no entry price at the venue: only linear positions track one.
+        self.cash += self.book.apply(f.side, f.qty, f.price, f.fee, track_entry=self.category is Category.LINEAR)
         self.last_fill_time = max(self.last_fill_time or 0, f.time)
-        self._cash_f, self._qty_f = float(self.cash), float(self.qty)
+        self._cash_f, self._qty_f = float(self.cash), float(self.book.qty)
 
     # -- catch-up and checks -----------------------------------------------------------------------
     def mark_seen(self, exec_ids: set[str]) -> None:
@@ -246,8 +230,8 @@ class VenueEvents:
             found = await self.http.order(self.symbol, cid)
             if found is not None:
                 self._apply_order(found)
-        if n and self.on_event is not None:
-            self.on_event("fills_recovered", {"count": n})
+        if n:
+            self._venue_event("fills_recovered", {"count": n})
         return n
 
     async def check_books(self) -> dict[str, Any] | None:

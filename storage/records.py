@@ -1,0 +1,151 @@
+"""Typed records that cross the storage boundary: what a resumed run is rebuilt from.
+
+Rows become domain objects here, once, so that nothing above storage parses journal rows.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from decimal import Decimal
+from typing import Any
+
+from sqlalchemy import Engine, desc, select
+
+from bot.domain import DecisionStatus, Fill, Order, OrderStatus, OrderType, RunStatus, Side
+from bot.errors import ConfigError, StorageError
+from storage import queries as q
+from storage import schema as s
+
+
+def order_from_row(row: dict[str, Any]) -> Order:
+    return Order(
+        client_order_id=row["id"], symbol=row["symbol"], side=Side(row["side"]), qty=row["qty"],
+        order_type=OrderType(row["order_type"]), status=OrderStatus(row["status"]),
+        created_time=int(row["created_time"]), updated_time=int(row["updated_time"]), price=row["price"],
+        decision_id=row["decision_id"], exchange_order_id=row["exchange_order_id"],
+        filled_qty=row["filled_qty"], avg_fill_price=row["avg_fill_price"],
+        reject_reason=row["reject_reason"], adopted=bool(row["adopted"]),
+    )
+
+
+def fill_from_row(row: dict[str, Any]) -> Fill:
+    return Fill(exec_id=row["exec_id"], client_order_id=row["order_id"], symbol=row["symbol"],
+                side=Side(row["side"]), qty=row["qty"], price=row["price"], fee=row["fee"],
+                time=int(row["time"]), is_maker=bool(row["is_maker"]))
+
+
+@dataclass(frozen=True, slots=True)
+class DecisionRecord:
+    id: str
+    bar_time: int
+    symbol: str
+    target: float | None
+    status: DecisionStatus
+    error: str | None
+
+
+@dataclass(frozen=True, slots=True)
+class EquityRecord:
+    time: int
+    equity: float
+    cash: float
+    position: float
+
+
+@dataclass(frozen=True, slots=True)
+class RunSnapshot:
+    """Everything a run journaled that its engine and broker are rebuilt from on resume."""
+
+    run_id: str
+    initial_cash: Decimal
+    orders: list[Order]
+    fills: list[Fill]
+    trade_pnls: list[Decimal]
+    equity: list[EquityRecord]
+    decisions: list[DecisionRecord]
+    #: The newest bar the run processed: a journaled decision counts even when the kill came
+    #: before the bar's progress row (its order intent was written ahead).
+    last_bar: int | None
+    decision_of: dict[str, str | None] = field(default_factory=dict)
+
+    @property
+    def fees(self) -> Decimal:
+        return sum((f.fee for f in self.fills), Decimal(0))
+
+    @property
+    def working(self) -> list[Order]:
+        return [o for o in self.orders if not o.status.is_terminal]
+
+
+def run_snapshot(db: Engine, run_id: str) -> RunSnapshot:
+    run = q.resolve_run(db, run_id)
+    orders = [order_from_row(r) for r in q.orders(db, run_id)]
+    decisions = [DecisionRecord(id=d["id"], bar_time=int(d["bar_time"]), symbol=d["symbol"], target=d["target"],
+                                status=DecisionStatus(d["status"]), error=d["error"])
+                 for d in q.decisions(db, run_id)]
+    last = max([run["last_bar"] if run["last_bar"] is not None else -1, *(d.bar_time for d in decisions)])
+    return RunSnapshot(
+        run_id=run_id, initial_cash=Decimal(run["initial_cash"]), orders=orders,
+        fills=[fill_from_row(r) for r in q.fills(db, run_id)],
+        trade_pnls=[t["net_pnl"] for t in q.trades(db, run_id)],
+        equity=[EquityRecord(int(r["time"]), float(r["equity"]), float(r["cash"]), float(r["position"]))
+                for r in q.equity(db, run_id)],
+        decisions=decisions, last_bar=None if last < 0 else last,
+        decision_of={o.client_order_id: o.decision_id for o in orders},
+    )
+
+
+def find_resumable(db: Engine, run_id: str | None, mode: str, start_event: str) -> dict[str, Any]:
+    """The given run, or the latest run of ``mode`` that did not complete and can be resumed.
+
+    A run killed between its creation and its start event has processed no bar; it is skipped.
+    """
+    stmt = select(s.runs)
+    if run_id:
+        stmt = stmt.where(s.runs.c.id == run_id)
+    else:
+        started = select(s.events.c.run_id).where(s.events.c.kind == start_event)
+        stmt = stmt.where(s.runs.c.mode == mode, s.runs.c.status != RunStatus.COMPLETED.value,
+                          s.runs.c.id.in_(started)).order_by(desc(s.runs.c.started_at)).limit(1)
+    with db.connect() as conn:
+        row = conn.execute(stmt).first()
+    if row is None:
+        if run_id:
+            raise StorageError(f"no run {run_id!r} in the journal")
+        raise StorageError(f"no unfinished {mode} run to resume in the journal")
+    run = dict(row._mapping)
+    if run["mode"] != mode:
+        raise ConfigError(f"run {run['id']} is a {run['mode']} run, not {mode}")
+    if run["status"] == RunStatus.COMPLETED.value:
+        raise ConfigError(f"run {run['id']} already completed; start a new run instead")
+    return run
+
+
+def start_payload(db: Engine, run_id: str, kind: str) -> dict[str, Any]:
+    """The payload of the event a run journaled when it started (what resuming it needs)."""
+    with db.connect() as conn:
+        row = conn.execute(select(s.events.c.payload).where(
+            s.events.c.run_id == run_id, s.events.c.kind == kind).order_by(s.events.c.id).limit(1)).first()
+    if row is None or not row[0]:
+        raise StorageError(f"run {run_id} has no {kind} event: it cannot be resumed")
+    return dict(row[0])
+
+
+#: Columns that hold wall-clock times (paper orders are stamped with the wall clock).
+_WALL_CLOCK = {"orders": ("created_time", "updated_time")}
+
+
+def comparable_journal(db: Engine, run_id: str) -> dict[str, list[dict[str, Any]]]:
+    """A run's decisions, orders, fills, trades and equity with the run id and wall-clock stamps
+    neutralised: two runs that decided, ordered and filled the same way compare equal."""
+    def norm(v: Any) -> Any:
+        return v.replace(run_id, "RUN") if isinstance(v, str) else v
+
+    out: dict[str, list[dict[str, Any]]] = {}
+    for name, rows in (("decisions", q.decisions(db, run_id)), ("orders", q.orders(db, run_id)),
+                       ("fills", q.fills(db, run_id)), ("trades", q.trades(db, run_id)),
+                       ("equity", q.equity(db, run_id))):
+        skip = {"run_id", *_WALL_CLOCK.get(name, ())}
+        out[name] = [{k: norm(v) for k, v in r.items() if k not in skip} for r in rows]
+    out["orders"].sort(key=lambda r: r["id"])
+    return out
