@@ -53,7 +53,7 @@ class Strategy(ABC):
             err = exc.errors()[0]
             loc = ".".join(str(p) for p in err["loc"])
             msg = "unknown parameter" if err["type"] == "extra_forbidden" else err["msg"]
-            raise ConfigError(f"strategy.params.{loc}: {msg} (strategy {cls.name})") from None
+            raise ConfigError(f"strategy.params.{loc}: {msg} (strategy {getattr(cls, 'name', cls.__name__)})") from None
         return cls(params, ctx)
 
     @property
