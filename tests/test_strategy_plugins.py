@@ -15,6 +15,7 @@ import pytest
 
 from storage import queries as q
 from storage.db import open_database
+from tests.test_report_cdp import check_pages
 
 ROOT = Path(__file__).resolve().parents[1]
 EXAMPLE = ROOT / "examples" / "strategies" / "rsi.py"
@@ -91,6 +92,10 @@ def test_journal_report_draws_the_generic_section_with_the_strategys_reasons(rsi
     assert manifest["figures"] == ["fig-equity", "fig-price", "fig-monthly", "fig-generic"]
     assert "RSI " in page and "rule: rsi &lt; 30 -&gt; long" in page  # trade list: why each trade entered
     assert "The generic section stands in" not in page  # the file is still there: no fallback note
+    # The generic figures draw in a real browser like the built-in sections do.
+    result = check_pages({"rsi": out / "report.html"}, tmp_path, set())["rsi"]
+    assert result.errors == [] and result.probe["manifest"]["figures"][-1] == "fig-generic"
+    assert all(f["rendered"] and f["traces"] >= 1 and f["drawn"] >= 1 for f in result.probe["figs"])
 
 
 def test_report_falls_back_to_generic_reasons_when_the_file_is_gone(data_dir: Path, tmp_path: Path) -> None:

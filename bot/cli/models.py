@@ -62,7 +62,8 @@ def evaluate_command(cfg: Any, checkpoint: str, data_path: str) -> dict[str, Any
     from models.training import EvalRequest
 
     meta = read_meta(checkpoint)
-    spec = find_spec(meta.kind)
+    # A kind read from a file names a registered strategy, never a file to import.
+    spec = None if is_file_ref(meta.kind) else find_spec(meta.kind)
     if spec is None or spec.evaluator is None:
         raise ModelError(f"no evaluator for model kind {meta.kind!r}; known: {', '.join(_with('evaluator'))}")
     data = core.load_data(cfg, data_path)
