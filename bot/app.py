@@ -30,7 +30,7 @@ from bot.scheduler import RunScheduler
 from broker.base import Broker
 from broker.simulated import SimulatedBroker
 from storage.db import open_database
-from strategies import create_strategy, strategy_class
+from strategies import backtest_strategy, create_strategy
 from strategies.base import Strategy, StrategyContext
 
 if TYPE_CHECKING:
@@ -67,8 +67,7 @@ def build_strategy(cfg: Config, checkpoint: str | None = None) -> Strategy:
 def build_backtest_strategy(cfg: Config, data: CandleData,
                             checkpoint: str | None = None) -> tuple[Strategy, int, str | None]:
     """(strategy, first traded bar, note): model strategies may train on early bars first."""
-    cls = strategy_class(cfg.strategy.name)
-    return cls.for_backtest(dict(cfg.strategy.params), strategy_context(cfg, checkpoint), data)
+    return backtest_strategy(cfg.strategy.name, cfg.strategy.params, strategy_context(cfg, checkpoint), data)
 
 
 def load_data(cfg: Config, path: str, date_from: str | None = None, date_to: str | None = None) -> CandleData:

@@ -143,3 +143,8 @@ def print_attention_section(console: Console, section: dict[str, Any], n_bins: i
         mix.add_row(regime, *[f"{section[k].get(regime, 0)} ({section[k].get(regime, 0) / tot * 100:.0f}%)"
                               for k, tot in zip(keys, totals, strict=True)])
     console.print(mix)
+
+
+def print_run_attention(console: Console, db: Engine, run_id: str) -> None:
+    """The rollout strategy's post-backtest section (its spec's ``summary_section``)."""
+    print_attention_section(console, attention_section(db, run_id))

@@ -57,7 +57,7 @@ class TrainConfig(BaseModel):
 
 @dataclass(frozen=True, slots=True)
 class TrainRequest:
-    """What ``bot train`` hands a strategy's trainer (see ``bot/cli/models.py`` TRAINERS).
+    """What ``bot train`` hands a strategy's trainer (its spec's ``trainer``, see ``strategies/spec.py``).
 
     ``data`` has candle column arrays (``CandleData``); ``params`` is ``strategy.params`` from
     the config (validate it with the strategy's own Params). The trainer writes the checkpoint

@@ -51,9 +51,9 @@ class Strategy(ABC):
             params = cls.Params.model_validate(raw)
         except ValidationError as exc:
             err = exc.errors()[0]
-            loc = ".".join(str(p) for p in err["loc"])
+            where = ".".join(["strategy.params", *(str(p) for p in err["loc"])])  # no loc: a model validator
             msg = "unknown parameter" if err["type"] == "extra_forbidden" else err["msg"]
-            raise ConfigError(f"strategy.params.{loc}: {msg} (strategy {cls.name})") from None
+            raise ConfigError(f"{where}: {msg} (strategy {getattr(cls, 'name', cls.__name__)})") from None
         return cls(params, ctx)
 
     @property

@@ -28,6 +28,7 @@ from models.dsc_train import DSCConfig, overlap_end, train_dsc
 from models.features import FEATURE_NAMES, FeatureWindow, compute_features, first_window_end, make_windows
 from models.labels import CLASSES
 from strategies.base import Strategy, StrategyContext, StrategyParams
+from strategies.spec import StrategySpec
 
 _SIGNALS = ("short", "flat", "long")
 
@@ -209,3 +210,14 @@ class DSCStrategy(Strategy):
         msg = (f"{note or ''}the checkpoint was fitted on bars up to {ms_to_iso(int(data.time[k]))}: "
                f"backtesting only the {len(data) - first} later bars (out of sample)")
         return strategy, first, msg
+
+
+SPEC = StrategySpec(
+    name="dsc",
+    cls=DSCStrategy,
+    trainer="models.dsc_train:train",
+    evaluator="models.dsc_train:evaluate",
+    report="bot.report.sections:DSC",
+    reasons="bot.report.reasons:dsc_reasons",
+    description="depthwise-separable 1-D conv classifier",
+)

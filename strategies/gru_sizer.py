@@ -30,6 +30,7 @@ from models.price_encoder import PriceEncoder
 from models.regime import classify, name
 from models.sizer import PositionSizer, SizerRunner, is_reset_bar
 from strategies.base import Strategy, StrategyContext, StrategyParams
+from strategies.spec import StrategySpec
 
 
 class GRUSizerParams(GRUSizerConfig, StrategyParams):
@@ -235,3 +236,14 @@ def _prefix(bars: Bars) -> Bars:
     while b.advance():
         pass
     return b
+
+
+SPEC = StrategySpec(
+    name="gru_sizer",
+    cls=GRUSizerStrategy,
+    trainer="models.gru_training:train",
+    evaluator="models.gru_training:evaluate",
+    report="bot.report.sections:GRU_SIZER",
+    reasons="bot.report.reasons:gru_sizer_reasons",
+    description="price encoder + GRU position sizer (levels 0..10)",
+)

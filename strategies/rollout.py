@@ -27,6 +27,7 @@ from models.rollout import REGIMES
 from models.rollout_runtime import RolloutConfig, RolloutExplainer, load_rollout, overlap_end, parse_config
 from models.transformer import TransformerClassifier
 from strategies.base import Strategy, StrategyContext, StrategyParams
+from strategies.spec import StrategySpec
 
 TOP_STEPS = 5
 CHUNK = 2048  # windows per batched forward pass in backtests
@@ -206,3 +207,16 @@ class RolloutStrategy(Strategy):
 
     def state_dict(self) -> dict[str, Any]:
         return {"model_id": self.model_id, "window": self.window, "bars_seen": self._fed}
+
+
+SPEC = StrategySpec(
+    name="rollout",
+    cls=RolloutStrategy,
+    trainer="models.rollout_train:train",
+    evaluator="models.rollout_train:evaluate",
+    report="bot.report.sections:ROLLOUT",
+    reasons="bot.report.reasons:rollout_reasons",
+    # After a CLI backtest: what the model attended to on winning vs losing trades.
+    summary_section="bot.attention:print_run_attention",
+    description="transformer classifier explained by attention rollout",
+)

@@ -9,6 +9,7 @@ from pydantic import Field, model_validator
 from bot.bars import Bars
 from bot.domain import Decision
 from strategies.base import Strategy, StrategyContext, StrategyParams
+from strategies.spec import StrategySpec
 
 
 class SMAParams(StrategyParams):
@@ -92,3 +93,12 @@ class SMACrossover(Strategy):
             confidence=1.0,
             explanation={"kind": "sma", "fast_sma": fast, "slow_sma": slow, "rule": "fast > slow -> long"},
         )
+
+
+SPEC = StrategySpec(
+    name="sma",
+    cls=SMACrossover,
+    report="bot.report.sections:SMA",
+    reasons="bot.report.reasons:sma_reasons",
+    description="SMA crossover baseline: long while the fast mean is above the slow one",
+)

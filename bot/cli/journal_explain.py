@@ -3,7 +3,8 @@
 Accepts a decision id, a client order id or an exchange order id. Prints the decision, its class
 or level probabilities, the orders and fills it caused, and the model's attribution as a bar chart
 over the window. Works for every explanation kind of docs/explanations.md and shows whatever keys
-are present; ``--png`` draws the candles above the attribution (matplotlib, headless).
+are present, with the strategy's reasons (its spec's, else generic ones) as "why"; ``--png`` draws
+the candles above the attribution (matplotlib, headless).
 """
 
 from __future__ import annotations
@@ -19,8 +20,10 @@ from bot.attention import window_attribution
 from bot.cli.common import ConfigOpt, DbOpt, FormatOpt, SetOpt, console, dumps, load
 from bot.errors import ConfigError
 from bot.feeds.replay import ms_to_iso
+from bot.report.reasons import generic_reasons, reasons, reasons_for
 from storage import queries as q
 from storage.db import open_database
+from strategies.spec import ReasonsFn
 
 BAR_WIDTH = 40
 #: Keys the sections below render; anything else is listed under "other".
@@ -109,6 +112,11 @@ def _time_label(t: Any) -> str:
         return str(t)
 
 
+def _reasons_fn(run: dict[str, Any], expl: dict[str, Any]) -> ReasonsFn:
+    """The decision's own contract (its ``kind``) first, then the run's strategy (a file too)."""
+    return reasons_for(expl.get("kind")) or reasons_for(run.get("strategy"), files=True) or generic_reasons
+
+
 def render(info: dict[str, Any]) -> None:
     """Print the explanation of one decision in the terminal."""
     d, run, expl = info["decision"], info["run"], info["decision"]["explanation"]
@@ -128,6 +136,8 @@ def render(info: dict[str, Any]) -> None:
                           if "fast_sma" in expl else None), ("error", d.get("error"))):
         if value is not None:
             head.add_row(label, str(value))
+    if why := reasons(expl, 5, _reasons_fn(run, expl)):
+        head.add_row("why", "\n".join(why))
     console.print(head)
     if not expl:
         console.print("[dim]this decision carries no explanation[/dim]")

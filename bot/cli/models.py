@@ -1,15 +1,15 @@
 """``bot train`` and ``bot evaluate``: train a strategy's model, score any checkpoint on any data.
 
-Model kinds plug in through two small registries ("module:function" strings, imported lazily
-so torch loads only when needed):
+Each strategy's spec names its tools ("module:function" strings, imported lazily so torch loads
+only when needed):
 
-- ``TRAINERS``: strategy name -> ``train(req: models.training.TrainRequest) -> Path``
-- ``EVALUATORS``: checkpoint kind -> ``evaluate(req: models.training.EvalRequest) -> dict``
+- ``spec.trainer``: ``train(req: models.training.TrainRequest) -> Path``
+- ``spec.evaluator``: ``evaluate(req: models.training.EvalRequest) -> dict`` for checkpoints whose
+  kind (ModelMeta.kind) is the strategy's name
 """
 
 from __future__ import annotations
 
-import importlib
 import sys
 from pathlib import Path
 from typing import Any
@@ -19,25 +19,13 @@ import typer
 from bot import app as core
 from bot.cli.common import ConfigOpt, SetOpt, console, dumps, err_console, load
 from bot.errors import ConfigError, ModelError
-
-#: strategy name -> trainer. Other model strategies add one line here.
-TRAINERS: dict[str, str] = {
-    "dsc": "models.dsc_train:train",
-    "gru_sizer": "models.gru_training:train",
-    "rollout": "models.rollout_train:train",
-}
-
-#: checkpoint kind (ModelMeta.kind) -> evaluator. Other model kinds add one line here.
-EVALUATORS: dict[str, str] = {
-    "dsc": "models.dsc_train:evaluate",
-    "gru_sizer": "models.gru_training:evaluate",
-    "rollout": "models.rollout_train:evaluate",
-}
+from strategies import find_spec, get_spec, names
+from strategies.files import is_file_ref
 
 
-def _resolve(target: str) -> Any:
-    module, func = target.split(":")
-    return getattr(importlib.import_module(module), func)
+def _with(field: str) -> list[str]:
+    """Registered strategies whose spec sets ``field`` (for the one-line errors)."""
+    return [n for n in names() if (s := find_spec(n)) is not None and getattr(s, field) is not None]
 
 
 def default_checkpoint(strategy: str, symbol: str, timeframe: str) -> Path:
@@ -50,19 +38,22 @@ def train_command(cfg: Any, data_path: str | None, out: str | None, *, progress:
     from models.training import TrainRequest
 
     name = cfg.strategy.name
-    if name not in TRAINERS:
-        raise ConfigError(f"strategy {name!r} has no model to train; trainable: {', '.join(TRAINERS)}")
+    spec = get_spec(name)
+    if spec.trainer is None:
+        raise ConfigError(f"strategy {name!r} has no model to train; trainable: {', '.join(_with('trainer'))}")
     if not data_path:
         from bot.data_download import cached_market_file  # noqa: PLC0415 - download on demand
 
         data_path = cached_market_file(cfg)
     data = core.load_data(cfg, data_path)
-    path = Path(out) if out else default_checkpoint(name, cfg.market.symbol, cfg.market.timeframe)
+    # A file strategy's name is its path: its checkpoint is named after the class instead.
+    stem = getattr(spec.cls, "name", spec.cls.__name__) if is_file_ref(spec.name) else spec.name
+    path = Path(out) if out else default_checkpoint(stem, cfg.market.symbol, cfg.market.timeframe)
     req = TrainRequest(data=data, params=dict(cfg.strategy.params), symbol=cfg.market.symbol,
                        timeframe=cfg.market.timeframe, fee_rate=cfg.broker.fee_rate,
                        long_only=cfg.market.category == "spot", out=path, progress=progress,
                        console=err_console)
-    return _resolve(TRAINERS[name])(req)
+    return spec.resolve("trainer")(req)
 
 
 def evaluate_command(cfg: Any, checkpoint: str, data_path: str) -> dict[str, Any]:
@@ -71,25 +62,29 @@ def evaluate_command(cfg: Any, checkpoint: str, data_path: str) -> dict[str, Any
     from models.training import EvalRequest
 
     meta = read_meta(checkpoint)
-    if meta.kind not in EVALUATORS:
-        raise ModelError(f"no evaluator for model kind {meta.kind!r}; known: {', '.join(EVALUATORS)}")
+    # A kind read from a file names a registered strategy, never a file to import.
+    spec = None if is_file_ref(meta.kind) else find_spec(meta.kind)
+    if spec is None or spec.evaluator is None:
+        raise ModelError(f"no evaluator for model kind {meta.kind!r}; known: {', '.join(_with('evaluator'))}")
     data = core.load_data(cfg, data_path)
     req = EvalRequest(checkpoint=Path(checkpoint), data=data, symbol=cfg.market.symbol,
                       timeframe=cfg.market.timeframe, fee_rate=cfg.broker.fee_rate,
                       long_only=cfg.market.category == "spot")
-    return _resolve(EVALUATORS[meta.kind])(req)
+    return spec.resolve("evaluator")(req)
 
 
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train(
-        strategy: str | None = typer.Option(None, "--strategy", "-s", help="Model strategy: dsc, rollout, gru_sizer."),
+        strategy: str | None = typer.Option(None, "--strategy", "-s",
+                                            help="Model strategy: dsc, rollout, gru_sizer, or a plugin with a trainer"),
         data: str | None = typer.Option(None, "--data", "-d", help="Candle file (CSV, CSV.gz, Parquet)."),
         out: str | None = typer.Option(None, "--out", "-o",
                                        help="Checkpoint path (default checkpoints/<strategy>_<symbol>_<tf>.pt)."),
         as_json: bool = typer.Option(False, "--json", help="Print the model card as JSON (no progress bar)."),
-        stage: int | None = typer.Option(None, "--stage", min=1, max=2,
-                                         help="gru_sizer: 1 = encoder only, 2 = retrain the sizer on the checkpoint's encoder."),
+        stage: int | None = typer.Option(
+            None, "--stage", min=1, max=2,
+            help="gru_sizer: 1 = encoder only, 2 = retrain the sizer on the checkpoint's encoder."),
         config: Path | None = ConfigOpt,
         set_: list[str] | None = SetOpt,
     ) -> None:

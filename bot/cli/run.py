@@ -16,6 +16,7 @@ from bot.config import Config
 from bot.domain import timeframe_ms
 from bot.errors import ConfigError
 from storage.db import safe_url
+from strategies import get_spec
 
 SUMMARY_ROWS = [
     ("run_id", "run"), ("strategy", "strategy"), ("symbol", "symbol"), ("candles", "candles"),
@@ -25,6 +26,8 @@ SUMMARY_ROWS = [
     ("win_rate", "win rate"), ("profit_factor", "profit factor"), ("exposure_time", "exposure"),
     ("fees", "fees"), ("elapsed_s", "elapsed s"), ("candles_per_s", "candles/s"),
 ]
+STRATEGY_HELP = ("sma, dsc, rollout, gru_sizer, an installed plugin, or path/to/file.py:ClassName "
+                 "(docs/strategies.md).")
 PCT = {"total_return", "buy_and_hold_return", "cagr", "max_drawdown", "win_rate", "exposure_time"}
 
 
@@ -70,10 +73,9 @@ def _backtest(cfg: Config, data_path: str | None, date_from: str | None, date_to
     else:
         print_summary(summary)
         console.print(f"journal: {safe_url(cfg.storage.url)}  run {summary['run_id']}")
-        if cfg.strategy.name == "rollout":  # what the model attended to on winning vs losing trades
-            from bot.attention import attention_section, print_attention_section  # noqa: PLC0415
-
-            print_attention_section(console, attention_section(db, summary["run_id"]))
+        section = get_spec(cfg.strategy.name).resolve("summary_section")
+        if section is not None:  # the strategy's own post-backtest section (rollout: attention)
+            section(console, db, summary["run_id"])
     if report is not None:
         from bot.cli.journal_report import make_report  # noqa: PLC0415 - optional part
 
@@ -84,7 +86,7 @@ def _backtest(cfg: Config, data_path: str | None, date_from: str | None, date_to
 def register(app: typer.Typer) -> None:
     @app.command("backtest")
     def backtest(
-        strategy: str | None = typer.Option(None, "--strategy", "-s", help="sma, dsc, rollout, gru_sizer."),
+        strategy: str | None = typer.Option(None, "--strategy", "-s", help=STRATEGY_HELP),
         data: str | None = typer.Option(None, "--data", "-d", help="Candle file (CSV, CSV.gz, Parquet)."),
         date_from: str | None = typer.Option(None, "--from", help="First bar (UTC date or datetime)."),
         date_to: str | None = typer.Option(None, "--to", help="Stop before this bar (UTC)."),
@@ -103,7 +105,7 @@ def register(app: typer.Typer) -> None:
     @app.command("run")
     def run(
         mode: str = typer.Option(..., "--mode", "-m", help="backtest, paper or live."),
-        strategy: str | None = typer.Option(None, "--strategy", "-s"),
+        strategy: str | None = typer.Option(None, "--strategy", "-s", help=STRATEGY_HELP),
         feed: str = typer.Option("bybit", "--feed", help="paper: bybit (live prices) or replay (a file)."),
         data: str | None = typer.Option(None, "--data", "-d", help="Candle file for backtest / replay feed."),
         speed: float = typer.Option(0.0, "--speed", help="Replay pace: x real time (0 = as fast as possible)."),

@@ -8,7 +8,6 @@ of any mode, finished, interrupted, failed or still running. The summary metrics
 
 from __future__ import annotations
 
-from collections import Counter
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Any
@@ -18,10 +17,12 @@ import pandas as pd
 from sqlalchemy import Engine
 
 from bot.domain import timeframe_ms
+from bot.report.reasons import reasons
+from bot.report.section import ReportSection
+from bot.report.sections import for_run
 from bot.summary import journal_summary
 from storage import queries as q
-
-KINDS = ("sma", "dsc", "rollout", "gru_sizer")
+from strategies.spec import ReasonsFn
 
 
 @dataclass(slots=True)
@@ -39,9 +40,13 @@ class ReportData:
     #: Decision rows (bar_time, target, confidence, status, explanation, error, price), oldest first.
     decisions: list[dict[str, Any]]
     events: list[dict[str, Any]]
-    #: The explanation contract kind of this run's decisions (sma, dsc, rollout, gru_sizer) or None.
-    kind: str | None
+    #: The run's strategy's report section (its spec's, else the generic one).
+    section: ReportSection
+    #: The run's strategy's reasons: explanation -> a few lines.
+    explain: ReasonsFn
     decision_by_id: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: Why the generic section stands in for the strategy's own, or "".
+    section_note: str = ""
 
     @property
     def run_id(self) -> str:
@@ -58,6 +63,10 @@ class ReportData:
     @property
     def has_bars(self) -> bool:
         return not self.equity.empty
+
+    def why(self, decision: dict[str, Any], limit: int = 3) -> list[str]:
+        """Up to ``limit`` lines from the decision's explanation, by the run's strategy's reasons."""
+        return reasons(decision.get("explanation"), limit, self.explain)
 
 
 def to_dt(ms: Any) -> pd.DatetimeIndex | pd.Timestamp:
@@ -129,15 +138,6 @@ def _fills_frame(fills: list[dict[str, Any]], orders: list[dict[str, Any]]) -> p
     return df
 
 
-def explanation_kind(decisions: list[dict[str, Any]], strategy: str) -> str | None:
-    """The contract kind most decisions carry; the run's strategy name when none says."""
-    kinds = Counter(d["explanation"].get("kind") for d in decisions
-                    if isinstance(d.get("explanation"), dict) and d["explanation"].get("kind") in KINDS)
-    if kinds:
-        return kinds.most_common(1)[0][0]
-    return strategy if strategy in KINDS else None
-
-
 def load_report_data(db: Engine, run: dict[str, Any]) -> ReportData:
     """Everything the report shows about ``run`` (a row from :func:`storage.queries.resolve_run`)."""
     rid = run["id"]
@@ -146,6 +146,7 @@ def load_report_data(db: Engine, run: dict[str, Any]) -> ReportData:
     for d in decisions:
         if not isinstance(d.get("explanation"), dict):
             d["explanation"] = {}
+    strategy = for_run(str(run["strategy"]), decisions)
     return ReportData(
         run=run,
         summary=summary,
@@ -154,8 +155,10 @@ def load_report_data(db: Engine, run: dict[str, Any]) -> ReportData:
         fills=_fills_frame(q.fills(db, rid), q.orders(db, rid)),
         decisions=decisions,
         events=q.events(db, rid),
-        kind=explanation_kind(decisions, run["strategy"]),
+        section=strategy.section,
+        explain=strategy.reasons,
         decision_by_id={d["id"]: d for d in decisions},
+        section_note=strategy.note,
     )
 
 

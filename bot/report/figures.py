@@ -12,7 +12,7 @@ from plotly.subplots import make_subplots
 from bot.report import theme as th
 from bot.report.analysis import buy_and_hold, drawdown, marker_fills, monthly_returns, union_idx
 from bot.report.data import ReportData
-from bot.report.reasons import fmt_time, reasons
+from bot.report.reasons import fmt_time
 
 MONTHS = ["Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec"]
 
@@ -52,7 +52,7 @@ def _marker_text(d: ReportData, row: Any) -> str:
         tgt = "-" if dec.get("target") is None else f"{dec['target']:+.2f}"
         conf = "-" if dec.get("confidence") is None else f"{dec['confidence']:.2f}"
         lines.append(f"decision bar {fmt_time(dec['bar_time'])} · target {tgt} · confidence {conf}")
-        lines.extend(reasons(dec.get("explanation"), 3))
+        lines.extend(d.why(dec, 3))
     return "<br>".join(lines)
 
 

@@ -1,4 +1,4 @@
-"""Plotly figures of a strategy kind's section, drawn from :mod:`bot.report.models` views."""
+"""Plotly figures of the strategies' report sections, drawn from :mod:`bot.report.models` views."""
 
 from __future__ import annotations
 
@@ -7,10 +7,10 @@ import plotly.graph_objects as go
 from plotly.subplots import make_subplots
 
 from bot.report import theme as th
-from bot.report.analysis import union_idx
+from bot.report.analysis import decimate_idx, union_idx
 from bot.report.data import ReportData
 from bot.report.figures import styled
-from bot.report.models import DSCView, RolloutView, SizerView, SMAView
+from bot.report.models import DSCView, GenericView, RolloutView, SizerView, SMAView
 
 
 def change_points(y: np.ndarray) -> np.ndarray:
@@ -154,4 +154,35 @@ def sma_figures(d: ReportData, v: SMAView, t: th.Theme) -> dict[str, go.Figure]:
     return {"fig-sma": fig}
 
 
-BUILDERS = {"rollout": rollout_figures, "dsc": dsc_figures, "gru_sizer": sizer_figures, "sma": sma_figures}
+def target_steps(d: ReportData, v: GenericView) -> tuple[np.ndarray, np.ndarray]:
+    """The decisions' target as a step line ('hv'): each change, held to the last journaled bar."""
+    ci = change_points(v.target)
+    x, y = v.dt.to_numpy()[ci], v.target[ci]
+    if d.has_bars and d.equity["dt"].iloc[-1] > x[-1]:
+        x, y = np.append(x, d.equity["dt"].to_numpy()[-1]), np.append(y, y[-1])
+    return x, y
+
+
+def generic_figures(d: ReportData, v: GenericView, t: th.Theme) -> dict[str, go.Figure]:
+    fig = make_subplots(rows=3, cols=1, shared_xaxes=True, row_heights=[0.45, 0.33, 0.22], vertical_spacing=0.05)
+    tx, ty = target_steps(d, v)
+    fig.add_trace(go.Scatter(x=tx, y=ty, name="target (decisions)", line_shape="hv", opacity=0.85,
+                             line={"color": th.FAST, "width": 3}, hovertemplate="%{y:+.2f}"), row=2, col=1)
+    if d.has_bars:
+        x, px = d.equity["dt"].to_numpy(), d.equity["price"].to_numpy()
+        idx = union_idx(px, v.exposure)
+        fig.add_trace(go.Scatter(x=x[idx], y=px[idx], name="close", line={"color": t.price, "width": 1.2},
+                                 hovertemplate="%{y:,.2f}"), row=1, col=1)
+        fig.add_trace(go.Scatter(x=x[idx], y=v.exposure[idx], name="actual exposure",
+                                 line={"color": th.STRATEGY, "width": 1.2}, hovertemplate="%{y:+.2f}"), row=2, col=1)
+    ok = np.flatnonzero(np.isfinite(v.confidence))
+    ok = ok[decimate_idx(v.confidence[ok])] if len(ok) else ok
+    fig.add_trace(go.Scatter(x=v.dt.to_numpy()[ok], y=v.confidence[ok], mode="markers", name="confidence",
+                             marker={"size": 6, "color": np.where(v.target[ok] > 0, th.UP,
+                                                                  np.where(v.target[ok] < 0, th.DOWN, th.FLAT))},
+                             hovertemplate="confidence %{y:.2f}<extra></extra>"), row=3, col=1)
+    styled(fig, t, "Target exposure of each decision against the exposure held, and the decisions' confidence", 560)
+    fig.update_yaxes(title_text="price", tickformat=",.0f", row=1, col=1)
+    fig.update_yaxes(title_text="exposure", zeroline=True, row=2, col=1)
+    fig.update_yaxes(title_text="confidence", range=[-0.05, 1.05], row=3, col=1)
+    return {"fig-generic": fig}

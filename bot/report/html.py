@@ -17,8 +17,6 @@ from bot.report import theme as th
 from bot.report.analysis import marker_fills
 from bot.report.data import ReportData
 from bot.report.figures import equity_figure, monthly_figure, price_figure
-from bot.report.figures_models import BUILDERS
-from bot.report.models import TITLES, model_view
 from bot.report.page import CSS
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True, "scrollZoom": False,
@@ -62,21 +60,25 @@ def plan(d: ReportData, t: th.Theme) -> list[Section]:
         secs.append(Section("price", "Price and trades", _no_bars("price")))
         secs.append(Section("monthly", "Monthly returns", _no_bars("monthly return")))
     secs.append(Section("trades", f"Trades ({len(d.trades):,})", tables.trades_table(d)))
-    if d.kind is not None:
-        view = model_view(d)
-        sec = Section(f"model-{d.kind}", TITLES[d.kind])
-        if view is None:
-            sec.body = ('<p class="empty">No decision of this run carries the explanation keys this section '
-                        "needs (see docs/explanations.md).</p>")
-        else:
-            sec.figures = BUILDERS[d.kind](d, view, t)
-        secs.append(sec)
+    secs.append(_strategy_section(d, t))
     if d.events:
         secs.append(Section("events", f"Events ({len(d.events):,})", tables.events_table(d)))
     cfg = json.dumps(d.run.get("config"), indent=2, default=str)
     secs.append(Section("run", "Run configuration", f"<details><summary>config journaled with the run</summary>"
                                                     f"<pre>{escape(cfg)}</pre></details>"))
     return secs
+
+
+def _strategy_section(d: ReportData, t: th.Theme) -> Section:
+    """The run's strategy's own section (its spec's report section, else the generic one)."""
+    view = d.section.part("view")(d)
+    sec = Section(f"model-{d.section.key}", d.section.title, note=d.section_note)
+    if view is None:
+        sec.body = ('<p class="empty">No decision of this run carries the explanation keys this section '
+                    "needs (see docs/explanations.md).</p>")
+    else:
+        sec.figures = d.section.part("figures")(d, view, t)
+    return sec
 
 
 def _header(d: ReportData) -> str:
@@ -106,7 +108,7 @@ def render(d: ReportData, theme: str = "light") -> tuple[str, list[str], list[st
         note = f'<p class="note">{escape(s.note)}</p>' if s.note else ""
         body.append(f'<section id="{s.id}" data-section="{s.id}"><h2>{escape(s.title)}</h2>{note}{s.body}{figs}'
                     "</section>")
-    manifest = json.dumps({"run_id": d.run_id, "kind": d.kind, "sections": [s.id for s in secs],
+    manifest = json.dumps({"run_id": d.run_id, "kind": d.section.key, "sections": [s.id for s in secs],
                            "figures": fig_ids})
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
     page = (

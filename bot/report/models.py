@@ -1,5 +1,6 @@
-"""What each strategy kind's section shows, computed once from the explanation contract
-(docs/explanations.md) and drawn by both the HTML and the PNG back ends.
+"""What each strategy's report section shows (the ``view`` of a :class:`bot.report.section.ReportSection`),
+computed once from the explanation contract (docs/explanations.md) and drawn by both the HTML and
+the PNG back ends.
 
 Every function tolerates decisions whose explanation is missing or malformed (errors, kill
 switches, a strategy from an older version): such rows are skipped, never fatal.
@@ -226,14 +227,25 @@ def sma_view(d: ReportData) -> SMAView | None:
                    np.asarray([p[1] for p in pts]), np.asarray([p[2] for p in pts]))
 
 
-VIEWS = {"rollout": rollout_view, "dsc": dsc_view, "gru_sizer": sizer_view, "sma": sma_view}
-TITLES = {"rollout": "Rollout: what the transformer attended to",
-          "dsc": "DSC classifier: confidence and calibration",
-          "gru_sizer": "GRU sizer: position level against price",
-          "sma": "SMA crossover: the two moving averages"}
+# -- generic: any strategy without a section of its own -------------------------------------------
+@dataclass(slots=True)
+class GenericView:
+    exposure: np.ndarray        # over the journaled bars: position value / equity (NaN where equity <= 0)
+    dt: pd.DatetimeIndex        # decisions with a target, oldest first
+    target: np.ndarray
+    confidence: np.ndarray      # NaN where a decision carries none
 
 
-def model_view(d: ReportData) -> Any:
-    """The kind's view, or None when the run's decisions carry nothing to show."""
-    fn = VIEWS.get(d.kind or "")
-    return fn(d) if fn else None
+def generic_view(d: ReportData) -> GenericView | None:
+    """Where each decision wanted to be, where the run actually was, and how sure it was."""
+    pts = [(r["bar_time"], _num(r.get("target")), _num(r.get("confidence"))) for r in d.decisions]
+    pts = [p for p in pts if p[1] is not None]
+    if not pts:
+        return None
+    eq = d.equity
+    equity = eq["equity"].to_numpy()
+    with np.errstate(divide="ignore", invalid="ignore"):
+        exposure = np.where(equity > 0, eq["position"].to_numpy() * eq["price"].to_numpy() / equity, np.nan)
+    return GenericView(exposure, to_dt(np.asarray([p[0] for p in pts], dtype=np.int64)),
+                       np.asarray([p[1] for p in pts], dtype=np.float64),
+                       np.asarray([np.nan if p[2] is None else p[2] for p in pts], dtype=np.float64))

@@ -164,7 +164,7 @@ CORE: dict[str, Callable[[ReportData, th.Theme], Figure]] = {
 
 
 def write_pngs(d: ReportData, out: Path, theme: str = "light") -> list[Path]:
-    """Write summary.png, and equity/price/monthly/<kind>.png where the run has the data."""
+    """Write summary.png, and equity/price/monthly/<section key>.png where the run has the data."""
     from bot.report.png_models import model_png
 
     t = th.get_theme(theme)
@@ -173,8 +173,7 @@ def write_pngs(d: ReportData, out: Path, theme: str = "light") -> list[Path]:
         figs: dict[str, Figure | None] = {"summary": summary_png(d, t)}
         if d.has_bars:
             figs.update({name: fn(d, t) for name, fn in CORE.items()})
-        if d.kind is not None:
-            figs[d.kind] = model_png(d, t)
+        figs[d.section.key] = model_png(d, t)
         for name, fig in figs.items():
             if fig is None:
                 continue

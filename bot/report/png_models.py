@@ -1,4 +1,4 @@
-"""PNG versions of the strategy-kind sections (same views as the HTML, matplotlib back end)."""
+"""PNG versions of the strategies' report sections (same views as the HTML, matplotlib back end)."""
 
 from __future__ import annotations
 
@@ -7,8 +7,8 @@ from matplotlib.figure import Figure
 
 from bot.report import theme as th
 from bot.report.data import ReportData
-from bot.report.figures_models import clip_range
-from bot.report.models import TITLES, DSCView, RolloutView, SizerView, SMAView, model_view
+from bot.report.figures_models import clip_range, target_steps
+from bot.report.models import DSCView, GenericView, RolloutView, SizerView, SMAView
 from bot.report.png import _title, date_axis, naive, new_figure, thousands
 
 
@@ -105,18 +105,34 @@ def sma_png(d: ReportData, v: SMAView, t: th.Theme, fig: Figure) -> None:
     date_axis(ax)
 
 
-#: Per-kind margin tweaks (the rollout heatmap's colour bar needs room on the right).
-MARGINS = {"rollout": {"left": 0.085, "right": 0.94, "wspace": 0.2, "hspace": 0.15}, "dsc": {"wspace": 0.18}}
-DRAW = {"rollout": rollout_png, "dsc": dsc_png, "gru_sizer": sizer_png, "sma": sma_png}
+def generic_png(d: ReportData, v: GenericView, t: th.Theme, fig: Figure) -> None:
+    top, mid, low = fig.subplots(3, 1, sharex=True, height_ratios=[4, 3, 2])
+    tx, ty = target_steps(d, v)
+    mid.step(tx, ty, where="post", color=th.FAST, lw=2.4, alpha=0.85, label="target (decisions)")
+    if d.has_bars:
+        x = naive(d.equity["dt"])
+        top.plot(x, d.equity["price"].to_numpy(), color=t.price, lw=1.1)
+        mid.plot(x, v.exposure, color=th.STRATEGY, lw=1.0, label="actual exposure")
+    mid.axhline(0, color=t.muted, lw=0.8)
+    mid.set_ylabel("exposure")
+    mid.legend(loc="lower left", bbox_to_anchor=(0, 1.0), ncols=2, frameon=False)
+    ok = np.isfinite(v.confidence)
+    colours = np.where(v.target > 0, th.UP, np.where(v.target < 0, th.DOWN, th.FLAT))[ok]
+    low.scatter(naive(v.dt)[ok], v.confidence[ok], s=12, c=colours)
+    low.set_ylim(-0.05, 1.05)
+    low.set_ylabel("confidence")
+    top.set_ylabel("price")
+    thousands(top)
+    date_axis(low)
 
 
 def model_png(d: ReportData, t: th.Theme) -> Figure:
-    """The kind's section as one PNG (a note when no decision carries the needed keys)."""
-    kind = d.kind or ""
-    fig = new_figure(t, **MARGINS.get(kind, {}))
-    _title(fig, d, TITLES[kind].split(":")[0], t)
-    view = model_view(d)
+    """The strategy's section as one PNG (a note when no decision carries the needed keys)."""
+    sec = d.section
+    fig = new_figure(t, **sec.margins)
+    _title(fig, d, sec.title.split(":")[0], t)
+    view = sec.part("view")(d)
     if view is None:
         return _empty(fig, t, "No decision carries the explanation keys this section needs.")
-    DRAW[kind](d, view, t, fig)
+    sec.part("png")(d, view, t, fig)
     return fig

@@ -1,15 +1,21 @@
-"""A decision's explanation as a few short lines of text (the hover of a trade marker).
+"""A decision's explanation as a few short lines of text (the hover of a trade marker, the trade
+list, ``bot journal explain``).
 
-Reads the keys of the explanation contract (docs/explanations.md); anything malformed gives
-fewer lines, never an exception.
+Each strategy's spec names its own reasons function (the built-ins' are below, reading the keys
+of the explanation contract of docs/explanations.md); a strategy without one gets
+:func:`generic_reasons`. Anything malformed gives fewer lines, never an exception.
 """
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Any
+
+from bot.errors import ConfigError
+from strategies.files import is_file_ref
+from strategies.registry import find_spec
+from strategies.spec import ReasonsFn, StrategySpec
 
 
 def fmt_time(ms: Any) -> str:
@@ -41,7 +47,7 @@ def _probs(e: dict[str, Any]) -> str | None:
     return head + " · ".join(f"p({k}) {_f(p.get(k))}" for k in ("up", "flat", "down") if k in p)
 
 
-def _sma(e: dict[str, Any]) -> list[str]:
+def sma_reasons(e: dict[str, Any]) -> list[str]:
     fast, slow = e.get("fast_sma"), e.get("slow_sma")
     try:
         rel = ">" if float(fast) > float(slow) else "≤"
@@ -53,7 +59,7 @@ def _sma(e: dict[str, Any]) -> list[str]:
     return out
 
 
-def _dsc(e: dict[str, Any]) -> list[str]:
+def dsc_reasons(e: dict[str, Any]) -> list[str]:
     out = [x for x in (_probs(e),) if x]
     feats = _dicts(e.get("top_features"))
     if feats:
@@ -64,7 +70,7 @@ def _dsc(e: dict[str, Any]) -> list[str]:
     return out
 
 
-def _rollout(e: dict[str, Any]) -> list[str]:
+def rollout_reasons(e: dict[str, Any]) -> list[str]:
     out = [x for x in (_probs(e),) if x]
     bits = []
     if e.get("regime"):
@@ -79,7 +85,7 @@ def _rollout(e: dict[str, Any]) -> list[str]:
     return out
 
 
-def _gru(e: dict[str, Any]) -> list[str]:
+def gru_sizer_reasons(e: dict[str, Any]) -> list[str]:
     level = e.get("level")
     out = []
     probs = e.get("level_probs")
@@ -96,22 +102,46 @@ def _gru(e: dict[str, Any]) -> list[str]:
     return out
 
 
-_KINDS: dict[str, Callable[[dict[str, Any]], list[str]]] = {
-    "sma": _sma, "dsc": _dsc, "rollout": _rollout, "gru_sizer": _gru}
+def generic_reasons(e: dict[str, Any]) -> list[str]:
+    """Any explanation: its ``rule`` first, then its other scalar keys as ``key: value``."""
+    keys = sorted((k for k, v in e.items() if k != "kind" and isinstance(v, str | int | float | bool)),
+                  key=lambda k: k != "rule")
+    return [f"{k}: {_f(e[k], '.4g') if isinstance(e[k], float) else e[k]}" for k in keys]
 
 
-def reasons(explanation: dict[str, Any] | None, limit: int = 3) -> list[str]:
-    """Up to ``limit`` short lines saying why the decision was taken."""
+def reasons_of(spec: StrategySpec | None) -> ReasonsFn:
+    """The spec's reasons function (loaded if named by a string); generic without a spec or one."""
+    if spec is None or spec.reasons is None:
+        return generic_reasons
+    fn = spec.resolve("reasons")
+    return fn if callable(fn) else generic_reasons
+
+
+def reasons_for(name: Any, files: bool = False) -> ReasonsFn | None:
+    """The reasons function of the strategy ``name`` (None if it names none). Files only when asked:
+    a journaled run's strategy may be a file, an explanation's ``kind`` is never loaded as one."""
+    if not isinstance(name, str) or not name or (is_file_ref(name) and not files):
+        return None
+    spec = find_spec(name)
+    try:
+        return None if spec is None else reasons_of(spec)
+    except ConfigError:
+        return None
+
+
+def reasons(explanation: dict[str, Any] | None, limit: int = 3, fn: ReasonsFn | None = None) -> list[str]:
+    """Up to ``limit`` short lines saying why the decision was taken.
+
+    ``fn`` is the run's strategy's reasons function; without it the explanation's ``kind`` picks one.
+    """
     e = explanation if isinstance(explanation, dict) else {}
     if not e:
         return []
     if "kill_switch" in e:
         return [f"kill switch: {e['kill_switch']}"]
+    fn = fn or reasons_for(e.get("kind")) or generic_reasons
     try:
-        fn = _KINDS.get(str(e.get("kind")))
-        if fn is not None:
-            return fn(e)[:limit]
-    except Exception:  # noqa: BLE001 - a malformed explanation only loses its text
+        lines = fn(e)
+        return [str(x) for x in lines][:limit] if isinstance(lines, list) else []
+    except Exception:  # noqa: BLE001 - a malformed explanation (or a plugin's bug) only loses its text
         return []
-    scalars = [(k, v) for k, v in e.items() if k != "kind" and isinstance(v, str | int | float | bool)]
-    return [f"{k}: {_f(v, '.4g') if isinstance(v, float) else v}" for k, v in scalars[:limit]]

@@ -11,7 +11,7 @@ from html import escape
 from typing import Any
 
 from bot.report.data import ReportData
-from bot.report.reasons import fmt_time, reasons
+from bot.report.reasons import fmt_time
 
 PCT = {"total_return", "buy_and_hold_return", "cagr", "max_drawdown", "win_rate", "exposure_time", "volatility"}
 MONEY = {"initial_equity", "final_equity", "avg_trade_pnl", "fees"}
@@ -102,7 +102,7 @@ def trades_table(d: ReportData) -> str:
     rows = []
     for i, r in zip(tr.index, tr.itertuples(index=False), strict=True):
         dec = d.decision_by_id.get(r.entry_decision_id) if r.entry_decision_id else None
-        why = "; ".join(reasons(dec.get("explanation"), 2)) if dec else ""
+        why = "; ".join(d.why(dec, 2)) if dec else ""
         cls = "pos" if r.net_pnl > 0 else "neg" if r.net_pnl < 0 else ""
         rows.append(
             f"<tr><td>{i + 1}</td><td>{escape(r.direction)}</td><td>{fmt_time(r.entry_time)}</td>"
