@@ -33,7 +33,7 @@ from bot.cli.live_modes import run_paper_bybit, warmup_bars  # noqa: E402
 from bot.config import load_config  # noqa: E402
 from bot.engine import Engine  # noqa: E402
 from bot.feeds.bybit import BybitFeed  # noqa: E402
-from bot.feeds.replay import ms_to_iso  # noqa: E402
+from bot.timeutil import ms_to_iso  # noqa: E402
 from broker.bybit_sim import SimConfig, SimServer  # noqa: E402
 from broker.simulated import SimulatedBroker  # noqa: E402
 

@@ -17,12 +17,14 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import Engine as DBEngine
 
 from bot.bars import Bars
+from bot.candles import CandleData
 from bot.config import Config, MarketConfig, config_to_dict
 from bot.domain import Candle, Category, Instrument, timeframe_ms
 from bot.engine import Engine, wall_clock_ms
-from bot.feeds.replay import CandleData, load_candles, ms_to_iso, parse_date
+from bot.feeds.replay import load_candles
 from bot.metrics import compute_metrics
 from bot.risk import RiskManager
+from bot.timeutil import ms_to_iso, parse_date
 from broker.base import Broker
 from broker.simulated import SimulatedBroker
 from storage.db import open_database

@@ -27,8 +27,8 @@ from bot.config import Config, Secrets
 from bot.domain import Fill, Side, timeframe_ms
 from bot.errors import ConfigError, ExchangeError
 from bot.feeds.bybit import BybitFeed
-from bot.feeds.replay import parse_date
 from bot.scheduler import RunScheduler
+from bot.timeutil import parse_date
 from broker.bybit import BybitBroker, BybitHttp, PrivateStream, private_url
 from storage import queries as q
 from storage.journal import Journal

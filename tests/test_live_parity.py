@@ -11,9 +11,9 @@ import torch
 
 from bot import app as core
 from bot.cli.live_modes import WARMUP_MARGIN, run_paper_bybit
-from bot.feeds.replay import ms_to_iso
 from bot.live import LiveOptions, run_live
 from bot.resume import comparable_journal
+from bot.timeutil import ms_to_iso
 from broker.bybit_sim import SimServer
 from broker.bybit_sim.private import account_of
 from tests.live_helpers import check_consistency, live_cfg, modules, set_keys, sim_cfg

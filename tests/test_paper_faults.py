@@ -11,8 +11,8 @@ from bot import app as core
 from bot.cli.live_modes import run_paper_bybit
 from bot.config import load_config
 from bot.feeds.bybit import BybitFeed
-from bot.feeds.replay import ms_to_iso
 from bot.resume import comparable_journal
+from bot.timeutil import ms_to_iso
 from broker.bybit_sim import FaultConfig, SimConfig, SimServer
 from storage import queries as q
 

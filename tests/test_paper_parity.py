@@ -8,8 +8,8 @@ from pathlib import Path
 from bot import app as core
 from bot.cli.live_modes import WARMUP_MARGIN, run_paper_bybit
 from bot.config import load_config
-from bot.feeds.replay import ms_to_iso
 from bot.resume import comparable_journal
+from bot.timeutil import ms_to_iso
 from broker.bybit_sim import SimConfig, SimServer
 from storage import queries as q
 

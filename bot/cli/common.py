@@ -17,8 +17,8 @@ from rich.table import Table
 
 from bot.config import Config, load_config
 from bot.errors import ConfigError
-from bot.feeds.replay import ms_to_iso
 from bot.logs import configure
+from bot.timeutil import ms_to_iso
 
 console = Console()
 if not console.is_terminal:  # piped or captured: do not wrap at 80 columns

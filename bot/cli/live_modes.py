@@ -21,8 +21,8 @@ from bot.config import Config
 from bot.domain import timeframe_ms
 from bot.errors import ConfigError, ExchangeError
 from bot.feeds.bybit import BybitFeed
-from bot.feeds.replay import ms_to_iso, parse_date
 from bot.scheduler import RunScheduler
+from bot.timeutil import ms_to_iso, parse_date
 from storage import queries as q
 from strategies.base import Strategy
 
