@@ -41,8 +41,7 @@ def live(cfg: Config, checkpoint: str | None, as_json: bool, *, confirm_live: bo
 
     summary = asyncio.run(run_live(cfg, checkpoint, confirm_live=confirm_live, resume=resume, run_id=run_id,
                                    date_from=date_from, date_to=date_to))
-    from bot.cli.common import console, dumps  # noqa: PLC0415 - CLI-only imports
-    from bot.cli.run import print_summary  # noqa: PLC0415
+    from bot.cli.common import console, dumps, print_summary  # noqa: PLC0415 - CLI-only imports
 
     if as_json:
         sys.stdout.write(dumps(summary) + "\n")
@@ -55,8 +54,7 @@ def paper_bybit(cfg: Config, checkpoint: str | None, as_json: bool, *, resume: b
                 run_id: str | None = None, date_from: str | None = None, date_to: str | None = None) -> None:
     summary = asyncio.run(run_paper_bybit(cfg, checkpoint, resume=resume, run_id=run_id,
                                           date_from=date_from, date_to=date_to))
-    from bot.cli.common import console, dumps  # noqa: PLC0415 - CLI-only imports
-    from bot.cli.run import print_summary  # noqa: PLC0415
+    from bot.cli.common import console, dumps, print_summary  # noqa: PLC0415 - CLI-only imports
 
     if as_json:
         sys.stdout.write(dumps(summary) + "\n")
