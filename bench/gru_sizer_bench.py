@@ -35,8 +35,10 @@ from rich.console import Console  # noqa: E402
 from rich.table import Table  # noqa: E402
 
 from bot.bars import Bars  # noqa: E402
+from bot.candles import CandleData  # noqa: E402
 from bot.domain import Decision, timeframe_ms  # noqa: E402
-from bot.feeds.replay import CandleData, load_candles, parse_date  # noqa: E402
+from bot.feeds.replay import load_candles  # noqa: E402
+from bot.timeutil import parse_date  # noqa: E402
 
 console = Console()
 

@@ -32,8 +32,8 @@ from bot import app as core  # noqa: E402
 from bot.config import load_config  # noqa: E402
 from bot.engine import Engine  # noqa: E402
 from bot.feeds.bybit import BybitFeed  # noqa: E402
-from bot.feeds.replay import ms_to_iso  # noqa: E402
 from bot.live import WARMUP_MARGIN, RunOptions  # noqa: E402
+from bot.timeutil import ms_to_iso  # noqa: E402
 from broker.bybit_sim import SimConfig, SimServer  # noqa: E402
 from broker.simulated import SimulatedBroker  # noqa: E402
 

@@ -20,13 +20,15 @@ from sqlalchemy import Engine as DBEngine
 
 from bot import resume as resume_mod
 from bot.bars import Bars
+from bot.candles import CandleData
 from bot.config import Config, MarketConfig
 from bot.domain import Category, Instrument, timeframe_ms
 from bot.engine import wall_clock_ms
 from bot.errors import ConfigError, ExchangeError
-from bot.feeds.replay import CandleData, load_candles, ms_to_iso, parse_date, replay_candles
+from bot.feeds.replay import load_candles, replay_candles
 from bot.runner import EventBuffer, PreloadedSource, Runner, RunPlan, StreamSource, run_to_end
 from bot.scheduler import RunScheduler
+from bot.timeutil import ms_to_iso, parse_date
 from broker.base import Broker
 from broker.simulated import SimulatedBroker
 from storage.db import open_database

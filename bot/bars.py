@@ -3,7 +3,8 @@
 A strategy sees bars ``[0, n)`` only: every accessor returns a view that ends at the current
 bar, so a backtest that preloads the whole history still cannot leak the future into a decision
 (the idea of backtesting.py's ``_Data``). Live feeds append; backtests reveal preloaded bars one
-by one. Both drive the same engine code.
+by one. Both drive the same engine code. A leaf beside :mod:`bot.domain`: it imports nothing of
+the project except :mod:`bot.domain`.
 """
 
 from __future__ import annotations

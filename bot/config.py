@@ -85,7 +85,8 @@ class RiskConfig(_Frozen):
     min_order_notional: float = Field(0.0, ge=0)
     #: Minimum number of bars between two orders (0 = none).
     cooldown_bars: int = Field(0, ge=0)
-    #: Ignore target changes smaller than this fraction of equity (avoids churn).
+    #: Rebalances smaller than this fraction of equity are not sent (avoids churn); closing to
+    #: flat and flipping sides always are.
     rebalance_threshold: float = Field(0.0, ge=0, lt=1)
 
 

@@ -148,7 +148,7 @@ def cached_market_file(cfg: Config, date_from: str | None = None) -> str:
 
     Offline (or the exchange unreachable) this is one clear line telling the user to pass --data.
     """
-    from bot.feeds.replay import parse_date  # noqa: PLC0415
+    from bot.timeutil import parse_date  # noqa: PLC0415
 
     path = cache_path(cfg)
     since = parse_date(date_from) if date_from else int(time.time() * 1000) - DEFAULT_HISTORY_DAYS * 86_400_000

@@ -168,7 +168,8 @@ class Engine:
             return
         pos = self.broker.position().qty
         tq = target_quantity(target, eq, price, self.fee_rate, self.instrument)
-        plan = order_for_target(tq, pos, price, self.instrument)
+        plan = order_for_target(tq, pos, price, self.instrument, equity=eq,
+                                rebalance_threshold=self.risk.cfg.rebalance_threshold)
         if plan is None:
             self.journal.record_decision(did, d, price, DecisionStatus.HOLD)
             return

@@ -20,13 +20,23 @@ def target_quantity(target: float, equity: float, price: float, fee_rate: float,
     return qty if target > 0 else -qty
 
 
-def order_for_target(target_qty: Decimal, current_qty: Decimal, price: float,
-                     ins: Instrument) -> tuple[Side, Decimal] | None:
-    """The (side, qty) that moves ``current_qty`` to ``target_qty``; None if untradably small."""
+def order_for_target(target_qty: Decimal, current_qty: Decimal, price: float, ins: Instrument, *,
+                     equity: float = 0.0, rebalance_threshold: float = 0.0) -> tuple[Side, Decimal] | None:
+    """The (side, qty) that moves ``current_qty`` to ``target_qty``; None if not worth sending.
+
+    None when the step is untradably small, or when its notional is below ``rebalance_threshold``
+    of ``equity`` (``risk.rebalance_threshold``): the same target re-issued after a restart or a
+    small price move must not churn out lot-sized orders. Closing to flat and flipping sides are
+    always sent; opening from flat is a change like any other.
+    """
     delta = target_qty - current_qty
     if delta == 0:
         return None
     qty = ins.floor_qty(abs(delta))
     if not ins.tradable(qty, Decimal(repr(price))):
+        return None
+    to_flat = target_qty == 0
+    flip = target_qty * current_qty < 0
+    if rebalance_threshold and not (to_flat or flip) and float(qty) * price < rebalance_threshold * equity:
         return None
     return (Side.BUY if delta > 0 else Side.SELL), qty

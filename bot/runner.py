@@ -35,9 +35,9 @@ from bot.bars import Bars
 from bot.config import Config, config_to_dict
 from bot.domain import Candle, RunStatus, timeframe_ms
 from bot.engine import Engine
-from bot.feeds.replay import ms_to_iso
 from bot.metrics import compute_metrics
 from bot.risk import RiskManager
+from bot.timeutil import ms_to_iso
 from broker.base import Broker, MarketDataListener
 from storage.journal import Journal
 from storage.records import RunSnapshot

@@ -7,8 +7,8 @@ from typing import Any
 from sqlalchemy import Engine
 
 from bot.domain import timeframe_ms
-from bot.feeds.replay import ms_to_iso
 from bot.metrics import compute_metrics
+from bot.timeutil import ms_to_iso
 from storage import queries as q
 
 

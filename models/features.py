@@ -16,11 +16,12 @@ from __future__ import annotations
 import math
 from collections import deque
 from dataclasses import dataclass
-from typing import Any, Literal, Protocol
+from typing import Any, Literal
 
 import numpy as np
 from numpy.lib.stride_tricks import sliding_window_view
 
+from bot.candles import OHLCV
 from bot.errors import ModelError
 
 #: Fixed order of the feature columns; stored in every checkpoint and checked on load.
@@ -49,17 +50,6 @@ _VOL_N, _VOLU_N, _VWAP_N, _SMA_N, _RSI_N = 24, 24, 24, 48, 14
 _A12, _A26, _A9 = 2.0 / 13.0, 2.0 / 27.0, 2.0 / 10.0
 _HOUR_MS = 3_600_000
 _TAU = 2.0 * math.pi
-
-
-class OHLCV(Protocol):
-    """Anything with candle column arrays (``bot.feeds.replay.CandleData``, ``bot.bars.Bars``)."""
-
-    time: np.ndarray
-    open: np.ndarray
-    high: np.ndarray
-    low: np.ndarray
-    close: np.ndarray
-    volume: np.ndarray
 
 
 def _ema(x: np.ndarray, alpha: float) -> np.ndarray:

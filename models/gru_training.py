@@ -32,9 +32,9 @@ from models.features import N_FEATURES, Normalizer, compute_features, first_wind
 from models.gru_config import GRUSizerConfig, Stage2Train, parse_config
 from models.gru_data import FEATURES, Prepared, encode_bars, prepare, stage1_arrays
 from models.gru_eval import exposure_backtest, price_metrics, sizer_levels
+from models.labels import multi_forward_returns
 from models.price_encoder import EncoderConfig, PathHead, PriceEncoder, PricePathLoss
 from models.sizer import PositionSizer, SizerConfig, sizer_loss, temperature
-from models.labels import multi_forward_returns
 from models.training import EvalRequest, FitResult, TrainRequest, fit, predict, set_seed
 
 KIND = "gru_sizer"

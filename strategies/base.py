@@ -13,9 +13,9 @@ from typing import Any, ClassVar
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bot.bars import Bars
+from bot.candles import CandleData
 from bot.domain import Decision
 from bot.errors import ConfigError
-from bot.feeds.replay import CandleData
 
 
 class StrategyParams(BaseModel):

@@ -19,9 +19,10 @@ import numpy as np
 from rich.console import Console
 
 from bot.bars import Bars
+from bot.candles import CandleData
 from bot.domain import Decision
 from bot.errors import ConfigError, ModelError
-from bot.feeds.replay import CandleData, ms_to_iso
+from bot.timeutil import ms_to_iso
 from models.checkpoint import default_checkpoint_path
 from models.dsc_runtime import DSCRuntime
 from models.dsc_train import DSCConfig, overlap_end, train_dsc

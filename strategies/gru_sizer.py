@@ -20,9 +20,10 @@ import numpy as np
 import torch
 
 from bot.bars import Bars
+from bot.candles import CandleData
 from bot.domain import Decision, timeframe_ms
 from bot.errors import ModelError
-from bot.feeds.replay import CandleData, ms_to_iso
+from bot.timeutil import ms_to_iso
 from models.features import FEATURE_WARMUP, IncrementalFeatures, Normalizer, compute_features
 from models.gru_config import GRUSizerConfig, parse_config
 from models.gru_data import encode_bars

@@ -25,7 +25,7 @@ from strategies.files import is_file_ref, load_file_spec
 from strategies.spec import StrategySpec, one_line, spec_from
 
 if TYPE_CHECKING:
-    from bot.feeds.replay import CandleData
+    from bot.candles import CandleData
 
 #: The entry-point group installed packages register strategies under.
 GROUP = "bybit_ml_bot.strategies"

@@ -18,9 +18,10 @@ from typing import Any
 import numpy as np
 
 from bot.bars import Bars
+from bot.candles import CandleData
 from bot.domain import Decision
 from bot.errors import ModelError
-from bot.feeds.replay import CandleData, ms_to_iso
+from bot.timeutil import ms_to_iso
 from models.features import FEATURE_WARMUP, FeatureWindow, Normalizer, compute_features, first_window_end, make_windows
 from models.labels import CLASSES, DOWN, FLAT, UP
 from models.rollout import REGIMES

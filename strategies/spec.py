@@ -23,7 +23,7 @@ from bot.errors import BotError, ConfigError
 from strategies.base import Strategy, StrategyContext, StrategyParams
 
 if TYPE_CHECKING:
-    from bot.feeds.replay import CandleData
+    from bot.candles import CandleData
 
 #: ``explanation -> lines``: why a decision was taken, in a few short lines.
 ReasonsFn = Callable[[dict[str, Any]], list[str]]

@@ -7,8 +7,8 @@ from typing import Any
 import numpy as np
 
 from bot.bars import Bars
+from bot.candles import CandleData, find_gaps
 from bot.domain import Decision
-from bot.feeds.replay import CandleData, find_gaps
 from strategies.base import Strategy, StrategyContext, StrategyParams
 
 HOUR = 3_600_000

@@ -9,7 +9,7 @@ import pandas as pd
 from typer.testing import CliRunner
 
 from bot.cli import app
-from bot.feeds.replay import ms_to_iso
+from bot.timeutil import ms_to_iso
 from broker.bybit_sim import FaultConfig, SimConfig
 from broker.bybit_sim.testing import sim_thread
 

@@ -12,7 +12,8 @@ import pytest
 import torch
 
 from bot.bars import Bars
-from bot.feeds.replay import CandleData, load_candles
+from bot.candles import CandleData
+from bot.feeds.replay import load_candles
 from models.dsc_train import DSCConfig, train_dsc
 from strategies.base import StrategyContext
 from strategies.dsc import DSCParams, DSCStrategy

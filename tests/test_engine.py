@@ -75,6 +75,28 @@ def test_cooldown_blocks_orders(sqlite_url: str) -> None:
     assert [d["status"] for d in q.decisions(db, s["run_id"])] == ["order", "blocked", "order"]
 
 
+def test_rebalance_threshold_holds_small_changes_but_always_closes_and_flips(sqlite_url: str) -> None:
+    db = open_database(sqlite_url)
+    flat = make_data([(100, 100, 100, 100)] * 16)
+    script = {0: 1.0, 3: 1.0, 5: 0.99, 7: 0.01, 9: -0.01, 11: -0.02, 13: 0.0}
+    cfg = load_config(None, ["risk.rebalance_threshold=0.05", "broker.fee_rate=0"])
+    s = core.backtest(cfg, flat, ScriptedStrategy(script), db, show_progress=False)
+    assert [d["status"] for d in q.decisions(db, s["run_id"])] == [
+        "order",  # 0 -> 100%: a change of 100% of equity
+        "hold",   # 100% re-issued
+        "hold",   # 1% trim, below the 5% threshold
+        "order",  # 100% -> 1%
+        "order",  # 1% long -> 1% short: a flip always goes out
+        "hold",   # 1% -> 2% short
+        "order",  # to flat always goes out
+    ]
+    assert s["open_position"] == 0
+    off = core.backtest(load_config(None, ["broker.fee_rate=0"]), flat, ScriptedStrategy(script), db,
+                       show_progress=False)
+    assert [d["status"] for d in q.decisions(db, off["run_id"])] == [
+        "order", "hold", "order", "order", "order", "order", "order"]
+
+
 def test_orders_point_at_the_decision_that_caused_them(sqlite_url: str) -> None:
     db = open_database(sqlite_url)
     s = core.backtest(load_config(None), random_walk(60), ScriptedStrategy({i: (i % 3) / 2 for i in range(0, 60, 4)}),

@@ -13,10 +13,11 @@ import torch
 
 from bot import app as core
 from bot.bars import Bars
+from bot.candles import CandleData
 from bot.config import Config
 from bot.domain import timeframe_ms
 from bot.errors import ModelError
-from bot.feeds.replay import CandleData, load_candles
+from bot.feeds.replay import load_candles
 from models.checkpoint import card_path, load_checkpoint, save_checkpoint
 from models.gru_config import parse_config
 from models.gru_training import train, train_family

@@ -76,7 +76,7 @@ def test_sigkill_at_order_life_cycle_points_then_resume(btc_1h: Path, tmp_path: 
             assert proc.wait(30) == -signal.SIGKILL
         # Last start: resume and run to a fixed end, which completes the run cleanly.
         end = (sim.state.now_ms() // H + 40) * H
-        from bot.feeds.replay import ms_to_iso  # noqa: PLC0415
+        from bot.timeutil import ms_to_iso  # noqa: PLC0415
 
         final = _start(base + ["--resume", "--to", ms_to_iso(end)], env, log_file)
         assert final.wait(120) == 0, log_file.read_text()[-3000:]

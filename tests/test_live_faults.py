@@ -8,8 +8,8 @@ from __future__ import annotations
 from pathlib import Path
 
 from bot import app as core
-from bot.feeds.replay import ms_to_iso
 from bot.live import RunOptions
+from bot.timeutil import ms_to_iso
 from broker.bybit_sim import SimServer
 from broker.bybit_sim.private import account_of
 from broker.bybit_sim.private_rest import PrivateFaults

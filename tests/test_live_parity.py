@@ -10,8 +10,8 @@ from pathlib import Path
 import torch
 
 from bot import app as core
-from bot.feeds.replay import ms_to_iso
 from bot.live import WARMUP_MARGIN, RunOptions
+from bot.timeutil import ms_to_iso
 from broker.bybit_sim import SimServer
 from broker.bybit_sim.private import account_of
 from storage.records import comparable_journal

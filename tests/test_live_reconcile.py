@@ -13,9 +13,9 @@ from sqlalchemy import update
 
 from bot import app as core
 from bot.domain import Order, OrderStatus, OrderType, Side
-from bot.feeds.replay import ms_to_iso
 from bot.live import RunOptions
 from bot.reconcile import ReconcileError
+from bot.timeutil import ms_to_iso
 from broker.bybit_sim import SimServer
 from broker.bybit_sim.private import account_of
 from storage import queries as q

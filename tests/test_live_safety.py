@@ -13,8 +13,8 @@ import pytest
 
 from bot import app as core
 from bot.errors import ConfigError, ExchangeFatalError
-from bot.feeds.replay import ms_to_iso
 from bot.live import RunOptions, credentials
+from bot.timeutil import ms_to_iso
 from broker.bybit import BybitHttp
 from broker.bybit.errors import scrub
 from broker.bybit_sim import SimServer

@@ -16,7 +16,8 @@ import pytest
 import torch
 
 from bot.bars import Bars
-from bot.feeds.replay import CandleData, load_candles
+from bot.candles import CandleData
+from bot.feeds.replay import load_candles
 from strategies.base import Strategy, StrategyContext
 
 torch.set_num_threads(1)

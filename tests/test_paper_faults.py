@@ -10,8 +10,8 @@ from typing import Any
 from bot import app as core
 from bot.config import load_config
 from bot.feeds.bybit import BybitFeed
-from bot.feeds.replay import ms_to_iso
 from bot.live import RunOptions
+from bot.timeutil import ms_to_iso
 from broker.bybit_sim import FaultConfig, SimConfig, SimServer
 from storage import queries as q
 from storage.records import comparable_journal

@@ -7,8 +7,8 @@ from pathlib import Path
 
 from bot import app as core
 from bot.config import load_config
-from bot.feeds.replay import ms_to_iso
 from bot.live import WARMUP_MARGIN, RunOptions
+from bot.timeutil import ms_to_iso
 from broker.bybit_sim import SimConfig, SimServer
 from storage import queries as q
 from storage.records import comparable_journal

@@ -17,8 +17,8 @@ from sqlalchemy import create_engine, text
 
 from bot import app as core
 from bot.config import load_config
-from bot.feeds.replay import ms_to_iso
 from bot.live import RunOptions
+from bot.timeutil import ms_to_iso
 from broker.bybit_sim import SimConfig
 from broker.bybit_sim.testing import sim_thread
 from storage import queries as q

@@ -9,7 +9,8 @@ import pandas as pd
 import pytest
 
 from bot.errors import DataError
-from bot.feeds.replay import load_candles, parse_date
+from bot.feeds.replay import load_candles
+from bot.timeutil import parse_date
 
 HOUR = 3_600_000
 HEADER = "timestamp,open,high,low,close,volume\n"

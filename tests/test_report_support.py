@@ -23,9 +23,11 @@ import pytest
 
 from bot import app as core
 from bot.bars import Bars
+from bot.candles import CandleData
 from bot.config import Config, StorageConfig, StrategyConfig
 from bot.domain import Decision, timeframe_ms
-from bot.feeds.replay import CandleData, load_candles, parse_date
+from bot.feeds.replay import load_candles
+from bot.timeutil import parse_date
 from storage.db import open_database
 from strategies.base import Strategy, StrategyContext, StrategyParams
 from strategies.sma import SMACrossover, SMAParams

@@ -14,8 +14,9 @@ from rich.console import Console
 from bot import app as core
 from bot.attention import attention_section, print_attention_section
 from bot.bars import Bars
+from bot.candles import CandleData
 from bot.errors import ConfigError, ModelError
-from bot.feeds.replay import CandleData, load_candles
+from bot.feeds.replay import load_candles
 from models.rollout_runtime import parse_config
 from models.rollout_train import train_rollout
 from strategies.base import StrategyContext

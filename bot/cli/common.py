@@ -17,8 +17,8 @@ from rich.table import Table
 
 from bot.config import Config, load_config
 from bot.errors import ConfigError
-from bot.feeds.replay import ms_to_iso
 from bot.logs import configure
+from bot.timeutil import ms_to_iso
 
 console = Console()
 if not console.is_terminal:  # piped or captured: do not wrap at 80 columns
@@ -90,3 +90,33 @@ def _cell(v: Any, column: str = "") -> str:
     if isinstance(v, dict | list):
         return json.dumps(jsonable(v))[:200]
     return str(jsonable(v))
+
+
+SUMMARY_ROWS = [
+    ("run_id", "run"), ("strategy", "strategy"), ("symbol", "symbol"), ("candles", "candles"),
+    ("start", "from"), ("end", "to"), ("n_trades", "trades"), ("final_equity", "final equity"),
+    ("total_return", "total return"), ("buy_and_hold_return", "buy & hold"), ("cagr", "CAGR"),
+    ("sharpe", "Sharpe"), ("sortino", "Sortino"), ("max_drawdown", "max drawdown"),
+    ("win_rate", "win rate"), ("profit_factor", "profit factor"), ("exposure_time", "exposure"),
+    ("fees", "fees"), ("elapsed_s", "elapsed s"), ("candles_per_s", "candles/s"),
+]
+PCT = {"total_return", "buy_and_hold_return", "cagr", "max_drawdown", "win_rate", "exposure_time"}
+
+
+def print_summary(summary: dict[str, Any]) -> None:
+    """The end-of-run table every mode prints (backtest, paper, live)."""
+    table = Table(title=f"{summary.get('mode', 'backtest')} summary", show_header=False)
+    table.add_column("metric")
+    table.add_column("value", justify="right")
+    for key, label in SUMMARY_ROWS:
+        v = summary.get(key)
+        if v is None:
+            text = "-"
+        elif key in PCT:
+            text = f"{v * 100:.2f}%"
+        elif isinstance(v, float):
+            text = f"{v:,.4f}" if abs(v) < 100 else f"{v:,.2f}"
+        else:
+            text = str(v)
+        table.add_row(label, text)
+    console.print(table)

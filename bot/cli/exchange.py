@@ -27,7 +27,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Download OHLCV candles (paginated, rate-limit aware, resumable)."""
         from bot.data_download import download as run_download  # noqa: PLC0415
-        from bot.feeds.replay import parse_date  # noqa: PLC0415
+        from bot.timeutil import parse_date  # noqa: PLC0415
 
         if category not in ("spot", "linear"):
             raise ConfigError(f"unknown --category {category!r}: expected spot or linear")
@@ -72,7 +72,7 @@ def register(app: typer.Typer) -> None:
                                                help="Drop private streams before every Nth execution push."),
     ) -> None:
         """Serve a local Bybit v5 (market REST + public WebSocket) replaying candle files."""
-        from bot.feeds.replay import parse_date  # noqa: PLC0415
+        from bot.timeutil import parse_date  # noqa: PLC0415
         from broker.bybit_sim.app import SimConfig, serve_forever  # noqa: PLC0415
         from broker.bybit_sim.faults import FaultConfig  # noqa: PLC0415
 

@@ -15,7 +15,8 @@ import numpy as np
 from bot.attention import window_attribution
 from bot.domain import timeframe_ms
 from bot.errors import BotError, ConfigError
-from bot.feeds.replay import load_candles, ms_to_iso
+from bot.feeds.replay import load_candles
+from bot.timeutil import ms_to_iso
 from storage import queries as q
 
 DEFAULT_SPAN = 48  # bars drawn when the explanation stores no window

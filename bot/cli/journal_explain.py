@@ -19,8 +19,8 @@ from rich.table import Table
 from bot.attention import window_attribution
 from bot.cli.common import ConfigOpt, DbOpt, FormatOpt, SetOpt, console, dumps, load
 from bot.errors import ConfigError
-from bot.feeds.replay import ms_to_iso
 from bot.report.reasons import generic_reasons, reasons, reasons_for
+from bot.timeutil import ms_to_iso
 from storage import queries as q
 from storage.db import open_database
 from strategies.spec import ReasonsFn

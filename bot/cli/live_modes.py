@@ -10,7 +10,7 @@ import asyncio
 import sys
 
 from bot import app as core
-from bot.cli.common import console, dumps
+from bot.cli.common import console, dumps, print_summary
 from bot.config import Config
 from storage import queries as q
 
@@ -31,8 +31,6 @@ def paper_bybit(cfg: Config, checkpoint: str | None, as_json: bool, *, resume: b
 
 
 def _print(cfg: Config, summary: dict[str, object], as_json: bool, mode: str) -> None:
-    from bot.cli.run import print_summary  # noqa: PLC0415 - run.py imports this module lazily
-
     if as_json:
         sys.stdout.write(dumps(summary) + "\n")
         return

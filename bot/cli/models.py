@@ -82,9 +82,9 @@ def register(app: typer.Typer) -> None:
         out: str | None = typer.Option(None, "--out", "-o",
                                        help="Checkpoint path (default checkpoints/<strategy>_<symbol>_<tf>.pt)."),
         as_json: bool = typer.Option(False, "--json", help="Print the model card as JSON (no progress bar)."),
-        stage: int | None = typer.Option(
-            None, "--stage", min=1, max=2,
-            help="gru_sizer: 1 = encoder only, 2 = retrain the sizer on the checkpoint's encoder."),
+        stage: int | None = typer.Option(None, "--stage", min=1, max=2,
+                                         help="gru_sizer: 1 = encoder only, "
+                                              "2 = retrain the sizer on the checkpoint's encoder."),
         config: Path | None = ConfigOpt,
         set_: list[str] | None = SetOpt,
     ) -> None:

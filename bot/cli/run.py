@@ -5,48 +5,19 @@ from __future__ import annotations
 import asyncio
 import sys
 from pathlib import Path
-from typing import Any
 
 import typer
-from rich.table import Table
 
 from bot import app as core
-from bot.cli.common import ConfigOpt, DbOpt, SetOpt, console, dumps, err_console, load
+from bot.cli.common import ConfigOpt, DbOpt, SetOpt, console, dumps, err_console, load, print_summary
 from bot.config import Config
 from bot.domain import timeframe_ms
 from bot.errors import ConfigError
 from storage.db import safe_url
 from strategies import get_spec
 
-SUMMARY_ROWS = [
-    ("run_id", "run"), ("strategy", "strategy"), ("symbol", "symbol"), ("candles", "candles"),
-    ("start", "from"), ("end", "to"), ("n_trades", "trades"), ("final_equity", "final equity"),
-    ("total_return", "total return"), ("buy_and_hold_return", "buy & hold"), ("cagr", "CAGR"),
-    ("sharpe", "Sharpe"), ("sortino", "Sortino"), ("max_drawdown", "max drawdown"),
-    ("win_rate", "win rate"), ("profit_factor", "profit factor"), ("exposure_time", "exposure"),
-    ("fees", "fees"), ("elapsed_s", "elapsed s"), ("candles_per_s", "candles/s"),
-]
 STRATEGY_HELP = ("sma, dsc, rollout, gru_sizer, an installed plugin, or path/to/file.py:ClassName "
                  "(docs/strategies.md).")
-PCT = {"total_return", "buy_and_hold_return", "cagr", "max_drawdown", "win_rate", "exposure_time"}
-
-
-def print_summary(summary: dict[str, Any]) -> None:
-    table = Table(title=f"{summary.get('mode', 'backtest')} summary", show_header=False)
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    for key, label in SUMMARY_ROWS:
-        v = summary.get(key)
-        if v is None:
-            text = "-"
-        elif key in PCT:
-            text = f"{v * 100:.2f}%"
-        elif isinstance(v, float):
-            text = f"{v:,.4f}" if abs(v) < 100 else f"{v:,.2f}"
-        else:
-            text = str(v)
-        table.add_row(label, text)
-    console.print(table)
 
 
 def _backtest(cfg: Config, data_path: str | None, date_from: str | None, date_to: str | None,

@@ -9,94 +9,17 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
-from dataclasses import dataclass
-from datetime import UTC, datetime
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
+from bot.candles import CandleData, find_gaps
 from bot.domain import Candle
 from bot.errors import DataError
 
 COLUMNS = ["timestamp", "open", "high", "low", "close", "volume"]
-
-
-@dataclass(frozen=True, slots=True)
-class GapReport:
-    count: int
-    missing_bars: int
-    largest_ms: int
-    largest_at: int | None
-
-    def describe(self, bar_ms: int) -> str:
-        if not self.count:
-            return "no gaps"
-        at = ms_to_iso(self.largest_at) if self.largest_at is not None else "?"
-        return (
-            f"{self.count} gaps, {self.missing_bars} missing bars, "
-            f"largest {self.largest_ms // bar_ms - 1} bars after {at}"
-        )
-
-
-@dataclass(frozen=True, slots=True)
-class CandleData:
-    """Validated candles as column arrays (float64, time int64 ms)."""
-
-    symbol: str
-    timeframe: str
-    time: np.ndarray
-    open: np.ndarray
-    high: np.ndarray
-    low: np.ndarray
-    close: np.ndarray
-    volume: np.ndarray
-    source: str
-    gaps: GapReport
-
-    def __len__(self) -> int:
-        return int(self.time.shape[0])
-
-    def slice(self, start: int, stop: int) -> CandleData:
-        return CandleData(
-            self.symbol, self.timeframe, self.time[start:stop], self.open[start:stop],
-            self.high[start:stop], self.low[start:stop], self.close[start:stop],
-            self.volume[start:stop], self.source, self.gaps,
-        )
-
-    def candle(self, i: int) -> Candle:
-        return Candle(
-            self.symbol, self.timeframe, int(self.time[i]), float(self.open[i]), float(self.high[i]),
-            float(self.low[i]), float(self.close[i]), float(self.volume[i]),
-        )
-
-    def candles(self) -> Iterator[Candle]:
-        for i in range(len(self)):
-            yield self.candle(i)
-
-    def content_hash(self) -> str:
-        import hashlib
-
-        h = hashlib.sha256()
-        for arr in (self.time, self.open, self.high, self.low, self.close, self.volume):
-            h.update(np.ascontiguousarray(arr).tobytes())
-        return h.hexdigest()[:16]
-
-
-def ms_to_iso(ms: int) -> str:
-    return datetime.fromtimestamp(ms / 1000, tz=UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
-
-
-def parse_date(value: str) -> int:
-    """``2024-01-01`` or an ISO datetime (UTC if naive) -> epoch ms."""
-    try:
-        ts = pd.Timestamp(value)
-    except (ValueError, TypeError):
-        raise DataError(f"bad date {value!r}: expected YYYY-MM-DD or an ISO datetime") from None
-    if ts.tzinfo is None:
-        ts = ts.tz_localize("UTC")
-    return int(ts.value // 1_000_000)
 
 
 def _read_frame(path: Path) -> pd.DataFrame:
@@ -187,20 +110,6 @@ def load_candles(
     gaps = find_gaps(t, bar_ms)
     return CandleData(symbol, timeframe, t.copy(), o.copy(), h.copy(), lo.copy(), c.copy(), v.copy(),
                       str(p), gaps)
-
-
-def find_gaps(t: np.ndarray, bar_ms: int) -> GapReport:
-    dt = np.diff(t)
-    mask = dt > bar_ms
-    if not mask.any():
-        return GapReport(0, 0, 0, None)
-    big = int(np.argmax(dt))
-    return GapReport(
-        count=int(mask.sum()),
-        missing_bars=int(((dt[mask] // bar_ms) - 1).sum()),
-        largest_ms=int(dt[big]),
-        largest_at=int(t[big]),
-    )
 
 
 async def replay_candles(data: CandleData, speed: float, bar_ms: int) -> AsyncIterator[Candle]:

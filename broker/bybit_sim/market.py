@@ -15,9 +15,10 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
+from bot.candles import CandleData
 from bot.domain import TIMEFRAME_MS
 from bot.errors import DataError
-from bot.feeds.replay import CandleData, load_candles
+from bot.feeds.replay import load_candles
 from broker.bybit_sim.envelope import decimals_of, num
 
 #: Bybit kline interval strings by bot timeframe.

@@ -1,0 +1,105 @@
+"""Candles as column arrays: :class:`CandleData`, its :class:`GapReport` and the :class:`OHLCV` shape.
+
+A leaf beside :mod:`bot.domain`: it imports nothing of the project except :mod:`bot.domain` and
+:mod:`bot.timeutil` (both leaves), so strategies and models use it without reaching into a feed.
+Reading and validating candle files is :mod:`bot.feeds.replay`'s job, not this module's.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+
+from bot.domain import Candle
+from bot.timeutil import ms_to_iso
+
+
+class OHLCV(Protocol):
+    """Anything with candle column arrays (:class:`CandleData`, :class:`bot.bars.Bars`)."""
+
+    time: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+
+
+@dataclass(frozen=True, slots=True)
+class GapReport:
+    """Holes in a candle series: reported, never filled with invented prices."""
+
+    count: int
+    missing_bars: int
+    largest_ms: int
+    largest_at: int | None
+
+    def describe(self, bar_ms: int) -> str:
+        if not self.count:
+            return "no gaps"
+        at = ms_to_iso(self.largest_at) if self.largest_at is not None else "?"
+        return (
+            f"{self.count} gaps, {self.missing_bars} missing bars, "
+            f"largest {self.largest_ms // bar_ms - 1} bars after {at}"
+        )
+
+
+def find_gaps(t: np.ndarray, bar_ms: int) -> GapReport:
+    """The gaps in sorted open times ``t`` (int64 ms) on a ``bar_ms`` grid."""
+    dt = np.diff(t)
+    mask = dt > bar_ms
+    if not mask.any():
+        return GapReport(0, 0, 0, None)
+    big = int(np.argmax(dt))
+    return GapReport(
+        count=int(mask.sum()),
+        missing_bars=int(((dt[mask] // bar_ms) - 1).sum()),
+        largest_ms=int(dt[big]),
+        largest_at=int(t[big]),
+    )
+
+
+@dataclass(frozen=True, slots=True)
+class CandleData:
+    """Validated candles as column arrays (float64, time int64 ms)."""
+
+    symbol: str
+    timeframe: str
+    time: np.ndarray
+    open: np.ndarray
+    high: np.ndarray
+    low: np.ndarray
+    close: np.ndarray
+    volume: np.ndarray
+    source: str
+    gaps: GapReport
+
+    def __len__(self) -> int:
+        return int(self.time.shape[0])
+
+    def slice(self, start: int, stop: int) -> CandleData:
+        return CandleData(
+            self.symbol, self.timeframe, self.time[start:stop], self.open[start:stop],
+            self.high[start:stop], self.low[start:stop], self.close[start:stop],
+            self.volume[start:stop], self.source, self.gaps,
+        )
+
+    def candle(self, i: int) -> Candle:
+        return Candle(
+            self.symbol, self.timeframe, int(self.time[i]), float(self.open[i]), float(self.high[i]),
+            float(self.low[i]), float(self.close[i]), float(self.volume[i]),
+        )
+
+    def candles(self) -> Iterator[Candle]:
+        for i in range(len(self)):
+            yield self.candle(i)
+
+    def content_hash(self) -> str:
+        h = hashlib.sha256()
+        for arr in (self.time, self.open, self.high, self.low, self.close, self.volume):
+            h.update(np.ascontiguousarray(arr).tobytes())
+        return h.hexdigest()[:16]
