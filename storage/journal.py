@@ -140,7 +140,7 @@ class Journal:
         self._decisions.append({
             "id": decision_id, "run_id": self.run_id, "bar_time": d.bar_time, "symbol": d.symbol,
             "target": d.target, "confidence": d.confidence, "model_id": d.model_id, "price": price,
-            "status": status, "explanation": d.explanation or None, "error": d.error,
+            "status": status.value, "explanation": d.explanation or None, "error": d.error,
         })
 
     def record_order(self, order: Order) -> None:

@@ -12,7 +12,7 @@ import pytest
 from typer.testing import CliRunner
 
 from bot.cli import app
-from bot.domain import Decision, Fill, Order, OrderRequest, OrderStatus, Side, client_order_id
+from bot.domain import Decision, DecisionStatus, Fill, Order, OrderRequest, OrderStatus, Side, client_order_id
 from bot.feeds.replay import load_candles
 from storage.db import open_database
 from storage.journal import Journal
@@ -52,7 +52,7 @@ def journal(sqlite_url: str, btc_1h: Path) -> dict[str, str]:
         bar = t - i * H  # the rollout decision closes its window at t
         did = f"{j.run_id}-{bar}"
         ids[name] = did
-        j.record_decision(did, Decision("BTCUSDT", bar, 1.0, 0.5, "m1", expl), 40_000.0, "order")
+        j.record_decision(did, Decision("BTCUSDT", bar, 1.0, 0.5, "m1", expl), 40_000.0, DecisionStatus.ORDER)
     req = OrderRequest(client_order_id(j.run_id, "BTCUSDT", t), "BTCUSDT", Side.BUY, Decimal("0.25"),
                        decision_id=ids["rollout"])
     order = Order.from_request(req, t + H)

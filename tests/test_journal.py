@@ -9,7 +9,7 @@ from sqlalchemy import Engine
 
 from bot import app as core
 from bot.config import load_config
-from bot.domain import Decision, Fill, Order, OrderRequest, OrderStatus, Side
+from bot.domain import Decision, DecisionStatus, Fill, Order, OrderRequest, OrderStatus, Side
 from bot.summary import journal_summary
 from storage import queries as q
 from storage.db import open_database
@@ -32,7 +32,7 @@ def _start(db: Engine) -> Journal:
 def test_round_trip_is_exact_and_idempotent(db: Engine) -> None:
     j = _start(db)
     d = Decision("BTCUSDT", 1_000, 0.5, 0.9, "m1", {"kind": "sma", "why": [1, 2]})
-    j.record_decision("D1-" + j.run_id, d, 42_000.5, "order")
+    j.record_decision("D1-" + j.run_id, d, 42_000.5, DecisionStatus.ORDER)
     req = OrderRequest("O1-" + j.run_id, "BTCUSDT", Side.BUY, Decimal("0.123"), decision_id="D1-" + j.run_id)
     order = Order.from_request(req, 1_000)
     j.record_order(order)
