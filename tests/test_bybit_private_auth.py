@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import ccxt
@@ -13,7 +14,7 @@ import pybit.unified_trading as put
 import pytest
 from pybit.exceptions import InvalidRequestError
 
-from broker.bybit_sim import SimConfig
+from broker.bybit_sim import SimConfig, SimServer
 from broker.bybit_sim.auth import AuthError, sign, verify_rest, verify_ws
 from broker.bybit_sim.testing import sim_thread
 from tests.live_helpers import KEY, SECRET, modules
@@ -56,6 +57,27 @@ def _http(url: str, secret: str = SECRET, key: str = KEY) -> put.HTTP:
     return h
 
 
+def _private_ws(secret: str) -> put.WebSocket:
+    # pybit signs its auth to expire 1 s after sending it; on a loaded machine delivering it can
+    # take longer, and the venue (like Bybit) refuses an expired auth. The bot signs for 5 s.
+    return put.WebSocket(channel_type="private", testnet=True, api_key=KEY, api_secret=secret,
+                         private_auth_expire=10)
+
+
+def _venue_subscribed(sim: SimServer, topic: str) -> bool:
+    """True once an authenticated private connection holds ``topic`` (read on the simulator's loop)."""
+    return sim.thread.call(lambda: any(c.channel == "private" and topic in c.topics and "api_key" in c.session
+                                       for c in sim.hub.conns))
+
+
+def _wait_for(cond: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
+    """Poll ``cond`` until it holds; a generous deadline, since pybit and the simulator run on threads."""
+    deadline = time.monotonic() + timeout_s
+    while not cond():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        time.sleep(0.02)
+
+
 def test_pybit_and_ccxt_authenticate_and_wrong_secrets_are_refused(btc_1h: Path) -> None:
     with sim_thread(SimConfig(data=[str(btc_1h)], bar_ms=200.0, history=300), modules()) as sim:
         h = _http(sim.rest_url)
@@ -96,26 +118,23 @@ def test_pybit_and_ccxt_authenticate_and_wrong_secrets_are_refused(btc_1h: Path)
         put.PRIVATE_WSS, saved = f"{sim.ws_url}/v5/private", put.PRIVATE_WSS
         try:
             got: list[dict] = []
-            ws = put.WebSocket(channel_type="private", testnet=True, api_key=KEY, api_secret=SECRET)
+            ws = _private_ws(SECRET)
             ws.execution_stream(got.append)
-            deadline = time.time() + 10
-            while not ws.auth and time.time() < deadline:
-                time.sleep(0.02)
-            assert ws.auth
+            _wait_for(lambda: ws.auth, "pybit's private WebSocket to authenticate")
+            # An execution is pushed only to connections subscribed when it happens: pybit's
+            # auth ack comes before the subscription ack, so wait for the venue to hold the topic.
+            _wait_for(lambda: _venue_subscribed(sim, "execution"), "the venue to register the execution topic")
             h.place_order(category="linear", symbol="BTCUSDT", side="Buy", orderType="Market", qty="0.01",
                           orderLinkId="pybit-3")
-            def links() -> set[str]:
-                return {d["orderLinkId"] for m in got for d in m["data"]}
 
-            while "pybit-3" not in links() and time.time() < deadline:
-                time.sleep(0.02)
-            assert "pybit-3" in links()
+            def links() -> set[str]:
+                return {d["orderLinkId"] for m in list(got) for d in m["data"]}
+
+            _wait_for(lambda: "pybit-3" in links(), "the execution push of pybit-3")
             ws.exit()
-            bad = put.WebSocket(channel_type="private", testnet=True, api_key=KEY, api_secret="wrong")
-            deadline = time.time() + 5
-            while sim.state.stats["ws_auth_failed"] == 0 and time.time() < deadline:
-                time.sleep(0.02)
-            assert sim.state.stats["ws_auth_failed"] >= 1 and not bad.auth
+            bad = _private_ws("wrong")
+            _wait_for(lambda: sim.state.stats["ws_auth_failed"] >= 1, "the venue to refuse the wrong secret")
+            assert not bad.auth
             bad.exit()
         finally:
             put.PRIVATE_WSS = saved
