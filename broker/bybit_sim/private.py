@@ -24,7 +24,6 @@ from broker.bybit_sim.ws import WsConn, WsHub
 
 PRIVATE_TOPICS = ("order", "execution", "position", "wallet")
 ACCOUNT_KEY = "account"
-ACK_DELAY_S = 0.02
 
 
 @dataclass
@@ -55,10 +54,6 @@ class PrivateModule:
             conn.send(reply, False)
 
         async def subscribe(conn: WsConn, req: dict[str, Any]) -> None:
-            if conn.channel == "private":
-                # A few ms of venue latency: pybit records a subscription only after sending it,
-                # so an instant local ack would race it (never an issue across a real network).
-                await asyncio.sleep(ACK_DELAY_S)
             if conn.channel == "private" and "api_key" not in conn.session:
                 reply = {"success": False, "ret_msg": "Request not authorized", "op": "subscribe",
                          "conn_id": conn.conn_id}

@@ -26,6 +26,10 @@ log = structlog.get_logger("bybit_sim.ws")
 
 #: Bybit drops connections that neither ping nor receive data for 10 minutes.
 IDLE_TIMEOUT_S = 600.0
+#: A few ms of venue latency before a subscribe is answered, on every channel: pybit records a
+#: subscription only after sending it, so an instant local ack races it (a KeyError in pybit's
+#: callback thread under load); across a real network an ack never comes back this fast.
+ACK_DELAY_S = 0.02
 
 OpHandler = Callable[["WsConn", dict[str, Any]], Awaitable[None]]
 
@@ -194,6 +198,7 @@ class WsHub:
         return ack
 
     async def _subscribe(self, conn: WsConn, req: dict[str, Any]) -> None:
+        await asyncio.sleep(ACK_DELAY_S)
         args = req.get("args") or []
         valid = self._valid_topic.get(conn.channel, lambda _t: False)
         bad = [a for a in args if not isinstance(a, str) or not valid(a)]
