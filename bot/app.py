@@ -174,33 +174,10 @@ async def _venue_run(cfg: Config, mode: str, checkpoint: str | None, *, resume: 
         plan = RunPlan(mode=mode, data_source=f"bybit{'-live' if bybit else ''}:{cfg.exchange.rest_url or 'default'}",
                        durable=True, drain_s=opts.drain_s)
         if rp is not None:
-            last = resume_mod.last_processed(rp, tf)
-            history = await feed.history(rp.warmup_start, last)
-            resume_mod.check_bars(rp, history, tf)
-            stop_at = stop_at if stop_at is not None else rp.stop_at_ms
-            plan.resume = rp.resume
-            plan.start_qty = Decimal(str(rp.start.get("start_qty", "0")))
-            plan.run_start_ms = rp.resume.first_open
-            if bybit is not None:
-                bybit.since_floor = int(rp.start.get("venue_start_ms", plan.run_start_ms))
-            after = last
+            history, after, stop_at = await _resume_start(rp, feed, bybit, plan, tf, stop_at)
         else:
-            # Trading starts with the bar forming at start-up (or at --from).
-            first = -(-first_from // tf) * tf if first_from is not None else (now // tf) * tf
-            if stop_at is not None and stop_at <= first:
-                raise ConfigError(f"--to {date_to} is not after the first bar to trade ({ms_to_iso(first)})")
-            if first_from is not None:
-                now = await venue.wait_for(feed, first, tf)  # a start in the future: its warm-up must be closed
-            history = await feed.warmup(max(int(strategy.warmup), 1) + venue.WARMUP_MARGIN, first)
-            ex = cfg.exchange
-            payload: dict[str, Any] = {
-                "warmup_start": history[0].open_time if history else first, "warmup_bars": len(history),
-                "first_open": first, "stop_at": stop_at, "rest_url": ex.rest_url, "ws_url": ex.ws_url}
-            if bybit is not None:
-                cfg, payload = _live_start(cfg, bybit, history, now, payload)
-            plan.start_payload, plan.start_time, plan.run_start_ms = payload, first, first
-            plan.start_qty = bybit.qty if bybit is not None else Decimal(0)
-            after = first - tf
+            cfg, history, after = await _fresh_start(cfg, strategy, feed, bybit, plan, now, first_from, stop_at,
+                                                     date_to)
         broker: Broker = bybit if bybit is not None else simulated_broker(cfg)
         bars = Bars(cfg.market.symbol, cfg.market.timeframe)
         for c in history:
@@ -216,17 +193,42 @@ async def _venue_run(cfg: Config, mode: str, checkpoint: str | None, *, resume: 
         await feed.close()
 
 
-def _live_start(cfg: Config, broker: Any, history: list[Any], now: int,
-                payload: dict[str, Any]) -> tuple[Config, dict[str, Any]]:
-    """A new live run's wallet is the account's: its equity becomes the run's initial cash."""
-    broker.since_floor = now  # fills before this are the account's history, not this run's
-    mark = Decimal(repr(history[-1].close)) if history else Decimal(0)
-    equity = float(broker.cash + broker.qty * mark)
-    if equity <= 0:
-        raise ExchangeError(f"{cfg.exchange.rest_url or 'Bybit'}: the account holds no USDT equity to trade with")
-    cfg = cfg.model_copy(update={"broker": cfg.broker.model_copy(update={"initial_cash": equity})})
-    return cfg, {**payload, "testnet": cfg.exchange.testnet, "start_qty": format(broker.qty, "f"),
-                 "start_equity": equity, "venue_start_ms": now}
+async def _resume_start(rp: resume_mod.ResumePlan, feed: Any, bybit: Any, plan: RunPlan, tf: int,
+                        stop_at: int | None) -> tuple[list[Any], int, int | None]:
+    """The buffer of a resumed run rebuilt from the venue: (history, last bar, stop time)."""
+    last = resume_mod.last_processed(rp, tf)
+    history = await feed.history(rp.warmup_start, last)
+    resume_mod.check_bars(rp, history, tf)
+    plan.resume = rp.resume
+    plan.start_qty = Decimal(str(rp.start.get("start_qty", "0")))
+    plan.run_start_ms = rp.resume.first_open
+    if bybit is not None:
+        bybit.since_floor = int(rp.start.get("venue_start_ms", plan.run_start_ms))
+    return history, last, stop_at if stop_at is not None else rp.stop_at_ms
+
+
+async def _fresh_start(cfg: Config, strategy: Strategy, feed: Any, bybit: Any, plan: RunPlan, now: int,
+                       first_from: int | None, stop_at: int | None,
+                       date_to: str | None) -> tuple[Config, list[Any], int]:
+    """A new run starts with the bar forming at start-up (or at --from): (config, warm-up, bar before)."""
+    from bot import live as venue  # noqa: PLC0415
+
+    tf = timeframe_ms(cfg.market.timeframe)
+    first = -(-first_from // tf) * tf if first_from is not None else (now // tf) * tf
+    if stop_at is not None and stop_at <= first:
+        raise ConfigError(f"--to {date_to} is not after the first bar to trade ({ms_to_iso(first)})")
+    if first_from is not None:
+        now = await venue.wait_for(feed, first, tf)  # a start in the future: its warm-up must be closed
+    history = await feed.warmup(max(int(strategy.warmup), 1) + venue.WARMUP_MARGIN, first)
+    ex = cfg.exchange
+    payload: dict[str, Any] = {
+        "warmup_start": history[0].open_time if history else first, "warmup_bars": len(history),
+        "first_open": first, "stop_at": stop_at, "rest_url": ex.rest_url, "ws_url": ex.ws_url}
+    if bybit is not None:
+        cfg, payload = venue.live_start(cfg, bybit, history, now, payload)
+    plan.start_payload, plan.start_time, plan.run_start_ms = payload, first, first
+    plan.start_qty = bybit.qty if bybit is not None else Decimal(0)
+    return cfg, history, first - tf
 
 
 def _services(feed: Any, opts: RunOptions, tf: int) -> Any:

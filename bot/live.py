@@ -11,11 +11,13 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 import structlog
 
 from bot.config import Config, Secrets
+from bot.domain import Candle
 from bot.errors import ConfigError, ExchangeError
 from bot.feeds.bybit import BybitFeed
 from broker.bybit import BybitBroker, BybitHttp, PrivateStream, private_url
@@ -91,6 +93,20 @@ async def connect(broker: BybitBroker, cfg: Config) -> None:
         raise type(exc)(f"{venue_name(cfg)}: {exc}", code=exc.code) from None
     log.info("live_venue_ready", venue=venue_name(cfg), symbol=broker.symbol, position=str(broker.qty),
              tick=str(broker.instrument.tick_size), lot=str(broker.instrument.qty_step))
+
+
+def live_start(cfg: Config, broker: BybitBroker, history: list[Candle], now: int,
+               payload: dict[str, Any]) -> tuple[Config, dict[str, Any]]:
+    """A new live run's wallet is the account's: its equity becomes the run's initial cash, and
+    what the start payload records lets a resume check the venue against the journal."""
+    broker.since_floor = now  # fills before this are the account's history, not this run's
+    mark = Decimal(repr(history[-1].close)) if history else Decimal(0)
+    equity = float(broker.cash + broker.qty * mark)
+    if equity <= 0:
+        raise ExchangeError(f"{venue_name(cfg)}: the account holds no USDT equity to trade with")
+    cfg = cfg.model_copy(update={"broker": cfg.broker.model_copy(update={"initial_cash": equity})})
+    return cfg, {**payload, "testnet": cfg.exchange.testnet, "start_qty": format(broker.qty, "f"),
+                 "start_equity": equity, "venue_start_ms": now}
 
 
 async def wait_for(feed: BybitFeed, first: int, tf: int) -> int:

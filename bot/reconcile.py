@@ -22,7 +22,7 @@ import structlog
 
 from bot.domain import Fill, OrderStatus, Side
 from bot.errors import ExchangeFatalError
-from storage.records import run_snapshot
+from storage.records import orders_and_fills
 
 log = structlog.get_logger("bot.reconcile")
 
@@ -66,10 +66,10 @@ async def reconcile(session: Any, *, start_qty: Decimal, run_start_ms: int) -> R
     rid = journal.run_id
     journal.flush()
     rep = Report()
-    before = run_snapshot(journal.engine, rid)
-    adopted_before = {o.client_order_id for o in before.orders if o.adopted}
+    orders, fills = orders_and_fills(journal.engine, rid)
+    adopted_before = {o.client_order_id for o in orders if o.adopted}
     # 1. Working orders in the journal, looked up at the venue by client id.
-    for o in before.working:
+    for o in (o for o in orders if not o.status.is_terminal):
         found = await broker.lookup_order(o.client_order_id)
         if found is None:
             if o.status in (OrderStatus.CREATED, OrderStatus.SUBMITTED):
@@ -80,16 +80,16 @@ async def reconcile(session: Any, *, start_qty: Decimal, run_start_ms: int) -> R
                                  "but the exchange does not know it; check the account by hand")
         rep.updated.append(o.client_order_id)
     # 2. Executions since the last journaled fill, and open orders the journal does not know.
-    last = max((f.time for f in before.fills), default=run_start_ms)
+    last = max((f.time for f in fills), default=run_start_ms)
     await broker.fills_since(last - SINCE_MARGIN_MS)
     await broker.venue_open_orders()
     journal.flush()
-    after = run_snapshot(journal.engine, rid)
-    rep.fills_added = len(after.fills) - len(before.fills)
-    rep.adopted = sorted({o.client_order_id for o in after.orders if o.adopted} - adopted_before)
+    orders_now, fills_now = orders_and_fills(journal.engine, rid)
+    rep.fills_added = len(fills_now) - len(fills)
+    rep.adopted = sorted({o.client_order_id for o in orders_now if o.adopted} - adopted_before)
     # 3. Position: the venue's must be the run's start plus what the journal holds.
     venue = await broker.refresh_books()
-    expected = journal_position(after.fills, start_qty)
+    expected = journal_position(fills_now, start_qty)
     rep.position_venue, rep.position_journal = format(venue.qty, "f"), format(expected, "f")
     journal.record_event(session.engine.last_bar or run_start_ms, "reconcile", rep.as_dict())
     journal.flush()

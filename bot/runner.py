@@ -282,12 +282,14 @@ class Runner:
         assert engine is not None and journal is not None
         step, durable = engine.on_bar, self.plan.durable
         total = getattr(self.source, "total", 0)
-        with _progress(visible=self.plan.show_progress and total > PreloadedSource.CHUNK) as progress:
+        visible = self.plan.show_progress and total > PreloadedSource.CHUNK
+        with Progress(TextColumn("backtest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                      transient=True, disable=not visible) as progress:
             task = progress.add_task("bars", total=total)
             # Backtests never wait (run_to_end), so only paper and live race the stop event.
             batches = _until(self.source.batches(self.bars), stop) if durable else self.source.batches(self.bars)
             try:
-                async for play in batches:  # type: ignore[attr-defined]
+                async for play in batches:
                     play(step)
                     if durable:  # one transaction per bar: a kill loses at most the bar in progress
                         engine.sync_equity()
@@ -296,7 +298,7 @@ class Runner:
                     else:
                         progress.update(task, completed=getattr(self.source, "done", 0))
             finally:
-                await batches.aclose()  # type: ignore[attr-defined]
+                await batches.aclose()  # type: ignore[attr-defined]  # both are async generators
         return not stop.is_set()
 
     def _finish(self, status: RunStatus) -> dict[str, Any]:
@@ -404,26 +406,6 @@ async def _until(batches: AsyncIterator[Batch], stop: asyncio.Event) -> AsyncIte
         if closer is not None:
             with contextlib.suppress(Exception):
                 await closer()
-
-
-def _progress(visible: bool) -> Any:
-    if not visible:
-        return _NoProgress()
-    return Progress(TextColumn("backtest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
-
-
-class _NoProgress:
-    def __enter__(self) -> _NoProgress:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        return None
-
-    def add_task(self, *_a: Any, **_k: Any) -> int:
-        return 0
-
-    def update(self, *_a: Any, **_k: Any) -> None:
-        return None
 
 
 def _json_state(strategy: Strategy) -> dict[str, Any] | None:

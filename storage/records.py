@@ -77,16 +77,21 @@ class RunSnapshot:
         return [o for o in self.orders if not o.status.is_terminal]
 
 
+def orders_and_fills(db: Engine, run_id: str) -> tuple[list[Order], list[Fill]]:
+    """A run's orders and fills as domain objects (what reconciliation compares with the venue)."""
+    return [order_from_row(r) for r in q.orders(db, run_id)], [fill_from_row(r) for r in q.fills(db, run_id)]
+
+
 def run_snapshot(db: Engine, run_id: str) -> RunSnapshot:
     run = q.resolve_run(db, run_id)
-    orders = [order_from_row(r) for r in q.orders(db, run_id)]
+    orders, fills = orders_and_fills(db, run_id)
     decisions = [DecisionRecord(id=d["id"], bar_time=int(d["bar_time"]), symbol=d["symbol"], target=d["target"],
                                 status=DecisionStatus(d["status"]), error=d["error"])
                  for d in q.decisions(db, run_id)]
     last = max([run["last_bar"] if run["last_bar"] is not None else -1, *(d.bar_time for d in decisions)])
     return RunSnapshot(
         run_id=run_id, initial_cash=Decimal(run["initial_cash"]), orders=orders,
-        fills=[fill_from_row(r) for r in q.fills(db, run_id)],
+        fills=fills,
         trade_pnls=[t["net_pnl"] for t in q.trades(db, run_id)],
         equity=[EquityRecord(int(r["time"]), float(r["equity"]), float(r["cash"]), float(r["position"]))
                 for r in q.equity(db, run_id)],

@@ -177,7 +177,8 @@ def _ws_class(url: str) -> type[Any]:
     """pybit's private WebSocket connecting to ``url`` (pybit takes the private URL from a module
     template; a subclass per URL avoids touching that shared global)."""
 
-    def _connect(self: Any, _url: str) -> Any:
-        return put.WebSocket._connect(self, url)  # noqa: SLF001 - the one hook pybit offers
+    class BotPrivateWebSocket(put.WebSocket):  # type: ignore[misc]
+        def _connect(self, _url: str) -> Any:  # the one hook pybit offers
+            return super()._connect(url)
 
-    return type("BotPrivateWebSocket", (put.WebSocket,), {"_connect": _connect})
+    return BotPrivateWebSocket

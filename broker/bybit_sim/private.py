@@ -38,7 +38,7 @@ class PrivateModule:
         state.extensions["private_faults"] = self.faults
         PrivateRest(state, acct, self.keys, self.faults).register(app)
         hub.add_channel(app, "/v5/private", "private", lambda t: t in PRIVATE_TOPICS)
-        public_subscribe = hub._ops["subscribe"]  # noqa: SLF001 - wrapped, not replaced
+        public_subscribe = hub.op("subscribe")  # wrapped, not replaced
         keys = self.keys
 
         async def auth(conn: WsConn, req: dict[str, Any]) -> None:

@@ -121,6 +121,10 @@ class WsHub:
     def add_op(self, op: str, handler: OpHandler) -> None:
         self._ops[op] = handler
 
+    def op(self, op: str) -> OpHandler:
+        """The handler of ``op`` now (an extension wraps it before replacing it)."""
+        return self._ops[op]
+
     def publish(self, channel: str, topic: str, msg: dict[str, Any]) -> None:
         for c in list(self.conns):
             if c.channel == channel and topic in c.topics:
