@@ -12,25 +12,28 @@ Every mode is the same :class:`~bot.runner.Runner` over a different triple:
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import numpy as np
 import structlog
 from sqlalchemy import Engine as DBEngine
 
 from bot import resume as resume_mod
 from bot.bars import Bars
-from bot.candles import CandleData
+from bot.candles import CandleData, merge_order
 from bot.config import Config, MarketConfig
 from bot.domain import Category, Instrument, timeframe_ms
 from bot.engine import wall_clock_ms
 from bot.errors import ConfigError, ExchangeError
 from bot.feeds.replay import load_candles, replay_candles
-from bot.runner import EventBuffer, PreloadedSource, Runner, RunPlan, StreamSource, run_to_end
+from bot.runner import EventBuffer, MarketSession, Runner, RunPlan, run_to_end
 from bot.scheduler import RunScheduler
+from bot.sources import MergedSource, PreloadedSource, StreamSource
 from bot.timeutil import ms_to_iso, parse_date
 from broker.base import Broker
-from broker.simulated import SimulatedBroker
+from broker.simulated import SimulatedBroker, Wallet
 from storage.db import open_database
 from strategies import backtest_strategy, create_strategy
 from strategies.base import Strategy, StrategyContext
@@ -52,36 +55,48 @@ def instrument_from_config(m: MarketConfig) -> Instrument:
     )
 
 
-def strategy_context(cfg: Config, checkpoint: str | None = None) -> StrategyContext:
+def strategy_context(cfg: Config, checkpoint: str | None = None, market: MarketConfig | None = None) -> StrategyContext:
+    m = market or cfg.market
     return StrategyContext(
-        symbol=cfg.market.symbol,
-        timeframe=cfg.market.timeframe,
-        long_only=cfg.market.category == "spot",
+        symbol=m.symbol,
+        timeframe=m.timeframe,
+        long_only=m.category == "spot",
         fee_rate=cfg.broker.fee_rate,
-        checkpoint=checkpoint or cfg.strategy.checkpoint,
+        checkpoint=checkpoint or m.strategy.checkpoint,
     )
 
 
-def build_strategy(cfg: Config, checkpoint: str | None = None) -> Strategy:
-    return create_strategy(cfg.strategy.name, cfg.strategy.params, strategy_context(cfg, checkpoint))
+def build_strategy(cfg: Config, checkpoint: str | None = None, market: MarketConfig | None = None) -> Strategy:
+    m = market or cfg.market
+    return create_strategy(m.strategy.name, m.strategy.params, strategy_context(cfg, checkpoint, m))
 
 
-def build_backtest_strategy(cfg: Config, data: CandleData,
-                            checkpoint: str | None = None) -> tuple[Strategy, int, str | None]:
+def build_backtest_strategy(cfg: Config, data: CandleData, checkpoint: str | None = None,
+                            market: MarketConfig | None = None) -> tuple[Strategy, int, str | None]:
     """(strategy, first traded bar, note): model strategies may train on early bars first."""
-    return backtest_strategy(cfg.strategy.name, cfg.strategy.params, strategy_context(cfg, checkpoint), data)
+    m = market or cfg.market
+    return backtest_strategy(m.strategy.name, m.strategy.params, strategy_context(cfg, checkpoint, m), data)
 
 
-def load_data(cfg: Config, path: str, date_from: str | None = None, date_to: str | None = None) -> CandleData:
+def load_data(cfg: Config, path: str, date_from: str | None = None, date_to: str | None = None,
+              market: MarketConfig | None = None) -> CandleData:
+    m = market or cfg.market
     return load_candles(
-        path, symbol=cfg.market.symbol, timeframe=cfg.market.timeframe,
-        bar_ms=timeframe_ms(cfg.market.timeframe),
+        path, symbol=m.symbol, timeframe=m.timeframe, bar_ms=timeframe_ms(m.timeframe),
         start_ms=parse_date(date_from) if date_from else None,
         end_ms=parse_date(date_to) if date_to else None,
     )
 
 
+def simulated_brokers(cfg: Config) -> list[SimulatedBroker]:
+    """One simulated broker per market, all over one wallet (the run's cash)."""
+    wallet = Wallet(cfg.broker.initial_cash)
+    return [SimulatedBroker(instrument_from_config(m), cfg.broker.initial_cash, cfg.broker.fee_rate,
+                            cfg.broker.slippage_bps, wallet=wallet) for m in cfg.markets]
+
+
 def simulated_broker(cfg: Config) -> SimulatedBroker:
+    """The simulated broker of a one-market config."""
     return SimulatedBroker(instrument_from_config(cfg.market), cfg.broker.initial_cash, cfg.broker.fee_rate,
                            cfg.broker.slippage_bps)
 
@@ -90,41 +105,64 @@ def open_journal_db(url: str) -> DBEngine:
     return open_database(url)
 
 
-# -- backtest and paper on a file ---------------------------------------------------------------------
+@dataclass
+class MarketData:
+    """One market of a backtest or replay: its candles, strategy and untraded history bars."""
+
+    data: CandleData
+    strategy: Strategy
+    history: int = 0
+
+
+# -- backtest and paper on files ------------------------------------------------------------------------
 def backtest(cfg: Config, data: CandleData, strategy: Strategy, db: DBEngine, *, mode: str = "backtest",
              show_progress: bool = True, history: int = 0, stop_after: int | None = None) -> dict[str, Any]:
-    """Replay ``data`` through the live code path with the simulated broker; journal and summarise.
+    """A one-market backtest (see :func:`backtest_markets`)."""
+    return backtest_markets(cfg, [MarketData(data, strategy, history)], db, mode=mode,
+                            show_progress=show_progress, stop_after=stop_after)
 
-    The first ``history`` bars are shown to the strategy as history but never traded (and are not
-    in the equity curve). ``stop_after`` stops after that many traded bars, leaving the run
-    marked interrupted (tests use it).
+
+def backtest_markets(cfg: Config, markets: list[MarketData], db: DBEngine, *, mode: str = "backtest",
+                     show_progress: bool = True, stop_after: int | None = None) -> dict[str, Any]:
+    """Replay every market's file through the live code path with simulated brokers over one
+    wallet; journal and summarise.
+
+    Each market's first ``history`` bars are shown to its strategy as history but never traded
+    (and are not in the equity curve). Bars play in (close time, config order) order.
+    ``stop_after`` stops after that many traded bars (over all markets), leaving the run marked
+    interrupted (tests use it).
     """
-    bars = Bars.preloaded(cfg.market.symbol, cfg.market.timeframe, data.time, data.open, data.high,
-                          data.low, data.close, data.volume)
-    broker = simulated_broker(cfg)
-    tradable = len(data) - history
+    brokers = simulated_brokers(cfg)
+    sessions, events, closes = [], [], []
+    for m, md, broker in zip(cfg.markets, markets, brokers, strict=True):
+        d = md.data
+        bars = Bars.preloaded(m.symbol, m.timeframe, d.time, d.open, d.high, d.low, d.close, d.volume)
+        sessions.append(MarketSession(m, md.strategy, bars, broker, market=broker, history=md.history,
+                                      precompute=d))
+        closes.append(np.asarray(d.time[md.history:], dtype=np.int64) + timeframe_ms(m.timeframe))
+        if d.gaps.count:
+            g = d.gaps
+            events.append((int(d.time[0]), "data_gaps", {"symbol": m.symbol, "count": g.count,
+                                                         "missing_bars": g.missing_bars, "largest_ms": g.largest_ms,
+                                                         "largest_at": g.largest_at}))
+    tradable = sum(len(c) for c in closes)
     total = tradable if stop_after is None else min(stop_after, tradable)
-    events = []
-    if data.gaps.count:
-        g = data.gaps
-        events.append((int(data.time[0]), "data_gaps", {"count": g.count, "missing_bars": g.missing_bars,
-                                                          "largest_ms": g.largest_ms, "largest_at": g.largest_at}))
-    plan = RunPlan(mode=mode, data_source=data.source, events=events, history=history, precompute=data,
+    source: Any = (PreloadedSource(total, tradable) if len(sessions) == 1
+                   else MergedSource(merge_order(closes), total))
+    plan = RunPlan(mode=mode, data_source=";".join(md.data.source for md in markets), events=events,
                    show_progress=show_progress, equity_process=tradable >= 250_000)
-    runner = Runner(cfg, strategy, db, bars=bars, source=PreloadedSource(total, tradable), broker=broker,
-                    plan=plan, market=broker)
-    return run_to_end(runner.run())
+    return run_to_end(Runner(cfg, sessions, db, source=source, plan=plan).run())
 
 
-async def paper_replay(cfg: Config, data: CandleData, strategy: Strategy, db: DBEngine,
-                       speed: float = 0.0) -> dict[str, Any]:
-    """Paper trading on a replayed file: the wall clock, paced at ``speed`` x real time (0 = flat out)."""
-    broker = simulated_broker(cfg)
-    source = StreamSource(replay_candles(data, speed, timeframe_ms(cfg.market.timeframe)))
-    plan = RunPlan(mode="paper", data_source=data.source, durable=True)
-    runner = Runner(cfg, strategy, db, bars=Bars(cfg.market.symbol, cfg.market.timeframe), source=source,
-                    broker=broker, plan=plan, clock=wall_clock_ms, market=broker)
-    return await runner.run()
+async def paper_replay(cfg: Config, markets: list[MarketData], db: DBEngine, speed: float = 0.0) -> dict[str, Any]:
+    """Paper trading on replayed files: the wall clock, paced at ``speed`` x real time (0 = flat out)."""
+    brokers = simulated_brokers(cfg)
+    sessions = [MarketSession(m, md.strategy, Bars(m.symbol, m.timeframe), broker, market=broker)
+                for m, md, broker in zip(cfg.markets, markets, brokers, strict=True)]
+    source = StreamSource(replay_candles([(md.data, timeframe_ms(m.timeframe))
+                                          for m, md in zip(cfg.markets, markets, strict=True)], speed))
+    plan = RunPlan(mode="paper", data_source=";".join(md.data.source for md in markets), durable=True)
+    return await Runner(cfg, sessions, db, source=source, plan=plan, clock=wall_clock_ms).run()
 
 
 # -- paper and live on a venue's feed ---------------------------------------------------------------
@@ -174,18 +212,19 @@ async def _venue_run(cfg: Config, mode: str, checkpoint: str | None, *, resume: 
         plan = RunPlan(mode=mode, data_source=f"bybit{'-live' if bybit else ''}:{cfg.exchange.rest_url or 'default'}",
                        durable=True, drain_s=opts.drain_s)
         if rp is not None:
-            history, after, stop_at = await _resume_start(rp, feed, bybit, plan, tf, stop_at)
+            history, after, stop_at, start_qty = await _resume_start(rp, feed, bybit, plan, tf, stop_at)
         else:
-            cfg, history, after = await _fresh_start(cfg, strategy, feed, bybit, plan, now, first_from, stop_at,
-                                                     date_to)
+            cfg, history, after, start_qty = await _fresh_start(cfg, strategy, feed, bybit, plan, now, first_from,
+                                                                stop_at, date_to)
         broker: Broker = bybit if bybit is not None else simulated_broker(cfg)
         bars = Bars(cfg.market.symbol, cfg.market.timeframe)
         for c in history:
             bars.append(c)
         plan.services = _services(feed, opts, tf)
-        runner = Runner(cfg, strategy, db, bars=bars, source=StreamSource(feed.stream(after), stop_at),
-                        broker=broker, plan=plan, clock=wall_clock_ms,
-                        market=broker if isinstance(broker, SimulatedBroker) else None, events=events)
+        session = MarketSession(cfg.market, strategy, bars, broker,
+                                market=broker if isinstance(broker, SimulatedBroker) else None, start_qty=start_qty)
+        runner = Runner(cfg, [session], db, source=StreamSource(feed.stream(after), stop_at), plan=plan,
+                        clock=wall_clock_ms, events=events)
         return await runner.run()
     finally:
         if bybit is not None:
@@ -194,22 +233,21 @@ async def _venue_run(cfg: Config, mode: str, checkpoint: str | None, *, resume: 
 
 
 async def _resume_start(rp: resume_mod.ResumePlan, feed: Any, bybit: Any, plan: RunPlan, tf: int,
-                        stop_at: int | None) -> tuple[list[Any], int, int | None]:
+                        stop_at: int | None) -> tuple[list[Any], int, int | None, Decimal]:
     """The buffer of a resumed run rebuilt from the venue: (history, last bar, stop time)."""
     last = resume_mod.last_processed(rp, tf)
     history = await feed.history(rp.warmup_start, last)
     resume_mod.check_bars(rp, history, tf)
     plan.resume = rp.resume
-    plan.start_qty = Decimal(str(rp.start.get("start_qty", "0")))
     plan.run_start_ms = rp.resume.first_open
     if bybit is not None:
         bybit.since_floor = int(rp.start.get("venue_start_ms", plan.run_start_ms))
-    return history, last, stop_at if stop_at is not None else rp.stop_at_ms
+    return history, last, stop_at if stop_at is not None else rp.stop_at_ms, Decimal(str(rp.start.get("start_qty", "0")))
 
 
 async def _fresh_start(cfg: Config, strategy: Strategy, feed: Any, bybit: Any, plan: RunPlan, now: int,
                        first_from: int | None, stop_at: int | None,
-                       date_to: str | None) -> tuple[Config, list[Any], int]:
+                       date_to: str | None) -> tuple[Config, list[Any], int, Decimal]:
     """A new run starts with the bar forming at start-up (or at --from): (config, warm-up, bar before)."""
     from bot import live as venue  # noqa: PLC0415
 
@@ -227,8 +265,7 @@ async def _fresh_start(cfg: Config, strategy: Strategy, feed: Any, bybit: Any, p
     if bybit is not None:
         cfg, payload = venue.live_start(cfg, bybit, history, now, payload)
     plan.start_payload, plan.start_time, plan.run_start_ms = payload, first, first
-    plan.start_qty = bybit.qty if bybit is not None else Decimal(0)
-    return cfg, history, first - tf
+    return cfg, history, first - tf, bybit.qty if bybit is not None else Decimal(0)
 
 
 def _services(feed: Any, opts: RunOptions, tf: int) -> Any:

@@ -8,7 +8,7 @@ Reading and validating candle files is :mod:`bot.feeds.replay`'s job, not this m
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Protocol
 
@@ -103,3 +103,12 @@ class CandleData:
         for arr in (self.time, self.open, self.high, self.low, self.close, self.volume):
             h.update(np.ascontiguousarray(arr).tobytes())
         return h.hexdigest()[:16]
+
+
+def merge_order(close_times: Sequence[np.ndarray]) -> np.ndarray:
+    """Market index of every bar of several markets, in (close time, config order) order."""
+    if not close_times:
+        return np.zeros(0, dtype=np.int32)
+    times = np.concatenate(close_times)
+    which = np.concatenate([np.full(len(t), i, dtype=np.int32) for i, t in enumerate(close_times)])
+    return which[np.lexsort((which, times))]

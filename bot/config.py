@@ -1,8 +1,12 @@
 """Typed, frozen configuration: one pydantic model loaded from ``config.yaml``.
 
-Overrides come from the command line as ``--set dotted.key=value`` (the value is parsed as
-YAML, so ``--set risk.max_drawdown=0.2`` is a float). Secrets never live here: they come from
-the environment (or a ``.env`` file) through :class:`Secrets`.
+A run trades one or more **markets** out of one wallet. ``markets:`` lists them (symbol,
+category, timeframe, instrument rules, strategy, allocation, per-market risk); the one-market
+shorthand ``market:`` + ``strategy:`` is read as a one-element list. Overrides come from the
+command line as ``--set dotted.key=value`` (the value is parsed as YAML, so
+``--set risk.max_drawdown=0.2`` is a float; ``--set markets.1.strategy.params.fast=5`` indexes
+the list). Secrets never live here: they come from the environment (or a ``.env`` file) through
+:class:`Secrets`.
 """
 
 from __future__ import annotations
@@ -32,6 +36,23 @@ class _Frozen(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+class StrategyConfig(_Frozen):
+    name: str = "sma"
+    #: Strategy-specific parameters, validated by the strategy's own parameter model.
+    params: dict[str, Any] = Field(default_factory=dict)
+    checkpoint: str | None = None
+
+
+class MarketRiskConfig(_Frozen):
+    """Per-market limits; a key left out takes the ``risk:`` section's value."""
+
+    max_exposure: float | None = Field(None, gt=0, le=10)
+    max_position_notional: float | None = Field(None, ge=0)
+    min_order_notional: float | None = Field(None, ge=0)
+    cooldown_bars: int | None = Field(None, ge=0)
+    rebalance_threshold: float | None = Field(None, ge=0, lt=1)
+
+
 class MarketConfig(_Frozen):
     symbol: str = "BTCUSDT"
     timeframe: str = "1h"
@@ -41,6 +62,13 @@ class MarketConfig(_Frozen):
     qty_step: float = Field(0.001, gt=0)
     min_qty: float = Field(0.001, gt=0)
     min_notional: float = Field(5.0, ge=0)
+    strategy: StrategyConfig = StrategyConfig()
+    #: Fraction of the portfolio's equity this market's target exposure applies to. Left out:
+    #: the markets without one share what the others leave, equally (one market: 1.0).
+    allocation: float | None = Field(None, gt=0, le=1)
+    #: Candle file for backtests and replays of this market (``--data`` wins for one market).
+    data: str | None = None
+    risk: MarketRiskConfig = MarketRiskConfig()
 
     @field_validator("timeframe")
     @classmethod
@@ -55,13 +83,6 @@ class MarketConfig(_Frozen):
         if not v or not v.isalnum():
             raise ValueError(f"symbol must be alphanumeric like BTCUSDT, got {v!r}")
         return v.upper()
-
-
-class StrategyConfig(_Frozen):
-    name: str = "sma"
-    #: Strategy-specific parameters, validated by the strategy's own parameter model.
-    params: dict[str, Any] = Field(default_factory=dict)
-    checkpoint: str | None = None
 
 
 class BrokerConfig(_Frozen):
@@ -88,6 +109,14 @@ class RiskConfig(_Frozen):
     #: Rebalances smaller than this fraction of equity are not sent (avoids churn); closing to
     #: flat and flipping sides always are.
     rebalance_threshold: float = Field(0.0, ge=0, lt=1)
+    #: Portfolio cap on the sum of |position notional| over all markets, as a fraction of
+    #: equity (0 disables). Kill switches above watch the portfolio's equity.
+    max_gross_exposure: float = Field(0.0, ge=0, le=10)
+
+    def for_market(self, m: MarketConfig) -> RiskConfig:
+        """This section with the market's own limits applied."""
+        own = {k: v for k, v in m.risk.model_dump().items() if v is not None}
+        return self.model_copy(update=own) if own else self
 
 
 class StorageConfig(_Frozen):
@@ -111,19 +140,77 @@ class LoggingConfig(_Frozen):
 
 
 class Config(_Frozen):
-    market: MarketConfig = MarketConfig()
-    strategy: StrategyConfig = StrategyConfig()
+    markets: tuple[MarketConfig, ...] = (MarketConfig(),)
     broker: BrokerConfig = BrokerConfig()
     risk: RiskConfig = RiskConfig()
     storage: StorageConfig = StorageConfig()
     exchange: ExchangeConfig = ExchangeConfig()
     logging: LoggingConfig = LoggingConfig()
 
+    @model_validator(mode="before")
+    @classmethod
+    def _shorthand(cls, data: Any) -> Any:
+        """``market:`` + ``strategy:`` (one market) become a one-element ``markets:`` list."""
+        if not isinstance(data, dict) or not ({"market", "strategy"} & data.keys()):
+            return data
+        if "markets" in data:
+            raise ValueError("use either markets: (a list) or market:/strategy: (one market), not both")
+        tree = dict(data)
+        market = tree.pop("market", None) or {}
+        strategy = tree.pop("strategy", None)
+        if not isinstance(market, dict):
+            raise ValueError("market: must be a mapping")
+        if strategy is not None:
+            if "strategy" in market:
+                raise ValueError("strategy: is given twice (top level and under market:)")
+            market = {**market, "strategy": strategy}
+        tree["markets"] = [market]
+        return tree
+
     @model_validator(mode="after")
     def _consistent(self) -> Config:
-        if self.market.category == "spot" and self.risk.max_exposure > 1:
-            raise ValueError("risk.max_exposure above 1 needs leverage; spot markets allow at most 1")
+        if not self.markets:
+            raise ValueError("markets: lists no market")
+        seen: set[str] = set()
+        for m in self.markets:
+            if m.symbol in seen:
+                raise ValueError(f"market {m.symbol} is listed twice")
+            seen.add(m.symbol)
+            if m.category == "spot" and self.risk.for_market(m).max_exposure > 1:
+                raise ValueError(f"{m.symbol}: max_exposure above 1 needs leverage; spot markets allow at most 1")
+        given = sum(m.allocation for m in self.markets if m.allocation is not None)
+        if given > 1 + 1e-9:
+            raise ValueError(f"market allocations sum to {given:g}; they share one wallet and may sum to at most 1")
+        rest = [m for m in self.markets if m.allocation is None]
+        if rest:
+            if given >= 1 - 1e-9:
+                raise ValueError("market allocations leave nothing for the markets without one")
+            share = 1.0 if not given and len(rest) == 1 else (1.0 - given) / len(rest)
+            filled = tuple(m if m.allocation is not None else m.model_copy(update={"allocation": share})
+                           for m in self.markets)
+            object.__setattr__(self, "markets", filled)
         return self
+
+    # -- one-market access (training, evaluation, data download: commands about one market) -----
+    @property
+    def market(self) -> MarketConfig:
+        """The run's only market; a clear error for a multi-market config."""
+        if len(self.markets) != 1:
+            raise ConfigError(f"this command works on one market; the config lists {len(self.markets)} "
+                              f"({', '.join(self.symbols)})")
+        return self.markets[0]
+
+    @property
+    def strategy(self) -> StrategyConfig:
+        return self.market.strategy
+
+    @property
+    def symbols(self) -> list[str]:
+        return [m.symbol for m in self.markets]
+
+    def with_market(self, m: MarketConfig) -> Config:
+        """This config trading only ``m`` (one market's view: its context, its strategy)."""
+        return self.model_copy(update={"markets": (m,)})
 
 
 class Secrets(BaseSettings):
@@ -149,24 +236,35 @@ def parse_override(item: str) -> tuple[list[str], Any]:
 
 
 def _apply(tree: dict[str, Any], path: list[str], value: Any) -> None:
-    node = tree
-    for part in path[:-1]:
-        child = node.get(part)
+    node: Any = tree
+    for i, part in enumerate(path):
+        last = i == len(path) - 1
+        if isinstance(node, list):
+            if not part.isdigit() or int(part) >= len(node):
+                raise ConfigError(f"bad --set {'.'.join(path)}: {part!r} is not an index of the list "
+                                  f"(0..{len(node) - 1})")
+            key: Any = int(part)
+            child = node[key]
+        elif isinstance(node, dict):
+            key = part
+            child = node.get(part)
+        else:
+            raise ConfigError(f"bad --set {'.'.join(path)}: {path[i - 1]!r} is not a section")
+        if last:
+            node[key] = value
+            return
         if child is None:
-            child = node[part] = {}
-        if not isinstance(child, dict):
-            raise ConfigError(f"bad --set {'.'.join(path)}: {part!r} is not a section")
+            child = node[key] = {}
         node = child
-    node[path[-1]] = value
 
 
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
-    loc = ".".join(str(p) for p in err["loc"]) or "config"
-    msg = err["msg"]
+    loc = ".".join(str(p) for p in err["loc"])
+    msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
-    return f"{loc}: {msg}"
+    return f"{loc}: {msg}" if loc else msg
 
 
 def load_config(
@@ -202,7 +300,10 @@ def load_config(
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:
-        raise ConfigError(f"invalid configuration: {_first_error(exc)}") from None
+        msg = _first_error(exc)
+        if "markets" not in tree:  # the one-market shorthand: name keys as the user wrote them
+            msg = msg.replace("markets.0.strategy.", "strategy.").replace("markets.0.", "market.")
+        raise ConfigError(f"invalid configuration: {msg}") from None
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:

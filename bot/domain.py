@@ -292,9 +292,12 @@ def client_order_id(run_id: str, symbol: str, decision_time: int, seq: int = 0) 
     return f"{run_id}-{sym}-{decision_time}-{seq}"
 
 
-def decision_id(run_id: str, bar_time: int) -> str:
-    """Deterministic decision id: one decision per run and bar."""
-    return f"{run_id}-{bar_time}"
+def decision_id(run_id: str, bar_time: int, symbol: str | None = None) -> str:
+    """Deterministic decision id: one decision per run, market and bar. A one-market run leaves
+    the market out (``run-bar``); a multi-market run names it like client order ids do."""
+    if symbol is None:
+        return f"{run_id}-{bar_time}"
+    return f"{run_id}-{hashlib.sha1(symbol.encode()).hexdigest()[:4]}-{bar_time}"
 
 
 class DecisionStatus(StrEnum):
@@ -363,4 +366,9 @@ class PositionBook:
                     self.avg_price = price  # flipped: the remainder opened at this price
         self.qty = new
         self.fees += fee
-        return -(signed * price) - fee
+        return fill_cash(side, qty, price, fee)
+
+
+def fill_cash(side: Side, qty: Decimal, price: Decimal, fee: Decimal = ZERO) -> Decimal:
+    """The cash one execution moves, whatever the book: ``-(signed qty x price) - fee``."""
+    return -((qty if side is Side.BUY else -qty) * price) - fee

@@ -28,7 +28,7 @@ from bot.domain import (
     client_order_id,
     decision_id,
 )
-from bot.portfolio import order_for_target, target_quantity
+from bot.portfolio import Marks, order_for_target, target_quantity
 from bot.risk import KillSwitch, RiskManager
 from bot.trades import TradeLedger
 from broker.base import Broker, MarketDataListener
@@ -44,9 +44,14 @@ def wall_clock_ms() -> int:
 
 
 class Engine:
+    """One market of a run. Several engines share a journal, a wallet (through their brokers),
+    the portfolio's kill switch (``risk.portfolio``) and ``marks``, from which each reads the
+    portfolio's equity; a one-market run has no marks (equity = cash + qty x close)."""
+
     def __init__(self, *, run_id: str, strategy: Strategy, bars: Bars, broker: Broker, journal: Journal,
                  risk: RiskManager, fee_rate: float, bar_ms: int,
-                 clock: Callable[[], int] | None = None, market: MarketDataListener | None = None) -> None:
+                 clock: Callable[[], int] | None = None, market: MarketDataListener | None = None,
+                 allocation: float = 1.0, marks: Marks | None = None, slot: int = 0) -> None:
         self.run_id = run_id
         self.strategy = strategy
         self.bars = bars
@@ -78,7 +83,12 @@ class Engine:
         self.n_orders = 0
         self.trade_pnls: list[Decimal] = []
         self.fees_paid = Decimal(0)
-        self._risk_active = bool(risk.cfg.max_drawdown or risk.cfg.max_daily_loss)
+        self._risk_active = risk.watches_equity
+        self.allocation = allocation
+        self._marks = marks
+        self._slot = slot
+        #: Multi-market runs name the market in decision ids (one-market ids stay ``run-bar``).
+        self._id_symbol = self.symbol if marks is not None else None
         broker.set_listener(self._on_order_event, self)
 
     # -- life cycle --------------------------------------------------------------------------------
@@ -106,7 +116,13 @@ class Engine:
             market.on_bar(t, o, h, lo, c)
         # 2. Mark to market at the close; journal the equity curve.
         cash, qty = self.broker.cash_and_qty()
-        eq = cash + qty * c
+        marks = self._marks
+        if marks is None:
+            eq = cash + qty * c
+        else:
+            values = marks.values
+            values[self._slot] = qty * c
+            eq = cash + sum(values)
         self._eq_append(eq)
         self._cash_append(cash)
         self._pos_append(qty)
@@ -126,11 +142,19 @@ class Engine:
             if decision is not None:
                 decision = self._checked(decision, t)
         if decision is None:
-            if kill is not None and self.risk.cfg.kill_action == "flatten":
-                decision = Decision(self.symbol, t, 0.0, explanation={"kill_switch": kill.reason})
+            tripped = kill or self._flatten_pending(qty)
+            if tripped is not None and self.risk.cfg.kill_action == "flatten":
+                decision = Decision(self.symbol, t, 0.0, explanation={"kill_switch": tripped.reason})
             else:
                 return
         self._act(decision, t, c, eq)
+
+    def _flatten_pending(self, qty: float) -> KillSwitch | None:
+        """Another market tripped the portfolio's kill switch and this one still holds a position."""
+        tripped = self.risk.tripped
+        if tripped is None or self._marks is None or not qty or self.broker.open_orders():
+            return None
+        return tripped
 
     def _checked(self, d: Decision, t: int) -> Decision:
         try:
@@ -148,13 +172,15 @@ class Engine:
         return Decision(self.symbol, t, None, confidence=0.0, model_id=self.strategy.model_id, error=msg[:1000])
 
     def _act(self, d: Decision, t: int, price: float, eq: float) -> None:
-        did = decision_id(self.run_id, t)
+        did = decision_id(self.run_id, t, self._id_symbol)
         self.n_decisions += 1
         if d.error is not None or d.target is None:
             self.journal.record_decision(did, d, price, DecisionStatus.ERROR if d.error else DecisionStatus.NO_TRADE)
             return
-        target = self.risk.clamp(d.target)
+        target = self.risk.clamp(d.target) * self.allocation
         target = self.risk.cap_target_for_notional(target, eq)
+        if self._marks is not None:
+            target = self._cap_gross(target, eq)
         tripped = self.risk.tripped
         if tripped is not None:
             if self.risk.cfg.kill_action == "freeze":
@@ -185,6 +211,14 @@ class Engine:
             symbol=self.symbol, side=side, qty=qty, order_type=OrderType.MARKET, decision_id=did,
             reference_price=Decimal(repr(price)),
         ), t)
+
+    def _cap_gross(self, target: float, eq: float) -> float:
+        """``risk.max_gross_exposure``: this market gets what the others leave of the cap."""
+        marks = self._marks
+        if marks is None or target == 0.0 or eq <= 0:
+            return target
+        room = self.risk.cap_gross(abs(target) * eq, marks.gross_except(self._slot), eq)
+        return min(abs(target), room / eq) * (1.0 if target > 0 else -1.0)
 
     def _submit(self, req: OrderRequest, t: int) -> None:
         now = self.now_ms(t)
@@ -264,6 +298,8 @@ class Engine:
         self.bar_index = bars.n - 1
         self.last_bar = snap.last_bar
         self._synced_to = bars.n - 1  # bars up to here are journaled (or were lost with the kill)
+        if self._marks is not None and bars.n:
+            self._marks.values[self._slot] = self.broker.cash_and_qty()[1] * bars.last_close()
         return self._replay_strategy(warmup_bars, {d.bar_time: d for d in snap.decisions})
 
     def _replay_strategy(self, warmup_bars: int, journaled: dict[int, Any]) -> int:
@@ -298,7 +334,7 @@ class Engine:
             return
         k0 = n - (hi - lo)
         self.journal.record_equity_block(
-            self.bars.time[lo:hi], self.equity_curve[k0:n], self.cash_curve[k0:n],
+            self.symbol, self.bars.time[lo:hi], self.equity_curve[k0:n], self.cash_curve[k0:n],
             self.position_curve[k0:n], self.bars.close[lo:hi],
         )
         self._synced_to = hi - 1

@@ -1,4 +1,5 @@
-"""Turn a target exposure into the order that closes the gap, rounded to the instrument."""
+"""Turn a target exposure into the order that closes the gap, rounded to the instrument; the
+marks that make one market's equity the portfolio's."""
 
 from __future__ import annotations
 
@@ -40,3 +41,16 @@ def order_for_target(target_qty: Decimal, current_qty: Decimal, price: float, in
     if rebalance_threshold and not (to_flat or flip) and float(qty) * price < rebalance_threshold * equity:
         return None
     return (Side.BUY if delta > 0 else Side.SELL), qty
+
+
+class Marks:
+    """Every market's position value at its last close, shared by the engines of a run: any
+    market's engine reads the portfolio's equity as shared cash + the sum of these."""
+
+    __slots__ = ("values",)
+
+    def __init__(self, n: int) -> None:
+        self.values = [0.0] * n
+
+    def gross_except(self, slot: int) -> float:
+        return sum(abs(v) for i, v in enumerate(self.values) if i != slot)

@@ -59,14 +59,16 @@ def journal_position(fills: list[Fill], start_qty: Decimal) -> Decimal:
 async def reconcile(session: Any, *, start_qty: Decimal, run_start_ms: int) -> Report:
     """Merge the venue's orders and fills into the journal, then check the position.
 
-    ``session`` has the run's ``journal``, ``engine`` and ``broker``; only the Broker interface
-    is used, so any broker can be reconciled.
+    ``session`` is one market of the run (its ``journal``, ``engine`` and ``broker``); only the
+    Broker interface is used, so any broker can be reconciled. A multi-market run reconciles
+    each market in turn: the journal's orders and fills of that market against its broker.
     """
     journal, broker = session.journal, session.broker
     rid = journal.run_id
+    symbol = broker.instrument.symbol
     journal.flush()
     rep = Report()
-    orders, fills = orders_and_fills(journal.engine, rid)
+    orders, fills = orders_and_fills(journal.engine, rid, symbol)
     adopted_before = {o.client_order_id for o in orders if o.adopted}
     # 1. Working orders in the journal, looked up at the venue by client id.
     for o in (o for o in orders if not o.status.is_terminal):
@@ -84,14 +86,14 @@ async def reconcile(session: Any, *, start_qty: Decimal, run_start_ms: int) -> R
     await broker.fills_since(last - SINCE_MARGIN_MS)
     await broker.venue_open_orders()
     journal.flush()
-    orders_now, fills_now = orders_and_fills(journal.engine, rid)
+    orders_now, fills_now = orders_and_fills(journal.engine, rid, symbol)
     rep.fills_added = len(fills_now) - len(fills)
     rep.adopted = sorted({o.client_order_id for o in orders_now if o.adopted} - adopted_before)
     # 3. Position: the venue's must be the run's start plus what the journal holds.
     venue = await broker.refresh_books()
     expected = journal_position(fills_now, start_qty)
     rep.position_venue, rep.position_journal = format(venue.qty, "f"), format(expected, "f")
-    journal.record_event(session.engine.last_bar or run_start_ms, "reconcile", rep.as_dict())
+    journal.record_event(session.engine.last_bar or run_start_ms, "reconcile", {"symbol": symbol, **rep.as_dict()})
     journal.flush()
     if venue.qty != expected and not broker.open_orders():
         raise ReconcileError(f"reconciliation failed: the exchange holds {venue.qty} {venue.symbol}, the journal "
@@ -108,7 +110,7 @@ async def periodic(session: Any) -> None:
     diff = await broker.check_books()
     if n or diff:
         session.journal.record_event(session.engine.last_bar or 0, "reconcile_periodic",
-                                     {"fills_recovered": n, **(diff or {})})
+                                     {"symbol": broker.instrument.symbol, "fills_recovered": n, **(diff or {})})
         session.journal.flush()
     if diff:
         log.warning("books_resynced", **diff)

@@ -58,7 +58,7 @@ def plan(db: DBEngine, current: Config, run_id: str | None, mode: str) -> Resume
     cfg = Config.model_validate(tree)
     snap = run_snapshot(db, run["id"])
     resume = Resume(journal=Journal(db, run["id"], cfg.storage.batch_size), snapshot=snap,
-                    warmup_bars=int(start["warmup_bars"]), first_open=int(start["first_open"]))
+                    warmup_bars={cfg.market.symbol: int(start["warmup_bars"])}, first_open=int(start["first_open"]))
     return ResumePlan(cfg=cfg, resume=resume, start=start, warmup_start=int(start["warmup_start"]))
 
 

@@ -1,7 +1,9 @@
 """One runner for every mode: start or resume, reconciliation, the bar loop, signals, shutdown.
 
-``bot/app.py`` chooses the parts per mode (a bar source, a broker, a clock) and a
-:class:`RunPlan`; this module does the rest the same way for a backtest, paper and live:
+``bot/app.py`` chooses the parts per mode (a bar source, one broker per market over one wallet,
+a clock) and a :class:`RunPlan`; this module does the rest the same way for a backtest, paper
+and live, for one market or several (one :class:`MarketSession` and one engine per market, one
+journal run, one event loop):
 
 1. open the run in the journal (new), or continue a journaled one (resume);
 2. start the engine, or restore it from the run's snapshot (one ``engine.restore``);
@@ -20,11 +22,11 @@ import asyncio
 import contextlib
 import signal
 import time
-from collections.abc import AsyncIterator, Callable, Coroutine
+from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Any, Protocol, TypeVar
+from typing import Any, TypeVar
 
 import structlog
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
@@ -32,12 +34,13 @@ from sqlalchemy import Engine as DBEngine
 
 from bot import reconcile as rec
 from bot.bars import Bars
-from bot.config import Config, config_to_dict
-from bot.domain import Candle, RunStatus, timeframe_ms
+from bot.config import Config, MarketConfig, config_to_dict
+from bot.domain import RunStatus, timeframe_ms
 from bot.engine import Engine
-from bot.metrics import compute_metrics
-from bot.risk import RiskManager
-from bot.timeutil import ms_to_iso
+from bot.portfolio import Marks
+from bot.risk import PortfolioRisk, RiskManager
+from bot.run_summary import run_summary
+from bot.sources import BarSource, PreloadedSource, until_stopped
 from broker.base import Broker, MarketDataListener
 from storage.journal import Journal
 from storage.records import RunSnapshot
@@ -45,84 +48,39 @@ from strategies.base import Strategy
 
 log = structlog.get_logger("bot.runner")
 
-#: One bar's (or one batch's) playback: reveals each bar into the buffer and calls ``step``.
-Batch = Callable[[Callable[[], None]], None]
+@dataclass
+class MarketSession:
+    """One market of a run: its config, strategy, bar buffer and broker (over the run's one
+    wallet); the runner adds its engine and the run's journal. Reconciliation and the scheduler
+    take a session (``journal``, ``engine``, ``broker``)."""
 
+    cfg: MarketConfig
+    strategy: Strategy
+    bars: Bars
+    broker: Broker
+    #: Sees every bar's prices before the engine marks it (the simulated fill engine).
+    market: MarketDataListener | None = None
+    #: Backtests: bars shown to the strategy as history, never traded.
+    history: int = 0
+    precompute: Any = None
+    #: Venue position of this market when the run began (reconciliation).
+    start_qty: Decimal = Decimal(0)
+    engine: Engine | None = None
+    journal: Journal | None = None
 
-class BarSource(Protocol):
-    """Where closed bars come from: a preloaded file, a replayed one, a venue's stream."""
-
-    #: Why the source ended before its data did (a test's ``stop_after``), or None.
-    stopped_early: str | None
-
-    def batches(self, bars: Bars) -> AsyncIterator[Batch]: ...
-
-    async def aclose(self) -> None: ...
-
-
-class PreloadedSource:
-    """Backtests: the whole file is in ``bars`` already; batches reveal it bar by bar."""
-
-    CHUNK = 50_000
-
-    def __init__(self, total: int, tradable: int) -> None:
-        self.total = total
-        self.stopped_early = f"stopped after {total} bars" if total < tradable else None
-        self.done = 0
-
-    async def batches(self, bars: Bars) -> AsyncIterator[Batch]:
-        while self.done < self.total:
-            k = min(self.CHUNK, self.total - self.done)
-
-            def play(step: Callable[[], None], k: int = k) -> None:
-                for _ in range(k):
-                    bars.n += 1  # reveal the next preloaded bar (bounded by `total`)
-                    step()
-
-            yield play
-            self.done += k
-
-    async def aclose(self) -> None:
-        return None
-
-
-class StreamSource:
-    """Paper and live: closed candles as they arrive (a venue's stream or a paced replay)."""
-
-    def __init__(self, candles: AsyncIterator[Candle], stop_at_ms: int | None = None,
-                 close: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
-        self.candles = candles
-        self.stop_at_ms = stop_at_ms
-        self.stopped_early: str | None = None
-        self._close = close
-
-    async def batches(self, bars: Bars) -> AsyncIterator[Batch]:
-        async for c in self.candles:
-            if self.stop_at_ms is not None and c.open_time >= self.stop_at_ms:
-                return
-            bars.append(c)
-            yield _one
-
-    async def aclose(self) -> None:
-        closer = getattr(self.candles, "aclose", None)
-        with contextlib.suppress(Exception):
-            if closer is not None:
-                await closer()
-            if self._close is not None:
-                await self._close()
-
-
-def _one(step: Callable[[], None]) -> None:
-    step()
+    @property
+    def symbol(self) -> str:
+        return self.cfg.symbol
 
 
 @dataclass
 class Resume:
-    """A journaled run to continue: its journal, how its buffer was built, and its snapshot."""
+    """A journaled run to continue: its journal, how its buffers were built, and its snapshot."""
 
     journal: Journal
     snapshot: RunSnapshot
-    warmup_bars: int
+    #: Bars of warm-up each market's buffer started with (by symbol).
+    warmup_bars: dict[str, int]
     first_open: int
 
 
@@ -140,11 +98,7 @@ class RunPlan:
     start_time: int = 0
     #: Journaled before the first bar (data gaps found while loading, feed events so far).
     events: list[tuple[int, str, dict[str, Any]]] = field(default_factory=list)
-    #: Backtests: bars shown to the strategy as history, never traded.
-    history: int = 0
-    precompute: Any = None
-    #: Venue position when the run began and the run's first bar (reconciliation).
-    start_qty: Decimal = Decimal(0)
+    #: The run's first bar (reconciliation).
     run_start_ms: int = 0
     #: Wraps the bar loop (the scheduler); may set the stop event.
     services: Callable[[Runner, asyncio.Event], AbstractAsyncContextManager[Any]] | None = None
@@ -162,10 +116,10 @@ class EventBuffer:
         self.pending: list[tuple[str, dict[str, Any]]] = []
 
     def __call__(self, kind: str, payload: dict[str, Any]) -> None:
-        if self.runner is None or self.runner.engine is None:
+        if self.runner is None or self.runner.journal is None:
             self.pending.append((kind, payload))
             return
-        self.runner.engine.on_venue_event(kind, payload)
+        self.runner.journal.record_event(self.runner.last_bar or 0, kind, payload)
 
     def attach(self, runner: Runner) -> None:
         self.runner = runner
@@ -175,39 +129,54 @@ class EventBuffer:
 
 
 class Runner:
-    """Runs one run, in any mode, from its parts and plan; ``await runner.run()`` -> summary."""
+    """Runs one run, in any mode, over one or more markets; ``await runner.run()`` -> summary."""
 
-    def __init__(self, cfg: Config, strategy: Strategy, db: DBEngine, *, bars: Bars, source: BarSource,
-                 broker: Broker, plan: RunPlan, clock: Callable[[], int] | None = None,
-                 market: MarketDataListener | None = None, events: EventBuffer | None = None) -> None:
-        self.cfg, self.strategy, self.db = cfg, strategy, db
-        self.bars, self.source, self.broker, self.plan = bars, source, broker, plan
-        self.clock, self.market, self.events = clock, market, events
+    def __init__(self, cfg: Config, sessions: list[MarketSession], db: DBEngine, *, source: BarSource,
+                 plan: RunPlan, clock: Callable[[], int] | None = None, events: EventBuffer | None = None) -> None:
+        if [m.symbol for m in sessions] != cfg.symbols:
+            raise ValueError("one session per configured market, in config order")
+        self.cfg, self.sessions, self.db = cfg, sessions, db
+        self.source, self.plan, self.clock, self.events = source, plan, clock, events
         self.journal: Journal | None = None
-        self.engine: Engine | None = None
         self.started = time.perf_counter()
+
+    @property
+    def engines(self) -> list[Engine]:
+        return [m.engine for m in self.sessions if m.engine is not None]
+
+    @property
+    def last_bar(self) -> int | None:
+        bars = [e.last_bar for e in self.engines if e.last_bar is not None]
+        return max(bars) if bars else None
+
+    @property
+    def write_ahead(self) -> bool:
+        return any(m.broker.write_ahead for m in self.sessions)
 
     # -- the run -----------------------------------------------------------------------------------
     async def run(self) -> dict[str, Any]:
         plan = self.plan
         journal = self.journal = plan.resume.journal if plan.resume else self._new_run()
-        engine = self.engine = self._engine(journal)
+        self._engines(journal)
         stop = asyncio.Event()
         signals = _Signals(stop) if plan.durable else None
         status = RunStatus.COMPLETED
         try:
-            self._begin(journal, engine)
-            if self.broker.write_ahead:
-                # Nothing trades until the journal and the venue tell the same story.
-                await rec.reconcile(self, start_qty=plan.start_qty, run_start_ms=plan.run_start_ms)
+            self._begin(journal)
+            for m in self.sessions:
+                if m.broker.write_ahead:
+                    # Nothing trades until the journal and the venue tell the same story.
+                    await rec.reconcile(m, start_qty=m.start_qty, run_start_ms=plan.run_start_ms)
             if plan.resume is not None:
                 self._record_resume(journal)
             services = plan.services(self, stop) if plan.services else contextlib.nullcontext()
             async with services:
                 if not await self._loop(stop):
                     status = RunStatus.STOPPED
-                if not await self.broker.drain(plan.drain_s):
-                    log.warning("stop_orders_working", orders=[o.client_order_id for o in self.broker.open_orders()])
+                for m in self.sessions:
+                    if not await m.broker.drain(plan.drain_s):
+                        log.warning("stop_orders_working", symbol=m.symbol,
+                                    orders=[o.client_order_id for o in m.broker.open_orders()])
             if self.source.stopped_early:
                 status = RunStatus.INTERRUPTED
             return self._finish(status)
@@ -224,76 +193,103 @@ class Runner:
 
     def _new_run(self) -> Journal:
         cfg, plan = self.cfg, self.plan
+        names = [m.strategy.name for m in self.sessions]
+        ids = [m.strategy.model_id for m in self.sessions if m.strategy.model_id]
         return Journal.start_run(
-            self.db, mode=plan.mode, strategy=self.strategy.name, symbol=cfg.market.symbol,
-            timeframe=cfg.market.timeframe, category=cfg.market.category, config=config_to_dict(cfg),
-            initial_cash=cfg.broker.initial_cash, data_source=plan.data_source, model_id=self.strategy.model_id,
-            batch_size=cfg.storage.batch_size,
+            self.db, mode=plan.mode, strategy=",".join(names), symbol=",".join(cfg.symbols),
+            timeframe=_joined(m.timeframe for m in cfg.markets), category=_joined(m.category for m in cfg.markets),
+            config=config_to_dict(cfg), initial_cash=cfg.broker.initial_cash, data_source=plan.data_source,
+            model_id=(",".join(ids)[:64] or None), batch_size=cfg.storage.batch_size,
         )
 
-    def _engine(self, journal: Journal) -> Engine:
+    def _engines(self, journal: Journal) -> None:
         cfg = self.cfg
-        return Engine(
-            run_id=journal.run_id, strategy=self.strategy, bars=self.bars, broker=self.broker, journal=journal,
-            risk=RiskManager(cfg.risk, long_only=cfg.market.category == "spot"), fee_rate=cfg.broker.fee_rate,
-            bar_ms=timeframe_ms(cfg.market.timeframe), clock=self.clock, market=self.market,
-        )
+        portfolio = PortfolioRisk(cfg.risk)
+        marks = Marks(len(self.sessions)) if len(self.sessions) > 1 else None
+        for slot, m in enumerate(self.sessions):
+            m.journal = journal
+            m.engine = Engine(
+                run_id=journal.run_id, strategy=m.strategy, bars=m.bars, broker=m.broker, journal=journal,
+                risk=RiskManager(cfg.risk.for_market(m.cfg), long_only=m.cfg.category == "spot", portfolio=portfolio),
+                fee_rate=cfg.broker.fee_rate, bar_ms=timeframe_ms(m.cfg.timeframe), clock=self.clock,
+                market=m.market, allocation=m.cfg.allocation or 1.0, marks=marks, slot=slot,
+            )
 
-    def _begin(self, journal: Journal, engine: Engine) -> None:
+    def _begin(self, journal: Journal) -> None:
         plan = self.plan
         for t, kind, payload in plan.events:
             journal.record_event(t, kind, payload)
         if plan.resume is not None:
-            r = plan.resume
-            self.broker.restore(r.snapshot.initial_cash, r.snapshot.fills, r.snapshot.orders)
-            mismatches = engine.restore(r.snapshot, r.warmup_bars)
-            if mismatches:
-                log.warning("resume_strategy_mismatch", run=journal.run_id, bars=mismatches)
-                journal.record_event(r.snapshot.last_bar or r.first_open, "resume_mismatch", {"bars": mismatches})
+            self._restore(plan.resume)
             journal.reopen()
         else:
             if not plan.durable:
                 journal.use_background_writer(equity_process=plan.equity_process)
-            if plan.precompute is not None:
-                self.strategy.precompute(plan.precompute)
-            for _ in range(plan.history):
-                self.bars.advance()
-            engine.start()
+            for m in self.sessions:
+                if m.precompute is not None:
+                    m.strategy.precompute(m.precompute)
+                for _ in range(m.history):
+                    m.bars.advance()
+                assert m.engine is not None
+                m.engine.start()
             if plan.start_payload is not None:
                 journal.record_event(plan.start_time, f"{plan.mode}_start", plan.start_payload)
         if self.events is not None:
             self.events.attach(self)
         journal.flush()  # a resume needs the start event even if the process dies before the first bar
 
+    def _restore(self, r: Resume) -> None:
+        """Every market's books and engine from the run's snapshot (one ``restore`` each)."""
+        snap = r.snapshot
+        for m in self.sessions:
+            m.broker.restore(snap.initial_cash, snap.fills, snap.orders)
+        for m in self.sessions:
+            assert m.engine is not None and m.journal is not None
+            mismatches = m.engine.restore(snap.for_symbol(m.symbol), r.warmup_bars.get(m.symbol, 0))
+            if mismatches:
+                log.warning("resume_strategy_mismatch", run=m.journal.run_id, symbol=m.symbol, bars=mismatches)
+                m.journal.record_event(snap.last_bar or r.first_open, "resume_mismatch",
+                                       {"symbol": m.symbol, "bars": mismatches})
+
     def _record_resume(self, journal: Journal) -> None:
         r = self.plan.resume
         assert r is not None
-        pos = self.broker.position()
-        journal.record_event(r.snapshot.last_bar or r.first_open, f"{self.plan.mode}_resume", {
-            "last_bar": r.snapshot.last_bar, "fills": len(r.snapshot.fills), "working_orders": len(r.snapshot.working),
-            "cash": format(self.broker.balance(0.0).cash, "f"), "position": format(pos.qty, "f")})
+        first = self.sessions[0].broker
+        positions = {m.symbol: format(m.broker.position().qty, "f") for m in self.sessions}
+        payload: dict[str, Any] = {"last_bar": r.snapshot.last_bar, "fills": len(r.snapshot.fills),
+                                   "working_orders": len(r.snapshot.working),
+                                   "cash": format(first.balance(0.0).cash, "f")}
+        if len(positions) == 1:
+            payload["position"] = next(iter(positions.values()))
+        else:
+            payload["positions"] = positions
+        journal.record_event(r.snapshot.last_bar or r.first_open, f"{self.plan.mode}_resume", payload)
         journal.flush()
         log.info("run_resumed", run=journal.run_id, mode=self.plan.mode, last_bar=r.snapshot.last_bar,
                  fills=len(r.snapshot.fills), working_orders=len(r.snapshot.working))
 
     async def _loop(self, stop: asyncio.Event) -> bool:
         """Play every bar; False when a signal stopped the run first."""
-        engine, journal = self.engine, self.journal
-        assert engine is not None and journal is not None
-        step, durable = engine.on_bar, self.plan.durable
+        journal = self.journal
+        assert journal is not None
+        engines = self.engines
+        steps = [e.on_bar for e in engines]
+        books = [m.bars for m in self.sessions]
+        durable = self.plan.durable
         total = getattr(self.source, "total", 0)
         visible = self.plan.show_progress and total > PreloadedSource.CHUNK
         with Progress(TextColumn("backtest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                       transient=True, disable=not visible) as progress:
             task = progress.add_task("bars", total=total)
             # Backtests never wait (run_to_end), so only paper and live race the stop event.
-            batches = _until(self.source.batches(self.bars), stop) if durable else self.source.batches(self.bars)
+            batches = until_stopped(self.source.batches(books), stop) if durable else self.source.batches(books)
             try:
                 async for play in batches:
-                    play(step)
+                    play(steps)
                     if durable:  # one transaction per bar: a kill loses at most the bar in progress
-                        engine.sync_equity()
-                        journal.set_progress(**engine.progress())
+                        for e in engines:
+                            e.sync_equity()
+                        journal.set_progress(**self._progress())
                         journal.flush()
                     else:
                         progress.update(task, completed=getattr(self.source, "done", 0))
@@ -301,21 +297,32 @@ class Runner:
                 await batches.aclose()  # type: ignore[attr-defined]  # both are async generators
         return not stop.is_set()
 
+    def _progress(self) -> dict[str, Any]:
+        engines = self.engines
+        if len(engines) == 1:
+            return engines[0].progress()
+        firsts = [e.first_bar for e in engines if e.first_bar is not None]
+        return {"bars": sum(len(e.equity_curve) for e in engines), "first_bar": min(firsts) if firsts else None,
+                "last_bar": self.last_bar}
+
     def _finish(self, status: RunStatus) -> dict[str, Any]:
-        engine, journal = self.engine, self.journal
-        assert engine is not None and journal is not None
-        engine.sync_equity()
+        journal = self.journal
+        assert journal is not None
+        for e in self.engines:
+            e.sync_equity()
         journal.flush()
         journal.close()  # every row written (background writers drained) before the clock stops
         summary = self.summary()
-        journal.set_progress(**engine.progress(), strategy_state=_json_state(self.strategy))
+        state = _json_state(self.sessions[0].strategy) if len(self.sessions) == 1 else {
+            m.symbol: _json_state(m.strategy) for m in self.sessions}
+        journal.set_progress(**self._progress(), strategy_state=state)
         journal.finish(status, summary, error=self.source.stopped_early)
         return summary
 
     def _close_quietly(self, status: RunStatus, error: str) -> None:
-        if self.engine is not None:
+        for e in self.engines:
             with contextlib.suppress(Exception):
-                self.engine.sync_equity()
+                e.sync_equity()
         if self.journal is None:
             return
         try:
@@ -325,27 +332,16 @@ class Runner:
 
     # -- results -----------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:
-        cfg, eng = self.cfg, self.engine
-        assert eng is not None
-        n = len(eng.equity_curve)
-        closes = self.bars.close[-n:] if n else []
-        m = compute_metrics(
-            equity=eng.equity_curve, positions=eng.position_curve, prices=closes, trade_pnls=eng.trade_pnls,
-            fees=eng.fees_paid, initial_cash=cfg.broker.initial_cash, bar_ms=timeframe_ms(cfg.market.timeframe),
-        )
-        pos = self.broker.position()
         elapsed = time.perf_counter() - self.started
-        return {
-            "run_id": eng.run_id, "mode": self.plan.mode, "strategy": eng.strategy.name,
-            "symbol": cfg.market.symbol, "timeframe": cfg.market.timeframe, "model_id": eng.strategy.model_id,
-            "candles": n,
-            "start": ms_to_iso(eng.first_bar) if eng.first_bar is not None else None,
-            "end": ms_to_iso(eng.last_bar) if eng.last_bar is not None else None,
-            **m,
-            "realized_pnl": float(pos.realized_pnl), "open_position": float(pos.qty),
-            "decisions": eng.n_decisions, "orders": eng.n_orders,
-            "elapsed_s": round(elapsed, 4), "candles_per_s": round(n / elapsed, 1) if elapsed > 0 else None,
-        }
+        out = run_summary(self.cfg, self.sessions, self.plan.mode)
+        n = out["candles"]
+        out.update({"elapsed_s": round(elapsed, 4),
+                    "candles_per_s": round(n / elapsed, 1) if elapsed > 0 else None})
+        return out
+
+
+def _joined(values: Any) -> str:
+    return ",".join(dict.fromkeys(values))
 
 
 T = TypeVar("T")
@@ -382,30 +378,6 @@ class _Signals:
         for sig in self.installed:
             with contextlib.suppress(NotImplementedError, RuntimeError):
                 self.loop.remove_signal_handler(sig)
-
-
-async def _until(batches: AsyncIterator[Batch], stop: asyncio.Event) -> AsyncIterator[Batch]:
-    """The source's batches until ``stop`` is set (a stop also interrupts a wait for the next bar)."""
-    it = batches.__aiter__()
-    try:
-        while not stop.is_set():
-            nxt = asyncio.ensure_future(it.__anext__())
-            waiter = asyncio.ensure_future(stop.wait())
-            done, _ = await asyncio.wait({nxt, waiter}, return_when=asyncio.FIRST_COMPLETED)
-            if nxt in done:
-                waiter.cancel()
-                try:
-                    yield nxt.result()
-                except StopAsyncIteration:
-                    return
-            else:
-                nxt.cancel()
-                return
-    finally:
-        closer = getattr(it, "aclose", None)
-        if closer is not None:
-            with contextlib.suppress(Exception):
-                await closer()
 
 
 def _json_state(strategy: Strategy) -> dict[str, Any] | None:

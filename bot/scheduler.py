@@ -22,7 +22,10 @@ Job = Callable[[], Awaitable[Any]]
 
 
 class RunScheduler:
-    """Owns the AsyncIOScheduler for one run; use as ``async with`` around the bar loop."""
+    """Owns the AsyncIOScheduler for one run; use as ``async with`` around the bar loop.
+
+    ``session`` is the runner: its ``journal`` and its market ``sessions`` (each with its
+    ``engine`` and ``broker``); reconciliation runs per market."""
 
     def __init__(self, session: Any, *, feed: Any | None = None, equity_every_s: float = 60.0,
                  watchdog_every_s: float | None = 60.0, reconcile_every_s: float | None = 300.0,
@@ -59,10 +62,11 @@ class RunScheduler:
 
     # -- jobs -------------------------------------------------------------------------------------
     async def equity_snapshot(self) -> None:
-        eng = self.session.engine
-        if len(eng.equity_curve):
-            log.info("equity_snapshot", run=eng.run_id, equity=round(eng.equity_curve[-1], 2),
-                     position=eng.position_curve[-1], bars=len(eng.equity_curve), last_bar=eng.last_bar)
+        for m in self.session.sessions:
+            eng = m.engine
+            if len(eng.equity_curve):
+                log.info("equity_snapshot", run=eng.run_id, symbol=m.symbol, equity=round(eng.equity_curve[-1], 2),
+                         position=eng.position_curve[-1], bars=len(eng.equity_curve), last_bar=eng.last_bar)
         self.session.journal.flush()
 
     async def watchdog(self) -> None:
@@ -70,9 +74,10 @@ class RunScheduler:
             await self.feed.check_stale()
 
     async def reconcile(self) -> None:
-        res = self.reconcile_hook(self.session)
-        if asyncio.iscoroutine(res):
-            await res
+        for m in self.session.sessions:  # one market at a time
+            res = self.reconcile_hook(m)
+            if asyncio.iscoroutine(res):
+                await res
 
     async def retrain(self) -> None:
         assert self.retrain_hook is not None
@@ -91,7 +96,7 @@ class RunScheduler:
 
 
 def reconcile_paper(session: Any) -> None:
-    """Paper: the simulated wallet must agree with the position the engine last marked."""
+    """Paper: the simulated wallet must agree with the position the engine last marked (one market)."""
     eng, broker = session.engine, session.broker
     if not len(eng.position_curve):
         return

@@ -10,6 +10,8 @@ Fill assumptions (written down in the README):
 - A buy that cash cannot pay for at the fill price shrinks to what cash buys, rounded down to
   the lot; below the instrument minimum it is rejected. Spot cannot sell more than it holds.
 - Accounting is exact (Decimal): cash, signed position, average entry price, realised PnL.
+- Several markets share one :class:`Wallet` (the run's USDT): one broker per market, each with
+  its own position book and orders, every fill moving the one cash balance.
 """
 
 from __future__ import annotations
@@ -29,27 +31,50 @@ from bot.domain import (
     Position,
     PositionBook,
     Side,
+    fill_cash,
 )
 from broker.base import Broker, to_decimal
 
 _FEE_Q = Decimal("1e-10")
 
 
+class Wallet:
+    """The run's quote-currency cash, shared by every market's broker (exact, with a float mirror
+    for the per-bar equity mark)."""
+
+    __slots__ = ("cash", "cash_f")
+
+    def __init__(self, initial_cash: float | Decimal) -> None:
+        self.cash = Decimal(repr(float(initial_cash))) if isinstance(initial_cash, float | int) else initial_cash
+        self.cash_f = float(self.cash)
+
+    def move(self, delta: Decimal) -> None:
+        self.cash += delta
+        self.cash_f = float(self.cash)
+
+    def reset(self, cash: Decimal) -> None:
+        self.cash = Decimal(cash)
+        self.cash_f = float(self.cash)
+
+
 class SimulatedBroker(Broker):
     def __init__(self, instrument: Instrument, initial_cash: float, fee_rate: float,
-                 slippage_bps: float) -> None:
+                 slippage_bps: float, *, wallet: Wallet | None = None) -> None:
         super().__init__()
         self.instrument = instrument
         self.fee_rate = Decimal(repr(fee_rate))
         self.slippage = Decimal(repr(slippage_bps)) / Decimal(10_000)
-        self.cash = Decimal(repr(float(initial_cash)))
+        self.wallet = wallet if wallet is not None else Wallet(initial_cash)
         self.book = PositionBook()
         self._orders: dict[str, Order] = {}
         self._done: dict[str, Order] = {}
         self._fill_seq = 0
-        # Float mirrors for the per-bar equity mark (the hot path avoids Decimal).
-        self._cash_f = float(self.cash)
+        # Float mirror of the position for the per-bar equity mark (the hot path avoids Decimal).
         self._qty_f = 0.0
+
+    @property
+    def cash(self) -> Decimal:
+        return self.wallet.cash
 
     @property
     def qty(self) -> Decimal:
@@ -113,10 +138,10 @@ class SimulatedBroker(Broker):
         return Balance(cash=self.cash, equity=equity)
 
     def equity(self, mark_price: float) -> float:
-        return self._cash_f + self._qty_f * mark_price
+        return self.wallet.cash_f + self._qty_f * mark_price
 
     def cash_and_qty(self) -> tuple[float, float]:
-        return self._cash_f, self._qty_f
+        return self.wallet.cash_f, self._qty_f
 
     # -- the fill engine: a market-data listener -----------------------------------------------
     def pending(self) -> bool:
@@ -149,10 +174,11 @@ class SimulatedBroker(Broker):
     def _fill(self, order: Order, price: Decimal, time_ms: int) -> None:
         qty = order.remaining
         ins = self.instrument
+        cash = self.wallet.cash
         if order.side is Side.BUY:
             cost = qty * price * (1 + self.fee_rate)
-            if cost > self.cash:
-                qty = ins.floor_qty(self.cash / (price * (1 + self.fee_rate))) if self.cash > 0 else ZERO
+            if cost > cash:
+                qty = ins.floor_qty(cash / (price * (1 + self.fee_rate))) if cash > 0 else ZERO
         elif self.long_only:
             qty = min(qty, self.qty)
         if qty <= 0 or qty < ins.min_qty:
@@ -182,8 +208,7 @@ class SimulatedBroker(Broker):
         self._emit(order, fill)
 
     def _apply(self, side: Side, qty: Decimal, price: Decimal, fee: Decimal) -> None:
-        self.cash += self.book.apply(side, qty, price, fee)
-        self._cash_f = float(self.cash)
+        self.wallet.move(self.book.apply(side, qty, price, fee))
         self._qty_f = float(self.book.qty)
 
     # -- the venue side (the simulated broker is its own venue) -----------------------------------
@@ -204,12 +229,23 @@ class SimulatedBroker(Broker):
 
     # -- resume ----------------------------------------------------------------------------------
     def restore(self, initial_cash: Decimal, fills: list[Fill], orders: list[Order]) -> None:
-        """Rebuild the wallet of a resumed run: its fills booked again, its working orders back."""
-        self.cash = Decimal(initial_cash)
+        """Rebuild a resumed run's books from all its fills and orders (every market's): this
+        market's fills booked again and its working orders back; the shared wallet is the initial
+        cash moved by every fill (a fill's cash move does not depend on the book it lands in), so
+        restoring each market of a run gives the same wallet."""
+        sym = self.instrument.symbol
         self.book = PositionBook()
+        cash = Decimal(initial_cash)
+        own = 0
         for f in fills:
-            self._apply(f.side, f.qty, f.price, f.fee)
-        self._orders = {o.client_order_id: o for o in orders if not o.status.is_terminal}
-        self._done = {o.client_order_id: o for o in orders if o.status.is_terminal}
-        self._fill_seq = len(fills)  # execution ids continue the run's sequence
-        self._cash_f = float(self.cash)
+            if f.symbol == sym:
+                cash += self.book.apply(f.side, f.qty, f.price, f.fee)
+                own += 1
+            else:
+                cash += fill_cash(f.side, f.qty, f.price, f.fee)
+        self.wallet.reset(cash)
+        self._qty_f = float(self.book.qty)
+        mine = [o for o in orders if o.symbol == sym]
+        self._orders = {o.client_order_id: o for o in mine if not o.status.is_terminal}
+        self._done = {o.client_order_id: o for o in mine if o.status.is_terminal}
+        self._fill_seq = own  # execution ids continue the run's sequence

@@ -57,9 +57,10 @@ def _serve(url: str, run_id: str, insert_sql: str, queue: Any) -> None:
             done = True
             blocks.pop()
         rows: list[tuple[Any, ...]] = []
-        for block in blocks:
-            times, eq, cash, pos, px = (a.tolist() if hasattr(a, "tolist") else list(a) for a in block)
-            rows.extend(zip([run_id] * len(times), times, eq, cash, pos, px, strict=True))
+        for sym, *arrays in blocks:
+            times, eq, cash, pos, px = (a.tolist() if hasattr(a, "tolist") else list(a) for a in arrays)
+            n = len(times)
+            rows.extend(zip([run_id] * n, [sym] * n, times, eq, cash, pos, px, strict=True))
         if rows:
             with engine.begin() as conn:
                 conn.exec_driver_sql(insert_sql, rows)

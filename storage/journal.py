@@ -77,19 +77,19 @@ class Journal:
         self._order_updates: dict[str, dict[str, Any]] = {}
         self._fills: list[dict[str, Any]] = []
         self._trades: list[dict[str, Any]] = []
-        self._equity: list[tuple[Any, Any, Any, Any, Any]] = []
+        self._equity: list[tuple[str, Any, Any, Any, Any, Any]] = []
         self._equity_rows = 0
         self._events: list[dict[str, Any]] = []
         self._run_update: dict[str, Any] = {}
         self._ins = {t.name: _insert_ignore(engine, t) for t in
                      (s.decisions, s.orders, s.fills, s.trades)}
         # The equity curve is one row per bar: bypass statement compilation, plain executemany.
-        cols = "run_id, time, equity, cash, position, price"
+        cols = "run_id, symbol, time, equity, cash, position, price"
         if engine.dialect.name == "postgresql":
-            self._equity_sql = (f"INSERT INTO equity ({cols}) VALUES (%s, %s, %s, %s, %s, %s) "
+            self._equity_sql = (f"INSERT INTO equity ({cols}) VALUES (%s, %s, %s, %s, %s, %s, %s) "
                                 "ON CONFLICT DO NOTHING")
         else:
-            self._equity_sql = f"INSERT OR IGNORE INTO equity ({cols}) VALUES (?, ?, ?, ?, ?, ?)"
+            self._equity_sql = f"INSERT OR IGNORE INTO equity ({cols}) VALUES (?, ?, ?, ?, ?, ?, ?)"
         self._writer: ThreadPoolExecutor | None = None
         self._inflight: Future[None] | None = None
 
@@ -164,15 +164,18 @@ class Journal:
     def record_trade(self, trade: dict[str, Any]) -> None:
         self._trades.append({"run_id": self.run_id, **trade})
 
-    def record_equity(self, t: int, equity: float, cash: float, position: float, price: float) -> None:
-        self._equity.append(((t,), (equity,), (cash,), (position,), (price,)))
+    def record_equity(self, symbol: str, t: int, equity: float, cash: float, position: float,
+                      price: float) -> None:
+        self._equity.append((symbol, (t,), (equity,), (cash,), (position,), (price,)))
 
-    def record_equity_block(self, times: Any, equity: Any, cash: Any, position: Any, prices: Any) -> None:
-        """Equity marks for consecutive bars (array-likes of equal length); rows are built on write."""
+    def record_equity_block(self, symbol: str, times: Any, equity: Any, cash: Any, position: Any,
+                            prices: Any) -> None:
+        """One market's equity marks for consecutive bars (array-likes of equal length); rows are
+        built on write."""
         if self._equity_proc is not None:
-            self._equity_proc.put((times, equity, cash, position, prices))
+            self._equity_proc.put((symbol, times, equity, cash, position, prices))
             return
-        self._equity.append((times, equity, cash, position, prices))
+        self._equity.append((symbol, times, equity, cash, position, prices))
         self._equity_rows += len(times)
         if self._equity_rows >= self.batch_size:
             self.flush(background=self._background)
@@ -243,11 +246,13 @@ class Journal:
             if proc is not None:
                 proc.close()
 
-    def _equity_rows_of(self, blocks: list[tuple[Any, Any, Any, Any, Any]]) -> Any:
+    def _equity_rows_of(self, blocks: list[tuple[str, Any, Any, Any, Any, Any]]) -> Any:
         rid = self.run_id
-        for times, eq, cash, pos, px in blocks:
+        for sym, times, eq, cash, pos, px in blocks:
             tl = _pylist(times)
-            yield from zip([rid] * len(tl), tl, _pylist(eq), _pylist(cash), _pylist(pos), _pylist(px), strict=True)
+            n = len(tl)
+            yield from zip([rid] * n, [sym] * n, tl, _pylist(eq), _pylist(cash), _pylist(pos), _pylist(px),
+                           strict=True)
 
     def _write(self, b: _Batch) -> None:
         try:

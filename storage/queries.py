@@ -36,36 +36,72 @@ def list_runs(engine: Engine, limit: int = 50) -> list[dict[str, Any]]:
         return _rows(conn.execute(select(s.runs).order_by(desc(s.runs.c.started_at)).limit(limit)))
 
 
-def decisions(engine: Engine, run_id: str, limit: int | None = None) -> list[dict[str, Any]]:
-    q = select(s.decisions).where(s.decisions.c.run_id == run_id).order_by(s.decisions.c.bar_time)
+def run_symbols(run: dict[str, Any]) -> list[str]:
+    """The markets a run traded, in config order (``runs.symbol`` is comma-separated)."""
+    return [x for x in str(run.get("symbol") or "").split(",") if x]
+
+
+def _of(q: Any, table: Any, symbol: str | None) -> Any:
+    return q.where(table.c.symbol == symbol) if symbol else q
+
+
+def decisions(engine: Engine, run_id: str, limit: int | None = None,
+              symbol: str | None = None) -> list[dict[str, Any]]:
+    q = _of(select(s.decisions).where(s.decisions.c.run_id == run_id), s.decisions, symbol)
+    q = q.order_by(s.decisions.c.bar_time, s.decisions.c.id)
     if limit:
         q = q.limit(limit)
     with engine.connect() as conn:
         return _rows(conn.execute(q))
 
 
-def orders(engine: Engine, run_id: str) -> list[dict[str, Any]]:
-    q = select(s.orders).where(s.orders.c.run_id == run_id).order_by(s.orders.c.created_time, s.orders.c.id)
+def orders(engine: Engine, run_id: str, symbol: str | None = None) -> list[dict[str, Any]]:
+    q = _of(select(s.orders).where(s.orders.c.run_id == run_id), s.orders, symbol)
+    q = q.order_by(s.orders.c.created_time, s.orders.c.id)
     with engine.connect() as conn:
         return _rows(conn.execute(q))
 
 
-def fills(engine: Engine, run_id: str) -> list[dict[str, Any]]:
-    q = select(s.fills).where(s.fills.c.run_id == run_id).order_by(s.fills.c.time, s.fills.c.exec_id)
+def fills(engine: Engine, run_id: str, symbol: str | None = None) -> list[dict[str, Any]]:
+    q = _of(select(s.fills).where(s.fills.c.run_id == run_id), s.fills, symbol)
+    q = q.order_by(s.fills.c.time, s.fills.c.exec_id)
     with engine.connect() as conn:
         return _rows(conn.execute(q))
 
 
-def trades(engine: Engine, run_id: str) -> list[dict[str, Any]]:
-    q = select(s.trades).where(s.trades.c.run_id == run_id).order_by(s.trades.c.exit_time, s.trades.c.id)
+def trades(engine: Engine, run_id: str, symbol: str | None = None) -> list[dict[str, Any]]:
+    q = _of(select(s.trades).where(s.trades.c.run_id == run_id), s.trades, symbol)
+    q = q.order_by(s.trades.c.exit_time, s.trades.c.id)
     with engine.connect() as conn:
         return _rows(conn.execute(q))
 
 
-def equity(engine: Engine, run_id: str) -> list[dict[str, Any]]:
-    q = select(s.equity).where(s.equity.c.run_id == run_id).order_by(s.equity.c.time)
+def equity(engine: Engine, run_id: str, symbol: str | None = None) -> list[dict[str, Any]]:
+    """One market's equity rows, or (no ``symbol``) the portfolio curve.
+
+    Every row's ``equity`` and ``cash`` are the portfolio's at that market's bar close, so the
+    portfolio curve of a multi-market run is every market's rows in time order, one per time
+    (the market processed last at that time: the markets' config order). Its ``position`` and
+    ``price`` are that market's; per-market exposure comes from ``symbol=``.
+    """
+    q = _of(select(s.equity).where(s.equity.c.run_id == run_id), s.equity, symbol)
+    q = q.order_by(s.equity.c.time)
     with engine.connect() as conn:
-        return _rows(conn.execute(q))
+        rows = _rows(conn.execute(q))
+        if symbol or not rows:
+            return rows
+        run_sym = conn.scalar(select(s.runs.c.symbol).where(s.runs.c.id == run_id)) or ""
+    order = {sym: i for i, sym in enumerate(run_sym.split(","))}
+    if len(order) < 2:
+        return rows
+    rows.sort(key=lambda r: (r["time"], order.get(r["symbol"], 0)))
+    out: list[dict[str, Any]] = []
+    for r in rows:
+        if out and out[-1]["time"] == r["time"]:
+            out[-1] = r
+        else:
+            out.append(r)
+    return out
 
 
 def events(engine: Engine, run_id: str) -> list[dict[str, Any]]:

@@ -50,6 +50,7 @@ class EquityRecord:
     equity: float
     cash: float
     position: float
+    symbol: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,7 +61,8 @@ class RunSnapshot:
     initial_cash: Decimal
     orders: list[Order]
     fills: list[Fill]
-    trade_pnls: list[Decimal]
+    #: (symbol, net PnL) of every closed trade.
+    trades: list[tuple[str, Decimal]]
     equity: list[EquityRecord]
     decisions: list[DecisionRecord]
     #: The newest bar the run processed: a journaled decision counts even when the kill came
@@ -73,13 +75,34 @@ class RunSnapshot:
         return sum((f.fee for f in self.fills), Decimal(0))
 
     @property
+    def trade_pnls(self) -> list[Decimal]:
+        return [p for _, p in self.trades]
+
+    def for_symbol(self, symbol: str) -> RunSnapshot:
+        """One market's part of a multi-market run (a one-market run's snapshot is its own)."""
+        if all(d.symbol == symbol for d in self.decisions) and all(r.symbol == symbol for r in self.equity) \
+                and all(f.symbol == symbol for f in self.fills):
+            return self
+        decisions = [d for d in self.decisions if d.symbol == symbol]
+        equity = [r for r in self.equity if r.symbol == symbol]
+        last = max([-1, *(r.time for r in equity), *(d.bar_time for d in decisions)])
+        orders = [o for o in self.orders if o.symbol == symbol]
+        return RunSnapshot(
+            run_id=self.run_id, initial_cash=self.initial_cash, orders=orders,
+            fills=[f for f in self.fills if f.symbol == symbol],
+            trades=[t for t in self.trades if t[0] == symbol], equity=equity, decisions=decisions,
+            last_bar=None if last < 0 else last, decision_of={o.client_order_id: o.decision_id for o in orders})
+
+    @property
     def working(self) -> list[Order]:
         return [o for o in self.orders if not o.status.is_terminal]
 
 
-def orders_and_fills(db: Engine, run_id: str) -> tuple[list[Order], list[Fill]]:
-    """A run's orders and fills as domain objects (what reconciliation compares with the venue)."""
-    return [order_from_row(r) for r in q.orders(db, run_id)], [fill_from_row(r) for r in q.fills(db, run_id)]
+def orders_and_fills(db: Engine, run_id: str, symbol: str | None = None) -> tuple[list[Order], list[Fill]]:
+    """A run's orders and fills (of one market, or all) as domain objects (what reconciliation
+    compares with the venue)."""
+    return ([order_from_row(r) for r in q.orders(db, run_id, symbol)],
+            [fill_from_row(r) for r in q.fills(db, run_id, symbol)])
 
 
 def run_snapshot(db: Engine, run_id: str) -> RunSnapshot:
@@ -92,9 +115,9 @@ def run_snapshot(db: Engine, run_id: str) -> RunSnapshot:
     return RunSnapshot(
         run_id=run_id, initial_cash=Decimal(run["initial_cash"]), orders=orders,
         fills=fills,
-        trade_pnls=[t["net_pnl"] for t in q.trades(db, run_id)],
-        equity=[EquityRecord(int(r["time"]), float(r["equity"]), float(r["cash"]), float(r["position"]))
-                for r in q.equity(db, run_id)],
+        trades=[(t["symbol"], t["net_pnl"]) for t in q.trades(db, run_id)],
+        equity=[EquityRecord(int(r["time"]), float(r["equity"]), float(r["cash"]), float(r["position"]), sym)
+                for sym in q.run_symbols(run) for r in q.equity(db, run_id, sym)],
         decisions=decisions, last_bar=None if last < 0 else last,
         decision_of={o.client_order_id: o.decision_id for o in orders},
     )
@@ -149,7 +172,8 @@ def comparable_journal(db: Engine, run_id: str) -> dict[str, list[dict[str, Any]
     out: dict[str, list[dict[str, Any]]] = {}
     for name, rows in (("decisions", q.decisions(db, run_id)), ("orders", q.orders(db, run_id)),
                        ("fills", q.fills(db, run_id)), ("trades", q.trades(db, run_id)),
-                       ("equity", q.equity(db, run_id))):
+                       ("equity", [r for sym in q.run_symbols(q.resolve_run(db, run_id))
+                                   for r in q.equity(db, run_id, sym)])):
         skip = {"run_id", *_WALL_CLOCK.get(name, ())}
         out[name] = [{k: norm(v) for k, v in r.items() if k not in skip} for r in rows]
     out["orders"].sort(key=lambda r: r["id"])

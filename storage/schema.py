@@ -67,9 +67,10 @@ runs = Table(
     Column("mode", String(16), nullable=False),
     Column("status", String(16), nullable=False),
     Column("strategy", Text, nullable=False),  # a file strategy is named by its path
-    Column("symbol", String(32), nullable=False),
-    Column("timeframe", String(8), nullable=False),
-    Column("category", String(8), nullable=False),
+    # One market, or the run's markets comma-separated in config order.
+    Column("symbol", Text, nullable=False),
+    Column("timeframe", Text, nullable=False),
+    Column("category", Text, nullable=False),
     Column("model_id", String(64)),
     Column("data_source", Text),
     Column("config", JSON, nullable=False),
@@ -166,6 +167,8 @@ equity = Table(
     "equity",
     metadata,
     Column("run_id", String(16), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    # One curve per market; ``equity`` is the portfolio's at that market's bar close.
+    Column("symbol", String(32), primary_key=True),
     Column("time", BigInteger, primary_key=True),
     Column("equity", Float, nullable=False),
     Column("cash", Float, nullable=False),

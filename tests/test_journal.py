@@ -44,7 +44,7 @@ def test_round_trip_is_exact_and_idempotent(db: Engine) -> None:
     j.record_fill(fill)  # a replayed stream: the same execution id twice
     j.flush()
     j.record_fill(fill)  # and again after a flush
-    j.record_equity(1_000, 10_000.0, 10_000.0, 0.0, 42_000.5)
+    j.record_equity("BTCUSDT", 1_000, 10_000.0, 10_000.0, 0.0, 42_000.5)
     j.finish("completed", {"n_trades": 0})
     (row,) = q.fills(db, j.run_id)
     assert row["price"] == Decimal("42000.1") and row["fee"] == Decimal("0.0051660123")

@@ -120,3 +120,33 @@ def print_summary(summary: dict[str, Any]) -> None:
             text = str(v)
         table.add_row(label, text)
     console.print(table)
+    markets = summary.get("markets")
+    if markets:
+        print_markets(markets)
+
+
+MARKET_COLUMNS = [("symbol", "market"), ("strategy", "strategy"), ("timeframe", "tf"), ("candles", "candles"),
+                  ("allocation", "allocation"), ("n_trades", "trades"), ("net_pnl", "net PnL"), ("fees", "fees"),
+                  ("open_position", "position"), ("buy_and_hold_return", "buy & hold"), ("decisions", "decisions"),
+                  ("orders", "orders")]
+
+
+def print_markets(markets: list[dict[str, Any]]) -> None:
+    """One line per market of a multi-market run (the portfolio's figures are above it)."""
+    table = Table(title="markets")
+    for _, label in MARKET_COLUMNS:
+        table.add_column(label, justify="left" if label in ("market", "strategy", "tf") else "right")
+    for m in markets:
+        cells = []
+        for key, _ in MARKET_COLUMNS:
+            v = m.get(key)
+            if v is None:
+                cells.append("-")
+            elif key in PCT:
+                cells.append(f"{v * 100:.2f}%")
+            elif isinstance(v, float):
+                cells.append(f"{v:,.4f}" if abs(v) < 100 else f"{v:,.2f}")
+            else:
+                cells.append(str(v))
+        table.add_row(*cells)
+    console.print(table)

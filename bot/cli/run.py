@@ -13,6 +13,7 @@ from bot.cli.common import ConfigOpt, DbOpt, SetOpt, console, dumps, err_console
 from bot.config import Config
 from bot.domain import timeframe_ms
 from bot.errors import ConfigError
+from bot.feeds.replay import data_dir
 from storage.db import safe_url
 from strategies import get_spec
 
@@ -20,33 +21,68 @@ STRATEGY_HELP = ("sma, dsc, rollout, gru_sizer, an installed plugin, or path/to/
                  "(docs/strategies.md).")
 
 
+def market_data(cfg: Config, data_path: str | None, date_from: str | None, date_to: str | None,
+                checkpoint: str | None, *, backtest: bool = True) -> list[core.MarketData]:
+    """Every market's candles and strategy, validated before the journal hears of a run.
+
+    One market: ``--data``, else its ``data:`` key, else the download cache. Several: each
+    market's ``data:`` (a relative path is looked up in the working directory, then in
+    ``BOT_DATA_DIR``), else its cache; ``--data`` and ``--checkpoint`` name one market's file
+    and are refused.
+    """
+    many = len(cfg.markets) > 1
+    if many and data_path:
+        raise ConfigError("--data names one market's file; this config lists "
+                          f"{len(cfg.markets)} markets: set data: on each market instead")
+    if many and checkpoint:
+        raise ConfigError("--checkpoint names one market's model; set strategy.checkpoint on each market instead")
+    out = []
+    for m in cfg.markets:
+        path = data_path or (resolve_data_path(m.data) if m.data else None)
+        if not path:
+            from bot.data_download import cached_market_file  # noqa: PLC0415 - download on demand
+
+            path = cached_market_file(cfg.with_market(m), date_from)
+        data = core.load_data(cfg, path, date_from, date_to, market=m)
+        if backtest:
+            strategy, history, note = core.build_backtest_strategy(cfg, data, checkpoint, market=m)
+        else:
+            strategy, history, note = core.build_strategy(cfg, checkpoint, market=m), 0, None
+        if len(data) - history < strategy.warmup + 1:
+            raise ConfigError(f"{m.symbol}: {len(data) - history} candles are too few: strategy "
+                              f"{m.strategy.name} needs {strategy.warmup + 1} or more")
+        if note:
+            err_console.print(f"{m.symbol}: {note}" if many else note)
+        if data.gaps.count:
+            err_console.print(f"[yellow]warning:[/yellow] {m.symbol}: "
+                              f"{data.gaps.describe(timeframe_ms(m.timeframe))}")
+        out.append(core.MarketData(data, strategy, history))
+    return out
+
+
+def resolve_data_path(path: str) -> str:
+    p = Path(path).expanduser()
+    if p.is_absolute() or p.exists():
+        return str(p)
+    shared = data_dir() / p
+    return str(shared if shared.exists() else p)
+
+
 def _backtest(cfg: Config, data_path: str | None, date_from: str | None, date_to: str | None,
               checkpoint: str | None, as_json: bool, mode: str = "backtest",
               report: Path | None = None) -> None:
-    if not data_path:
-        from bot.data_download import cached_market_file  # noqa: PLC0415 - download on demand
-
-        data_path = cached_market_file(cfg, date_from)
-    # Validate every input before the journal hears of a run: bad input leaves nothing behind.
-    data = core.load_data(cfg, data_path, date_from, date_to)
+    markets = market_data(cfg, data_path, date_from, date_to, checkpoint)
     db = core.open_journal_db(cfg.storage.url)
-    strategy, history, note = core.build_backtest_strategy(cfg, data, checkpoint)
-    if len(data) - history < strategy.warmup + 1:
-        raise ConfigError(f"{len(data) - history} candles are too few: strategy {cfg.strategy.name} "
-                          f"needs {strategy.warmup + 1} or more")
-    if note:
-        err_console.print(note)
-    if data.gaps.count:
-        err_console.print(f"[yellow]warning:[/yellow] {data.gaps.describe(timeframe_ms(cfg.market.timeframe))}")
-    summary = core.backtest(cfg, data, strategy, db, mode=mode, show_progress=not as_json, history=history)
+    summary = core.backtest_markets(cfg, markets, db, mode=mode, show_progress=not as_json)
     if as_json:
         sys.stdout.write(dumps(summary) + "\n")
     else:
         print_summary(summary)
         console.print(f"journal: {safe_url(cfg.storage.url)}  run {summary['run_id']}")
-        section = get_spec(cfg.strategy.name).resolve("summary_section")
-        if section is not None:  # the strategy's own post-backtest section (rollout: attention)
-            section(console, db, summary["run_id"])
+        for m in cfg.markets:
+            section = get_spec(m.strategy.name).resolve("summary_section")
+            if section is not None:  # the strategy's own post-backtest section (rollout: attention)
+                section(console, db, summary["run_id"])
     if report is not None:
         from bot.cli.journal_report import make_report  # noqa: PLC0415 - optional part
 
@@ -118,14 +154,13 @@ def register(app: typer.Typer) -> None:
 
 def _paper_replay(cfg: Config, data_path: str | None, speed: float, date_from: str | None,
                   date_to: str | None, checkpoint: str | None, as_json: bool) -> None:
-    if not data_path:
-        raise ConfigError("--feed replay needs --data FILE")
+    if not data_path and not all(m.data for m in cfg.markets):
+        raise ConfigError("--feed replay needs --data FILE (or data: on every market)")
     if speed < 0:
         raise ConfigError("--speed must be 0 (as fast as possible) or positive")
-    data = core.load_data(cfg, data_path, date_from, date_to)
-    strategy = core.build_strategy(cfg, checkpoint)
+    markets = market_data(cfg, data_path, date_from, date_to, checkpoint, backtest=False)
     db = core.open_journal_db(cfg.storage.url)
-    summary = asyncio.run(core.paper_replay(cfg, strategy=strategy, data=data, db=db, speed=speed))
+    summary = asyncio.run(core.paper_replay(cfg, markets, db, speed=speed))
     if as_json:
         sys.stdout.write(dumps(summary) + "\n")
     else:

@@ -8,15 +8,17 @@ filled with invented prices.
 from __future__ import annotations
 
 import asyncio
+import os
+import re
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import numpy as np
 import pandas as pd
 
-from bot.candles import CandleData, find_gaps
-from bot.domain import Candle
+from bot.candles import CandleData, find_gaps, merge_order
+from bot.domain import TIMEFRAME_MS, Candle
 from bot.errors import DataError
 
 COLUMNS = ["timestamp", "open", "high", "low", "close", "volume"]
@@ -37,6 +39,26 @@ def _read_frame(path: Path) -> pd.DataFrame:
     raise DataError(f"unsupported data file {path}: expected .csv, .csv.gz or .parquet")
 
 
+def data_dir() -> Path:
+    """Where the shared market data lives: ``BOT_DATA_DIR`` (default ``../shared/data``)."""
+    return Path(os.environ.get("BOT_DATA_DIR", "../shared/data")).expanduser()
+
+
+_SYMBOL_TOKEN = re.compile(r"^[A-Z0-9]{2,}(USDT|USDC|USD|PERP)$")
+
+
+def check_file_name(p: Path, symbol: str, timeframe: str) -> None:
+    """A file named like ``bybit_ETHUSDT_1h.csv.gz`` must be the market's symbol and timeframe.
+
+    Names without such tokens are not judged (the candle spacing is checked either way)."""
+    tokens = re.split(r"[_\-.\s]+", p.name)
+    for tok in tokens:
+        if _SYMBOL_TOKEN.match(tok) and tok != symbol:
+            raise DataError(f"{p.name}: the file name says {tok} but the market is {symbol}")
+        if tok in TIMEFRAME_MS and tok != timeframe:
+            raise DataError(f"{p.name}: the file name says {tok} candles but the market's timeframe is {timeframe}")
+
+
 def load_candles(
     path: str | Path,
     *,
@@ -52,6 +74,7 @@ def load_candles(
         raise DataError(f"data file not found: {p}")
     if p.is_dir():
         raise DataError(f"data path is a directory, expected a file: {p}")
+    check_file_name(p, symbol, timeframe)
     df = _read_frame(p)
     cols = [str(c).strip().lower() for c in df.columns]
     if cols != COLUMNS:
@@ -112,19 +135,25 @@ def load_candles(
                       str(p), gaps)
 
 
-async def replay_candles(data: CandleData, speed: float, bar_ms: int) -> AsyncIterator[Candle]:
-    """Yield candles paced at ``speed`` times real time (0 = as fast as possible).
+async def replay_candles(markets: Sequence[tuple[CandleData, int]], speed: float) -> AsyncIterator[Candle]:
+    """Yield the candles of one or more markets ((data, bar_ms) each) paced at ``speed`` times
+    real time (0 = as fast as possible), in (close time, market order) order.
 
     Each candle is delivered when it would have closed, scaled: a live feed's timing, replayed.
     """
     start = time.monotonic()
-    t0 = int(data.time[0]) if len(data) else 0
-    for i in range(len(data)):
+    firsts = [int(d.time[0]) for d, _ in markets if len(d)]
+    t0 = min(firsts) if firsts else 0
+    closes = [np.asarray(d.time, dtype=np.int64) + ms for d, ms in markets]
+    nexts = [0] * len(markets)
+    for m in merge_order(closes).tolist():
+        i = nexts[m]
+        nexts[m] += 1
         if speed > 0:
-            due = (int(data.time[i]) + bar_ms - t0) / 1000.0 / speed
+            due = (int(closes[m][i]) - t0) / 1000.0 / speed
             delay = due - (time.monotonic() - start)
             if delay > 0:
                 await asyncio.sleep(delay)
         else:
             await asyncio.sleep(0)
-        yield data.candle(i)
+        yield markets[m][0].candle(i)
