@@ -83,7 +83,7 @@ async def measure(name: str, sets: list[str], n_bars: int, bar_ms: float, checkp
                 starter.cancel()
         finally:
             SimulatedBroker.submit, Engine.on_bar = orig_submit, orig_on_bar  # type: ignore[method-assign]
-    arr = feeds[0].arrivals
+    arr = {t: p for (sym, t), p in feeds[0].arrivals.items() if sym == "BTCUSDT"}
     first_live = a  # bars fetched over REST have no arrival stamp and are not counted
     order_ms = np.array([(p - arr[t]) * 1000 for t, p in submits if t in arr and t >= first_live])
     done_ms = np.array([(p - arr[t]) * 1000 for t, p in done if t in arr and t >= first_live])

@@ -223,8 +223,8 @@ async def _venue_run(cfg: Config, mode: str, checkpoint: str | None, *, resume: 
         plan.services = _services(feed, opts, tf)
         session = MarketSession(cfg.market, strategy, bars, broker,
                                 market=broker if isinstance(broker, SimulatedBroker) else None, start_qty=start_qty)
-        runner = Runner(cfg, [session], db, source=StreamSource(feed.stream(after), stop_at), plan=plan,
-                        clock=wall_clock_ms, events=events)
+        runner = Runner(cfg, [session], db, source=StreamSource(feed.stream({cfg.market.symbol: after}), stop_at),
+                        plan=plan, clock=wall_clock_ms, events=events)
         return await runner.run()
     finally:
         if bybit is not None:
@@ -236,7 +236,7 @@ async def _resume_start(rp: resume_mod.ResumePlan, feed: Any, bybit: Any, plan: 
                         stop_at: int | None) -> tuple[list[Any], int, int | None, Decimal]:
     """The buffer of a resumed run rebuilt from the venue: (history, last bar, stop time)."""
     last = resume_mod.last_processed(rp, tf)
-    history = await feed.history(rp.warmup_start, last)
+    history = await feed.history(rp.cfg.market.symbol, rp.warmup_start, last)
     resume_mod.check_bars(rp, history, tf)
     plan.resume = rp.resume
     plan.run_start_ms = rp.resume.first_open
@@ -257,7 +257,7 @@ async def _fresh_start(cfg: Config, strategy: Strategy, feed: Any, bybit: Any, p
         raise ConfigError(f"--to {date_to} is not after the first bar to trade ({ms_to_iso(first)})")
     if first_from is not None:
         now = await venue.wait_for(feed, first, tf)  # a start in the future: its warm-up must be closed
-    history = await feed.warmup(max(int(strategy.warmup), 1) + venue.WARMUP_MARGIN, first)
+    history = await feed.warmup(cfg.market.symbol, max(int(strategy.warmup), 1) + venue.WARMUP_MARGIN, first)
     ex = cfg.exchange
     payload: dict[str, Any] = {
         "warmup_start": history[0].open_time if history else first, "warmup_bars": len(history),

@@ -69,7 +69,7 @@ def venue_name(cfg: Config) -> str:
 def make_feed(cfg: Config, opts: RunOptions, on_event: Any) -> BybitFeed:
     ex, m = cfg.exchange, cfg.market
     make = opts.feed_factory or BybitFeed
-    feed: BybitFeed = make(m.symbol, m.timeframe, m.category, rest_url=ex.rest_url, ws_url=ex.ws_url,
+    feed: BybitFeed = make([(m.symbol, m.timeframe)], m.category, rest_url=ex.rest_url, ws_url=ex.ws_url,
                            testnet=ex.testnet, timeout_s=ex.timeout_s, ping_interval_s=opts.ping_interval_s,
                            on_event=on_event)
     return feed

@@ -91,14 +91,14 @@ async def test_a_bar_pushed_before_its_predecessor_is_backfilled(btc_1h: Path) -
     faults = FaultConfig(ws_reorder_rate=0.5, seed=5)
     events: list[str] = []
     async with SimServer(SimConfig(data=[str(btc_1h)], bar_ms=20.0, updates_per_bar=0, faults=faults)) as sim:
-        feed = BybitFeed("BTCUSDT", "1h", rest_url=sim.rest_url, ws_url=sim.ws_url, backoff_s=0.02,
+        feed = BybitFeed([("BTCUSDT", "1h")], rest_url=sim.rest_url, ws_url=sim.ws_url, backoff_s=0.02,
                          backoff_max_s=0.2, on_event=lambda kind, _payload: events.append(kind))
         now = await feed.server_time()
         after = now - now % HOUR - 2 * HOUR  # the stream starts with the last closed bar (over REST)
         seen: list[int] = []
 
         async def until_repaired() -> None:
-            async with contextlib.aclosing(feed.stream(after)) as stream:
+            async with contextlib.aclosing(feed.stream({"BTCUSDT": after})) as stream:
                 async for c in stream:
                     seen.append(c.open_time)
                     if feed.stats["gaps"] >= 3 and feed.stats["duplicates"] >= 3:

@@ -1,11 +1,14 @@
-"""Live candle feed from Bybit: REST warm-up and backfill, closed bars from the public WebSocket.
+"""Live candle feed from Bybit: REST warm-up and backfill, closed bars of several markets over
+one public WebSocket connection (one category: /v5/public/linear or /v5/public/spot).
 
-Only bars marked ``confirm: true`` are delivered. Each bar is delivered exactly once and in
-order: duplicates (by open time) are dropped; a bar that arrives after a gap triggers a REST
-backfill of the gap first (so reordered pushes become a backfill plus a dropped duplicate).
-After every (re)connect the bars missed while disconnected are fetched over REST. The
-connection pings every ``ping_interval_s`` and reconnects with exponential backoff. Gaps the
-exchange cannot fill are reported through ``on_event``; prices are never invented.
+Only bars marked ``confirm: true`` are delivered. Each market's bars are delivered exactly once
+and in order: duplicates (by open time) are dropped; a bar that arrives after a gap triggers a
+REST backfill of the gap first (so reordered pushes become a backfill plus a dropped duplicate).
+After every (re)connect the bars missed while disconnected are fetched over REST, per market.
+Bars of different markets that close together leave in the order of the market list
+(bot/feeds/align.py). One subscribe message carries every market's topic. The connection pings
+every ``ping_interval_s`` and reconnects with exponential backoff. Gaps the exchange cannot fill
+are reported through ``on_event``; prices are never invented.
 """
 
 from __future__ import annotations
@@ -15,22 +18,23 @@ import contextlib
 import json
 import random
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
 from typing import Any
 
 import aiohttp
 import structlog
 
-from bot.domain import Candle, timeframe_ms
+from bot.domain import Candle
 from bot.errors import ExchangeError, ExchangeFatalError, ExchangeRetryableError
+from bot.feeds.align import CloseAligner, MarketSpec, market_specs
 from bot.feeds.bybit_rest import BybitRest
 
 log = structlog.get_logger("bot.feeds.bybit")
 
 MAINNET_WS = "wss://stream.bybit.com"
 TESTNET_WS = "wss://stream-testnet.bybit.com"
-INTERVALS = {"1m": "1", "3m": "3", "5m": "5", "15m": "15", "30m": "30", "1h": "60", "2h": "120",
-             "4h": "240", "6h": "360", "12h": "720", "1d": "D"}
+#: WebSocket arrival stamps kept (the oldest half is dropped past this).
+ARRIVALS_MAX = 4096
 
 EventSink = Callable[[str, dict[str, Any]], None]
 
@@ -40,119 +44,160 @@ class _Reconnect(Exception):
 
 
 class BybitFeed:
-    def __init__(self, symbol: str, timeframe: str, category: str = "linear", *,
+    """Closed bars of ``markets`` ((symbol, timeframe) pairs, in the run's order) of one category."""
+
+    def __init__(self, markets: Sequence[tuple[str, str]], category: str = "linear", *,
                  rest_url: str | None = None, ws_url: str | None = None, testnet: bool = True,
                  timeout_s: float = 10.0, ping_interval_s: float = 20.0, backoff_s: float = 0.5,
-                 backoff_max_s: float = 30.0, on_event: EventSink | None = None) -> None:
-        self.symbol = symbol
-        self.timeframe = timeframe
+                 backoff_max_s: float = 30.0, on_event: EventSink | None = None, align_s: float = 2.0) -> None:
+        self.markets: list[MarketSpec] = market_specs(markets)
+        self.symbols = [m.symbol for m in self.markets]
         self.category = category
-        self.tf_ms = timeframe_ms(timeframe)
-        self.rest = BybitRest(symbol, timeframe, category, rest_url=rest_url, testnet=testnet,
-                              timeout_s=timeout_s)
+        self.rest = BybitRest(category, rest_url=rest_url, testnet=testnet, timeout_s=timeout_s)
         # A local simulator serves REST and WebSocket on one port: derive ws:// from http:// then.
         derived = rest_url.replace("http", "ws", 1) if rest_url and not ws_url else None
         base = ws_url or derived or (TESTNET_WS if testnet else MAINNET_WS)
         self.ws_url = base if "/v5/" in base else f"{base.rstrip('/')}/v5/public/{category}"
-        self.topic = f"kline.{INTERVALS[timeframe]}.{symbol}"
+        self.topics = [m.topic for m in self.markets]
         self.ping_interval_s = ping_interval_s
         self.backoff_s = backoff_s
         self.backoff_max_s = backoff_max_s
         self.on_event = on_event
-        self.last_open: int | None = None
-        #: perf_counter() when each bar's confirmed WebSocket push reached the process (latency bench);
-        #: bars that came over REST have no entry.
-        self.arrivals: dict[int, float] = {}
+        self.align_s = align_s
+        #: Per symbol: open time of the last bar taken (delivered, or held for the cross-market order).
+        self.last_open: dict[str, int | None] = {m.symbol: None for m in self.markets}
+        #: perf_counter() when each (symbol, open time) bar's confirmed WebSocket push reached the
+        #: process (latency bench); bars that came over REST have no entry.
+        self.arrivals: dict[tuple[str, int], float] = {}
         self.stats = {"connects": 0, "duplicates": 0, "backfilled": 0, "gaps": 0, "stale": 0}
+        self._by_symbol = {m.symbol: m for m in self.markets}
+        self._by_topic = {m.topic: m for m in self.markets}
+        self._merge = CloseAligner(self.markets, self.last_open, align_s)
         self._ws: aiohttp.ClientWebSocketResponse | None = None
-        self._session: aiohttp.ClientSession | None = None
         self._closed = False
-        self._last_bar_wall = time.monotonic()
 
     # -- REST helpers ------------------------------------------------------------------------------
+    def _market(self, symbol: str) -> MarketSpec:
+        try:
+            return self._by_symbol[symbol]
+        except KeyError:
+            raise ValueError(f"{symbol} is not a market of this feed ({', '.join(self.symbols)})") from None
+
     async def server_time(self) -> int:
         return await self.rest.server_time()
 
-    async def warmup(self, n: int, before_ms: int) -> list[Candle]:
-        """The last ``n`` closed bars with open time before ``before_ms``."""
+    async def warmup(self, symbol: str, n: int, before_ms: int) -> list[Candle]:
+        """The last ``n`` closed bars of ``symbol`` with open time before ``before_ms``."""
+        m = self._market(symbol)
         if n <= 0:
             return []
-        return await self.rest.closed(before_ms - n * self.tf_ms, before_ms - self.tf_ms)
+        return await self.rest.closed(symbol, m.timeframe, before_ms - n * m.tf_ms, before_ms - m.tf_ms)
 
-    async def history(self, start_ms: int, end_ms: int) -> list[Candle]:
-        return await self.rest.closed(start_ms, end_ms)
+    async def history(self, symbol: str, start_ms: int, end_ms: int) -> list[Candle]:
+        """Closed bars of ``symbol`` with open time in ``[start_ms, end_ms]``."""
+        return await self.rest.closed(symbol, self._market(symbol).timeframe, start_ms, end_ms)
 
     def _event(self, kind: str, payload: dict[str, Any]) -> None:
         if self.on_event is not None:
             self.on_event(kind, payload)
 
     # -- the stream --------------------------------------------------------------------------------
-    async def stream(self, after_ms: int) -> AsyncIterator[Candle]:
-        """Closed candles with open time after ``after_ms``, in order, each exactly once."""
-        self.last_open = after_ms
-        self._session = aiohttp.ClientSession()
+    async def stream(self, after: Mapping[str, int]) -> AsyncIterator[Candle]:
+        """Closed candles of every market with open time after ``after[symbol]``: each market's in
+        order and exactly once, bars that close together in list order."""
+        missing = [s for s in self.symbols if s not in after]
+        if missing:
+            raise ValueError(f"stream(after) lacks the last open time of {', '.join(missing)}")
+        for s in self.symbols:
+            self.last_open[s] = int(after[s])
+        self._merge = CloseAligner(self.markets, self.last_open, self.align_s)
+        session = aiohttp.ClientSession()
         backoff = self.backoff_s
         try:
             while not self._closed:
                 try:
-                    async for c in self._connection():
-                        backoff = self.backoff_s
-                        yield c
+                    async with contextlib.aclosing(self._connection(session)) as bars:
+                        async for c in bars:
+                            backoff = self.backoff_s
+                            self._deliver(c)
+                            yield c
                 except (aiohttp.ClientError, TimeoutError, ConnectionError, ExchangeRetryableError,
                         _Reconnect) as exc:
                     # ExchangeFatalError (unknown symbol, refused subscription) ends the stream.
                     if self._closed:
                         break
                     wait = backoff * (1 + 0.25 * random.random())
-                    log.warning("feed_reconnect", error=f"{type(exc).__name__}: {str(exc)[:160]}",
-                                wait_s=round(wait, 3))
-                    self._event("feed_reconnect", {"error": f"{type(exc).__name__}: {str(exc)[:200]}",
+                    error = f"{type(exc).__name__}: {str(exc)[:200]}"
+                    log.warning("feed_reconnect", error=error[:180], wait_s=round(wait, 3))
+                    self._event("feed_reconnect", {"symbol": ",".join(self.symbols), "error": error,
                                                    "wait_s": round(wait, 3)})
                     await asyncio.sleep(wait)
                     backoff = min(backoff * 2, self.backoff_max_s)
         finally:
-            await self._session.close()
+            await session.close()
 
-    async def _connection(self) -> AsyncIterator[Candle]:
-        assert self._session is not None
-        async with self._session.ws_connect(self.ws_url, heartbeat=None, autoping=True,
-                                            timeout=aiohttp.ClientWSTimeout(ws_close=2.0)) as ws:
+    async def _connection(self, session: aiohttp.ClientSession) -> AsyncIterator[Candle]:
+        async with session.ws_connect(self.ws_url, heartbeat=None, autoping=True,
+                                      timeout=aiohttp.ClientWSTimeout(ws_close=2.0)) as ws:
             self._ws = ws
             self.stats["connects"] += 1
-            await ws.send_str(json.dumps({"op": "subscribe", "args": [self.topic],
+            await ws.send_str(json.dumps({"op": "subscribe", "args": self.topics,
                                           "req_id": f"sub-{self.stats['connects']}"}))
             pinger = asyncio.create_task(self._pinger(ws))
             try:
                 # Whatever closed while we were away (or before the first connect) comes over REST.
-                now = await self.rest.server_time()
-                for c in await self._fill(now - self.tf_ms, now, "reconnect"):
+                await self._catch_up(await self.rest.server_time())
+                for c in self._merge.ready():
                     yield c
                 idle = max(self.ping_interval_s * 2.5, 5.0)
+                heard = time.monotonic()
                 while True:
-                    msg = await ws.receive(timeout=idle)
-                    if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
-                                    aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.ERROR):
-                        raise _Reconnect(f"websocket closed ({msg.type.name})")
-                    if msg.type != aiohttp.WSMsgType.TEXT:
+                    msg = await self._receive(ws, heard + idle)
+                    if msg is None:  # the oldest held group's time is up
+                        for c in self._merge.ready():
+                            yield c
                         continue
-                    arrived = time.perf_counter()
-                    data = json.loads(msg.data)
-                    if data.get("op") == "subscribe" and data.get("success") is False:
-                        raise ExchangeFatalError(f"subscribe {self.topic} refused: {data.get('ret_msg')}")
-                    if data.get("topic") != self.topic:
-                        continue
-                    for k in data.get("data") or []:
-                        if not k.get("confirm"):
-                            continue
-                        c = Candle(self.symbol, self.timeframe, int(k["start"]), float(k["open"]),
-                                   float(k["high"]), float(k["low"]), float(k["close"]), float(k["volume"]))
-                        for out in await self._accept(c, arrived):
-                            yield out
+                    heard = time.monotonic()
+                    for c in await self._on_message(msg):
+                        yield c
             finally:
                 pinger.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await pinger
                 self._ws = None
+
+    async def _receive(self, ws: aiohttp.ClientWebSocketResponse, silent_at: float) -> aiohttp.WSMessage | None:
+        """The next message; None when the merge's deadline comes first. A connection silent until
+        ``silent_at`` (no pong, no push) raises TimeoutError: reconnect."""
+        deadline = self._merge.deadline()
+        until = silent_at if deadline is None else min(silent_at, deadline)
+        try:
+            # receive(timeout=0) would wait forever: always a positive timeout.
+            return await ws.receive(timeout=max(until - time.monotonic(), 0.001))
+        except TimeoutError:
+            if deadline is not None and deadline < silent_at:
+                return None
+            raise
+
+    async def _on_message(self, msg: aiohttp.WSMessage) -> list[Candle]:
+        if msg.type in (aiohttp.WSMsgType.CLOSE, aiohttp.WSMsgType.CLOSED,
+                        aiohttp.WSMsgType.CLOSING, aiohttp.WSMsgType.ERROR):
+            raise _Reconnect(f"websocket closed ({msg.type.name})")
+        if msg.type != aiohttp.WSMsgType.TEXT:
+            return []
+        arrived = time.perf_counter()
+        data = json.loads(msg.data)
+        if data.get("op") == "subscribe" and data.get("success") is False:
+            raise ExchangeFatalError(f"subscribe {','.join(self.topics)} refused: {data.get('ret_msg')}")
+        m = self._by_topic.get(data.get("topic"))
+        if m is None:
+            return []
+        for k in data.get("data") or []:
+            if k.get("confirm"):
+                c = Candle(m.symbol, m.timeframe, int(k["start"]), float(k["open"]), float(k["high"]),
+                           float(k["low"]), float(k["close"]), float(k["volume"]))
+                await self._accept(m, c, arrived)
+        return self._merge.ready()
 
     async def _pinger(self, ws: aiohttp.ClientWebSocketResponse) -> None:
         n = 0
@@ -162,67 +207,83 @@ class BybitFeed:
             with contextlib.suppress(Exception):
                 await ws.send_str(json.dumps({"op": "ping", "req_id": f"ping-{n}"}))
 
-    async def _accept(self, c: Candle, arrived: float) -> list[Candle]:
-        last = self.last_open
+    async def _accept(self, m: MarketSpec, c: Candle, arrived: float) -> None:
+        """A confirmed push: dropped when seen, else taken after the REST backfill of any gap."""
+        last = self.last_open[m.symbol]
         if last is not None and c.open_time <= last:
             self.stats["duplicates"] += 1
-            return []
-        out: list[Candle] = []
-        if last is not None and c.open_time > last + self.tf_ms:
+            return
+        if last is not None and c.open_time > last + m.tf_ms:
             # A gap (dropped or reordered push): fetch the missing closed bars first.
-            out.extend(await self._fill(c.open_time - self.tf_ms, c.open_time + self.tf_ms, "gap"))
-        out.append(c)
-        self._deliver(c)
+            await self._fill(m, c.open_time - m.tf_ms, c.open_time + m.tf_ms, "gap")
+        self._take(m, c)
         log.info("bar_closed", symbol=c.symbol, open_time=c.open_time, close=c.close)
-        self.arrivals[c.open_time] = arrived
-        if len(self.arrivals) > 4096:
-            for k in list(self.arrivals)[:2048]:
+        self.arrivals[(m.symbol, c.open_time)] = arrived
+        if len(self.arrivals) > ARRIVALS_MAX:
+            for k in list(self.arrivals)[:ARRIVALS_MAX // 2]:
                 del self.arrivals[k]
-        return out
 
-    async def _fill(self, end_open: int, now_ms: int, why: str) -> list[Candle]:
-        """REST: closed bars after ``last_open`` up to open time ``end_open``; reports holes."""
-        last = self.last_open
+    async def _catch_up(self, now_ms: int) -> None:
+        """REST: every market's bars closed since its last one; all are fetched before any leaves,
+        so the merge sorts the batches by (close time, list index)."""
+        done = await asyncio.gather(*(self._fill(m, now_ms - m.tf_ms, now_ms, "reconnect") for m in self.markets),
+                                    return_exceptions=True)
+        for res in done:
+            if isinstance(res, BaseException):
+                raise res
+
+    async def _fill(self, m: MarketSpec, end_open: int, now_ms: int, why: str) -> None:
+        """REST: closed bars of ``m`` after its last one up to open time ``end_open``; reports holes."""
+        last = self.last_open[m.symbol]
         if last is None or end_open <= last:
-            return []
-        got = await self.rest.closed(last + self.tf_ms, end_open, now_ms)
+            return
+        got = await self.rest.closed(m.symbol, m.timeframe, last + m.tf_ms, end_open, now_ms)
         got = [c for c in got if c.open_time > last]
         for c in got:
-            self._deliver(c)
+            self._take(m, c)
         self.stats["backfilled"] += len(got)
         if why == "gap":
             self.stats["gaps"] += 1
-        expected_last = end_open - (end_open - last) % self.tf_ms
+        expected_last = end_open - (end_open - last) % m.tf_ms
         have_last = got[-1].open_time if got else last
-        missing = (expected_last - have_last) // self.tf_ms if why == "gap" else 0
+        missing = (expected_last - have_last) // m.tf_ms if why == "gap" else 0
         if got or missing:
-            log.info("feed_backfill", why=why, bars=len(got), missing=missing)
+            log.info("feed_backfill", symbol=m.symbol, why=why, bars=len(got), missing=missing)
         if missing > 0:
-            self._event("feed_gap", {"after": have_last, "missing_bars": int(missing)})
-        return got
+            self._event("feed_gap", {"symbol": m.symbol, "after": have_last, "missing_bars": int(missing)})
+
+    def _take(self, m: MarketSpec, c: Candle) -> None:
+        self.last_open[m.symbol] = c.open_time
+        self._merge.add(m, c)
 
     def _deliver(self, c: Candle) -> None:
-        self.last_open = c.open_time
-        self._last_bar_wall = time.monotonic()
+        """Called for each bar as it leaves the feed (a hook for tests)."""
 
     # -- watchdog ------------------------------------------------------------------------------------
     async def check_stale(self) -> bool:
-        """Stale when, by the exchange's clock, no bar closed in the last 2 timeframes: reconnect."""
-        if self.last_open is None or self._closed:
+        """Stale when, by the exchange's clock, a market's last bar closed 2 timeframes ago or more:
+        one ``feed_stale`` event per such market, then reconnect."""
+        if self._closed or all(v is None for v in self.last_open.values()):
             return False
         try:
             now = await self.rest.server_time()
         except ExchangeError as exc:
             log.warning("watchdog_time_failed", error=str(exc))
             return False
-        behind = now - (self.last_open + self.tf_ms)
-        if behind < 2 * self.tf_ms:
-            return False
-        self.stats["stale"] += 1
-        log.warning("feed_stale", last_bar=self.last_open, server_time=now, behind_ms=behind)
-        self._event("feed_stale", {"last_bar": self.last_open, "server_time": now, "behind_ms": behind})
-        await self.reconnect()
-        return True
+        stale = False
+        for m in self.markets:
+            last = self.last_open[m.symbol]
+            behind = now - (last + m.tf_ms) if last is not None else 0
+            if behind < 2 * m.tf_ms:
+                continue
+            stale = True
+            log.warning("feed_stale", symbol=m.symbol, last_bar=last, server_time=now, behind_ms=behind)
+            self._event("feed_stale", {"symbol": m.symbol, "last_bar": last, "server_time": now,
+                                       "behind_ms": behind})
+        if stale:
+            self.stats["stale"] += 1
+            await self.reconnect()
+        return stale
 
     async def reconnect(self) -> None:
         ws = self._ws

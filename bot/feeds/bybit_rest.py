@@ -75,46 +75,49 @@ async def retry(call: Any, *, what: str, attempts: int = 6, base_s: float = 0.1,
 
 
 class BybitRest:
-    """Closed candles and server time for one market."""
+    """Server time and closed candles for the markets of one category, over one ccxt client
+    (one HTTP session, the market list loaded once)."""
 
-    def __init__(self, symbol: str, timeframe: str, category: str, *, rest_url: str | None = None,
-                 testnet: bool = False, timeout_s: float = 10.0, exchange_id: str = "bybit") -> None:
-        self.symbol = symbol
-        self.timeframe = timeframe
+    def __init__(self, category: str, *, rest_url: str | None = None, testnet: bool = False,
+                 timeout_s: float = 10.0, exchange_id: str = "bybit") -> None:
         self.category = category
-        self.tf_ms = timeframe_ms(timeframe)
         self.ex = make_exchange(exchange_id, rest_url, testnet, category, timeout_s)
-        self._sym: str | None = None
+        self._syms: dict[str, str] = {}
+        self._loading = asyncio.Lock()
 
-    async def market_symbol(self) -> str:
-        if self._sym is None:
-            await retry(self.ex.load_markets, what="load markets")
-            self._sym = ccxt_symbol(self.ex, self.symbol, self.category)
-        return self._sym
+    async def market_symbol(self, symbol: str) -> str:
+        if symbol not in self._syms:
+            async with self._loading:  # concurrent catch-ups load the market list once
+                if not self.ex.markets:
+                    await retry(self.ex.load_markets, what="load markets")
+            self._syms[symbol] = ccxt_symbol(self.ex, symbol, self.category)
+        return self._syms[symbol]
 
     async def server_time(self) -> int:
         return int(await retry(self.ex.fetch_time, what="server time"))
 
-    async def closed(self, start_ms: int, end_ms: int, now_ms: int | None = None) -> list[Candle]:
-        """Closed candles with open time in ``[start_ms, end_ms]``, ascending, unique."""
-        sym = await self.market_symbol()
+    async def closed(self, symbol: str, timeframe: str, start_ms: int, end_ms: int,
+                     now_ms: int | None = None) -> list[Candle]:
+        """Closed candles of one market with open time in ``[start_ms, end_ms]``, ascending, unique."""
+        sym = await self.market_symbol(symbol)
+        tf_ms = timeframe_ms(timeframe)
         if now_ms is None:
             now_ms = await self.server_time()
-        end_ms = min(end_ms, now_ms - self.tf_ms)
+        end_ms = min(end_ms, now_ms - tf_ms)
         out: list[Candle] = []
-        cur = start_ms - start_ms % self.tf_ms if start_ms % self.tf_ms else start_ms
+        cur = start_ms - start_ms % tf_ms if start_ms % tf_ms else start_ms
         while cur <= end_ms:
             # Chunks of at most one page, so "newest first within [start, end]" cannot cut the oldest.
-            chunk_end = min(end_ms, cur + (PAGE - 1) * self.tf_ms)
+            chunk_end = min(end_ms, cur + (PAGE - 1) * tf_ms)
             rows = await retry(lambda c=cur, e=chunk_end: self.ex.fetch_ohlcv(  # type: ignore[misc]
-                sym, self.timeframe, since=c, limit=PAGE, params={"until": e}), what="kline backfill")
+                sym, timeframe, since=c, limit=PAGE, params={"until": e}), what="kline backfill")
             for r in rows:
                 t = int(r[0])
                 if t < cur or t > chunk_end or (out and t <= out[-1].open_time):
                     continue
-                out.append(Candle(self.symbol, self.timeframe, t, float(r[1]), float(r[2]), float(r[3]),
+                out.append(Candle(symbol, timeframe, t, float(r[1]), float(r[2]), float(r[3]),
                                   float(r[4]), float(r[5] or 0.0)))
-            cur = chunk_end + self.tf_ms
+            cur = chunk_end + tf_ms
         return out
 
     async def close(self) -> None:
