@@ -66,12 +66,24 @@ def venue_name(cfg: Config) -> str:
     return ex.rest_url or ("Bybit testnet" if ex.testnet else "Bybit MAINNET")
 
 
+def check_markets(cfg: Config, checkpoint: str | None) -> None:
+    """What a venue run of several markets needs: one category (one public stream) and each
+    market's own checkpoint in the config (``--checkpoint`` names one model)."""
+    cats = {m.category for m in cfg.markets}
+    if len(cats) > 1:
+        raise ConfigError(f"paper and live runs trade markets of one category over one stream; this config mixes "
+                          f"{' and '.join(sorted(cats))}: run them as two bots")
+    if checkpoint and len(cfg.markets) > 1:
+        raise ConfigError("--checkpoint names one market's model; set strategy.checkpoint on each market instead")
+
+
 def make_feed(cfg: Config, opts: RunOptions, on_event: Any) -> BybitFeed:
-    ex, m = cfg.exchange, cfg.market
+    """One public stream for every market of the run (they share a category: check_markets)."""
+    ex = cfg.exchange
     make = opts.feed_factory or BybitFeed
-    feed: BybitFeed = make([(m.symbol, m.timeframe)], m.category, rest_url=ex.rest_url, ws_url=ex.ws_url,
-                           testnet=ex.testnet, timeout_s=ex.timeout_s, ping_interval_s=opts.ping_interval_s,
-                           on_event=on_event)
+    feed: BybitFeed = make([(m.symbol, m.timeframe) for m in cfg.markets], cfg.markets[0].category,
+                           rest_url=ex.rest_url, ws_url=ex.ws_url, testnet=ex.testnet, timeout_s=ex.timeout_s,
+                           ping_interval_s=opts.ping_interval_s, on_event=on_event)
     return feed
 
 

@@ -12,6 +12,7 @@ order, execution ids) an uninterrupted run would have written.
 from __future__ import annotations
 
 from dataclasses import dataclass
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Engine as DBEngine
@@ -28,25 +29,47 @@ from storage.records import find_resumable, run_snapshot, start_payload
 CURRENT_SECTIONS = ("exchange", "storage", "logging")
 
 
+@dataclass(frozen=True)
+class MarketStart:
+    """How one market's buffer began: what the ``<mode>_start`` event recorded for it."""
+
+    warmup_start: int
+    warmup_bars: int
+    first_open: int
+    start_qty: Decimal
+
+
 @dataclass
 class ResumePlan:
     cfg: Config
     resume: Resume
     start: dict[str, Any]
-    warmup_start: int
+    markets: dict[str, MarketStart]
 
     @property
     def run_id(self) -> str:
         return self.resume.journal.run_id
 
     @property
-    def last_bar(self) -> int | None:
-        return self.resume.snapshot.last_bar
-
-    @property
     def stop_at_ms(self) -> int | None:
         v = self.start.get("stop_at")
         return int(v) if v is not None else None
+
+
+def market_starts(start: dict[str, Any], symbols: list[str]) -> dict[str, MarketStart]:
+    """Per-market starts of a start payload (``markets``: by symbol; a one-market run's sit at the top)."""
+    per = start.get("markets") or {symbols[0]: start}
+    missing = [s for s in symbols if s not in per]
+    if missing:
+        raise StorageError(f"the run's start event has no warm-up for {', '.join(missing)}: it cannot be resumed")
+    return {s: MarketStart(int(per[s]["warmup_start"]), int(per[s]["warmup_bars"]), int(per[s]["first_open"]),
+                           Decimal(str(per[s].get("start_qty", "0")))) for s in symbols}
+
+
+def start_entry(warmup: list[Candle], first_open: int, start_qty: Decimal = Decimal(0)) -> dict[str, Any]:
+    """One market's part of a start payload (see :func:`market_starts`)."""
+    return {"warmup_start": warmup[0].open_time if warmup else first_open, "warmup_bars": len(warmup),
+            "first_open": first_open, "start_qty": format(start_qty, "f")}
 
 
 def plan(db: DBEngine, current: Config, run_id: str | None, mode: str) -> ResumePlan:
@@ -57,21 +80,25 @@ def plan(db: DBEngine, current: Config, run_id: str | None, mode: str) -> Resume
     tree.update({k: getattr(current, k).model_dump(mode="json") for k in CURRENT_SECTIONS})
     cfg = Config.model_validate(tree)
     snap = run_snapshot(db, run["id"])
+    markets = market_starts(start, cfg.symbols)
     resume = Resume(journal=Journal(db, run["id"], cfg.storage.batch_size), snapshot=snap,
-                    warmup_bars={cfg.market.symbol: int(start["warmup_bars"])}, first_open=int(start["first_open"]))
-    return ResumePlan(cfg=cfg, resume=resume, start=start, warmup_start=int(start["warmup_start"]))
+                    warmup_bars={s: m.warmup_bars for s, m in markets.items()},
+                    first_open=min(m.first_open for m in markets.values()))
+    return ResumePlan(cfg=cfg, resume=resume, start=start, markets=markets)
 
 
-def last_processed(p: ResumePlan, tf_ms: int) -> int:
-    """Open time of the newest bar the run processed (the bar before its first, if none)."""
-    return p.last_bar if p.last_bar is not None else p.resume.first_open - tf_ms
+def last_processed(p: ResumePlan, symbol: str, tf_ms: int) -> int:
+    """Open time of the newest bar ``symbol`` processed (the bar before its first, if none)."""
+    last = p.resume.snapshot.for_symbol(symbol).last_bar
+    return last if last is not None else p.markets[symbol].first_open - tf_ms
 
 
-def check_bars(p: ResumePlan, bars: list[Candle], tf_ms: int) -> None:
+def check_bars(p: ResumePlan, symbol: str, bars: list[Candle], tf_ms: int) -> None:
     """The rebuilt buffer must be the first process's: same warm-up start, no hole."""
-    last = last_processed(p, tf_ms)
-    n = (last - p.warmup_start) // tf_ms + 1
+    last = last_processed(p, symbol, tf_ms)
+    first = p.markets[symbol].warmup_start
+    n = (last - first) // tf_ms + 1
     times = [c.open_time for c in bars]
-    if not bars or times[0] != p.warmup_start or times[-1] != last or len(times) != n:
+    if not bars or times[0] != first or times[-1] != last or len(times) != n:
         raise StorageError(f"cannot rebuild run {p.run_id}: the exchange returned {len(times)} of the "
-                           f"{n} bars from {p.warmup_start} to {last}")
+                           f"{n} {symbol} bars from {first} to {last}")

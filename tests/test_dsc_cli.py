@@ -92,7 +92,8 @@ def work(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str, 
 
 
 def test_evaluate_json_on_another_market(bot_cli, work: dict[str, Path]) -> None:
-    r = bot_cli("evaluate", "--checkpoint", str(work["ckpt"]), "--data", str(work["eth"]), "--json", cwd=work["dir"])
+    r = bot_cli("evaluate", "--checkpoint", str(work["ckpt"]), "--data", str(work["eth"]), "--json",
+                "--set", "market.symbol=ETHUSDT", cwd=work["dir"])
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     ev = out["metrics"]["evaluated"]
@@ -114,7 +115,8 @@ def test_train_writes_checkpoint_and_card(bot_cli, work: dict[str, Path]) -> Non
 def test_backtest_with_checkpoint(bot_cli, work: dict[str, Path]) -> None:
     db = f"sqlite:///{work['dir'] / 'j.db'}"
     r = bot_cli("backtest", "--strategy", "dsc", "--checkpoint", str(work["ckpt"]), "--data", str(work["eth"]),
-            "--from", "2025-06-01", "--to", "2025-07-01", "--db", db, "--json", *TINY_SETS, cwd=work["dir"])
+            "--from", "2025-06-01", "--to", "2025-07-01", "--db", db, "--json", *TINY_SETS,
+                "--set", "market.symbol=ETHUSDT", "--set", "market.tick_size=0.01", cwd=work["dir"])
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["strategy"] == "dsc" and summary["model_id"].startswith("dsc-") and summary["decisions"] > 500

@@ -1,0 +1,31 @@
+"""Composition root: the only module that knows every part; it builds each mode's parts.
+
+Every mode is the same :class:`~bot.runner.Runner` over a different triple:
+
+| mode | bar source | broker | clock |
+|---|---|---|---|
+| backtest | the file, preloaded (``PreloadedSource``) | simulated | the data's |
+| paper, replay | the file, paced (``StreamSource``) | simulated | wall |
+| paper | Bybit's kline stream (REST warm-up/backfill) | simulated | wall |
+| live | Bybit's kline stream | Bybit (pybit) | wall |
+"""
+
+from __future__ import annotations
+
+from bot.app.files import backtest, backtest_markets, paper_replay
+from bot.app.parts import (
+    MarketData,
+    build_backtest_strategy,
+    build_strategy,
+    instrument_from_config,
+    load_data,
+    open_journal_db,
+    simulated_broker,
+    simulated_brokers,
+    strategy_context,
+)
+from bot.app.venue import live, paper
+
+__all__ = ["MarketData", "backtest", "backtest_markets", "build_backtest_strategy", "build_strategy",
+           "instrument_from_config", "live", "load_data", "open_journal_db", "paper", "paper_replay",
+           "simulated_broker", "simulated_brokers", "strategy_context"]
