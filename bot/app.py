@@ -163,10 +163,11 @@ async def _venue_run(cfg: Config, mode: str, checkpoint: str | None, *, resume: 
     tf = timeframe_ms(cfg.market.timeframe)
     events = EventBuffer()
     feed = venue.make_feed(cfg, opts, events)
-    bybit = venue.make_broker(cfg, *keys, opts) if keys is not None else None
+    account = venue.make_broker(cfg, *keys, opts) if keys is not None else None
+    bybit = account.leg(cfg.market.symbol, cfg.market.category) if account is not None else None
     try:
-        if bybit is not None:
-            await venue.connect(bybit, cfg)
+        if account is not None:
+            await venue.connect(account, cfg)
         try:
             now = await feed.server_time()  # after the venue check: the first bar must still lie ahead
         except ExchangeError as exc:
@@ -188,8 +189,8 @@ async def _venue_run(cfg: Config, mode: str, checkpoint: str | None, *, resume: 
                         market=broker if isinstance(broker, SimulatedBroker) else None, events=events)
         return await runner.run()
     finally:
-        if bybit is not None:
-            await bybit.close()
+        if account is not None:
+            await account.close()
         await feed.close()
 
 

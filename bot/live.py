@@ -20,7 +20,7 @@ from bot.config import Config, Secrets
 from bot.domain import Candle
 from bot.errors import ConfigError, ExchangeError
 from bot.feeds.bybit import BybitFeed
-from broker.bybit import BybitBroker, BybitHttp, PrivateStream, private_url
+from broker.bybit import BybitAccount, BybitBroker, BybitHttp, PrivateStream, private_url
 
 log = structlog.get_logger("bot.live")
 
@@ -75,24 +75,28 @@ def make_feed(cfg: Config, opts: RunOptions, on_event: Any) -> BybitFeed:
     return feed
 
 
-def make_broker(cfg: Config, key: str, secret: str, opts: RunOptions) -> BybitBroker:
+def make_broker(cfg: Config, key: str, secret: str, opts: RunOptions) -> BybitAccount:
+    """The Bybit account (REST client, one private stream, the wallet): the caller adds one leg
+    per market (``account.leg(symbol, category)``), then ``connect``s it, and closes it at the end."""
     ex, m = cfg.exchange, cfg.market
     http = BybitHttp(key, secret, testnet=ex.testnet, rest_url=ex.rest_url, recv_window=ex.recv_window,
                      timeout_s=ex.timeout_s, category=m.category)
     stream = PrivateStream(key, secret, url=private_url(ex.ws_url, ex.testnet), testnet=ex.testnet,
                            on_message=lambda _m: None, on_reconnect=_noop, check_every_s=opts.stream_check_s,
                            ping_interval_s=int(max(opts.ping_interval_s, 1)))
-    return BybitBroker(http, m.symbol, m.category, stream=stream)
+    return BybitAccount(http, stream=stream)
 
 
-async def connect(broker: BybitBroker, cfg: Config) -> None:
-    """Instrument rules, a signed call, the books and the private stream; errors name the venue."""
+async def connect(account: BybitAccount, cfg: Config) -> None:
+    """Every leg's instrument rules, a signed call, the books and the private stream; errors name
+    the venue."""
     try:
-        await broker.load()
+        await account.load()
     except ExchangeError as exc:
         raise type(exc)(f"{venue_name(cfg)}: {exc}", code=exc.code) from None
-    log.info("live_venue_ready", venue=venue_name(cfg), symbol=broker.symbol, position=str(broker.qty),
-             tick=str(broker.instrument.tick_size), lot=str(broker.instrument.qty_step))
+    for leg in account.legs.values():
+        log.info("live_venue_ready", venue=venue_name(cfg), symbol=leg.symbol, position=str(leg.qty),
+                 tick=str(leg.instrument.tick_size), lot=str(leg.instrument.qty_step))
 
 
 def live_start(cfg: Config, broker: BybitBroker, history: list[Candle], now: int,
