@@ -152,7 +152,7 @@ class BybitBroker(VenueEvents, Broker):
             self.track(o)
 
     async def lookup_order(self, client_order_id: str) -> Order | None:
-        found = await self.http.order(self.symbol, client_order_id, self.category.value)
+        found = await self.venue_order(client_order_id)
         if found is None:
             return None
         self.apply_snapshot(found)
@@ -308,10 +308,16 @@ class BybitBroker(VenueEvents, Broker):
         self.stats["lookups"] += 1
         for _ in range(10):
             try:
-                return await self.http.order(self.symbol, cid, self.category.value)
+                return await self.venue_order(cid)
             except ExchangeRetryableError:
                 await asyncio.sleep(0.5)
-        return await self.http.order(self.symbol, cid, self.category.value)
+        return await self.venue_order(cid)
+
+    async def venue_order(self, cid: str) -> dict[str, Any] | None:
+        """The venue's order ``cid`` of this symbol. Bybit looks an orderLinkId up account-wide
+        (the symbol is no filter then): an order of another symbol is not this leg's."""
+        found = await self.http.order(self.symbol, cid, self.category.value)
+        return found if found is None or found.get("symbol", self.symbol) == self.symbol else None
 
     async def _cancel(self, order: Order) -> None:
         try:

@@ -51,6 +51,7 @@ class VenueEvents:
         def open_orders(self) -> list[Order]: ...
         def _venue_event(self, kind: str, payload: dict[str, Any]) -> None: ...
         def _adopted(self, order: Order) -> None: ...
+        async def venue_order(self, cid: str) -> dict[str, Any] | None: ...
         @property
         def qty(self) -> Decimal: ...
         @property
@@ -233,7 +234,7 @@ class VenueEvents:
                 n += 1
                 self._apply_exec(e)
         for cid in list(self._orders):
-            found = await self.http.order(self.symbol, cid, cat)
+            found = await self.venue_order(cid)
             if found is not None:
                 self._apply_order(found)
         if n:
