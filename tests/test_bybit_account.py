@@ -14,10 +14,10 @@ from pathlib import Path
 import pytest
 
 from bot.domain import Fill, Order, OrderRequest, OrderStatus, OrderType, Side
-from bot.errors import ConfigError
+from bot.errors import ConfigError, ExchangeError
 from broker.bybit import BybitAccount, BybitBroker, BybitHttp, PrivateStream, private_url
 from broker.bybit_sim import SimConfig, SimServer
-from broker.bybit_sim.account import Account
+from broker.bybit_sim.account import Account, SimReject
 from broker.bybit_sim.private import account_of
 from tests.live_helpers import KEY, SECRET, modules
 
@@ -276,3 +276,29 @@ async def test_an_account_leg_is_made_once_per_symbol_before_load(venue: Venue) 
     assert venue.account.stream is not None and venue.account.stream.ready.is_set()
     venue.eth.broker.submit(market("e-after", "ETHUSDT", Side.BUY, "0.5"), 0)
     await until(lambda: venue.eth.status("e-after") is OrderStatus.FILLED)
+
+
+async def test_the_simulator_margins_and_lists_positions_account_wide(venue: Venue) -> None:
+    """Like Bybit's unified account: one margin pool for every symbol (an ETH order is refused for
+    margin that a BTC position holds), and GET /v5/position/list needs symbol or settleCoin."""
+    acct = venue.acct
+    btc_px = acct.price_now(venue.sim.state.markets["BTCUSDT"])
+    eth_px = acct.price_now(venue.sim.state.markets["ETHUSDT"])
+    # 10,000 USDT at 10x: a BTC position holding ~7,000 of margin leaves too little for ~4,000 more.
+    btc_qty = (Decimal(70_000) / btc_px).quantize(Decimal("0.001"))
+    eth_qty = (Decimal(40_000) / eth_px).quantize(Decimal("0.01"))
+    eth = {"category": "linear", "symbol": "ETHUSDT", "side": "Buy", "orderType": "Market", "qty": str(eth_qty)}
+    venue.eth.broker.submit(market("e-alone", "ETHUSDT", Side.BUY, str(eth_qty)), 0)
+    await until(lambda: venue.eth.status("e-alone") is OrderStatus.FILLED)  # alone, it has the margin
+    venue.eth.broker.submit(market("e-flat", "ETHUSDT", Side.SELL, str(eth_qty)), 0)
+    await until(lambda: venue.eth.status("e-flat") is OrderStatus.FILLED)
+    venue.btc.broker.submit(market("b-big", "BTCUSDT", Side.BUY, str(btc_qty)), 0)
+    await until(lambda: venue.btc.status("b-big") is OrderStatus.FILLED)
+    with pytest.raises(SimReject) as refused:
+        acct.create({**eth, "orderLinkId": "e-no-margin"})
+    assert refused.value.code == 110007
+    http = venue.account.http
+    listed = await http.read("positions", "get_positions", category="linear", settleCoin="USDT")
+    assert [p["symbol"] for p in listed["list"]] == ["BTCUSDT"]  # open positions only
+    with pytest.raises(ExchangeError):
+        await http.read("positions", "get_positions", category="linear")

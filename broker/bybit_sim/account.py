@@ -261,21 +261,15 @@ class Account:
         """What holds margin in the unified account: every linear position at its entry and every
         working linear order (a market order of ``symbol`` at ``price``, of another at its market)."""
         held = sum((abs(b.size) * b.avg for b in self.books.values()), ZERO)
-        for o in self.orders.values():
-            if o.is_open and o.category == "linear":
-                m = self.state.market(o.symbol)
-                ref = o.price or (price if o.symbol == symbol or m is None else self.price_now(m))
-                held += (o.qty - o.cum_qty) * ref
+        for o in (o for o in self.orders.values() if o.is_open and o.category == "linear"):
+            m = self.state.market(o.symbol)
+            held += (o.qty - o.cum_qty) * (o.price or (price if o.symbol == symbol or m is None else self.price_now(m)))
         return held
 
     def _upnl(self) -> Decimal:
         """Unrealised PnL of every linear position, marked at the market."""
-        out = ZERO
-        for sym, b in self.books.items():
-            m = self.state.market(sym)
-            if m is not None and b.size:
-                out += b.size * (self.price_now(m) - b.avg)
-        return out
+        return sum((b.size * (self.price_now(m) - b.avg) for k, b in self.books.items()
+                    if b.size and (m := self.state.market(k)) is not None), ZERO)
 
     def cancel(self, p: dict[str, Any]) -> SimOrder:
         oid, link = p.get("orderId"), p.get("orderLinkId")
