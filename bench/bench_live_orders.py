@@ -19,7 +19,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bot.domain import OrderRequest, OrderStatus, Side  # noqa: E402
-from broker.bybit import BybitBroker, BybitHttp, PrivateStream, private_url  # noqa: E402
+from broker.bybit import BybitAccount, BybitHttp, PrivateStream, private_url  # noqa: E402
 from broker.bybit_sim import PublicMarketModule, SimConfig, SimServer  # noqa: E402
 from broker.bybit_sim.private import PrivateModule, account_of  # noqa: E402
 from broker.bybit_sim.private_rest import PrivateFaults  # noqa: E402
@@ -38,7 +38,8 @@ async def run(n: int, faults: PrivateFaults) -> dict[str, float]:
         http = BybitHttp(KEY, SECRET, rest_url=sim.rest_url, timeout_s=0.5)
         stream = PrivateStream(KEY, SECRET, url=private_url(sim.ws_url, True), testnet=True,
                                on_message=lambda m: None, on_reconnect=_noop, check_every_s=0.05)
-        broker = BybitBroker(http, "BTCUSDT", "linear", stream=stream)
+        account = BybitAccount(http, stream=stream)
+        broker = account.leg("BTCUSDT", "linear")
         sent: dict[str, float] = {}
         acked: dict[str, float] = {}
         filled: dict[str, float] = {}
@@ -52,7 +53,7 @@ async def run(n: int, faults: PrivateFaults) -> dict[str, float]:
                 acked.setdefault(o.client_order_id, now)
 
         broker.set_listener(listener)
-        await broker.load()
+        await account.load()
         t0 = time.perf_counter()
         for i in range(n):
             cid = f"bench-{i}"
@@ -63,7 +64,7 @@ async def run(n: int, faults: PrivateFaults) -> dict[str, float]:
         wall = time.perf_counter() - t0
         stats = dict(sim.state.stats)
         venue_orders = len(account_of(sim.state).orders)
-        await broker.close()
+        await account.close()
     ack = [acked[c] - sent[c] for c in sent if c in acked]
     fil = [filled[c] - sent[c] for c in sent if c in filled]
     return {"orders": n, "filled": len(fil), "venue_orders": venue_orders,

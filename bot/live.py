@@ -20,7 +20,7 @@ from bot.config import Config, Secrets
 from bot.domain import Candle
 from bot.errors import ConfigError, ExchangeError
 from bot.feeds.bybit import BybitFeed
-from broker.bybit import BybitBroker, BybitHttp, PrivateStream, private_url
+from broker.bybit import BybitAccount, BybitHttp, PrivateStream, private_url
 
 log = structlog.get_logger("bot.live")
 
@@ -87,38 +87,50 @@ def make_feed(cfg: Config, opts: RunOptions, on_event: Any) -> BybitFeed:
     return feed
 
 
-def make_broker(cfg: Config, key: str, secret: str, opts: RunOptions) -> BybitBroker:
-    ex, m = cfg.exchange, cfg.market
+def make_broker(cfg: Config, key: str, secret: str, opts: RunOptions) -> BybitAccount:
+    """The Bybit account (REST client, one private stream, the wallet): the caller adds one leg
+    per market (``account.leg(symbol, category)``), then ``connect``s it, and closes it at the end."""
+    ex = cfg.exchange
     http = BybitHttp(key, secret, testnet=ex.testnet, rest_url=ex.rest_url, recv_window=ex.recv_window,
-                     timeout_s=ex.timeout_s, category=m.category)
+                     timeout_s=ex.timeout_s, category=cfg.markets[0].category)
     stream = PrivateStream(key, secret, url=private_url(ex.ws_url, ex.testnet), testnet=ex.testnet,
                            on_message=lambda _m: None, on_reconnect=_noop, check_every_s=opts.stream_check_s,
                            ping_interval_s=int(max(opts.ping_interval_s, 1)))
-    return BybitBroker(http, m.symbol, m.category, stream=stream)
+    return BybitAccount(http, stream=stream)
 
 
-async def connect(broker: BybitBroker, cfg: Config) -> None:
-    """Instrument rules, a signed call, the books and the private stream; errors name the venue."""
+async def connect(account: BybitAccount, cfg: Config) -> None:
+    """Every leg's instrument rules, a signed call, the books and the private stream; errors name
+    the venue."""
     try:
-        await broker.load()
+        await account.load()
     except ExchangeError as exc:
         raise type(exc)(f"{venue_name(cfg)}: {exc}", code=exc.code) from None
-    log.info("live_venue_ready", venue=venue_name(cfg), symbol=broker.symbol, position=str(broker.qty),
-             tick=str(broker.instrument.tick_size), lot=str(broker.instrument.qty_step))
+    for leg in account.legs.values():
+        log.info("live_venue_ready", venue=venue_name(cfg), symbol=leg.symbol, position=str(leg.qty),
+                 tick=str(leg.instrument.tick_size), lot=str(leg.instrument.qty_step))
 
 
-def live_start(cfg: Config, broker: BybitBroker, history: list[Candle], now: int,
+def start_positions(account: BybitAccount, cfg: Config) -> list[Decimal]:
+    """Each market's venue position as the run begins (reconciliation starts from these)."""
+    return [account.legs[m.symbol].qty for m in cfg.markets]
+
+
+def live_start(cfg: Config, account: BybitAccount, histories: list[list[Candle]], now: int,
                payload: dict[str, Any]) -> tuple[Config, dict[str, Any]]:
-    """A new live run's wallet is the account's: its equity becomes the run's initial cash, and
-    what the start payload records lets a resume check the venue against the journal."""
-    broker.since_floor = now  # fills before this are the account's history, not this run's
-    mark = Decimal(repr(history[-1].close)) if history else Decimal(0)
-    equity = float(broker.cash + broker.qty * mark)
+    """A new live run's wallet is the account's: its equity (cash and every market's position at
+    its last close) becomes the run's initial cash, and what the start payload records lets a
+    resume check the venue against the journal."""
+    account.since_floor = now  # fills before this are the account's history, not this run's
+    equity_d = account.cash
+    for m, history in zip(cfg.markets, histories, strict=True):
+        mark = Decimal(repr(history[-1].close)) if history else Decimal(0)
+        equity_d += account.legs[m.symbol].qty * mark
+    equity = float(equity_d)
     if equity <= 0:
         raise ExchangeError(f"{venue_name(cfg)}: the account holds no USDT equity to trade with")
     cfg = cfg.model_copy(update={"broker": cfg.broker.model_copy(update={"initial_cash": equity})})
-    return cfg, {**payload, "testnet": cfg.exchange.testnet, "start_qty": format(broker.qty, "f"),
-                 "start_equity": equity, "venue_start_ms": now}
+    return cfg, {**payload, "testnet": cfg.exchange.testnet, "start_equity": equity, "venue_start_ms": now}
 
 
 async def wait_for(feed: BybitFeed, first: int, tf: int) -> int:

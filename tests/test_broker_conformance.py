@@ -19,7 +19,7 @@ from bot.config import load_config
 from bot.domain import Fill, Order, OrderRequest, OrderStatus, OrderType, Side
 from bot.feeds.replay import load_candles
 from broker.base import Broker
-from broker.bybit import BybitBroker, BybitHttp, PrivateStream, private_url
+from broker.bybit import BybitAccount, BybitHttp, PrivateStream, private_url
 from broker.bybit_sim import SimServer
 from broker.simulated import SimulatedBroker
 from tests.live_helpers import KEY, SECRET, modules, sim_cfg
@@ -82,7 +82,8 @@ class BybitHarness(Harness):
         http = BybitHttp(KEY, SECRET, rest_url=sim.rest_url, timeout_s=2.0)
         stream = PrivateStream(KEY, SECRET, url=private_url(sim.ws_url, True), testnet=True,
                                on_message=lambda m: None, on_reconnect=_noop, check_every_s=0.1)
-        self.broker = BybitBroker(http, "BTCUSDT", "linear", stream=stream)
+        self.account = BybitAccount(http, stream=stream)
+        self.broker = self.account.leg("BTCUSDT", "linear")
         self.events = []
         self.broker.set_listener(lambda o, f: self.events.append((o, f)))
         self.sim = sim
@@ -109,11 +110,11 @@ async def h(request: pytest.FixtureRequest, btc_1h: Path) -> AsyncIterator[Harne
         return
     async with SimServer(sim_cfg(btc_1h, BybitHarness.BAR_MS, history=300), modules(fee_rate=FEE)) as sim:
         harness = BybitHarness(sim)
-        await harness.broker.load()  # type: ignore[attr-defined]
+        await harness.account.load()
         try:
             yield harness
         finally:
-            await harness.broker.close()  # type: ignore[attr-defined]
+            await harness.account.close()
 
 
 def req(cid: str, side: Side, qty: str, order_type: OrderType = OrderType.MARKET, price: str | None = None,

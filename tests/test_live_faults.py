@@ -56,17 +56,17 @@ async def test_orders_wait_for_a_reauthenticated_stream(btc_1h: Path) -> None:
     from decimal import Decimal  # noqa: PLC0415
 
     from bot.domain import OrderRequest, OrderStatus, Side  # noqa: PLC0415
-    from broker.bybit import BybitBroker, BybitHttp, PrivateStream, private_url  # noqa: PLC0415
+    from broker.bybit import BybitAccount, BybitHttp, PrivateStream, private_url  # noqa: PLC0415
     from tests.live_helpers import KEY, SECRET  # noqa: PLC0415
 
     async with SimServer(sim_cfg(btc_1h, 150.0, history=300), modules()) as sim:
         stream = PrivateStream(KEY, SECRET, url=private_url(sim.ws_url, True), testnet=True,
                                on_message=lambda m: None, on_reconnect=_noop, check_every_s=0.05)
-        broker = BybitBroker(BybitHttp(KEY, SECRET, rest_url=sim.rest_url, timeout_s=2.0), "BTCUSDT", "linear",
-                             stream=stream)
+        account = BybitAccount(BybitHttp(KEY, SECRET, rest_url=sim.rest_url, timeout_s=2.0), stream=stream)
+        broker = account.leg("BTCUSDT", "linear")
         events: list = []
         broker.set_listener(lambda o, f: events.append((o.client_order_id, o.status)))
-        await broker.load()
+        await account.load()
         acct = account_of(sim.state)
         try:
             # The stream is lost: the supervisor re-authenticates; meanwhile an order is held back.
@@ -90,4 +90,4 @@ async def test_orders_wait_for_a_reauthenticated_stream(btc_1h: Path) -> None:
             assert stream.connects >= 2 and sim.state.stats["ws_auth_ok"] >= 2
             assert ("held-1", OrderStatus.FILLED) in events and broker.position().qty == Decimal("0.01")
         finally:
-            await broker.close()
+            await account.close()

@@ -1,4 +1,8 @@
-"""The Bybit broker: the engine's Broker interface over pybit REST and the private stream.
+"""One symbol's leg of a Bybit account: the engine's Broker interface, scoped to its symbol.
+
+A leg is made by :meth:`broker.bybit.account.BybitAccount.leg`; the account owns what legs
+share (the REST client, the one private stream, the wallet's cash) and routes the stream's
+items to the leg of their symbol. Everything here is about this leg's symbol only.
 
 ``submit`` is synchronous and returns the order SUBMITTED; a task finishes the call. The
 create is sent once; when its answer is lost (timeout, 5xx, dropped connection, rate limit)
@@ -8,10 +12,10 @@ provably does not have is sent again (same orderLinkId, so a late duplicate is r
 Everything afterwards arrives on the private stream (or, after a reconnect, from REST) and
 reaches the engine through the listener on the event loop. Fills are de-duplicated by exec id.
 
-Books: position and cash move with every execution (the venue's own arithmetic, exact
-Decimal), seeded from and checked against the venue's position and wallet (REST snapshots and
-the ``position``/``wallet`` topics); a disagreement while nothing is in flight resyncs to the
-venue and is reported.
+Books: the leg's position moves with every execution and the account's shared cash by the
+same execution's cash delta (the venue's own arithmetic, exact Decimal), seeded from and
+checked against the venue's position and wallet; a disagreement while nothing is in flight on
+any leg resyncs to the venue and is reported.
 """
 
 from __future__ import annotations
@@ -21,12 +25,11 @@ import contextlib
 import time
 from dataclasses import replace
 from decimal import Decimal
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
 from bot.domain import (
-    ZERO,
     Balance,
     Category,
     Fill,
@@ -46,6 +49,9 @@ from broker.bybit.http import BybitHttp
 from broker.bybit.stream import PrivateStream
 from broker.bybit.venue_events import VenueEvents
 
+if TYPE_CHECKING:
+    from broker.bybit.account import BybitAccount
+
 log = structlog.get_logger("broker.bybit")
 
 #: How many times an order the venue provably does not have is sent again before giving up.
@@ -55,17 +61,15 @@ MAX_SENDS = 4
 class BybitBroker(VenueEvents, Broker):
     write_ahead = True
 
-    def __init__(self, http: BybitHttp, symbol: str, category: str, *, stream: PrivateStream | None = None,
-                 hold_timeout_s: float = 30.0, stale_after_s: float = 2.0) -> None:
+    def __init__(self, account: BybitAccount, symbol: str, category: str, *, hold_timeout_s: float = 30.0,
+                 stale_after_s: float = 2.0) -> None:
         super().__init__()
+        self.account = account
         #: An acknowledged order with no news for this long is asked for over REST (a lost push).
         self.stale_after_s = stale_after_s
         self._touched: dict[str, float] = {}
-        self._watcher: asyncio.Task[None] | None = None
-        self.http = http
         self.symbol = symbol
         self.category = Category(category)
-        self.stream = stream
         self.hold_timeout_s = hold_timeout_s
         self.instrument = Instrument(symbol, self.category, Decimal("0.1"), Decimal("0.001"), Decimal("0.001"))
         self._orders: dict[str, Order] = {}     # working (non-terminal) orders by client id
@@ -74,61 +78,70 @@ class BybitBroker(VenueEvents, Broker):
         self._tasks: set[asyncio.Task[Any]] = set()
         self._pending_exec: dict[str, list[dict[str, Any]]] = {}
         self.adopted: list[str] = []
-        # Books (linear: cash-equivalent = wallet balance - size x entry, so equity = cash + qty x mark).
+        self.closed = False
+        # This leg's position; the cash is the account's (shared by every leg).
         self.book = PositionBook()
-        self.cash = ZERO
-        self._cash_f = 0.0
         self._qty_f = 0.0
         self.venue_position: dict[str, Any] | None = None
-        self.venue_wallet: dict[str, Any] | None = None
         self.last_fill_time: int | None = None
-        #: Venue time this run began: older executions belong to the account's past, not to the run.
-        self.since_floor: int | None = None
         self.stats = {"creates": 0, "lookups": 0, "resends": 0, "duplicates_refused": 0, "stream_fills": 0,
                       "rest_fills": 0, "dup_fills": 0, "resyncs": 0}
 
-    # -- start-up ----------------------------------------------------------------------------------
-    async def load(self) -> None:
-        """Instrument rules, key check, books from the venue. Then the private stream."""
-        self.instrument = parse.instrument(await self.http.instrument(self.symbol), self.category.value)
-        await self.http.check_keys()
-        await self.refresh_books()
-        if self.stream is not None:
-            self.stream.on_message = self.on_stream
-            self.stream.on_reconnect = self.catch_up
-            await self.stream.start()
-        # Not in self._tasks: drain() waits for those, and this one never ends on its own.
-        self._watcher = asyncio.get_running_loop().create_task(self._watch_working_orders())
+    # -- what the account shares ------------------------------------------------------------------
+    @property
+    def http(self) -> BybitHttp:
+        return self.account.http
 
-    async def _watch_working_orders(self) -> None:
-        """A push can be lost without the stream dropping: an acknowledged order that has had no
-        news for ``stale_after_s`` is looked up by its orderLinkId and its fills fetched over REST."""
-        while True:
-            await asyncio.sleep(max(self.stale_after_s / 2, 0.05))
-            now = time.monotonic()
-            for cid, o in list(self._orders.items()):
-                if o.status not in (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED):
-                    continue  # a create still in flight is resolved by _send itself
-                if now - self._touched.get(cid, now) < self.stale_after_s:
-                    continue
-                self._touched[cid] = now
-                try:
-                    found = await self._lookup(cid)
-                    if found is not None:
-                        self._apply_order(found)
-                        await self._fetch_fills(cid, found)
-                except ExchangeError as exc:
-                    log.warning("order_watch_failed", order=cid, error=str(exc))
+    @property
+    def stream(self) -> PrivateStream | None:
+        return self.account.stream
 
-    async def refresh_books(self) -> Position:
-        wallet = await self.http.wallet()
-        pos = await self.http.position(self.symbol)
-        self._set_books(wallet, pos)
-        return self.position()
+    @property
+    def cash(self) -> Decimal:
+        """The account's cash (linear: USDT wallet balance - sum of size x entry over linear legs)."""
+        return self.account.cash
+
+    @property
+    def since_floor(self) -> int | None:
+        """Venue time the run began (the account's): older executions are the account's past."""
+        return self.account.since_floor
+
+    @since_floor.setter
+    def since_floor(self, value: int | None) -> None:
+        self.account.since_floor = value
 
     @property
     def qty(self) -> Decimal:
         return self.book.qty
+
+    # -- start-up (driven by the account) ----------------------------------------------------------
+    async def load_rules(self) -> None:
+        self.instrument = parse.instrument(await self.http.instrument(self.symbol, self.category.value),
+                                           self.category.value)
+
+    async def watch_once(self, now: float) -> None:
+        """A push can be lost without the stream dropping: an acknowledged order that has had no
+        news for ``stale_after_s`` is looked up by its orderLinkId and its fills fetched over REST."""
+        for cid, o in list(self._orders.items()):
+            if o.status not in (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED):
+                continue  # a create still in flight is resolved by _send itself
+            if now - self._touched.get(cid, now) < self.stale_after_s:
+                continue
+            self._touched[cid] = now
+            try:
+                found = await self._lookup(cid)
+                if found is not None:
+                    self._apply_order(found)
+                    await self._fetch_fills(cid, found)
+            except ExchangeError as exc:
+                log.warning("order_watch_failed", order=cid, error=str(exc))
+
+    async def refresh_books(self) -> Position:
+        """The venue's position for this symbol (and the wallet, so the shared cash follows)."""
+        wallet = await self.http.wallet()
+        pos = await self.http.position(self.symbol, self.category.value)
+        self.account.set_books(wallet, {self.symbol: pos})
+        return self.position()
 
     # -- resume and reconciliation (the Broker protocol) -------------------------------------------
     def restore(self, initial_cash: Decimal, fills: list[Fill], orders: list[Order]) -> None:
@@ -139,7 +152,7 @@ class BybitBroker(VenueEvents, Broker):
             self.track(o)
 
     async def lookup_order(self, client_order_id: str) -> Order | None:
-        found = await self.http.order(self.symbol, client_order_id)
+        found = await self.venue_order(client_order_id)
         if found is None:
             return None
         self.apply_snapshot(found)
@@ -151,7 +164,7 @@ class BybitBroker(VenueEvents, Broker):
 
     async def venue_open_orders(self) -> list[Order]:
         out = []
-        for item in await self.http.open_orders(self.symbol):
+        for item in await self.http.open_orders(self.symbol, self.category.value):
             cid = parse.link_id(item)
             if self.known(cid) is None:
                 self.apply_snapshot(item)
@@ -169,23 +182,19 @@ class BybitBroker(VenueEvents, Broker):
             self._venue.on_adopted(order)
 
     async def close(self) -> None:
-        watcher, self._watcher = self._watcher, None
-        if watcher is not None:
-            watcher.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await watcher
+        """Stop this leg's background work (idempotent). The shared stream and REST client stay
+        open: the account closes them (``BybitAccount.close``, which also closes every leg)."""
+        self.closed = True
         for t in list(self._tasks):
             t.cancel()
         for t in list(self._tasks):
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t
-        if self.stream is not None:
-            await self.stream.close()
-        self.http.close()
 
     async def drain(self, timeout_s: float = 10.0) -> bool:
-        """Wait (bounded) until no create/cancel is in flight and no order is working, so that a
-        clean stop journals every outcome. True when everything resolved."""
+        """Wait (bounded) until no create/cancel of this leg is in flight and none of its orders is
+        working, so that a clean stop journals every outcome. True when everything resolved.
+        (``BybitAccount.drain`` waits for every leg.)"""
         deadline = time.monotonic() + timeout_s
         while (self._tasks or self._orders) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
@@ -228,10 +237,13 @@ class BybitBroker(VenueEvents, Broker):
         return Balance(cash=self.cash, equity=equity)
 
     def equity(self, mark_price: float) -> float:
-        return self._cash_f + self._qty_f * mark_price
+        """Shared cash + this leg's qty x mark: the account's equity while the other legs are flat
+        (``BybitAccount.equity`` marks every leg)."""
+        return self.account.cash_f + self._qty_f * mark_price
 
     def cash_and_qty(self) -> tuple[float, float]:
-        return self._cash_f, self._qty_f
+        """(the account's shared cash, this leg's quantity)."""
+        return self.account.cash_f, self._qty_f
 
     # -- order entry (background) ------------------------------------------------------------------
     def _spawn(self, coro: Any) -> None:
@@ -266,7 +278,7 @@ class BybitBroker(VenueEvents, Broker):
                     return
             self.stats["creates"] += 1
             try:
-                res = await self.http.create(**body)
+                res = await self.http.create(self.category.value, **body)
             except OrderRejected as exc:
                 if exc.code != DUPLICATE_LINK_ID:
                     self._reject(cid, str(exc))
@@ -296,14 +308,20 @@ class BybitBroker(VenueEvents, Broker):
         self.stats["lookups"] += 1
         for _ in range(10):
             try:
-                return await self.http.order(self.symbol, cid)
+                return await self.venue_order(cid)
             except ExchangeRetryableError:
                 await asyncio.sleep(0.5)
-        return await self.http.order(self.symbol, cid)
+        return await self.venue_order(cid)
+
+    async def venue_order(self, cid: str) -> dict[str, Any] | None:
+        """The venue's order ``cid`` of this symbol. Bybit looks an orderLinkId up account-wide
+        (the symbol is no filter then): an order of another symbol is not this leg's."""
+        found = await self.http.order(self.symbol, cid, self.category.value)
+        return found if found is None or found.get("symbol", self.symbol) == self.symbol else None
 
     async def _cancel(self, order: Order) -> None:
         try:
-            await self.http.cancel(self.symbol, order.client_order_id)
+            await self.http.cancel(self.symbol, order.client_order_id, self.category.value)
         except OrderRejected as exc:
             if exc.code != ORDER_NOT_FOUND:
                 log.warning("order_cancel_refused", order=order.client_order_id, error=str(exc))

@@ -92,49 +92,54 @@ class BybitHttp:
         return out
 
     # -- endpoints ---------------------------------------------------------------------------------
-    async def instrument(self, symbol: str) -> dict[str, Any]:
-        res = await self.read("instruments-info", "get_instruments_info", category=self.category, symbol=symbol)
+    # Every endpoint takes the category of the symbol it is about (one account trades spot and
+    # linear symbols side by side); ``category=None`` is the client's default.
+    async def instrument(self, symbol: str, category: str | None = None) -> dict[str, Any]:
+        cat = category or self.category
+        res = await self.read("instruments-info", "get_instruments_info", category=cat, symbol=symbol)
         items = res.get("list") or []
         if not items:
-            raise ExchangeFatalError(f"Bybit has no {self.category} instrument {symbol}")
+            raise ExchangeFatalError(f"Bybit has no {cat} instrument {symbol}")
         return dict(items[0])
 
-    async def create(self, **body: Any) -> dict[str, Any]:
+    async def create(self, category: str | None = None, **body: Any) -> dict[str, Any]:
         """Sent once. Raises OrderRejected, CreateOutcomeUnknown or another ExchangeError."""
-        fn = self.client.place_order
-        return await self._run(lambda: self._call("order create", fn, create=True, category=self.category, **body))
+        fn, cat = self.client.place_order, category or self.category
+        return await self._run(lambda: self._call("order create", fn, create=True, category=cat, **body))
 
-    async def cancel(self, symbol: str, link_id: str) -> dict[str, Any]:
-        fn = self.client.cancel_order
-        return await self._run(lambda: self._call("order cancel", fn, category=self.category, symbol=symbol,
+    async def cancel(self, symbol: str, link_id: str, category: str | None = None) -> dict[str, Any]:
+        fn, cat = self.client.cancel_order, category or self.category
+        return await self._run(lambda: self._call("order cancel", fn, category=cat, symbol=symbol,
                                                   orderLinkId=link_id))
 
-    async def order(self, symbol: str, link_id: str) -> dict[str, Any] | None:
+    async def order(self, symbol: str, link_id: str, category: str | None = None) -> dict[str, Any] | None:
         """The order with this orderLinkId, open or recently closed; None if the venue has none."""
         for method in ("get_open_orders", "get_order_history"):
-            res = await self.read("order lookup", method, category=self.category, symbol=symbol,
+            res = await self.read("order lookup", method, category=category or self.category, symbol=symbol,
                                   orderLinkId=link_id)
             items = res.get("list") or []
             if items:
                 return dict(items[0])
         return None
 
-    async def open_orders(self, symbol: str) -> list[dict[str, Any]]:
-        return await self.paged("open orders", "get_open_orders", 50, category=self.category, symbol=symbol,
-                                openOnly=0)
+    async def open_orders(self, symbol: str, category: str | None = None) -> list[dict[str, Any]]:
+        return await self.paged("open orders", "get_open_orders", 50, category=category or self.category,
+                                symbol=symbol, openOnly=0)
 
-    async def order_history(self, symbol: str) -> list[dict[str, Any]]:
-        return await self.paged("order history", "get_order_history", 50, category=self.category, symbol=symbol)
+    async def order_history(self, symbol: str, category: str | None = None) -> list[dict[str, Any]]:
+        return await self.paged("order history", "get_order_history", 50, category=category or self.category,
+                                symbol=symbol)
 
-    async def executions(self, symbol: str, start_ms: int | None = None, link_id: str | None = None
-                         ) -> list[dict[str, Any]]:
-        return await self.paged("executions", "get_executions", 100, category=self.category, symbol=symbol,
-                                startTime=start_ms, orderLinkId=link_id)
+    async def executions(self, symbol: str, start_ms: int | None = None, link_id: str | None = None,
+                         category: str | None = None) -> list[dict[str, Any]]:
+        return await self.paged("executions", "get_executions", 100, category=category or self.category,
+                                symbol=symbol, startTime=start_ms, orderLinkId=link_id)
 
-    async def position(self, symbol: str) -> dict[str, Any] | None:
-        if self.category == "spot":
+    async def position(self, symbol: str, category: str | None = None) -> dict[str, Any] | None:
+        cat = category or self.category
+        if cat == "spot":
             return None
-        res = await self.read("positions", "get_positions", category=self.category, symbol=symbol)
+        res = await self.read("positions", "get_positions", category=cat, symbol=symbol)
         items = res.get("list") or []
         return dict(items[0]) if items else None
 

@@ -1,7 +1,8 @@
 """Venue events for the Bybit broker: pushes and REST snapshots merged into orders and books.
 
-A mixin of :class:`broker.bybit.broker.BybitBroker`, split off so that order entry and the
-handling of what the venue reports live in files of their own. Order status follows the venue,
+A mixin of :class:`broker.bybit.broker.BybitBroker` (one symbol's leg of an account), split off
+so that order entry and the handling of what the venue reports live in files of their own. The
+account routes each stream item to the leg of its symbol (``on_item``). Order status follows the venue,
 except fill statuses, which only executions drive (so a fill is never counted without its
 execution id); a venue order ahead of our executions triggers a REST fetch of the missing ones.
 """
@@ -19,13 +20,16 @@ from bot.domain import ZERO, Category, Fill, Order, OrderStatus, OrderType, Posi
 from broker.bybit import parse
 from broker.bybit.http import BybitHttp
 
+if TYPE_CHECKING:
+    from broker.bybit.account import BybitAccount
+
 log = structlog.get_logger("broker.bybit")
 
 
 class VenueEvents:
     """Needs the broker's order maps, books and ``_update``/``_reject``/``_spawn``/``_now``."""
 
-    http: BybitHttp
+    account: BybitAccount
     symbol: str
     category: Category
     _orders: dict[str, Order]
@@ -34,13 +38,9 @@ class VenueEvents:
     _pending_exec: dict[str, list[dict[str, Any]]]
     adopted: list[str]
     book: PositionBook
-    cash: Decimal
-    _cash_f: float
     _qty_f: float
     venue_position: dict[str, Any] | None
-    venue_wallet: dict[str, Any] | None
     last_fill_time: int | None
-    since_floor: int | None
     stats: dict[str, int]
 
     if TYPE_CHECKING:  # provided by BybitBroker
@@ -51,44 +51,49 @@ class VenueEvents:
         def open_orders(self) -> list[Order]: ...
         def _venue_event(self, kind: str, payload: dict[str, Any]) -> None: ...
         def _adopted(self, order: Order) -> None: ...
+        async def venue_order(self, cid: str) -> dict[str, Any] | None: ...
         @property
         def qty(self) -> Decimal: ...
+        @property
+        def http(self) -> BybitHttp: ...
+        @property
+        def cash(self) -> Decimal: ...
+        @property
+        def since_floor(self) -> int | None: ...
 
     # -- books -------------------------------------------------------------------------------------
-    def _set_books(self, wallet: dict[str, Any], pos: dict[str, Any] | None) -> None:
-        self.venue_wallet, self.venue_position = wallet, pos
-        usdt = _coin(wallet, "USDT")
+    def set_book(self, wallet: dict[str, Any], pos: dict[str, Any] | None) -> None:
+        """This leg's position as the venue holds it (linear: the position; spot: the base coin's
+        wallet balance). The shared cash is the account's to recompute (``BybitAccount.set_books``)."""
+        self.venue_position = pos
         fees = self.book.fees
         if self.category is Category.SPOT:
             base = self.symbol[:-4] if self.symbol.endswith("USDT") else self.symbol[:-3]
-            self.book = PositionBook(qty=_coin(wallet, base), realized=self.book.realized, fees=fees)
-            self.cash = usdt
+            self.book = PositionBook(qty=wallet_coin(wallet, base), realized=self.book.realized, fees=fees)
         else:
             self.book = PositionBook(qty=parse.signed_size(pos) if pos else ZERO,
                                      avg_price=parse.d(pos.get("avgPrice")) if pos else ZERO,
                                      realized=parse.d(pos.get("cumRealisedPnl")) if pos else ZERO, fees=fees)
-            self.cash = usdt - self.book.qty * self.book.avg_price
-        self._cash_f, self._qty_f = float(self.cash), float(self.book.qty)
+        self._qty_f = float(self.book.qty)
 
-    def on_stream(self, msg: dict[str, Any]) -> None:
-        topic = msg.get("topic", "")
-        data = msg.get("data") or []
-        for item in data:
-            if item.get("symbol") not in (None, self.symbol):
-                continue
-            try:
-                if topic == "execution":
-                    if parse.is_trade(item):
-                        self.stats["stream_fills"] += 1
-                        self._apply_exec(item)
-                elif topic == "order":
-                    self._apply_order(item)
-                elif topic == "position":
-                    self._venue_position(item)
-            except Exception as exc:  # noqa: BLE001 - one bad push must not kill the stream
-                log.error("stream_message_failed", topic=topic, error=f"{type(exc).__name__}: {exc}")
-        if topic == "wallet" and data:
-            self.venue_wallet = data[0]
+    def entry_value(self) -> Decimal:
+        """What this leg takes off the wallet balance to make the cash-equivalent: size x entry
+        (linear); spot holdings are bought with the wallet's USDT, so nothing."""
+        return self.book.qty * self.book.avg_price if self.category is Category.LINEAR else ZERO
+
+    def on_item(self, topic: str, item: dict[str, Any]) -> None:
+        """One item of a private push about this leg's symbol (the account routes them)."""
+        try:
+            if topic == "execution":
+                if parse.is_trade(item):
+                    self.stats["stream_fills"] += 1
+                    self._apply_exec(item)
+            elif topic == "order":
+                self._apply_order(item)
+            elif topic == "position":
+                self._venue_position(item)
+        except Exception as exc:  # noqa: BLE001 - one bad push must not kill the stream
+            log.error("stream_message_failed", topic=topic, error=f"{type(exc).__name__}: {exc}")
 
     def _venue_position(self, item: dict[str, Any]) -> None:
         self.venue_position = item
@@ -149,7 +154,7 @@ class VenueEvents:
                                                               "PartiallyFilledCanceled"):
                 self._apply_order(item)
             return
-        for e in reversed(await self.http.executions(self.symbol, link_id=cid)):
+        for e in reversed(await self.http.executions(self.symbol, link_id=cid, category=self.category.value)):
             if parse.is_trade(e):
                 self.stats["rest_fills"] += int(e["execId"] not in self._seen_exec)
                 self._apply_exec(e)
@@ -181,9 +186,10 @@ class VenueEvents:
 
     def _book(self, f: Fill) -> None:
         # Spot holdings carry no entry price at the venue: only linear positions track one.
-        self.cash += self.book.apply(f.side, f.qty, f.price, f.fee, track_entry=self.category is Category.LINEAR)
+        delta = self.book.apply(f.side, f.qty, f.price, f.fee, track_entry=self.category is Category.LINEAR)
+        self.account.move_cash(delta)
         self.last_fill_time = max(self.last_fill_time or 0, f.time)
-        self._cash_f, self._qty_f = float(self.cash), float(self.book.qty)
+        self._qty_f = float(self.book.qty)
 
     # -- catch-up and checks -----------------------------------------------------------------------
     def mark_seen(self, exec_ids: set[str]) -> None:
@@ -219,7 +225,8 @@ class VenueEvents:
         floor = self.since_floor or 0
         start = max(start, floor)
         n = 0
-        for e in reversed(await self.http.executions(self.symbol, start_ms=max(start, 0) or None)):
+        cat = self.category.value
+        for e in reversed(await self.http.executions(self.symbol, start_ms=max(start, 0) or None, category=cat)):
             if int(e.get("execTime") or 0) < floor:
                 continue
             if parse.is_trade(e) and str(e["execId"]) not in self._seen_exec:
@@ -227,7 +234,7 @@ class VenueEvents:
                 n += 1
                 self._apply_exec(e)
         for cid in list(self._orders):
-            found = await self.http.order(self.symbol, cid)
+            found = await self.venue_order(cid)
             if found is not None:
                 self._apply_order(found)
         if n:
@@ -235,15 +242,17 @@ class VenueEvents:
         return n
 
     async def check_books(self) -> dict[str, Any] | None:
-        """Venue position/wallet vs the books; resync when they disagree and nothing is in flight."""
-        if self._orders:
+        """The venue's wallet and this symbol's position vs the books, when nothing is in flight on
+        any leg (a fill of another leg moves the shared cash); resync and report a disagreement."""
+        acct = self.account
+        if acct.busy():
             return None
         wallet = await self.http.wallet()
-        pos = await self.http.position(self.symbol)
-        if self._orders:
+        pos = await self.http.position(self.symbol, self.category.value)
+        if acct.busy():
             return None
         before = (self.qty, self.cash)
-        self._set_books(wallet, pos)  # the venue's numbers are the truth from here on
+        acct.set_books(wallet, {self.symbol: pos})  # the venue's numbers are the truth from here on
         if before[0] != self.qty or abs(before[1] - self.cash) > Decimal("0.000001"):
             self.stats["resyncs"] += 1
             return {"qty_books": format(before[0], "f"), "qty_venue": format(self.qty, "f"),
@@ -251,7 +260,8 @@ class VenueEvents:
         return None
 
 
-def _coin(wallet: dict[str, Any], coin: str) -> Decimal:
+def wallet_coin(wallet: dict[str, Any], coin: str) -> Decimal:
+    """A coin's ``walletBalance`` in a UNIFIED wallet item (zero when the wallet has none)."""
     for c in wallet.get("coin") or []:
         if c.get("coin") == coin:
             return parse.d(c.get("walletBalance"))

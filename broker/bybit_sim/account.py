@@ -8,9 +8,11 @@ simulated broker, so backtest and live-on-simulator agree):
   the tick's price. ``slippage_bps`` moves the price against the trader, rounded to the tick.
 - A limit order is live from the bar after acceptance; a buy fills when the bar's low reaches
   the limit, at min(open, limit); a sell mirrors it.
-- Fee: ``fee_rate`` x notional per fill, in USDT. Linear: one-way position, wallet balance
-  moves by realised PnL minus fees; a new order needs initial margin (notional / leverage)
-  plus its fee from the available balance, else 110007. Spot: USDT and base-coin balances.
+- Fee: ``fee_rate`` x notional per fill, in USDT. Linear: one-way position per symbol, wallet
+  balance moves by realised PnL minus fees; a new order needs initial margin (notional /
+  leverage) plus its fee from the available balance, else 110007. The margin is the unified
+  account's, shared by every symbol (cross margin): positions and working orders of all linear
+  symbols hold it, and every position's unrealised PnL counts. Spot: USDT and base-coin balances.
 """
 
 from __future__ import annotations
@@ -249,14 +251,25 @@ class Account:
             raise SimReject(110017, "Reduce-only rule not satisfied")
         if reduces:
             return
-        upnl = book.size * (self.price_now(m) - book.avg) if book.size else ZERO  # marked at the market
-        working = [o for o in self.orders.values() if o.is_open and o.symbol == m.symbol]
         lev = dec(self.cfg.leverage)
-        notional = abs(book.size) * book.avg + sum(((o.qty - o.cum_qty) * (o.price or price) for o in working), ZERO)
         opening = qty - (min(qty, abs(book.size)) if (book.size > 0) != (signed > 0) else ZERO)
-        need = (notional + opening * price) / lev + opening * price * self.fee_rate
-        if need > usdt + upnl:
+        need = (self._margin_notional(m.symbol, price) + opening * price) / lev + opening * price * self.fee_rate
+        if need > usdt + self._upnl():
             raise SimReject(110007, "ab not enough for new order")
+
+    def _margin_notional(self, symbol: str, price: Decimal) -> Decimal:
+        """What holds margin in the unified account: every linear position at its entry and every
+        working linear order (a market order of ``symbol`` at ``price``, of another at its market)."""
+        held = sum((abs(b.size) * b.avg for b in self.books.values()), ZERO)
+        for o in (o for o in self.orders.values() if o.is_open and o.category == "linear"):
+            m = self.state.market(o.symbol)
+            held += (o.qty - o.cum_qty) * (o.price or (price if o.symbol == symbol or m is None else self.price_now(m)))
+        return held
+
+    def _upnl(self) -> Decimal:
+        """Unrealised PnL of every linear position, marked at the market."""
+        return sum((b.size * (self.price_now(m) - b.avg) for k, b in self.books.items()
+                    if b.size and (m := self.state.market(k)) is not None), ZERO)
 
     def cancel(self, p: dict[str, Any]) -> SimOrder:
         oid, link = p.get("orderId"), p.get("orderLinkId")
@@ -370,11 +383,7 @@ class Account:
 
     def wallet_wire(self) -> dict[str, Any]:
         coins = []
-        upnl = ZERO
-        for sym, b in self.books.items():
-            m = self.state.market(sym)
-            if m is not None and b.size:
-                upnl += b.size * (self.price_now(m) - b.avg)
+        upnl = self._upnl()
         for coin, bal in self.coins.items():
             eq = bal + (upnl if coin == "USDT" else ZERO)
             coins.append({"coin": coin, "equity": s(eq), "usdValue": s(eq) if coin == "USDT" else "",

@@ -79,8 +79,9 @@ def build_state(cfg: SimConfig, markets: Iterable[Market] | None = None) -> SimS
     if cfg.start is not None:
         start = int(cfg.start)
     else:
-        k = min(max(cfg.history, 0), len(first) - 1)
-        start = int(first.t[k])
+        # Every market has ``history`` closed bars at the start (files may begin on other days):
+        # a market whose data starts later never reveals (or fills at) prices ahead of the clock.
+        start = max(int(m.t[min(max(cfg.history, 0), len(m) - 1)]) for m in ms)
     if cfg.bar_ms <= 0 and not cfg.realtime:
         raise ConfigError("--bar-ms must be positive")
     clock = SimClock.realtime(start) if cfg.realtime else SimClock.accelerated(start, first.tf_ms, cfg.bar_ms)

@@ -165,11 +165,12 @@ class PrivateRest:
 
     def _select(self, p: dict[str, Any], open_only: bool) -> list[Any]:
         acct = self.account
-        oid, link, sym = p.get("orderId"), p.get("orderLinkId"), p.get("symbol")
+        oid, link, sym, cat = p.get("orderId"), p.get("orderLinkId"), p.get("symbol"), p.get("category")
         if oid or link:
+            # Bybit's priority: orderId > orderLinkId > symbol (the symbol is not a filter then);
+            # the category still is: each category is its own order book.
             o = acct.orders.get(str(oid)) if oid else acct.by_link.get(str(link))
-            return [o] if o is not None else []
-        cat = p.get("category")
+            return [o] if o is not None and (not cat or o.category == cat) else []
         out = [o for o in acct.orders.values() if (not open_only or o.is_open) and (not sym or o.symbol == sym)
                and (not cat or o.category == cat)]
         return sorted(out, key=lambda o: o.created, reverse=True)
@@ -221,10 +222,19 @@ class PrivateRest:
         if cat != "linear":
             return self._err(10001, "params error: category invalid" if cat != "spot" else
                              "params error: position list is not available for spot")
-        sym = p.get("symbol")
-        ms = [self.state.market(sym)] if sym else [self.state.market(k) for k in self.account.books]
-        if sym and ms[0] is None:
-            return self._err(10001, "params error: symbol invalid")
+        # Bybit: linear needs symbol or settleCoin; a symbol answers even when flat, settleCoin
+        # lists the open positions (size > 0) of every symbol settled in that coin.
+        sym, settle = p.get("symbol"), p.get("settleCoin")
+        if sym:
+            ms = [self.state.market(sym)]
+            if ms[0] is None:
+                return self._err(10001, "params error: symbol invalid")
+        elif settle:
+            books = self.account.books
+            ms = [m for k, b in books.items() if b.size and (m := self.state.market(k)) is not None
+                  and m.quote_coin == settle]
+        else:
+            return self._err(10001, "params error: symbol or settleCoin is required")
         return self._ok({"list": [self.account.position_wire(m, cat) for m in ms if m is not None],
                          "nextPageCursor": "", "category": cat})
 
