@@ -288,8 +288,7 @@ def client_order_id(run_id: str, symbol: str, decision_time: int, seq: int = 0) 
     Same run, symbol and decision time -> same id, so a restarted bot can ask the venue whether
     the order already exists before sending it again.
     """
-    sym = hashlib.sha1(symbol.encode()).hexdigest()[:4]
-    return f"{run_id}-{sym}-{decision_time}-{seq}"
+    return f"{run_id}-{symbol_tag(symbol)}-{decision_time}-{seq}"
 
 
 def decision_id(run_id: str, bar_time: int, symbol: str | None = None) -> str:
@@ -297,7 +296,12 @@ def decision_id(run_id: str, bar_time: int, symbol: str | None = None) -> str:
     the market out (``run-bar``); a multi-market run names it like client order ids do."""
     if symbol is None:
         return f"{run_id}-{bar_time}"
-    return f"{run_id}-{hashlib.sha1(symbol.encode()).hexdigest()[:4]}-{bar_time}"
+    return f"{run_id}-{symbol_tag(symbol)}-{bar_time}"
+
+
+def symbol_tag(symbol: str) -> str:
+    """Four hex digits naming a market in the ids of a multi-market run (decisions, trades)."""
+    return hashlib.sha1(symbol.encode()).hexdigest()[:4]
 
 
 class DecisionStatus(StrEnum):

@@ -66,7 +66,7 @@ class Engine:
         self.symbol = bars.symbol
         #: Data clock in backtests (bar close time); wall clock in paper and live.
         self._clock = clock
-        self.ledger = TradeLedger(run_id)
+        self.ledger = TradeLedger(run_id, self.symbol if marks is not None else None)
         self.bar_index = -1
         self.last_bar: int | None = None
         self.target = 0.0

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from typing import Any
 
-from bot.domain import ZERO, Fill, Side
+from bot.domain import ZERO, Fill, Side, symbol_tag
 
 
 @dataclass(slots=True)
@@ -33,8 +33,12 @@ class _OpenTrade:
 
 
 class TradeLedger:
-    def __init__(self, run_id: str) -> None:
+    """Trade ids are ``run-tN``; a multi-market run's ledgers name their market like decision
+    ids do (``run-xxxx-tN``), so two markets' trades never share an id."""
+
+    def __init__(self, run_id: str, symbol: str | None = None) -> None:
         self.run_id = run_id
+        self._prefix = f"{run_id}-t" if symbol is None else f"{run_id}-{symbol_tag(symbol)}-t"
         self.open: _OpenTrade | None = None
         self.closed = 0
 
@@ -72,7 +76,7 @@ class TradeLedger:
         fees = tr.fees.quantize(Decimal("1e-10"))
         net = tr.gross - fees
         return {
-            "id": f"{self.run_id}-t{self.closed}",
+            "id": f"{self._prefix}{self.closed}",
             "symbol": "",
             "direction": "long" if tr.direction > 0 else "short",
             "qty": tr.entry_qty,

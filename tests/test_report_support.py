@@ -225,7 +225,8 @@ def journal_runs() -> Runs:
     bt("failed", cfg, Crashes(_ctx(cfg), after=200))
     bt("failed_at_start", cfg, Crashes(_ctx(cfg), after=-1))
     cfg = config(url, "dsc")
-    paper = asyncio.run(core.paper_replay(cfg, [core.MarketData(data.slice(0, 400), ContractStrategy(_ctx(cfg), "dsc"))], db))
+    market = core.MarketData(data.slice(0, 400), ContractStrategy(_ctx(cfg), "dsc"))
+    paper = asyncio.run(core.paper_replay(cfg, [market], db))
     runs.ids["paper"] = paper["run_id"]
     _RUNS = runs
     return runs

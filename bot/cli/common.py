@@ -127,7 +127,8 @@ def print_summary(summary: dict[str, Any]) -> None:
 
 MARKET_COLUMNS = [("symbol", "market"), ("strategy", "strategy"), ("timeframe", "tf"), ("candles", "candles"),
                   ("allocation", "allocation"), ("n_trades", "trades"), ("net_pnl", "net PnL"), ("fees", "fees"),
-                  ("open_position", "position"), ("buy_and_hold_return", "buy & hold"), ("decisions", "decisions"),
+                  ("open_position", "position"), ("exposure_time", "exposure"), ("buy_and_hold_return", "buy & hold"),
+                  ("decisions", "decisions"),
                   ("orders", "orders")]
 
 

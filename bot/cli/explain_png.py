@@ -16,6 +16,7 @@ from bot.attention import window_attribution
 from bot.domain import timeframe_ms
 from bot.errors import BotError, ConfigError
 from bot.feeds.replay import load_candles
+from bot.summary import RunMarket, run_markets
 from bot.timeutil import ms_to_iso
 from storage import queries as q
 
@@ -31,20 +32,38 @@ def _num(v: Any) -> float | None:
     return f if np.isfinite(f) else None
 
 
+def _market(info: dict[str, Any]) -> RunMarket | None:
+    """The decision's market of its run (a multi-market run's timeframe column is a list)."""
+    sym = info["decision"].get("symbol")
+    markets = run_markets(info["run"]) if info["run"] else []
+    return next((m for m in markets if m.symbol == sym), markets[0] if len(markets) == 1 else None)
+
+
+def _data_file(run: dict[str, Any], symbol: str | None) -> str | None:
+    """The run's data file for ``symbol``: a multi-market backtest journals one per market, ';'-joined."""
+    files = str(run.get("data_source") or "").split(";")
+    symbols = q.run_symbols(run)
+    if len(files) == len(symbols) > 1 and symbol in symbols:
+        return files[symbols.index(symbol)]
+    return files[0] or None
+
+
 def _candles(info: dict[str, Any], engine: Any, data: str | None, t0: int, t1: int,
              bar_ms: int) -> tuple[str, dict[str, np.ndarray] | None]:
     """(source label, OHLC arrays over [t0, t1]) or (reason, None)."""
     run, d = info["run"], info["decision"]
-    path = data or run.get("data_source")
+    market = _market(info)
+    path = data or _data_file(run, d.get("symbol"))
     if path and Path(path).is_file():
         try:
-            c = load_candles(path, symbol=d.get("symbol") or "?", timeframe=run.get("timeframe") or "1h",
+            c = load_candles(path, symbol=d.get("symbol") or "?", timeframe=market.timeframe if market else "1h",
                              bar_ms=bar_ms, start_ms=t0, end_ms=t1 + bar_ms)
             return Path(path).name, {"time": c.time, "open": c.open, "high": c.high, "low": c.low,
                                      "close": c.close}
         except BotError:
             pass
-    rows = [r for r in q.equity(engine, d["run_id"]) if t0 <= r["time"] <= t1] if d.get("run_id") else []
+    rows = [r for r in q.equity(engine, d["run_id"], symbol=d.get("symbol")) if t0 <= r["time"] <= t1] \
+        if d.get("run_id") else []
     if rows:
         t = np.array([r["time"] for r in rows], dtype=np.int64)
         c = np.array([r["price"] for r in rows], dtype=float)
@@ -60,7 +79,8 @@ def write_png(info: dict[str, Any], path: Path, engine: Any, data: str | None = 
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     d, expl = info["decision"], info["decision"]["explanation"]
-    bar_ms = timeframe_ms(info["run"].get("timeframe") or "1h")
+    market = _market(info)
+    bar_ms = market.bar_ms if market else timeframe_ms("1h")
     t_dec = int(d["bar_time"])
     wa = window_attribution(expl)
     times = wa[0] if wa and wa[0] else []

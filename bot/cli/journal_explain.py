@@ -20,6 +20,7 @@ from bot.attention import window_attribution
 from bot.cli.common import ConfigOpt, DbOpt, FormatOpt, SetOpt, console, dumps, load
 from bot.errors import ConfigError
 from bot.report.reasons import generic_reasons, reasons, reasons_for
+from bot.summary import check_symbol
 from bot.timeutil import ms_to_iso
 from storage import queries as q
 from storage.db import open_database
@@ -32,8 +33,12 @@ _SHOWN = {"kind", "probs", "confidence", "signal", "attribution", "times", "top_
           "level_probs", "predicted_path", "predicted_closes", "fast_sma", "slow_sma", "rule"}
 
 
-def gather(db: Any, ident: str) -> dict[str, Any]:
-    """The decision behind ``ident`` with its run, orders and fills (StorageError if unknown)."""
+def gather(db: Any, ident: str, symbol: str | None = None) -> dict[str, Any]:
+    """The decision behind ``ident`` with its run, orders and fills (StorageError if unknown).
+
+    ``symbol``: the decision must be of that market (ConfigError if its run did not trade it, or
+    the decision is another market's).
+    """
     decision = q.find_decision(db, ident)
     orders = q.orders_for_decision(db, decision["id"])
     fills = q.fills_for_orders(db, [o["id"] for o in orders])
@@ -41,6 +46,10 @@ def gather(db: Any, ident: str) -> dict[str, Any]:
         run = q.resolve_run(db, decision["run_id"])
     except Exception:  # noqa: BLE001 - a decision without its run still explains itself
         run = {}
+    if symbol is not None:
+        symbol = check_symbol(run, symbol) if run else symbol.upper()
+        if decision.get("symbol") != symbol:
+            raise ConfigError(f"decision {decision['id']} is of {decision.get('symbol')}, not {symbol}")
     expl = decision.get("explanation")
     decision["explanation"] = expl if isinstance(expl, dict) else {}
     return {"decision": decision, "run": run, "orders": orders, "fills": fills}
@@ -201,6 +210,8 @@ def register(journal_app: typer.Typer) -> None:
         png: Path | None = typer.Option(None, "--png", help="Also write a picture: candles above the attribution."),
         data: str | None = typer.Option(None, "--data", "-d",
                                         help="Candle file for --png (default: the run's own data file)."),
+        symbol: str | None = typer.Option(None, "--symbol", "-s",
+                                          help="Refuse a decision that is not of this market."),
         fmt: str = FormatOpt,
         config: Path | None = ConfigOpt,
         set_: list[str] | None = SetOpt,
@@ -211,7 +222,7 @@ def register(journal_app: typer.Typer) -> None:
             raise ConfigError(f"unknown --format {fmt!r}: expected table or json")
         cfg = load(config, set_, db=db)
         engine = open_database(cfg.storage.url)
-        info = gather(engine, ident)
+        info = gather(engine, ident, symbol)
         if fmt == "json":
             sys.stdout.write(dumps(info) + "\n")
         else:

@@ -31,6 +31,7 @@ def write_report(db: Engine, run: str | dict[str, Any], out_dir: str | Path, *, 
     """Write ``report.html`` (and PNGs unless ``png`` is False) for ``run`` (id, 'latest' or a run row)."""
     from bot.report.data import load_report_data
     from bot.report.html import write_html
+    from bot.report.portfolio import is_multi, load_portfolio_data
     from bot.report.theme import get_theme
 
     get_theme(theme)
@@ -40,7 +41,7 @@ def write_report(db: Engine, run: str | dict[str, Any], out_dir: str | Path, *, 
         raise ConfigError(f"--out {out} exists and is not a directory")
     row = run if isinstance(run, dict) else q.resolve_run(db, run)
     step("reading the journal")
-    data = load_report_data(db, row)
+    data = load_portfolio_data(db, row) if is_multi(row) else load_report_data(db, row)
     try:
         out.mkdir(parents=True, exist_ok=True)
         step("writing report.html")

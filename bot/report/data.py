@@ -20,7 +20,7 @@ from bot.domain import timeframe_ms
 from bot.report.reasons import reasons
 from bot.report.section import ReportSection
 from bot.report.sections import for_run
-from bot.summary import journal_summary
+from bot.summary import RunMarket, journal_summary, run_markets
 from storage import queries as q
 from strategies.spec import ReasonsFn
 
@@ -47,6 +47,8 @@ class ReportData:
     decision_by_id: dict[str, dict[str, Any]] = field(default_factory=dict)
     #: Why the generic section stands in for the strategy's own, or "".
     section_note: str = ""
+    #: The market these rows are of (its strategy's params, timeframe, allocation), if known.
+    market: RunMarket | None = None
 
     @property
     def run_id(self) -> str:
@@ -54,7 +56,7 @@ class ReportData:
 
     @property
     def bar_ms(self) -> int:
-        return timeframe_ms(self.run["timeframe"])
+        return self.market.bar_ms if self.market else timeframe_ms(self.run["timeframe"])
 
     @property
     def initial_cash(self) -> float:
@@ -140,9 +142,24 @@ def _fills_frame(fills: list[dict[str, Any]], orders: list[dict[str, Any]]) -> p
 
 def load_report_data(db: Engine, run: dict[str, Any]) -> ReportData:
     """Everything the report shows about ``run`` (a row from :func:`storage.queries.resolve_run`)."""
+    markets = run_markets(run)
+    return _load(db, run, journal_summary(db, run), markets[0] if len(markets) == 1 else None, None)
+
+
+def load_market_data(db: Engine, run: dict[str, Any], market: RunMarket, line: dict[str, Any]) -> ReportData:
+    """One market of a multi-market run: its rows only, ``line`` (its summary line) as the summary.
+
+    ``run`` is the run's row with its ``symbol``, ``timeframe`` and ``strategy`` set to this
+    market's, so titles and sections read as the market's own. Equity is still the portfolio's.
+    """
+    own = {**run, "symbol": market.symbol, "timeframe": market.timeframe, "strategy": market.strategy}
+    return _load(db, own, line, market, market.symbol)
+
+
+def _load(db: Engine, run: dict[str, Any], summary: dict[str, Any], market: RunMarket | None,
+          symbol: str | None) -> ReportData:
     rid = run["id"]
-    summary = journal_summary(db, run)
-    decisions = q.decisions(db, rid)
+    decisions = q.decisions(db, rid, symbol=symbol)
     for d in decisions:
         if not isinstance(d.get("explanation"), dict):
             d["explanation"] = {}
@@ -150,15 +167,16 @@ def load_report_data(db: Engine, run: dict[str, Any]) -> ReportData:
     return ReportData(
         run=run,
         summary=summary,
-        equity=_equity_frame(q.equity(db, rid)),
-        trades=_trades_frame(q.trades(db, rid)),
-        fills=_fills_frame(q.fills(db, rid), q.orders(db, rid)),
+        equity=_equity_frame(q.equity(db, rid, symbol=symbol)),
+        trades=_trades_frame(q.trades(db, rid, symbol=symbol)),
+        fills=_fills_frame(q.fills(db, rid, symbol=symbol), q.orders(db, rid, symbol=symbol)),
         decisions=decisions,
-        events=q.events(db, rid),
+        events=q.events(db, rid) if symbol is None else [],
         section=strategy.section,
         explain=strategy.reasons,
         decision_by_id={d["id"]: d for d in decisions},
         section_note=strategy.note,
+        market=market,
     )
 
 

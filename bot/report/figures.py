@@ -25,20 +25,22 @@ def styled(fig: go.Figure, t: th.Theme, title: str, height: int) -> go.Figure:
     return fig
 
 
-def equity_figure(d: ReportData, t: th.Theme) -> go.Figure:
+def equity_figure(d: ReportData, t: th.Theme, bh: np.ndarray | None = None, name: str = "",
+                  bh_name: str = "buy & hold") -> go.Figure:
+    """Equity over the benchmark (default: buy & hold of the run's market), drawdown below."""
     eq = d.equity["equity"].to_numpy()
-    bh = buy_and_hold(d)
+    bh = buy_and_hold(d) if bh is None else bh
     dd = drawdown(eq, d.initial_cash)
     idx = union_idx(eq, bh, dd)
     x = d.equity["dt"].to_numpy()[idx]
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.72, 0.28], vertical_spacing=0.05)
-    fig.add_trace(go.Scatter(x=x, y=bh[idx], name="buy & hold", line={"color": th.BENCHMARK, "width": 1.5},
+    fig.add_trace(go.Scatter(x=x, y=bh[idx], name=bh_name, line={"color": th.BENCHMARK, "width": 1.5},
                              hovertemplate="%{y:,.2f}"), row=1, col=1)
-    fig.add_trace(go.Scatter(x=x, y=eq[idx], name=f"{d.run['strategy']} equity",
+    fig.add_trace(go.Scatter(x=x, y=eq[idx], name=name or f"{d.run['strategy']} equity",
                              line={"color": th.STRATEGY, "width": 2.2}, hovertemplate="%{y:,.2f}"), row=1, col=1)
     fig.add_trace(go.Scatter(x=x, y=-dd[idx], name="drawdown", fill="tozeroy", line={"color": th.DRAWDOWN, "width": 1},
                              fillcolor="rgba(225,29,72,0.25)", hovertemplate="%{y:.2%}"), row=2, col=1)
-    styled(fig, t, "Equity vs buy & hold", 520)
+    styled(fig, t, f"Equity vs {bh_name}", 520)
     fig.update_yaxes(title_text="equity", tickformat=",.0f", row=1, col=1)
     fig.update_yaxes(title_text="drawdown", tickformat=".0%", row=2, col=1)
     return fig

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
@@ -15,9 +14,12 @@ from plotly.offline import get_plotlyjs
 from bot.report import tables
 from bot.report import theme as th
 from bot.report.analysis import marker_fills
+from bot.report.blocks import Section, no_bars, strategy_section, tail_sections
 from bot.report.data import ReportData
 from bot.report.figures import equity_figure, monthly_figure, price_figure
+from bot.report.html_portfolio import plan_portfolio, portfolio_header
 from bot.report.page import CSS
+from bot.report.portfolio import PortfolioData
 
 PLOTLY_CONFIG = {"displaylogo": False, "responsive": True, "scrollZoom": False,
                  "modeBarButtonsToRemove": ["lasso2d", "select2d"],
@@ -25,22 +27,9 @@ PLOTLY_CONFIG = {"displaylogo": False, "responsive": True, "scrollZoom": False,
 STATUS_TONE = {"completed": "ok", "running": "info", "interrupted": "warn", "stopped": "warn", "failed": "bad"}
 
 
-@dataclass(slots=True)
-class Section:
-    id: str
-    title: str
-    body: str = ""
-    figures: dict[str, go.Figure] = field(default_factory=dict)
-    note: str = ""
-
-
 def _figure_html(fid: str, fig: go.Figure) -> str:
     div = pio.to_html(fig, include_plotlyjs=False, full_html=False, div_id=fid, config=PLOTLY_CONFIG)
     return f'<div class="figure">{div}</div>'
-
-
-def _no_bars(what: str) -> str:
-    return f'<p class="empty">No bars were journaled for this run, so there is no {escape(what)} to draw.</p>'
 
 
 def plan(d: ReportData, t: th.Theme) -> list[Section]:
@@ -56,70 +45,75 @@ def plan(d: ReportData, t: th.Theme) -> list[Section]:
                             note=f"{what}. Hover a marker for the decision behind it."))
         secs.append(Section("monthly", "Monthly returns", figures={"fig-monthly": monthly_figure(d, t)}))
     else:
-        secs.append(Section("equity", "Equity and drawdown", _no_bars("equity curve")))
-        secs.append(Section("price", "Price and trades", _no_bars("price")))
-        secs.append(Section("monthly", "Monthly returns", _no_bars("monthly return")))
+        secs.append(Section("equity", "Equity and drawdown", no_bars("equity curve")))
+        secs.append(Section("price", "Price and trades", no_bars("price")))
+        secs.append(Section("monthly", "Monthly returns", no_bars("monthly return")))
     secs.append(Section("trades", f"Trades ({len(d.trades):,})", tables.trades_table(d)))
-    secs.append(_strategy_section(d, t))
-    if d.events:
-        secs.append(Section("events", f"Events ({len(d.events):,})", tables.events_table(d)))
-    cfg = json.dumps(d.run.get("config"), indent=2, default=str)
-    secs.append(Section("run", "Run configuration", f"<details><summary>config journaled with the run</summary>"
-                                                    f"<pre>{escape(cfg)}</pre></details>"))
+    secs.append(strategy_section(d, t))
+    secs.extend(tail_sections(d))
     return secs
 
 
-def _strategy_section(d: ReportData, t: th.Theme) -> Section:
-    """The run's strategy's own section (its spec's report section, else the generic one)."""
-    view = d.section.part("view")(d)
-    sec = Section(f"model-{d.section.key}", d.section.title, note=d.section_note)
-    if view is None:
-        sec.body = ('<p class="empty">No decision of this run carries the explanation keys this section '
-                    "needs (see docs/explanations.md).</p>")
-    else:
-        sec.figures = d.section.part("figures")(d, view, t)
-    return sec
-
-
-def _header(d: ReportData) -> str:
+def _header(d: ReportData | PortfolioData) -> str:
     r, s = d.run, d.summary
     status = str(r["status"])
     span = f"{s.get('start') or '–'} → {s.get('end') or '–'}"
     err = f'<div class="alert">{escape(str(r["error"]))}</div>' if r.get("error") else ""
     model = f" · model {escape(str(r['model_id']))}" if r.get("model_id") else ""
-    return (f'<header><div class="title"><h1>{escape(r["strategy"])} · {escape(r["symbol"])} '
-            f'{escape(r["timeframe"])}</h1><span class="badge {STATUS_TONE.get(status, "info")}">'
+    if isinstance(d, PortfolioData):
+        title = f"Portfolio · {portfolio_header(d)}"
+        data = " · ".join(filter(None, str(r.get("data_source") or "live feed").split(";")))
+        model += f" · {len(d.markets)} markets"
+    else:
+        title = f'{escape(r["strategy"])} · {escape(r["symbol"])} {escape(r["timeframe"])}'
+        data = str(r.get("data_source") or "live feed")
+    return (f'<header><div class="title"><h1>{title}</h1><span class="badge {STATUS_TONE.get(status, "info")}">'
             f'{escape(status)}</span><span class="badge mode">{escape(str(r["mode"]))}</span></div>'
             f'<div class="sub">run <code>{escape(d.run_id)}</code> · {escape(span)} · '
-            f'{s.get("candles", 0):,} bars{model} · data {escape(str(r.get("data_source") or "live feed"))}</div>'
+            f'{s.get("candles", 0):,} bars{model} · data {escape(data)}</div>'
             f"{err}</header>")
 
 
-def render(d: ReportData, theme: str = "light") -> tuple[str, list[str], list[str]]:
+def _section_html(s: Section) -> str:
+    figs = "".join(_figure_html(fid, fig) for fid, fig in s.figures.items())
+    note = f'<p class="note">{escape(s.note)}</p>' if s.note else ""
+    market = f' data-market="{escape(s.market)}"' if s.market else ""
+    return (f'<section id="{s.id}" data-section="{s.id}"{market}><h2>{escape(s.title)}</h2>{note}{s.body}{figs}'
+            "</section>")
+
+
+def _manifest(d: ReportData | PortfolioData, secs: list[Section], fig_ids: list[str]) -> str:
+    """What the page holds, for readers and tests: sections, figures, and a multi-market run's markets."""
+    if isinstance(d, PortfolioData):
+        return json.dumps({"run_id": d.run_id, "kind": "portfolio", "sections": [s.id for s in secs],
+                           "figures": fig_ids, "markets": [
+                               {"symbol": m.symbol, "strategy": m.strategy, "kind": md.section.key,
+                                "sections": [s.id for s in secs if s.market == m.symbol]}
+                               for m, md in zip(d.markets, d.data, strict=True)]})
+    return json.dumps({"run_id": d.run_id, "kind": d.section.key, "sections": [s.id for s in secs],
+                       "figures": fig_ids})
+
+
+def render(d: ReportData | PortfolioData, theme: str = "light") -> tuple[str, list[str], list[str]]:
     """(page, section ids, figure div ids)."""
     t = th.get_theme(theme)
-    secs = plan(d, t)
-    nav = "".join(f'<a href="#{s.id}">{escape(s.title.split(":")[0])}</a>' for s in secs)
-    body = []
-    fig_ids: list[str] = []
-    for s in secs:
-        figs = "".join(_figure_html(fid, fig) for fid, fig in s.figures.items())
-        fig_ids.extend(s.figures)
-        note = f'<p class="note">{escape(s.note)}</p>' if s.note else ""
-        body.append(f'<section id="{s.id}" data-section="{s.id}"><h2>{escape(s.title)}</h2>{note}{s.body}{figs}'
-                    "</section>")
-    manifest = json.dumps({"run_id": d.run_id, "kind": d.section.key, "sections": [s.id for s in secs],
-                           "figures": fig_ids})
+    secs = plan_portfolio(d, t) if isinstance(d, PortfolioData) else plan(d, t)
+    nav = "".join(f'<a href="#{s.id}">{escape(s.title.split(":")[0] if s.nav is None else s.nav)}</a>'
+                  for s in secs if s.nav != "")
+    fig_ids = [fid for s in secs for fid in s.figures]
+    body = "".join(_section_html(s) for s in secs)
     generated = datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC")
+    what = "portfolio" if isinstance(d, PortfolioData) else f"{d.run['strategy']} {d.run['symbol']}"
     page = (
         "<!DOCTYPE html>\n<html lang=\"en\"><head><meta charset=\"utf-8\">"
         '<meta name="viewport" content="width=device-width, initial-scale=1">'
-        f"<title>{escape(d.run['strategy'])} {escape(d.run['symbol'])} · run {escape(d.run_id)}</title>"
+        f"<title>{escape(what)} · run {escape(d.run_id)}</title>"
         f"<style>{CSS.substitute(_css_vars(t))}</style>"
         "<script type=\"text/javascript\">window.PlotlyConfig = {MathJaxConfig: 'local'};</script>"
         f'<script type="text/javascript">{get_plotlyjs()}</script>'
-        f'<script type="application/json" id="report-manifest">{escape(manifest, quote=False)}</script>'
-        f"</head><body class=\"{t.name}\">{_header(d)}<nav>{nav}</nav><main>{''.join(body)}</main>"
+        f'<script type="application/json" id="report-manifest">{escape(_manifest(d, secs, fig_ids), quote=False)}'
+        "</script>"
+        f"</head><body class=\"{t.name}\">{_header(d)}<nav>{nav}</nav><main>{body}</main>"
         f"<footer>Generated {generated} from the journal alone by <code>bot journal report</code>. "
         "Times are UTC.</footer></body></html>\n"
     )
@@ -131,7 +125,7 @@ def _css_vars(t: th.Theme) -> dict[str, str]:
             "border": t.border, "gain": th.GAIN, "loss": th.LOSS, "accent": th.STRATEGY, "font": th.FONT}
 
 
-def write_html(d: ReportData, out: Path, theme: str = "light") -> tuple[Path, list[str], list[str]]:
+def write_html(d: ReportData | PortfolioData, out: Path, theme: str = "light") -> tuple[Path, list[str], list[str]]:
     page, sections, figures = render(d, theme)
     path = out / "report.html"
     path.write_text(page, encoding="utf-8")

@@ -200,7 +200,7 @@ class SMAView:
 
 def _sma_params(d: ReportData) -> tuple[int | None, int | None]:
     """Window lengths from the run's journaled config, falling back to the strategy's defaults."""
-    params = ((d.run.get("config") or {}).get("strategy") or {}).get("params") or {}
+    params = d.market.params if d.market else ((d.run.get("config") or {}).get("strategy") or {}).get("params") or {}
     try:
         from strategies.sma import SMAParams
 

@@ -97,15 +97,16 @@ def summary_png(d: ReportData, t: th.Theme) -> Figure:
     return fig
 
 
-def equity_png(d: ReportData, t: th.Theme) -> Figure:
+def equity_png(d: ReportData, t: th.Theme, bh: np.ndarray | None = None, name: str = "",
+               bh_name: str = "buy & hold") -> Figure:
     fig = new_figure(t)
-    _title(fig, d, "Equity vs buy & hold", t)
+    _title(fig, d, f"Equity vs {bh_name}", t)
     top, bottom = fig.subplots(2, 1, sharex=True, height_ratios=[3, 1])
     x = naive(d.equity["dt"])
     eq = d.equity["equity"].to_numpy()
     dd = drawdown(eq, d.initial_cash)
-    top.plot(x, buy_and_hold(d), color=th.BENCHMARK, lw=1.4, label="buy & hold")
-    top.plot(x, eq, color=th.STRATEGY, lw=2.0, label=f"{d.run['strategy']} equity")
+    top.plot(x, buy_and_hold(d) if bh is None else bh, color=th.BENCHMARK, lw=1.4, label=bh_name)
+    top.plot(x, eq, color=th.STRATEGY, lw=2.0, label=name or f"{d.run['strategy']} equity")
     top.set_ylabel("equity")
     thousands(top)
     top.legend(loc="upper left", ncols=2)
@@ -164,16 +165,22 @@ CORE: dict[str, Callable[[ReportData, th.Theme], Figure]] = {
 
 
 def write_pngs(d: ReportData, out: Path, theme: str = "light") -> list[Path]:
-    """Write summary.png, and equity/price/monthly/<section key>.png where the run has the data."""
+    """Write summary.png, and equity/price/monthly/<section key>.png where the run has the data
+    (a multi-market run: see :func:`bot.report.png_portfolio.portfolio_pngs`)."""
     from bot.report.png_models import model_png
+    from bot.report.png_portfolio import portfolio_pngs
+    from bot.report.portfolio import PortfolioData
 
     t = th.get_theme(theme)
     paths = []
     with matplotlib.rc_context(th.matplotlib_rc(t)):
-        figs: dict[str, Figure | None] = {"summary": summary_png(d, t)}
-        if d.has_bars:
-            figs.update({name: fn(d, t) for name, fn in CORE.items()})
-        figs[d.section.key] = model_png(d, t)
+        if isinstance(d, PortfolioData):
+            figs = portfolio_pngs(d, t)
+        else:
+            figs = {"summary": summary_png(d, t)}
+            if d.has_bars:
+                figs.update({name: fn(d, t) for name, fn in CORE.items()})
+            figs[d.section.key] = model_png(d, t)
         for name, fig in figs.items():
             if fig is None:
                 continue

@@ -13,8 +13,9 @@ from typing import Any
 from bot.report.data import ReportData
 from bot.report.reasons import fmt_time
 
-PCT = {"total_return", "buy_and_hold_return", "cagr", "max_drawdown", "win_rate", "exposure_time", "volatility"}
-MONEY = {"initial_equity", "final_equity", "avg_trade_pnl", "fees"}
+PCT = {"total_return", "buy_and_hold_return", "cagr", "max_drawdown", "win_rate", "exposure_time", "volatility",
+       "allocation"}
+MONEY = {"initial_equity", "final_equity", "avg_trade_pnl", "fees", "net_pnl", "realized_pnl"}
 RATIO = {"sharpe", "sortino", "profit_factor"}
 LABELS = {
     "run_id": "run", "mode": "mode", "status": "status", "strategy": "strategy", "symbol": "symbol",
@@ -25,7 +26,8 @@ LABELS = {
     "buy_and_hold_return": "buy & hold", "n_trades": "trades", "win_rate": "win rate",
     "profit_factor": "profit factor", "avg_trade_pnl": "avg trade PnL", "fees": "fees paid",
     "decisions": "decisions", "orders": "orders", "fills": "fills", "elapsed_s": "elapsed (s)",
-    "candles_per_s": "candles / s",
+    "candles_per_s": "candles / s", "allocation": "allocation", "net_pnl": "net PnL", "realized_pnl": "realised PnL",
+    "open_position": "open position",
 }
 HEADLINE = ["total_return", "buy_and_hold_return", "sharpe", "max_drawdown", "n_trades", "win_rate"]
 MAX_TRADE_ROWS = 1000
@@ -51,7 +53,7 @@ def fmt_metric(key: str, v: Any) -> str:
 def tone(key: str, v: Any) -> str:
     if not isinstance(v, int | float) or v is None:
         return ""
-    if key in ("total_return", "buy_and_hold_return", "cagr", "sharpe", "sortino", "avg_trade_pnl"):
+    if key in ("total_return", "buy_and_hold_return", "cagr", "sharpe", "sortino", "avg_trade_pnl", "net_pnl"):
         return "pos" if v > 0 else "neg" if v < 0 else ""
     if key == "max_drawdown":
         return "neg" if v > 0 else ""
@@ -64,18 +66,18 @@ def _cell(key: str, v: Any) -> str:
             f'data-value="{escape(json.dumps(v, default=str))}">{escape(fmt_metric(key, v))}</td>')
 
 
-def headline_cards(summary: dict[str, Any]) -> str:
+def headline_cards(summary: dict[str, Any], keys: list[str] = HEADLINE) -> str:
     out = []
-    for k in HEADLINE:
+    for k in keys:
         v = summary.get(k)
         out.append(f'<div class="card"><div class="card-label">{escape(LABELS.get(k, k))}</div>'
                    f'<div class="card-value {tone(k, v)}">{escape(fmt_metric(k, v))}</div></div>')
     return '<div class="cards">' + "".join(out) + "</div>"
 
 
-def metrics_table(summary: dict[str, Any]) -> str:
+def metrics_table(summary: dict[str, Any], table_id: str = "metrics-table") -> str:
     """Every key of the journal summary, in its order, two columns of label/value pairs."""
-    items = list(summary.items())
+    items = [(k, v) for k, v in summary.items() if k != "markets"]
     half = (len(items) + 1) // 2
     rows = []
     for i in range(half):
@@ -86,10 +88,10 @@ def metrics_table(summary: dict[str, Any]) -> str:
             else:
                 cells.append(f"<th>{escape(LABELS.get(k, k))}</th>{_cell(k, v)}")
         rows.append("<tr>" + "".join(cells) + "</tr>")
-    return '<table class="metrics" id="metrics-table">' + "".join(rows) + "</table>"
+    return f'<table class="metrics" id="{escape(table_id)}">' + "".join(rows) + "</table>"
 
 
-def trades_table(d: ReportData) -> str:
+def trades_table(d: ReportData, table_id: str = "trades-table") -> str:
     tr = d.trades
     if tr.empty:
         return '<p class="empty">No closed trades in this run.</p>'
@@ -110,7 +112,8 @@ def trades_table(d: ReportData) -> str:
             f"<td class='num'>{r.entry_price:,.2f}</td><td class='num'>{r.exit_price:,.2f}</td>"
             f"<td class='num {cls}'>{r.net_pnl:,.2f}</td><td class='num {cls}'>{r.return_pct * 100:+.2f}%</td>"
             f"<td class='num'>{r.fees:,.2f}</td><td class='why'>{escape(why)}</td></tr>")
-    return note + '<div class="scroll"><table class="list" id="trades-table">' + head + "".join(rows) + "</table></div>"
+    return (note + f'<div class="scroll"><table class="list" id="{escape(table_id)}">' + head + "".join(rows)
+            + "</table></div>")
 
 
 def events_table(d: ReportData) -> str:
@@ -120,3 +123,30 @@ def events_table(d: ReportData) -> str:
         f"<td class='why'>{escape(json.dumps(e.get('payload'), default=str)[:300])}</td></tr>" for e in ev)
     return ('<div class="scroll"><table class="list" id="events-table"><tr><th>time (UTC)</th><th>event</th>'
             "<th>details</th></tr>" + rows + "</table></div>")
+
+
+MARKET_COLUMNS = [("symbol", "market"), ("strategy", "strategy"), ("timeframe", "tf"), ("allocation", "allocation"),
+                  ("candles", "bars"), ("n_trades", "trades"), ("win_rate", "win rate"), ("net_pnl", "net PnL"),
+                  ("fees", "fees"), ("exposure_time", "exposure"), ("buy_and_hold_return", "buy & hold"),
+                  ("open_position", "position")]
+
+
+def markets_table(lines: list[dict[str, Any]]) -> str:
+    """A multi-market run's line per market; each cell carries its summary key and JSON value."""
+    head = "".join(f"<th>{escape(label)}</th>" for _, label in MARKET_COLUMNS)
+    rows = []
+    for ln in lines:
+        cells = []
+        for k, _ in MARKET_COLUMNS:
+            v = ln.get(k)
+            if k == "allocation" and isinstance(v, int | float):
+                text, cls = f"{v * 100:.0f}%", "num"
+            elif isinstance(v, str):
+                text, cls = v, ""
+            else:
+                text, cls = fmt_metric(k, v), f"num {tone(k, v)}"
+            cells.append(f'<td class="{cls}" data-key="{escape(k)}" '
+                         f'data-value="{escape(json.dumps(v, default=str))}">{escape(text)}</td>')
+        rows.append(f'<tr data-market="{escape(str(ln.get("symbol")))}">' + "".join(cells) + "</tr>")
+    return ('<div class="scroll"><table class="list" id="markets-table"><tr>' + head + "</tr>" + "".join(rows)
+            + "</table></div>")
