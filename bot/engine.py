@@ -122,6 +122,7 @@ class Engine:
         else:
             values = marks.values
             values[self._slot] = qty * c
+            marks.price[self._slot] = c
             eq = cash + sum(values)
         self._eq_append(eq)
         self._cash_append(cash)
@@ -194,6 +195,8 @@ class Engine:
             return
         pos = self.broker.position().qty
         tq = target_quantity(target, eq, price, self.fee_rate, self.instrument)
+        if self._marks is not None:
+            self._marks.target[self._slot] = float(tq)
         plan = order_for_target(tq, pos, price, self.instrument, equity=eq,
                                 rebalance_threshold=self.risk.cfg.rebalance_threshold)
         if plan is None:

@@ -45,12 +45,18 @@ def order_for_target(target_qty: Decimal, current_qty: Decimal, price: float, in
 
 class Marks:
     """Every market's position value at its last close, shared by the engines of a run: any
-    market's engine reads the portfolio's equity as shared cash + the sum of these."""
+    market's engine reads the portfolio's equity as shared cash + the sum of these. Each market's
+    latest target quantity is kept too, so that an order still on its way counts against the
+    portfolio's gross exposure as if it had filled."""
 
-    __slots__ = ("values",)
+    __slots__ = ("price", "target", "values")
 
     def __init__(self, n: int) -> None:
         self.values = [0.0] * n
+        self.price = [0.0] * n
+        self.target = [0.0] * n
 
     def gross_except(self, slot: int) -> float:
-        return sum(abs(v) for i, v in enumerate(self.values) if i != slot)
+        """Gross notional of the other markets: the larger of what they hold and what they target."""
+        return sum(max(abs(v), abs(q * p)) for i, (v, q, p) in enumerate(zip(self.values, self.target, self.price,
+                                                                               strict=True)) if i != slot)

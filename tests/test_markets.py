@@ -93,8 +93,10 @@ def test_same_close_bars_play_in_config_order_and_timeframes_interleave() -> Non
 def test_a_one_market_list_makes_the_shorthand_run(tmp_path: Path, btc_1h: Path) -> None:
     short = load_config(None, [f"storage.url=sqlite:///{tmp_path / 'a.db'}", "strategy.params.fast=5",
                                "strategy.params.slow=20"])
-    listed = load_config(None, [f"storage.url=sqlite:///{tmp_path / 'b.db'}"], {
-        "markets": [{"symbol": "BTCUSDT", "strategy": {"name": "sma", "params": {"fast": 5, "slow": 20}}}]})
+    one = tmp_path / "one.yaml"
+    one.write_text(yaml.safe_dump({"markets": [{"symbol": "BTCUSDT",
+                                                "strategy": {"name": "sma", "params": {"fast": 5, "slow": 20}}}]}))
+    listed = load_config(one, [f"storage.url=sqlite:///{tmp_path / 'b.db'}"])
     assert short.markets == listed.markets and short.market.allocation == 1.0
     out = []
     for cfg in (short, listed):
@@ -119,7 +121,7 @@ def test_two_markets_share_one_wallet_and_keep_their_own_books(tmp_path: Path, d
     for sym in ("BTCUSDT", "ETHUSDT"):
         fills = q.fills(db, rid, sym)
         assert fills and all(f["symbol"] == sym for f in fills)
-        decisions = q.decisions(db, rid, sym)
+        decisions = q.decisions(db, rid, symbol=sym)
         assert all(d["id"] == decision_id(rid, int(d["bar_time"]), sym) for d in decisions)
         assert all(o["decision_id"] in {d["id"] for d in decisions} for o in q.orders(db, rid, sym))
     # One wallet: the initial cash moved by every fill of both markets, plus both positions at
@@ -150,7 +152,7 @@ def test_each_market_decides_on_its_own_bars_as_if_alone(tmp_path: Path, data_di
         tree["markets"] = [tree["markets"][i]]
         alone.write_text(yaml.safe_dump(tree))
         one, db1 = _run(alone)
-        both = [(d["bar_time"], d["target"]) for d in q.decisions(db, summary["run_id"], sym)]
+        both = [(d["bar_time"], d["target"]) for d in q.decisions(db, summary["run_id"], symbol=sym)]
         single = [(d["bar_time"], d["target"]) for d in q.decisions(db1, one["run_id"])]
         assert both == single and both
 
@@ -162,7 +164,7 @@ def test_allocation_caps_each_markets_share_of_equity(tmp_path: Path, data_dir: 
     rid = summary["run_id"]
     for sym in ("BTCUSDT", "ETHUSDT"):
         eq = {r["time"]: r["equity"] for r in q.equity(db, rid, sym)}
-        decisions = {d["id"]: d for d in q.decisions(db, rid, sym)}
+        decisions = {d["id"]: d for d in q.decisions(db, rid, symbol=sym)}
         orders = {o["id"]: o for o in q.orders(db, rid, sym)}
         pos, shares = Decimal(0), []
         for f in q.fills(db, rid, sym):
@@ -181,12 +183,17 @@ def test_gross_exposure_cap_leaves_the_second_market_what_the_first_left(tmp_pat
         for r in q.equity(db, rid, sym):
             rows.setdefault(r["time"], 0.0)
             rows[r["time"]] += abs(r["position"] * r["price"]) / r["equity"]
-    assert max(rows.values()) <= 0.6 * 1.03
+    # The cap binds when an order is sized (an order on its way counts as filled); prices drift
+    # afterwards, so look at the bars where fills happened (one bar after the decision).
+    at_fills = [rows[int(f["time"])] for f in q.fills(db, rid)]
+    assert 0.55 < max(at_fills) <= 0.6 * 1.03
+    assert max(rows.values()) > 0.55  # without the cap both markets would reach 50 % at once
 
 
 def test_a_kill_switch_trip_flattens_every_market(tmp_path: Path) -> None:
-    cfg = load_config(None, [f"storage.url=sqlite:///{tmp_path / 'k.db'}", "risk.max_drawdown=0.02"], {
-        "markets": [{"symbol": "BTCUSDT"}, {"symbol": "ETHUSDT", **ETH_RULES}]})
+    two = tmp_path / "two.yaml"
+    two.write_text(yaml.safe_dump({"markets": [{"symbol": "BTCUSDT"}, {"symbol": "ETHUSDT", **ETH_RULES}]}))
+    cfg = load_config(two, [f"storage.url=sqlite:///{tmp_path / 'k.db'}", "risk.max_drawdown=0.02"])
     a, b = random_walk(300, seed=1), random_walk(300, seed=2)
     b = type(b)("ETHUSDT", "1h", b.time, b.open, b.high, b.low, b.close, b.volume, "eth", b.gaps)
     strategies = [ScriptedStrategy({5: 1.0}), ScriptedStrategy({5: -1.0})]
