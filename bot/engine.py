@@ -103,27 +103,36 @@ class Engine:
     # -- the per-bar core --------------------------------------------------------------------------
     def on_bar(self) -> None:
         """Bar ``bars.n - 1`` has closed: fill, mark, decide, order. Same code in every mode."""
+        self.fill()
+        self.decide()
+
+    def fill(self) -> None:
+        """Orders decided on earlier bars meet this bar's prices (the simulated fill engine).
+
+        A multi-market run fills every market whose bar closes now before any of them marks:
+        the fills happened at the bars' open, before all of their closes (as on a venue)."""
+        market = self._market
+        if market is not None and market.pending():
+            bars = self.bars
+            i = bars.n - 1
+            o, h, lo, c = bars.ohlc_at(i)
+            market.on_bar(bars.last_time(), o, h, lo, c)
+
+    def decide(self) -> None:
+        """Mark bar ``bars.n - 1`` to market, journal the equity, ask the strategy, order."""
         bars = self.bars
         i = bars.n - 1
         t = bars.last_time()
         c = bars.last_close()
         self.bar_index = i
         self.last_bar = t
-        # 1. Orders decided on earlier bars meet this bar's prices (the simulated fill engine).
-        market = self._market
-        if market is not None and market.pending():
-            o, h, lo, _ = bars.ohlc_at(i)
-            market.on_bar(t, o, h, lo, c)
-        # 2. Mark to market at the close; journal the equity curve.
         cash, qty = self.broker.cash_and_qty()
         marks = self._marks
         if marks is None:
             eq = cash + qty * c
         else:
-            values = marks.values
-            values[self._slot] = qty * c
             marks.price[self._slot] = c
-            eq = cash + sum(values)
+            eq = cash + marks.value()
         self._eq_append(eq)
         self._cash_append(cash)
         self._pos_append(qty)
@@ -302,7 +311,7 @@ class Engine:
         self.last_bar = snap.last_bar
         self._synced_to = bars.n - 1  # bars up to here are journaled (or were lost with the kill)
         if self._marks is not None and bars.n:
-            self._marks.values[self._slot] = self.broker.cash_and_qty()[1] * bars.last_close()
+            self._marks.price[self._slot] = bars.last_close()
         return self._replay_strategy(warmup_bars, {d.bar_time: d for d in snap.decisions})
 
     def _replay_strategy(self, warmup_bars: int, journaled: dict[int, Any]) -> int:

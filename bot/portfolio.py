@@ -3,6 +3,7 @@ marks that make one market's equity the portfolio's."""
 
 from __future__ import annotations
 
+from collections.abc import Callable, Sequence
 from decimal import Decimal
 
 from bot.domain import ZERO, Instrument, Side
@@ -44,19 +45,27 @@ def order_for_target(target_qty: Decimal, current_qty: Decimal, price: float, in
 
 
 class Marks:
-    """Every market's position value at its last close, shared by the engines of a run: any
-    market's engine reads the portfolio's equity as shared cash + the sum of these. Each market's
-    latest target quantity is kept too, so that an order still on its way counts against the
-    portfolio's gross exposure as if it had filled."""
+    """What every engine of a multi-market run reads the portfolio's equity from: each market's
+    current position (its broker's, fills included as soon as they are booked) at that market's
+    last close, plus the shared cash. Each market's latest target quantity is kept too, so that
+    an order still on its way counts against the portfolio's gross exposure as if it had filled."""
 
-    __slots__ = ("price", "target", "values")
+    __slots__ = ("_qty", "price", "target")
 
-    def __init__(self, n: int) -> None:
-        self.values = [0.0] * n
-        self.price = [0.0] * n
-        self.target = [0.0] * n
+    def __init__(self, positions: Sequence[Callable[[], tuple[float, float]]]) -> None:
+        #: Per market: its broker's ``cash_and_qty``.
+        self._qty = list(positions)
+        self.price = [0.0] * len(self._qty)
+        self.target = [0.0] * len(self._qty)
+
+    def value(self) -> float:
+        """Sum of every market's position at its last close."""
+        return sum(q()[1] * p for q, p in zip(self._qty, self.price, strict=True))
 
     def gross_except(self, slot: int) -> float:
         """Gross notional of the other markets: the larger of what they hold and what they target."""
-        return sum(max(abs(v), abs(q * p)) for i, (v, q, p) in enumerate(zip(self.values, self.target, self.price,
-                                                                               strict=True)) if i != slot)
+        out = 0.0
+        for i, (q, t, p) in enumerate(zip(self._qty, self.target, self.price, strict=True)):
+            if i != slot:
+                out += max(abs(q()[1] * p), abs(t * p))
+        return out

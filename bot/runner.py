@@ -205,7 +205,7 @@ class Runner:
     def _engines(self, journal: Journal) -> None:
         cfg = self.cfg
         portfolio = PortfolioRisk(cfg.risk)
-        marks = Marks(len(self.sessions)) if len(self.sessions) > 1 else None
+        marks = Marks([m.broker.cash_and_qty for m in self.sessions]) if len(self.sessions) > 1 else None
         for slot, m in enumerate(self.sessions):
             m.journal = journal
             m.engine = Engine(
@@ -273,7 +273,6 @@ class Runner:
         journal = self.journal
         assert journal is not None
         engines = self.engines
-        steps = [e.on_bar for e in engines]
         books = [m.bars for m in self.sessions]
         durable = self.plan.durable
         total = getattr(self.source, "total", 0)
@@ -285,7 +284,7 @@ class Runner:
             batches = until_stopped(self.source.batches(books), stop) if durable else self.source.batches(books)
             try:
                 async for play in batches:
-                    play(steps)
+                    play(engines)
                     if durable:  # one transaction per bar: a kill loses at most the bar in progress
                         for e in engines:
                             e.sync_equity()

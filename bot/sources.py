@@ -15,11 +15,21 @@ from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
 from bot.bars import Bars
-from bot.domain import Candle
+from bot.domain import Candle, timeframe_ms
 
-Step = Callable[[], None]
-#: One bar's (or one batch's) playback: reveals bars into the books and calls their markets' steps.
-Batch = Callable[[Sequence[Step]], None]
+
+class Stepper(Protocol):
+    """A market's engine as a source drives it: ``on_bar`` = ``fill`` then ``decide``."""
+
+    def on_bar(self) -> None: ...
+
+    def fill(self) -> None: ...
+
+    def decide(self) -> None: ...
+
+
+#: One bar's (or one batch's) playback: reveals bars into the books and steps their engines.
+Batch = Callable[[Sequence[Stepper]], None]
 
 
 class BarSource(Protocol):
@@ -48,8 +58,8 @@ class PreloadedSource:
         while self.done < self.total:
             k = min(self.CHUNK, self.total - self.done)
 
-            def play(steps: Sequence[Step], k: int = k) -> None:
-                step = steps[0]
+            def play(engines: Sequence[Stepper], k: int = k) -> None:
+                step = engines[0].on_bar
                 for _ in range(k):
                     bars.n += 1  # reveal the next preloaded bar (bounded by `total`)
                     step()
@@ -61,59 +71,106 @@ class PreloadedSource:
         return None
 
 
+def play_group(books: Sequence[Bars], engines: Sequence[Stepper], group: Sequence[int]) -> None:
+    """Markets whose bars (already in their books) close at the same time: every market's fills
+    first (they happened at the bars' open), then each marks and decides, in config order."""
+    for m in group:
+        engines[m].fill()
+    for m in group:
+        engines[m].decide()
+
+
 class MergedSource:
-    """Backtests of several markets: every preloaded book revealed in (close time, market) order."""
+    """Backtests of several markets: every preloaded book revealed in (close time, market) order,
+    bars that close together played as one group."""
 
     CHUNK = 50_000
 
-    def __init__(self, order: Any, total: int) -> None:
-        #: Market index of every bar, in playing order (:func:`bot.candles.merge_order`).
+    def __init__(self, order: Any, closes: Any, total: int) -> None:
+        #: Market index and close time of every bar, in playing order (:func:`bot.candles.merge_order`).
         self.order = order
+        self.closes = closes
         self.total = total
         self.stopped_early = f"stopped after {total} bars" if total < len(order) else None
         self.done = 0
 
     async def batches(self, books: Sequence[Bars]) -> AsyncIterator[Batch]:
         while self.done < self.total:
-            chunk = self.order[self.done:min(self.done + self.CHUNK, self.total)].tolist()
+            end = min(self.done + self.CHUNK, self.total)
+            while end < self.total and self.closes[end] == self.closes[end - 1]:
+                end += 1  # never split a group of bars that close together
+            order = self.order[self.done:end].tolist()
+            closes = self.closes[self.done:end].tolist()
 
-            def play(steps: Sequence[Step], chunk: list[int] = chunk) -> None:
-                for m in chunk:
-                    books[m].n += 1
-                    steps[m]()
+            def play(engines: Sequence[Stepper], order: list[int] = order, closes: list[int] = closes) -> None:
+                k, n = 0, len(order)
+                while k < n:
+                    j = k + 1
+                    while j < n and closes[j] == closes[k]:
+                        j += 1
+                    group = order[k:j]
+                    for m in group:
+                        books[m].n += 1
+                    if j - k == 1:
+                        engines[group[0]].on_bar()
+                    else:
+                        play_group(books, engines, group)
+                    k = j
 
             yield play
-            self.done += len(chunk)
+            self.done = end
 
     async def aclose(self) -> None:
         return None
 
 
 class StreamSource:
-    """Paper and live: closed candles as they arrive (a venue's stream or a paced replay), each
-    appended to its market's book (by symbol) and stepped."""
+    """Paper and live: closed candles as they arrive (a venue's stream or a paced replay), in
+    batches released together; each candle is appended to its market's book (by symbol) and the
+    bars that close together are played as one group."""
 
-    def __init__(self, candles: AsyncIterator[Candle], stop_at_ms: int | None = None,
+    def __init__(self, batches: AsyncIterator[list[Candle]], stop_at_ms: int | None = None,
                  close: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
-        self.candles = candles
+        self.candles = batches
         self.stop_at_ms = stop_at_ms
         self.stopped_early: str | None = None
         self._close = close
 
     async def batches(self, books: Sequence[Bars]) -> AsyncIterator[Batch]:
         index = {b.symbol: i for i, b in enumerate(books)}
-        async for c in self.candles:
-            if self.stop_at_ms is not None and c.open_time >= self.stop_at_ms:
+        tf = [timeframe_ms(b.timeframe) for b in books]
+        async for batch in self.candles:
+            groups: list[list[tuple[int, Candle]]] = []
+            last_close: int | None = None
+            ended = False
+            for c in batch:
+                if self.stop_at_ms is not None and c.open_time >= self.stop_at_ms:
+                    ended = True
+                    break
+                m = index.get(c.symbol)
+                if m is None:
+                    continue  # a symbol this run does not trade
+                close = c.open_time + tf[m]
+                if close != last_close:
+                    groups.append([])
+                    last_close = close
+                groups[-1].append((m, c))
+            for group in groups:
+                yield self._play(books, group)
+            if ended:
                 return
-            m = index.get(c.symbol)
-            if m is None:
-                continue  # a symbol this run does not trade
-            books[m].append(c)
 
-            def play(steps: Sequence[Step], m: int = m) -> None:
-                steps[m]()
+    @staticmethod
+    def _play(books: Sequence[Bars], group: list[tuple[int, Candle]]) -> Batch:
+        def play(engines: Sequence[Stepper]) -> None:
+            for m, c in group:
+                books[m].append(c)
+            if len(group) == 1:
+                engines[group[0][0]].on_bar()
+            else:
+                play_group(books, engines, [m for m, _ in group])
 
-            yield play
+        return play
 
     async def aclose(self) -> None:
         closer = getattr(self.candles, "aclose", None)

@@ -56,11 +56,15 @@ def check_consistency(db: Any, run_id: str, account: Any) -> dict[str, Any]:
     for eid, e in venue_execs.items():
         f = journal_fills[eid]
         assert (f["qty"], f["price"], f["fee"], f["order_id"]) == (e.qty, e.price, e.fee, e.order.link_id)
-    book = account.books.get("BTCUSDT")
-    venue_pos = book.size if book is not None else 0
-    journal_pos = sum((f["qty"] if f["side"] == "Buy" else -f["qty"] for f in all_fills.values()), 0)
-    assert venue_pos == journal_pos
-    # One order per decision bar at most: a restart never sends a bar's order twice.
-    bars = [cid.rsplit("-", 2)[-2] for cid in venue_orders]
+    positions = {}
+    for sym in {f["symbol"] for f in all_fills.values()} | set(account.books):
+        book = account.books.get(sym)
+        positions[sym] = book.size if book is not None else 0
+        journal_pos = sum((f["qty"] if f["side"] == "Buy" else -f["qty"] for f in all_fills.values()
+                           if f["symbol"] == sym), 0)
+        assert positions[sym] == journal_pos, (sym, positions[sym], journal_pos)
+    # One order per market and decision bar at most: a restart never sends a bar's order twice.
+    bars = [tuple(cid.rsplit("-", 3)[-3:-1]) for cid in venue_orders]
     assert len(bars) == len(set(bars))
-    return {"orders": len(venue_orders), "fills": len(venue_execs), "position": venue_pos}
+    return {"orders": len(venue_orders), "fills": len(venue_execs), "position": positions.get("BTCUSDT", 0),
+            "positions": positions}

@@ -72,21 +72,40 @@ def test_same_close_bars_play_in_config_order_and_timeframes_interleave() -> Non
     assert order == [0, 0, 0, 0, 1, 0, 0, 0, 0, 1]       # the 4h bar after the 1h bar closing with it
     assert merge_order([f, h]).tolist() == [1, 1, 1, 0, 1, 1, 1, 1, 0, 1]
 
-    seen: list[tuple[int, int]] = []
+    seen: list[tuple[str, int, int]] = []
 
     class Book:
-        def __init__(self, k: int) -> None:
-            self.k, self.n = k, 0
+        def __init__(self) -> None:
+            self.n = 0
 
-    books = [Book(0), Book(1)]
-    steps = [lambda: seen.append((0, books[0].n)), lambda: seen.append((1, books[1].n))]
+    books = [Book(), Book()]
+
+    class Eng:
+        def __init__(self, k: int) -> None:
+            self.k = k
+
+        def on_bar(self) -> None:
+            self.fill()
+            self.decide()
+
+        def fill(self) -> None:
+            seen.append(("fill", self.k, books[self.k].n))
+
+        def decide(self) -> None:
+            seen.append(("decide", self.k, books[self.k].n))
+
+    closes = np.sort(np.concatenate([h, f]), kind="stable")
 
     async def play() -> None:
-        async for batch in MergedSource(np.asarray(order), total=7).batches(books):  # type: ignore[arg-type]
-            batch(steps)
+        source = MergedSource(np.asarray(order), closes, total=7)
+        async for batch in source.batches(books):  # type: ignore[arg-type]
+            batch([Eng(0), Eng(1)])
 
     asyncio.run(play())
-    assert seen == [(0, 1), (0, 2), (0, 3), (0, 4), (1, 1), (0, 5), (0, 6)]
+    # Bars that close together: both markets' fills (at their bars' open), then both decide.
+    assert seen == [("fill", 0, 1), ("decide", 0, 1), ("fill", 0, 2), ("decide", 0, 2),
+                    ("fill", 0, 3), ("decide", 0, 3), ("fill", 0, 4), ("fill", 1, 1), ("decide", 0, 4),
+                    ("decide", 1, 1), ("fill", 0, 5), ("decide", 0, 5), ("fill", 0, 6), ("decide", 0, 6)]
 
 
 # -- one market: the list and the shorthand are the same run -----------------------------------------

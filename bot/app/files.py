@@ -51,8 +51,11 @@ def backtest_markets(cfg: Config, markets: list[MarketData], db: DBEngine, *, mo
                                                          "largest_at": g.largest_at}))
     tradable = sum(len(c) for c in closes)
     total = tradable if stop_after is None else min(stop_after, tradable)
-    source: Any = (PreloadedSource(total, tradable) if len(sessions) == 1
-                   else MergedSource(merge_order(closes), total))
+    if len(sessions) == 1:
+        source: Any = PreloadedSource(total, tradable)
+    else:
+        order = merge_order(closes)
+        source = MergedSource(order, np.sort(np.concatenate(closes), kind="stable"), total)
     plan = RunPlan(mode=mode, data_source=";".join(md.data.source for md in markets), events=events,
                    show_progress=show_progress, equity_process=tradable >= 250_000)
     return run_to_end(Runner(cfg, sessions, db, source=source, plan=plan).run())

@@ -84,7 +84,7 @@ async def _venue_run(cfg: Config, mode: str, checkpoint: str | None, *, resume: 
                                           market=broker if isinstance(broker, SimulatedBroker) else None))
         plan.services = _services(feed, opts, min(timeframe_ms(m.timeframe) for m in cfg.markets))
         after = {m.symbol: a for m, (_, a, _) in zip(cfg.markets, starts, strict=True)}
-        runner = Runner(cfg, sessions, db, source=StreamSource(feed.stream(after), stop_at), plan=plan,
+        runner = Runner(cfg, sessions, db, source=StreamSource(feed.groups(after), stop_at), plan=plan,
                         clock=wall_clock_ms, events=events)
         return await runner.run()
     finally:

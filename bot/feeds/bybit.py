@@ -105,6 +105,14 @@ class BybitFeed:
     async def stream(self, after: Mapping[str, int]) -> AsyncIterator[Candle]:
         """Closed candles of every market with open time after ``after[symbol]``: each market's in
         order and exactly once, bars that close together in list order."""
+        async with contextlib.aclosing(self.groups(after)) as groups:
+            async for group in groups:
+                for c in group:
+                    yield c
+
+    async def groups(self, after: Mapping[str, int]) -> AsyncIterator[list[Candle]]:
+        """:meth:`stream`'s candles as they leave the feed together: every bar released at once
+        (a group of bars that close together, a catch-up), in order."""
         missing = [s for s in self.symbols if s not in after]
         if missing:
             raise ValueError(f"stream(after) lacks the last open time of {', '.join(missing)}")
@@ -116,11 +124,12 @@ class BybitFeed:
         try:
             while not self._closed:
                 try:
-                    async with contextlib.aclosing(self._connection(session)) as bars:
-                        async for c in bars:
+                    async with contextlib.aclosing(self._connection(session)) as batches:
+                        async for batch in batches:
                             backoff = self.backoff_s
-                            self._deliver(c)
-                            yield c
+                            for c in batch:
+                                self._deliver(c)
+                            yield batch
                 except (aiohttp.ClientError, TimeoutError, ConnectionError, ExchangeRetryableError,
                         _Reconnect) as exc:
                     # ExchangeFatalError (unknown symbol, refused subscription) ends the stream.
@@ -136,7 +145,7 @@ class BybitFeed:
         finally:
             await session.close()
 
-    async def _connection(self, session: aiohttp.ClientSession) -> AsyncIterator[Candle]:
+    async def _connection(self, session: aiohttp.ClientSession) -> AsyncIterator[list[Candle]]:
         async with session.ws_connect(self.ws_url, heartbeat=None, autoping=True,
                                       timeout=aiohttp.ClientWSTimeout(ws_close=2.0)) as ws:
             self._ws = ws
@@ -147,19 +156,19 @@ class BybitFeed:
             try:
                 # Whatever closed while we were away (or before the first connect) comes over REST.
                 await self._catch_up(await self.rest.server_time())
-                for c in self._merge.ready():
-                    yield c
+                if ready := self._merge.ready():
+                    yield ready
                 idle = max(self.ping_interval_s * 2.5, 5.0)
                 heard = time.monotonic()
                 while True:
                     msg = await self._receive(ws, heard + idle)
                     if msg is None:  # the oldest held group's time is up
-                        for c in self._merge.ready():
-                            yield c
+                        if ready := self._merge.ready():
+                            yield ready
                         continue
                     heard = time.monotonic()
-                    for c in await self._on_message(msg):
-                        yield c
+                    if ready := await self._on_message(msg):
+                        yield ready
             finally:
                 pinger.cancel()
                 with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -135,25 +135,36 @@ def load_candles(
                       str(p), gaps)
 
 
-async def replay_candles(markets: Sequence[tuple[CandleData, int]], speed: float) -> AsyncIterator[Candle]:
-    """Yield the candles of one or more markets ((data, bar_ms) each) paced at ``speed`` times
-    real time (0 = as fast as possible), in (close time, market order) order.
-
-    Each candle is delivered when it would have closed, scaled: a live feed's timing, replayed.
-    """
+async def replay_candles(markets: Sequence[tuple[CandleData, int]], speed: float) -> AsyncIterator[list[Candle]]:
+    """The candles of one or more markets ((data, bar_ms) each), paced at ``speed`` times real
+    time (0 = as fast as possible): each group of bars that close at the same time, in market
+    order, delivered when it would have closed (a live feed's timing, replayed)."""
     start = time.monotonic()
     firsts = [int(d.time[0]) for d, _ in markets if len(d)]
     t0 = min(firsts) if firsts else 0
     closes = [np.asarray(d.time, dtype=np.int64) + ms for d, ms in markets]
     nexts = [0] * len(markets)
+    group: list[Candle] = []
+    group_close: int | None = None
     for m in merge_order(closes).tolist():
         i = nexts[m]
         nexts[m] += 1
-        if speed > 0:
-            due = (int(closes[m][i]) - t0) / 1000.0 / speed
-            delay = due - (time.monotonic() - start)
-            if delay > 0:
-                await asyncio.sleep(delay)
-        else:
-            await asyncio.sleep(0)
-        yield markets[m][0].candle(i)
+        close = int(closes[m][i])
+        if group and close != group_close:
+            yield group
+            group = []
+        if not group:
+            await _pace(speed, (close - t0) / 1000.0, start)
+        group.append(markets[m][0].candle(i))
+        group_close = close
+    if group:
+        yield group
+
+
+async def _pace(speed: float, due_s: float, start: float) -> None:
+    if speed <= 0:
+        await asyncio.sleep(0)
+        return
+    delay = due_s / speed - (time.monotonic() - start)
+    if delay > 0:
+        await asyncio.sleep(delay)
