@@ -145,11 +145,13 @@ class BybitBroker(VenueEvents, Broker):
 
     # -- resume and reconciliation (the Broker protocol) -------------------------------------------
     def restore(self, initial_cash: Decimal, fills: list[Fill], orders: list[Order]) -> None:
-        """Follow a resumed run's orders again; its fills are known (never booked twice). The books
-        themselves are the venue's (``load``), not rebuilt from the journal."""
-        self.mark_seen({f.exec_id for f in fills})
+        """Follow a resumed run's orders of this symbol again (``orders`` are every market's); its
+        fills are known (never booked twice). The books themselves are the venue's (``load``), not
+        rebuilt from the journal."""
+        self.mark_seen({f.exec_id for f in fills if f.symbol == self.symbol})
         for o in orders:
-            self.track(o)
+            if o.symbol == self.symbol:
+                self.track(o)
 
     async def lookup_order(self, client_order_id: str) -> Order | None:
         found = await self.venue_order(client_order_id)
