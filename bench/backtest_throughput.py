@@ -2,7 +2,9 @@
 
 Tiles the real Bybit BTCUSDT 1h candles (shared/data) to N candles: each copy is rescaled so
 prices join continuously and timestamps continue on the hourly grid. Runs the real CLI in a
-subprocess per size and prints a table. Usage: python bench/backtest_throughput.py [N ...]
+subprocess per size and prints a table; then, per size, one backtest of two markets (BTCUSDT and
+ETHUSDT tiled the same way, N candles each, SMA on both, one wallet) against the one-market time.
+Usage: python bench/backtest_throughput.py [N ...]
 """
 
 from __future__ import annotations
@@ -18,13 +20,14 @@ from pathlib import Path
 
 import numpy as np
 import pandas as pd
+import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("BOT_DATA_DIR", ROOT.parent / "shared" / "data"))
 
 
-def tiled(n: int, out: Path) -> Path:
-    src = pd.read_csv(DATA / "bybit_BTCUSDT_1h.csv.gz")
+def tiled(n: int, out: Path, symbol: str = "BTCUSDT") -> Path:
+    src = pd.read_csv(DATA / f"bybit_{symbol}_1h.csv.gz")
     t0, step = int(src.timestamp.iloc[0]), 3_600_000
     o0 = float(src.open.iloc[0])
     parts, prev_close, k = [], o0, 0
@@ -51,6 +54,21 @@ def run(n: int, tmp: Path) -> dict[str, float]:
     cmd = [sys.executable, "-m", "bot", "backtest", "--strategy", "sma", "--data", str(data),
            "--db", f"sqlite:///{db}", "--json", "--set", "strategy.params.fast=10",
            "--set", "strategy.params.slow=30"]
+    return _timed(cmd, tmp)
+
+
+def run_two(n: int, tmp: Path) -> dict[str, float]:
+    """BTCUSDT and ETHUSDT, ``n`` candles each, in one backtest (half the wallet each)."""
+    sma = {"name": "sma", "params": {"fast": 10, "slow": 30}}
+    markets = [{"symbol": "BTCUSDT", "data": str(tmp / f"tiled_{n}.csv.gz"), "allocation": 0.5, "strategy": sma},
+               {"symbol": "ETHUSDT", "data": str(tiled(n, tmp / f"tiled_eth_{n}.csv.gz", "ETHUSDT")),
+                "allocation": 0.5, "tick_size": 0.01, "qty_step": 0.01, "min_qty": 0.01, "strategy": sma}]
+    cfg = tmp / f"two_{n}.yaml"
+    cfg.write_text(yaml.safe_dump({"markets": markets, "storage": {"url": f"sqlite:///{tmp / f'two_{n}.db'}"}}))
+    return _timed([sys.executable, "-m", "bot", "backtest", "--config", str(cfg), "--json"], tmp)
+
+
+def _timed(cmd: list[str], tmp: Path) -> dict[str, float]:
     before = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
     t0 = time.perf_counter()
     proc = subprocess.run(cmd, capture_output=True, text=True, cwd=tmp, check=False)
@@ -65,16 +83,23 @@ def run(n: int, tmp: Path) -> dict[str, float]:
 
 def main() -> None:
     sizes = [int(x) for x in sys.argv[1:]] or [100_000, 1_000_000]
-    rows = []
+    rows, two = [], []
     with tempfile.TemporaryDirectory() as d:
         for n in sizes:
             rows.append(run(n, Path(d)))
+            two.append(run_two(n, Path(d)))
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores")
     print("| candles | trades | engine s | engine candles/s | CLI wall s | CLI candles/s | peak RSS MB |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
     for r in rows:
         print(f"| {r['candles']:,} | {r['trades']:,} | {r['engine_s']:.2f} | {r['engine_cps']:,.0f} | "
               f"{r['wall_s']:.2f} | {r['wall_cps']:,.0f} | {r['rss_mb']:.0f} |")
+    print()
+    print("| markets x candles | trades | engine s | engine candles/s | x one market's engine time | peak RSS MB |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for one, r in zip(rows, two, strict=True):
+        print(f"| 2 x {one['candles']:,} | {r['trades']:,} | {r['engine_s']:.2f} | {r['engine_cps']:,.0f} | "
+              f"{r['engine_s'] / one['engine_s']:.2f} | {r['rss_mb']:.0f} |")
 
 
 if __name__ == "__main__":

@@ -21,12 +21,8 @@ LEAVES = frozenset({"bot.domain", "bot.errors", "bot.timeutil", "bot.candles", "
 PURE_LEAVES = frozenset({"bot.domain", "bot.errors"})
 COMPOSITION = ("bot.engine", "bot.app", "bot.cli")
 
-#: Import edges allowed to close a cycle, each a temporary debt with its reason.
-#: Temporary: bot.report.png.write_pngs imports bot.report.png_models inside the function, and
-#: png_models imports png's figure helpers (new_figure, date_axis, ...). The report is being
-#: reworked in parallel; moving those helpers into a module of their own removes the cycle, and
-#: then this entry (test_cycle_exemptions_are_still_needed fails until it is deleted).
-CYCLE_EXEMPT: frozenset[tuple[str, str]] = frozenset({("bot.report.png", "bot.report.png_models")})
+#: Import edges allowed to close a cycle, each a temporary debt with its reason (none today).
+CYCLE_EXEMPT: frozenset[tuple[str, str]] = frozenset()
 
 
 def _module_name(path: Path) -> str:

@@ -9,7 +9,7 @@ from bot.report import theme as th
 from bot.report.data import ReportData
 from bot.report.figures_models import clip_range, target_steps
 from bot.report.models import DSCView, GenericView, RolloutView, SizerView, SMAView
-from bot.report.png import _title, date_axis, naive, new_figure, thousands
+from bot.report.png_figures import date_axis, naive, new_figure, thousands, title
 
 
 def _empty(fig: Figure, t: th.Theme, text: str) -> Figure:
@@ -130,7 +130,7 @@ def model_png(d: ReportData, t: th.Theme) -> Figure:
     """The strategy's section as one PNG (a note when no decision carries the needed keys)."""
     sec = d.section
     fig = new_figure(t, **sec.margins)
-    _title(fig, d, sec.title.split(":")[0], t)
+    title(fig, d, sec.title.split(":")[0], t)
     view = sec.part("view")(d)
     if view is None:
         return _empty(fig, t, "No decision carries the explanation keys this section needs.")

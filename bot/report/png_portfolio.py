@@ -10,7 +10,7 @@ from matplotlib.figure import Figure
 
 from bot.report import theme as th
 from bot.report.figures_portfolio import market_colour
-from bot.report.png import _title, date_axis, equity_png, monthly_png, naive, new_figure, price_png, summary_png
+from bot.report.png_figures import date_axis, equity_png, monthly_png, naive, new_figure, price_png, summary_png, title
 from bot.report.png_models import model_png
 from bot.report.portfolio import PortfolioData
 
@@ -18,7 +18,7 @@ from bot.report.portfolio import PortfolioData
 def contribution_png(p: PortfolioData, t: th.Theme) -> Figure:
     """Each market's PnL so far and the portfolio's (their sum)."""
     fig = new_figure(t)
-    _title(fig, p, "Contribution to PnL by market", t)  # type: ignore[arg-type]
+    title(fig, p, "Contribution to PnL by market", t)  # type: ignore[arg-type]
     ax = fig.add_subplot()
     x = naive(p.equity["dt"])
     for i, sym in enumerate(p.contribution.columns):
