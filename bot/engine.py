@@ -111,10 +111,10 @@ class Engine:
 
         A multi-market run fills every market whose bar closes now before any of them marks:
         the fills happened at the bars' open, before all of their closes (as on a venue)."""
+        bars = self.bars
+        i = self.bar_index = bars.n - 1  # fills are booked on the bar they happen in
         market = self._market
         if market is not None and market.pending():
-            bars = self.bars
-            i = bars.n - 1
             o, h, lo, c = bars.ohlc_at(i)
             market.on_bar(bars.last_time(), o, h, lo, c)
 

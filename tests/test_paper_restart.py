@@ -105,7 +105,9 @@ def test_kill_9_and_resume_gives_the_uninterrupted_journal(btc_1h: Path, tmp_pat
     reference = comparable_journal(core.open_journal_db(ref_url), ref["run_id"])
     assert len(reference["equity"]) == N_BARS and len(reference["fills"]) >= 4
     for table in ("decisions", "orders", "fills", "trades", "equity"):
-        assert killed[table] == reference[table], table
+        assert len(killed[table]) == len(reference[table]), table
+        for k, r in zip(killed[table], reference[table], strict=True):
+            assert k == r, (table, {c: (k.get(c), r.get(c)) for c in k.keys() | r.keys() if k.get(c) != r.get(c)})
 
 
 async def test_sigterm_marks_stopped_then_resume_completes(btc_1h: Path, tmp_path: Path) -> None:
