@@ -57,14 +57,30 @@ def run(n: int, tmp: Path) -> dict[str, float]:
     return _timed(cmd, tmp)
 
 
-def run_two(n: int, tmp: Path) -> dict[str, float]:
-    """BTCUSDT and ETHUSDT, ``n`` candles each, in one backtest (half the wallet each)."""
+def run_markets(n: int, tmp: Path, second: str) -> dict[str, float]:
+    """``n`` candles of BTCUSDT and of a second market in one backtest (half the wallet each):
+    ``second`` is ``eth`` (ETHUSDT's candles tiled the same way) or ``twin`` (BTCUSDT's candles
+    again, as a second symbol: two markets of exactly one market's work each)."""
     sma = {"name": "sma", "params": {"fast": 10, "slow": 30}}
-    markets = [{"symbol": "BTCUSDT", "data": str(tmp / f"tiled_{n}.csv.gz"), "allocation": 0.5, "strategy": sma},
-               {"symbol": "ETHUSDT", "data": str(tiled(n, tmp / f"tiled_eth_{n}.csv.gz", "ETHUSDT")),
-                "allocation": 0.5, "tick_size": 0.01, "qty_step": 0.01, "min_qty": 0.01, "strategy": sma}]
-    cfg = tmp / f"two_{n}.yaml"
-    cfg.write_text(yaml.safe_dump({"markets": markets, "storage": {"url": f"sqlite:///{tmp / f'two_{n}.db'}"}}))
+    btc = {"symbol": "BTCUSDT", "data": str(tmp / f"tiled_{n}.csv.gz"), "strategy": sma}
+    if second == "eth":
+        other = {"symbol": "ETHUSDT", "data": str(tiled(n, tmp / f"tiled_eth_{n}.csv.gz", "ETHUSDT")),
+                 "tick_size": 0.01, "qty_step": 0.01, "min_qty": 0.01, "strategy": sma}
+    else:
+        other = {**btc, "symbol": "XBTUSDT"}
+    markets = [btc, other]
+    cfg = tmp / f"{second}_{n}_{len(markets)}.yaml"
+    cfg.write_text(yaml.safe_dump({"markets": markets,
+                                   "storage": {"url": f"sqlite:///{tmp / f'{second}_{n}_{len(markets)}.db'}"}}))
+    return _timed([sys.executable, "-m", "bot", "backtest", "--config", str(cfg), "--json"], tmp)
+
+
+def run_eth(n: int, tmp: Path) -> dict[str, float]:
+    sma = {"name": "sma", "params": {"fast": 10, "slow": 30}}
+    eth = {"symbol": "ETHUSDT", "data": str(tiled(n, tmp / f"tiled_eth_{n}.csv.gz", "ETHUSDT")),
+           "tick_size": 0.01, "qty_step": 0.01, "min_qty": 0.01, "strategy": sma}
+    cfg = tmp / f"eth_alone_{n}.yaml"
+    cfg.write_text(yaml.safe_dump({"markets": [eth], "storage": {"url": f"sqlite:///{tmp / f'eth_{n}.db'}"}}))
     return _timed([sys.executable, "-m", "bot", "backtest", "--config", str(cfg), "--json"], tmp)
 
 
@@ -83,11 +99,11 @@ def _timed(cmd: list[str], tmp: Path) -> dict[str, float]:
 
 def main() -> None:
     sizes = [int(x) for x in sys.argv[1:]] or [100_000, 1_000_000]
-    rows, two = [], []
+    rows, many = [], []
     with tempfile.TemporaryDirectory() as d:
         for n in sizes:
             rows.append(run(n, Path(d)))
-            two.append(run_two(n, Path(d)))
+            many.append((run_eth(n, Path(d)), run_markets(n, Path(d), "twin"), run_markets(n, Path(d), "eth")))
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores")
     print("| candles | trades | engine s | engine candles/s | CLI wall s | CLI candles/s | peak RSS MB |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
@@ -95,11 +111,14 @@ def main() -> None:
         print(f"| {r['candles']:,} | {r['trades']:,} | {r['engine_s']:.2f} | {r['engine_cps']:,.0f} | "
               f"{r['wall_s']:.2f} | {r['wall_cps']:,.0f} | {r['rss_mb']:.0f} |")
     print()
-    print("| markets x candles | trades | engine s | engine candles/s | x one market's engine time | peak RSS MB |")
-    print("|---:|---:|---:|---:|---:|---:|")
-    for one, r in zip(rows, two, strict=True):
-        print(f"| 2 x {one['candles']:,} | {r['trades']:,} | {r['engine_s']:.2f} | {r['engine_cps']:,.0f} | "
-              f"{r['engine_s'] / one['engine_s']:.2f} | {r['rss_mb']:.0f} |")
+    print("Two markets in one backtest (one wallet, half each), against the same markets run alone:")
+    print("| markets | candles | trades | engine s | alone, summed | ratio | peak RSS MB |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
+    for one, (eth, twin, two) in zip(rows, many, strict=True):
+        for name, r, alone in (("BTCUSDT + its twin", twin, 2 * one["engine_s"]),
+                               ("BTCUSDT + ETHUSDT", two, one["engine_s"] + eth["engine_s"])):
+            print(f"| {name} | 2 x {one['candles']:,} | {r['trades']:,} | {r['engine_s']:.2f} | {alone:.2f} | "
+                  f"{r['engine_s'] / alone:.2f} | {r['rss_mb']:.0f} |")
 
 
 if __name__ == "__main__":

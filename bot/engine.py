@@ -84,6 +84,7 @@ class Engine:
         self.trade_pnls: list[Decimal] = []
         self.fees_paid = Decimal(0)
         self._risk_active = risk.watches_equity
+        self._portfolio = risk.portfolio
         self.allocation = allocation
         self._marks = marks
         self._slot = slot
@@ -131,7 +132,9 @@ class Engine:
         if marks is None:
             eq = cash + qty * c
         else:
-            marks.price[self._slot] = c
+            slot = self._slot
+            marks.price[slot] = c
+            marks.qty[slot] = qty
             eq = cash + marks.value()
         self._eq_append(eq)
         self._cash_append(cash)
@@ -152,7 +155,7 @@ class Engine:
             if decision is not None:
                 decision = self._checked(decision, t)
         if decision is None:
-            tripped = kill or self._flatten_pending(qty)
+            tripped = kill or (self._flatten_pending(qty) if self._portfolio.tripped is not None else None)
             if tripped is not None and self.risk.cfg.kill_action == "flatten":
                 decision = Decision(self.symbol, t, 0.0, explanation={"kill_switch": tripped.reason})
             else:
@@ -256,6 +259,8 @@ class Engine:
     # -- broker events -----------------------------------------------------------------------------
     def _on_order_event(self, order: Order, fill: Fill | None) -> None:
         self._book_order_event(order, fill)
+        if fill is not None and self._marks is not None:
+            self._marks.qty[self._slot] = self.broker.cash_and_qty()[1]  # the portfolio sees it now
         if self.broker.write_ahead:
             self.journal.flush()  # a venue's news is durable as soon as it arrives
 
@@ -312,6 +317,7 @@ class Engine:
         self._synced_to = bars.n - 1  # bars up to here are journaled (or were lost with the kill)
         if self._marks is not None and bars.n:
             self._marks.price[self._slot] = bars.last_close()
+            self._marks.qty[self._slot] = self.broker.cash_and_qty()[1]
         return self._replay_strategy(warmup_bars, {d.bar_time: d for d in snap.decisions})
 
     def _replay_strategy(self, warmup_bars: int, journaled: dict[int, Any]) -> int:

@@ -3,8 +3,8 @@ marks that make one market's equity the portfolio's."""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
 from decimal import Decimal
+from operator import mul
 
 from bot.domain import ZERO, Instrument, Side
 
@@ -46,26 +46,23 @@ def order_for_target(target_qty: Decimal, current_qty: Decimal, price: float, in
 
 class Marks:
     """What every engine of a multi-market run reads the portfolio's equity from: each market's
-    current position (its broker's, fills included as soon as they are booked) at that market's
-    last close, plus the shared cash. Each market's latest target quantity is kept too, so that
-    an order still on its way counts against the portfolio's gross exposure as if it had filled."""
+    current position (updated by its engine at every bar and at every fill, so a fill counts as
+    soon as it is booked) at that market's last close, plus the shared cash. Each market's latest
+    target quantity is kept too, so that an order still on its way counts against the
+    portfolio's gross exposure as if it had filled."""
 
-    __slots__ = ("_qty", "price", "target")
+    __slots__ = ("price", "qty", "target")
 
-    def __init__(self, positions: Sequence[Callable[[], tuple[float, float]]]) -> None:
-        #: Per market: its broker's ``cash_and_qty``.
-        self._qty = list(positions)
-        self.price = [0.0] * len(self._qty)
-        self.target = [0.0] * len(self._qty)
+    def __init__(self, n: int) -> None:
+        self.qty = [0.0] * n
+        self.price = [0.0] * n
+        self.target = [0.0] * n
 
     def value(self) -> float:
         """Sum of every market's position at its last close."""
-        return sum(q()[1] * p for q, p in zip(self._qty, self.price, strict=True))
+        return sum(map(mul, self.qty, self.price))
 
     def gross_except(self, slot: int) -> float:
         """Gross notional of the other markets: the larger of what they hold and what they target."""
-        out = 0.0
-        for i, (q, t, p) in enumerate(zip(self._qty, self.target, self.price, strict=True)):
-            if i != slot:
-                out += max(abs(q()[1] * p), abs(t * p))
-        return out
+        return sum(max(abs(q * p), abs(t * p)) for i, (q, t, p) in
+                   enumerate(zip(self.qty, self.target, self.price, strict=True)) if i != slot)

@@ -205,7 +205,7 @@ class Runner:
     def _engines(self, journal: Journal) -> None:
         cfg = self.cfg
         portfolio = PortfolioRisk(cfg.risk)
-        marks = Marks([m.broker.cash_and_qty for m in self.sessions]) if len(self.sessions) > 1 else None
+        marks = Marks(len(self.sessions)) if len(self.sessions) > 1 else None
         for slot, m in enumerate(self.sessions):
             m.journal = journal
             m.engine = Engine(

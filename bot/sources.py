@@ -103,18 +103,26 @@ class MergedSource:
             closes = self.closes[self.done:end].tolist()
 
             def play(engines: Sequence[Stepper], order: list[int] = order, closes: list[int] = closes) -> None:
+                on_bar = [e.on_bar for e in engines]
+                fill = [e.fill for e in engines]
+                decide = [e.decide for e in engines]
                 k, n = 0, len(order)
                 while k < n:
+                    m = order[k]
+                    if k + 1 == n or closes[k + 1] != closes[k]:
+                        books[m].n += 1
+                        on_bar[m]()
+                        k += 1
+                        continue
                     j = k + 1
                     while j < n and closes[j] == closes[k]:
                         j += 1
                     group = order[k:j]
-                    for m in group:
-                        books[m].n += 1
-                    if j - k == 1:
-                        engines[group[0]].on_bar()
-                    else:
-                        play_group(books, engines, group)
+                    for g in group:
+                        books[g].n += 1
+                        fill[g]()
+                    for g in group:
+                        decide[g]()
                     k = j
 
             yield play
