@@ -5,11 +5,13 @@ one clear line."""
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
 import sys
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -134,6 +136,18 @@ class Killer:
             self.log.append(f"{point}:{symbol}")
 
 
+@contextlib.contextmanager
+def _reaped(procs: list[subprocess.Popen[bytes]]) -> Iterator[None]:
+    """A failing test never leaves a bot process running."""
+    try:
+        yield
+    finally:
+        for p in procs:
+            if p.poll() is None:
+                p.kill()
+                p.wait(10)
+
+
 def _start(args: list[str], env: dict[str, str], out: Path) -> subprocess.Popen[bytes]:
     with out.open("ab") as fh:
         return subprocess.Popen([sys.executable, "-m", "bot", *args], env=env, stdout=fh, stderr=fh)
@@ -146,7 +160,8 @@ def test_two_market_live_survives_sigkill_and_resume(data_dir: Path, tmp_path: P
     log_file = tmp_path / "bot.log"
     env = dict(os.environ, BYBIT_API_KEY=KEY, BYBIT_API_SECRET=SECRET)
     files = [str(data_dir / "bybit_BTCUSDT_1h.csv.gz"), str(data_dir / "bybit_ETHUSDT_1h.csv.gz")]
-    with sim_thread(SimConfig(data=files, bar_ms=300.0, history=300), modules()) as sim:
+    procs: list[subprocess.Popen[bytes]] = []
+    with sim_thread(SimConfig(data=files, bar_ms=300.0, history=300), modules()) as sim, _reaped(procs):
         acct = account_of(sim.state)
         acct.on_accept = lambda o: killer.hit("accept", o.symbol)
         acct.before_exec_push = lambda e: killer.hit("fill", e.order.symbol)
@@ -155,11 +170,13 @@ def test_two_market_live_survives_sigkill_and_resume(data_dir: Path, tmp_path: P
         base = ["run", "--mode", "live", "--config", str(cfg_file), "--json"]
         for i, (mode, symbol) in enumerate(kills):
             proc = _start(base + (["--resume"] if i else []), env, log_file)
+            procs.append(proc)
             killer.arm(proc, mode, symbol)
             assert killer.fired.wait(120), f"kill {i} ({mode} {symbol}) never happened: {log_file.read_text()[-2000:]}"
             assert proc.wait(30) == -signal.SIGKILL
         end = (sim.state.now_ms() // H + 30) * H
         final = _start(base + ["--resume", "--to", ms_to_iso(end)], env, log_file)
+        procs.append(final)
         assert final.wait(180) == 0, log_file.read_text()[-3000:]
         db = core.open_journal_db(db_url)
         run = q.list_runs(db)[0]
