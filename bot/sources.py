@@ -14,6 +14,8 @@ import contextlib
 from collections.abc import AsyncIterator, Callable, Coroutine, Sequence
 from typing import Any, Protocol
 
+import numpy as np
+
 from bot.bars import Bars
 from bot.domain import Candle, timeframe_ms
 
@@ -100,30 +102,26 @@ class MergedSource:
             while end < self.total and self.closes[end] == self.closes[end - 1]:
                 end += 1  # never split a group of bars that close together
             order = self.order[self.done:end].tolist()
-            closes = self.closes[self.done:end].tolist()
+            cuts = (np.flatnonzero(np.diff(self.closes[self.done:end])) + 1).tolist()
+            spans = list(zip([0, *cuts], [*cuts, end - self.done], strict=True))
 
-            def play(engines: Sequence[Stepper], order: list[int] = order, closes: list[int] = closes) -> None:
+            def play(engines: Sequence[Stepper], order: list[int] = order,
+                     spans: list[tuple[int, int]] = spans) -> None:
                 on_bar = [e.on_bar for e in engines]
                 fill = [e.fill for e in engines]
                 decide = [e.decide for e in engines]
-                k, n = 0, len(order)
-                while k < n:
-                    m = order[k]
-                    if k + 1 == n or closes[k + 1] != closes[k]:
+                for a, b in spans:
+                    if b - a == 1:
+                        m = order[a]
                         books[m].n += 1
                         on_bar[m]()
-                        k += 1
                         continue
-                    j = k + 1
-                    while j < n and closes[j] == closes[k]:
-                        j += 1
-                    group = order[k:j]
+                    group = order[a:b]
                     for g in group:
                         books[g].n += 1
                         fill[g]()
                     for g in group:
                         decide[g]()
-                    k = j
 
             yield play
             self.done = end
