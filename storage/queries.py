@@ -6,6 +6,7 @@ from typing import Any
 
 from sqlalchemy import Engine, desc, func, or_, select
 
+from bot.domain import TIMEFRAME_MS
 from bot.errors import StorageError
 from storage import schema as s
 
@@ -80,27 +81,32 @@ def equity(engine: Engine, run_id: str, symbol: str | None = None) -> list[dict[
     """One market's equity rows, or (no ``symbol``) the portfolio curve.
 
     Every row's ``equity`` and ``cash`` are the portfolio's at that market's bar close, so the
-    portfolio curve of a multi-market run is every market's rows in time order, one per time
-    (the market processed last at that time: the markets' config order). Its ``position`` and
-    ``price`` are that market's; per-market exposure comes from ``symbol=``.
+    portfolio curve of a multi-market run is every market's rows in order of their bars' close
+    (the markets' config order when they close together), one per close: the mark of the market
+    processed last. Its ``position`` and ``price`` are that market's; per-market exposure comes
+    from ``symbol=``.
     """
-    q = _of(select(s.equity).where(s.equity.c.run_id == run_id), s.equity, symbol)
-    q = q.order_by(s.equity.c.time)
+    q = _of(select(s.equity).where(s.equity.c.run_id == run_id), s.equity, symbol).order_by(s.equity.c.time)
     with engine.connect() as conn:
         rows = _rows(conn.execute(q))
         if symbol or not rows:
             return rows
-        run_sym = conn.scalar(select(s.runs.c.symbol).where(s.runs.c.id == run_id)) or ""
-    order = {sym: i for i, sym in enumerate(run_sym.split(","))}
+        run = conn.execute(select(s.runs.c.symbol, s.runs.c.config).where(s.runs.c.id == run_id)).first()
+    order = {sym: i for i, sym in enumerate(str(run.symbol if run else "").split(","))}
     if len(order) < 2:
         return rows
-    rows.sort(key=lambda r: (r["time"], order.get(r["symbol"], 0)))
+    markets = (run.config or {}).get("markets") or []
+    bar = {m.get("symbol"): TIMEFRAME_MS.get(m.get("timeframe", ""), 0) for m in markets if isinstance(m, dict)}
+    rows.sort(key=lambda r: (r["time"] + bar.get(r["symbol"], 0), order.get(r["symbol"], 0)))
     out: list[dict[str, Any]] = []
+    last_close = None
     for r in rows:
-        if out and out[-1]["time"] == r["time"]:
+        close = r["time"] + bar.get(r["symbol"], 0)
+        if out and close == last_close:
             out[-1] = r
         else:
             out.append(r)
+        last_close = close
     return out
 
 

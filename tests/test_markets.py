@@ -261,3 +261,26 @@ def test_one_market_flags_are_refused_for_a_portfolio(tmp_path: Path, data_dir: 
         _ = cfg.market
     with pytest.raises(DataError, match="the file name says ETHUSDT"):
         core.load_data(load_config(None, []), str(data_dir / "bybit_ETHUSDT_1h.csv.gz"))
+
+
+def test_markets_of_different_timeframes_interleave_by_close(tmp_path: Path) -> None:
+    """A 1h and a 4h market: every 4h bar plays after the 1h bar that closes with it, and the
+    portfolio curve is one row per close time, the 4h market's where both close."""
+    two = tmp_path / "mixed.yaml"
+    two.write_text(yaml.safe_dump({"markets": [{"symbol": "BTCUSDT"}, {"symbol": "ETHUSDT", "timeframe": "4h",
+                                                                       **ETH_RULES}]}))
+    cfg = load_config(two, [f"storage.url=sqlite:///{tmp_path / 'm.db'}"])
+    hourly = random_walk(96, seed=3)
+    w = random_walk(24, seed=4)
+    four = 4 * 3_600_000
+    t4 = hourly.time[0] + np.arange(24, dtype=np.int64) * four
+    slow = type(w)("ETHUSDT", "4h", t4, w.open, w.high, w.low, w.close, w.volume, "eth4h", w.gaps)
+    db = core.open_journal_db(cfg.storage.url)
+    s = core.backtest_markets(cfg, [core.MarketData(hourly, ScriptedStrategy({3: 1.0, 50: 0.0})),
+                                    core.MarketData(slow, ScriptedStrategy({2: -1.0}))], db, show_progress=False)
+    curve = q.equity(db, s["run_id"])
+    bar = {"BTCUSDT": 3_600_000, "ETHUSDT": four}
+    closes = [r["time"] + bar[r["symbol"]] for r in curve]
+    assert closes == sorted(set(closes)) and len(curve) == 96
+    assert all(r["symbol"] == "ETHUSDT" for r, c in zip(curve, closes, strict=True) if c % four == 0)
+    assert {m["symbol"]: m["candles"] for m in s["markets"]} == {"BTCUSDT": 96, "ETHUSDT": 24}
