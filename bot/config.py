@@ -258,6 +258,19 @@ def _apply(tree: dict[str, Any], path: list[str], value: Any) -> None:
         node = child
 
 
+def _one_market_key(tree: dict[str, Any], path: list[str]) -> list[str]:
+    """``market.*`` / ``strategy.*`` (and ``--strategy``) on a config with a ``markets:`` list:
+    the list's only market, or one clear error when it lists several."""
+    if path[0] not in ("market", "strategy") or not isinstance(tree.get("markets"), list):
+        return path
+    markets = tree["markets"]
+    inner = path[1:] if path[0] == "market" else path
+    if len(markets) != 1:
+        raise ConfigError(f"{'.'.join(path)} (or --strategy) sets one market; this config lists {len(markets)} "
+                          f"markets: set it on each, e.g. markets.0.{'.'.join(inner)}")
+    return ["markets", "0", *inner]
+
+
 def _first_error(exc: ValidationError) -> str:
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"])
@@ -293,10 +306,10 @@ def load_config(
     elif explicit:
         raise ConfigError(f"config file not found: {p}")
     for dotted, value in (extra or {}).items():
-        _apply(tree, dotted.split("."), value)
+        _apply(tree, _one_market_key(tree, dotted.split(".")), value)
     for item in overrides or []:
         keys, value = parse_override(item)
-        _apply(tree, keys, value)
+        _apply(tree, _one_market_key(tree, keys), value)
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:

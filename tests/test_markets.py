@@ -284,3 +284,15 @@ def test_markets_of_different_timeframes_interleave_by_close(tmp_path: Path) -> 
     assert closes == sorted(set(closes)) and len(curve) == 96
     assert all(r["symbol"] == "ETHUSDT" for r, c in zip(curve, closes, strict=True) if c % four == 0)
     assert {m["symbol"]: m["candles"] for m in s["markets"]} == {"BTCUSDT": 96, "ETHUSDT": 24}
+
+
+def test_one_market_keys_on_a_markets_list(tmp_path: Path) -> None:
+    """``--strategy`` and ``market.*`` overrides reach a one-element list, and are one clear
+    error for several markets."""
+    one = tmp_path / "one.yaml"
+    one.write_text(yaml.safe_dump({"markets": [{"symbol": "ETHUSDT", **ETH_RULES}]}))
+    cfg = load_config(one, ["market.timeframe=4h"], {"strategy.name": "sma"})
+    assert (cfg.market.symbol, cfg.market.timeframe, cfg.strategy.name) == ("ETHUSDT", "4h", "sma")
+    with pytest.raises(ConfigError, match="this config lists 2 markets: set it on each, e.g. markets.0.strategy.name"):
+        load_config(ROOT / "examples" / "portfolio.yaml", [], {"strategy.name": "sma"})
+    assert load_config(ROOT / "examples" / "portfolio.yaml").symbols == ["BTCUSDT", "ETHUSDT"]
