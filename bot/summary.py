@@ -154,26 +154,8 @@ def market_line(db: Engine, run: dict[str, Any], m: RunMarket) -> dict[str, Any]
 
 
 def portfolio_curve(rows: dict[str, list[dict[str, Any]]], markets: list[RunMarket]) -> list[dict[str, Any]]:
-    """Every market's equity rows merged on one grid, one row per time (see storage.queries.equity).
-
-    Markets of different timeframes are merged by bar *close* (a 4h bar's marks come after the
-    1h bars inside it), each row then labelled like the smallest timeframe's bars (close minus
-    that bar length); with one timeframe this is exactly ``queries.equity(db, run_id)``.
-    Each row's ``held`` says whether any market held a position at that time.
-    """
-    step = min(m.bar_ms for m in markets)
-    tagged = sorted(((r["time"] + m.bar_ms - step, i, r) for i, m in enumerate(markets) for r in rows[m.symbol]),
-                    key=lambda x: (x[0], x[1]))
-    held = [False] * len(markets)
-    out: list[dict[str, Any]] = []
-    for t, i, r in tagged:
-        held[i] = bool(r["position"])
-        row = {**r, "time": t, "held": any(held)}
-        if out and out[-1]["time"] == t:
-            out[-1] = row
-        else:
-            out.append(row)
-    return out
+    """Every market's equity rows merged on one grid (:func:`storage.queries.portfolio_curve`)."""
+    return q.portfolio_curve(rows, {m.symbol: m.bar_ms for m in markets})
 
 
 def _portfolio(db: Engine, run: dict[str, Any], markets: list[RunMarket]) -> dict[str, Any]:

@@ -78,35 +78,46 @@ def trades(engine: Engine, run_id: str, symbol: str | None = None) -> list[dict[
 
 
 def equity(engine: Engine, run_id: str, symbol: str | None = None) -> list[dict[str, Any]]:
-    """One market's equity rows, or (no ``symbol``) the portfolio curve.
-
-    Every row's ``equity`` and ``cash`` are the portfolio's at that market's bar close, so the
-    portfolio curve of a multi-market run is every market's rows in order of their bars' close
-    (the markets' config order when they close together), one per close: the mark of the market
-    processed last. Its ``position`` and ``price`` are that market's; per-market exposure comes
-    from ``symbol=``.
-    """
-    q = _of(select(s.equity).where(s.equity.c.run_id == run_id), s.equity, symbol).order_by(s.equity.c.time)
+    """One market's equity rows, or (no ``symbol``) the portfolio curve (:func:`portfolio_curve`)."""
     with engine.connect() as conn:
-        rows = _rows(conn.execute(q))
-        if symbol or not rows:
-            return rows
-        run = conn.execute(select(s.runs.c.symbol, s.runs.c.config).where(s.runs.c.id == run_id)).first()
-    order = {sym: i for i, sym in enumerate(str(run.symbol if run else "").split(","))}
-    if len(order) < 2:
-        return rows
-    markets = (run.config or {}).get("markets") or []
-    bar = {m.get("symbol"): TIMEFRAME_MS.get(m.get("timeframe", ""), 0) for m in markets if isinstance(m, dict)}
-    rows.sort(key=lambda r: (r["time"] + bar.get(r["symbol"], 0), order.get(r["symbol"], 0)))
+        if symbol is None:
+            run = conn.execute(select(s.runs.c.symbol, s.runs.c.config).where(s.runs.c.id == run_id)).first()
+            symbols = str(run.symbol if run else "").split(",")
+            if len(symbols) > 1:
+                listed = {m.get("symbol"): m for m in (run.config or {}).get("markets") or [] if isinstance(m, dict)}
+                bar_ms = {sym: TIMEFRAME_MS.get(str(listed.get(sym, {}).get("timeframe", "1h")), 3_600_000)
+                          for sym in symbols}
+                return portfolio_curve({sym: _equity_rows(conn, run_id, sym) for sym in symbols}, bar_ms)
+        return _equity_rows(conn, run_id, symbol)
+
+
+def _equity_rows(conn: Any, run_id: str, symbol: str | None) -> list[dict[str, Any]]:
+    q = _of(select(s.equity).where(s.equity.c.run_id == run_id), s.equity, symbol).order_by(s.equity.c.time)
+    return _rows(conn.execute(q))
+
+
+def portfolio_curve(rows: dict[str, list[dict[str, Any]]], bar_ms: dict[str, int]) -> list[dict[str, Any]]:
+    """Every market's equity rows (``rows``: by symbol, in config order) merged on one grid.
+
+    Each row's ``equity`` and ``cash`` are the portfolio's at that market's bar close, so the
+    portfolio curve is the rows in order of their bars' close (config order when they close
+    together), one per close: the mark of the market processed last. Rows are labelled like the
+    smallest timeframe's bars (close minus that bar length: a 4h bar's mark comes after the 1h
+    bars inside it); with one timeframe that is each row's own time. ``position`` and ``price``
+    are the row's market's; ``held`` says whether any market held a position then.
+    """
+    step = min(bar_ms.values())
+    tagged = sorted(((r["time"] + bar_ms[sym] - step, i, r) for i, sym in enumerate(rows) for r in rows[sym]),
+                    key=lambda x: (x[0], x[1]))
+    held = [False] * len(rows)
     out: list[dict[str, Any]] = []
-    last_close = None
-    for r in rows:
-        close = r["time"] + bar.get(r["symbol"], 0)
-        if out and close == last_close:
-            out[-1] = r
+    for t, i, r in tagged:
+        held[i] = bool(r["position"])
+        row = {**r, "time": t, "held": any(held)}
+        if out and out[-1]["time"] == t:
+            out[-1] = row
         else:
-            out.append(r)
-        last_close = close
+            out.append(row)
     return out
 
 

@@ -278,9 +278,8 @@ def test_markets_of_different_timeframes_interleave_by_close(tmp_path: Path) -> 
     db = core.open_journal_db(cfg.storage.url)
     s = core.backtest_markets(cfg, [core.MarketData(hourly, ScriptedStrategy({3: 1.0, 50: 0.0})),
                                     core.MarketData(slow, ScriptedStrategy({2: -1.0}))], db, show_progress=False)
-    curve = q.equity(db, s["run_id"])
-    bar = {"BTCUSDT": 3_600_000, "ETHUSDT": four}
-    closes = [r["time"] + bar[r["symbol"]] for r in curve]
+    curve = q.equity(db, s["run_id"])  # rows labelled like the 1h bars: close minus one hour
+    closes = [r["time"] + 3_600_000 for r in curve]
     assert closes == sorted(set(closes)) and len(curve) == 96
     assert all(r["symbol"] == "ETHUSDT" for r, c in zip(curve, closes, strict=True) if c % four == 0)
     assert {m["symbol"]: m["candles"] for m in s["markets"]} == {"BTCUSDT": 96, "ETHUSDT": 24}
