@@ -80,12 +80,15 @@ def _market_line(cfg: Config, m: Any) -> dict[str, Any]:
 
 
 def _portfolio_curve(sessions: list[Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(equity, any-position indicator, times) on the union of the markets' bar times."""
+    """(equity, any-position indicator, times) on the union of the markets' bar closes, labelled
+    like :func:`storage.queries.portfolio_curve` (close minus the smallest bar length); the same
+    merge over the engines' arrays, which a run of millions of bars cannot afford as row dicts."""
     series = []
+    step = min(timeframe_ms(m.cfg.timeframe) for m in sessions)
     for m in sessions:
         eng = m.engine
         n = len(eng.equity_curve)
-        t = np.asarray(m.bars.time[m.bars.n - n:m.bars.n], dtype=np.int64) + timeframe_ms(m.cfg.timeframe)
+        t = np.asarray(m.bars.time[m.bars.n - n:m.bars.n], dtype=np.int64) + timeframe_ms(m.cfg.timeframe) - step
         series.append((t, np.frombuffer(eng.equity_curve, dtype=np.float64),
                        np.frombuffer(eng.position_curve, dtype=np.float64)))
     grid = np.unique(np.concatenate([t for t, _, _ in series])) if series else np.zeros(0, np.int64)

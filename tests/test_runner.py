@@ -102,7 +102,7 @@ def test_reconcile_a_simulated_run_through_the_protocol(tmp_path: Path) -> None:
 
     summary = core.backtest(cfg, data, ScriptedStrategy({5: 1.0, 40: 0.5, 60: 1.0}), db, show_progress=False)
     snap = run_snapshot(db, summary["run_id"])
-    broker = core.simulated_broker(cfg)
+    broker = core.simulated_brokers(cfg)[0]
     broker.restore(snap.initial_cash, snap.fills, snap.orders)
     held = broker.position().qty
     assert held == D(str(summary["open_position"]))
@@ -122,7 +122,7 @@ def test_reconcile_stops_on_a_position_nobody_explains(tmp_path: Path) -> None:
     data = random_walk(40)
     summary = core.backtest(cfg, data, ScriptedStrategy({5: 1.0}), db, show_progress=False)
     snap = run_snapshot(db, summary["run_id"])
-    broker = core.simulated_broker(cfg)
+    broker = core.simulated_brokers(cfg)[0]
     broker.restore(snap.initial_cash, snap.fills, snap.orders)
     from storage.journal import Journal
 

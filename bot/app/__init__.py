@@ -20,7 +20,6 @@ from bot.app.parts import (
     instrument_from_config,
     load_data,
     open_journal_db,
-    simulated_broker,
     simulated_brokers,
     strategy_context,
 )
@@ -28,4 +27,4 @@ from bot.app.venue import live, paper
 
 __all__ = ["MarketData", "backtest", "backtest_markets", "build_backtest_strategy", "build_strategy",
            "instrument_from_config", "live", "load_data", "open_journal_db", "paper", "paper_replay",
-           "simulated_broker", "simulated_brokers", "strategy_context"]
+           "simulated_brokers", "strategy_context"]

@@ -69,12 +69,6 @@ def simulated_brokers(cfg: Config) -> list[SimulatedBroker]:
                             cfg.broker.slippage_bps, wallet=wallet) for m in cfg.markets]
 
 
-def simulated_broker(cfg: Config) -> SimulatedBroker:
-    """The simulated broker of a one-market config."""
-    return SimulatedBroker(instrument_from_config(cfg.market), cfg.broker.initial_cash, cfg.broker.fee_rate,
-                           cfg.broker.slippage_bps)
-
-
 def open_journal_db(url: str) -> DBEngine:
     return open_database(url)
 
