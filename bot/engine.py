@@ -120,12 +120,12 @@ class Engine:
             market.on_bar(bars.last_time(), o, h, lo, c)
 
     def decide(self) -> None:
-        """Mark bar ``bars.n - 1`` to market, journal the equity, ask the strategy, order."""
+        """Mark bar ``bars.n - 1`` to market, journal the equity, ask the strategy, order (after
+        :meth:`fill`, which set ``bar_index``)."""
         bars = self.bars
-        i = bars.n - 1
+        i = self.bar_index
         t = bars.last_time()
         c = bars.last_close()
-        self.bar_index = i
         self.last_bar = t
         cash, qty = self.broker.cash_and_qty()
         marks = self._marks
