@@ -7,6 +7,7 @@ Time is UTC, integer milliseconds.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
@@ -299,6 +300,7 @@ def decision_id(run_id: str, bar_time: int, symbol: str | None = None) -> str:
     return f"{run_id}-{symbol_tag(symbol)}-{bar_time}"
 
 
+@functools.cache
 def symbol_tag(symbol: str) -> str:
     """Four hex digits naming a market in the ids of a multi-market run (decisions, trades)."""
     return hashlib.sha1(symbol.encode()).hexdigest()[:4]

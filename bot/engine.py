@@ -132,10 +132,7 @@ class Engine:
         if marks is None:
             eq = cash + qty * c
         else:
-            slot = self._slot
-            marks.price[slot] = c
-            marks.qty[slot] = qty
-            eq = cash + marks.value()
+            eq = cash + marks.mark(self._slot, qty, c)
         self._eq_append(eq)
         self._cash_append(cash)
         self._pos_append(qty)

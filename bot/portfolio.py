@@ -58,8 +58,11 @@ class Marks:
         self.price = [0.0] * n
         self.target = [0.0] * n
 
-    def value(self) -> float:
-        """Sum of every market's position at its last close."""
+    def mark(self, slot: int, qty: float, price: float) -> float:
+        """Set one market's position and last close; the sum of every market's position at its
+        last close."""
+        self.qty[slot] = qty
+        self.price[slot] = price
         return sum(map(mul, self.qty, self.price))
 
     def gross_except(self, slot: int) -> float:

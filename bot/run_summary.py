@@ -12,6 +12,7 @@ from typing import Any
 
 import numpy as np
 
+from bot.candles import union_times
 from bot.config import Config
 from bot.domain import timeframe_ms
 from bot.metrics import compute_metrics
@@ -91,7 +92,7 @@ def _portfolio_curve(sessions: list[Any]) -> tuple[np.ndarray, np.ndarray, np.nd
         t = np.asarray(m.bars.time[m.bars.n - n:m.bars.n], dtype=np.int64) + timeframe_ms(m.cfg.timeframe) - step
         series.append((t, np.frombuffer(eng.equity_curve, dtype=np.float64),
                        np.frombuffer(eng.position_curve, dtype=np.float64)))
-    grid = np.unique(np.concatenate([t for t, _, _ in series])) if series else np.zeros(0, np.int64)
+    grid = union_times([t for t, _, _ in series])
     eq = np.full(len(grid), np.nan)
     held = np.zeros(len(grid), dtype=bool)
     for t, e, p in series:  # config order: a later market's mark at the same time wins

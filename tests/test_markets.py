@@ -23,7 +23,7 @@ from bot.cli.run import market_data
 from bot.config import load_config
 from bot.domain import Side, decision_id
 from bot.errors import ConfigError, DataError
-from bot.sources import MergedSource
+from bot.sources import PreloadedSource, group_runs
 from storage import queries as q
 from storage.records import comparable_journal
 from tests.helpers import ScriptedStrategy, random_walk
@@ -97,7 +97,7 @@ def test_same_close_bars_play_in_config_order_and_timeframes_interleave() -> Non
     closes = np.sort(np.concatenate([h, f]), kind="stable")
 
     async def play() -> None:
-        source = MergedSource(np.asarray(order), closes, total=7)
+        source = PreloadedSource(np.asarray(order), closes, total=7)
         async for batch in source.batches(books):  # type: ignore[arg-type]
             batch([Eng(0), Eng(1)])
 
@@ -106,6 +106,21 @@ def test_same_close_bars_play_in_config_order_and_timeframes_interleave() -> Non
     assert seen == [("fill", 0, 1), ("decide", 0, 1), ("fill", 0, 2), ("decide", 0, 2),
                     ("fill", 0, 3), ("decide", 0, 3), ("fill", 0, 4), ("fill", 1, 1), ("decide", 0, 4),
                     ("decide", 1, 1), ("fill", 0, 5), ("decide", 0, 5), ("fill", 0, 6), ("decide", 0, 6)]
+
+
+@pytest.mark.parametrize(("order", "closes", "runs"), [
+    ([0, 0, 0], [1, 2, 3], [((0,), 3)]),                                    # one market: one run
+    ([0, 1, 0, 1, 0, 1], [1, 1, 2, 2, 3, 3], [((0, 1), 3)]),                # aligned: one run of pairs
+    ([0, 0, 0, 0, 1, 0, 0], [1, 2, 3, 4, 4, 5, 6], [((0,), 3), ((0, 1), 1), ((0,), 2)]),  # 1h and 4h
+    ([0, 1, 1, 0, 1], [1, 1, 2, 3, 3], [((0, 1), 1), ((1,), 1), ((0, 1), 1)]),  # a bar missing in one
+    ([0, 1, 0, 2], [1, 1, 2, 2], [((0, 1), 1), ((0, 2), 1)]),                  # same length, other markets
+    ([], [], []),
+])
+def test_group_runs_cuts_the_playing_order_into_runs_of_identical_groups(
+        order: list[int], closes: list[int], runs: list[tuple[tuple[int, ...], int]]) -> None:
+    got = group_runs(np.asarray(order, dtype=np.int32), np.asarray(closes, dtype=np.int64))
+    assert got == runs
+    assert [m for markets, k in got for _ in range(k) for m in markets] == order  # nothing lost or reordered
 
 
 # -- one market: the list and the shorthand are the same run -----------------------------------------

@@ -15,7 +15,7 @@ from bot.domain import timeframe_ms
 from bot.engine import wall_clock_ms
 from bot.feeds.replay import replay_candles
 from bot.runner import MarketSession, Runner, RunPlan, run_to_end
-from bot.sources import MergedSource, PreloadedSource, StreamSource
+from bot.sources import PreloadedSource, StreamSource
 from strategies.base import Strategy
 
 
@@ -51,11 +51,7 @@ def backtest_markets(cfg: Config, markets: list[MarketData], db: DBEngine, *, mo
                                                          "largest_at": g.largest_at}))
     tradable = sum(len(c) for c in closes)
     total = tradable if stop_after is None else min(stop_after, tradable)
-    if len(sessions) == 1:
-        source: Any = PreloadedSource(total, tradable)
-    else:
-        order = merge_order(closes)
-        source = MergedSource(order, np.sort(np.concatenate(closes), kind="stable"), total)
+    source = PreloadedSource(merge_order(closes), np.sort(np.concatenate(closes), kind="stable"), total)
     plan = RunPlan(mode=mode, data_source=";".join(md.data.source for md in markets), events=events,
                    show_progress=show_progress, equity_process=tradable >= 250_000)
     return run_to_end(Runner(cfg, sessions, db, source=source, plan=plan).run())
