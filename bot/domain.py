@@ -315,7 +315,9 @@ class DecisionStatus(StrEnum):
     ERROR = "error"        # the strategy or model failed: journaled, never a crash
     BLOCKED = "blocked"    # risk refused the order (cooldown, minimum notional)
     FROZEN = "frozen"      # a kill switch froze trading
-    WAITING = "waiting"    # an order was still working
+    WAITING = "waiting"    # an order was still working; looked at again when it ends
+    SUPERSEDED = "superseded"  # waited, and a newer decision of the market replaced it
+    CATCH_UP = "catch_up"  # a bar older than the newest closed one (a backfill): never traded
 
     @property
     def acted(self) -> bool:
@@ -323,7 +325,8 @@ class DecisionStatus(StrEnum):
         return self in _ACTED
 
 
-_ACTED = frozenset({DecisionStatus.ORDER, DecisionStatus.HOLD, DecisionStatus.WAITING, DecisionStatus.BLOCKED})
+_ACTED = frozenset({DecisionStatus.ORDER, DecisionStatus.HOLD, DecisionStatus.WAITING, DecisionStatus.BLOCKED,
+                    DecisionStatus.SUPERSEDED})
 
 
 class RunStatus(StrEnum):

@@ -90,6 +90,11 @@ class Engine:
         self._slot = slot
         #: Multi-market runs name the market in decision ids (one-market ids stay ``run-bar``).
         self._id_symbol = self.symbol if marks is not None else None
+        #: The latest decision that met a working order (id, decision): looked at again when it ends.
+        self._waiting: tuple[str, Decision] | None = None
+        #: A kill switch tripped on a catch-up bar: acted on at the next bar that may trade.
+        self._kill_pending: KillSwitch | None = None
+        self._in_fill = False
         broker.set_listener(self._on_order_event, self)
 
     # -- life cycle --------------------------------------------------------------------------------
@@ -102,10 +107,10 @@ class Engine:
         return self._clock() if self._clock is not None else bar_time + self.bar_ms
 
     # -- the per-bar core --------------------------------------------------------------------------
-    def on_bar(self) -> None:
+    def on_bar(self, trade: bool = True) -> None:
         """Bar ``bars.n - 1`` has closed: fill, mark, decide, order. Same code in every mode."""
         self.fill()
-        self.decide()
+        self.decide(trade)
 
     def fill(self) -> None:
         """Orders decided on earlier bars meet this bar's prices (the simulated fill engine).
@@ -117,11 +122,19 @@ class Engine:
         market = self._market
         if market is not None and market.pending():
             o, h, lo, c = bars.ohlc_at(i)
-            market.on_bar(bars.last_time(), o, h, lo, c)
+            self._in_fill = True  # its order events come before this bar's decision: no second look
+            try:
+                market.on_bar(bars.last_time(), o, h, lo, c)
+            finally:
+                self._in_fill = False
 
-    def decide(self) -> None:
+    def decide(self, trade: bool = True) -> None:
         """Mark bar ``bars.n - 1`` to market, journal the equity, ask the strategy, order (after
-        :meth:`fill`, which set ``bar_index``)."""
+        :meth:`fill`, which set ``bar_index``).
+
+        ``trade=False``: a catch-up bar (a newer bar of this market has closed already: a backfill
+        after downtime or a feed gap). It is marked, journaled and shown to the strategy, but
+        nothing is sent at its old close; only the newest closed bar trades."""
         bars = self.bars
         i = self.bar_index
         t = bars.last_time()
@@ -143,6 +156,10 @@ class Engine:
             kill = self.risk.on_equity(t, eq)
             if kill is not None:
                 self._on_kill(kill)
+            if not trade:
+                self._kill_pending, kill = kill or self._kill_pending, None
+            elif self._kill_pending is not None:
+                kill, self._kill_pending = kill or self._kill_pending, None
         # 3. Ask the strategy; a failing strategy is a journaled no-trade decision, never a crash.
         try:
             decision = self.strategy.on_bar(bars)
@@ -157,7 +174,7 @@ class Engine:
                 decision = Decision(self.symbol, t, 0.0, explanation={"kill_switch": tripped.reason})
             else:
                 return
-        self._act(decision, t, c, eq)
+        self._act(decision, t, c, eq, trade)
 
     def _flatten_pending(self, qty: float) -> KillSwitch | None:
         """Another market tripped the portfolio's kill switch and this one still holds a position."""
@@ -181,12 +198,29 @@ class Engine:
         log.warning("strategy_error", bar_time=t, error=msg)
         return Decision(self.symbol, t, None, confidence=0.0, model_id=self.strategy.model_id, error=msg[:1000])
 
-    def _act(self, d: Decision, t: int, price: float, eq: float) -> None:
+    def _act(self, d: Decision, t: int, price: float, eq: float, trade: bool = True) -> None:
         did = decision_id(self.run_id, t, self._id_symbol)
         self.n_decisions += 1
         if d.error is not None or d.target is None:
             self.journal.record_decision(did, d, price, DecisionStatus.ERROR if d.error else DecisionStatus.NO_TRADE)
             return
+        if not trade:
+            self.journal.record_decision(did, d, price, DecisionStatus.CATCH_UP)
+            return
+        if self._waiting is not None:  # a newer decision replaces the one that waited
+            self.journal.update_decision(self._waiting[0], DecisionStatus.SUPERSEDED)
+            self._waiting = None
+        status, req, blocked = self._plan(did, d, t, price, eq)
+        if status is DecisionStatus.WAITING:
+            self._waiting = (did, d)
+        self.journal.record_decision(did, d, price, status)
+        self._send(did, t, req, blocked)
+
+    def _plan(self, did: str, d: Decision, t: int, price: float,
+              eq: float) -> tuple[DecisionStatus, OrderRequest | None, str | None]:
+        """What a decision with a target does at ``price`` and portfolio equity ``eq``: its status,
+        the order to send (or None), and why risk blocked it (or None)."""
+        assert d.target is not None
         target = self.risk.clamp(d.target) * self.allocation
         target = self.risk.cap_target_for_notional(target, eq)
         if self._marks is not None:
@@ -194,14 +228,12 @@ class Engine:
         tripped = self.risk.tripped
         if tripped is not None:
             if self.risk.cfg.kill_action == "freeze":
-                self.journal.record_decision(did, d, price, DecisionStatus.FROZEN)
-                return
+                return DecisionStatus.FROZEN, None, None
             target = 0.0
         self.target = target
         if self.broker.open_orders():
             # An order is still working: never stack a second one on top of it.
-            self.journal.record_decision(did, d, price, DecisionStatus.WAITING)
-            return
+            return DecisionStatus.WAITING, None, None
         pos = self.broker.position().qty
         tq = target_quantity(target, eq, price, self.fee_rate, self.instrument)
         if self._marks is not None:
@@ -209,20 +241,39 @@ class Engine:
         plan = order_for_target(tq, pos, price, self.instrument, equity=eq,
                                 rebalance_threshold=self.risk.cfg.rebalance_threshold)
         if plan is None:
-            self.journal.record_decision(did, d, price, DecisionStatus.HOLD)
-            return
+            return DecisionStatus.HOLD, None, None
         side, qty = plan
         blocked = self.risk.allows_order(self.bar_index, float(qty) * price)
         if blocked is not None and not (tripped is not None and target == 0.0):
-            self.journal.record_decision(did, d, price, DecisionStatus.BLOCKED)
-            self.journal.record_event(t, "order_blocked", {"decision_id": did, "reason": blocked})
-            return
-        self.journal.record_decision(did, d, price, DecisionStatus.ORDER)
-        self._submit(OrderRequest(
+            return DecisionStatus.BLOCKED, None, blocked
+        return DecisionStatus.ORDER, OrderRequest(
             client_order_id=client_order_id(self.run_id, self.symbol, t),
             symbol=self.symbol, side=side, qty=qty, order_type=OrderType.MARKET, decision_id=did,
             reference_price=Decimal(repr(price)),
-        ), t)
+        ), None
+
+    def _send(self, did: str, t: int, req: OrderRequest | None, blocked: str | None) -> None:
+        if blocked is not None:
+            self.journal.record_event(t, "order_blocked", {"decision_id": did, "reason": blocked})
+        if req is not None:
+            self._submit(req, t)
+
+    def _look_again(self) -> None:
+        """The order a decision waited on has ended: the decision is planned again, at the
+        latest close and equity (it is the newest this market has; a newer one would have
+        replaced it)."""
+        assert self._waiting is not None
+        (did, d), self._waiting = self._waiting, None
+        price = self.bars.last_close()
+        cash, qty = self.broker.cash_and_qty()
+        eq = cash + (self._marks.mark(self._slot, qty, price) if self._marks is not None else qty * price)
+        status, req, blocked = self._plan(did, d, d.bar_time, price, eq)
+        if status is DecisionStatus.WAITING:  # another order is working (never this engine's own)
+            self._waiting = (did, d)
+            return
+        log.info("decision_looked_at_again", decision=did, status=str(status))
+        self.journal.update_decision(did, status)
+        self._send(did, d.bar_time, req, blocked)
 
     def _cap_gross(self, target: float, eq: float) -> float:
         """``risk.max_gross_exposure``: this market gets what the others leave of the cap."""
@@ -258,6 +309,9 @@ class Engine:
         self._book_order_event(order, fill)
         if fill is not None and self._marks is not None:
             self._marks.qty[self._slot] = self.broker.cash_and_qty()[1]  # the portfolio sees it now
+        if (self._waiting is not None and order.status.is_terminal and not self._in_fill
+                and not self.broker.open_orders()):
+            self._look_again()
         if self.broker.write_ahead:
             self.journal.flush()  # a venue's news is durable as soon as it arrives
 

@@ -27,7 +27,7 @@ class Stepper(Protocol):
 
     def fill(self) -> None: ...
 
-    def decide(self) -> None: ...
+    def decide(self, trade: bool = True) -> None: ...
 
 
 #: One bar's (or one batch's) playback: reveals bars into the books and steps their engines.
@@ -45,18 +45,10 @@ class BarSource(Protocol):
     async def aclose(self) -> None: ...
 
 
-def play_group(engines: Sequence[Stepper], group: Sequence[int]) -> None:
-    """Markets whose bars (already in their books) close at the same time: every market's fills
-    first (they happened at the bars' open), then each marks and decides, in config order."""
-    for m in group:
-        engines[m].fill()
-    for m in group:
-        engines[m].decide()
-
-
 class PreloadedSource:
     """Backtests: every preloaded book revealed in (close time, market) order, bars that close
-    together played as one group (:func:`play_group`'s order).
+    together played as one group: every market's fills first (they happened at the bars' open),
+    then each marks and decides, in config order.
 
     The playing order is known before the run, so each chunk is cut, once, into runs of
     identical groups ("market 0 alone, 3 times", "markets 0 and 1, 50,000 times"): the per-bar
@@ -126,7 +118,11 @@ def group_runs(order: np.ndarray, closes: np.ndarray) -> list[tuple[tuple[int, .
 class StreamSource:
     """Paper and live: closed candles as they arrive (a venue's stream or a paced replay), in
     batches released together; each candle is appended to its market's book (by symbol) and the
-    bars that close together are played as one group."""
+    bars that close together are played as one group.
+
+    A bar of a batch that also holds a newer bar of its market (a backfill after downtime or a
+    feed gap) is a catch-up bar: shown to the strategy and journaled, never traded at its old
+    close (``Engine.decide(trade=False)``). Only each market's newest bar may trade."""
 
     def __init__(self, batches: AsyncIterator[list[Candle]], stop_at_ms: int | None = None,
                  close: Callable[[], Coroutine[Any, Any, None]] | None = None) -> None:
@@ -139,9 +135,10 @@ class StreamSource:
         index = {b.symbol: i for i, b in enumerate(books)}
         tf = [timeframe_ms(b.timeframe) for b in books]
         async for batch in self.candles:
-            groups: list[list[tuple[int, Candle]]] = []
+            groups: list[list[tuple[int, Candle, bool]]] = []
             last_close: int | None = None
             ended = False
+            newest = {c.symbol: c.open_time for c in batch}  # ascending within each market
             for c in batch:
                 if self.stop_at_ms is not None and c.open_time >= self.stop_at_ms:
                     ended = True
@@ -153,21 +150,21 @@ class StreamSource:
                 if close != last_close:
                     groups.append([])
                     last_close = close
-                groups[-1].append((m, c))
+                groups[-1].append((m, c, c.open_time == newest[c.symbol]))
             for group in groups:
                 yield self._play(books, group)
             if ended:
                 return
 
     @staticmethod
-    def _play(books: Sequence[Bars], group: list[tuple[int, Candle]]) -> Batch:
+    def _play(books: Sequence[Bars], group: list[tuple[int, Candle, bool]]) -> Batch:
         def play(engines: Sequence[Stepper]) -> None:
-            for m, c in group:
+            for m, c, _ in group:
                 books[m].append(c)
-            if len(group) == 1:
-                engines[group[0][0]].on_bar()
-            else:
-                play_group(engines, [m for m, _ in group])
+            for m, _, _ in group:
+                engines[m].fill()
+            for m, _, trade in group:
+                engines[m].decide(trade)
 
         return play
 

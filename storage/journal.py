@@ -75,6 +75,7 @@ class Journal:
         self._decisions: list[dict[str, Any]] = []
         self._new_orders: dict[str, dict[str, Any]] = {}
         self._order_updates: dict[str, dict[str, Any]] = {}
+        self._decision_updates: dict[str, str] = {}
         self._fills: list[dict[str, Any]] = []
         self._trades: list[dict[str, Any]] = []
         self._equity: list[tuple[str, Any, Any, Any, Any, Any]] = []
@@ -143,6 +144,14 @@ class Journal:
             "status": status.value, "explanation": d.explanation or None, "error": d.error,
         })
 
+    def update_decision(self, decision_id: str, status: DecisionStatus) -> None:
+        """What became of a journaled decision later (one that waited on a working order)."""
+        for row in reversed(self._decisions):
+            if row["id"] == decision_id:
+                row["status"] = status.value
+                return
+        self._decision_updates[decision_id] = status.value
+
     def record_order(self, order: Order) -> None:
         self._new_orders[order.client_order_id] = order_row(order, self.run_id)
 
@@ -191,7 +200,8 @@ class Journal:
 
     @property
     def pending(self) -> int:
-        return (len(self._decisions) + len(self._new_orders) + len(self._order_updates) + len(self._fills)
+        return (len(self._decisions) + len(self._decision_updates) + len(self._new_orders)
+                + len(self._order_updates) + len(self._fills)
                 + len(self._trades) + len(self._equity) + len(self._events))
 
     def use_background_writer(self, equity_process: bool = False) -> None:
@@ -220,9 +230,10 @@ class Journal:
         self._wait()
         if not self.pending and not self._run_update:
             return
-        batch = _Batch(self._decisions, list(self._new_orders.values()), self._order_updates, self._fills,
-                       self._trades, self._equity, self._events, self._run_update)
-        self._decisions, self._new_orders, self._order_updates = [], {}, {}
+        batch = _Batch(self._decisions, self._decision_updates, list(self._new_orders.values()),
+                       self._order_updates, self._fills, self._trades, self._equity, self._events,
+                       self._run_update)
+        self._decisions, self._decision_updates, self._new_orders, self._order_updates = [], {}, {}, {}
         self._fills, self._trades, self._equity, self._events, self._run_update = [], [], [], [], {}
         self._equity_rows = 0
         if background and self._writer is not None:
@@ -259,6 +270,8 @@ class Journal:
             with self.engine.begin() as conn:
                 if b.decisions:
                     conn.execute(self._ins["decisions"], b.decisions)
+                for did, status in b.decision_updates.items():
+                    conn.execute(update(s.decisions).where(s.decisions.c.id == did).values(status=status))
                 if b.new_orders:
                     conn.execute(self._ins["orders"], b.new_orders)
                 for oid, values in b.order_updates.items():
@@ -290,6 +303,7 @@ def _pylist(a: Any) -> list[Any]:
 @dataclass(slots=True)
 class _Batch:
     decisions: list[dict[str, Any]]
+    decision_updates: dict[str, str]
     new_orders: list[dict[str, Any]]
     order_updates: dict[str, dict[str, Any]]
     fills: list[dict[str, Any]]

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
+
+from sqlalchemy import create_engine, text
 
 from bot.config import Config, load_config
 from broker.bybit_sim import PublicMarketModule, SimConfig
@@ -34,6 +38,38 @@ def live_cfg(rest: str, ws: str, db_url: str, *extra: str) -> Config:
 def set_keys(monkeypatch: Any) -> None:
     monkeypatch.setenv("BYBIT_API_KEY", KEY)
     monkeypatch.setenv("BYBIT_API_SECRET", SECRET)
+
+
+async def started_frozen(sim: Any, db_url: str, kind: str, run: Coroutine[Any, Any, dict[str, Any]],
+                         at_ms: int, timeout: float = 120.0) -> dict[str, Any]:
+    """Run ``run`` (an in-process paper or live run on ``sim`` from bar ``at_ms``) with the
+    market frozen from ``at_ms`` until the run has journaled its start event ``kind`` and its
+    feed has subscribed to the klines and asked the venue's time (for its REST catch-up): a
+    slow start-up never turns the first bars into a backfill (whose older bars are caught up
+    without trading)."""
+    clock, stats = sim.state.clock, sim.state.stats
+    clock.pause_at(at_ms)
+    task = asyncio.ensure_future(run)
+    eng = create_engine(db_url)
+    try:
+        deadline = asyncio.get_running_loop().time() + timeout
+        started, subscribed, asked = False, stats["kline_subscriptions"], 0
+        while not task.done() and asyncio.get_running_loop().time() < deadline:
+            if not started:
+                try:
+                    with eng.connect() as conn:
+                        started = bool(conn.execute(text("SELECT count(*) FROM events WHERE kind = :k"),
+                                                    {"k": kind}).scalar())
+                except Exception:  # noqa: BLE001, S110 - the journal may not exist yet
+                    pass
+                asked = stats["time_requests"]
+            elif stats["kline_subscriptions"] > subscribed and stats["time_requests"] > asked:
+                break  # the feed subscribed and asked the time for its REST catch-up: the market may move
+            await asyncio.sleep(0.01)
+    finally:
+        eng.dispose()
+        clock.resume()
+    return await task
 
 
 def check_consistency(db: Any, run_id: str, account: Any) -> dict[str, Any]:

@@ -29,7 +29,7 @@ from broker.bybit_sim.private import account_of
 from broker.bybit_sim.testing import sim_thread
 from storage import queries as q
 from storage.records import comparable_journal
-from tests.live_helpers import KEY, SECRET, check_consistency, modules, set_keys
+from tests.live_helpers import KEY, SECRET, check_consistency, modules, set_keys, started_frozen
 
 H = 3_600_000
 N_BARS = 30
@@ -79,13 +79,15 @@ async def test_two_markets_backtest_paper_and_live_agree(data_dir: Path, tmp_pat
     # markets' orders, which therefore fill at the next bar's open as in the backtest.
     async with SimServer(SimConfig(data=data, bar_ms=1500.0, start=a - 3 * H), modules()) as sim:
         cfg = _cfg(tmp_path, sim.rest_url, sim.ws_url, db_url)
-        live = await core.live(cfg, date_from=ms_to_iso(a), date_to=ms_to_iso(b),
-                               options=RunOptions(reconcile_every_s=3600, stream_check_s=0.1))
+        live = await started_frozen(sim, db_url, "live_start", core.live(
+            cfg, date_from=ms_to_iso(a), date_to=ms_to_iso(b),
+            options=RunOptions(reconcile_every_s=3600, stream_check_s=0.1)), at_ms=a)
         db = core.open_journal_db(db_url)
         seen = check_consistency(db, live["run_id"], account_of(sim.state))
     async with SimServer(SimConfig(data=data, bar_ms=15.0, start=a - 2 * H)) as sim:
-        paper = await core.paper(_cfg(tmp_path, sim.rest_url, sim.ws_url, db_url),
-                                 date_from=ms_to_iso(a), date_to=ms_to_iso(b))
+        paper = await started_frozen(sim, db_url, "paper_start", core.paper(
+            _cfg(tmp_path, sim.rest_url, sim.ws_url, db_url), date_from=ms_to_iso(a), date_to=ms_to_iso(b)),
+            at_ms=a)
     markets = []
     for m, f in zip(cfg.markets, files, strict=True):
         strategy = core.build_strategy(cfg, market=m)

@@ -15,7 +15,7 @@ from bot.timeutil import ms_to_iso
 from broker.bybit_sim import SimServer
 from broker.bybit_sim.private import account_of
 from storage.records import comparable_journal
-from tests.live_helpers import check_consistency, live_cfg, modules, set_keys, sim_cfg
+from tests.live_helpers import check_consistency, live_cfg, modules, set_keys, sim_cfg, started_frozen
 
 A_INDEX = 400
 N_BARS = 32
@@ -39,16 +39,18 @@ async def test_backtest_paper_and_live_agree(btc_1h: Path, tmp_path: Path, monke
     # A's warm-up to close. The periodic venue check is off so the books come from fills alone.
     async with SimServer(sim_cfg(btc_1h, 400.0, start=a - 3 * H), modules(slippage_bps=SLIP_BPS)) as sim:
         cfg = live_cfg(sim.rest_url, sim.ws_url, db_url, *extra)
-        live = await core.live(cfg, date_from=ms_to_iso(a), date_to=ms_to_iso(a + N_BARS * H),
-                              options=RunOptions(reconcile_every_s=3600, stream_check_s=0.1))
+        live = await started_frozen(sim, db_url, "live_start", core.live(
+            cfg, date_from=ms_to_iso(a), date_to=ms_to_iso(a + N_BARS * H),
+            options=RunOptions(reconcile_every_s=3600, stream_check_s=0.1)), at_ms=a)
         acct = account_of(sim.state)
         db = core.open_journal_db(db_url)
         check_consistency(db, live["run_id"], acct)
         raw_open = {int(e.time): e for e in acct.execs}
     b = a + N_BARS * H
     async with SimServer(sim_cfg(btc_1h, 12.0, start=a - 2 * H)) as sim:
-        paper = await core.paper(live_cfg(sim.rest_url, sim.ws_url, db_url, *extra),
-                                      date_from=ms_to_iso(a), date_to=ms_to_iso(b))
+        paper = await started_frozen(sim, db_url, "paper_start", core.paper(
+            live_cfg(sim.rest_url, sim.ws_url, db_url, *extra), date_from=ms_to_iso(a), date_to=ms_to_iso(b)),
+            at_ms=a)
     strategy = core.build_strategy(cfg)
     w = strategy.warmup + WARMUP_MARGIN
     data = core.load_data(cfg, str(btc_1h), ms_to_iso(a - w * H), ms_to_iso(b))

@@ -1,6 +1,8 @@
 """Faults: a simulator that drops the WebSocket every few bars, delays, duplicates and reorders
 pushes and fails REST calls; or goes silent (stale feed). The paper run still sees every closed
-bar exactly once, in order, and ends with the same journal as a clean run."""
+bar exactly once, in order: its strategy makes the clean run's decisions bar for bar. Bars that
+came back in a REST backfill behind a newer one are caught up (journaled ``catch_up``, never
+traded at their old close), so orders may differ from the clean run's only after one."""
 
 from __future__ import annotations
 
@@ -55,6 +57,25 @@ async def _run(btc_1h: Path, tmp: Path, name: str, faults: FaultConfig, feeds: l
     return journal, stats, (db, summary["run_id"])
 
 
+def _same_bars_and_decisions(journal: dict[str, Any], clean: dict[str, Any]) -> int:
+    """Every bar once, in order, with the clean run's decision; returns how many were caught up.
+    With none caught up, the whole journal is the clean one."""
+    assert [r["time"] for r in journal["equity"]] == [r["time"] for r in clean["equity"]]
+    assert len(journal["decisions"]) == len(clean["decisions"])
+    caught_up = set()
+    for d, c in zip(journal["decisions"], clean["decisions"], strict=True):
+        assert {k: v for k, v in d.items() if k != "status"} == {k: v for k, v in c.items() if k != "status"}
+        if d["status"] == "catch_up":
+            caught_up.add(d["id"])
+        elif not caught_up:
+            assert d["status"] == c["status"], d["id"]  # identical up to the first catch-up bar
+    assert not caught_up & {o["decision_id"] for o in journal["orders"]}
+    if not caught_up:
+        for table in ("orders", "fills", "trades", "equity"):
+            assert journal[table] == clean[table], table
+    return len(caught_up)
+
+
 async def _clean_journal(btc_1h: Path, tmp: Path) -> dict[str, Any]:
     if not _clean:
         journal, _, _ = await _run(btc_1h, tmp, "clean", FaultConfig(), [])
@@ -69,9 +90,8 @@ async def test_dropped_delayed_duplicated_reordered_feed_gives_clean_journal(btc
     feeds: list[BybitFeed] = []
     # No partial pushes: a held-back push is a confirmed bar, so closed bars really arrive out of order.
     journal, stats, (db, run_id) = await _run(btc_1h, tmp_path, "faulty", faults, feeds, updates=0)
-    for table in ("decisions", "orders", "fills", "trades", "equity"):
-        assert journal[table] == clean[table], table
-    assert len(clean["orders"]) >= 4
+    _same_bars_and_decisions(journal, clean)
+    assert len(clean["orders"]) >= 4 and journal["orders"]
     # The faults really happened, and the feed really repaired them.
     assert stats.get("ws_dropped", 0) >= 5 and stats.get("ws_duplicated", 0) >= 5
     assert stats.get("ws_reordered", 0) >= 5 and stats.get("http_5xx", 0) >= 1
@@ -117,8 +137,8 @@ async def test_silent_feed_trips_watchdog_and_backfills(btc_1h: Path, tmp_path: 
     feeds: list[BybitFeed] = []
     journal, _, (db, run_id) = await _run(btc_1h, tmp_path, "silent", FaultConfig(ws_mute=True), feeds,
                                           bar_ms=35.0, watchdog_s=0.1)
-    for table in ("decisions", "orders", "fills", "trades", "equity"):
-        assert journal[table] == clean[table], table
+    # Every bar comes over REST: all but the newest of each backfill are caught up.
+    assert _same_bars_and_decisions(journal, clean) >= 10
     assert feeds[0].stats["stale"] >= 3
     stale = [e for e in q.events(db, run_id) if e["kind"] == "feed_stale"]
     assert stale and stale[0]["payload"]["behind_ms"] >= 2 * 3_600_000

@@ -12,6 +12,7 @@ from bot.timeutil import ms_to_iso
 from broker.bybit_sim import SimConfig, SimServer
 from storage import queries as q
 from storage.records import comparable_journal
+from tests.live_helpers import started_frozen
 
 A_INDEX = 400      # first traded bar in the file
 N_BARS = 150
@@ -32,8 +33,8 @@ async def test_paper_on_simulator_equals_backtest(btc_1h: Path, tmp_path: Path) 
     db_url = f"sqlite:///{tmp_path / 'j.db'}"
     async with SimServer(sim_cfg) as sim:
         cfg = paper_cfg(sim.ws_url, sim.rest_url, db_url)
-        summary = await core.paper(cfg, date_from=ms_to_iso(a), date_to=ms_to_iso(b),
-                                   options=RunOptions(ping_interval_s=0.2))
+        summary = await started_frozen(sim, db_url, "paper_start", core.paper(
+            cfg, date_from=ms_to_iso(a), date_to=ms_to_iso(b), options=RunOptions(ping_interval_s=0.2)), at_ms=a)
         assert sim.state.stats["ws_pings"] >= 2  # the feed's heartbeat
     assert summary["candles"] == N_BARS and summary["orders"] >= 6
     db = core.open_journal_db(db_url)

@@ -20,6 +20,8 @@ class SimClock:
         self.speed = float(speed)
         self._wall0 = time.monotonic()
         self._paused_at: float | None = None
+        self._pause_at_ms: int | None = None
+        self._frozen_ms: int | None = None  # the exact time a pause point stopped the clock at
 
     @classmethod
     def accelerated(cls, start_ms: int, timeframe_ms: int, bar_ms: float) -> SimClock:
@@ -31,6 +33,12 @@ class SimClock:
 
     def now_ms(self) -> int:
         """Current sim (exchange) time in epoch ms."""
+        if self._pause_at_ms is not None and self._paused_at is None:
+            at = self.monotonic_at(self._pause_at_ms)
+            if time.monotonic() >= at:
+                self._paused_at, self._frozen_ms, self._pause_at_ms = at, self._pause_at_ms, None
+        if self._frozen_ms is not None:
+            return self._frozen_ms
         wall = self._paused_at if self._paused_at is not None else time.monotonic()
         return self.start_ms + int((wall - self._wall0) * 1000.0 * self.speed)
 
@@ -39,7 +47,13 @@ class SimClock:
         if self._paused_at is None:
             self._paused_at = time.monotonic()
 
+    def pause_at(self, sim_ms: int) -> None:
+        """The market stops by itself when its clock reaches ``sim_ms`` (until :meth:`resume`)."""
+        self._pause_at_ms = int(sim_ms)
+        self.now_ms()
+
     def resume(self) -> None:
+        self._pause_at_ms = self._frozen_ms = None
         if self._paused_at is not None:
             self._wall0 += time.monotonic() - self._paused_at
             self._paused_at = None
@@ -54,9 +68,13 @@ class SimClock:
 
     def seconds_until(self, sim_ms: int) -> float:
         """Wall seconds until ``sim_ms``; while paused, a short poll interval."""
+        now = self.now_ms()  # (reaching a pause point pauses)
         if self._paused_at is not None:
-            return 0.05 if sim_ms > self.now_ms() else 0.0
-        return max(0.0, self.monotonic_at(sim_ms) - time.monotonic())
+            return 0.05 if sim_ms > now else 0.0
+        due = self.monotonic_at(sim_ms)
+        if self._pause_at_ms is not None:  # wake at the pause point at the latest
+            due = min(due, self.monotonic_at(self._pause_at_ms) + 0.001)
+        return max(0.0, due - time.monotonic())
 
     @staticmethod
     def wall_ms() -> int:

@@ -30,6 +30,7 @@ class _Handlers:
         return respond(error(code, msg, self.state.now_ms()))
 
     async def time(self, request: web.Request) -> web.Response:
+        self.state.stats["time_requests"] += 1
         now = self.state.now_ms()
         nano = now * 1_000_000
         return respond(ok({"timeSecond": str(now // 1000), "timeNano": str(nano)}, now))

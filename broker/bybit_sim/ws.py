@@ -215,6 +215,7 @@ class WsHub:
             conn.send(self._ack(conn, req, "subscribe", False, f"error:already subscribed,topic:{dup[0]}"), False)
             return
         conn.topics.update(args)
+        self.state.stats["kline_subscriptions"] += sum(a.startswith("kline.") for a in args)
         conn.send(self._ack(conn, req, "subscribe", True, ""), False)
 
     async def _unsubscribe(self, conn: WsConn, req: dict[str, Any]) -> None:
