@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
@@ -160,7 +159,7 @@ class Runner:
         stop = asyncio.Event()
         # Before the run exists: a stop during start-up ends it ``stopped`` (resumable), never
         # half-opened. Backtests get Ctrl-C's KeyboardInterrupt (SIGTERM too: bot/signals.py).
-        handlers = _Signals(stop) if plan.durable else None
+        handlers = signals.StopOnSignals(stop) if plan.durable else None
         status = RunStatus.COMPLETED
         try:
             if handlers is not None:  # a start-up already cancelled (SIGINT/SIGTERM) ends here, before any write
@@ -370,30 +369,6 @@ def run_to_end(coro: Coroutine[Any, Any, T]) -> T:
         return done.value  # type: ignore[no-any-return]
     coro.close()
     raise RuntimeError("a backtest waited on I/O; it must run without an event loop")
-
-
-class _Signals:
-    """SIGINT/SIGTERM set the stop event: the bar loop ends and the run is marked stopped.
-    Removing them puts back the handlers that were there (asyncio's Ctrl-C, bot/signals.py's
-    SIGTERM), so shutting down stays as interruptible as starting up."""
-
-    def __init__(self, stop: asyncio.Event) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.installed: list[tuple[int, Any]] = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            previous = signal.getsignal(sig)
-            try:
-                self.loop.add_signal_handler(sig, stop.set)
-                self.installed.append((sig, previous))
-            except (NotImplementedError, RuntimeError):
-                pass
-
-    def remove(self) -> None:
-        for sig, previous in self.installed:
-            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError, TypeError):
-                self.loop.remove_signal_handler(sig)
-                if previous is not None:
-                    signal.signal(sig, previous)
 
 
 def _json_state(strategy: Strategy) -> dict[str, Any] | None:

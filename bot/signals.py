@@ -14,6 +14,8 @@ step leaves a journal that ``--resume`` continues.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import os
 import signal
 from types import FrameType
@@ -53,3 +55,27 @@ def point(name: str) -> None:
     where, _, sig = spec.partition(":")
     if where == name:
         os.kill(os.getpid(), getattr(signal, f"SIG{sig or 'KILL'}"))
+
+
+class StopOnSignals:
+    """SIGINT/SIGTERM set the stop event: the bar loop ends and the run is marked stopped.
+    Removing them puts back the handlers that were there (asyncio's Ctrl-C, :func:`install`'s
+    SIGTERM), so shutting down stays as interruptible as starting up."""
+
+    def __init__(self, stop: asyncio.Event) -> None:
+        self.loop = asyncio.get_running_loop()
+        self.installed: list[tuple[int, Any]] = []
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            previous = signal.getsignal(sig)
+            try:
+                self.loop.add_signal_handler(sig, stop.set)
+                self.installed.append((sig, previous))
+            except (NotImplementedError, RuntimeError):
+                pass
+
+    def remove(self) -> None:
+        for sig, previous in self.installed:
+            with contextlib.suppress(NotImplementedError, RuntimeError, ValueError, TypeError):
+                self.loop.remove_signal_handler(sig)
+                if previous is not None:
+                    signal.signal(sig, previous)
