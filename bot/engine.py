@@ -16,6 +16,7 @@ from typing import Any
 
 import structlog
 
+from bot import order_log
 from bot.bars import Bars
 from bot.domain import (
     Decision,
@@ -51,7 +52,8 @@ class Engine:
     def __init__(self, *, run_id: str, strategy: Strategy, bars: Bars, broker: Broker, journal: Journal,
                  risk: RiskManager, fee_rate: float, bar_ms: int,
                  clock: Callable[[], int] | None = None, market: MarketDataListener | None = None,
-                 allocation: float = 1.0, marks: Marks | None = None, slot: int = 0) -> None:
+                 allocation: float = 1.0, marks: Marks | None = None, slot: int = 0,
+                 log_orders: bool = False) -> None:
         self.run_id = run_id
         self.strategy = strategy
         self.bars = bars
@@ -95,6 +97,8 @@ class Engine:
         #: A kill switch tripped on a catch-up bar: acted on at the next bar that may trade.
         self._kill_pending: KillSwitch | None = None
         self._in_fill = False
+        #: Paper and live: a log line per order step (bot/order_log.py); backtests stay quiet.
+        self._log_orders = log_orders
         broker.set_listener(self._on_order_event, self)
 
     # -- life cycle --------------------------------------------------------------------------------
@@ -293,8 +297,12 @@ class Engine:
         self.n_orders += 1
         order = self.broker.submit(req, now)
         self.journal.update_order(order)
+        if self._log_orders:
+            order_log.sent(order)
+            order_log.outcome(order)  # a broker that answers at once: acknowledged or rejected
         if order.status is OrderStatus.REJECTED:
-            log.warning("order_rejected", order=req.client_order_id, reason=order.reject_reason)
+            if not self._log_orders:
+                log.warning("order_rejected", order=req.client_order_id, reason=order.reject_reason)
             self.journal.record_event(t, "order_rejected",
                                       {"order_id": req.client_order_id, "reason": order.reject_reason})
 
@@ -306,6 +314,8 @@ class Engine:
 
     # -- broker events -----------------------------------------------------------------------------
     def _on_order_event(self, order: Order, fill: Fill | None) -> None:
+        if self._log_orders:
+            order_log.outcome(order, fill)
         self._book_order_event(order, fill)
         if fill is not None and self._marks is not None:
             self._marks.qty[self._slot] = self.broker.cash_and_qty()[1]  # the portfolio sees it now

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import signal
 import time
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
@@ -33,6 +32,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from sqlalchemy import Engine as DBEngine
 
 from bot import reconcile as rec
+from bot import signals
 from bot.bars import Bars
 from bot.config import Config, MarketConfig, config_to_dict
 from bot.domain import RunStatus, timeframe_ms
@@ -156,17 +156,24 @@ class Runner:
     # -- the run -----------------------------------------------------------------------------------
     async def run(self) -> dict[str, Any]:
         plan = self.plan
-        journal = self.journal = plan.resume.journal if plan.resume else self._new_run()
-        self._engines(journal)
         stop = asyncio.Event()
-        signals = _Signals(stop) if plan.durable else None
+        # Before the run exists: a stop during start-up ends it ``stopped`` (resumable), never
+        # half-opened. Backtests get Ctrl-C's KeyboardInterrupt (SIGTERM too: bot/signals.py).
+        handlers = signals.StopOnSignals(stop) if plan.durable else None
         status = RunStatus.COMPLETED
         try:
+            if handlers is not None:  # a start-up already cancelled (SIGINT/SIGTERM) ends here, before any write
+                await asyncio.sleep(0)
+            journal = self.journal = plan.resume.journal if plan.resume else self._new_run()
+            signals.point("run_opened")
+            self._engines(journal)
             self._begin(journal)
+            signals.point("run_begun")
             for m in self.sessions:
                 if m.broker.write_ahead:
                     # Nothing trades until the journal and the venue tell the same story.
                     await rec.reconcile(m, start_qty=m.start_qty, run_start_ms=plan.run_start_ms)
+            signals.point("reconciled")
             if plan.resume is not None:
                 self._record_resume(journal)
             services = plan.services(self, stop) if plan.services else contextlib.nullcontext()
@@ -187,19 +194,22 @@ class Runner:
             self._close_quietly(RunStatus.FAILED, f"{type(exc).__name__}: {exc}")
             raise
         finally:
-            if signals is not None:
-                signals.remove()
+            if handlers is not None:
+                handlers.remove()
             await self.source.aclose()
 
     def _new_run(self) -> Journal:
         cfg, plan = self.cfg, self.plan
         names = [m.strategy.name for m in self.sessions]
         ids = [m.strategy.model_id for m in self.sessions if m.strategy.model_id]
+        # A resumable run and its start event (what a resume needs) are one transaction: a kill
+        # at any point of start-up leaves either nothing or a run that ``--resume`` continues.
+        start = (plan.start_time, f"{plan.mode}_start", plan.start_payload) if plan.start_payload is not None else None
         return Journal.start_run(
             self.db, mode=plan.mode, strategy=",".join(names), symbol=",".join(cfg.symbols),
             timeframe=_joined(m.timeframe for m in cfg.markets), category=_joined(m.category for m in cfg.markets),
             config=config_to_dict(cfg), initial_cash=cfg.broker.initial_cash, data_source=plan.data_source,
-            model_id=(",".join(ids)[:64] or None), batch_size=cfg.storage.batch_size,
+            model_id=(",".join(ids)[:64] or None), batch_size=cfg.storage.batch_size, start_event=start,
         )
 
     def _engines(self, journal: Journal) -> None:
@@ -213,6 +223,7 @@ class Runner:
                 risk=RiskManager(cfg.risk.for_market(m.cfg), long_only=m.cfg.category == "spot", portfolio=portfolio),
                 fee_rate=cfg.broker.fee_rate, bar_ms=timeframe_ms(m.cfg.timeframe), clock=self.clock,
                 market=m.market, allocation=m.cfg.allocation or 1.0, marks=marks, slot=slot,
+                log_orders=self.plan.durable,
             )
 
     def _begin(self, journal: Journal) -> None:
@@ -232,11 +243,9 @@ class Runner:
                     m.bars.advance()
                 assert m.engine is not None
                 m.engine.start()
-            if plan.start_payload is not None:
-                journal.record_event(plan.start_time, f"{plan.mode}_start", plan.start_payload)
         if self.events is not None:
             self.events.attach(self)
-        journal.flush()  # a resume needs the start event even if the process dies before the first bar
+        journal.flush()
 
     def _restore(self, r: Resume) -> None:
         """Every market's books and engine from the run's snapshot (one ``restore`` each)."""
@@ -325,6 +334,8 @@ class Runner:
         if self.journal is None:
             return
         try:
+            if self.engines:
+                self.journal.set_progress(**self._progress())  # the bars whose rows the journal holds
             self.journal.finish(status, error=error)
         except Exception as exc:  # noqa: BLE001 - keep the original error
             log.error("journal_close_failed", status=str(status), error=str(exc))
@@ -358,25 +369,6 @@ def run_to_end(coro: Coroutine[Any, Any, T]) -> T:
         return done.value  # type: ignore[no-any-return]
     coro.close()
     raise RuntimeError("a backtest waited on I/O; it must run without an event loop")
-
-
-class _Signals:
-    """SIGINT/SIGTERM set the stop event: the bar loop ends and the run is marked stopped."""
-
-    def __init__(self, stop: asyncio.Event) -> None:
-        self.loop = asyncio.get_running_loop()
-        self.installed: list[int] = []
-        for sig in (signal.SIGINT, signal.SIGTERM):
-            try:
-                self.loop.add_signal_handler(sig, stop.set)
-                self.installed.append(sig)
-            except (NotImplementedError, RuntimeError):
-                pass
-
-    def remove(self) -> None:
-        for sig in self.installed:
-            with contextlib.suppress(NotImplementedError, RuntimeError):
-                self.loop.remove_signal_handler(sig)
 
 
 def _json_state(strategy: Strategy) -> dict[str, Any] | None:

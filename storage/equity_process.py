@@ -39,7 +39,10 @@ class EquityProcess:
 
 
 def _serve(url: str, run_id: str, insert_sql: str, queue: Any) -> None:
-    signal.signal(signal.SIGINT, signal.SIG_IGN)  # the parent decides how an interrupted run ends
+    # The parent decides how an interrupted run ends (a terminal's Ctrl-C and systemd's SIGTERM
+    # reach the whole process group): it sends the end of the queue and waits for the last rows.
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
     from storage.db import make_engine  # noqa: PLC0415 - imported in the child only
 
     engine = make_engine(url)

@@ -98,8 +98,9 @@ class Journal:
     @classmethod
     def start_run(cls, engine: Engine, *, mode: str, strategy: str, symbol: str, timeframe: str,
                   category: str, config: dict[str, Any], initial_cash: float, data_source: str | None,
-                  model_id: str | None = None, batch_size: int = 5000,
-                  run_id: str | None = None) -> Journal:
+                  model_id: str | None = None, batch_size: int = 5000, run_id: str | None = None,
+                  start_event: tuple[int, str, dict[str, Any]] | None = None) -> Journal:
+        """Open a run; ``start_event`` (time, kind, payload) is written in the same transaction."""
         run_id = run_id or new_run_id()
         now = utcnow()
         try:
@@ -110,6 +111,9 @@ class Journal:
                     config=config, initial_cash=Decimal(repr(float(initial_cash))), started_at=now,
                     updated_at=now, bars=0,
                 ))
+                if start_event is not None:
+                    t, kind, payload = start_event
+                    conn.execute(s.events.insert().values(run_id=run_id, time=t, kind=kind, payload=payload))
         except SQLAlchemyError as exc:
             raise StorageError(f"cannot start a run in the journal: {str(exc).splitlines()[0]}") from None
         return cls(engine, run_id, batch_size)
@@ -124,17 +128,19 @@ class Journal:
         """Flush what is buffered and close the run with a final status."""
         status = RunStatus(status)
         assert status.is_final
+        values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "updated_at": utcnow()}
+        if summary is not None:
+            values["summary"] = summary
+        if error is not None:
+            values["error"] = error[:2000]
         try:
             self.flush()
         finally:
-            self.close()
-            values: dict[str, Any] = {"status": status, "finished_at": utcnow(), "updated_at": utcnow()}
-            if summary is not None:
-                values["summary"] = summary
-            if error is not None:
-                values["error"] = error[:2000]
-            with self.engine.begin() as conn:
-                conn.execute(update(s.runs).where(s.runs.c.id == self.run_id).values(**values))
+            try:
+                self.close()
+            finally:  # a writer that failed to close never leaves the run looking alive
+                with self.engine.begin() as conn:
+                    conn.execute(update(s.runs).where(s.runs.c.id == self.run_id).values(**values))
 
     # -- buffered records --------------------------------------------------------------------------
     def record_decision(self, decision_id: str, d: Decision, price: float, status: DecisionStatus) -> None:
@@ -242,9 +248,14 @@ class Journal:
             self._write(batch)
 
     def _wait(self) -> None:
-        fut, self._inflight = self._inflight, None
-        if fut is not None:
+        fut = self._inflight
+        if fut is None:
+            return
+        try:
             fut.result()  # re-raises a failed background write here, in the engine's thread
+        finally:
+            if fut.done():  # a Ctrl-C while waiting leaves the batch in flight for the next wait
+                self._inflight = None
 
     def close(self) -> None:
         try:

@@ -140,7 +140,7 @@ def find_resumable(db: Engine, run_id: str | None, mode: str, start_event: str) 
     if row is None:
         if run_id:
             raise StorageError(f"no run {run_id!r} in the journal")
-        raise StorageError(f"no unfinished {mode} run to resume in the journal")
+        raise StorageError(f"no unfinished {mode} run to resume in the journal: start a new one without --resume")
     run = dict(row._mapping)
     if run["mode"] != mode:
         raise ConfigError(f"run {run['id']} is a {run['mode']} run, not {mode}")

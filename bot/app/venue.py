@@ -6,6 +6,7 @@ from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
 from bot import resume as resume_mod
+from bot import signals
 from bot.app.parts import build_strategy, open_journal_db, simulated_brokers
 from bot.bars import Bars
 from bot.config import Config
@@ -84,6 +85,7 @@ async def _venue_run(cfg: Config, mode: str, checkpoint: str | None, *, resume: 
                                           market=broker if isinstance(broker, SimulatedBroker) else None))
         plan.services = _services(feed, opts, min(timeframe_ms(m.timeframe) for m in cfg.markets))
         after = {m.symbol: a for m, (_, a, _) in zip(cfg.markets, starts, strict=True)}
+        signals.point("venue_ready")  # the venue answered; nothing of this start is journaled yet
         runner = Runner(cfg, sessions, db, source=StreamSource(feed.groups(after), stop_at), plan=plan,
                         clock=wall_clock_ms, events=events)
         return await runner.run()

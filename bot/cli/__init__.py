@@ -1,7 +1,8 @@
 """The ``bot`` command line (typer + rich).
 
 Errors a user can cause end in one line on stderr and exit code 2, never a traceback
-(set ``BOT_DEBUG=1`` to see one anyway).
+(set ``BOT_DEBUG=1`` to see one anyway). Ctrl-C exits 130, SIGTERM (which takes Ctrl-C's path,
+bot/signals.py) 143.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import sys
 
 import typer
 
+from bot import signals
 from bot.errors import BotError
 
 app = typer.Typer(
@@ -44,6 +46,7 @@ _register()
 
 def main() -> None:
     """Console entry point. Usage errors are typer's (exit 2); BotError is one line, exit 2."""
+    signals.install()  # before anything a signal could interrupt half-way
     debug = bool(os.environ.get("BOT_DEBUG"))
     try:
         app()  # standalone mode: typer handles usage errors and exits
@@ -53,11 +56,20 @@ def main() -> None:
         print(f"error: {exc}", file=sys.stderr)
         sys.exit(exc.exit_code)
     except KeyboardInterrupt:
-        print("interrupted", file=sys.stderr)
-        sys.exit(130)
+        _interrupted()
+    except SystemExit as exc:
+        if exc.code == 130:  # typer's answer to a KeyboardInterrupt (Ctrl-C, or SIGTERM taking its path)
+            _interrupted()
+        raise
     except Exception as exc:  # noqa: BLE001 - last resort: one line, not a traceback
         if debug:
             raise
         print(f"internal error: {type(exc).__name__}: {exc} (set BOT_DEBUG=1 for the traceback)",
               file=sys.stderr)
         sys.exit(1)
+
+
+def _interrupted() -> None:
+    term = signals.terminated()
+    print("terminated (SIGTERM)" if term else "interrupted", file=sys.stderr)
+    sys.exit(143 if term else 130)

@@ -350,7 +350,6 @@ class BybitBroker(VenueEvents, Broker):
         o = self._orders.get(cid)
         if o is None:
             return
-        log.warning("order_rejected", order=cid, reason=reason)
         self._update(o.transition(OrderStatus.REJECTED, self._now(), reject_reason=reason[:500]))
 
     def _update(self, o: Order, fill: Fill | None = None) -> None:

@@ -11,6 +11,7 @@ import asyncio
 import logging
 import random
 import re
+import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -28,6 +29,7 @@ TESTNET_REST = "https://api-testnet.bybit.com"
 #: Never a real retCode: an empty set would make pybit fall back to its own retry list.
 _NO_RETRY = {-1}
 _SERVER_TS = re.compile(r"server_timestamp\[(\d+)\]")
+_REQ_TS = re.compile(r"req_timestamp\[(\d+)\]")
 
 logging.getLogger("pybit").setLevel(logging.CRITICAL)  # pybit logs raw responses; ours are scrubbed
 
@@ -38,6 +40,7 @@ class BybitHttp:
                  read_attempts: int = 6, backoff_s: float = 0.2, backoff_max_s: float = 5.0) -> None:
         self._secrets = (api_key, api_secret)
         self.category = category
+        self.recv_window = recv_window
         self.client = HTTP(testnet=testnet, api_key=api_key, api_secret=api_secret, recv_window=recv_window,
                            timeout=timeout_s, max_retries=1, retry_codes=_NO_RETRY, logging_level=logging.CRITICAL)
         self.client.endpoint = (rest_url or (TESTNET_REST if testnet else MAINNET_REST)).rstrip("/")
@@ -151,19 +154,41 @@ class BybitHttp:
         return dict(items[0])
 
     async def check_keys(self) -> None:
-        """A signed read: wrong keys or a skewed clock fail here, with one clear line."""
+        """A signed read: wrong keys, a skewed clock or a slow network fail here, with one clear line."""
+        sent = time.time() * 1000
         try:
             await self.wallet()
         except ExchangeError as exc:
             if exc.code == CLOCK_CODE:
-                m = _SERVER_TS.search(str(exc))
-                if m:
-                    import time  # noqa: PLC0415
-
-                    off = int(m.group(1)) - int(time.time() * 1000)
-                    raise ExchangeFatalError(f"the local clock is {off / 1000:+.1f} s off Bybit's server time: "
-                                             "sync it (NTP) or raise exchange.recv_window", code=CLOCK_CODE) from None
+                explained = clock_or_latency(str(exc), sent, time.time() * 1000, self.recv_window)
+                if explained:
+                    raise ExchangeFatalError(explained, code=CLOCK_CODE) from None
             raise
 
     def close(self) -> None:
         self._pool.shutdown(wait=False, cancel_futures=True)
+
+
+def clock_or_latency(message: str, sent_ms: float, received_ms: float, recv_window_ms: int) -> str | None:
+    """What a 10002 (timestamp outside recv_window) means, from the refused request's round trip.
+
+    Bybit stamped ``server_timestamp`` somewhere between sending (``req_timestamp``, the time
+    the request was signed with, else ``sent_ms``) and receiving the answer, so the local clock
+    is off by the server time minus the middle of the round trip, give or take half of it. An
+    offset inside that margin cannot be told from zero: then the latency, not the clock, is what
+    pushed the request past recv_window.
+    """
+    server = _SERVER_TS.search(message)
+    if server is None:
+        return None
+    req = _REQ_TS.search(message)
+    sent = float(req.group(1)) if req else sent_ms
+    rtt = max(received_ms - sent, 0.0)
+    offset = int(server.group(1)) - (sent + received_ms) / 2
+    if abs(offset) > rtt / 2:
+        side = "behind" if offset > 0 else "ahead of"
+        return (f"the local clock is {abs(offset) / 1000:.1f} s {side} Bybit's server time (measured at the middle "
+                f"of a {rtt / 1000:.1f} s round trip): sync it (NTP) or raise exchange.recv_window")
+    return (f"Bybit refused the request's timestamp after a {rtt / 1000:.1f} s round trip (recv_window "
+            f"{recv_window_ms / 1000:g} s): the network latency is the problem, not the local clock (within "
+            f"{rtt / 2000:.1f} s of Bybit's): use a faster connection or raise exchange.recv_window")

@@ -18,6 +18,7 @@ from aiohttp import web
 
 from broker.bybit_sim.account import Account, AccountConfig, SimExec
 from broker.bybit_sim.auth import verify_ws
+from broker.bybit_sim.clock import SimClock
 from broker.bybit_sim.private_rest import PrivateFaults, PrivateRest
 from broker.bybit_sim.state import SimState
 from broker.bybit_sim.ws import WsConn, WsHub
@@ -42,7 +43,8 @@ class PrivateModule:
         keys = self.keys
 
         async def auth(conn: WsConn, req: dict[str, Any]) -> None:
-            key = verify_ws(keys, req.get("args")) if conn.channel == "private" else None
+            now = SimClock.wall_ms() + self.faults.clock_offset_ms
+            key = verify_ws(keys, req.get("args"), now_ms=now) if conn.channel == "private" else None
             ok = key is not None
             if ok:
                 conn.session["api_key"] = key

@@ -21,6 +21,7 @@ from aiohttp import web
 
 from broker.bybit_sim.account import Account, SimReject
 from broker.bybit_sim.auth import AuthError, verify_rest
+from broker.bybit_sim.clock import SimClock
 from broker.bybit_sim.envelope import error, ok, respond
 from broker.bybit_sim.state import SimState
 
@@ -40,6 +41,7 @@ class PrivateFaults:
     rate_limit: int = 0                # per-key limit override for every private endpoint (0 = Bybit's)
     create_timeout_every: int = 0      # deterministic variants: every Nth accepted create times out...
     lost_ack_every: int = 0            # ... or loses its acknowledgement
+    clock_offset_ms: int = 0           # the venue's clock runs this far ahead of the client's (auth checks)
 
 
 class KeyLimiter:
@@ -110,7 +112,8 @@ class PrivateRest:
                 if not isinstance(params, dict):
                     return self._err(10001, "params error: body is not a JSON object")
             try:
-                key = verify_rest(self.keys, request.headers, payload)
+                key = verify_rest(self.keys, request.headers, payload,
+                                  now_ms=SimClock.wall_ms() + self.faults.clock_offset_ms)
             except AuthError as exc:
                 self.state.stats[f"auth_{exc.code}"] += 1
                 return self._err(exc.code, exc.msg)
