@@ -124,34 +124,6 @@ class BybitBroker(VenueEvents, Broker):
         self.instrument = parse.instrument(await self.http.instrument(self.symbol, self.category.value),
                                            self.category.value)
 
-    async def watch_once(self, now: float) -> None:
-        """A push can be lost without the stream dropping, and an order task can fail: a working
-        order that has had no news for ``stale_after_s`` (SUBMITTED ones too, unless their create
-        is still in flight) is looked up by its orderLinkId and its fills fetched over REST. A
-        SUBMITTED order the venue has not heard of at two such lookups in a row never reached it."""
-        for cid in list(self._orders):
-            if cid in self._sending or now - self._touched.setdefault(cid, now) < self.stale_after_s:
-                continue
-            self._touched[cid] = now
-            try:
-                found = await self._lookup(cid)
-                if found is not None:
-                    self._missing.pop(cid, None)
-                    self._apply_order(found)
-                    await self._fetch_fills(cid, found)
-                else:
-                    self._not_found(cid)
-            except ExchangeError as exc:
-                log.warning("order_watch_failed", order=cid, error=str(exc))
-
-    def _not_found(self, cid: str) -> None:
-        o = self._orders.get(cid)
-        if o is None or o.status is not OrderStatus.SUBMITTED:
-            return
-        self._missing[cid] = misses = self._missing.get(cid, 0) + 1
-        if misses >= 2:
-            self._reject(cid, "the venue has no such order: the create never reached it")
-
     async def refresh_books(self) -> Position:
         """The venue's position for this symbol (and the wallet, so the shared cash follows)."""
         wallet = await self.http.wallet()
