@@ -101,9 +101,11 @@ class PrivateStream:
         made: list[Any] = []
         try:
             ws = await asyncio.wait_for(_in_daemon_thread(lambda: self._build(made.append)), self.connect_timeout_s)
-        except Exception as exc:  # noqa: BLE001 - websocket-client raises many types
-            self._ws = made[0] if made else None
+        except BaseException as exc:  # noqa: BLE001 - websocket-client raises many types; close() cancels
+            self._ws = made[0] if made else None  # a socket half built is closed, never left behind
             await self._exit_ws()
+            if not isinstance(exc, Exception):
+                raise
             why = (f"no answer within {self.connect_timeout_s:g} s" if isinstance(exc, TimeoutError)
                    else f"cannot connect ({type(exc).__name__})")
             raise ExchangeFatalError(f"private stream {self.url}: {why}") from None
