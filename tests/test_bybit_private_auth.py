@@ -1,6 +1,7 @@
 """The simulator checks signatures exactly as Bybit: the shared vectors verify, and pybit and
 ccxt, unmodified, authenticate against it while a wrong secret, an unknown key or a stale
-timestamp is refused (10004, 10003, 10002), over REST and the private WebSocket."""
+timestamp is refused (10004, 10003, 10002), over REST and the private WebSocket (pybit's, as
+the bot runs it: BotWebSocket, which survives the venue's instant subscribe acks)."""
 
 from __future__ import annotations
 
@@ -14,6 +15,7 @@ import pybit.unified_trading as put
 import pytest
 from pybit.exceptions import InvalidRequestError
 
+from broker.bybit.pybit_ws import BotWebSocket
 from broker.bybit_sim import SimConfig, SimServer
 from broker.bybit_sim.auth import AuthError, sign, verify_rest, verify_ws
 from broker.bybit_sim.testing import sim_thread
@@ -57,11 +59,13 @@ def _http(url: str, secret: str = SECRET, key: str = KEY) -> put.HTTP:
     return h
 
 
-def _private_ws(secret: str) -> put.WebSocket:
-    # pybit signs its auth to expire 1 s after sending it; on a loaded machine delivering it can
-    # take longer, and the venue (like Bybit) refuses an expired auth. The bot signs for 5 s.
-    return put.WebSocket(channel_type="private", testnet=True, api_key=KEY, api_secret=secret,
-                         private_auth_expire=10)
+def _private_ws(url: str, secret: str) -> BotWebSocket:
+    # pybit's WebSocket as the bot runs it (BotWebSocket: subscriptions recorded before they are
+    # sent, since the venue acks at once). pybit signs its auth to expire 1 s after sending it; on
+    # a loaded machine delivering it can take longer, and the venue (like Bybit) refuses an
+    # expired auth. The bot signs for 5 s.
+    return BotWebSocket(f"{url}/v5/private", channel_type="private", testnet=True, api_key=KEY, api_secret=secret,
+                        private_auth_expire=10)
 
 
 def _venue_subscribed(sim: SimServer, topic: str) -> bool:
@@ -115,10 +119,9 @@ def test_pybit_and_ccxt_authenticate_and_wrong_secrets_are_refused(btc_1h: Path)
             make("wrong").fetch_balance({"type": "unified"})
 
         # The private WebSocket: pybit authenticates; a wrong secret is refused.
-        put.PRIVATE_WSS, saved = f"{sim.ws_url}/v5/private", put.PRIVATE_WSS
+        got: list[dict] = []
+        ws = _private_ws(sim.ws_url, SECRET)
         try:
-            got: list[dict] = []
-            ws = _private_ws(SECRET)
             ws.execution_stream(got.append)
             _wait_for(lambda: ws.auth, "pybit's private WebSocket to authenticate")
             # An execution is pushed only to connections subscribed when it happens: pybit's
@@ -131,10 +134,11 @@ def test_pybit_and_ccxt_authenticate_and_wrong_secrets_are_refused(btc_1h: Path)
                 return {d["orderLinkId"] for m in list(got) for d in m["data"]}
 
             _wait_for(lambda: "pybit-3" in links(), "the execution push of pybit-3")
-            ws.exit()
-            bad = _private_ws("wrong")
-            _wait_for(lambda: sim.state.stats["ws_auth_failed"] >= 1, "the venue to refuse the wrong secret")
-            assert not bad.auth
-            bad.exit()
         finally:
-            put.PRIVATE_WSS = saved
+            ws.exit()
+        bad = _private_ws(sim.ws_url, "wrong")
+        try:
+            _wait_for(lambda: bad.auth_refused is not None, "the venue to refuse the wrong secret")
+            assert not bad.auth and sim.state.stats["ws_auth_failed"] == 1
+        finally:
+            bad.exit()

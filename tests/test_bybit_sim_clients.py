@@ -1,4 +1,5 @@
-"""ccxt and pybit, unmodified, pointed at the simulator, parse its answers (REST and WebSocket)."""
+"""ccxt and pybit, unmodified, pointed at the simulator, parse its answers (REST and WebSocket;
+pybit's WebSocket as the bot runs it, with subscriptions recorded before they are sent)."""
 
 from __future__ import annotations
 
@@ -13,6 +14,7 @@ import pybit.unified_trading as put
 import pytest
 from pybit.exceptions import FailedRequestError
 
+from broker.bybit.pybit_ws import BotWebSocket
 from broker.bybit_sim import FaultConfig, SimConfig, SimServer
 from broker.bybit_sim.testing import sim_thread
 
@@ -101,11 +103,13 @@ def test_pybit_http_parses_and_retries_10006(btc_1h: Path) -> None:
             s.get_server_time()
 
 
-def test_pybit_websocket_gets_pong_ack_and_confirmed_klines(btc_1h: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_pybit_websocket_gets_pong_ack_and_confirmed_klines(btc_1h: Path) -> None:
     with sim_thread(_cfg(btc_1h, bar_ms=40.0)) as sim:
-        monkeypatch.setattr(put, "PUBLIC_WSS", f"{sim.ws_url}/v5/public/{{CHANNEL_TYPE}}")
         got: queue.Queue[dict] = queue.Queue()
-        ws = put.WebSocket(testnet=True, channel_type="linear", ping_interval=2, ping_timeout=1, retries=3)
+        # pybit's WebSocket as the bot runs it: pybit 5.17 records a subscription after sending
+        # it, and the simulator (like Bybit) acks at once (broker/bybit/pybit_ws.py).
+        ws = BotWebSocket(f"{sim.ws_url}/v5/public/linear", testnet=True, channel_type="linear", ping_interval=2,
+                          ping_timeout=1, retries=3)
         try:
             ws.kline_stream(interval=60, symbol="BTCUSDT", callback=got.put)
             confirmed, partial = [], 0

@@ -57,6 +57,8 @@ def register(app: typer.Typer) -> None:
         ws_duplicate_rate: float = typer.Option(0.0, "--ws-duplicate-rate"),
         ws_reorder_rate: float = typer.Option(0.0, "--ws-reorder-rate"),
         ws_delay_ms: float = typer.Option(0.0, "--ws-delay-ms"),
+        ws_ack_delay_ms: float = typer.Option(0.0, "--ws-ack-delay-ms",
+                                              help="Venue latency before a subscribe is acked (default: at once)."),
         seed: int = typer.Option(0, "--seed"),
         api_key: list[str] | None = typer.Option(None, "--api-key", help="Test API key (repeatable); enables "
                                                  "the private half (orders, wallet, /v5/private)."),
@@ -79,7 +81,7 @@ def register(app: typer.Typer) -> None:
         faults = FaultConfig(latency_ms=latency_ms, jitter_ms=jitter_ms, http_error_rate=http_error_rate,
                              rate_limit=rate_limit, ws_drop_every=ws_drop_every,
                              ws_duplicate_rate=ws_duplicate_rate, ws_reorder_rate=ws_reorder_rate,
-                             ws_delay_ms=ws_delay_ms, seed=seed)
+                             ws_delay_ms=ws_delay_ms, ws_ack_delay_ms=ws_ack_delay_ms, seed=seed)
         cfg = SimConfig(data=[str(p) for p in data], symbol=symbol, bar_ms=bar_ms, realtime=realtime,
                         start=parse_date(start) if start else None, history=history, updates_per_bar=updates,
                         faults=faults)

@@ -133,7 +133,10 @@ class BybitAccount:
             await asyncio.sleep(max(min((leg.stale_after_s for leg in legs), default=2.0) / 2, 0.05))
             now = time.monotonic()
             for leg in legs:
-                await leg.watch_once(now)
+                try:
+                    await leg.watch_once(now)
+                except Exception as exc:  # noqa: BLE001 - the watcher must outlive any one leg's trouble
+                    log.error("order_watch_error", symbol=leg.symbol, error=f"{type(exc).__name__}: {exc}")
 
     # -- stopping ----------------------------------------------------------------------------------
     async def drain(self, timeout_s: float = 10.0) -> bool:

@@ -8,7 +8,10 @@ items to the leg of their symbol. Everything here is about this leg's symbol onl
 create is sent once; when its answer is lost (timeout, 5xx, dropped connection, rate limit)
 the order is looked up by its orderLinkId before anything else, and only an order the venue
 provably does not have is sent again (same orderLinkId, so a late duplicate is refused with
-110072 instead of trading twice). Refusals become REJECTED orders and the loop goes on.
+110072 instead of trading twice). Refusals become REJECTED orders and the loop goes on. Any
+other failure inside an order task (a lookup refused with 10002, say) is logged and leaves the
+order in flight: the working-order watchdog looks every order up that has had no news for a
+while, SUBMITTED ones included, and reconciliation does too.
 Everything afterwards arrives on the private stream (or, after a reconnect, from REST) and
 reaches the engine through the listener on the event loop. Fills are de-duplicated by exec id.
 
@@ -68,6 +71,8 @@ class BybitBroker(VenueEvents, Broker):
         #: An acknowledged order with no news for this long is asked for over REST (a lost push).
         self.stale_after_s = stale_after_s
         self._touched: dict[str, float] = {}
+        self._sending: set[str] = set()        # creates in flight: their task resolves them
+        self._missing: dict[str, int] = {}     # watchdog lookups in a row that found no such order
         self.symbol = symbol
         self.category = Category(category)
         self.hold_timeout_s = hold_timeout_s
@@ -118,23 +123,6 @@ class BybitBroker(VenueEvents, Broker):
     async def load_rules(self) -> None:
         self.instrument = parse.instrument(await self.http.instrument(self.symbol, self.category.value),
                                            self.category.value)
-
-    async def watch_once(self, now: float) -> None:
-        """A push can be lost without the stream dropping: an acknowledged order that has had no
-        news for ``stale_after_s`` is looked up by its orderLinkId and its fills fetched over REST."""
-        for cid, o in list(self._orders.items()):
-            if o.status not in (OrderStatus.ACCEPTED, OrderStatus.PARTIALLY_FILLED):
-                continue  # a create still in flight is resolved by _send itself
-            if now - self._touched.get(cid, now) < self.stale_after_s:
-                continue
-            self._touched[cid] = now
-            try:
-                found = await self._lookup(cid)
-                if found is not None:
-                    self._apply_order(found)
-                    await self._fetch_fills(cid, found)
-            except ExchangeError as exc:
-                log.warning("order_watch_failed", order=cid, error=str(exc))
 
     async def refresh_books(self) -> Position:
         """The venue's position for this symbol (and the wallet, so the shared cash follows)."""
@@ -209,7 +197,7 @@ class BybitBroker(VenueEvents, Broker):
         if reason is not None:
             return order.transition(OrderStatus.REJECTED, now_ms, reject_reason=reason)
         self._orders[order.client_order_id] = order
-        self._spawn(self._send(order, req))
+        self._spawn(self._send(order, req), order.client_order_id)
         return order
 
     def _validate(self, req: OrderRequest) -> str | None:
@@ -225,7 +213,7 @@ class BybitBroker(VenueEvents, Broker):
         order = self._orders.get(client_order_id)
         if order is None:
             return None
-        self._spawn(self._cancel(order))
+        self._spawn(self._cancel(order), client_order_id)
         return order
 
     def open_orders(self) -> list[Order]:
@@ -248,10 +236,21 @@ class BybitBroker(VenueEvents, Broker):
         return self.account.cash_f, self._qty_f
 
     # -- order entry (background) ------------------------------------------------------------------
-    def _spawn(self, coro: Any) -> None:
-        task = asyncio.get_running_loop().create_task(coro)
+    def _spawn(self, coro: Any, cid: str | None = None) -> None:
+        task = asyncio.get_running_loop().create_task(self._guarded(coro, cid))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+
+    async def _guarded(self, coro: Any, cid: str | None) -> None:
+        """An order task that fails leaves its order as it is, in flight: the watchdog and
+        reconciliation resolve it by lookup. Nothing is lost unseen."""
+        try:
+            await coro
+        except Exception as exc:  # noqa: BLE001 - a failure here must never end unseen
+            log.error("order_task_failed", order=cid, task=getattr(coro, "__qualname__", "?"),
+                      error=f"{type(exc).__name__}: {exc}")
+            if cid is not None and cid in self._orders:
+                self._touched[cid] = time.monotonic()  # looked up once stale_after_s has passed
 
     def _body(self, o: Order, req: OrderRequest) -> dict[str, Any]:
         body: dict[str, Any] = {"symbol": o.symbol, "side": o.side.value, "orderType": o.order_type.value,
@@ -268,6 +267,13 @@ class BybitBroker(VenueEvents, Broker):
         return body
 
     async def _send(self, order: Order, req: OrderRequest) -> None:
+        self._sending.add(order.client_order_id)
+        try:
+            await self._send_create(order, req)
+        finally:
+            self._sending.discard(order.client_order_id)
+
+    async def _send_create(self, order: Order, req: OrderRequest) -> None:
         cid = order.client_order_id
         body = self._body(order, req)
         for attempt in range(1, MAX_SENDS + 1):
@@ -356,6 +362,7 @@ class BybitBroker(VenueEvents, Broker):
         if o.status.is_terminal:
             self._orders.pop(o.client_order_id, None)
             self._touched.pop(o.client_order_id, None)
+            self._missing.pop(o.client_order_id, None)
             self._done[o.client_order_id] = o
         else:
             self._orders[o.client_order_id] = o

@@ -1,11 +1,16 @@
 """The private WebSocket (pybit) bridged into asyncio, with supervised reconnects.
 
 pybit runs the socket on its own threads; every message is handed to the event loop with
-``loop.call_soon_threadsafe``. pybit authenticates on connect (``op: auth``) and re-subscribes
-after its own reconnects, but a clean close from the server leaves it disconnected, so a
-supervisor task watches the connection and builds a fresh, freshly authenticated one. While
-no authenticated connection exists ``ready`` is clear: the broker holds new orders on it.
-Every (re)connect after the first calls ``on_reconnect`` so missed fills are fetched over REST.
+``loop.call_soon_threadsafe``. pybit authenticates on connect (``op: auth``); the subscriptions
+go through :class:`broker.bybit.pybit_ws.BotWebSocket`, which is ready for an ack that beats
+its own send. The stream is ready once the venue accepted the auth and acked every topic.
+pybit does not reconnect by itself here (a clean server close would leave it disconnected
+anyway): a supervisor task watches the connection and builds a fresh, freshly authenticated
+one. Every step it awaits is bounded (building the socket, the auth and subscribe acks, closing,
+the catch-up), so no venue can hold it: a venue that never answers costs one attempt, and the
+next follows with backoff. While no ready connection exists ``ready`` is clear: the broker holds
+new orders on it. Every (re)connect after the first calls ``on_reconnect`` so missed fills are
+fetched over REST.
 """
 
 from __future__ import annotations
@@ -17,10 +22,10 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import pybit.unified_trading as put
 import structlog
 
 from bot.errors import ExchangeFatalError
+from broker.bybit.pybit_ws import BotWebSocket
 
 log = structlog.get_logger("broker.bybit.stream")
 
@@ -40,11 +45,14 @@ def private_url(ws_url: str | None, testnet: bool) -> str:
 class PrivateStream:
     def __init__(self, api_key: str, api_secret: str, *, url: str, testnet: bool, on_message: Handler,
                  on_reconnect: Callable[[], Awaitable[None]], auth_timeout_s: float = 10.0,
+                 connect_timeout_s: float = 10.0, catch_up_timeout_s: float = 120.0,
                  check_every_s: float = 0.2, ping_interval_s: int = 20) -> None:
         self._key, self._secret = api_key, api_secret
         self.url, self.testnet = url, testnet
         self.on_message, self.on_reconnect = on_message, on_reconnect
         self.auth_timeout_s, self.check_every_s, self.ping_interval_s = auth_timeout_s, check_every_s, ping_interval_s
+        #: Bounds on opening the socket (and sending the subscribes), and on one ``on_reconnect``.
+        self.connect_timeout_s, self.catch_up_timeout_s = connect_timeout_s, catch_up_timeout_s
         self.ready = asyncio.Event()
         self.connects = 0
         self._ws: Any = None
@@ -76,31 +84,54 @@ class PrivateStream:
             with contextlib.suppress(RuntimeError):
                 loop.call_soon_threadsafe(self.on_message, msg)
 
-    def _build(self) -> Any:
-        ws = _ws_class(self.url)(channel_type="private", testnet=self.testnet, api_key=self._key,
-                                 api_secret=self._secret, ping_interval=self.ping_interval_s, retries=3,
-                                 restart_on_error=True, private_auth_expire=5)
+    def _build(self, on_created: Callable[[Any], None]) -> Any:
+        # No reconnects of pybit's own: the supervisor is the one retrier. (pybit gives up when its
+        # retry count reaches zero even if that attempt connected: 2 is one attempt and one spare.)
+        ws = BotWebSocket(self.url, connect_timeout_s=self.connect_timeout_s, on_created=on_created,
+                          channel_type="private", testnet=self.testnet, api_key=self._key, api_secret=self._secret,
+                          ping_interval=self.ping_interval_s, retries=2, restart_on_error=False,
+                          private_auth_expire=5)
         for topic in TOPICS:
             getattr(ws, f"{topic}_stream")(self._deliver)
         return ws
 
     async def _connect(self) -> None:
+        """One bounded attempt: an authenticated connection with every topic acked, or
+        ExchangeFatalError (and nothing left open)."""
+        made: list[Any] = []
         try:
-            ws = await _in_daemon_thread(self._build)
-        except Exception as exc:  # noqa: BLE001 - websocket-client raises many types
-            raise ExchangeFatalError(f"private stream {self.url}: cannot connect ({type(exc).__name__})") from None
+            ws = await asyncio.wait_for(_in_daemon_thread(lambda: self._build(made.append)), self.connect_timeout_s)
+        except BaseException as exc:  # noqa: BLE001 - websocket-client raises many types; close() cancels
+            self._ws = made[0] if made else None  # a socket half built is closed, never left behind
+            await self._exit_ws()
+            if not isinstance(exc, Exception):
+                raise
+            why = (f"no answer within {self.connect_timeout_s:g} s" if isinstance(exc, TimeoutError)
+                   else f"cannot connect ({type(exc).__name__})")
+            raise ExchangeFatalError(f"private stream {self.url}: {why}") from None
         self._ws = ws
         deadline = time.monotonic() + self.auth_timeout_s
-        while not getattr(ws, "auth", False):
-            if time.monotonic() > deadline or getattr(ws, "exited", False):
+        while not (ws.auth and ws.subscribed):
+            failure = self._failure(ws, deadline)
+            if failure is not None:
                 await self._exit_ws()
-                raise ExchangeFatalError("private stream authentication failed: check BYBIT_API_KEY/"
-                                         "BYBIT_API_SECRET, testnet vs mainnet, and the clock")
+                raise ExchangeFatalError(failure)
             await asyncio.sleep(0.02)
         self._app_id = id(getattr(ws, "ws", None))
         self.connects += 1
         self.ready.set()
         log.info("private_stream_ready", connects=self.connects)
+
+    def _failure(self, ws: Any, deadline: float) -> str | None:
+        """Why a connection that is not ready yet never will be (None: keep waiting)."""
+        if ws.auth_refused is not None or (not ws.auth and (ws.exited or time.monotonic() > deadline)):
+            return ("private stream authentication failed: check BYBIT_API_KEY/BYBIT_API_SECRET, testnet vs "
+                    "mainnet, and the clock")
+        if ws.refused:
+            return f"private stream {self.url}: subscription refused ({'; '.join(ws.refused)[:200]})"
+        if ws.exited or time.monotonic() > deadline:
+            return f"private stream {self.url}: no subscribe ack within {self.auth_timeout_s:g} s"
+        return None
 
     async def _exit_ws(self) -> None:
         """pybit's ``exit`` waits until the socket is released, which never happens when the
@@ -128,23 +159,34 @@ class PrivateStream:
         delay = 0.2
         while not self._closed:
             await asyncio.sleep(self.check_every_s)
-            if self._healthy():
-                continue
-            self.ready.clear()
-            log.warning("private_stream_lost", connects=self.connects)
-            await self._exit_ws()
             try:
-                await self._connect()
-            except ExchangeFatalError as exc:
-                log.error("private_stream_reconnect_failed", error=str(exc))
+                if self._healthy():
+                    continue
+                ok = await self._reconnect()
+            except Exception as exc:  # noqa: BLE001 - the supervisor must outlive anything it calls
+                log.error("private_stream_supervisor_error", error=f"{type(exc).__name__}: {exc}")
+                ok = False
+            if ok:
+                delay = 0.2
+            else:
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 10.0)
-                continue
-            delay = 0.2
-            try:
-                await self.on_reconnect()
-            except Exception as exc:  # noqa: BLE001 - the next reconcile job retries
-                log.error("private_stream_catch_up_failed", error=f"{type(exc).__name__}: {exc}")
+
+    async def _reconnect(self) -> bool:
+        """Close what is left, connect afresh, catch up; False when the venue could not be reached."""
+        self.ready.clear()
+        log.warning("private_stream_lost", connects=self.connects)
+        await self._exit_ws()
+        try:
+            await self._connect()
+        except ExchangeFatalError as exc:
+            log.error("private_stream_reconnect_failed", error=str(exc))
+            return False
+        try:
+            await asyncio.wait_for(self.on_reconnect(), self.catch_up_timeout_s)
+        except Exception as exc:  # noqa: BLE001 - the next reconcile job retries
+            log.error("private_stream_catch_up_failed", error=f"{type(exc).__name__}: {exc}")
+        return True
 
 
 def _quiet_exit(ws: Any) -> None:
@@ -162,23 +204,20 @@ async def _in_daemon_thread(fn: Callable[[], Any]) -> Any:
         if loop.is_closed():
             return
         try:
-            res = fn()
+            res, err = fn(), None
         except BaseException as exc:  # noqa: BLE001 - handed to the awaiting task
-            err = exc
-            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_exception(err))
-        else:
-            loop.call_soon_threadsafe(lambda: fut.done() or fut.set_result(res))
+            res, err = None, exc
+
+        def settle() -> None:
+            if fut.done():  # the awaiting task gave up (a timeout)
+                return
+            if err is not None:
+                fut.set_exception(err)
+            else:
+                fut.set_result(res)
+
+        with contextlib.suppress(RuntimeError):  # ... and its loop may be closed by now
+            loop.call_soon_threadsafe(settle)
 
     threading.Thread(target=run, name="bybit-ws-connect", daemon=True).start()
     return await fut
-
-
-def _ws_class(url: str) -> type[Any]:
-    """pybit's private WebSocket connecting to ``url`` (pybit takes the private URL from a module
-    template; a subclass per URL avoids touching that shared global)."""
-
-    class BotPrivateWebSocket(put.WebSocket):  # type: ignore[misc]
-        def _connect(self, _url: str) -> Any:  # the one hook pybit offers
-            return super()._connect(url)
-
-    return BotPrivateWebSocket

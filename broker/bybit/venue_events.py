@@ -5,6 +5,7 @@ so that order entry and the handling of what the venue reports live in files of 
 account routes each stream item to the leg of its symbol (``on_item``). Order status follows the venue,
 except fill statuses, which only executions drive (so a fill is never counted without its
 execution id); a venue order ahead of our executions triggers a REST fetch of the missing ones.
+The working-order watchdog (``watch_once``) asks the venue about orders that have gone quiet.
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from typing import TYPE_CHECKING, Any
 import structlog
 
 from bot.domain import ZERO, Category, Fill, Order, OrderStatus, OrderType, PositionBook, Side
+from bot.errors import ExchangeError
 from broker.bybit import parse
 from broker.bybit.http import BybitHttp
 
@@ -42,16 +44,21 @@ class VenueEvents:
     venue_position: dict[str, Any] | None
     last_fill_time: int | None
     stats: dict[str, int]
+    stale_after_s: float
+    _touched: dict[str, float]
+    _sending: set[str]
+    _missing: dict[str, int]
 
     if TYPE_CHECKING:  # provided by BybitBroker
         def _update(self, o: Order, fill: Fill | None = None) -> None: ...
         def _reject(self, cid: str, reason: str) -> None: ...
-        def _spawn(self, coro: Any) -> None: ...
+        def _spawn(self, coro: Any, cid: str | None = None) -> None: ...
         def _now(self) -> int: ...
         def open_orders(self) -> list[Order]: ...
         def _venue_event(self, kind: str, payload: dict[str, Any]) -> None: ...
         def _adopted(self, order: Order) -> None: ...
         async def venue_order(self, cid: str) -> dict[str, Any] | None: ...
+        async def _lookup(self, cid: str) -> dict[str, Any] | None: ...
         @property
         def qty(self) -> Decimal: ...
         @property
@@ -127,7 +134,7 @@ class VenueEvents:
         if venue_filled > o.filled_qty:
             # Fills the stream has not delivered (yet): executions decide, fetch them if they stay missing.
             self._pending_exec[cid] = [item]
-            self._spawn(self._fetch_fills_later(cid, item))
+            self._spawn(self._fetch_fills_later(cid, item), cid)
             if o.status is OrderStatus.SUBMITTED:
                 self._update(o.transition(OrderStatus.ACCEPTED, self._now(), exchange_order_id=eid))
             return
@@ -240,6 +247,34 @@ class VenueEvents:
         if n:
             self._venue_event("fills_recovered", {"count": n})
         return n
+
+    async def watch_once(self, now: float) -> None:
+        """A push can be lost without the stream dropping, and an order task can fail: a working
+        order that has had no news for ``stale_after_s`` (SUBMITTED ones too, unless their create
+        is still in flight) is looked up by its orderLinkId and its fills fetched over REST. A
+        SUBMITTED order the venue has not heard of at two such lookups in a row never reached it."""
+        for cid in list(self._orders):
+            if cid in self._sending or now - self._touched.setdefault(cid, now) < self.stale_after_s:
+                continue
+            self._touched[cid] = now
+            try:
+                found = await self._lookup(cid)
+                if found is not None:
+                    self._missing.pop(cid, None)
+                    self._apply_order(found)
+                    await self._fetch_fills(cid, found)
+                else:
+                    self._not_found(cid)
+            except ExchangeError as exc:
+                log.warning("order_watch_failed", order=cid, error=str(exc))
+
+    def _not_found(self, cid: str) -> None:
+        o = self._orders.get(cid)
+        if o is None or o.status is not OrderStatus.SUBMITTED:
+            return
+        self._missing[cid] = misses = self._missing.get(cid, 0) + 1
+        if misses >= 2:
+            self._reject(cid, "the venue has no such order: the create never reached it")
 
     async def check_books(self) -> dict[str, Any] | None:
         """The venue's wallet and this symbol's position vs the books, when nothing is in flight on

@@ -32,6 +32,7 @@ class FaultConfig:
     ws_reorder_rate: float = 0.0      # fraction of pushes held back behind the next one
     ws_delay_ms: float = 0.0          # extra delay on every push
     ws_mute: bool = False             # connections stay up but no topic push is sent (stale feed)
+    ws_ack_delay_ms: float = 0.0      # venue latency before a subscribe is acked (0: at once)
     seed: int = 0
 
     def any_ws(self) -> bool:

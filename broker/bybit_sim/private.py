@@ -69,6 +69,9 @@ class PrivateModule:
         hub.add_op("subscribe", subscribe)
 
         def push(topic: str, data: list[dict[str, Any]]) -> None:
+            if self.faults.mute_pushes:
+                state.stats["pushes_lost"] += 1
+                return
             msg = {"id": uuid.uuid4().hex, "topic": topic, "creationTime": int(time.time() * 1000), "data": data}
             for c in list(hub.conns):
                 if c.channel == "private" and topic in c.topics and "api_key" in c.session:

@@ -4,7 +4,8 @@ Every request is verified by :mod:`broker.bybit_sim.auth`; per-key limits use a 
 second window per endpoint (Bybit's per-UID rule) and answer with the real ``X-Bapi-Limit*``
 headers, or retCode 10006 past the limit. Fault knobs (:class:`PrivateFaults`): a create that
 is accepted but answered only after the client gave up, a create whose acknowledgement is lost
-(accepted, then HTTP 502), and 10006 storms.
+(accepted, then HTTP 502), 10006 storms, and order lookups that reach the venue outside their
+``recv_window`` (retCode 10002, as a lookup held up in the congestion that lost an ack).
 """
 
 from __future__ import annotations
@@ -27,6 +28,8 @@ from broker.bybit_sim.state import SimState
 
 #: Per-UID limits per second (rate_limits.json): order entry 10 (spot 20), reads 50.
 LIMITS = {"/v5/order/create": 10, "/v5/order/cancel": 10}
+#: Where a client looks an order up by orderLinkId.
+LOOKUP_PATHS = ("/v5/order/realtime", "/v5/order/history")
 READ_LIMIT = 50
 BAPI_HEADERS: web.RequestKey[dict[str, str]] = web.RequestKey("bapi_headers", dict)
 
@@ -42,6 +45,8 @@ class PrivateFaults:
     create_timeout_every: int = 0      # deterministic variants: every Nth accepted create times out...
     lost_ack_every: int = 0            # ... or loses its acknowledgement
     clock_offset_ms: int = 0           # the venue's clock runs this far ahead of the client's (auth checks)
+    late_lookups: int = 0              # the next N order lookups arrive outside their recv_window (10002)
+    mute_pushes: bool = False          # the private stream stays up but its pushes are lost
 
 
 class KeyLimiter:
@@ -129,11 +134,21 @@ class PrivateRest:
                 return self._err(10006, "Too many visits!")
             request[BAPI_HEADERS] = {"X-Bapi-Limit": str(limit), "X-Bapi-Limit-Status": str(left),
                                        "X-Bapi-Limit-Reset-Timestamp": str(reset)}
+            if path in LOOKUP_PATHS and f.late_lookups > 0:
+                f.late_lookups -= 1
+                self.state.stats["late_lookups"] += 1
+                return self._late(request)
             self.state.stats["private_requests"] += 1
             res = fn(params)
             return await res if asyncio.iscoroutine(res) else res  # type: ignore[return-value]
 
         return handler
+
+    def _late(self, request: web.Request) -> web.Response:
+        """Bybit's answer to a request that reached it after its ``recv_window`` had passed."""
+        ts, rw = int(request.headers["X-BAPI-TIMESTAMP"]), int(request.headers.get("X-BAPI-RECV-WINDOW") or 5000)
+        return self._err(10002, "invalid request, please check your server timestamp or recv_window param. "
+                                f"req_timestamp[{ts}],server_timestamp[{ts + rw + 1}],recv_window[{rw}]")
 
     def _ok(self, result: dict[str, Any]) -> web.Response:
         return respond(ok(result, self._now()))

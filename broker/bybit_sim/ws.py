@@ -26,10 +26,6 @@ log = structlog.get_logger("bybit_sim.ws")
 
 #: Bybit drops connections that neither ping nor receive data for 10 minutes.
 IDLE_TIMEOUT_S = 600.0
-#: A few ms of venue latency before a subscribe is answered, on every channel: pybit records a
-#: subscription only after sending it, so an instant local ack races it (a KeyError in pybit's
-#: callback thread under load); across a real network an ack never comes back this fast.
-ACK_DELAY_S = 0.02
 
 OpHandler = Callable[["WsConn", dict[str, Any]], Awaitable[None]]
 
@@ -202,7 +198,10 @@ class WsHub:
         return ack
 
     async def _subscribe(self, conn: WsConn, req: dict[str, Any]) -> None:
-        await asyncio.sleep(ACK_DELAY_S)
+        # Acked at once by default, as Bybit does for a nearby client (well under a millisecond):
+        # a client must be ready for the ack before its send returns.
+        if (delay := self.state.faults.ws_ack_delay_ms) > 0:
+            await asyncio.sleep(delay / 1000.0)
         args = req.get("args") or []
         valid = self._valid_topic.get(conn.channel, lambda _t: False)
         bad = [a for a in args if not isinstance(a, str) or not valid(a)]
