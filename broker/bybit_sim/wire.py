@@ -89,13 +89,15 @@ class SimExec:
     seq: int
     is_maker: bool
     closed_size: Decimal
+    #: The coin ``fee`` is in: USDT, or the base coin of a spot buy.
+    fee_currency: str = "USDT"
 
     def wire(self) -> dict[str, Any]:
         o = self.order
         return {
             "symbol": o.symbol, "orderType": o.order_type, "underlyingPrice": "", "orderLinkId": o.link_id,
             "side": o.side, "indexPrice": "", "orderId": o.order_id, "stopOrderType": "UNKNOWN",
-            "leavesQty": s(o.qty - o.cum_qty), "execTime": str(self.time), "feeCurrency": "USDT",
+            "leavesQty": s(o.qty - o.cum_qty), "execTime": str(self.time), "feeCurrency": self.fee_currency,
             "isMaker": self.is_maker, "execFee": s(self.fee), "feeRate": "", "execId": self.exec_id,
             "tradeIv": "", "blockTradeId": "", "markPrice": s(self.price), "execPrice": s(self.price),
             "markIv": "", "orderQty": s(o.qty), "orderPrice": s(o.price) if o.price is not None else "0",
