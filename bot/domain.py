@@ -129,6 +129,14 @@ class Instrument:
     min_notional: Decimal = ZERO
     max_qty: Decimal | None = None
 
+    @property
+    def base_coin(self) -> str:
+        return base_coin(self.symbol)
+
+    @property
+    def quote_coin(self) -> str:
+        return self.symbol[len(base_coin(self.symbol)):]
+
     def floor_qty(self, qty: Decimal) -> Decimal:
         """Round a quantity towards zero to the lot step."""
         steps = (qty / self.qty_step).to_integral_value(rounding=ROUND_DOWN)
@@ -250,7 +258,12 @@ class Order:
 
 @dataclass(frozen=True, slots=True)
 class Fill:
-    """One execution. ``exec_id`` is the venue's execution id: the journal's idempotency key."""
+    """One execution. ``exec_id`` is the venue's execution id: the journal's idempotency key.
+
+    ``fee`` is in ``fee_currency`` (Bybit's ``feeCurrency``; "" = the quote coin). Bybit spot
+    charges a buy's fee in the coin bought: the holding grows by ``qty - fee``, the cash pays
+    ``qty x price`` only.
+    """
 
     exec_id: str
     client_order_id: str
@@ -261,6 +274,25 @@ class Fill:
     fee: Decimal
     time: int
     is_maker: bool = False
+    fee_currency: str = ""
+
+    @property
+    def fee_in_base(self) -> bool:
+        return fee_in_base(self.symbol, self.fee_currency)
+
+    @property
+    def held_change(self) -> Decimal:
+        """What the fill does to the quantity held: signed qty, less a fee paid in the base coin."""
+        return held_change(self.side, self.qty, self.fee, self.fee_in_base)
+
+    @property
+    def fee_value(self) -> Decimal:
+        """The fee in the quote coin (a base-coin fee valued at the fill price)."""
+        return self.fee * self.price if self.fee_in_base else self.fee
+
+    @property
+    def cash_change(self) -> Decimal:
+        return fill_cash(self.side, self.qty, self.price, self.fee, self.fee_in_base)
 
 
 @dataclass(frozen=True, slots=True)
@@ -281,6 +313,25 @@ class Position:
 class Balance:
     cash: Decimal
     equity: Decimal
+
+
+def base_coin(symbol: str) -> str:
+    """The base coin of a Bybit symbol (base coin + quote coin): BTC of BTCUSDT."""
+    for quote in ("USDT", "USDC"):
+        if symbol.endswith(quote) and len(symbol) > len(quote):
+            return symbol[: -len(quote)]
+    return symbol[:-3]
+
+
+def fee_in_base(symbol: str, fee_currency: str) -> bool:
+    """True when a fee in ``fee_currency`` was charged in ``symbol``'s base coin (spot buys)."""
+    return bool(fee_currency) and fee_currency == base_coin(symbol)
+
+
+def held_change(side: Side, qty: Decimal, fee: Decimal = ZERO, in_base: bool = False) -> Decimal:
+    """The change of the quantity held: +qty (buy) / -qty (sell), less a fee paid in the base coin."""
+    signed = qty if side is Side.BUY else -qty
+    return signed - fee if in_base else signed
 
 
 def client_order_id(run_id: str, symbol: str, decision_time: int, seq: int = 0) -> str:
@@ -346,7 +397,8 @@ class PositionBook:
     """One instrument's position: signed quantity, average entry, realised PnL and fees (exact).
 
     The one copy of this arithmetic; both brokers book every execution through it. ``cash_delta``
-    is what the fill does to a fully collateralised cash balance (quote currency).
+    is what the fill does to a fully collateralised cash balance (quote currency). ``fees`` are
+    in the quote coin (a fee paid in the base coin counts at the fill price).
     """
 
     qty: Decimal = ZERO
@@ -355,17 +407,19 @@ class PositionBook:
     fees: Decimal = ZERO
 
     def apply(self, side: Side, qty: Decimal, price: Decimal, fee: Decimal = ZERO, *,
-              track_entry: bool = True) -> Decimal:
+              track_entry: bool = True, fee_in_base: bool = False) -> Decimal:
         """Book one execution; return the cash it moves (``-(signed qty x price) - fee``).
 
         ``track_entry`` False (spot holdings) moves the quantity only: no entry price or PnL.
+        ``fee_in_base``: the fee was paid in the base coin (Bybit spot buys): it comes out of the
+        quantity, not the cash.
         """
-        signed = qty if side is Side.BUY else -qty
+        signed = held_change(side, qty, fee, fee_in_base)
         old, new = self.qty, self.qty + signed
         if track_entry:
             if old == 0 or (old > 0) == (signed > 0):
                 # Opening or adding: weighted average entry.
-                self.avg_price = (abs(old) * self.avg_price + qty * price) / abs(new)
+                self.avg_price = (abs(old) * self.avg_price + abs(signed) * price) / abs(new)
             else:
                 closed = min(abs(signed), abs(old))
                 self.realized += (price - self.avg_price) * closed * (1 if old > 0 else -1)
@@ -374,10 +428,11 @@ class PositionBook:
                 elif (new > 0) != (old > 0):
                     self.avg_price = price  # flipped: the remainder opened at this price
         self.qty = new
-        self.fees += fee
-        return fill_cash(side, qty, price, fee)
+        self.fees += fee * price if fee_in_base else fee
+        return fill_cash(side, qty, price, fee, fee_in_base)
 
 
-def fill_cash(side: Side, qty: Decimal, price: Decimal, fee: Decimal = ZERO) -> Decimal:
-    """The cash one execution moves, whatever the book: ``-(signed qty x price) - fee``."""
-    return -((qty if side is Side.BUY else -qty) * price) - fee
+def fill_cash(side: Side, qty: Decimal, price: Decimal, fee: Decimal = ZERO, fee_in_base: bool = False) -> Decimal:
+    """The cash one execution moves, whatever the book: ``-(signed qty x price) - fee`` (a fee
+    paid in the base coin moves no cash)."""
+    return -((qty if side is Side.BUY else -qty) * price) - (ZERO if fee_in_base else fee)

@@ -19,6 +19,7 @@ import structlog
 from bot import order_log
 from bot.bars import Bars
 from bot.domain import (
+    Category,
     Decision,
     DecisionStatus,
     Fill,
@@ -68,7 +69,9 @@ class Engine:
         self.symbol = bars.symbol
         #: Data clock in backtests (bar close time); wall clock in paper and live.
         self._clock = clock
-        self.ledger = TradeLedger(run_id, self.symbol if marks is not None else None)
+        # Spot exits leave what is below one lot (a buy's fee is paid in the coin): that is flat.
+        dust = self.instrument.qty_step if self.instrument.category is Category.SPOT else Decimal(0)
+        self.ledger = TradeLedger(run_id, self.symbol if marks is not None else None, dust)
         self.bar_index = -1
         self.last_bar: int | None = None
         self.target = 0.0
@@ -336,7 +339,7 @@ class Engine:
         self.journal.update_order(order)
         if fill is not None:
             self.journal.record_fill(fill)
-            self.fees_paid += fill.fee
+            self.fees_paid += fill.fee_value
             for trade in self.ledger.on_fill(fill, order.decision_id, max(self.bar_index, 0)):
                 trade["symbol"] = self.symbol
                 self.trade_pnls.append(trade["net_pnl"])

@@ -8,8 +8,11 @@ Run on start, before the first decision may trade, and periodically by the sched
 2. executions since the last journaled fill are fetched; those the journal lacks are recorded
    (de-duplicated by exec id); fills and open orders of orders the journal does not know are
    adopted and marked as such;
-3. the venue's position must equal the position at the run's start plus the journaled fills;
-   a difference that cannot be explained stops the bot with a clear message.
+3. the venue's position must equal the position at the run's start plus the journaled fills
+   (less the fees paid in the coin itself: Bybit spot buys); a difference that cannot be
+   explained stops the bot with a clear message. On spot, a difference below one lot is dust a
+   venue's own rounding of its coin balances leaves behind (it can never be sold): it is
+   journaled (``dust``) and the books follow the venue.
 """
 
 from __future__ import annotations
@@ -20,7 +23,7 @@ from typing import Any
 
 import structlog
 
-from bot.domain import Fill, OrderStatus, Side
+from bot.domain import Category, Fill, Instrument, OrderStatus
 from bot.errors import ExchangeFatalError
 from storage.records import orders_and_fills
 
@@ -42,18 +45,28 @@ class Report:
     fills_added: int = 0
     position_venue: str = "0"
     position_journal: str = "0"
+    #: Spot: venue minus journal when that is below one lot (accepted), else None.
+    dust: str | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        return {"resolved": self.resolved, "updated": self.updated, "adopted": self.adopted,
-                "fills_added": self.fills_added, "position_venue": self.position_venue,
-                "position_journal": self.position_journal}
+        out = {"resolved": self.resolved, "updated": self.updated, "adopted": self.adopted,
+               "fills_added": self.fills_added, "position_venue": self.position_venue,
+               "position_journal": self.position_journal}
+        return out if self.dust is None else {**out, "dust": self.dust}
 
 
 def journal_position(fills: list[Fill], start_qty: Decimal) -> Decimal:
-    qty = start_qty
-    for f in fills:
-        qty += f.qty if f.side is Side.BUY else -f.qty
-    return qty
+    """The run's start plus what its fills moved (a fee paid in the base coin comes out of it)."""
+    return start_qty + sum((f.held_change for f in fills), Decimal(0))
+
+
+def dust(venue_qty: Decimal, expected: Decimal, ins: Instrument) -> Decimal | None:
+    """The spot difference that is below one lot (untradable), or None when there is none or it
+    is larger (linear positions must agree exactly)."""
+    diff = venue_qty - expected
+    if diff == 0 or ins.category is not Category.SPOT or abs(diff) >= ins.qty_step:
+        return None
+    return diff
 
 
 async def reconcile(session: Any, *, start_qty: Decimal, run_start_ms: int) -> Report:
@@ -93,9 +106,12 @@ async def reconcile(session: Any, *, start_qty: Decimal, run_start_ms: int) -> R
     venue = await broker.refresh_books()
     expected = journal_position(fills_now, start_qty)
     rep.position_venue, rep.position_journal = format(venue.qty, "f"), format(expected, "f")
+    left = dust(venue.qty, expected, broker.instrument)
+    if left is not None:
+        rep.dust = format(left, "f")
     journal.record_event(session.engine.last_bar or run_start_ms, "reconcile", {"symbol": symbol, **rep.as_dict()})
     journal.flush()
-    if venue.qty != expected and not broker.open_orders():
+    if venue.qty != expected and left is None and not broker.open_orders():
         raise ReconcileError(f"reconciliation failed: the exchange holds {venue.qty} {venue.symbol}, the journal "
                              f"accounts for {expected} (start {start_qty} + fills); close the difference by hand "
                              "or start a new run")

@@ -15,7 +15,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine
 
-from bot.domain import PositionBook, Side, timeframe_ms
+from bot.domain import PositionBook, Side, fee_in_base, timeframe_ms
 from bot.errors import ConfigError
 from bot.metrics import compute_metrics
 from bot.run_summary import PORTFOLIO_ONLY
@@ -122,7 +122,8 @@ def replay_fills(fills: list[dict[str, Any]]) -> PositionBook:
     """The market's position book replayed from its fills (realised PnL before fees, fees, qty)."""
     book = PositionBook()
     for f in fills:
-        book.apply(Side(f["side"]), Decimal(str(f["qty"])), Decimal(str(f["price"])), Decimal(str(f["fee"])))
+        book.apply(Side(f["side"]), Decimal(str(f["qty"])), Decimal(str(f["price"])), Decimal(str(f["fee"])),
+                   fee_in_base=fee_in_base(f["symbol"], f["fee_currency"]))
     return book
 
 

@@ -6,7 +6,9 @@ Fill assumptions (written down in the README):
   ``slippage_bps``, rounded to the tick. Never at the close that produced the decision.
 - A limit order is live from the next bar on. A buy fills when the bar's low reaches the limit
   (at the open if the bar opens through it, else at the limit); a sell mirrors it.
-- Fee: ``fee_rate`` x notional on every fill, both sides.
+- Fee: ``fee_rate`` x notional on every fill, both sides. Spot buys pay it in the coin bought,
+  as Bybit does: ``fee_rate`` x qty of the base coin, so the holding grows by qty - fee and the
+  cash pays qty x price; every other fee is in the quote coin.
 - A buy that cash cannot pay for at the fill price shrinks to what cash buys, rounded down to
   the lot; below the instrument minimum it is rejected. Spot cannot sell more than it holds.
 - Accounting is exact (Decimal): cash, signed position, average entry price, realised PnL.
@@ -31,7 +33,6 @@ from bot.domain import (
     Position,
     PositionBook,
     Side,
-    fill_cash,
 )
 from broker.base import Broker, to_decimal
 
@@ -114,8 +115,12 @@ class SimulatedBroker(Broker):
             return reason
         if req.client_order_id in self._orders:
             return "duplicate client order id"
-        if self.long_only and req.side is Side.SELL and req.qty > self.qty:
-            return f"spot sell of {req.qty} exceeds the {self.qty} held"
+        if self.long_only and req.side is Side.SELL:
+            # Bybit 170131: a spot sell may not exceed the coin's free balance (held less what
+            # working sells have locked).
+            free = self.qty - sum((o.remaining for o in self._orders.values() if o.side is Side.SELL), ZERO)
+            if req.qty > free:
+                return f"spot sell of {req.qty} exceeds the {free} held (insufficient balance)"
         return None
 
     def cancel(self, client_order_id: str, now_ms: int) -> Order | None:
@@ -185,8 +190,10 @@ class SimulatedBroker(Broker):
             self._end(order.transition(OrderStatus.CANCELLED, time_ms,
                                        reject_reason="insufficient cash at the fill price"))
             return
-        fee = (qty * price * self.fee_rate).quantize(_FEE_Q)
-        self._apply(order.side, qty, price, fee)
+        in_base = self.long_only and order.side is Side.BUY
+        fee = ((qty if in_base else qty * price) * self.fee_rate).quantize(_FEE_Q)
+        currency = ins.base_coin if in_base else ins.quote_coin
+        self._apply(order.side, qty, price, fee, in_base)
         self._fill_seq += 1
         fill = Fill(
             exec_id=f"sim-{order.client_order_id}-{self._fill_seq}",
@@ -198,6 +205,7 @@ class SimulatedBroker(Broker):
             fee=fee,
             time=time_ms,
             is_maker=order.order_type is OrderType.LIMIT,
+            fee_currency=currency,
         )
         # A shrunk fill still completes the order: the remainder is not left working.
         self._end(order.transition(OrderStatus.FILLED, time_ms, filled_qty=qty, avg_fill_price=price), fill)
@@ -207,8 +215,8 @@ class SimulatedBroker(Broker):
         self._done[order.client_order_id] = order
         self._emit(order, fill)
 
-    def _apply(self, side: Side, qty: Decimal, price: Decimal, fee: Decimal) -> None:
-        self.wallet.move(self.book.apply(side, qty, price, fee))
+    def _apply(self, side: Side, qty: Decimal, price: Decimal, fee: Decimal, in_base: bool) -> None:
+        self.wallet.move(self.book.apply(side, qty, price, fee, fee_in_base=in_base))
         self._qty_f = float(self.book.qty)
 
     # -- the venue side (the simulated broker is its own venue) -----------------------------------
@@ -239,10 +247,10 @@ class SimulatedBroker(Broker):
         own = 0
         for f in fills:
             if f.symbol == sym:
-                cash += self.book.apply(f.side, f.qty, f.price, f.fee)
+                cash += self.book.apply(f.side, f.qty, f.price, f.fee, fee_in_base=f.fee_in_base)
                 own += 1
             else:
-                cash += fill_cash(f.side, f.qty, f.price, f.fee)
+                cash += f.cash_change
         self.wallet.reset(cash)
         self._qty_f = float(self.book.qty)
         mine = [o for o in orders if o.symbol == sym]

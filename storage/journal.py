@@ -173,7 +173,7 @@ class Journal:
         self._fills.append({
             "exec_id": fill.exec_id, "run_id": self.run_id, "order_id": fill.client_order_id,
             "symbol": fill.symbol, "side": str(fill.side), "qty": fill.qty, "price": fill.price,
-            "fee": fill.fee, "is_maker": fill.is_maker, "time": fill.time,
+            "fee": fill.fee, "fee_currency": fill.fee_currency, "is_maker": fill.is_maker, "time": fill.time,
         })
 
     def record_trade(self, trade: dict[str, Any]) -> None:

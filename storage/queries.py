@@ -6,7 +6,7 @@ from typing import Any
 
 from sqlalchemy import Engine, desc, func, or_, select
 
-from bot.domain import TIMEFRAME_MS
+from bot.domain import TIMEFRAME_MS, fee_in_base
 from bot.errors import StorageError
 from storage import schema as s
 
@@ -128,9 +128,11 @@ def events(engine: Engine, run_id: str) -> list[dict[str, Any]]:
 
 
 def total_fees(engine: Engine, run_id: str) -> Any:
+    """Every fee of the run in the quote coin (a fee paid in the base coin at its fill price)."""
+    f = s.fills.c
     with engine.connect() as conn:
-        vals = conn.scalars(select(s.fills.c.fee).where(s.fills.c.run_id == run_id)).all()
-    return sum(vals) if vals else 0
+        rows = conn.execute(select(f.symbol, f.fee, f.fee_currency, f.price).where(f.run_id == run_id)).all()
+    return sum(fee * price if fee_in_base(sym, cur) else fee for sym, fee, cur, price in rows) if rows else 0
 
 
 def find_decision(engine: Engine, ident: str) -> dict[str, Any]:

@@ -31,7 +31,7 @@ def order_from_row(row: dict[str, Any]) -> Order:
 def fill_from_row(row: dict[str, Any]) -> Fill:
     return Fill(exec_id=row["exec_id"], client_order_id=row["order_id"], symbol=row["symbol"],
                 side=Side(row["side"]), qty=row["qty"], price=row["price"], fee=row["fee"],
-                time=int(row["time"]), is_maker=bool(row["is_maker"]))
+                time=int(row["time"]), is_maker=bool(row["is_maker"]), fee_currency=row["fee_currency"] or "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -72,7 +72,8 @@ class RunSnapshot:
 
     @property
     def fees(self) -> Decimal:
-        return sum((f.fee for f in self.fills), Decimal(0))
+        """In the quote coin (a fee paid in the base coin at its fill price)."""
+        return sum((f.fee_value for f in self.fills), Decimal(0))
 
     @property
     def trade_pnls(self) -> list[Decimal]:

@@ -136,6 +136,9 @@ fills = Table(
     Column("qty", ExactDecimal, nullable=False),
     Column("price", ExactDecimal, nullable=False),
     Column("fee", ExactDecimal, nullable=False),
+    # The coin the fee was paid in (Bybit feeCurrency): the quote coin, or the base coin on a
+    # spot buy (which then holds qty - fee). "" on rows from before it was recorded: the quote.
+    Column("fee_currency", String(16), nullable=False, server_default=""),
     Column("is_maker", Boolean, nullable=False, default=False),
     Column("time", BigInteger, nullable=False),
     Index("ix_fills_run", "run_id", "time"),

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Coroutine
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import create_engine, text
 
 from bot.config import Config, load_config
+from bot.domain import Side, fee_in_base, held_change
 from broker.bybit_sim import PublicMarketModule, SimConfig
 from broker.bybit_sim.account import AccountConfig
 from broker.bybit_sim.private import PrivateModule
@@ -91,13 +93,16 @@ def check_consistency(db: Any, run_id: str, account: Any) -> dict[str, Any]:
     assert set(venue_execs) == set(journal_fills)
     for eid, e in venue_execs.items():
         f = journal_fills[eid]
-        assert (f["qty"], f["price"], f["fee"], f["order_id"]) == (e.qty, e.price, e.fee, e.order.link_id)
+        assert (f["qty"], f["price"], f["fee"], f["fee_currency"], f["order_id"]) == \
+            (e.qty, e.price, e.fee, e.fee_currency, e.order.link_id)
     positions = {}
     for sym in {f["symbol"] for f in all_fills.values()} | set(account.books):
-        book = account.books.get(sym)
-        positions[sym] = book.size if book is not None else 0
-        journal_pos = sum((f["qty"] if f["side"] == "Buy" else -f["qty"] for f in all_fills.values()
-                           if f["symbol"] == sym), 0)
+        # Linear: the position; spot: the base coin's wallet balance (a buy's fee was paid in it).
+        book, m = account.books.get(sym), account.state.market(sym)
+        spot = any(o.category == "spot" for o in account.orders.values() if o.symbol == sym)
+        positions[sym] = account.coins.get(m.base, 0) if spot else book.size if book is not None else 0
+        journal_pos = sum((held_change(Side(f["side"]), f["qty"], f["fee"], fee_in_base(sym, f["fee_currency"]))
+                           for f in all_fills.values() if f["symbol"] == sym), Decimal(0))
         assert positions[sym] == journal_pos, (sym, positions[sym], journal_pos)
     # One order per market and decision bar at most: a restart never sends a bar's order twice.
     bars = [tuple(cid.rsplit("-", 3)[-3:-1]) for cid in venue_orders]

@@ -16,7 +16,7 @@ import pytest
 
 from bot.app import instrument_from_config
 from bot.config import load_config
-from bot.domain import Fill, Order, OrderRequest, OrderStatus, OrderType, Side
+from bot.domain import Category, Fill, Instrument, Order, OrderRequest, OrderStatus, OrderType, Side
 from bot.feeds.replay import load_candles
 from broker.base import Broker
 from broker.bybit import BybitAccount, BybitHttp, PrivateStream, private_url
@@ -59,9 +59,14 @@ class Harness:
         return found[-1] if found else None
 
 
+#: The simulator's spot BTCUSDT rules (instruments-info: basePrecision, minOrderQty, minOrderAmt).
+SPOT = Instrument("BTCUSDT", Category.SPOT, Decimal("0.1"), Decimal("0.000001"), Decimal("0.000011"), Decimal("5"))
+
+
 class SimulatedHarness(Harness):
-    def __init__(self, data: Any) -> None:
-        self.broker = SimulatedBroker(instrument_from_config(load_config(None, []).market), 10_000.0, FEE, 0.0)
+    def __init__(self, data: Any, instrument: Instrument | None = None) -> None:
+        ins = instrument or instrument_from_config(load_config(None, []).market)
+        self.broker = SimulatedBroker(ins, 10_000.0, FEE, 0.0)
         self.events = []
         self.broker.set_listener(lambda o, f: self.events.append((o, f)))
         self.data, self.i = data, 300
@@ -78,12 +83,12 @@ class SimulatedHarness(Harness):
 class BybitHarness(Harness):
     BAR_MS = 150.0
 
-    def __init__(self, sim: SimServer) -> None:
+    def __init__(self, sim: SimServer, category: str = "linear") -> None:
         http = BybitHttp(KEY, SECRET, rest_url=sim.rest_url, timeout_s=2.0)
         stream = PrivateStream(KEY, SECRET, url=private_url(sim.ws_url, True), testnet=True,
                                on_message=lambda m: None, on_reconnect=_noop, check_every_s=0.1)
         self.account = BybitAccount(http, stream=stream)
-        self.broker = self.account.leg("BTCUSDT", "linear")
+        self.broker = self.account.leg("BTCUSDT", category)
         self.events = []
         self.broker.set_listener(lambda o, f: self.events.append((o, f)))
         self.sim = sim
@@ -110,6 +115,21 @@ async def h(request: pytest.FixtureRequest, btc_1h: Path) -> AsyncIterator[Harne
         return
     async with SimServer(sim_cfg(btc_1h, BybitHarness.BAR_MS, history=300), modules(fee_rate=FEE)) as sim:
         harness = BybitHarness(sim)
+        await harness.account.load()
+        try:
+            yield harness
+        finally:
+            await harness.account.close()
+
+
+@pytest.fixture(params=["simulated", "bybit"])
+async def spot(request: pytest.FixtureRequest, btc_1h: Path) -> AsyncIterator[Harness]:
+    """The same two brokers on spot BTCUSDT (the venue's spot rules)."""
+    if request.param == "simulated":
+        yield SimulatedHarness(load_candles(btc_1h, symbol="BTCUSDT", timeframe="1h", bar_ms=3_600_000), SPOT)
+        return
+    async with SimServer(sim_cfg(btc_1h, BybitHarness.BAR_MS, history=300), modules(fee_rate=FEE)) as sim:
+        harness = BybitHarness(sim, "spot")
         await harness.account.load()
         try:
             yield harness
@@ -175,3 +195,36 @@ async def test_resting_limit_order_then_cancel(h: Harness) -> None:
     assert b.cancel("lim", 0) is not None
     await h.until(lambda: h.status("lim") is OrderStatus.CANCELLED)
     assert b.open_orders() == [] and b.position().qty == 0 and not h.fills()
+
+
+# -- spot: a buy's fee is paid in the coin bought (Bybit feeCurrency) --------------------------------
+async def test_spot_buy_pays_its_fee_in_the_coin_and_the_exit_sells_what_is_held(spot: Harness) -> None:
+    b = spot.broker
+    assert b.instrument.qty_step == SPOT.qty_step and b.instrument.category is Category.SPOT
+    b.submit(req("s-buy", Side.BUY, "0.012345", ref=spot.last_close()), 0)
+    await spot.until(lambda: spot.status("s-buy") is OrderStatus.FILLED)
+    (f,) = spot.fills()
+    # Fee: fee_rate x the coins bought, in BTC; the wallet holds what was bought less that fee,
+    # and the USDT paid is the notional alone.
+    assert (f.qty, f.fee_currency, f.fee) == (Decimal("0.012345"), "BTC", Decimal("0.000012345"))
+    held = Decimal("0.012332655")
+    assert b.position().qty == held and b.cash_and_qty()[1] == float(held)
+    assert b.balance(float(f.price)).cash == Decimal(repr(10_000.0)) - f.qty * f.price
+    # Selling what was bought is more than is held: refused (Bybit 170131), nothing trades.
+    # (refused at submit, or by the venue through the listener)
+    o = b.submit(req("s-too-much", Side.SELL, "0.012345", ref=spot.last_close()), 0)
+    await spot.until(lambda: OrderStatus.REJECTED in (o.status, spot.status("s-too-much")))
+    assert b.position().qty == held and len(spot.fills()) == 1 and b.open_orders() == []
+    refused = o if o.status is OrderStatus.REJECTED else \
+        [x for x, _ in spot.events if x.client_order_id == "s-too-much"][-1]
+    assert "insufficient balance" in (refused.reject_reason or "").lower(), refused.reject_reason
+    # The exit sells the holding rounded down to the lot; the rest is dust, below one lot.
+    exit_qty = b.instrument.floor_qty(b.position().qty)
+    assert exit_qty == Decimal("0.012332")
+    b.submit(req("s-exit", Side.SELL, format(exit_qty, "f"), ref=spot.last_close()), 0)
+    await spot.until(lambda: spot.status("s-exit") is OrderStatus.FILLED)
+    g = spot.fills()[1]
+    assert (g.qty, g.fee_currency) == (exit_qty, "USDT")
+    assert g.fee == (g.qty * g.price * Decimal(repr(FEE))).quantize(Decimal("1e-10"))
+    assert b.position().qty == Decimal("0.000000655") < b.instrument.qty_step
+    assert b.balance(float(g.price)).cash == Decimal(repr(10_000.0)) - f.qty * f.price + g.qty * g.price - g.fee

@@ -89,8 +89,8 @@ def fills(run: str = RunOpt, fmt: str = FormatOpt, limit: int | None = LimitOpt,
     """Executions, keyed by the venue's execution id."""
     engine = _db(config, set_, db)
     r, rows, sym = _rows(engine, run, symbol, q.fills)
-    emit(_tail(rows, limit), fmt, _cols(r, ["exec_id", "order_id", "side", "qty", "price", "fee", "is_maker", "time"]),
-         _title("fills", r, sym))
+    cols = ["exec_id", "order_id", "side", "qty", "price", "fee", "fee_currency", "is_maker", "time"]
+    emit(_tail(rows, limit), fmt, _cols(r, cols), _title("fills", r, sym))
 
 
 @app.command("trades")

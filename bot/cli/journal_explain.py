@@ -172,7 +172,7 @@ def render(info: dict[str, Any]) -> None:
         ("filled", "filled_qty"), ("avg price", "avg_fill_price"), ("reject reason", "reject_reason")])
     _records("fills", info["fills"], [
         ("exec id", "exec_id"), ("order", "order_id"), ("side", "side"), ("qty", "qty"),
-        ("price", "price"), ("fee", "fee"), ("time", "time")])
+        ("price", "price"), ("fee", "fee"), ("fee in", "fee_currency"), ("time", "time")])
 
 
 def _records(title: str, rows: list[dict[str, Any]], cols: list[tuple[str, str]]) -> None:

@@ -18,7 +18,7 @@ import numpy as np
 import pandas as pd
 from sqlalchemy import Engine
 
-from bot.domain import Side, fill_cash
+from bot.domain import Side, fee_in_base, fill_cash
 from bot.report.data import ReportData, load_market_data, to_dt
 from bot.summary import RunMarket, journal_summary, portfolio_curve, run_markets
 from storage import queries as q
@@ -65,7 +65,8 @@ def market_pnl(fills: list[dict[str, Any]], times: np.ndarray, prices: np.ndarra
     position marked at the close (``times`` are bar open times, oldest first)."""
     ft = np.asarray([int(f["time"]) for f in fills], dtype=np.int64)
     cash = np.cumsum([float(fill_cash(Side(f["side"]), Decimal(str(f["qty"])), Decimal(str(f["price"])),
-                                      Decimal(str(f["fee"])))) for f in fills])
+                                      Decimal(str(f["fee"])), fee_in_base(f["symbol"], f["fee_currency"])))
+                      for f in fills])
     n = np.searchsorted(ft, times + bar_ms, side="left")  # fills strictly before the close
     moved = np.where(n > 0, cash[np.maximum(n - 1, 0)] if len(cash) else 0.0, 0.0)
     return moved + positions * prices

@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from bot.domain import ZERO, Category, Fill, Instrument, OrderStatus, Side
+from bot.domain import ZERO, Category, Fill, Instrument, OrderStatus, Side, base_coin
 
 #: Bybit orderStatus -> the bot's status. Fill statuses are driven by executions, not by these.
 STATUS = {
@@ -35,9 +35,13 @@ def instrument(item: dict[str, Any], category: str) -> Instrument:
 
 
 def fill(e: dict[str, Any]) -> Fill:
+    """An execution. ``execFee`` is in ``feeCurrency``: on spot a buy's fee is the coin bought (the
+    wallet gains execQty - execFee), a sell's the quote coin; linear reports USDT or "" (the quote)."""
+    symbol = str(e["symbol"])
     return Fill(exec_id=str(e["execId"]), client_order_id=str(e.get("orderLinkId") or e["orderId"]),
-                symbol=str(e["symbol"]), side=Side(e["side"]), qty=d(e["execQty"]), price=d(e["execPrice"]),
-                fee=d(e.get("execFee")), time=int(e["execTime"]), is_maker=bool(e.get("isMaker")))
+                symbol=symbol, side=Side(e["side"]), qty=d(e["execQty"]), price=d(e["execPrice"]),
+                fee=d(e.get("execFee")), time=int(e["execTime"]), is_maker=bool(e.get("isMaker")),
+                fee_currency=str(e.get("feeCurrency") or symbol[len(base_coin(symbol)):]))
 
 
 def is_trade(e: dict[str, Any]) -> bool:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from bot.domain import ZERO, Category, Fill, Order, OrderStatus, OrderType, PositionBook, Side
+from bot.domain import ZERO, Category, Fill, Order, OrderStatus, OrderType, PositionBook, Side, base_coin
 from bot.errors import ExchangeError
 from broker.bybit import parse
 from broker.bybit.http import BybitHttp
@@ -75,8 +75,9 @@ class VenueEvents:
         self.venue_position = pos
         fees = self.book.fees
         if self.category is Category.SPOT:
-            base = self.symbol[:-4] if self.symbol.endswith("USDT") else self.symbol[:-3]
-            self.book = PositionBook(qty=wallet_coin(wallet, base), realized=self.book.realized, fees=fees)
+            # The coin's whole balance (fees in it already taken): what an exit can sell.
+            self.book = PositionBook(qty=wallet_coin(wallet, base_coin(self.symbol)), realized=self.book.realized,
+                                     fees=fees)
         else:
             self.book = PositionBook(qty=parse.signed_size(pos) if pos else ZERO,
                                      avg_price=parse.d(pos.get("avgPrice")) if pos else ZERO,
@@ -192,8 +193,10 @@ class VenueEvents:
                                   exchange_order_id=e.get("orderId") or o.exchange_order_id), f)
 
     def _book(self, f: Fill) -> None:
-        # Spot holdings carry no entry price at the venue: only linear positions track one.
-        delta = self.book.apply(f.side, f.qty, f.price, f.fee, track_entry=self.category is Category.LINEAR)
+        # Spot holdings carry no entry price at the venue: only linear positions track one. A
+        # spot buy's fee is paid in the coin bought (feeCurrency): it shrinks the holding, not the cash.
+        delta = self.book.apply(f.side, f.qty, f.price, f.fee, track_entry=self.category is Category.LINEAR,
+                                fee_in_base=f.fee_in_base)
         self.account.move_cash(delta)
         self.last_fill_time = max(self.last_fill_time or 0, f.time)
         self._qty_f = float(self.book.qty)

@@ -8,7 +8,11 @@ simulated broker, so backtest and live-on-simulator agree):
   the tick's price. ``slippage_bps`` moves the price against the trader, rounded to the tick.
 - A limit order is live from the bar after acceptance; a buy fills when the bar's low reaches
   the limit, at min(open, limit); a sell mirrors it.
-- Fee: ``fee_rate`` x notional per fill, in USDT. Linear: one-way position per symbol, wallet
+- Fee: ``fee_rate`` per fill. Spot, as on Bybit: a buy pays it in the coin bought (``feeCurrency``
+  the base coin, ``execFee`` = fee_rate x execQty; the coin balance grows by execQty - execFee,
+  USDT pays execValue), a sell in USDT out of the proceeds; a sell above the coin's free balance
+  (balance less what working sells lock) is refused with 170131. Linear: fee_rate x notional in
+  USDT, one-way position per symbol, wallet
   balance moves by realised PnL minus fees; a new order needs initial margin (notional /
   leverage) plus its fee from the available balance, else 110007. The margin is the unified
   account's, shared by every symbol (cross margin): positions and working orders of all linear
@@ -27,111 +31,10 @@ import structlog
 
 from broker.bybit_sim.market import Market
 from broker.bybit_sim.state import BarTick, SimState
+from broker.bybit_sim.wire import ZERO, Book, SimExec, SimOrder, SimReject, dec, s
 
 log = structlog.get_logger("bybit_sim.account")
-ZERO = Decimal(0)
 _FEE_Q = Decimal("1e-10")
-
-
-def dec(x: float | str) -> Decimal:
-    return Decimal(repr(float(x))) if isinstance(x, float) else Decimal(x)
-
-
-def s(x: Decimal) -> str:
-    """Decimal -> Bybit string without exponent or trailing zeros."""
-    t = format(x.normalize(), "f") if x != 0 else "0"
-    return t
-
-
-class SimReject(Exception):
-    """An order the venue refuses: ``code`` is Bybit's retCode."""
-
-    def __init__(self, code: int, msg: str) -> None:
-        super().__init__(msg)
-        self.code = code
-        self.msg = msg
-
-
-@dataclass
-class SimOrder:
-    order_id: str
-    link_id: str
-    category: str
-    symbol: str
-    side: str
-    order_type: str
-    qty: Decimal
-    price: Decimal | None
-    reduce_only: bool
-    created: int
-    updated: int
-    status: str = "New"
-    cum_qty: Decimal = ZERO
-    cum_value: Decimal = ZERO
-    cum_fee: Decimal = ZERO
-    #: Bar index forming at acceptance, and whether that bar had already ticked.
-    bar_index: int = -1
-    bar_seen: bool = False
-    reject_reason: str = "EC_NoError"
-
-    @property
-    def is_open(self) -> bool:
-        return self.status in ("New", "PartiallyFilled", "Untriggered")
-
-    def wire(self) -> dict[str, Any]:
-        avg = self.cum_value / self.cum_qty if self.cum_qty else ZERO
-        return {
-            "orderId": self.order_id, "orderLinkId": self.link_id, "blockTradeId": "", "symbol": self.symbol,
-            "price": s(self.price) if self.price is not None else "0", "qty": s(self.qty), "side": self.side,
-            "isLeverage": "", "positionIdx": 0, "orderStatus": self.status, "cancelType": "UNKNOWN",
-            "rejectReason": self.reject_reason, "avgPrice": s(avg) if self.cum_qty else "0",
-            "leavesQty": s(self.qty - self.cum_qty if self.is_open else ZERO),
-            "leavesValue": "0", "cumExecQty": s(self.cum_qty), "cumExecValue": s(self.cum_value),
-            "cumExecFee": s(self.cum_fee), "timeInForce": "IOC" if self.order_type == "Market" else "GTC",
-            "orderType": self.order_type, "stopOrderType": "UNKNOWN", "orderIv": "", "triggerPrice": "0",
-            "takeProfit": "0", "stopLoss": "0", "tpTriggerBy": "UNKNOWN", "slTriggerBy": "UNKNOWN",
-            "triggerDirection": 0, "triggerBy": "UNKNOWN", "lastPriceOnCreated": "", "reduceOnly": self.reduce_only,
-            "closeOnTrigger": False, "smpType": "None", "smpGroup": 0, "smpOrderId": "", "tpslMode": "",
-            "tpLimitPrice": "", "slLimitPrice": "", "placeType": "", "createdTime": str(self.created),
-            "updatedTime": str(self.updated), "category": self.category,
-        }
-
-
-@dataclass
-class SimExec:
-    exec_id: str
-    order: SimOrder
-    qty: Decimal
-    price: Decimal
-    fee: Decimal
-    time: int
-    seq: int
-    is_maker: bool
-    closed_size: Decimal
-
-    def wire(self) -> dict[str, Any]:
-        o = self.order
-        return {
-            "symbol": o.symbol, "orderType": o.order_type, "underlyingPrice": "", "orderLinkId": o.link_id,
-            "side": o.side, "indexPrice": "", "orderId": o.order_id, "stopOrderType": "UNKNOWN",
-            "leavesQty": s(o.qty - o.cum_qty), "execTime": str(self.time), "feeCurrency": "USDT",
-            "isMaker": self.is_maker, "execFee": s(self.fee), "feeRate": "", "execId": self.exec_id,
-            "tradeIv": "", "blockTradeId": "", "markPrice": s(self.price), "execPrice": s(self.price),
-            "markIv": "", "orderQty": s(o.qty), "orderPrice": s(o.price) if o.price is not None else "0",
-            "execValue": s(self.qty * self.price), "execType": "Trade", "execQty": s(self.qty),
-            "closedSize": s(self.closed_size), "extraFees": "", "seq": self.seq, "category": o.category,
-        }
-
-
-@dataclass
-class Book:
-    """Linear one-way position of one symbol."""
-
-    size: Decimal = ZERO          # signed
-    avg: Decimal = ZERO
-    realized: Decimal = ZERO
-    updated: int = 0
-    seq: int = 0
 
 
 @dataclass
@@ -239,9 +142,9 @@ class Account:
                      reduce_only: bool) -> None:
         usdt = self.coins["USDT"]
         if category == "spot":
-            if side == "Sell" and qty > self.coins.get(m.base, ZERO):
+            if side == "Sell" and qty > self.coins.get(m.base, ZERO) - self._spot_locked(m.base):
                 raise SimReject(170131, "Insufficient balance.")
-            if side == "Buy" and qty * price * (1 + self.fee_rate) > usdt:
+            if side == "Buy" and qty * price * (1 + self.fee_rate) > usdt - self._spot_locked("USDT"):
                 raise SimReject(170131, "Insufficient balance.")
             return
         book = self.books.get(m.symbol, Book())
@@ -256,6 +159,18 @@ class Account:
         need = (self._margin_notional(m.symbol, price) + opening * price) / lev + opening * price * self.fee_rate
         if need > usdt + self._upnl():
             raise SimReject(110007, "ab not enough for new order")
+
+    def _spot_locked(self, coin: str) -> Decimal:
+        """What working spot orders hold of ``coin``: a sell its base coin, a limit buy its USDT."""
+        held = ZERO
+        for o in (o for o in self.orders.values() if o.is_open and o.category == "spot"):
+            m = self.state.market(o.symbol)
+            left = o.qty - o.cum_qty
+            if o.side == "Sell" and m is not None and m.base == coin:
+                held += left
+            elif o.side == "Buy" and coin == "USDT" and o.price is not None:
+                held += left * o.price * (1 + self.fee_rate)
+        return held
 
     def _margin_notional(self, symbol: str, price: Decimal) -> Decimal:
         """What holds margin in the unified account: every linear position at its entry and every
@@ -320,7 +235,8 @@ class Account:
 
     def _fill(self, o: SimOrder, m: Market, price: Decimal, now: int) -> None:
         qty = o.qty - o.cum_qty
-        fee = (qty * price * self.fee_rate).quantize(_FEE_Q)
+        in_base = o.category == "spot" and o.side == "Buy"  # Bybit spot: a buy's fee is the coin bought
+        fee = ((qty if in_base else qty * price) * self.fee_rate).quantize(_FEE_Q)
         self.seq += 1
         closed = self._apply(o, m, qty, price, fee, now)
         o.cum_qty += qty
@@ -329,7 +245,8 @@ class Account:
         o.status = "Filled"
         o.updated = now
         ex = SimExec(exec_id=str(uuid.uuid4()), order=o, qty=qty, price=price, fee=fee, time=now, seq=self.seq,
-                     is_maker=o.order_type == "Limit", closed_size=closed)
+                     is_maker=o.order_type == "Limit", closed_size=closed,
+                     fee_currency=m.base if in_base else m.quote_coin)
         self.execs.append(ex)
         self.state.stats["executions"] += 1
         if self.before_exec_push is not None:
@@ -343,8 +260,9 @@ class Account:
     def _apply(self, o: SimOrder, m: Market, qty: Decimal, price: Decimal, fee: Decimal, now: int) -> Decimal:
         signed = qty if o.side == "Buy" else -qty
         if o.category == "spot":
-            self.coins[m.base] = self.coins.get(m.base, ZERO) + signed
-            self.coins["USDT"] -= signed * price + fee
+            base_fee, usdt_fee = (fee, ZERO) if o.side == "Buy" else (ZERO, fee)
+            self.coins[m.base] = self.coins.get(m.base, ZERO) + signed - base_fee
+            self.coins["USDT"] -= signed * price + usdt_fee
             return ZERO
         b = self.books.setdefault(m.symbol, Book())
         old, new = b.size, b.size + signed
@@ -391,7 +309,7 @@ class Account:
                           "borrowAmount": "0", "accruedInterest": "0", "totalOrderIM": "0", "totalPositionIM": "0",
                           "totalPositionMM": "0", "unrealisedPnl": s(upnl) if coin == "USDT" else "0",
                           "cumRealisedPnl": "0", "bonus": "0", "collateralSwitch": True, "marginCollateral": True,
-                          "locked": "0", "spotHedgingQty": "0"})
+                          "locked": s(self._spot_locked(coin)), "spotHedgingQty": "0"})
         usdt = self.coins["USDT"]
         return {"accountType": "UNIFIED", "accountIMRate": "0", "accountMMRate": "0", "accountLTV": "0",
                 "totalEquity": s(usdt + upnl), "totalWalletBalance": s(usdt), "totalMarginBalance": s(usdt + upnl),
