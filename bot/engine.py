@@ -152,7 +152,12 @@ class Engine:
         if marks is None:
             eq = cash + qty * c
         else:
-            eq = cash + marks.mark(self._slot, qty, c)
+            slot = self._slot  # marks.set(slot, qty, c); eq = cash + marks.value(), inlined
+            marks.qty[slot] = qty
+            marks.price[slot] = c
+            held = marks.held
+            held[slot] = qty * c
+            eq = cash + sum(held)
         self._eq_append(eq)
         self._cash_append(cash)
         self._pos_append(qty)
@@ -273,7 +278,9 @@ class Engine:
         (did, d), self._waiting = self._waiting, None
         price = self.bars.last_close()
         cash, qty = self.broker.cash_and_qty()
-        eq = cash + (self._marks.mark(self._slot, qty, price) if self._marks is not None else qty * price)
+        if self._marks is not None:
+            self._marks.set(self._slot, qty, price)
+        eq = cash + (self._marks.value() if self._marks is not None else qty * price)
         status, req, blocked = self._plan(did, d, d.bar_time, price, eq)
         if status is DecisionStatus.WAITING:  # another order is working (never this engine's own)
             self._waiting = (did, d)
@@ -285,7 +292,7 @@ class Engine:
     def _cap_gross(self, target: float, eq: float) -> float:
         """``risk.max_gross_exposure``: this market gets what the others leave of the cap."""
         marks = self._marks
-        if marks is None or target == 0.0 or eq <= 0:
+        if marks is None or target == 0.0 or eq <= 0 or not self.risk.portfolio.cfg.max_gross_exposure:
             return target
         room = self.risk.cap_gross(abs(target) * eq, marks.gross_except(self._slot), eq)
         return min(abs(target), room / eq) * (1.0 if target > 0 else -1.0)
@@ -321,7 +328,8 @@ class Engine:
             order_log.outcome(order, fill)
         self._book_order_event(order, fill)
         if fill is not None and self._marks is not None:
-            self._marks.qty[self._slot] = self.broker.cash_and_qty()[1]  # the portfolio sees it now
+            # The portfolio sees the fill now (at the market's last close).
+            self._marks.set(self._slot, self.broker.cash_and_qty()[1], self._marks.price[self._slot])
         if (self._waiting is not None and order.status.is_terminal and not self._in_fill
                 and not self.broker.open_orders()):
             self._look_again()
@@ -380,8 +388,7 @@ class Engine:
         self.last_bar = snap.last_bar
         self._synced_to = bars.n - 1  # bars up to here are journaled (or were lost with the kill)
         if self._marks is not None and bars.n:
-            self._marks.price[self._slot] = bars.last_close()
-            self._marks.qty[self._slot] = self.broker.cash_and_qty()[1]
+            self._marks.set(self._slot, self.broker.cash_and_qty()[1], bars.last_close())
         return self._replay_strategy(warmup_bars, {d.bar_time: d for d in snap.decisions})
 
     def _replay_strategy(self, warmup_bars: int, journaled: dict[int, Any]) -> int:

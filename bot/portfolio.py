@@ -4,7 +4,6 @@ marks that make one market's equity the portfolio's."""
 from __future__ import annotations
 
 from decimal import Decimal
-from operator import mul
 
 from bot.domain import ZERO, Instrument, Side
 
@@ -49,23 +48,31 @@ class Marks:
     current position (updated by its engine at every bar and at every fill, so a fill counts as
     soon as it is booked) at that market's last close, plus the shared cash. Each market's latest
     target quantity is kept too, so that an order still on its way counts against the
-    portfolio's gross exposure as if it had filled."""
+    portfolio's gross exposure as if it had filled.
 
-    __slots__ = ("price", "qty", "target")
+    ``held[i]`` is ``qty[i] * price[i]``, kept with them (:meth:`set`), so the portfolio's value
+    is one ``sum(held)``: ``Engine.decide`` inlines :meth:`set` and :meth:`value` on its per-bar
+    path."""
+
+    __slots__ = ("held", "price", "qty", "target")
 
     def __init__(self, n: int) -> None:
         self.qty = [0.0] * n
         self.price = [0.0] * n
+        self.held = [0.0] * n
         self.target = [0.0] * n
 
-    def mark(self, slot: int, qty: float, price: float) -> float:
-        """Set one market's position and last close; the sum of every market's position at its
-        last close."""
+    def set(self, slot: int, qty: float, price: float) -> None:
+        """One market's position and last close."""
         self.qty[slot] = qty
         self.price[slot] = price
-        return sum(map(mul, self.qty, self.price))
+        self.held[slot] = qty * price
+
+    def value(self) -> float:
+        """Sum of every market's position at its last close."""
+        return sum(self.held)
 
     def gross_except(self, slot: int) -> float:
         """Gross notional of the other markets: the larger of what they hold and what they target."""
-        return sum(max(abs(q * p), abs(t * p)) for i, (q, t, p) in
-                   enumerate(zip(self.qty, self.target, self.price, strict=True)) if i != slot)
+        return sum(max(abs(h), abs(t * p)) for i, (h, t, p) in
+                   enumerate(zip(self.held, self.target, self.price, strict=True)) if i != slot)
