@@ -287,6 +287,8 @@ class Engine:
             return
         log.info("decision_looked_at_again", decision=did, status=str(status))
         self.journal.update_decision(did, status)
+        self.journal.record_event(self.last_bar or d.bar_time, "decision_looked_at_again",
+                                  {"decision_id": did, "status": str(status)})
         self._send(did, d.bar_time, req, blocked)
 
     def _cap_gross(self, target: float, eq: float) -> float:

@@ -2,7 +2,8 @@
 market moves on for many bars, and is resumed. The bars it missed come back as one REST backfill;
 none of them may send an order at its old close: every order the venue accepts was decided on the
 newest closed bar (one bar of slack for a slow machine), and the position never exceeds
-``risk.max_exposure`` of equity."""
+``risk.max_exposure`` of equity. A decision that met a working order is planned again when the
+order ends."""
 
 from __future__ import annotations
 
@@ -14,12 +15,15 @@ import time
 from pathlib import Path
 
 from bot import app as core
+from bot.config import load_config
+from bot.live import RunOptions
 from bot.timeutil import ms_to_iso
-from broker.bybit_sim import SimConfig
+from broker.bybit_sim import SimConfig, SimServer
 from broker.bybit_sim.private import account_of
+from broker.bybit_sim.private_rest import PrivateFaults
 from broker.bybit_sim.testing import sim_thread
 from storage import queries as q
-from tests.live_helpers import KEY, SECRET, check_consistency, modules
+from tests.live_helpers import KEY, SECRET, check_consistency, modules, set_keys, sim_cfg
 
 H = 3_600_000
 DOWN_BARS = 12
@@ -103,3 +107,36 @@ def test_bars_missed_while_down_are_caught_up_without_trading(btc_1h: Path, tmp_
     # Sized at current prices: the position is never worth more than max_exposure of equity
     # (beyond the move between a decision's close and its fill at the next open).
     assert max(abs(r["position"] * r["price"]) / r["equity"] for r in equity) <= 1.03
+
+
+async def test_a_decision_that_waited_on_a_working_order_is_planned_again(btc_1h: Path, tmp_path: Path,
+                                                                          monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """The venue's pushes are lost, so each order is only known to have filled when the working-order
+    watchdog looks it up (seconds later): the bars' decisions meet it, the newest waits, older ones
+    are superseded, and when the order ends the waiting one is planned again (here: sent, bars
+    after its own close)."""
+    set_keys(monkeypatch)
+    (tmp_path / "flip.py").write_text(FLIP)
+    faults = PrivateFaults(mute_pushes=True)
+    db_url = f"sqlite:///{tmp_path / 'j.db'}"
+    async with SimServer(sim_cfg(btc_1h, 250.0, history=300), modules(faults=faults)) as sim:
+        cfg = load_config(None, [f"exchange.rest_url={sim.rest_url}", f"exchange.ws_url={sim.ws_url}",
+                                 f"storage.url={db_url}", f"strategy.name={tmp_path / 'flip.py'}:Flip",
+                                 "logging.level=warning", "exchange.timeout_s=2"])
+        end = (sim.state.now_ms() // H + 30) * H
+        summary = await core.live(cfg, date_to=ms_to_iso(end),
+                                  options=RunOptions(reconcile_every_s=3600, stream_check_s=0.1))
+        db = core.open_journal_db(db_url)
+        check_consistency(db, summary["run_id"], account_of(sim.state))
+    decisions = q.decisions(db, summary["run_id"])
+    statuses = [d["status"] for d in decisions]
+    assert statuses.count("superseded") >= 3
+    assert "waiting" not in statuses[:-1]  # only the last may still wait (the run ended first)
+    by_id = {d["id"]: d for d in decisions}
+    again = [e["payload"] for e in q.events(db, summary["run_id"]) if e["kind"] == "decision_looked_at_again"]
+    assert len(again) >= 2
+    ordered = {o["decision_id"]: o for o in q.orders(db, summary["run_id"])}
+    for p in again:  # what the second look decided is what the journal says, and an order went out
+        assert by_id[p["decision_id"]]["status"] == p["status"]
+        assert (p["status"] == "order") == (p["decision_id"] in ordered)
+    assert any(p["status"] == "order" for p in again)
