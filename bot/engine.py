@@ -380,6 +380,9 @@ class Engine:
             if self._risk_active:  # drawdown and daily-loss peaks survive a restart
                 self.risk.on_equity(r.time, r.equity)
         self.n_decisions, self.n_orders = len(snap.decisions), len(snap.orders)
+        for d in snap.decisions:
+            if d.status is DecisionStatus.WAITING:  # the resumed run plans afresh from its newest bar
+                self.journal.update_decision(d.id, DecisionStatus.SUPERSEDED)
         acted = [d for d in snap.decisions if d.status.acted]
         if acted and acted[-1].target is not None:
             self.target = float(acted[-1].target)

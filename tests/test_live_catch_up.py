@@ -96,6 +96,7 @@ def test_bars_missed_while_down_are_caught_up_without_trading(btc_1h: Path, tmp_
         decisions = {d["id"]: d for d in q.decisions(db, run["id"])}
         orders = q.orders(db, run["id"])
         equity = q.equity(db, run["id"])
+    assert "waiting" not in [d["status"] for d in decisions.values()][:-1]  # a resume replans afresh
     caught_up = [d for d in decisions.values() if d["status"] == "catch_up"]
     assert len(caught_up) >= DOWN_BARS - 1
     assert not {o["decision_id"] for o in orders} & {d["id"] for d in caught_up}
