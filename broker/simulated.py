@@ -11,6 +11,9 @@ Fill assumptions (written down in the README):
   cash pays qty x price; every other fee is in the quote coin.
 - A buy that cash cannot pay for at the fill price shrinks to what cash buys, rounded down to
   the lot; below the instrument minimum it is rejected. Spot cannot sell more than it holds.
+- Partial fills, off by default (backtests unchanged): ``partial_fills`` books each fill as up to
+  N pieces (a market order one tick worse per piece), ``thin_every`` half-fills every Nth market
+  order and cancels the rest; the same rules as the venue simulator's.
 - Accounting is exact (Decimal): cash, signed position, average entry price, realised PnL.
 - Several markets share one :class:`Wallet` (the run's USDT): one broker per market, each with
   its own position book and orders, every fill moving the one cash balance.

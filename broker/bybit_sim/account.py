@@ -17,6 +17,8 @@ simulated broker, so backtest and live-on-simulator agree):
   leverage) plus its fee from the available balance, else 110007. The margin is the unified
   account's, shared by every symbol (cross margin): positions and working orders of all linear
   symbols hold it, and every position's unrealised PnL counts. Spot: USDT and base-coin balances.
+- Partial fills (off by default): ``partial_fills`` splits each fill into executions pushed one
+  by one; ``thin_every`` half-fills every Nth market order and cancels the rest (IOC).
 """
 
 from __future__ import annotations
