@@ -257,6 +257,13 @@ async def test_an_order_filled_in_pieces_ends_filled_with_every_piece_booked(
     async with harness(kind, btc_1h, category, partial_fills=3) as h:
         b = h.broker
         tick = b.instrument.tick_size
+        working: list[tuple[OrderStatus, list[str]]] = []  # what was still working at each event
+
+        def listen(o: Order, f: Fill | None) -> None:
+            h.events.append((o, f))
+            working.append((o.status, [x.client_order_id for x in b.open_orders()]))
+
+        b.set_listener(listen)
         b.submit(req("p-buy", Side.BUY, "0.03", ref=h.last_close()), 0)
         await h.until(lambda: h.status("p-buy") is OrderStatus.FILLED)
         fills = h.fills()
@@ -269,6 +276,9 @@ async def test_an_order_filled_in_pieces_ends_filled_with_every_piece_booked(
                   and o.status in (OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED)]
         assert states == [(OrderStatus.PARTIALLY_FILLED, Decimal("0.01")), (OrderStatus.PARTIALLY_FILLED,
                           Decimal("0.02")), (OrderStatus.FILLED, Decimal("0.03"))]
+        # A partly filled order is still working (the engine waits on it); a filled one is not.
+        assert all(ids == ["p-buy"] for st, ids in working if st is OrderStatus.PARTIALLY_FILLED)
+        assert working[-1] == (OrderStatus.FILLED, [])
         last = [o for o, _ in h.events if o.client_order_id == "p-buy"][-1]
         assert last.avg_fill_price == sum((f.qty * f.price for f in fills), Decimal(0)) / Decimal("0.03")
         held = sum((f.held_change for f in fills), Decimal(0))
