@@ -14,10 +14,10 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from collections.abc import Callable
-from decimal import Decimal
+from decimal import ROUND_FLOOR, Decimal
 from typing import Any, Protocol
 
-from bot.domain import Balance, Fill, Instrument, Order, OrderRequest, Position
+from bot.domain import ZERO, Balance, Fill, Instrument, Order, OrderRequest, Position
 
 #: Called with the order's new state, and the fill that caused it when there is one.
 Listener = Callable[[Order, Fill | None], None]
@@ -120,6 +120,22 @@ class Broker(ABC):
     async def drain(self, timeout_s: float = 10.0) -> bool:
         """Wait (bounded) until nothing is in flight; True when everything resolved."""
         return True
+
+
+def fill_pieces(qty: Decimal, step: Decimal, n: int) -> list[Decimal]:
+    """``qty`` as up to ``n`` executions, each a whole number of lots (the last takes the rest):
+    how a fill is split when partial fills are on (both the simulator and the simulated broker)."""
+    n = max(1, min(n, int(qty / step))) if step > 0 else 1
+    if n == 1:
+        return [qty]
+    piece = (qty / n / step).to_integral_value(rounding=ROUND_FLOOR) * step
+    return [piece] * (n - 1) + [qty - piece * (n - 1)]
+
+
+def thin_part(qty: Decimal, step: Decimal) -> Decimal:
+    """What a thin bar fills of a market order of ``qty`` (half, rounded down to the lot); the
+    rest is cancelled as Bybit cancels what an IOC market order could not fill."""
+    return (qty / 2 / step).to_integral_value(rounding=ROUND_FLOOR) * step if step > 0 else ZERO
 
 
 def to_decimal(x: float) -> Decimal:

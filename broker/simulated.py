@@ -11,6 +11,9 @@ Fill assumptions (written down in the README):
   cash pays qty x price; every other fee is in the quote coin.
 - A buy that cash cannot pay for at the fill price shrinks to what cash buys, rounded down to
   the lot; below the instrument minimum it is rejected. Spot cannot sell more than it holds.
+- Partial fills, off by default (backtests unchanged): ``partial_fills`` books each fill as up to
+  N pieces (a market order one tick worse per piece), ``thin_every`` half-fills every Nth market
+  order and cancels the rest; the same rules as the venue simulator's.
 - Accounting is exact (Decimal): cash, signed position, average entry price, realised PnL.
 - Several markets share one :class:`Wallet` (the run's USDT): one broker per market, each with
   its own position book and orders, every fill moving the one cash balance.
@@ -34,7 +37,7 @@ from bot.domain import (
     PositionBook,
     Side,
 )
-from broker.base import Broker, to_decimal
+from broker.base import Broker, fill_pieces, thin_part, to_decimal
 
 _FEE_Q = Decimal("1e-10")
 
@@ -60,8 +63,15 @@ class Wallet:
 
 class SimulatedBroker(Broker):
     def __init__(self, instrument: Instrument, initial_cash: float, fee_rate: float,
-                 slippage_bps: float, *, wallet: Wallet | None = None) -> None:
+                 slippage_bps: float, *, wallet: Wallet | None = None, partial_fills: int = 1,
+                 thin_every: int = 0) -> None:
         super().__init__()
+        #: The venue simulator's knobs (broker/bybit_sim AccountConfig), same rules: each fill in
+        #: up to N pieces, and every Nth market order half filled, the rest cancelled.
+        self.partial_fills = partial_fills
+        self.thin_every = thin_every
+        self._market_orders = 0
+        self._thin: set[str] = set()
         self.instrument = instrument
         self.fee_rate = Decimal(repr(fee_rate))
         self.slippage = Decimal(repr(slippage_bps)) / Decimal(10_000)
@@ -107,6 +117,10 @@ class SimulatedBroker(Broker):
             order = order.transition(OrderStatus.ACCEPTED, now_ms,
                                      exchange_order_id=f"sim-{req.client_order_id}")
             self._orders[order.client_order_id] = order
+            if req.order_type is OrderType.MARKET and self.thin_every > 0:
+                self._market_orders += 1
+                if self._market_orders % self.thin_every == 0:
+                    self._thin.add(req.client_order_id)
         return order
 
     def _validate(self, req: OrderRequest) -> str | None:
@@ -190,6 +204,24 @@ class SimulatedBroker(Broker):
             self._end(order.transition(OrderStatus.CANCELLED, time_ms,
                                        reject_reason="insufficient cash at the fill price"))
             return
+        thin = order.client_order_id in self._thin
+        if thin:
+            qty = thin_part(qty, ins.qty_step)
+        # A market order walks the book one tick per piece (as the venue simulator does).
+        walk = ins.tick_size if order.order_type is OrderType.MARKET else ZERO
+        pieces = fill_pieces(qty, ins.qty_step, self.partial_fills) if qty > 0 else []
+        for i, part in enumerate(pieces):
+            order = self._execute(order, part, price + walk * i if order.side is Side.BUY else price - walk * i,
+                                  time_ms, last=not thin and i == len(pieces) - 1)
+        if thin:
+            self._thin.discard(order.client_order_id)
+            self._end(order.transition(OrderStatus.CANCELLED, time_ms,
+                                       reject_reason="thin bar: the unfilled remainder was cancelled (IOC)"))
+
+    def _execute(self, order: Order, qty: Decimal, price: Decimal, time_ms: int, last: bool) -> Order:
+        """One execution of ``order``; ``last`` completes it (a shrunk fill too: the remainder is
+        not left working)."""
+        ins = self.instrument
         in_base = self.long_only and order.side is Side.BUY
         fee = ((qty if in_base else qty * price) * self.fee_rate).quantize(_FEE_Q)
         currency = ins.base_coin if in_base else ins.quote_coin
@@ -207,8 +239,16 @@ class SimulatedBroker(Broker):
             is_maker=order.order_type is OrderType.LIMIT,
             fee_currency=currency,
         )
-        # A shrunk fill still completes the order: the remainder is not left working.
-        self._end(order.transition(OrderStatus.FILLED, time_ms, filled_qty=qty, avg_fill_price=price), fill)
+        filled = order.filled_qty + qty
+        avg = ((order.avg_fill_price or ZERO) * order.filled_qty + price * qty) / filled if order.filled_qty else price
+        order = order.transition(OrderStatus.FILLED if last else OrderStatus.PARTIALLY_FILLED, time_ms,
+                                 filled_qty=filled, avg_fill_price=avg)
+        if last:
+            self._end(order, fill)
+        else:
+            self._orders[order.client_order_id] = order
+            self._emit(order, fill)
+        return order
 
     def _end(self, order: Order, fill: Fill | None = None) -> None:
         del self._orders[order.client_order_id]

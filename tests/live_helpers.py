@@ -87,6 +87,10 @@ def check_consistency(db: Any, run_id: str, account: Any) -> dict[str, Any]:
         assert j["qty"] == o.qty and j["side"] == o.side, cid
         if o.status == "Filled":
             assert j["status"] == "filled" and j["filled_qty"] == o.cum_qty, (cid, j["status"])
+        elif o.status in ("Cancelled", "PartiallyFilledCanceled"):
+            assert j["status"] == "cancelled" and j["filled_qty"] == o.cum_qty, (cid, j["status"], j["filled_qty"])
+        if o.cum_qty and not o.is_open:  # filled in one piece or several: the journal's average is the venue's
+            assert j["avg_fill_price"] == o.cum_value / o.cum_qty, (cid, j["avg_fill_price"], o.cum_value / o.cum_qty)
     venue_execs = {e.exec_id: e for e in account.execs if e.order.link_id.startswith(prefix)}
     all_fills = {f["exec_id"]: f for f in q.fills(db, run_id)}
     journal_fills = {k: f for k, f in all_fills.items() if f["order_id"].startswith(prefix)}

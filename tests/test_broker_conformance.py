@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -64,9 +65,9 @@ SPOT = Instrument("BTCUSDT", Category.SPOT, Decimal("0.1"), Decimal("0.000001"),
 
 
 class SimulatedHarness(Harness):
-    def __init__(self, data: Any, instrument: Instrument | None = None) -> None:
+    def __init__(self, data: Any, instrument: Instrument | None = None, **knobs: int) -> None:
         ins = instrument or instrument_from_config(load_config(None, []).market)
-        self.broker = SimulatedBroker(ins, 10_000.0, FEE, 0.0)
+        self.broker = SimulatedBroker(ins, 10_000.0, FEE, 0.0, **knobs)
         self.events = []
         self.broker.set_listener(lambda o, f: self.events.append((o, f)))
         self.data, self.i = data, 300
@@ -228,3 +229,76 @@ async def test_spot_buy_pays_its_fee_in_the_coin_and_the_exit_sells_what_is_held
     assert g.fee == (g.qty * g.price * Decimal(repr(FEE))).quantize(Decimal("1e-10"))
     assert b.position().qty == Decimal("0.000000655") < b.instrument.qty_step
     assert b.balance(float(g.price)).cash == Decimal(repr(10_000.0)) - f.qty * f.price + g.qty * g.price - g.fee
+
+
+# -- partial fills: an order filled in pieces, and one cancelled after a partial fill -------------
+@asynccontextmanager
+async def harness(kind: str, data_file: Path, category: str, **knobs: int) -> AsyncIterator[Harness]:
+    """One broker on ``category`` BTCUSDT with the venue's partial-fill knobs (both sides the same)."""
+    if kind == "simulated":
+        data = load_candles(data_file, symbol="BTCUSDT", timeframe="1h", bar_ms=3_600_000)
+        yield SimulatedHarness(data, SPOT if category == "spot" else None, **knobs)
+        return
+    async with SimServer(sim_cfg(data_file, BybitHarness.BAR_MS, history=300), modules(fee_rate=FEE, **knobs)) as sim:
+        hb = BybitHarness(sim, category)
+        await hb.account.load()
+        try:
+            yield hb
+        finally:
+            await hb.account.close()
+
+
+BROKERS_AND_CATEGORIES = [(k, c) for k in ("simulated", "bybit") for c in ("linear", "spot")]
+
+
+@pytest.mark.parametrize(("kind", "category"), BROKERS_AND_CATEGORIES)
+async def test_an_order_filled_in_pieces_ends_filled_with_every_piece_booked(
+        kind: str, category: str, btc_1h: Path) -> None:
+    async with harness(kind, btc_1h, category, partial_fills=3) as h:
+        b = h.broker
+        tick = b.instrument.tick_size
+        working: list[tuple[OrderStatus, list[str]]] = []  # what was still working at each event
+
+        def listen(o: Order, f: Fill | None) -> None:
+            h.events.append((o, f))
+            working.append((o.status, [x.client_order_id for x in b.open_orders()]))
+
+        b.set_listener(listen)
+        b.submit(req("p-buy", Side.BUY, "0.03", ref=h.last_close()), 0)
+        await h.until(lambda: h.status("p-buy") is OrderStatus.FILLED)
+        fills = h.fills()
+        # Three executions of one lot-sized third each, distinct ids, walking the book a tick each.
+        assert [f.qty for f in fills] == [Decimal("0.01")] * 3
+        assert len({f.exec_id for f in fills}) == 3 and {f.client_order_id for f in fills} == {"p-buy"}
+        assert [f.price - fills[0].price for f in fills] == [0, tick, 2 * tick]
+        # The order read PartiallyFilled between them, its filled qty growing piece by piece.
+        states = [(o.status, o.filled_qty) for o, _ in h.events if o.client_order_id == "p-buy"
+                  and o.status in (OrderStatus.PARTIALLY_FILLED, OrderStatus.FILLED)]
+        assert states == [(OrderStatus.PARTIALLY_FILLED, Decimal("0.01")), (OrderStatus.PARTIALLY_FILLED,
+                          Decimal("0.02")), (OrderStatus.FILLED, Decimal("0.03"))]
+        # A partly filled order is still working (the engine waits on it); a filled one is not.
+        assert all(ids == ["p-buy"] for st, ids in working if st is OrderStatus.PARTIALLY_FILLED)
+        assert working[-1] == (OrderStatus.FILLED, [])
+        last = [o for o, _ in h.events if o.client_order_id == "p-buy"][-1]
+        assert last.avg_fill_price == sum((f.qty * f.price for f in fills), Decimal(0)) / Decimal("0.03")
+        held = sum((f.held_change for f in fills), Decimal(0))
+        assert b.position().qty == held and b.open_orders() == []
+        paid = sum((f.qty * f.price + (f.fee if not f.fee_in_base else 0) for f in fills), Decimal(0))
+        assert b.balance(float(fills[-1].price)).cash == Decimal(repr(10_000.0)) - paid
+
+
+@pytest.mark.parametrize(("kind", "category"), BROKERS_AND_CATEGORIES)
+async def test_a_market_order_on_a_thin_bar_is_cancelled_after_its_partial_fill(
+        kind: str, category: str, btc_1h: Path) -> None:
+    async with harness(kind, btc_1h, category, partial_fills=2, thin_every=1) as h:
+        b = h.broker
+        b.submit(req("thin", Side.BUY, "0.041", ref=h.last_close()), 0)
+        await h.until(lambda: h.status("thin") is OrderStatus.CANCELLED)
+        fills = h.fills()
+        # Half of it (rounded down to the lot) filled in two pieces; the rest was cancelled.
+        assert [f.qty for f in fills] == [Decimal("0.01"), Decimal("0.01")] if category == "linear" else \
+            [Decimal("0.01025"), Decimal("0.01025")]
+        final = [o for o, _ in h.events if o.client_order_id == "thin"][-1]
+        assert final.status is OrderStatus.CANCELLED and final.filled_qty == sum(f.qty for f in fills)
+        assert final.avg_fill_price == sum((f.qty * f.price for f in fills), Decimal(0)) / final.filled_qty
+        assert b.open_orders() == [] and b.position().qty == sum((f.held_change for f in fills), Decimal(0))

@@ -66,6 +66,10 @@ def register(app: typer.Typer) -> None:
         initial_usdt: float = typer.Option(10_000.0, "--initial-usdt", help="Private: starting USDT balance."),
         fee_rate: float = typer.Option(0.001, "--fee-rate", help="Private: fee per fill (fraction of notional)."),
         slippage_bps: float = typer.Option(0.0, "--slippage-bps", help="Private: market-order slippage."),
+        partial_fills: int = typer.Option(1, "--partial-fills", help="Private: fill each order in up to N "
+                                          "executions, pushed one by one (PartiallyFilled between them)."),
+        thin_every: int = typer.Option(0, "--thin-every", help="Private: every Nth market order half fills, "
+                                       "the rest is cancelled (IOC on a thin bar)."),
         create_timeout_rate: float = typer.Option(0.0, "--create-timeout-rate",
                                                   help="Accepted creates answered too late (client times out)."),
         lost_ack_rate: float = typer.Option(0.0, "--lost-ack-rate", help="Accepted creates answered HTTP 502."),
@@ -74,6 +78,8 @@ def register(app: typer.Typer) -> None:
                                                help="Drop private streams before every Nth execution push."),
     ) -> None:
         """Serve a local Bybit v5 (market REST + public WebSocket) replaying candle files."""
+        if partial_fills < 1 or thin_every < 0:
+            raise ConfigError("--partial-fills must be 1 or more and --thin-every 0 (never) or more")
         from bot.timeutil import parse_date  # noqa: PLC0415
         from broker.bybit_sim.app import SimConfig, serve_forever  # noqa: PLC0415
         from broker.bybit_sim.faults import FaultConfig  # noqa: PLC0415
@@ -95,7 +101,8 @@ def register(app: typer.Typer) -> None:
                 raise ConfigError("give one --api-secret for every --api-key")
             module = PrivateModule(
                 keys=dict(zip(api_key, api_secret or [], strict=True)),
-                account=AccountConfig(initial_usdt=initial_usdt, fee_rate=fee_rate, slippage_bps=slippage_bps),
+                account=AccountConfig(initial_usdt=initial_usdt, fee_rate=fee_rate, slippage_bps=slippage_bps,
+                                      partial_fills=partial_fills, thin_every=thin_every),
                 faults=PrivateFaults(create_timeout_rate=create_timeout_rate, lost_ack_rate=lost_ack_rate,
                                      storm_rate=storm_rate, drop_stream_every=drop_private_every, rate_limit=0))
             err_console.print(f"private half on: ws://{host}:{port}/v5/private, {len(api_key)} API key(s)")

@@ -17,6 +17,8 @@ simulated broker, so backtest and live-on-simulator agree):
   leverage) plus its fee from the available balance, else 110007. The margin is the unified
   account's, shared by every symbol (cross margin): positions and working orders of all linear
   symbols hold it, and every position's unrealised PnL counts. Spot: USDT and base-coin balances.
+- Partial fills (off by default): ``partial_fills`` splits each fill into executions pushed one
+  by one; ``thin_every`` half-fills every Nth market order and cancels the rest (IOC).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from typing import Any
 
 import structlog
 
+from broker.base import fill_pieces, thin_part
 from broker.bybit_sim.market import Market
 from broker.bybit_sim.state import BarTick, SimState
 from broker.bybit_sim.wire import ZERO, Book, SimExec, SimOrder, SimReject, dec, s
@@ -44,6 +47,14 @@ class AccountConfig:
     slippage_bps: float = 0.0
     #: Linear leverage (Bybit's default for a new USDT perpetual position is 10x).
     leverage: float = 10.0
+    #: Each fill in up to N executions (distinct execIds, whole lots, each pushed on its own:
+    #: the order reads PartiallyFilled between them); a market order walks the book one tick per
+    #: execution. 1: one execution per fill.
+    partial_fills: int = 1
+    #: Every Nth market order meets a thin bar: half of it fills (in pieces as above) and Bybit
+    #: cancels the rest, as it does an IOC market order's unfilled remainder (spot:
+    #: PartiallyFilledCanceled; linear: Cancelled with cumExecQty > 0). 0: never.
+    thin_every: int = 0
 
 
 Push = Callable[[str, list[dict[str, Any]]], None]
@@ -60,6 +71,7 @@ class Account:
     books: dict[str, Book] = field(default_factory=dict)
     coins: dict[str, Decimal] = field(default_factory=dict)          # wallet balances (USDT, spot coins)
     seq: int = 0
+    market_orders: int = 0
     #: Last kline tick seen per symbol: (bar index, price).
     last_tick: dict[str, tuple[int, Decimal]] = field(default_factory=dict)
     #: Hook run just before each execution is pushed (fault injection: dropped streams).
@@ -129,6 +141,9 @@ class Account:
                      qty=qty, price=price, reduce_only=reduce_only, created=now, updated=now,
                      bar_index=forming if forming is not None else -1,
                      bar_seen=last is not None and forming is not None and last[0] == forming)
+        if otype == "Market" and self.cfg.thin_every > 0:
+            self.market_orders += 1
+            o.thin = self.market_orders % self.cfg.thin_every == 0
         self.orders[oid] = o
         if link:
             self.by_link[link] = o
@@ -193,10 +208,15 @@ class Account:
         o = self.orders.get(str(oid)) if oid else self.by_link.get(str(link))
         if o is None or not o.is_open:
             raise SimReject(110001, "Order does not exist")
-        o.status = "Cancelled" if o.cum_qty == 0 else "PartiallyFilledCanceled"
-        o.updated = self.state.now_ms()
-        self.push("order", [o.wire()])
+        self._cancelled(o, self.state.now_ms())
         return o
+
+    def _cancelled(self, o: SimOrder, now: int) -> None:
+        # Bybit: PartiallyFilledCanceled is spot's; a derivatives order cancelled after a partial
+        # fill reads Cancelled with cumExecQty > 0.
+        o.status = "PartiallyFilledCanceled" if o.cum_qty and o.category == "spot" else "Cancelled"
+        o.updated = now
+        self.push("order", [o.wire()])
 
     # -- matching ----------------------------------------------------------------------------------
     def on_tick(self, tick: BarTick) -> None:
@@ -234,7 +254,18 @@ class Account:
         return None
 
     def _fill(self, o: SimOrder, m: Market, price: Decimal, now: int) -> None:
-        qty = o.qty - o.cum_qty
+        tick, step = self.rules(m, o.category)[:2]
+        left = o.qty - o.cum_qty
+        qty = thin_part(left, step) if o.thin else left
+        pieces = fill_pieces(qty, step, self.cfg.partial_fills) if qty > 0 else []
+        walk = tick if o.order_type == "Market" else ZERO  # a market order eats the book level by level
+        for i, part in enumerate(pieces):
+            self._execute(o, m, part, price + walk * i if o.side == "Buy" else price - walk * i, now)
+        if o.thin:
+            self._cancelled(o, now)
+
+    def _execute(self, o: SimOrder, m: Market, qty: Decimal, price: Decimal, now: int) -> None:
+        """One execution of ``o``: booked, then pushed (execution, order, position, wallet)."""
         in_base = o.category == "spot" and o.side == "Buy"  # Bybit spot: a buy's fee is the coin bought
         fee = ((qty if in_base else qty * price) * self.fee_rate).quantize(_FEE_Q)
         self.seq += 1
@@ -242,7 +273,7 @@ class Account:
         o.cum_qty += qty
         o.cum_value += qty * price
         o.cum_fee += fee
-        o.status = "Filled"
+        o.status = "Filled" if o.cum_qty == o.qty else "PartiallyFilled"
         o.updated = now
         ex = SimExec(exec_id=str(uuid.uuid4()), order=o, qty=qty, price=price, fee=fee, time=now, seq=self.seq,
                      is_maker=o.order_type == "Limit", closed_size=closed,

@@ -54,6 +54,8 @@ class SimOrder:
     bar_index: int = -1
     bar_seen: bool = False
     reject_reason: str = "EC_NoError"
+    #: A market order that meets a thin bar: part fills, the rest is cancelled (IOC).
+    thin: bool = False
 
     @property
     def is_open(self) -> bool:
