@@ -102,3 +102,54 @@ async def test_watchdog_resolves_submitted_orders_with_no_create_in_flight(btc_1
         assert "no such order" in (v.broker.known("never-1").reject_reason or "")
         assert v.broker.open_orders() == [] and v.broker.position().qty == Decimal("0.01")
     assert v.unhandled == []
+
+
+async def test_an_order_the_venue_has_is_never_given_up_while_its_lookups_lag(btc_1h: Path) -> None:
+    """Bybit's order lookup can answer empty just after a create. The answer to the create is
+    lost; every lookup says "no such order" for a while; the resend is refused as a duplicate
+    (110072: the venue has it). The order stays in flight instead of being rejected, and when it
+    fills, the fill reaches the listener (the journal) and the books."""
+    faults = PrivateFaults()
+    async with SimServer(sim_cfg(btc_1h, 150.0, history=300), modules(faults=faults)) as sim, \
+            Venue(sim, faults) as v:
+        acct = account_of(sim.state)
+        fills: list[str] = []
+        v.broker.set_listener(lambda o, f: (v.events.append((o.client_order_id, o.status)),
+                                            f is not None and fills.append(f.exec_id)))
+        faults.lost_ack_every, faults.lookup_misses, faults.mute_pushes = 1, 12, True
+        v.broker.submit(OrderRequest("lag-1", "BTCUSDT", Side.BUY, Decimal("0.01")), 0)
+        await until(lambda: v.broker.known("lag-1").status.is_terminal, "the order resolved")
+        assert v.broker.stats["duplicates_refused"] >= 1  # the venue said it has the order
+        assert OrderStatus.REJECTED not in v.statuses("lag-1")
+        assert v.broker.known("lag-1").status is OrderStatus.FILLED and sim.state.stats["lookup_misses"] == 12
+        assert [o.link_id for o in acct.orders.values()] == ["lag-1"]
+        assert fills == [e.exec_id for e in acct.execs]  # the fill reached the journal's listener
+        assert v.broker.position().qty == acct.books["BTCUSDT"].size == Decimal("0.01")
+    assert v.unhandled == []
+
+
+async def test_a_fill_of_an_order_given_up_on_is_journaled_all_the_same(btc_1h: Path) -> None:
+    """A restart's order the watchdog concluded the venue never got (two empty lookups) had in
+    fact reached it and filled while its pushes were lost: the fill, found over REST at the next
+    catch-up, is booked AND reaches the listener (the journal), and the order reads filled."""
+    faults = PrivateFaults()
+    async with SimServer(sim_cfg(btc_1h, 150.0, history=300), modules(faults=faults)) as sim, \
+            Venue(sim, faults) as v:
+        acct = account_of(sim.state)
+        fills: list[str] = []
+        v.broker.set_listener(lambda o, f: (v.events.append((o.client_order_id, o.status)),
+                                            f is not None and fills.append(f.exec_id)))
+        faults.mute_pushes, faults.lookup_misses = True, 1_000
+        await v.broker.http.create("linear", symbol="BTCUSDT", side="Buy", orderType="Market", qty="0.01",
+                                   orderLinkId="gone-1", positionIdx=0)
+        v.broker.track(Order.from_request(OrderRequest("gone-1", "BTCUSDT", Side.BUY, Decimal("0.01")), 0)
+                       .transition(OrderStatus.SUBMITTED, 0))
+        await until(lambda: v.broker.known("gone-1").status is OrderStatus.REJECTED, "the watchdog giving up")
+        await until(lambda: len(acct.execs) == 1, "the venue's fill")
+        faults.mute_pushes, faults.lookup_misses = False, 0
+        await v.account.catch_up()
+        assert fills == [acct.execs[0].exec_id]
+        assert v.broker.known("gone-1").status is OrderStatus.FILLED
+        assert v.statuses("gone-1")[-1] is OrderStatus.FILLED
+        assert v.broker.position().qty == acct.books["BTCUSDT"].size == Decimal("0.01")
+    assert v.unhandled == []

@@ -73,6 +73,7 @@ class BybitBroker(VenueEvents, Broker):
         self._touched: dict[str, float] = {}
         self._sending: set[str] = set()        # creates in flight: their task resolves them
         self._missing: dict[str, int] = {}     # watchdog lookups in a row that found no such order
+        self._exists: set[str] = set()          # orders the venue refused to take twice: it has them
         self.symbol = symbol
         self.category = Category(category)
         self.hold_timeout_s = hold_timeout_s
@@ -276,6 +277,7 @@ class BybitBroker(VenueEvents, Broker):
     async def _send_create(self, order: Order, req: OrderRequest) -> None:
         cid = order.client_order_id
         body = self._body(order, req)
+        exists = False  # the venue refused a resend as a duplicate: it has the order
         for attempt in range(1, MAX_SENDS + 1):
             if self.stream is not None and not self.stream.ready.is_set():
                 # Hold: no order leaves before the private stream is authenticated again.
@@ -292,6 +294,7 @@ class BybitBroker(VenueEvents, Broker):
                     self._reject(cid, str(exc))
                     return
                 self.stats["duplicates_refused"] += 1  # the venue already has it: resolve by lookup
+                exists = True
             except CreateOutcomeUnknown as exc:
                 log.warning("order_create_unknown", order=cid, error=str(exc))
             except ExchangeRetryableError as exc:
@@ -307,6 +310,12 @@ class BybitBroker(VenueEvents, Broker):
             if found is not None:
                 self._apply_order(found)
                 await self._fetch_fills(cid, found)
+                return
+            if exists:
+                # Lookups can lag a create: an order the venue holds stays in flight (SUBMITTED)
+                # for the watchdog and reconciliation to find, never "rejected".
+                self._exists.add(cid)
+                log.warning("order_not_found_yet", order=cid)
                 return
             self.stats["resends"] += 1
             await asyncio.sleep(min(0.2 * attempt, 1.0))
@@ -363,6 +372,7 @@ class BybitBroker(VenueEvents, Broker):
             self._orders.pop(o.client_order_id, None)
             self._touched.pop(o.client_order_id, None)
             self._missing.pop(o.client_order_id, None)
+            self._exists.discard(o.client_order_id)
             self._done[o.client_order_id] = o
         else:
             self._orders[o.client_order_id] = o

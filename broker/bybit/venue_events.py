@@ -48,6 +48,7 @@ class VenueEvents:
     _touched: dict[str, float]
     _sending: set[str]
     _missing: dict[str, int]
+    _exists: set[str]
 
     if TYPE_CHECKING:  # provided by BybitBroker
         def _update(self, o: Order, fill: Fill | None = None) -> None: ...
@@ -180,17 +181,23 @@ class VenueEvents:
         if o is None:
             o = self._adopt({**e, "qty": e.get("orderQty") or e.get("execQty"),
                              "price": e.get("orderPrice"), "createdTime": e.get("execTime")})
-        if o.status.is_terminal and o.status is not OrderStatus.FILLED:
-            log.error("fill_after_terminal", order=o.client_order_id, status=str(o.status))
         self._seen_exec.add(exec_id)
         self._book(f)
         filled = o.filled_qty + f.qty
         avg = ((o.avg_fill_price or ZERO) * o.filled_qty + f.price * f.qty) / filled
         status = OrderStatus.FILLED if filled >= o.qty else OrderStatus.PARTIALLY_FILLED
+        oid = e.get("orderId") or o.exchange_order_id
         if o.status.is_terminal:
-            return  # books moved; the journal keeps the terminal status it has
-        self._update(o.transition(status, f.time, filled_qty=filled, avg_fill_price=avg,
-                                  exchange_order_id=e.get("orderId") or o.exchange_order_id), f)
+            # The venue filled an order these books had closed. The fill is a fact: it is booked
+            # and journaled all the same. A rejection was only this side's conclusion (the order
+            # was not found), so the venue's status replaces it; a cancel keeps its status.
+            log.error("fill_after_terminal", order=o.client_order_id, status=str(o.status))
+            self._update(replace(o, status=status if o.status is OrderStatus.REJECTED else o.status,
+                                 filled_qty=filled, avg_fill_price=avg, updated_time=f.time,
+                                 exchange_order_id=oid,
+                                 reject_reason=None if o.status is OrderStatus.REJECTED else o.reject_reason), f)
+            return
+        self._update(o.transition(status, f.time, filled_qty=filled, avg_fill_price=avg, exchange_order_id=oid), f)
 
     def _book(self, f: Fill) -> None:
         # Spot holdings carry no entry price at the venue: only linear positions track one. A
@@ -273,7 +280,7 @@ class VenueEvents:
 
     def _not_found(self, cid: str) -> None:
         o = self._orders.get(cid)
-        if o is None or o.status is not OrderStatus.SUBMITTED:
+        if o is None or o.status is not OrderStatus.SUBMITTED or cid in self._exists:
             return
         self._missing[cid] = misses = self._missing.get(cid, 0) + 1
         if misses >= 2:

@@ -46,6 +46,8 @@ class PrivateFaults:
     lost_ack_every: int = 0            # ... or loses its acknowledgement
     clock_offset_ms: int = 0           # the venue's clock runs this far ahead of the client's (auth checks)
     late_lookups: int = 0              # the next N order lookups arrive outside their recv_window (10002)
+    lookup_misses: int = 0             # the next N lookups of an order by id answer an empty list (as
+                                       # Bybit's may just after a create: the order is there all the same)
     mute_pushes: bool = False          # the private stream stays up but its pushes are lost
 
 
@@ -138,6 +140,10 @@ class PrivateRest:
                 f.late_lookups -= 1
                 self.state.stats["late_lookups"] += 1
                 return self._late(request)
+            if path in LOOKUP_PATHS and f.lookup_misses > 0 and (params.get("orderLinkId") or params.get("orderId")):
+                f.lookup_misses -= 1
+                self.state.stats["lookup_misses"] += 1
+                return self._ok({"list": [], "nextPageCursor": "", "category": params.get("category", "")})
             self.state.stats["private_requests"] += 1
             res = fn(params)
             return await res if asyncio.iscoroutine(res) else res  # type: ignore[return-value]
