@@ -15,9 +15,10 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine
 
-from bot.domain import PositionBook, Side, fee_in_base, timeframe_ms
+from bot.domain import Side, fee_in_base, timeframe_ms
 from bot.errors import ConfigError
 from bot.metrics import compute_metrics
+from bot.positions import PositionBook
 from bot.run_summary import PORTFOLIO_ONLY
 from bot.timeutil import ms_to_iso
 from storage import queries as q

@@ -34,9 +34,9 @@ from bot.domain import (
     OrderStatus,
     OrderType,
     Position,
-    PositionBook,
     Side,
 )
+from bot.positions import PositionBook
 from broker.base import Broker, fill_pieces, thin_part, to_decimal
 
 _FEE_Q = Decimal("1e-10")

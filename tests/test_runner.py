@@ -13,7 +13,8 @@ import pytest
 from bot import app as core
 from bot import reconcile as rec
 from bot.config import load_config
-from bot.domain import PositionBook, Side
+from bot.domain import Side
+from bot.positions import PositionBook
 from bot.runner import run_to_end
 from storage.records import run_snapshot
 from tests.helpers import ScriptedStrategy, random_walk

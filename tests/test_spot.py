@@ -18,7 +18,8 @@ from sqlalchemy import Engine
 from bot import app as core
 from bot import reconcile as rec
 from bot.config import load_config
-from bot.domain import Fill, PositionBook, Side
+from bot.domain import Fill, Side
+from bot.positions import PositionBook
 from bot.trades import TradeLedger
 from broker.bybit_sim import SimServer
 from broker.bybit_sim.account import SimReject

@@ -42,9 +42,9 @@ from bot.domain import (
     OrderStatus,
     OrderType,
     Position,
-    PositionBook,
 )
 from bot.errors import ExchangeError, ExchangeRetryableError, OrderRejected
+from bot.positions import PositionBook
 from broker.base import Broker, to_decimal
 from broker.bybit import parse
 from broker.bybit.errors import DUPLICATE_LINK_ID, ORDER_NOT_FOUND, CreateOutcomeUnknown

@@ -17,8 +17,9 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from bot.domain import ZERO, Category, Fill, Order, OrderStatus, OrderType, PositionBook, Side, base_coin
+from bot.domain import ZERO, Category, Fill, Order, OrderStatus, OrderType, Side, base_coin
 from bot.errors import ExchangeError
+from bot.positions import PositionBook
 from broker.bybit import parse
 from broker.bybit.http import BybitHttp
 
