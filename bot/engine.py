@@ -37,6 +37,7 @@ from broker.base import Broker, MarketDataListener
 from storage.journal import Journal
 from storage.records import RunSnapshot
 from strategies.base import Strategy
+from strategies.replay import replay_mismatches
 
 log = structlog.get_logger("bot.engine")
 
@@ -394,26 +395,7 @@ class Engine:
         self._synced_to = bars.n - 1  # bars up to here are journaled (or were lost with the kill)
         if self._marks is not None and bars.n:
             self._marks.set(self._slot, self.broker.cash_and_qty()[1], bars.last_close())
-        return self._replay_strategy(warmup_bars, {d.bar_time: d for d in snap.decisions})
-
-    def _replay_strategy(self, warmup_bars: int, journaled: dict[int, Any]) -> int:
-        bars = self.bars
-        replay = Bars(bars.symbol, bars.timeframe, capacity=max(bars.n, 16))
-        for i in range(min(warmup_bars, bars.n)):
-            replay.append(bars.candle(i))
-        self.strategy.on_start(replay)
-        mismatches = 0
-        for i in range(replay.n, bars.n):
-            replay.append(bars.candle(i))
-            try:
-                d = self.strategy.on_bar(replay)
-            except Exception:  # noqa: BLE001 - the journal already holds this bar's error decision
-                continue
-            if d is not None:
-                j = journaled.get(d.bar_time)
-                if j is None or (j.target != d.target and j.error is None):
-                    mismatches += 1
-        return mismatches
+        return replay_mismatches(self.strategy, bars, warmup_bars, {d.bar_time: d for d in snap.decisions})
 
     # -- checkpointing ------------------------------------------------------------------------------
     def sync_equity(self) -> None:
