@@ -21,6 +21,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from bot.logs import configure  # noqa: E402
 from tests.chaos import Scenario, run_scenario, table  # noqa: E402
 
 DATA = Path(os.environ.get("BOT_DATA_DIR", ROOT.parent / "shared" / "data")) / "bybit_BTCUSDT_1h.csv.gz"
@@ -40,6 +41,7 @@ def main() -> int:
         p.error("--kills must be >= 0, --bar-ms > 0 and --partial-fills in [0, 1]")
     if not DATA.is_file():
         p.error(f"candles not found at {DATA} (set BOT_DATA_DIR)")
+    configure("warning")  # the in-process simulator's info lines stay off the table (stdout)
     cats = ("linear", "spot") if a.category == "both" else (a.category,)
     outcomes = []
     with tempfile.TemporaryDirectory() as tmp:

@@ -36,6 +36,7 @@ from broker.bybit_sim.private import PrivateModule, account_of
 from broker.bybit_sim.private_rest import PrivateFaults
 from broker.bybit_sim.testing import sim_thread
 from storage import queries as q
+from storage.db import has_journal, make_engine
 
 ROOT = Path(__file__).resolve().parents[1]
 KEY, SECRET = "CHAOSKEY0123456789", "CHAOSSECRET0123456789abcdefghijklm"
@@ -71,7 +72,7 @@ class Outcome:
     """One row of the table, and what went wrong in words (empty when nothing did)."""
 
     category: str
-    kills: Counter[str] = field(default_factory=Counter)
+    kills: Counter[str] = field(default_factory=Counter)   # by how: accept, fill, timer; and start-up
     exchange_orders: int = 0
     executions: int = 0
     lost_fills: int = 0               # executions on the venue that the journal lacks
@@ -167,11 +168,20 @@ class Killer:
         account.before_exec_push = before_exec
 
 
-def _has_run(db_url: str) -> bool:
+def _starts(db_url: str) -> int | None:
+    """How often the journal's run was opened (started or resumed); None: no run to resume yet
+    (a first start killed before it made its run leaves none; the next start begins afresh, as
+    a user would). Read only."""
+    if not Path(db_url.removeprefix("sqlite:///")).exists():
+        return None
+    eng = make_engine(db_url)
     try:
-        return bool(q.list_runs(core.open_journal_db(db_url), limit=1))
-    except Exception:  # noqa: BLE001 - no journal yet: the first start was killed before creating it
-        return False
+        runs = q.list_runs(eng, limit=1) if has_journal(eng) else []
+        if not runs:
+            return None
+        return sum(e["kind"] in ("live_start", "live_resume") for e in q.events(eng, runs[0]["id"]))
+    finally:
+        eng.dispose()
 
 
 def _start(args: list[str], log: Path) -> subprocess.Popen[bytes]:
@@ -190,7 +200,8 @@ def _one_kill(sc: Scenario, rng: random.Random, killer: Killer, base: list[str],
     """Start (or resume) the bot and kill it once, at a point or after a random delay."""
     point = rng.choice(KILL_POINTS[1:]) if rng.random() < sc.point_share else "random"
     delay = rng.uniform(*sc.kill_after_s) if point == "random" else POINT_WAIT_S
-    proc = _start(base + (["--resume"] if _has_run(db_url) else []), log)
+    before = _starts(db_url)
+    proc = _start(base + (["--resume"] if before is not None else []), log)
     killer.arm(proc, point)
     deadline = time.monotonic() + delay
     while not killer.fired.wait(0.05):
@@ -202,6 +213,8 @@ def _one_kill(sc: Scenario, rng: random.Random, killer: Killer, base: list[str],
             killer.hit("timer")
     rc = proc.wait(60)
     out.kills[killer.how] += 1
+    if _starts(db_url) == before:
+        out.kills["start-up"] += 1  # killed before it had opened (or resumed) its run
     if rc != -signal.SIGKILL:
         out.fail(f"a kill at {killer.how} ended with rc {rc}: {_tail(log)}")
 
@@ -227,7 +240,7 @@ def run_scenario(sc: Scenario, workdir: Path, progress: Any = None) -> Outcome:
         killer.arm(None)  # the last start runs to its end
         tf = next(iter(sim.state.markets.values())).tf_ms
         end = (sim.state.now_ms() // tf + sc.final_bars) * tf
-        final = _start(base + (["--resume"] if _has_run(db_url) else []) + ["--to", ms_to_iso(end)], log)
+        final = _start(base + (["--resume"] if _starts(db_url) is not None else []) + ["--to", ms_to_iso(end)], log)
         try:
             rc = final.wait(sc.final_timeout_s)
         except subprocess.TimeoutExpired:
@@ -325,14 +338,15 @@ def _fills(out: Outcome, acct: Account, journal: dict[str, dict[str, Any]]) -> N
             _problem(out, f"journal fill {eid} of {f['order_id']} the venue never made")
 
 
-COLUMNS = ("market", "kills (accept / fill / timer)", "exchange orders", "executions", "lost fills",
+COLUMNS = ("market", "kills (accept / fill / timer; in start-up)", "exchange orders", "executions", "lost fills",
            "duplicate orders", "other disagreements", "bot failures", "journal position", "exchange position",
            "502/503", "lost acks", "ws drops", "wall s")
 
 
 def row(o: Outcome) -> list[str]:
     k = o.kills
-    return [o.category, f"{sum(k.values())} ({k['accept']} / {k['fill']} / {k['timer']})", str(o.exchange_orders),
+    n = k["accept"] + k["fill"] + k["timer"]
+    return [o.category, f"{n} ({k['accept']} / {k['fill']} / {k['timer']}; {k['start-up']})", str(o.exchange_orders),
             str(o.executions), str(o.lost_fills), str(o.duplicate_orders), str(o.mismatches), str(o.failures),
             _num(o.journal_position), _num(o.exchange_position), str(o.faults["http_5xx"]),
             str(o.faults["lost_acks"]), str(o.faults["ws_dropped"]), f"{o.wall_s:.0f}"]
