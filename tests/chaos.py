@@ -13,7 +13,6 @@ pushed the fill (``fill``); a life-cycle kill that no order reaches in time is m
 
 from __future__ import annotations
 
-import dataclasses
 import os
 import random
 import signal
@@ -56,10 +55,10 @@ class Scenario:
     http_error_rate: float = 0.05     # REST answered 502/503 before reaching the venue
     lost_ack_rate: float = 0.10       # creates accepted, then answered 502
     ws_drop_every: int = 40           # every WebSocket (public and private) closed every N confirmed bars
-    #: Partial fills, passed to the simulator's ``partial_fills`` knob (AccountConfig or
-    #: PrivateFaults) where it has one; 0 = off. Asking for them from a simulator without the
-    #: knob is refused (:func:`sim_modules`), never silently ignored.
-    partial_fills: float = 0.0
+    #: Partial fills (the simulator's AccountConfig): every fill in up to this many executions,
+    #: pushed one by one; and every ``thin_every``-th market order half filled, the rest cancelled.
+    partial_fills: int = 3
+    thin_every: int = 6
     bar_ms: float = 300.0             # wall ms per simulated 1h bar
     kill_after_s: tuple[float, float] = (1.0, 12.0)   # a random kill's delay after the process starts
     point_share: float = 0.5          # share of kills aimed at the accept / fill points
@@ -104,17 +103,10 @@ class Outcome:
 
 def sim_modules(sc: Scenario) -> list[Any]:
     """The simulator's public and private halves with the scenario's private faults."""
-    acct: dict[str, Any] = {}
-    faults: dict[str, Any] = {"lost_ack_rate": sc.lost_ack_rate}
-    if sc.partial_fills:
-        if "partial_fills" in {f.name for f in dataclasses.fields(AccountConfig)}:
-            acct["partial_fills"] = sc.partial_fills
-        elif "partial_fills" in {f.name for f in dataclasses.fields(PrivateFaults)}:
-            faults["partial_fills"] = sc.partial_fills
-        else:
-            raise ValueError("this simulator has no partial-fill knob (AccountConfig/PrivateFaults.partial_fills)")
     return [PublicMarketModule(),
-            PrivateModule(keys={KEY: SECRET}, account=AccountConfig(**acct), faults=PrivateFaults(**faults))]
+            PrivateModule(keys={KEY: SECRET},
+                          account=AccountConfig(partial_fills=sc.partial_fills, thin_every=sc.thin_every),
+                          faults=PrivateFaults(lost_ack_rate=sc.lost_ack_rate))]
 
 
 def bot_args(sc: Scenario, rest_url: str, ws_url: str, db_url: str) -> list[str]:
