@@ -154,7 +154,6 @@ class Engine:
             eq = cash + qty * c
         else:
             slot = self._slot  # marks.set(slot, qty, c); eq = cash + marks.value(), inlined
-            marks.qty[slot] = qty
             marks.price[slot] = c
             held = marks.held
             held[slot] = qty * c

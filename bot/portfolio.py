@@ -50,21 +50,19 @@ class Marks:
     target quantity is kept too, so that an order still on its way counts against the
     portfolio's gross exposure as if it had filled.
 
-    ``held[i]`` is ``qty[i] * price[i]``, kept with them (:meth:`set`), so the portfolio's value
+    ``held[i]`` is market i's position times ``price[i]`` (:meth:`set`), so the portfolio's value
     is one ``sum(held)``: ``Engine.decide`` inlines :meth:`set` and :meth:`value` on its per-bar
     path."""
 
-    __slots__ = ("held", "price", "qty", "target")
+    __slots__ = ("held", "price", "target")
 
     def __init__(self, n: int) -> None:
-        self.qty = [0.0] * n
         self.price = [0.0] * n
         self.held = [0.0] * n
         self.target = [0.0] * n
 
     def set(self, slot: int, qty: float, price: float) -> None:
         """One market's position and last close."""
-        self.qty[slot] = qty
         self.price[slot] = price
         self.held[slot] = qty * price
 
