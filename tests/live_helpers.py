@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine
+import time
+from collections.abc import Callable, Coroutine
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -40,6 +41,46 @@ def live_cfg(rest: str, ws: str, db_url: str, *extra: str) -> Config:
 def set_keys(monkeypatch: Any) -> None:
     monkeypatch.setenv("BYBIT_API_KEY", KEY)
     monkeypatch.setenv("BYBIT_API_SECRET", SECRET)
+
+
+FLIP = '''
+from bot.domain import Decision
+from strategies.base import Strategy, StrategyParams
+
+
+class Flip(Strategy):
+    """All in on odd hours, flat on even ones: every bar wants a new position."""
+
+    name = "flip"
+    Params = StrategyParams
+
+    def on_bar(self, bars):
+        return Decision(bars.symbol, bars.last_time(), float((bars.last_time() // 3_600_000) % 2))
+'''
+
+
+async def flip_live(sim: Any, tmp_path: Path, db_url: str, bars: int = 30) -> dict[str, Any]:
+    """``bot run --mode live`` in process on ``sim`` for ``bars`` bars with the Flip strategy (a
+    strategy file of the user's, in ``tmp_path``), no periodic venue check; its summary."""
+    from bot import app as core  # noqa: PLC0415 - the composition root, only for this run
+    from bot.live import RunOptions  # noqa: PLC0415
+    from bot.timeutil import ms_to_iso  # noqa: PLC0415
+
+    (tmp_path / "flip.py").write_text(FLIP)
+    cfg = load_config(None, [f"exchange.rest_url={sim.rest_url}", f"exchange.ws_url={sim.ws_url}",
+                             f"storage.url={db_url}", f"strategy.name={tmp_path / 'flip.py'}:Flip",
+                             "logging.level=warning", "exchange.timeout_s=2"])
+    hour = 3_600_000
+    end = (sim.state.now_ms() // hour + bars) * hour
+    return await core.live(cfg, date_to=ms_to_iso(end), options=RunOptions(reconcile_every_s=3600, stream_check_s=0.1))
+
+
+async def until(pred: Callable[[], bool], what: str = "the condition", timeout_s: float = 60.0) -> None:
+    """Returns as soon as ``pred`` holds; generous, since a loaded 2-core machine may need seconds."""
+    deadline = time.monotonic() + timeout_s
+    while not pred():
+        assert time.monotonic() < deadline, f"gave up waiting for {what}"
+        await asyncio.sleep(0.02)
 
 
 async def started_frozen(sim: Any, db_url: str, kind: str, run: Coroutine[Any, Any, dict[str, Any]],

@@ -4,9 +4,7 @@ the venue's walletBalance - sum(size x avgPrice), and per-leg reconciliation."""
 
 from __future__ import annotations
 
-import asyncio
-import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
 from decimal import Decimal
 from pathlib import Path
@@ -19,7 +17,7 @@ from broker.bybit import BybitAccount, BybitBroker, BybitHttp, PrivateStream, pr
 from broker.bybit_sim import SimConfig, SimServer
 from broker.bybit_sim.account import Account, SimReject
 from broker.bybit_sim.private import account_of
-from tests.live_helpers import KEY, SECRET, modules
+from tests.live_helpers import KEY, SECRET, modules, until
 
 FEE = 0.001
 BAR_MS = 150.0
@@ -50,12 +48,6 @@ class Venue:
         return account_of(self.sim.state)
 
 
-async def until(pred: Callable[[], bool], timeout_s: float = 60.0) -> None:
-    """Generous: returns as soon as ``pred`` holds; a loaded 2-core machine may need seconds."""
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 def new_account(sim: SimServer, symbols: tuple[str, ...] = ("BTCUSDT", "ETHUSDT")) -> tuple[BybitAccount, list[Leg]]:

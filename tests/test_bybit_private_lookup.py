@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import gc
-import time
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -18,14 +16,7 @@ from broker.bybit import BybitAccount, BybitHttp, PrivateStream, private_url
 from broker.bybit_sim import SimServer
 from broker.bybit_sim.private import account_of
 from broker.bybit_sim.private_rest import PrivateFaults
-from tests.live_helpers import KEY, SECRET, modules, sim_cfg
-
-
-async def until(pred: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        await asyncio.sleep(0.02)
+from tests.live_helpers import KEY, SECRET, modules, sim_cfg, until
 
 
 async def _noop() -> None:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -22,17 +21,12 @@ from bot.errors import ExchangeFatalError
 from broker.bybit import BybitHttp, PrivateStream, private_url
 from broker.bybit.stream import TOPICS
 from broker.bybit_sim import SimServer
-from tests.live_helpers import KEY, SECRET, modules, sim_cfg
+from tests.live_helpers import KEY, SECRET, modules, sim_cfg, until
 
 #: A guard only: a stream that works is ready in well under a second; one that hangs never is.
 GUARD_S = 60.0
 
 
-async def until(pred: Callable[[], bool], what: str, timeout_s: float = GUARD_S) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        assert time.monotonic() < deadline, f"gave up waiting for {what}"
-        await asyncio.sleep(0.02)
 
 
 async def _noop() -> None:

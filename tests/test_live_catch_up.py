@@ -15,33 +15,17 @@ import time
 from pathlib import Path
 
 from bot import app as core
-from bot.config import load_config
-from bot.live import RunOptions
 from bot.timeutil import ms_to_iso
 from broker.bybit_sim import SimConfig, SimServer
 from broker.bybit_sim.private import account_of
 from broker.bybit_sim.private_rest import PrivateFaults
 from broker.bybit_sim.testing import sim_thread
 from storage import queries as q
-from tests.live_helpers import KEY, SECRET, check_consistency, modules, set_keys, sim_cfg
+from tests.live_helpers import FLIP, KEY, SECRET, check_consistency, flip_live, modules, set_keys, sim_cfg
 
 H = 3_600_000
 DOWN_BARS = 12
 
-FLIP = '''
-from bot.domain import Decision
-from strategies.base import Strategy, StrategyParams
-
-
-class Flip(Strategy):
-    """All in on odd hours, flat on even ones: every bar wants a new position."""
-
-    name = "flip"
-    Params = StrategyParams
-
-    def on_bar(self, bars):
-        return Decision(bars.symbol, bars.last_time(), float((bars.last_time() // 3_600_000) % 2))
-'''
 
 
 def _bars(db_url: str) -> int:
@@ -117,16 +101,10 @@ async def test_a_decision_that_waited_on_a_working_order_is_planned_again(btc_1h
     are superseded, and when the order ends the waiting one is planned again (here: sent, bars
     after its own close)."""
     set_keys(monkeypatch)
-    (tmp_path / "flip.py").write_text(FLIP)
     faults = PrivateFaults(mute_pushes=True)
     db_url = f"sqlite:///{tmp_path / 'j.db'}"
     async with SimServer(sim_cfg(btc_1h, 250.0, history=300), modules(faults=faults)) as sim:
-        cfg = load_config(None, [f"exchange.rest_url={sim.rest_url}", f"exchange.ws_url={sim.ws_url}",
-                                 f"storage.url={db_url}", f"strategy.name={tmp_path / 'flip.py'}:Flip",
-                                 "logging.level=warning", "exchange.timeout_s=2"])
-        end = (sim.state.now_ms() // H + 30) * H
-        summary = await core.live(cfg, date_to=ms_to_iso(end),
-                                  options=RunOptions(reconcile_every_s=3600, stream_check_s=0.1))
+        summary = await flip_live(sim, tmp_path, db_url)
         db = core.open_journal_db(db_url)
         check_consistency(db, summary["run_id"], account_of(sim.state))
     decisions = q.decisions(db, summary["run_id"])

@@ -22,7 +22,6 @@ import pytest
 import torch
 
 from bot import app as core
-from bot.config import load_config
 from bot.errors import ExchangeError
 from bot.live import RunOptions
 from bot.timeutil import ms_to_iso
@@ -32,8 +31,7 @@ from broker.bybit_sim.private import account_of
 from broker.bybit_sim.private_rest import PrivateFaults
 from broker.bybit_sim.testing import sim_thread
 from storage import queries as q
-from tests.live_helpers import KEY, SECRET, check_consistency, live_cfg, modules, set_keys, sim_cfg
-from tests.test_live_catch_up import FLIP
+from tests.live_helpers import KEY, SECRET, check_consistency, flip_live, live_cfg, modules, set_keys, sim_cfg
 from tests.test_live_crash import Killer, _start
 
 H = 3_600_000
@@ -131,16 +129,10 @@ async def test_a_decision_that_waited_on_an_order_cancelled_after_a_partial_fill
     partial fill: the bars' decisions wait on it, and when it ends the waiting one is planned
     again. The journal holds each such order as cancelled with the venue's filled qty and average."""
     set_keys(monkeypatch)
-    (tmp_path / "flip.py").write_text(FLIP)
     db_url = f"sqlite:///{tmp_path / 'j.db'}"
     mods = modules(faults=PrivateFaults(mute_pushes=True), partial_fills=2, thin_every=1)
     async with SimServer(sim_cfg(btc_1h, 250.0, history=300), mods) as sim:
-        cfg = load_config(None, [f"exchange.rest_url={sim.rest_url}", f"exchange.ws_url={sim.ws_url}",
-                                 f"storage.url={db_url}", f"strategy.name={tmp_path / 'flip.py'}:Flip",
-                                 "logging.level=warning", "exchange.timeout_s=2"])
-        end = (sim.state.now_ms() // H + 30) * H
-        summary = await core.live(cfg, date_to=ms_to_iso(end),
-                                  options=RunOptions(reconcile_every_s=3600, stream_check_s=0.1))
+        summary = await flip_live(sim, tmp_path, db_url)
         db = core.open_journal_db(db_url)
         acct = account_of(sim.state)
         check_consistency(db, summary["run_id"], acct)

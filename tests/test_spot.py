@@ -6,8 +6,6 @@ count it the same way."""
 from __future__ import annotations
 
 import asyncio
-import time
-from collections.abc import Callable
 from decimal import Decimal
 from pathlib import Path
 from types import SimpleNamespace
@@ -30,7 +28,7 @@ from storage.journal import Journal
 from storage.records import run_snapshot
 from tests.conftest import PG_URL
 from tests.helpers import HOUR, T0, ScriptedStrategy, make_data
-from tests.live_helpers import modules, sim_cfg
+from tests.live_helpers import modules, sim_cfg, until
 
 D = Decimal
 SPOT = ("market.category=spot", "market.qty_step=0.000001", "market.min_qty=0.000011", "market.tick_size=0.1")
@@ -128,12 +126,6 @@ def test_reconcile_counts_base_fees_and_accepts_dust_below_one_lot(tmp_path: Pat
         asyncio.run(rec.reconcile(session, start_qty=D("0.000001"), run_start_ms=t0))
 
 
-async def until(pred: Callable[[], bool], timeout_s: float = 60.0) -> None:
-    """Generous: returns as soon as ``pred`` holds; a loaded 2-core machine may need seconds."""
-    deadline = time.monotonic() + timeout_s
-    while not pred():
-        assert time.monotonic() < deadline, "condition not reached in time"
-        await asyncio.sleep(0.02)
 
 
 async def test_exchange_simulator_charges_a_spot_buy_in_the_coin_and_refuses_an_oversell(btc_1h: Path) -> None:
