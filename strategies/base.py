@@ -46,15 +46,19 @@ class Strategy(ABC):
         self.ctx = ctx
 
     @classmethod
-    def from_config(cls, raw: dict[str, Any], ctx: StrategyContext) -> Strategy:
+    def parse_params(cls, raw: dict[str, Any]) -> StrategyParams:
+        """``strategy.params`` as this strategy's ``Params``; a bad one is one ConfigError line."""
         try:
-            params = cls.Params.model_validate(raw)
+            return cls.Params.model_validate(raw)
         except ValidationError as exc:
             err = exc.errors()[0]
             where = ".".join(["strategy.params", *(str(p) for p in err["loc"])])  # no loc: a model validator
             msg = "unknown parameter" if err["type"] == "extra_forbidden" else err["msg"]
             raise ConfigError(f"{where}: {msg} (strategy {getattr(cls, 'name', cls.__name__)})") from None
-        return cls(params, ctx)
+
+    @classmethod
+    def from_config(cls, raw: dict[str, Any], ctx: StrategyContext) -> Strategy:
+        return cls(cls.parse_params(raw), ctx)
 
     @property
     def warmup(self) -> int:

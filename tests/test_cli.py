@@ -70,6 +70,7 @@ CASES = {
     "malformed config": (["--config", "{bad_yaml}", "--data", "{good}"], "not valid YAML"),
     "bad --set value": (["--data", "{good}", "--set", "broker.fee_rate=lots"], "broker.fee_rate"),
     "bad strategy param": (["--data", "{good}", "--set", "strategy.params.fast=50"], "fast must be smaller"),
+    "bad strategy param, no data": (["--set", "strategy.params.fast=oops"], "strategy.params.fast"),
     "unknown config key": (["--data", "{good}", "--set", "risk.yolo=1"], "unknown key"),
     "unreachable database": (["--data", "{good}", "--db", "postgresql+psycopg://nobody@127.0.0.1:1/x"],
                              "cannot connect to database"),

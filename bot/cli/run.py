@@ -36,6 +36,8 @@ def market_data(cfg: Config, data_path: str | None, date_from: str | None, date_
                           f"{len(cfg.markets)} markets: set data: on each market instead")
     if many and checkpoint:
         raise ConfigError("--checkpoint names one market's model; set strategy.checkpoint on each market instead")
+    for m in cfg.markets:  # a bad parameter is told before any file is read or downloaded
+        get_spec(m.strategy.name).cls.parse_params(m.strategy.params)
     out = []
     for m in cfg.markets:
         path = data_path or (resolve_data_path(m.data) if m.data else None)
