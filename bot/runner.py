@@ -37,6 +37,7 @@ from bot.bars import Bars
 from bot.config import Config, MarketConfig, config_to_dict
 from bot.domain import RunStatus, timeframe_ms
 from bot.engine import Engine
+from bot.observe import Observers, RunObserver
 from bot.portfolio import Marks
 from bot.risk import PortfolioRisk, RiskManager
 from bot.run_summary import run_summary
@@ -106,6 +107,8 @@ class RunPlan:
     show_progress: bool = False
     #: Backtests: write the equity rows from a second process (pays off for very many bars).
     equity_process: bool = False
+    #: Paper and live: metrics, alerts (bot/observe.py); told of committed rows and each bar.
+    observers: list[RunObserver] = field(default_factory=list)
 
 
 class EventBuffer:
@@ -139,6 +142,7 @@ class Runner:
         self.source, self.plan, self.clock, self.events = source, plan, clock, events
         self.journal: Journal | None = None
         self.started = time.perf_counter()
+        self.observers = Observers(plan.observers)
 
     @property
     def engines(self) -> list[Engine]:
@@ -165,6 +169,9 @@ class Runner:
             if handlers is not None:  # a start-up already cancelled (SIGINT/SIGTERM) ends here, before any write
                 await asyncio.sleep(0)
             journal = self.journal = plan.resume.journal if plan.resume else self._new_run()
+            if self.observers:
+                journal.listeners.append(self.observers.committed)
+                self.observers.started(self)
             signals.point("run_opened")
             self._engines(journal)
             self._begin(journal)
@@ -293,12 +300,15 @@ class Runner:
             batches = until_stopped(self.source.batches(books), stop) if durable else self.source.batches(books)
             try:
                 async for play in batches:
+                    began = time.perf_counter()
                     play(engines)
                     if durable:  # one transaction per bar: a kill loses at most the bar in progress
+                        took = time.perf_counter() - began
                         for e in engines:
                             e.sync_equity()
                         journal.set_progress(**self._progress())
                         journal.flush()
+                        self.observers.bar_done(self, took)
                     else:
                         progress.update(task, completed=getattr(self.source, "done", 0))
             finally:
@@ -325,6 +335,7 @@ class Runner:
             m.symbol: _json_state(m.strategy) for m in self.sessions}
         journal.set_progress(**self._progress(), strategy_state=state)
         journal.finish(status, summary, error=self.source.stopped_early)
+        self.observers.finished(self, str(status))
         return summary
 
     def _close_quietly(self, status: RunStatus, error: str) -> None:
@@ -339,6 +350,7 @@ class Runner:
             self.journal.finish(status, error=error)
         except Exception as exc:  # noqa: BLE001 - keep the original error
             log.error("journal_close_failed", status=str(status), error=str(exc))
+        self.observers.finished(self, str(status))
 
     # -- results -----------------------------------------------------------------------------------
     def summary(self) -> dict[str, Any]:

@@ -9,7 +9,7 @@ With ``write_ahead`` the engine flushes before each order leaves the process.
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
@@ -93,6 +93,8 @@ class Journal:
             self._equity_sql = f"INSERT OR IGNORE INTO equity ({cols}) VALUES (?, ?, ?, ?, ?, ?, ?)"
         self._writer: ThreadPoolExecutor | None = None
         self._inflight: Future[None] | None = None
+        #: Called with each batch right after it committed (bot/observe.py), in the writing thread.
+        self.listeners: list[Callable[[Committed], None]] = []
 
     # -- run life cycle ---------------------------------------------------------------------------
     @classmethod
@@ -236,7 +238,7 @@ class Journal:
         self._wait()
         if not self.pending and not self._run_update:
             return
-        batch = _Batch(self._decisions, self._decision_updates, list(self._new_orders.values()),
+        batch = Committed(self.run_id, self._decisions, self._decision_updates, list(self._new_orders.values()),
                        self._order_updates, self._fills, self._trades, self._equity, self._events,
                        self._run_update)
         self._decisions, self._decision_updates, self._new_orders, self._order_updates = [], {}, {}, {}
@@ -276,7 +278,7 @@ class Journal:
             yield from zip([rid] * n, [sym] * n, tl, _pylist(eq), _pylist(cash), _pylist(pos), _pylist(px),
                            strict=True)
 
-    def _write(self, b: _Batch) -> None:
+    def _write(self, b: Committed) -> None:
         try:
             with self.engine.begin() as conn:
                 if b.decisions:
@@ -299,6 +301,8 @@ class Journal:
                              .values(updated_at=utcnow(), **b.run_update))
         except SQLAlchemyError as exc:
             raise StorageError(f"journal write failed: {str(exc).splitlines()[0]}") from None
+        for listener in self.listeners:
+            listener(b)
 
     # -- reads needed by a resuming writer --------------------------------------------------------
     def known_exec_ids(self) -> set[str]:
@@ -312,7 +316,11 @@ def _pylist(a: Any) -> list[Any]:
 
 
 @dataclass(slots=True)
-class _Batch:
+class Committed:
+    """One transaction's rows, as written (row dicts keyed by column; ``equity`` holds blocks of
+    (symbol, times, equity, cash, position, price) array-likes)."""
+
+    run_id: str
     decisions: list[dict[str, Any]]
     decision_updates: dict[str, str]
     new_orders: list[dict[str, Any]]

@@ -7,7 +7,7 @@ from typing import Any
 import numpy as np
 from sqlalchemy import Engine as DBEngine
 
-from bot.app.parts import MarketData, simulated_brokers
+from bot.app.parts import MarketData, run_observers, simulated_brokers
 from bot.bars import Bars
 from bot.candles import CandleData, merge_order
 from bot.config import Config
@@ -64,5 +64,6 @@ async def paper_replay(cfg: Config, markets: list[MarketData], db: DBEngine, spe
                 for m, md, broker in zip(cfg.markets, markets, brokers, strict=True)]
     source = StreamSource(replay_candles([(md.data, timeframe_ms(m.timeframe))
                                           for m, md in zip(cfg.markets, markets, strict=True)], speed))
-    plan = RunPlan(mode="paper", data_source=";".join(md.data.source for md in markets), durable=True)
+    plan = RunPlan(mode="paper", data_source=";".join(md.data.source for md in markets), durable=True,
+                   observers=run_observers(cfg))
     return await Runner(cfg, sessions, db, source=source, plan=plan, clock=wall_clock_ms).run()

@@ -11,6 +11,7 @@ from bot.candles import CandleData
 from bot.config import Config, MarketConfig
 from bot.domain import Category, Instrument, timeframe_ms
 from bot.feeds.replay import load_candles
+from bot.observe import RunObserver
 from bot.timeutil import parse_date
 from broker.simulated import SimulatedBroker, Wallet
 from storage.db import open_database
@@ -80,3 +81,9 @@ class MarketData:
     data: CandleData
     strategy: Strategy
     history: int = 0
+
+
+def run_observers(cfg: Config) -> list[RunObserver]:
+    """What watches a paper or live run (bot/observe.py), as the config asks."""
+    out: list[RunObserver] = []
+    return out

@@ -7,7 +7,7 @@ from typing import TYPE_CHECKING, Any
 
 from bot import resume as resume_mod
 from bot import signals
-from bot.app.parts import build_strategy, open_journal_db, simulated_brokers
+from bot.app.parts import build_strategy, open_journal_db, run_observers, simulated_brokers
 from bot.bars import Bars
 from bot.config import Config
 from bot.domain import timeframe_ms
@@ -70,7 +70,7 @@ async def _venue_run(cfg: Config, mode: str, checkpoint: str | None, *, resume: 
         except ExchangeError as exc:
             raise ExchangeError(f"cannot reach {venue.venue_name(cfg)}: {exc}") from None
         plan = RunPlan(mode=mode, data_source=f"bybit{'-live' if keys else ''}:{cfg.exchange.rest_url or 'default'}",
-                       durable=True, drain_s=opts.drain_s)
+                       durable=True, drain_s=opts.drain_s, observers=run_observers(cfg))
         if rp is not None:
             starts, stop_at = await _resume_start(rp, feed, account, plan, stop_at)
         else:
