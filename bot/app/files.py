@@ -14,6 +14,7 @@ from bot.config import Config
 from bot.domain import timeframe_ms
 from bot.engine import wall_clock_ms
 from bot.feeds.replay import replay_candles
+from bot.observe import RunObserver
 from bot.runner import MarketSession, Runner, RunPlan, run_to_end
 from bot.sources import PreloadedSource, StreamSource
 from strategies.base import Strategy
@@ -57,13 +58,16 @@ def backtest_markets(cfg: Config, markets: list[MarketData], db: DBEngine, *, mo
     return run_to_end(Runner(cfg, sessions, db, source=source, plan=plan).run())
 
 
-async def paper_replay(cfg: Config, markets: list[MarketData], db: DBEngine, speed: float = 0.0) -> dict[str, Any]:
-    """Paper trading on replayed files: the wall clock, paced at ``speed`` x real time (0 = flat out)."""
+async def paper_replay(cfg: Config, markets: list[MarketData], db: DBEngine, speed: float = 0.0,
+                       observers: list[RunObserver] | None = None) -> dict[str, Any]:
+    """Paper trading on replayed files: the wall clock, paced at ``speed`` x real time (0 = flat out).
+
+    ``observers`` watch the run (bot/observe.py); by default those the config asks for."""
     brokers = simulated_brokers(cfg)
     sessions = [MarketSession(m, md.strategy, Bars(m.symbol, m.timeframe), broker, market=broker)
                 for m, md, broker in zip(cfg.markets, markets, brokers, strict=True)]
     source = StreamSource(replay_candles([(md.data, timeframe_ms(m.timeframe))
                                           for m, md in zip(cfg.markets, markets, strict=True)], speed))
     plan = RunPlan(mode="paper", data_source=";".join(md.data.source for md in markets), durable=True,
-                   observers=run_observers(cfg))
+                   observers=run_observers(cfg) if observers is None else observers)
     return await Runner(cfg, sessions, db, source=source, plan=plan, clock=wall_clock_ms).run()
