@@ -139,6 +139,21 @@ class LoggingConfig(_Frozen):
     format: Literal["auto", "json", "console"] = "auto"
 
 
+class MetricsConfig(_Frozen):
+    """Prometheus metrics of paper and live runs (bot/prometheus.py); a backtest has none."""
+
+    #: Port of the HTTP endpoint; None: off, 0: any free port (logged as ``metrics_listening``).
+    port: int | None = Field(None, ge=0, le=65_535)
+    host: str = Field("127.0.0.1", min_length=1)
+
+    @field_validator("port", mode="before")
+    @classmethod
+    def _no_bool(cls, v: Any) -> Any:
+        if isinstance(v, bool):  # YAML's yes/true would otherwise be port 1
+            raise ValueError("expected a port number (0 = any free port) or null (off)")
+        return v
+
+
 class Config(_Frozen):
     markets: tuple[MarketConfig, ...] = (MarketConfig(),)
     broker: BrokerConfig = BrokerConfig()
@@ -146,6 +161,7 @@ class Config(_Frozen):
     storage: StorageConfig = StorageConfig()
     exchange: ExchangeConfig = ExchangeConfig()
     logging: LoggingConfig = LoggingConfig()
+    metrics: MetricsConfig = MetricsConfig()
 
     @model_validator(mode="before")
     @classmethod

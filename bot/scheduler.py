@@ -105,4 +105,4 @@ def reconcile_paper(session: Any) -> None:
     if abs(qty - marked) > 1e-12:
         log.error("reconcile_mismatch", broker_qty=qty, engine_qty=marked)
         session.journal.record_event(eng.last_bar or 0, "reconcile_mismatch",
-                                     {"broker_qty": qty, "engine_qty": marked})
+                                     {"symbol": session.symbol, "broker_qty": qty, "engine_qty": marked})

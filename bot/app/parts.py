@@ -86,4 +86,10 @@ class MarketData:
 def run_observers(cfg: Config) -> list[RunObserver]:
     """What watches a paper or live run (bot/observe.py), as the config asks."""
     out: list[RunObserver] = []
+    mc = cfg.metrics
+    if mc.port is not None:
+        from bot.prometheus import PrometheusObserver, check_port  # noqa: PLC0415 - only when asked for
+
+        check_port(mc.host, mc.port)  # a port in use is one clear line, before the run is journaled
+        out.append(PrometheusObserver(mc.host, mc.port))
     return out

@@ -126,12 +126,17 @@ def register(app: typer.Typer) -> None:
         run_id: str | None = typer.Option(None, "--run-id", help="paper: continue this run (implies --resume)."),
         confirm_live: bool = typer.Option(False, "--confirm-live",
                                           help="live: required to trade on Bybit mainnet (real money)."),
+        metrics_port: int | None = typer.Option(
+            None, "--metrics-port", help="paper, live: serve Prometheus metrics on this port (0 = any free one; "
+            "metrics.host sets the address, default 127.0.0.1). A backtest has no observers: no metrics."),
         config: Path | None = ConfigOpt,
         set_: list[str] | None = SetOpt,
         db: str | None = DbOpt,
     ) -> None:
         """Run the bot in a mode. The same engine and strategy code runs in all of them."""
-        extra = {"strategy.name": strategy} if strategy else {}
+        extra: dict[str, object] = {"strategy.name": strategy} if strategy else {}
+        if metrics_port is not None:
+            extra["metrics.port"] = metrics_port
         cfg = load(config, set_, extra, db)
         if mode == "backtest":
             _backtest(cfg, data, date_from, date_to, checkpoint, as_json)
