@@ -154,6 +154,29 @@ class MetricsConfig(_Frozen):
         return v
 
 
+#: What can alert (bot/alerts.py); the daily summary has its own switch.
+AlertEvent = Literal["fill", "kill_switch", "order_rejected", "feed_stale", "reconcile", "run_end"]
+ALERT_EVENTS: tuple[AlertEvent, ...] = ("fill", "kill_switch", "order_rejected", "feed_stale", "reconcile", "run_end")
+
+
+class AlertsConfig(_Frozen):
+    """Which journal rows of a paper or live run become messages, and how often. The
+    notification URLs hold tokens: they come only from ``BOT_ALERT_URLS`` (:class:`AlertSecrets`)."""
+
+    events: tuple[AlertEvent, ...] = ALERT_EVENTS
+    #: A message at each UTC day change of the bars: equity, the day's PnL, fills, trades.
+    daily_summary: bool = True
+    #: At most one message per kind in this many seconds; the rest are counted and told in the
+    #: next message of that kind (or the run's end).
+    min_interval_s: float = Field(60.0, ge=0)
+    #: At most this many messages in any minute, all kinds together (the run's end always goes).
+    max_per_minute: int = Field(10, ge=1)
+    #: Messages waiting for the sending thread; one more is counted as held back, never waited for.
+    queue_size: int = Field(100, ge=1, le=10_000)
+    #: How long the run's end waits for the queue to be sent.
+    drain_timeout_s: float = Field(10.0, gt=0, le=300)
+
+
 class Config(_Frozen):
     markets: tuple[MarketConfig, ...] = (MarketConfig(),)
     broker: BrokerConfig = BrokerConfig()
@@ -162,6 +185,7 @@ class Config(_Frozen):
     exchange: ExchangeConfig = ExchangeConfig()
     logging: LoggingConfig = LoggingConfig()
     metrics: MetricsConfig = MetricsConfig()
+    alerts: AlertsConfig = AlertsConfig()
 
     @model_validator(mode="before")
     @classmethod
@@ -236,6 +260,14 @@ class Secrets(BaseSettings):
 
     api_key: SecretStr | None = None
     api_secret: SecretStr | None = None
+
+
+class AlertSecrets(BaseSettings):
+    """Apprise notification URLs (comma- or space-separated), only from ``BOT_ALERT_URLS`` or ``.env``."""
+
+    model_config = SettingsConfigDict(env_file=".env", env_prefix="BOT_", extra="ignore")
+
+    alert_urls: SecretStr | None = None
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

@@ -25,8 +25,8 @@ from storage.journal import Journal
 from storage.records import find_resumable, run_snapshot, start_payload
 
 #: Config sections the current invocation decides (where the venue is, where the journal is,
-#: how to log); everything else is the run's own.
-CURRENT_SECTIONS = ("exchange", "storage", "logging")
+#: how to log, what alerts); everything else is the run's own.
+CURRENT_SECTIONS = ("exchange", "storage", "logging", "alerts")
 
 
 @dataclass(frozen=True)

@@ -84,7 +84,10 @@ class MarketData:
 
 
 def run_observers(cfg: Config) -> list[RunObserver]:
-    """What watches a paper or live run (bot/observe.py), as the config asks."""
+    """What watches a paper or live run (bot/observe.py), as the config asks. Call it before
+    the run is journaled: a bad ``BOT_ALERT_URLS`` entry is a ConfigError."""
+    from bot.alerts import alert_observer  # noqa: PLC0415 - apprise only when alerts are set
+
     out: list[RunObserver] = []
     mc = cfg.metrics
     if mc.port is not None:
@@ -92,4 +95,7 @@ def run_observers(cfg: Config) -> list[RunObserver]:
 
         check_port(mc.host, mc.port)  # a port in use is one clear line, before the run is journaled
         out.append(PrometheusObserver(mc.host, mc.port))
+    alerts = alert_observer(cfg)
+    if alerts is not None:
+        out.append(alerts)
     return out

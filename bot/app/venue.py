@@ -57,6 +57,7 @@ async def _venue_run(cfg: Config, mode: str, checkpoint: str | None, *, resume: 
     if rp is not None:
         cfg = rp.cfg
     venue.check_markets(cfg, checkpoint)
+    observers = run_observers(cfg)  # a bad alert URL is told before any network call
     strategies = [build_strategy(cfg, checkpoint, market=m) for m in cfg.markets]
     events = EventBuffer()
     feed = venue.make_feed(cfg, opts, events)
@@ -70,7 +71,7 @@ async def _venue_run(cfg: Config, mode: str, checkpoint: str | None, *, resume: 
         except ExchangeError as exc:
             raise ExchangeError(f"cannot reach {venue.venue_name(cfg)}: {exc}") from None
         plan = RunPlan(mode=mode, data_source=f"bybit{'-live' if keys else ''}:{cfg.exchange.rest_url or 'default'}",
-                       durable=True, drain_s=opts.drain_s, observers=run_observers(cfg))
+                       durable=True, drain_s=opts.drain_s, observers=observers)
         if rp is not None:
             starts, stop_at = await _resume_start(rp, feed, account, plan, stop_at)
         else:
