@@ -6,6 +6,7 @@ are applied automatically whenever the journal is opened, and by ``bot db upgrad
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -25,8 +26,8 @@ def safe_url(url: str) -> str:
     """The URL with any password hidden, for messages and logs."""
     try:
         return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable url>"
+    except (ArgumentError, ValueError):  # unparseable: hide whatever sits between "user:" and "@"
+        return re.sub(r"(://[^/@:]*:)[^@]*@", r"\1***@", url)
 
 
 def _normalise(url: str) -> str:
@@ -40,8 +41,8 @@ def make_engine(url: str) -> Engine:
     url = _normalise(url)
     try:
         parsed = make_url(url)
-    except ArgumentError:
-        raise StorageError(f"bad database URL {url!r}: expected sqlite:///file.db or "
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        raise StorageError(f"bad database URL {safe_url(url)!r}: expected sqlite:///file.db or "
                            "postgresql+psycopg://user@host/db") from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
