@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from sqlalchemy import select
+from sqlalchemy import delete, select
 from sqlalchemy.engine import make_url
 
 from bot.config import config_to_dict, hide_password, load_config
@@ -100,9 +100,13 @@ def test_a_resume_opens_the_current_storage_url_not_the_masked_copy() -> None:
         journal = Journal.start_run(db, mode="paper", strategy="sma", symbol="BTCUSDT", timeframe="1h",
                                     category="linear", config=config_to_dict(cfg), initial_cash=10_000,
                                     data_source=None, start_event=(first, "paper_start", start_entry([], first)))
-        resumed = plan(db, cfg, journal.run_id, "paper")
-        with db.connect() as conn:
-            stored = conn.execute(select(s.runs.c.config).where(s.runs.c.id == journal.run_id)).scalar_one()
+        try:
+            resumed = plan(db, cfg, journal.run_id, "paper")
+            with db.connect() as conn:
+                stored = conn.execute(select(s.runs.c.config).where(s.runs.c.id == journal.run_id)).scalar_one()
+        finally:  # an unfinished paper run left in the shared test database would wait to be resumed
+            with db.begin() as conn:
+                conn.execute(delete(s.runs).where(s.runs.c.id == journal.run_id))
     finally:
         db.dispose()
     assert password not in json.dumps(stored)
