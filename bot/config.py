@@ -14,11 +14,9 @@ the environment (or a ``.env`` file) through :class:`Secrets`; the journal's cop
 from __future__ import annotations
 
 import os
-import re
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
-from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import yaml
 from pydantic import (
@@ -35,6 +33,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from bot.domain import TIMEFRAME_MS
 from bot.env_config import DELIMITER, EnvItem, env_items, parse_value
 from bot.errors import ConfigError
+from bot.redact import redact_urls
 
 DEFAULT_CONFIG_PATH = Path("config.yaml")
 
@@ -371,37 +370,7 @@ def load_config(
         raise ConfigError(f"invalid configuration: {loc + ': ' if loc else ''}{msg}{where}") from None
 
 
-#: Query parameters of a URL that carry a secret (libpq's ``password``, ``sslpassword``...).
-_SECRET_PARAM = re.compile(r"pass|secret|token|key", re.IGNORECASE)
-
-
-def hide_password(url: str) -> str:
-    """``url`` with the password of its user part and any secret query parameter as ``***``."""
-    try:
-        parts = urlsplit(url)
-    except ValueError:  # unparseable (a bad port, a stray bracket): mask what looks like user:password@
-        return re.sub(r"(://[^/@:]*:)[^@]*@", r"\1***@", url)
-    user, at, host = parts.netloc.rpartition("@")
-    netloc = f"{user.split(':', 1)[0]}:***@{host}" if at and ":" in user else parts.netloc
-    pairs = parse_qsl(parts.query, keep_blank_values=True)
-    query = urlencode([(k, "***" if _SECRET_PARAM.search(k) else v) for k, v in pairs], safe="*")
-    if netloc == parts.netloc and not any(_SECRET_PARAM.search(k) for k, _ in pairs):
-        return url
-    return (f"{parts.scheme}://{netloc}{parts.path}" + (f"?{query}" if query else "")
-            + (f"#{parts.fragment}" if parts.fragment else ""))
-
-
-def _masked(value: Any) -> Any:
-    if isinstance(value, dict):
-        return {k: _masked(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [_masked(v) for v in value]
-    if isinstance(value, str) and "://" in value:
-        return hide_password(value)
-    return value
-
-
 def config_to_dict(cfg: Config) -> dict[str, Any]:
     """JSON-ready dict of the configuration for the journal: the password of any URL in it (a
     PostgreSQL ``storage.url``) is masked. A resume takes ``storage`` from its own invocation."""
-    return _masked(cfg.model_dump(mode="json"))
+    return redact_urls(cfg.model_dump(mode="json"))

@@ -6,7 +6,6 @@ are applied automatically whenever the journal is opened, and by ``bot db upgrad
 
 from __future__ import annotations
 
-import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -15,6 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from bot.errors import StorageError
+from bot.redact import hide_password
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -23,11 +23,8 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def safe_url(url: str) -> str:
-    """The URL with any password hidden, for messages and logs."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except (ArgumentError, ValueError):  # unparseable: hide whatever sits between "user:" and "@"
-        return re.sub(r"(://[^/@:]*:)[^@]*@", r"\1***@", url)
+    """The URL with any password hidden (also when it does not parse), for messages and logs."""
+    return hide_password(url)
 
 
 def _normalise(url: str) -> str:

@@ -13,7 +13,8 @@ from pathlib import Path
 from sqlalchemy import delete, select
 from sqlalchemy.engine import make_url
 
-from bot.config import config_to_dict, hide_password, load_config
+from bot.config import config_to_dict, load_config
+from bot.redact import hide_password
 from bot.resume import plan, start_entry
 from storage import schema as s
 from storage.db import open_database
