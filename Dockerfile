@@ -1,6 +1,8 @@
-# CPU-only image of the bot. Build: docker build -t bybit-ml-bot .
-# Run:   docker run --rm -v "$PWD/data:/data" bybit-ml-bot backtest --data /data/btc_1h.csv.gz
-FROM python:3.11-slim AS base
+# CPU-only image of the bot; docker-compose.yml runs it beside PostgreSQL, Prometheus and the
+# dashboard (README, Docker). Alone:
+#   docker build -t bybit-ml-bot .
+#   docker run --rm -v "$PWD/../shared/data:/data:ro" bybit-ml-bot backtest --data /data/bybit_BTCUSDT_1h.csv.gz
+FROM python:3.11-slim
 
 ENV PYTHONDONTWRITEBYTECODE=1 \
     PYTHONUNBUFFERED=1 \
@@ -19,13 +21,17 @@ COPY broker ./broker
 COPY storage ./storage
 RUN pip install . && python -c "import bot.cli"
 
+# Runs as an unprivileged user. /data: the candle files (mounted read-only); checkpoints/ (under
+# the working directory, where `bot train` writes by default): a volume, so models outlive the container.
 RUN useradd --create-home --uid 10001 --shell /usr/sbin/nologin bot \
-    && mkdir -p /home/bot/work /data \
+    && mkdir -p /home/bot/work/checkpoints /data \
     && chown -R bot:bot /home/bot/work /data
 COPY --chown=bot:bot config.yaml /home/bot/work/config.yaml
 
 USER bot
 WORKDIR /home/bot/work
-VOLUME ["/data"]
+# A relative --data FILE is looked up here after the working directory.
+ENV BOT_DATA_DIR=/data
+VOLUME ["/data", "/home/bot/work/checkpoints"]
 ENTRYPOINT ["bot"]
 CMD ["--help"]

@@ -5,12 +5,16 @@ category, timeframe, instrument rules, strategy, allocation, per-market risk); t
 shorthand ``market:`` + ``strategy:`` is read as a one-element list. Overrides come from the
 command line as ``--set dotted.key=value`` (the value is parsed as YAML, so
 ``--set risk.max_drawdown=0.2`` is a float; ``--set markets.1.strategy.params.fast=5`` indexes
-the list). Secrets never live here: they come from the environment (or a ``.env`` file) through
-:class:`Secrets`.
+the list) and from the environment as ``BOT_RISK__MAX_DRAWDOWN=0.2`` (:mod:`bot.env_config`):
+defaults < config.yaml < environment < command line. Secrets never live here: they come from
+the environment (or a ``.env`` file) through :class:`Secrets`; the journal's copy of the config
+(:func:`config_to_dict`) masks the password of a database URL.
 """
 
 from __future__ import annotations
 
+import os
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, Literal
 
@@ -27,7 +31,9 @@ from pydantic import (
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.domain import TIMEFRAME_MS
+from bot.env_config import DELIMITER, EnvItem, env_items, parse_value
 from bot.errors import ConfigError
+from bot.redact import redact_urls
 
 DEFAULT_CONFIG_PATH = Path("config.yaml")
 
@@ -276,20 +282,18 @@ def parse_override(item: str) -> tuple[list[str], Any]:
     key = key.strip()
     if not sep or not key or any(not part for part in key.split(".")):
         raise ConfigError(f"bad --set {item!r}: expected dotted.key=value")
-    try:
-        value = yaml.safe_load(raw) if raw.strip() else ""
-    except yaml.YAMLError:
-        value = raw
-    return key.split("."), value
+    return key.split("."), parse_value(raw)
 
 
-def _apply(tree: dict[str, Any], path: list[str], value: Any) -> None:
+def _apply(tree: dict[str, Any], path: list[str], value: Any, what: str | None = None) -> None:
+    """Set ``path`` in the raw tree; ``what`` names the source in errors (default ``--set KEY``)."""
+    what = what or f"--set {'.'.join(path)}"
     node: Any = tree
     for i, part in enumerate(path):
         last = i == len(path) - 1
         if isinstance(node, list):
             if not part.isdigit() or int(part) >= len(node):
-                raise ConfigError(f"bad --set {'.'.join(path)}: {part!r} is not an index of the list "
+                raise ConfigError(f"bad {what}: {part!r} is not an index of the list "
                                   f"(0..{len(node) - 1})")
             key: Any = int(part)
             child = node[key]
@@ -297,7 +301,7 @@ def _apply(tree: dict[str, Any], path: list[str], value: Any) -> None:
             key = part
             child = node.get(part)
         else:
-            raise ConfigError(f"bad --set {'.'.join(path)}: {path[i - 1]!r} is not a section")
+            raise ConfigError(f"bad {what}: {path[i - 1]!r} is not a section")
         if last:
             node[key] = value
             return
@@ -319,54 +323,102 @@ def _one_market_key(tree: dict[str, Any], path: list[str]) -> list[str]:
     return ["markets", "0", *inner]
 
 
-def _first_error(exc: ValidationError) -> str:
+def _env_path(tree: dict[str, Any], item: EnvItem) -> list[str]:
+    """Where a ``BOT_...`` variable lands in the raw tree (the one-market shorthand as --set reads it)."""
+    try:
+        path = _one_market_key(tree, item.path)
+    except ConfigError:
+        n = len(tree["markets"])
+        inner = item.path[1:] if item.path[0] == "market" else item.path
+        raise ConfigError(f"environment variable {item.name} sets one market; this config lists {n} markets: "
+                          f"set it on each, e.g. BOT_MARKETS__0__{DELIMITER.join(inner).upper()}") from None
+    if path[0] == "markets" and not isinstance(tree.get("markets"), list):
+        raise ConfigError(f"environment variable {item.name}: this config has no markets: list; "
+                          f"for its one market use BOT_MARKET__... or BOT_STRATEGY__...")
+    return path
+
+
+def _apply_env(tree: dict[str, Any], environ: Mapping[str, str]) -> dict[str, str]:
+    """Apply every ``BOT_<SECTION>__<KEY>`` variable; return {dotted key: variable} for error messages."""
+    sources: dict[str, str] = {}
+    for item in env_items(environ, Config, {"market": MarketConfig, "strategy": StrategyConfig}):
+        path = _env_path(tree, item)
+        _apply(tree, path, item.value, f"environment variable {item.name}")
+        sources[".".join(path)] = item.name
+    return sources
+
+
+def _overridden(sources: dict[str, str], path: list[str]) -> None:
+    """A command-line value wins over the environment's: forget the variable it replaces."""
+    dotted = ".".join(path)
+    for key in [k for k in sources if k == dotted or k.startswith(dotted + ".")]:
+        del sources[key]
+
+
+def _first_error(exc: ValidationError) -> tuple[str, str]:
+    """(where, what) of pydantic's first error, as one line."""
     err = exc.errors()[0]
     loc = ".".join(str(p) for p in err["loc"])
     msg = err["msg"].removeprefix("Value error, ")
     if err["type"] == "extra_forbidden":
         msg = "unknown key"
-    return f"{loc}: {msg}" if loc else msg
+    return loc, msg
+
+
+def _read_tree(path: str | Path | None) -> dict[str, Any]:
+    """The raw mapping of ``path`` (default ``config.yaml`` if it exists; none: an empty tree)."""
+    p = Path(path) if path is not None else DEFAULT_CONFIG_PATH
+    if not p.exists():
+        if path is not None:
+            raise ConfigError(f"config file not found: {p}")
+        return {}
+    try:
+        loaded = yaml.safe_load(p.read_text())
+    except yaml.YAMLError as exc:
+        mark = getattr(exc, "problem_mark", None)
+        where = f" (line {mark.line + 1})" if mark is not None else ""
+        raise ConfigError(f"config file {p} is not valid YAML{where}") from None
+    except OSError as exc:
+        raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
+    if loaded is None:
+        return {}
+    if not isinstance(loaded, dict):
+        raise ConfigError(f"config file {p} must be a mapping of sections")
+    return loaded
 
 
 def load_config(
     path: str | Path | None = None,
     overrides: list[str] | None = None,
     extra: dict[str, Any] | None = None,
+    environ: Mapping[str, str] | None = None,
 ) -> Config:
-    """Load ``path`` (default ``config.yaml`` if it exists), apply ``extra`` then ``--set`` items."""
-    tree: dict[str, Any] = {}
-    explicit = path is not None
-    p = Path(path) if path is not None else DEFAULT_CONFIG_PATH
-    if p.exists():
-        try:
-            loaded = yaml.safe_load(p.read_text())
-        except yaml.YAMLError as exc:
-            mark = getattr(exc, "problem_mark", None)
-            where = f" (line {mark.line + 1})" if mark is not None else ""
-            raise ConfigError(f"config file {p} is not valid YAML{where}") from None
-        except OSError as exc:
-            raise ConfigError(f"cannot read config file {p}: {exc.strerror}") from None
-        if loaded is None:
-            loaded = {}
-        if not isinstance(loaded, dict):
-            raise ConfigError(f"config file {p} must be a mapping of sections")
-        tree = loaded
-    elif explicit:
-        raise ConfigError(f"config file not found: {p}")
+    """Load ``path`` (default ``config.yaml`` if it exists), then apply the ``BOT_<SECTION>__<KEY>``
+    variables of ``environ`` (default: the process environment), ``extra`` (command-line flags
+    such as ``--db``) and the ``--set`` items, each winning over the one before."""
+    tree = _read_tree(path)
+    sources = _apply_env(tree, os.environ if environ is None else environ)
     for dotted, value in (extra or {}).items():
-        _apply(tree, _one_market_key(tree, dotted.split(".")), value)
+        keys = _one_market_key(tree, dotted.split("."))
+        _apply(tree, keys, value)
+        _overridden(sources, keys)
     for item in overrides or []:
         keys, value = parse_override(item)
-        _apply(tree, _one_market_key(tree, keys), value)
+        keys = _one_market_key(tree, keys)
+        _apply(tree, keys, value)
+        _overridden(sources, keys)
     try:
         return Config.model_validate(tree)
     except ValidationError as exc:
-        msg = _first_error(exc)
+        loc, msg = _first_error(exc)
         if "markets" not in tree:  # the one-market shorthand: name keys as the user wrote them
-            msg = msg.replace("markets.0.strategy.", "strategy.").replace("markets.0.", "market.")
-        raise ConfigError(f"invalid configuration: {msg}") from None
+            loc = (loc + ".").replace("markets.0.strategy.", "strategy.").replace("markets.0.", "market.")[:-1]
+        source = next((v for k, v in sources.items() if loc == k or loc.startswith(k + ".")), None)
+        where = f" (from {source})" if source else ""
+        raise ConfigError(f"invalid configuration: {loc + ': ' if loc else ''}{msg}{where}") from None
 
 
 def config_to_dict(cfg: Config) -> dict[str, Any]:
-    """JSON-ready dict of the configuration (it never holds secrets)."""
-    return cfg.model_dump(mode="json")
+    """JSON-ready dict of the configuration for the journal: the password of any URL in it (a
+    PostgreSQL ``storage.url``) is masked. A resume takes ``storage`` from its own invocation."""
+    return redact_urls(cfg.model_dump(mode="json"))

@@ -14,6 +14,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from bot.errors import StorageError
+from bot.redact import hide_password
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -22,11 +23,8 @@ MIGRATIONS = Path(__file__).parent / "migrations"
 
 
 def safe_url(url: str) -> str:
-    """The URL with any password hidden, for messages and logs."""
-    try:
-        return make_url(url).render_as_string(hide_password=True)
-    except ArgumentError:
-        return "<unparseable url>"
+    """The URL with any password hidden (also when it does not parse), for messages and logs."""
+    return hide_password(url)
 
 
 def _normalise(url: str) -> str:
@@ -40,8 +38,8 @@ def make_engine(url: str) -> Engine:
     url = _normalise(url)
     try:
         parsed = make_url(url)
-    except ArgumentError:
-        raise StorageError(f"bad database URL {url!r}: expected sqlite:///file.db or "
+    except (ArgumentError, ValueError):  # ValueError: a port that is not a number
+        raise StorageError(f"bad database URL {safe_url(url)!r}: expected sqlite:///file.db or "
                            "postgresql+psycopg://user@host/db") from None
     backend = parsed.get_backend_name()
     if backend == "sqlite":
