@@ -87,9 +87,14 @@ def equity(request: Request, run: str, symbol: str | None = Symbol,
     r = find_run(j, run)
     sym = check_symbol(r, symbol)
 
+    # The portfolio curve of several markets: its rows' position and price are of whichever market
+    # closed last, so they are left out.
+    keys = ("time", "equity", "cash", "held") if sym is None and len(q.run_symbols(r)) > 1 else \
+        ("time", "equity", "cash", "position", "price")
+
     def curve() -> dict[str, Any]:
         rows = q.equity(j.db, r["id"], symbol=sym)
-        return {"total": len(rows), "points": [row(x) for x in views.downsample(rows, points)]}
+        return {"total": len(rows), "points": [row({k: x[k] for k in keys}) for x in views.downsample(rows, points)]}
 
     c = j.cache.get(r["id"], ("equity", sym, points), curve)
     return answer({"run_id": r["id"], "symbol": sym, "initial_cash": r["initial_cash"], **c})

@@ -56,7 +56,7 @@ def positions(db: Engine, run: dict[str, Any]) -> list[dict[str, Any]]:
         else:
             closed = mark["time"] + m.bar_ms
             after = sum((_held(f) for f in fills if f["time"] >= closed), Decimal(0))
-            qty, price = Decimal(repr(float(mark["position"]))) + after, float(mark["price"])
+            qty, price = (Decimal(repr(float(mark["position"]))) + after).normalize(), float(mark["price"])
         unrealised = float(qty * (Decimal(repr(price)) - book.avg_price)) if qty and price and book.avg_price else 0.0
         out.append({
             "symbol": m.symbol, "timeframe": m.timeframe, "strategy": m.strategy,
