@@ -1,8 +1,9 @@
 """Shared set-up of the ``bot serve`` tests (no tests here): a journal of real runs, a live server.
 
-The journal holds real runs through the real engine on the real BTCUSDT candles: a backtest whose
+The journal holds real runs through the real engine on the real Bybit candles: a backtest whose
 journaled config names a PostgreSQL URL with a password (the run itself journals to SQLite: the
-config is what a user's would be), a backtest stopped by its kill switch, and a paper replay.
+config is what a user's would be), a backtest stopped by its kill switch, a two-market backtest
+(BTCUSDT and ETHUSDT, one wallet) and a paper replay.
 """
 
 from __future__ import annotations
@@ -28,7 +29,7 @@ from bot.domain import timeframe_ms
 from bot.feeds.replay import load_candles
 from bot.timeutil import parse_date
 from storage.db import open_database
-from tests.conftest import DATA_DIR
+from tests.conftest import DATA_DIR, ROOT
 
 PASSWORD = "Hunter2-s3cret-pw"
 PG_URL = f"postgresql+psycopg://trader:{PASSWORD}@db.internal:5432/journal"
@@ -46,15 +47,16 @@ class Journal:
 _JOURNAL: Journal | None = None
 
 
-def candles(start: str, end: str):  # type: ignore[no-untyped-def]
-    if not BTC_1H.exists():
-        pytest.fail(f"real market data not found at {BTC_1H} (set BOT_DATA_DIR)")
-    return load_candles(BTC_1H, symbol="BTCUSDT", timeframe="1h", bar_ms=timeframe_ms("1h"),
+def candles(start: str, end: str, symbol: str = "BTCUSDT"):  # type: ignore[no-untyped-def]
+    path = DATA_DIR / f"bybit_{symbol}_1h.csv.gz"
+    if not path.exists():
+        pytest.fail(f"real market data not found at {path} (set BOT_DATA_DIR)")
+    return load_candles(path, symbol=symbol, timeframe="1h", bar_ms=timeframe_ms("1h"),
                         start_ms=parse_date(start), end_ms=parse_date(end))
 
 
 def journal() -> Journal:
-    """The three runs, journaled once per test process (oldest first: backtest, kill, paper)."""
+    """The four runs, journaled once per test process (oldest first: backtest, kill, portfolio, paper)."""
     global _JOURNAL
     if _JOURNAL is not None:
         return _JOURNAL
@@ -74,6 +76,12 @@ def journal() -> Journal:
 
     backtest("backtest", f"storage.url={PG_URL}")
     backtest("kill", f"storage.url={url}", "risk.max_drawdown=0.04")
+    two = load_config(ROOT / "examples" / "portfolio.yaml", [
+        "markets.0.strategy.name=sma", f"storage.url={url}", "logging.level=warning"])
+    markets = [core.MarketData(candles("2024-01-10", "2024-03-08", m.symbol), core.build_strategy(two, market=m))
+               for m in two.markets]
+    j.ids["portfolio"] = core.backtest_markets(two, markets, db, show_progress=False)["run_id"]
+    time.sleep(0.01)
     cfg = load_config(None, [*sma, f"storage.url={url}"])
     market = core.MarketData(candles("2024-02-01", "2024-02-20"), core.build_strategy(cfg))
     j.ids["paper"] = asyncio.run(core.paper_replay(cfg, [market], db))["run_id"]

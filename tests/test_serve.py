@@ -58,13 +58,15 @@ def get(client: httpx.Client, path: str, status: int = 200, **params: Any) -> An
 
 def test_runs_newest_first_without_config(api: httpx.Client, j: Journal) -> None:
     page = get(api, "/api/runs")
-    assert page["total"] == 3 and [r["id"] for r in page["items"]] == [j.ids["paper"], j.ids["kill"], j.ids["backtest"]]
+    assert page["total"] == 4
+    assert [r["id"] for r in page["items"]] == [j.ids[k] for k in ("paper", "portfolio", "kill", "backtest")]
     first = page["items"][0]
     assert first["mode"] == "paper" and first["status"] == "completed" and first["markets"] == ["BTCUSDT"]
     assert "config" not in first and "strategy_state" not in first
     assert ISO.match(first["started_at"]) and ISO.match(first["first_bar"]) and first["initial_cash"] == "10000"
-    second = get(api, "/api/runs", limit=1, offset=1)
-    assert second["total"] == 3 and [r["id"] for r in second["items"]] == [j.ids["kill"]]
+    second = get(api, "/api/runs", limit=1, offset=2)
+    assert second["total"] == 4 and [r["id"] for r in second["items"]] == [j.ids["kill"]]
+    assert get(api, "/api/runs")["items"][1]["markets"] == ["BTCUSDT", "ETHUSDT"]
 
 
 def test_every_endpoint_answers_with_iso_times_and_exact_decimals(api: httpx.Client, j: Journal) -> None:
@@ -142,6 +144,30 @@ def test_positions_from_the_last_mark_and_the_fills(api: httpx.Client, j: Journa
     assert p["working_orders"] == 0 and ISO.match(p["mark_time"])
 
 
+def test_a_two_market_run_per_market_and_as_a_portfolio(api: httpx.Client, j: Journal) -> None:
+    rid = j.ids["portfolio"]
+    db = open_database(j.url)
+    one = get(api, f"/api/runs/{rid}")
+    assert [(m["symbol"], m["allocation"]) for m in one["markets"]] == [("BTCUSDT", 0.6), ("ETHUSDT", 0.4)]
+    items = get(api, f"/api/runs/{rid}/positions")["items"]
+    assert [p["symbol"] for p in items] == ["BTCUSDT", "ETHUSDT"]
+    for p in items:
+        book = replay_fills(q.fills(db, rid, symbol=p["symbol"]))
+        assert Decimal(p["qty"]) == book.qty and Decimal(p["realized_pnl"]) == book.realized
+        assert p["mark_price"] == q.equity(db, rid, symbol=p["symbol"])[-1]["price"]
+    # The portfolio curve: equity and cash of the wallet, no one market's position or price.
+    curve = get(api, f"/api/runs/{rid}/equity")
+    assert curve["total"] == len(q.equity(db, rid)) and set(curve["points"][0]) == {"time", "equity", "cash", "held"}
+    eth = get(api, f"/api/runs/{rid}/equity", symbol="ETHUSDT")
+    assert eth["points"][-1]["price"] == q.equity(db, rid, symbol="ETHUSDT")[-1]["price"]
+    page = get(api, f"/api/runs/{rid}/decisions", symbol="ethusdt", limit=5)
+    assert page["symbol"] == "ETHUSDT" and {d["symbol"] for d in page["items"]} == {"ETHUSDT"}
+    assert page["total"] == len(q.decisions(db, rid, symbol="ETHUSDT"))
+    summary = get(api, f"/api/runs/{rid}/summary")
+    assert [m["symbol"] for m in summary["markets"]] == ["BTCUSDT", "ETHUSDT"]
+    assert get(api, f"/api/runs/{rid}/summary", symbol="BTCUSDT")["symbol"] == "BTCUSDT"
+
+
 def test_summary_is_the_journal_summary(api: httpx.Client, j: Journal) -> None:
     db = open_database(j.url)
     for key in ("backtest", "paper"):
@@ -213,7 +239,7 @@ def test_token_rules(guarded: httpx.Client, j: Journal) -> None:
         assert r.status_code == 401 and r.headers["www-authenticate"] == "Bearer", path
     assert guarded.get("/api/runs", headers={"Authorization": f"Bearer {TOKEN}x"}).status_code == 401
     assert guarded.get("/api/runs", params={"token": TOKEN[:-1]}).status_code == 401
-    assert guarded.get("/api/runs", headers={"Authorization": f"Bearer {TOKEN}"}).json()["total"] == 3
+    assert guarded.get("/api/runs", headers={"Authorization": f"Bearer {TOKEN}"}).json()["total"] == 4
     assert guarded.get("/api/runs", params={"token": TOKEN}).status_code == 200
     page = guarded.get("/", params={"token": TOKEN})
     assert page.status_code == 200 and 'id="equity-chart"' in page.text
@@ -276,7 +302,7 @@ def test_cli_serves_beyond_loopback_with_a_token_and_logs_no_token(j: Journal) -
             assert proc.poll() is None and time.monotonic() < deadline, "bot serve did not come up"
             time.sleep(0.2)
         assert httpx.get(f"{base}/api/runs", timeout=30).status_code == 401
-        assert httpx.get(f"{base}/api/runs", params={"token": TOKEN}, timeout=30).json()["total"] == 3
+        assert httpx.get(f"{base}/api/runs", params={"token": TOKEN}, timeout=30).json()["total"] == 4
     finally:
         proc.send_signal(signal.SIGINT)
         out, _ = proc.communicate(timeout=60)

@@ -121,7 +121,7 @@ def seen(live: tuple[str, str], tmp_path_factory: pytest.TempPathFactory) -> See
 def test_dashboard_follows_the_running_run(seen: Seen, live: tuple[str, str]) -> None:
     first = seen.first
     assert first["run"] == live[1] and first["status"] == "running"
-    assert first["options"] == 1 + 4  # "follow" and the journal's four runs
+    assert first["options"] == 1 + 5  # "follow" and the journal's five runs
     assert first["plotly"], "plotly.js did not load from /static"
     assert first["traces"] >= 1 and first["points"] >= 40
     assert first["positions"] == 1 and first["decisions"] >= 1
