@@ -181,3 +181,8 @@ def _reachable(graph: dict[str, set[str]], start: str) -> set[str]:
                 seen.add(m)
                 todo.append(m)
     return seen
+
+
+def test_the_api_only_reads_the_journal() -> None:
+    """``bot serve`` answers from storage's queries: no journal writer, engine, runner or broker."""
+    assert _violations("bot.api", ("storage.journal", "bot.engine", "bot.runner", "broker", *COMPOSITION)) == {}

@@ -19,12 +19,11 @@ from rich.table import Table
 from bot.attention import window_attribution
 from bot.cli.common import ConfigOpt, DbOpt, FormatOpt, SetOpt, console, dumps, load
 from bot.errors import ConfigError
-from bot.report.reasons import generic_reasons, reasons, reasons_for
+from bot.report.reasons import decision_reasons_fn, reasons
 from bot.summary import check_symbol
 from bot.timeutil import ms_to_iso
 from storage import queries as q
 from storage.db import open_database
-from strategies.spec import ReasonsFn
 
 BAR_WIDTH = 40
 #: Keys the sections below render; anything else is listed under "other".
@@ -121,11 +120,6 @@ def _time_label(t: Any) -> str:
         return str(t)
 
 
-def _reasons_fn(run: dict[str, Any], expl: dict[str, Any]) -> ReasonsFn:
-    """The decision's own contract (its ``kind``) first, then the run's strategy (a file too)."""
-    return reasons_for(expl.get("kind")) or reasons_for(run.get("strategy"), files=True) or generic_reasons
-
-
 def render(info: dict[str, Any]) -> None:
     """Print the explanation of one decision in the terminal."""
     d, run, expl = info["decision"], info["run"], info["decision"]["explanation"]
@@ -145,7 +139,7 @@ def render(info: dict[str, Any]) -> None:
                           if "fast_sma" in expl else None), ("error", d.get("error"))):
         if value is not None:
             head.add_row(label, str(value))
-    if why := reasons(expl, 5, _reasons_fn(run, expl)):
+    if why := reasons(expl, 5, decision_reasons_fn(run, expl)):
         head.add_row("why", "\n".join(why))
     console.print(head)
     if not expl:

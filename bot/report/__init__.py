@@ -55,3 +55,15 @@ def write_report(db: Engine, run: str | dict[str, Any], out_dir: str | Path, *, 
     except OSError as exc:
         raise ConfigError(f"cannot write the report to {out}: {exc.strerror or exc}") from None
     return result
+
+
+def report_page(db: Engine, run: dict[str, Any], *, theme: str = "light") -> str:
+    """The page ``report.html`` holds for ``run`` (a run row), without writing anything (``bot serve``)."""
+    from bot.report.data import load_report_data
+    from bot.report.html import render
+    from bot.report.portfolio import is_multi, load_portfolio_data
+    from bot.report.theme import get_theme
+
+    get_theme(theme)
+    data = load_portfolio_data(db, run) if is_multi(run) else load_report_data(db, run)
+    return render(data, theme)[0]

@@ -129,6 +129,13 @@ def reasons_for(name: Any, files: bool = False) -> ReasonsFn | None:
         return None
 
 
+def decision_reasons_fn(run: dict[str, Any], explanation: dict[str, Any]) -> ReasonsFn:
+    """The reasons of one journaled decision: its explanation's own contract (its ``kind``) first,
+    then its run's strategy (a strategy file too), else :func:`generic_reasons`."""
+    return (reasons_for(explanation.get("kind")) or reasons_for(run.get("strategy"), files=True)
+            or generic_reasons)
+
+
 def reasons(explanation: dict[str, Any] | None, limit: int = 3, fn: ReasonsFn | None = None) -> list[str]:
     """Up to ``limit`` short lines saying why the decision was taken.
 
