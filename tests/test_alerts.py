@@ -9,11 +9,8 @@ import re
 import socket
 import subprocess
 import sys
-import threading
 import time
-from collections.abc import Callable, Iterator
 from decimal import Decimal
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from typing import Any
 
@@ -31,67 +28,11 @@ from storage import queries as q
 from storage.db import open_database
 from storage.journal import Committed
 from tests.live_helpers import FLIP, KEY, SECRET, started_frozen
+from tests.webhook import TOKEN, Receiver, fills_in
 
 ROOT = Path(__file__).resolve().parents[1]
-TOKEN = "hookTOKEN9f8e7d6c5b4a3"
 HOUR, DAY = 3_600_000, 86_400_000
 A_INDEX = 400  # first traded bar of the simulator runs
-FILL_LINE = re.compile(r"^(buy|sell) (\S+) (\w+) @ (\S+) \(fee", re.M)
-
-
-class Receiver:
-    """A webhook on 127.0.0.1: records every JSON body apprise posts (title, message, type)."""
-
-    def __init__(self) -> None:
-        self.messages: list[dict[str, Any]] = []
-        self.paths: list[str] = []
-        self.lock = threading.Lock()
-        outer = self
-
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:  # noqa: N802 - http.server's name
-                raw = self.rfile.read(int(self.headers.get("Content-Length", 0)))
-                with outer.lock:
-                    outer.messages.append(json.loads(raw))
-                    outer.paths.append(self.path)
-                self.send_response(200)
-                self.end_headers()
-
-            def log_message(self, *args: Any) -> None:
-                pass
-
-        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.thread = threading.Thread(target=self.server.serve_forever, daemon=True)
-        self.thread.start()
-
-    def url(self, token: str = TOKEN) -> str:
-        return f"json://127.0.0.1:{self.server.server_address[1]}/hook/{token}"
-
-    def titled(self, prefix: str) -> list[dict[str, Any]]:
-        with self.lock:
-            return [m for m in self.messages if m["title"].startswith(prefix)]
-
-    def wait_for(self, pred: Callable[[], bool], what: str, timeout_s: float = 60.0) -> None:
-        deadline = time.monotonic() + timeout_s
-        while not pred():
-            assert time.monotonic() < deadline, f"gave up waiting for {what}: {self.messages}"
-            time.sleep(0.05)
-
-    def close(self) -> None:
-        self.server.shutdown()
-        self.server.server_close()
-
-
-@pytest.fixture
-def receiver() -> Iterator[Receiver]:
-    r = Receiver()
-    yield r
-    r.close()
-
-
-def fills_in(messages: list[dict[str, Any]]) -> list[tuple[str, Decimal, str, Decimal]]:
-    return [(side, Decimal(qty), sym, Decimal(price))
-            for m in messages for side, qty, sym, price in FILL_LINE.findall(m["message"])]
 
 
 def field(message: dict[str, Any], name: str) -> str:

@@ -26,31 +26,10 @@ from bot.api import create_app
 from storage import queries as q
 from storage.db import open_database
 from tests import cdp
-from tests.serve_helpers import BTC_1H, TOKEN, copy_journal, journal, serving
+from tests.serve_helpers import BTC_1H, PROBE, TOKEN, copy_journal, journal, serving
 from tests.test_report_support import png_size
 
 ROOT = Path(__file__).resolve().parents[1]
-
-#: What the page shows, read in the page.
-PROBE = r"""
-(() => {
-  const chart = document.getElementById('equity-chart');
-  const rows = (id) => document.querySelectorAll('#' + id + ' tbody tr:not(.empty)').length;
-  const d = window.dashboard || {};
-  return JSON.stringify({
-    state: document.body.dataset.state, run: d.runId || null, refreshes: d.refreshes || 0, errors: d.errors || [],
-    traces: chart.querySelectorAll('.main-svg g.trace').length,
-    points: chart.data && chart.data[0] ? chart.data[0].x.length : 0,
-    positions: rows('positions'), decisions: rows('decisions'),
-    why: Array.from(document.querySelectorAll('#decisions td.why')).map(td => td.textContent),
-    status: document.getElementById('run-status').textContent,
-    options: document.getElementById('run-picker').options.length,
-    alerts: Array.from(document.querySelectorAll('#alerts li:not(.none)')).map(li => li.textContent),
-    plotly: typeof Plotly !== 'undefined' ? Plotly.version : null,
-    width: document.documentElement.scrollWidth, height: document.documentElement.scrollHeight});
-})()
-"""
-
 
 @dataclass(slots=True)
 class Seen:
