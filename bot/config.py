@@ -33,7 +33,7 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 from bot.domain import TIMEFRAME_MS
 from bot.env_config import DELIMITER, EnvItem, env_items, parse_value
 from bot.errors import ConfigError
-from bot.redact import redact_urls
+from bot.redact import mask
 
 DEFAULT_CONFIG_PATH = Path("config.yaml")
 
@@ -421,4 +421,4 @@ def load_config(
 def config_to_dict(cfg: Config) -> dict[str, Any]:
     """JSON-ready dict of the configuration for the journal: the password of any URL in it (a
     PostgreSQL ``storage.url``) is masked. A resume takes ``storage`` from its own invocation."""
-    return redact_urls(cfg.model_dump(mode="json"))
+    return mask(cfg.model_dump(mode="json"))

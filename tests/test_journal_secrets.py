@@ -14,7 +14,7 @@ from sqlalchemy import delete, select
 from sqlalchemy.engine import make_url
 
 from bot.config import config_to_dict, load_config
-from bot.redact import hide_password
+from bot.redact import hide_password, mask, mask_text
 from bot.resume import plan, start_entry
 from storage import schema as s
 from storage.db import open_database
@@ -48,6 +48,16 @@ def test_config_to_dict_masks_url_passwords(tmp_path: Path) -> None:
     plain = f"sqlite:///{tmp_path / 'j.db'}"
     assert config_to_dict(load_config(None, [], {"storage.url": plain}, environ={}))["storage"]["url"] == plain
     assert hide_password("postgresql://u:p@ss:w0rd@h:notaport/db") == "postgresql://u:***@h:notaport/db"
+
+
+def test_masking_free_text_and_trees() -> None:
+    """An error text quoting a URL, and a JSON tree (the API's answers, the journal's config)."""
+    said = mask_text("cannot connect to 'postgresql://u:p@ss:w0rd@h/db?password=x9': refused")
+    assert said == "cannot connect to 'postgresql://u:***@h/db?password=***': refused"
+    tree = mask({"storage": {"url": "postgresql://u:pw1@h/db"}, "params": {"api_key": "K", "fast": 3},
+                 "notes": ["see https://example.org/x"]})
+    assert tree == {"storage": {"url": "postgresql://u:***@h/db"}, "params": {"api_key": "***", "fast": 3},
+                    "notes": ["see https://example.org/x"]}
 
 
 def test_no_password_in_the_journal_or_the_logs(btc_1h: Path, tmp_path: Path) -> None:

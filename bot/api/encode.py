@@ -14,7 +14,7 @@ from typing import Any
 
 from fastapi.responses import Response
 
-from bot.api.mask import mask
+from bot.redact import mask
 
 #: Journal columns that hold UTC epoch milliseconds.
 MS_FIELDS = frozenset({"time", "bar_time", "created_time", "updated_time", "entry_time", "exit_time",

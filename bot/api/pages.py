@@ -10,9 +10,9 @@ from fastapi import APIRouter, HTTPException, Query, Request
 from fastapi.responses import FileResponse, HTMLResponse, Response
 
 from bot.api.encode import answer
-from bot.api.mask import mask, mask_text
 from bot.api.routes import find_run, journal
 from bot.errors import ConfigError
+from bot.redact import mask, mask_text
 from bot.report import report_page
 
 STATIC = Path(__file__).parent / "static"
