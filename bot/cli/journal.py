@@ -196,8 +196,8 @@ def summary(run: str = RunOpt, fmt: str = FormatOpt, symbol: str | None = Symbol
             print_markets(markets, wide=wide)
 
 
-# Later parts add journal sub-commands (explain, report) from their own modules.
-for _mod in ("bot.cli.journal_explain", "bot.cli.journal_report"):
+# Later parts add journal sub-commands (explain, report, prune) from their own modules.
+for _mod in ("bot.cli.journal_explain", "bot.cli.journal_report", "bot.cli.journal_prune"):
     try:
         __import__(_mod, fromlist=["register"]).register(app)
     except ModuleNotFoundError as _exc:
