@@ -43,12 +43,12 @@ ORDER_COLS = [Col("id", kind="id"), Col("decision_id", "decision", "id"), Col("s
 FILL_COLS = [Col("exec_id", "exec", "id"), Col("order_id", "order", "id"), Col("side"), Col("qty", kind="num"),
              Col("price", kind="num"), Col("fee", kind="num"), Col("fee_currency", "coin"),
              Col("is_maker", "maker", wide=True), Col("time", kind="time")]
-TRADE_COLS = [Col("id", kind="id"), Col("direction", "side"), Col("qty", kind="num"),
+TRADE_COLS = [Col("id", kind="id"), Col("direction", "side"), Col("qty", kind="num", wide=True),
               Col("entry_time", "entry", "time"), Col("exit_time", "exit", "time"),
               Col("entry_price", "entry px", "num"), Col("exit_price", "exit px", "num"),
               Col("gross_pnl", "gross PnL", "metric", wide=True), Col("fees", kind="metric", wide=True),
               Col("net_pnl", "net PnL", "metric"), Col("return_pct", "return", "metric"),
-              Col("bars_held", "bars", "num"), Col("entry_decision_id", "entry decision", "id", wide=True),
+              Col("bars_held", "bars", "num", wide=True), Col("entry_decision_id", "entry decision", "id", wide=True),
               Col("exit_decision_id", "exit decision", "id", wide=True)]
 EQUITY_COLS = [Col("time", kind="time"), Col("equity", kind="metric"), Col("cash", kind="metric"),
                Col("position", kind="num"), Col("price", kind="num")]
