@@ -129,6 +129,9 @@ class StorageConfig(_Frozen):
     url: str = "sqlite:///bot_journal.db"
     #: Rows buffered before a journal flush in backtests.
     batch_size: int = Field(5000, ge=1)
+    #: When a new run starts, delete the runs last written more than this many days ago (never a
+    #: running one; 0: keep everything). ``bot journal prune`` does the same on demand.
+    retention_days: int = Field(0, ge=0)
 
 
 class ExchangeConfig(_Frozen):

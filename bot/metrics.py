@@ -1,4 +1,12 @@
-"""Performance metrics, annualised by the data's own bar frequency (crypto trades 24/7)."""
+"""Performance metrics, annualised by the data's own bar frequency (crypto trades 24/7).
+
+A figure that a run cannot support is ``None`` (JSON ``null``, ``n/a`` in tables), never a
+number that only looks like one: the annualised figures (CAGR, volatility, Sharpe, Sortino) of a
+run with fewer than :data:`MIN_ANNUALISE_DAYS` days of bars (27 hourly bars up 4 % would
+otherwise "compound" to a CAGR of millions of percent), and the win rate, profit factor and
+average trade of a run without a closed trade. A profit factor is also ``None`` when no trade
+lost (it would be infinite).
+"""
 
 from __future__ import annotations
 
@@ -10,10 +18,18 @@ from typing import Any
 import numpy as np
 
 YEAR_MS = 365 * 86_400_000
+#: Annualised figures need at least this much history (number of bars x bar length).
+MIN_ANNUALISE_DAYS = 30
+ANNUALISED = ("cagr", "volatility", "sharpe", "sortino")
 
 
 def bars_per_year(bar_ms: int) -> float:
     return YEAR_MS / bar_ms
+
+
+def can_annualise(bars: int, bar_ms: int) -> bool:
+    """Whether ``bars`` bars of ``bar_ms`` span :data:`MIN_ANNUALISE_DAYS` days."""
+    return bars > 1 and bars * bar_ms >= MIN_ANNUALISE_DAYS * 86_400_000
 
 
 def _f(x: float) -> float:
@@ -60,20 +76,21 @@ def compute_metrics(*, equity: Sequence[float] | np.ndarray, positions: Sequence
             "exposure_time": float(np.count_nonzero(pos) / n),
             "buy_and_hold_return": _f(float(px[-1] / px[0] - 1.0)) if px.size and px[0] > 0 else 0.0,
         })
+        if not can_annualise(n, bar_ms):
+            out.update(dict.fromkeys(ANNUALISED))
     else:
-        out.update({"cagr": 0.0, "volatility": 0.0, "sharpe": 0.0, "sortino": 0.0, "max_drawdown": 0.0,
-                    "exposure_time": 0.0, "buy_and_hold_return": 0.0})
+        out.update({**dict.fromkeys(ANNUALISED), "max_drawdown": 0.0, "exposure_time": 0.0,
+                    "buy_and_hold_return": 0.0})
     pnl = [float(p) for p in trade_pnls]
     wins = [p for p in pnl if p > 0]
     losses = [p for p in pnl if p < 0]
     gross_loss = -sum(losses)
     out.update({
         "n_trades": len(pnl),
-        "win_rate": len(wins) / len(pnl) if pnl else 0.0,
-        "profit_factor": (sum(wins) / gross_loss) if gross_loss > 0 else (math.inf if wins else 0.0),
-        "avg_trade_pnl": sum(pnl) / len(pnl) if pnl else 0.0,
+        "win_rate": len(wins) / len(pnl) if pnl else None,
+        # JSON has no infinity: None when no trade lost, as when there is no trade at all.
+        "profit_factor": (sum(wins) / gross_loss) if gross_loss > 0 else (None if wins or not pnl else 0.0),
+        "avg_trade_pnl": sum(pnl) / len(pnl) if pnl else None,
         "fees": float(fees),
     })
-    if out["profit_factor"] == math.inf:
-        out["profit_factor"] = None  # JSON has no infinity: no losing trade
     return out

@@ -217,6 +217,7 @@ class Runner:
             timeframe=_joined(m.timeframe for m in cfg.markets), category=_joined(m.category for m in cfg.markets),
             config=config_to_dict(cfg), initial_cash=cfg.broker.initial_cash, data_source=plan.data_source,
             model_id=(",".join(ids)[:64] or None), batch_size=cfg.storage.batch_size, start_event=start,
+            retention_days=cfg.storage.retention_days,
         )
 
     def _engines(self, journal: Journal) -> None:

@@ -60,9 +60,10 @@ def test_round_trip_is_exact_and_idempotent(db: Engine) -> None:
 
 def test_backtest_journal_matches_summary(db: Engine) -> None:
     cfg = load_config(None, ["broker.slippage_bps=5"])
-    data = random_walk(600, seed=3)
-    script = {i: (1.0 if (i // 37) % 2 == 0 else -0.5) for i in range(0, 600, 13)}
+    data = random_walk(800, seed=3)  # 33 days of hourly bars: long enough to annualise
+    script = {i: (1.0 if (i // 37) % 2 == 0 else -0.5) for i in range(0, 800, 13)}
     s = core.backtest(cfg, data, ScriptedStrategy(script), db, show_progress=False)
+    assert isinstance(s["sharpe"], float) and isinstance(s["win_rate"], float)
     js = journal_summary(db, q.resolve_run(db, s["run_id"]))
     for key in ("candles", "n_trades", "final_equity", "total_return", "sharpe", "sortino", "max_drawdown",
                 "win_rate", "fees", "exposure_time"):

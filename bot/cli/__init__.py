@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import sys
+from importlib.metadata import PackageNotFoundError, version
 
 import typer
 
@@ -20,8 +21,32 @@ app = typer.Typer(
     help="Event-driven ML trading bot for Bybit: backtest, paper, live, and a journal that says why.",
     no_args_is_help=True,
     pretty_exceptions_enable=False,
-    add_completion=False,
+    add_completion=True,  # --install-completion / --show-completion (bash, zsh, fish, PowerShell)
 )
+
+DISTRIBUTION = "bybit-ml-bot"
+
+
+def package_version() -> str:
+    """The installed distribution's version (pyproject.toml), or "unknown" when not installed."""
+    try:
+        return version(DISTRIBUTION)
+    except PackageNotFoundError:
+        return "unknown"
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(f"bot {package_version()}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    show_version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True,
+                                      help="Print the version (bybit-ml-bot, from its package metadata) and exit."),
+) -> None:
+    """Event-driven ML trading bot for Bybit: backtest, paper, live, and a journal that says why."""
 
 
 def _register() -> None:
@@ -49,7 +74,7 @@ def main() -> None:
     signals.install()  # before anything a signal could interrupt half-way
     debug = bool(os.environ.get("BOT_DEBUG"))
     try:
-        app()  # standalone mode: typer handles usage errors and exits
+        app(prog_name="bot")  # standalone mode: typer handles usage errors and exits
     except BotError as exc:
         if debug:
             raise

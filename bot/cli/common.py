@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sys
 from datetime import datetime
 from decimal import Decimal
@@ -15,20 +16,25 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bot.cli.tables import Col, build_table, print_table
 from bot.config import Config, load_config
 from bot.errors import ConfigError
 from bot.logs import configure
-from bot.timeutil import ms_to_iso
+from bot.metrics import ANNUALISED, MIN_ANNUALISE_DAYS
+from bot.timeutil import iso_utc
+from bot.units import format_metric
 
 console = Console()
-if not console.is_terminal:  # piped or captured: do not wrap at 80 columns
-    console = Console(width=200, soft_wrap=True)
+if not console.is_terminal:  # piped or captured: do not wrap at 80 columns (unless COLUMNS says so)
+    _columns = os.environ.get("COLUMNS", "")
+    console = Console(width=int(_columns) if _columns.isdigit() else 200, soft_wrap=True)
 err_console = Console(stderr=True, soft_wrap=True)
 
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file (default: ./config.yaml if present).")
 SetOpt = typer.Option(None, "--set", help="Override a config key: --set dotted.key=value (repeatable).")
 DbOpt = typer.Option(None, "--db", help="Journal database URL (default: storage.url).")
-FormatOpt = typer.Option("table", "--format", "-f", help="table, json or csv.")
+FormatOpt = typer.Option("table", "--format", "-f", help="table (for people), json or csv (every column in full, "
+                         "times as ISO-8601 UTC, returns as fractions: 0.05 = 5 %).")
 
 
 def load(config: Path | None, sets: list[str] | None, extra: dict[str, Any] | None = None,
@@ -45,7 +51,7 @@ def jsonable(v: Any) -> Any:
     if isinstance(v, Decimal):
         return format(v, "f")
     if isinstance(v, datetime):
-        return v.isoformat()
+        return iso_utc(v)
     if isinstance(v, dict):
         return {k: jsonable(x) for k, x in v.items()}
     if isinstance(v, list | tuple):
@@ -57,97 +63,93 @@ def dumps(obj: Any) -> str:
     return json.dumps(jsonable(obj), indent=2, default=str)
 
 
-def emit(rows: list[dict[str, Any]], fmt: str, columns: list[str] | None = None, title: str = "") -> None:
+def emit(rows: list[dict[str, Any]], fmt: str, columns: list[Col] | None = None, title: str = "", *,
+         wide: bool = False, run_id: str | None = None) -> None:
+    """Rows as a table (:mod:`bot.cli.tables`), JSON or CSV. JSON and CSV carry every column in
+    full, times (the ``time`` columns, epoch ms in the journal) as ISO-8601 UTC."""
     if fmt not in ("table", "json", "csv"):
         raise ConfigError(f"unknown --format {fmt!r}: expected table, json or csv")
-    cols = columns or (list(rows[0].keys()) if rows else [])
+    cols = columns or [Col(k) for k in (rows[0].keys() if rows else [])]
+    if fmt == "table":
+        print_table(console, build_table(rows, cols, title=title, wide=wide, run_id=run_id), wide=wide)
+        if not rows:
+            console.print("[dim](no rows)[/dim]")
+        return
+    out = [{c.key: _machine(c, r.get(c.key)) for c in cols} for r in rows]
     if fmt == "json":
-        sys.stdout.write(dumps([{c: r.get(c) for c in cols} for r in rows]) + "\n")
+        sys.stdout.write(dumps(out) + "\n")
         return
-    if fmt == "csv":
-        buf = io.StringIO()
-        w = csv.writer(buf)
-        w.writerow(cols)
-        for r in rows:
-            w.writerow(["" if r.get(c) is None else _cell(r.get(c)) for c in cols])
-        sys.stdout.write(buf.getvalue())
-        return
-    table = Table(title=title or None, show_lines=False)
-    for c in cols:
-        table.add_column(c, overflow="fold")
-    for r in rows:
-        table.add_row(*["" if r.get(c) is None else _cell(r.get(c), c) for c in cols])
-    console.print(table)
-    if not rows:
-        console.print("[dim](no rows)[/dim]")
+    buf = io.StringIO()
+    w = csv.writer(buf)
+    w.writerow([c.key for c in cols])
+    for r in out:
+        w.writerow(["" if v is None else _csv_cell(v) for v in r.values()])
+    sys.stdout.write(buf.getvalue())
 
 
-def _cell(v: Any, column: str = "") -> str:
-    if column.endswith("time") and isinstance(v, int) and v > 10**11:
-        return ms_to_iso(v)  # tables are for people: epoch ms as UTC time
-    if isinstance(v, float):
-        return f"{v:.6g}"
+def with_iso(row: dict[str, Any], *keys: str) -> dict[str, Any]:
+    """``row`` with its epoch-ms ``keys`` as ISO-8601 UTC (what JSON output shows)."""
+    return {k: iso_utc(v) if k in keys and isinstance(v, int) and not isinstance(v, bool) else v
+            for k, v in row.items()}
+
+
+def _machine(col: Col, v: Any) -> Any:
+    if col.kind == "time" and isinstance(v, int | datetime) and not isinstance(v, bool):
+        return iso_utc(v)
+    return jsonable(v)
+
+
+def _csv_cell(v: Any) -> str:
     if isinstance(v, dict | list):
-        return json.dumps(jsonable(v))[:200]
-    return str(jsonable(v))
+        return json.dumps(v, default=str)
+    return str(v)
 
 
 SUMMARY_ROWS = [
     ("run_id", "run"), ("strategy", "strategy"), ("symbol", "symbol"), ("candles", "candles"),
     ("start", "from"), ("end", "to"), ("n_trades", "trades"), ("final_equity", "final equity"),
     ("total_return", "total return"), ("buy_and_hold_return", "buy & hold"), ("cagr", "CAGR"),
-    ("sharpe", "Sharpe"), ("sortino", "Sortino"), ("max_drawdown", "max drawdown"),
-    ("win_rate", "win rate"), ("profit_factor", "profit factor"), ("exposure_time", "exposure"),
-    ("fees", "fees"), ("elapsed_s", "elapsed s"), ("candles_per_s", "candles/s"),
+    ("volatility", "volatility (ann.)"), ("sharpe", "Sharpe"), ("sortino", "Sortino"),
+    ("max_drawdown", "max drawdown"), ("win_rate", "win rate"), ("profit_factor", "profit factor"),
+    ("exposure_time", "exposure"), ("fees", "fees"), ("elapsed_s", "elapsed s"), ("candles_per_s", "candles/s"),
 ]
-PCT = {"total_return", "buy_and_hold_return", "cagr", "max_drawdown", "win_rate", "exposure_time"}
 
 
 def print_summary(summary: dict[str, Any]) -> None:
-    """The end-of-run table every mode prints (backtest, paper, live)."""
+    """The end-of-run table every mode prints (backtest, paper, live), in the units of
+    ``bot journal summary`` (:func:`bot.units.format_metric`)."""
     table = Table(title=f"{summary.get('mode', 'backtest')} summary", show_header=False)
     table.add_column("metric")
     table.add_column("value", justify="right")
     for key, label in SUMMARY_ROWS:
-        v = summary.get(key)
-        if v is None:
-            text = "-"
-        elif key in PCT:
-            text = f"{v * 100:.2f}%"
-        elif isinstance(v, float):
-            text = f"{v:,.4f}" if abs(v) < 100 else f"{v:,.2f}"
-        else:
-            text = str(v)
-        table.add_row(label, text)
+        table.add_row(label, "-" if key not in summary else format_metric(key, summary[key]))
     console.print(table)
+    print_na_note(summary)
     markets = summary.get("markets")
     if markets:
         print_markets(markets)
 
 
-MARKET_COLUMNS = [("symbol", "market"), ("strategy", "strategy"), ("timeframe", "tf"), ("candles", "candles"),
-                  ("allocation", "allocation"), ("n_trades", "trades"), ("net_pnl", "net PnL"), ("fees", "fees"),
-                  ("open_position", "position"), ("exposure_time", "exposure"), ("buy_and_hold_return", "buy & hold"),
-                  ("decisions", "decisions"),
-                  ("orders", "orders")]
+def print_na_note(summary: dict[str, Any]) -> None:
+    """Say why a figure is n/a (bot.metrics: too short to annualise, no closed trade)."""
+    why = []
+    if summary.get("bars") and any(k in summary and summary[k] is None for k in ANNUALISED):
+        why.append(f"annualised figures need {MIN_ANNUALISE_DAYS} days of bars")
+    if summary.get("n_trades") == 0:
+        why.append("win rate and profit factor need a closed trade")
+    if why:
+        console.print(f"[dim]n/a: {'; '.join(why)}[/dim]")
 
 
-def print_markets(markets: list[dict[str, Any]]) -> None:
+MARKET_COLUMNS = [Col("symbol", "market"), Col("strategy", width=20), Col("timeframe", "tf"),
+                  Col("candles", "bars", "metric"), Col("allocation", "alloc", "metric"),
+                  Col("n_trades", "trades", "metric"), Col("net_pnl", "net PnL", "metric"),
+                  Col("fees", "fees", "metric"), Col("open_position", "position", "num"),
+                  Col("exposure_time", "exposure", "metric"), Col("buy_and_hold_return", "buy & hold", "metric"),
+                  Col("win_rate", "win rate", "metric", wide=True), Col("decisions", kind="metric", wide=True),
+                  Col("orders", kind="metric", wide=True)]
+
+
+def print_markets(markets: list[dict[str, Any]], wide: bool = False) -> None:
     """One line per market of a multi-market run (the portfolio's figures are above it)."""
-    table = Table(title="markets")
-    for _, label in MARKET_COLUMNS:
-        table.add_column(label, justify="left" if label in ("market", "strategy", "tf") else "right")
-    for m in markets:
-        cells = []
-        for key, _ in MARKET_COLUMNS:
-            v = m.get(key)
-            if v is None:
-                cells.append("-")
-            elif key in PCT:
-                cells.append(f"{v * 100:.2f}%")
-            elif isinstance(v, float):
-                cells.append(f"{v:,.4f}" if abs(v) < 100 else f"{v:,.2f}")
-            else:
-                cells.append(str(v))
-        table.add_row(*cells)
-    console.print(table)
+    print_table(console, build_table(markets, MARKET_COLUMNS, title="markets", wide=wide), wide=wide)

@@ -17,7 +17,7 @@ import typer
 from rich.table import Table
 
 from bot.attention import window_attribution
-from bot.cli.common import ConfigOpt, DbOpt, FormatOpt, SetOpt, console, dumps, load
+from bot.cli.common import ConfigOpt, DbOpt, SetOpt, console, dumps, load, with_iso
 from bot.errors import ConfigError
 from bot.report.reasons import decision_reasons_fn, reasons
 from bot.summary import check_symbol
@@ -206,7 +206,7 @@ def register(journal_app: typer.Typer) -> None:
                                         help="Candle file for --png (default: the run's own data file)."),
         symbol: str | None = typer.Option(None, "--symbol", "-s",
                                           help="Refuse a decision that is not of this market."),
-        fmt: str = FormatOpt,
+        fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
         config: Path | None = ConfigOpt,
         set_: list[str] | None = SetOpt,
         db: str | None = DbOpt,
@@ -217,8 +217,13 @@ def register(journal_app: typer.Typer) -> None:
         cfg = load(config, set_, db=db)
         engine = open_database(cfg.storage.url)
         info = gather(engine, ident, symbol)
-        if fmt == "json":
-            sys.stdout.write(dumps(info) + "\n")
+        if fmt == "json":  # times as ISO-8601 UTC, like every journal command's JSON
+            sys.stdout.write(dumps({
+                "decision": with_iso(info["decision"], "bar_time"),
+                "run": with_iso(info["run"], "first_bar", "last_bar"),
+                "orders": [with_iso(o, "created_time", "updated_time") for o in info["orders"]],
+                "fills": [with_iso(f, "time") for f in info["fills"]],
+            }) + "\n")
         else:
             render(info)
         if png is not None:

@@ -19,6 +19,7 @@ from strategies import get_spec
 
 STRATEGY_HELP = ("sma, dsc, rollout, gru_sizer, an installed plugin, or path/to/file.py:ClassName "
                  "(docs/strategies.md).")
+JSON_HELP = "Print the summary as one JSON object (returns, drawdown, exposure, win rate as fractions: 0.05 = 5 %)."
 
 
 def market_data(cfg: Config, data_path: str | None, date_from: str | None, date_to: str | None,
@@ -100,7 +101,7 @@ def register(app: typer.Typer) -> None:
         date_from: str | None = typer.Option(None, "--from", help="First bar (UTC date or datetime)."),
         date_to: str | None = typer.Option(None, "--to", help="Stop before this bar (UTC)."),
         checkpoint: str | None = typer.Option(None, "--checkpoint", help="Model checkpoint to trade."),
-        as_json: bool = typer.Option(False, "--json", help="Print the summary as one JSON object."),
+        as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
         report: str | None = typer.Option(None, "--report", help="Write report.html and PNGs to this dir."),
         config: Path | None = ConfigOpt,
         set_: list[str] | None = SetOpt,
@@ -118,10 +119,10 @@ def register(app: typer.Typer) -> None:
         feed: str = typer.Option("bybit", "--feed", help="paper: bybit (live prices) or replay (a file)."),
         data: str | None = typer.Option(None, "--data", "-d", help="Candle file for backtest / replay feed."),
         speed: float = typer.Option(0.0, "--speed", help="Replay pace: x real time (0 = as fast as possible)."),
-        date_from: str | None = typer.Option(None, "--from"),
-        date_to: str | None = typer.Option(None, "--to"),
-        checkpoint: str | None = typer.Option(None, "--checkpoint"),
-        as_json: bool = typer.Option(False, "--json"),
+        date_from: str | None = typer.Option(None, "--from", help="First bar (UTC date or datetime)."),
+        date_to: str | None = typer.Option(None, "--to", help="Stop before this bar (UTC)."),
+        checkpoint: str | None = typer.Option(None, "--checkpoint", help="Model checkpoint to trade."),
+        as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
         resume: bool = typer.Option(False, "--resume", help="paper: continue the latest unfinished run."),
         run_id: str | None = typer.Option(None, "--run-id", help="paper: continue this run (implies --resume)."),
         confirm_live: bool = typer.Option(False, "--confirm-live",

@@ -12,11 +12,8 @@ from typing import Any
 
 from bot.report.data import ReportData
 from bot.report.reasons import fmt_time
+from bot.units import format_metric
 
-PCT = {"total_return", "buy_and_hold_return", "cagr", "max_drawdown", "win_rate", "exposure_time", "volatility",
-       "allocation"}
-MONEY = {"initial_equity", "final_equity", "avg_trade_pnl", "fees", "net_pnl", "realized_pnl"}
-RATIO = {"sharpe", "sortino", "profit_factor"}
 LABELS = {
     "run_id": "run", "mode": "mode", "status": "status", "strategy": "strategy", "symbol": "symbol",
     "timeframe": "timeframe", "model_id": "model", "candles": "candles", "start": "first bar", "end": "last bar",
@@ -35,19 +32,8 @@ MAX_EVENT_ROWS = 300
 
 
 def fmt_metric(key: str, v: Any) -> str:
-    if v is None:
-        return "–"
-    if isinstance(v, bool) or not isinstance(v, int | float):
-        return str(v)
-    if key in PCT:
-        return f"{v * 100:+.2f}%" if key in ("total_return", "buy_and_hold_return", "cagr") else f"{v * 100:.2f}%"
-    if key in MONEY:
-        return f"{v:,.2f}"
-    if key in RATIO:
-        return f"{v:.2f}"
-    if isinstance(v, int):
-        return f"{v:,}"
-    return f"{v:,.4f}" if abs(v) < 100 else f"{v:,.2f}"
+    """The CLI's unit for every figure (:func:`bot.units.format_metric`): percent, n/a for None."""
+    return format_metric(key, v)
 
 
 def tone(key: str, v: Any) -> str:
