@@ -20,11 +20,12 @@ from bot.app.parts import (
     instrument_from_config,
     load_data,
     open_journal_db,
+    run_observers,
     simulated_brokers,
     strategy_context,
 )
 from bot.app.venue import live, paper
 
 __all__ = ["MarketData", "backtest", "backtest_markets", "build_backtest_strategy", "build_strategy",
-           "instrument_from_config", "live", "load_data", "open_journal_db", "paper", "paper_replay",
+           "instrument_from_config", "live", "load_data", "open_journal_db", "paper", "paper_replay", "run_observers",
            "simulated_brokers", "strategy_context"]

@@ -167,8 +167,9 @@ def _paper_replay(cfg: Config, data_path: str | None, speed: float, date_from: s
     if speed < 0:
         raise ConfigError("--speed must be 0 (as fast as possible) or positive")
     markets = market_data(cfg, data_path, date_from, date_to, checkpoint, backtest=False)
+    observers = core.run_observers(cfg)  # a bad alert URL or a busy metrics port: told before the journal opens
     db = core.open_journal_db(cfg.storage.url)
-    summary = asyncio.run(core.paper_replay(cfg, markets, db, speed=speed))
+    summary = asyncio.run(core.paper_replay(cfg, markets, db, speed=speed, observers=observers))
     if as_json:
         sys.stdout.write(dumps(summary) + "\n")
     else:
