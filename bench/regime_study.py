@@ -11,6 +11,8 @@ closed candle) it labels:
 - ``vote``: bull / bear / sideways of models/regime.py over 64 bars (gru_sizer's label until now);
 - ``vol``: low / normal / high 24-bar realised vol against the fitting period's terciles
   (models/vol_regime.py, the label the explanations now carry);
+- ``vol_30d``: the same 24-bar vol against the terciles of its own previous 720 bars (a trailing
+  reference instead of training terciles; shown for comparison, it needs 744 bars of history);
 - ``attention`` (with ``--rollout``): rollout's momentum / mixed / mean_reversion label from the
   attention rollout of a trained checkpoint, on the bars after its fit.
 
@@ -102,10 +104,25 @@ def study(label: Label, close: np.ndarray, held: np.ndarray, rng: np.random.Gene
     return {"shares": shares, "outcomes": rows, "passes": bool(passes), "bars": int(valid.sum())}
 
 
+def trailing_codes(close: np.ndarray, ref: int = 720) -> np.ndarray:
+    """24-bar vol of bar t against the terciles of the feature on bars [t - ref, t - 1]."""
+    v = vol_regime.realised_vol(close)
+    codes = np.full(close.shape[0], -1, dtype=np.int64)
+    if close.shape[0] <= ref + vol_regime.WINDOW:
+        return codes
+    past = np.lib.stride_tricks.sliding_window_view(v[:-1], ref)  # past[j] = v[j .. j + ref - 1]
+    t = np.arange(ref, close.shape[0])
+    lo, hi = np.quantile(past, [1 / 3, 2 / 3], axis=1)
+    codes[t] = np.where(v[t] <= lo, 0, np.where(v[t] > hi, 2, 1))
+    codes[: ref + vol_regime.WINDOW] = -1  # reference not full of finite values yet
+    return codes
+
+
 def labels_for(close: np.ndarray, fit_end: int) -> list[Label]:
     vr = vol_regime.fit(close, fit_end)
     return [Label("vote", vote_regime.REGIMES, vote_regime.regime_codes(close, 64)),
-            Label("vol", vol_regime.LABELS, vr.codes(close))]
+            Label("vol", vol_regime.LABELS, vr.codes(close)),
+            Label("vol_30d", vol_regime.LABELS, trailing_codes(close))]
 
 
 def attention_label(checkpoint: Path, data) -> tuple[Label, int]:
@@ -202,6 +219,9 @@ def main(argv: list[str] | None = None) -> int:
         results.append((a.rollout_data.name.removesuffix(".csv.gz"), label,
                         study(label, close, np.arange(start, len(close)), rng, a.boot)))
     render(results, a.markdown)
+    for name in dict.fromkeys(label.name for _, label, _ in results):
+        mine = [res for _, label, res in results if label.name == name]
+        print(f"{name}: passes on {sum(r['passes'] for r in mine)} of {len(mine)} files")
     return 0
 
 

@@ -98,3 +98,10 @@ def fit(close: np.ndarray, end: int, window: int = WINDOW) -> VolRegime:
         raise ValueError(f"too few bars to fit the volatility regime: {c.shape[0]} (window {window})")
     lo, hi = np.quantile(v, [1 / 3, 2 / 3])
     return VolRegime(window, float(lo), float(hi), int(v.size))
+
+
+def regime_entry(vr: VolRegime | None, close: np.ndarray) -> dict[str, Any]:
+    """``{"regime": {"label", "basis"}}`` of the newest of ``close``, or ``{}`` (a checkpoint
+    trained before the label existed, or fewer than ``window + 1`` closes)."""
+    r = vr.explain(close[-(vr.window + 1):]) if vr is not None else None
+    return {"regime": r} if r else {}
