@@ -16,6 +16,7 @@ from rich.console import Console
 from rich.table import Table
 from sqlalchemy import Engine
 
+from bot.regime_view import regime_label
 from storage import queries as q
 
 BLOCKS = " ▁▂▃▄▅▆▇█"
@@ -66,7 +67,7 @@ def attention_section(db: Engine, run_id: str) -> dict[str, Any]:
             continue
         by_id[d["id"]] = d
         n = max(n, len(wa[1]))
-        regimes[str(expl.get("regime", "unknown"))] += 1
+        regimes[regime_label(expl) or "unknown"] += 1
     if not by_id:
         return {}
     win, lose = [], []
@@ -78,7 +79,7 @@ def attention_section(db: Engine, run_id: str) -> dict[str, Any]:
             continue
         wa = window_attribution(d["explanation"])
         assert wa is not None
-        regime = str(d["explanation"].get("regime", "unknown"))
+        regime = regime_label(d["explanation"]) or "unknown"
         if float(t["net_pnl"]) > 0:
             win.append(wa[1])
             win_regimes[regime] += 1

@@ -27,6 +27,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from bot.domain import timeframe_ms
 from bot.errors import ModelError
+from models import vol_regime
 from models.checkpoint import ModelMeta, data_hash, load_checkpoint, save_checkpoint
 from models.features import N_FEATURES, Normalizer, compute_features, first_window_end
 from models.gru_config import GRUSizerConfig, Stage2Train, parse_config
@@ -204,7 +205,8 @@ def _meta(cfg: GRUSizerConfig, enc: EncoderConfig, scfg: SizerConfig | None, nor
         train_config={**cfg.train.model_dump(), "stage2": cfg.train2.model_dump()},
         labels={"target": "log return t -> t+1..t+k", "target_scale": prep.target_scale.tolist(),
                 "fee_rate": req.fee_rate},
-        extra={"stage1": stage1_report, "stage2": stage2_report},
+        extra={"stage1": stage1_report, "stage2": stage2_report,
+               "vol_regime": vol_regime.fit(np.asarray(data.close), prep.bars("train")[1]).to_dict()},
     )
 
 

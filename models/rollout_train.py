@@ -18,6 +18,7 @@ import torch
 from rich.console import Console
 
 from bot.errors import ModelError
+from models import vol_regime
 from models.checkpoint import ModelMeta, data_hash, save_checkpoint
 from models.faithfulness import masking_faithfulness
 from models.features import FEATURE_NAMES, FEATURE_WARMUP, Normalizer, compute_features, first_window_end, make_windows
@@ -115,6 +116,7 @@ def train_rollout(data: Any, cfg: RolloutConfig, *, fee_rate: float, long_only: 
                 "split": split.describe(), "train_balance": class_balance(y[train_pos])["shares"],
                 "test_balance": class_balance(y[split.test])["shares"]},
         extra={"prob_threshold": cfg.prob_threshold, "history": res.history,
+               "vol_regime": vol_regime.fit(np.asarray(data.close), fit_end).to_dict(),
                "rollout": {k: getattr(cfg, k) for k in ("head_fusion", "discard_ratio", "residual_weight",
                                                         "start_layer", "recent_fraction", "momentum_above",
                                                         "reversion_below")}},

@@ -28,8 +28,9 @@ from models.features import FEATURE_WARMUP, IncrementalFeatures, Normalizer, com
 from models.gru_config import GRUSizerConfig, parse_config
 from models.gru_data import encode_bars
 from models.price_encoder import PriceEncoder
-from models.regime import classify, name
+from models.regime import classify
 from models.sizer import PositionSizer, SizerRunner, is_reset_bar
+from models.vol_regime import VolRegime, regime_entry
 from strategies.base import Strategy, StrategyContext, StrategyParams
 from strategies.spec import StrategySpec
 
@@ -73,6 +74,7 @@ class GRUSizerStrategy(Strategy):
         self.window = encoder.cfg.window
         self.steps = sizer.cfg.steps
         self.regime_window = int(meta.hparams.get("regime_window", params.regime_window))
+        self.vol_regime = VolRegime.from_dict(meta.extra.get("vol_regime"))  # None: older checkpoint
         self.bar_ms = timeframe_ms(ctx.timeframe)
         self._pre: dict[str, Any] | None = None
         self._reset()
@@ -222,7 +224,7 @@ class GRUSizerStrategy(Strategy):
                          "level_probs": [float(p) for p in probs],
                          "predicted_path": ret,
                          "predicted_closes": [close * (1.0 + r) for r in ret],
-                         "regime": name(regime)},
+                         **regime_entry(self.vol_regime, bars.close)},
         )
 
     def state_dict(self) -> dict[str, Any]:

@@ -24,9 +24,9 @@ from bot.errors import ModelError
 from bot.timeutil import ms_to_iso
 from models.features import FEATURE_WARMUP, FeatureWindow, Normalizer, compute_features, first_window_end, make_windows
 from models.labels import CLASSES, DOWN, FLAT, UP
-from models.rollout import REGIMES
 from models.rollout_runtime import RolloutConfig, RolloutExplainer, load_rollout, overlap_end, parse_config
 from models.transformer import TransformerClassifier
+from models.vol_regime import VolRegime, regime_entry
 from strategies.base import Strategy, StrategyContext, StrategyParams
 from strategies.spec import StrategySpec
 
@@ -58,6 +58,7 @@ class RolloutStrategy(Strategy):
         self.window = int(self.meta.window)
         self.explainer = RolloutExplainer(model, params)
         self._model_id = self.meta.model_id  # a hash of the metadata: computed once
+        self.vol_regime = VolRegime.from_dict(self.meta.extra.get("vol_regime"))  # None: older checkpoint
         self._short = -1.0 if (params.allow_short and not ctx.long_only) else 0.0
         self._pre: dict[str, Any] | None = None
         self._reset()
@@ -200,7 +201,7 @@ class RolloutStrategy(Strategy):
                 "attribution": weights,
                 "times": times,
                 "top_steps": [{"time": times[j], "weight": weights[j]} for j in order],
-                "regime": REGIMES[regime],
+                **regime_entry(self.vol_regime, bars.close),
                 "recent_share": round(share, 6),
                 "head_fusion": p.head_fusion,
             },

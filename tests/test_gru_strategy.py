@@ -144,7 +144,8 @@ def test_explanation_follows_the_contract(checkpoint: Path, data: CandleData) ->
     assert e["kind"] == "gru_sizer" and 0 <= e["level"] <= 10
     assert len(e["level_probs"]) == 11 and sum(e["level_probs"]) == pytest.approx(1.0)
     assert len(e["predicted_path"]) == len(e["predicted_closes"]) == 3
-    assert e["regime"] in ("bull", "bear", "sideways")
+    assert e["regime"]["label"] in ("low", "normal", "high")  # volatility regime (models/vol_regime.py)
+    assert e["regime"]["basis"].endswith("of the training bars")
     assert d.target == pytest.approx(e["level"] / 10 * 0.5)
     assert d.confidence == pytest.approx(max(e["level_probs"]))
     assert d.model_id == load_checkpoint(checkpoint).meta.model_id

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bot.regime_view import regime_label
 from bot.report.analysis import bucket_rows
 from bot.report.data import ReportData, close_after, to_dt
 
@@ -98,7 +99,7 @@ def rollout_view(d: ReportData) -> RolloutView | None:
         loss_mean=np.mean(losses, axis=0) if losses else None,
         n_win=len(wins), n_loss=len(losses),
         heat=heat, heat_dt=to_dt(times[starts]),
-        regimes=Counter(str(r["explanation"].get("regime")) for r, _ in pairs if r["explanation"].get("regime")),
+        regimes=Counter(regime_label(r["explanation"]) for r, _ in pairs if regime_label(r["explanation"])),
     )
 
 
@@ -177,7 +178,7 @@ class SizerView:
 
 
 def sizer_view(d: ReportData) -> SizerView | None:
-    pts = [(r["bar_time"], _num(r["explanation"].get("level")), str(r["explanation"].get("regime") or ""))
+    pts = [(r["bar_time"], _num(r["explanation"].get("level")), regime_label(r["explanation"]) or "")
            for r in _with(d, "level")]
     pts = [p for p in pts if p[1] is not None]
     if not pts:

@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.errors import ConfigError
+from bot.regime_view import regime_text
 from strategies.files import is_file_ref
 from strategies.registry import find_spec
 from strategies.spec import ReasonsFn, StrategySpec
@@ -73,8 +74,8 @@ def dsc_reasons(e: dict[str, Any]) -> list[str]:
 def rollout_reasons(e: dict[str, Any]) -> list[str]:
     out = [x for x in (_probs(e),) if x]
     bits = []
-    if e.get("regime"):
-        bits.append(f"regime {e['regime']}")
+    if regime_text(e):
+        bits.append(f"regime {regime_text(e)}")
     if e.get("recent_share") is not None:
         bits.append(f"recent share {_f(e.get('recent_share'), '.0%')}")
     if bits:
@@ -94,8 +95,8 @@ def gru_sizer_reasons(e: dict[str, Any]) -> list[str]:
         p = f" (p {_f(probs[level])})"
     if level is not None:
         out.append(f"level {level}/10{p}")
-    if e.get("regime"):
-        out.append(f"regime {e['regime']}")
+    if regime_text(e):
+        out.append(f"regime {regime_text(e)}")
     path = e.get("predicted_path")
     if isinstance(path, list) and path:
         out.append("predicted path: " + " → ".join(_f(x, "+.2%") for x in path[:5]))
