@@ -88,7 +88,7 @@ def action(decision: dict[str, Any], orders: list[dict[str, Any]] | None = None,
     size = f" {abs(target) * 100:.0f} % of equity" if target else ""
     if status in ("blocked", "frozen"):
         return f"Wanted {side}{size}, {'blocked by risk' if status == 'blocked' else 'frozen by a kill switch'}"
-    if orders is None:
+    if orders is None and status != "hold":
         return f"Target {side}{size}"
     return f"Stayed {side}" if not target else f"Held {side}{size}"
 
