@@ -39,7 +39,7 @@ def market_of(info: dict[str, Any]) -> RunMarket | None:
     return next((m for m in markets if m.symbol == sym), markets[0] if len(markets) == 1 else None)
 
 
-def _data_file(run: dict[str, Any], symbol: str | None) -> str | None:
+def data_file(run: dict[str, Any], symbol: str | None) -> str | None:
     """The run's data file for ``symbol``: a multi-market backtest journals one per market, ';'-joined."""
     files = str(run.get("data_source") or "").split(";")
     symbols = q.run_symbols(run)
@@ -53,7 +53,7 @@ def window_candles(info: dict[str, Any], engine: Any, data: str | None, t0: int,
     """(source label, OHLC arrays over [t0, t1]) or (reason, None)."""
     run, d = info["run"], info["decision"]
     market = market_of(info)
-    path = data or _data_file(run, d.get("symbol"))
+    path = data or data_file(run, d.get("symbol"))
     if path and Path(path).is_file():
         try:
             c = load_candles(path, symbol=d.get("symbol") or "?", timeframe=market.timeframe if market else "1h",

@@ -197,6 +197,9 @@ def register(journal_app: typer.Typer) -> None:
                                         help="Candle file for --png (default: the run's own data file)."),
         symbol: str | None = typer.Option(None, "--symbol", "-s",
                                           help="Refuse a decision that is not of this market."),
+        method: str | None = typer.Option(None, "--method", "-m",
+                                          help="Recompute the attribution with this method (the strategy's "
+                                               "explain_with; e.g. signed_grad_x_input, rollout)."),
         fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
         config: Path | None = ConfigOpt,
         set_: list[str] | None = SetOpt,
@@ -208,6 +211,15 @@ def register(journal_app: typer.Typer) -> None:
         cfg = load(config, set_, db=db)
         engine = open_database(cfg.storage.url)
         info = gather(engine, ident, symbol)
+        if method is not None:
+            from bot.cli.explain_method import recompute  # noqa: PLC0415 - builds the strategy (torch) only when asked
+
+            expl = info["decision"]["explanation"]
+            stored = attribution_of(expl)
+            info["decision"]["explanation"] = {**expl, "attribution": recompute(info, method, data)}
+            if fmt != "json":
+                console.print(f"[dim]attribution recomputed with --method {method} (stored: "
+                              f"{stored.method if stored else 'none'})[/dim]")
         if fmt == "json":  # times as ISO-8601 UTC, like every journal command's JSON
             sys.stdout.write(dumps({
                 "decision": with_iso(info["decision"], "bar_time"),
