@@ -11,6 +11,7 @@ from sqlalchemy import Engine
 from bot.api.encode import iso_ms, row
 from bot.domain import Side, fee_in_base, held_change
 from bot.report.reasons import decision_reasons_fn, reasons
+from bot.report.story import first_sentence
 from bot.summary import replay_fills, run_markets
 from storage import pages
 from storage import queries as q
@@ -83,7 +84,10 @@ def decision(run: dict[str, Any], d: dict[str, Any], explanation: bool = False) 
     expl = d.get("explanation") if isinstance(d.get("explanation"), dict) else {}
     lines = reasons(expl, 3, decision_reasons_fn(run, expl)) if expl else []
     out = row({k: v for k, v in d.items() if explanation or k != "explanation"})
-    why = " · ".join(lines)
+    # A model decision in the explanation contract's shape says it in a sentence (journal explain's
+    # first); others (sma, plugins, old journals) keep their reasons lines.
+    contract = isinstance(expl.get("rule"), dict) or isinstance(expl.get("attribution"), dict)
+    why = first_sentence({**d, "explanation": expl}) if contract else " · ".join(lines)
     if not why:
         why = d.get("error") or {"no_trade": "no target (warm-up)", "catch_up": "catch-up bar: never traded"}.get(
             str(d.get("status")), "")

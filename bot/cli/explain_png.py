@@ -12,9 +12,9 @@ from typing import Any
 
 import numpy as np
 
-from bot.attention import window_attribution
 from bot.domain import timeframe_ms
 from bot.errors import BotError, ConfigError
+from bot.explanation import Attribution, attribution_of, method_name
 from bot.feeds.replay import load_candles
 from bot.summary import RunMarket, run_markets
 from bot.timeutil import ms_to_iso
@@ -32,14 +32,14 @@ def _num(v: Any) -> float | None:
     return f if np.isfinite(f) else None
 
 
-def _market(info: dict[str, Any]) -> RunMarket | None:
+def market_of(info: dict[str, Any]) -> RunMarket | None:
     """The decision's market of its run (a multi-market run's timeframe column is a list)."""
     sym = info["decision"].get("symbol")
     markets = run_markets(info["run"]) if info["run"] else []
     return next((m for m in markets if m.symbol == sym), markets[0] if len(markets) == 1 else None)
 
 
-def _data_file(run: dict[str, Any], symbol: str | None) -> str | None:
+def data_file(run: dict[str, Any], symbol: str | None) -> str | None:
     """The run's data file for ``symbol``: a multi-market backtest journals one per market, ';'-joined."""
     files = str(run.get("data_source") or "").split(";")
     symbols = q.run_symbols(run)
@@ -48,12 +48,12 @@ def _data_file(run: dict[str, Any], symbol: str | None) -> str | None:
     return files[0] or None
 
 
-def _candles(info: dict[str, Any], engine: Any, data: str | None, t0: int, t1: int,
+def window_candles(info: dict[str, Any], engine: Any, data: str | None, t0: int, t1: int,
              bar_ms: int) -> tuple[str, dict[str, np.ndarray] | None]:
     """(source label, OHLC arrays over [t0, t1]) or (reason, None)."""
     run, d = info["run"], info["decision"]
-    market = _market(info)
-    path = data or _data_file(run, d.get("symbol"))
+    market = market_of(info)
+    path = data or data_file(run, d.get("symbol"))
     if path and Path(path).is_file():
         try:
             c = load_candles(path, symbol=d.get("symbol") or "?", timeframe=market.timeframe if market else "1h",
@@ -79,14 +79,14 @@ def write_png(info: dict[str, Any], path: Path, engine: Any, data: str | None = 
     import matplotlib.pyplot as plt  # noqa: PLC0415
 
     d, expl = info["decision"], info["decision"]["explanation"]
-    market = _market(info)
+    market = market_of(info)
     bar_ms = market.bar_ms if market else timeframe_ms("1h")
     t_dec = int(d["bar_time"])
-    wa = window_attribution(expl)
-    times = wa[0] if wa and wa[0] else []
+    a = attribution_of(expl, t_dec)
+    times = a.times if a and a.times else [t for t, _ in a.sparse_steps] if a else []
     t0 = min(times) if times else t_dec - (DEFAULT_SPAN - 1) * bar_ms
     t1 = max([t_dec] + [int(f["time"]) for f in info["fills"]])  # fills land on a later bar's open
-    source, ohlc = _candles(info, engine, data, t0, min(t1, t_dec + 24 * bar_ms), bar_ms)
+    source, ohlc = window_candles(info, engine, data, t0, min(t1, t_dec + 24 * bar_ms), bar_ms)
 
     def x(t: Any) -> np.ndarray:
         return (np.asarray(t, dtype=np.int64) - t_dec) / bar_ms
@@ -127,7 +127,7 @@ def write_png(info: dict[str, Any], path: Path, engine: Any, data: str | None = 
     top.set_title(f"{d['id']}  {ms_to_iso(t_dec)}  {expl.get('kind', '')} {expl.get('signal', '')} "
                   f"target {d.get('target')}  {ptxt}".strip(), fontsize=9)
     top.set_xlabel("bars relative to the decision bar (0); fills drawn at the bar they filled on")
-    if _attribution_panel(bottom, expl, wa, x):
+    if _attribution_panel(bottom, expl, a, x):
         bottom.set_xlim(top.get_xlim())
         bottom.axvline(0, color="grey", ls=":", lw=1)
         bottom.set_xlabel("bars relative to the decision bar (0)")
@@ -141,27 +141,29 @@ def write_png(info: dict[str, Any], path: Path, engine: Any, data: str | None = 
         plt.close(fig)
 
 
-def _attribution_panel(ax: Any, expl: dict[str, Any], wa: tuple[list[int], list[float]] | None,
-                       x: Any) -> bool:
+def _attribution_panel(ax: Any, expl: dict[str, Any], a: Attribution | None, x: Any) -> bool:
     """Draw the lower panel; True when its x axis is the candles' (bars relative to the decision)."""
-    top_steps = expl.get("top_steps") if isinstance(expl.get("top_steps"), list) else []
-    top_times = {int(s["time"]) for s in top_steps if isinstance(s, dict) and isinstance(s.get("time"), int)}
-    if wa is not None:
-        times, w = wa
-        xs = x(times) if times else np.arange(-len(w) + 1, 1)
-        colors = ["#d84315" if t in top_times else "#1e88e5" for t in (times or [None] * len(w))]
-        ax.bar(xs, w, width=0.8, color=colors)
-        extra = f", regime {expl['regime']}" if "regime" in expl else ""
+    from bot.report.story import toward_text  # noqa: PLC0415
+
+    if a is not None and (a.steps or a.sparse_steps):
+        if a.steps:
+            xs = x(a.times) if a.times else np.arange(-len(a.steps) + 1, 1)
+            vs = np.asarray(a.steps)
+        else:
+            xs, vs = x([t for t, _ in a.sparse_steps]), np.asarray([v for _, v in a.sparse_steps])
+        if a.toward is not None:
+            pos = vs >= 0
+            ax.bar(xs[pos], vs[pos], width=0.8, color="#43a047", label=toward_text(a.toward, 1.0))
+            ax.bar(xs[~pos], vs[~pos], width=0.8, color="#e53935", label=toward_text(a.toward, -1.0))
+            ax.axhline(0, color="grey", lw=0.6)
+            ax.legend(loc="upper left", fontsize=8)
+        else:
+            ax.bar(xs, vs, width=0.8, color="#1e88e5", label="weight (unsigned)")
+            ax.legend(loc="upper left", fontsize=8)
+        what = f" of {a.target}" if a.target else ""
         ax.set_ylabel("attribution")
-        ax.set_title(f"attention rollout attribution (top steps in orange{extra})", fontsize=9)
-        return True
-    steps = [(int(s["time"]), v) for s in top_steps if isinstance(s, dict) and isinstance(s.get("time"), int)
-             and (v := _num(s.get("score", s.get("weight")))) is not None]
-    if steps:
-        ts, vs = zip(*steps, strict=True)
-        ax.bar(x(list(ts)), vs, width=0.8, color=["#43a047" if v >= 0 else "#e53935" for v in vs])
-        ax.set_ylabel("score")
-        ax.set_title(f"top time steps ({expl.get('method', 'attribution')})", fontsize=9)
+        ax.set_title(f"{method_name(a.method)}{what}" + (" (old journal: top steps only)" if not a.steps else ""),
+                     fontsize=9)
         return True
     lp = expl.get("level_probs")
     if isinstance(lp, list) and lp:

@@ -13,13 +13,19 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import typer
 from rich.table import Table
+from rich.text import Text
 
-from bot.attention import window_attribution
+from bot.cli import explain_png
 from bot.cli.common import ConfigOpt, DbOpt, SetOpt, console, dumps, load, with_iso
+from bot.cli.explain_view import render_attribution
+from bot.domain import timeframe_ms
 from bot.errors import ConfigError
+from bot.explanation import attribution_of
 from bot.report.reasons import decision_reasons_fn, reasons
+from bot.report.story import story
 from bot.summary import check_symbol
 from bot.timeutil import ms_to_iso
 from storage import queries as q
@@ -103,16 +109,6 @@ def _level_probs(expl: dict[str, Any]) -> list[tuple[str, float]]:
     return []
 
 
-def _scored(items: Any, key: str, score: str) -> list[tuple[Any, float]]:
-    """[{key, score}] lists (top_steps, top_features) -> [(key, score)], malformed entries skipped."""
-    out = []
-    if isinstance(items, list):
-        for it in items:
-            if isinstance(it, dict) and key in it and (f := _num(it.get(score))) is not None:
-                out.append((it[key], f))
-    return out
-
-
 def _time_label(t: Any) -> str:
     try:
         return ms_to_iso(int(t))[:16].replace("T", " ")
@@ -120,9 +116,25 @@ def _time_label(t: Any) -> str:
         return str(t)
 
 
-def render(info: dict[str, Any]) -> None:
-    """Print the explanation of one decision in the terminal."""
+def window_of(info: dict[str, Any], engine: Any, data: str | None) -> dict[str, np.ndarray] | None:
+    """The candles of the decision's window (the run's data file, else the journaled closes), or None."""
+    d = info["decision"]
+    bar_time = _num(d.get("bar_time"))
+    if bar_time is None:
+        return None
+    a = attribution_of(d["explanation"], int(bar_time))
+    market = explain_png.market_of(info)
+    bar_ms = market.bar_ms if market else timeframe_ms("1h")
+    t0 = min(a.times) if a and a.times else int(bar_time) - (explain_png.DEFAULT_SPAN - 1) * bar_ms
+    if a and a.sparse_steps:
+        t0 = min(t0, a.sparse_steps[0][0])
+    return explain_png.window_candles(info, engine, data, t0 - bar_ms, int(bar_time), bar_ms)[1]
+
+
+def render(info: dict[str, Any], candles: dict[str, np.ndarray] | None = None) -> None:
+    """Print the explanation of one decision in the terminal: the story first, then the details."""
     d, run, expl = info["decision"], info["run"], info["decision"]["explanation"]
+    console.print(Text(" ".join(story(d, info["orders"], info["fills"], candles)), style="bold"))
     head = Table(title=f"decision {d['id']}", show_header=False)
     head.add_column("key")
     head.add_column("value")
@@ -133,8 +145,9 @@ def render(info: dict[str, Any]) -> None:
                          ("model", d.get("model_id")), ("explanation kind", expl.get("kind")),
                          ("signal", expl.get("signal")), ("regime", expl.get("regime")),
                          ("recent share", _fmt(expl.get("recent_share")) if "recent_share" in expl else None),
-                         ("head fusion", expl.get("head_fusion")), ("method", expl.get("method")),
-                         ("level", expl.get("level")), ("rule", expl.get("rule")),
+                         ("head fusion", expl.get("head_fusion")),
+                         ("method", expl.get("method") if isinstance(expl.get("method"), str) else None),
+                         ("level", expl.get("level")),
                          ("fast / slow SMA", f"{_fmt(expl['fast_sma'])} / {_fmt(expl.get('slow_sma'))}"
                           if "fast_sma" in expl else None), ("error", d.get("error"))):
         if value is not None:
@@ -148,12 +161,7 @@ def render(info: dict[str, Any]) -> None:
         console.print(bar_table("class probabilities", probs, pct=True))
     if levels := _level_probs(expl):
         console.print(bar_table("position level distribution", levels, pct=True))
-    _render_attribution(expl)
-    if feats := _scored(expl.get("top_features"), "feature", "score"):
-        console.print(bar_table("top features", [(str(k), v) for k, v in feats]))
-    fs = expl.get("feature_scores")
-    if isinstance(fs, dict) and (rows := [(str(k), f) for k, v in fs.items() if (f := _num(v)) is not None]):
-        console.print(bar_table("feature scores", rows))
+    render_attribution(console, d, candles)
     for key, title in (("predicted_path", "predicted returns"), ("predicted_closes", "predicted closes")):
         vals = expl.get(key)
         if isinstance(vals, list) and vals:
@@ -180,23 +188,6 @@ def _records(title: str, rows: list[dict[str, Any]], cols: list[tuple[str, str]]
         console.print(f"[dim](no {title.split()[0]})[/dim]")
 
 
-def _render_attribution(expl: dict[str, Any]) -> None:
-    wa = window_attribution(expl)
-    top = {_time_label(t) for t, _ in _scored(expl.get("top_steps"), "time", "weight")}
-    if wa is not None:
-        times, w = wa
-        n = len(w)
-        labels = [_time_label(t) for t in times] if times else [f"t-{n - 1 - i}" for i in range(n)]
-        console.print(bar_table(f"attribution over the window ({n} steps, oldest first; * = top steps)",
-                                list(zip(labels, w, strict=True)), pct=True, mark=top))
-        return
-    steps = _scored(expl.get("top_steps"), "time", "score") or _scored(expl.get("top_steps"), "time", "weight")
-    if steps:
-        steps.sort(key=lambda s: _num(s[0]) or 0)
-        console.print(bar_table("top time steps (the full window attribution is not stored for this kind)",
-                                [(_time_label(t), v) for t, v in steps]))
-
-
 def register(journal_app: typer.Typer) -> None:
     @journal_app.command("explain")
     def explain(
@@ -206,6 +197,9 @@ def register(journal_app: typer.Typer) -> None:
                                         help="Candle file for --png (default: the run's own data file)."),
         symbol: str | None = typer.Option(None, "--symbol", "-s",
                                           help="Refuse a decision that is not of this market."),
+        method: str | None = typer.Option(None, "--method", "-m",
+                                          help="Recompute the attribution with this method (the strategy's "
+                                               "explain_with; e.g. signed_grad_x_input, rollout)."),
         fmt: str = typer.Option("table", "--format", "-f", help="table or json."),
         config: Path | None = ConfigOpt,
         set_: list[str] | None = SetOpt,
@@ -217,6 +211,15 @@ def register(journal_app: typer.Typer) -> None:
         cfg = load(config, set_, db=db)
         engine = open_database(cfg.storage.url)
         info = gather(engine, ident, symbol)
+        if method is not None:
+            from bot.cli.explain_method import recompute  # noqa: PLC0415 - builds the strategy (torch) only when asked
+
+            expl = info["decision"]["explanation"]
+            stored = attribution_of(expl)
+            info["decision"]["explanation"] = {**expl, "attribution": recompute(info, method, data)}
+            if fmt != "json":
+                console.print(f"[dim]attribution recomputed with --method {method} (stored: "
+                              f"{stored.method if stored else 'none'})[/dim]")
         if fmt == "json":  # times as ISO-8601 UTC, like every journal command's JSON
             sys.stdout.write(dumps({
                 "decision": with_iso(info["decision"], "bar_time"),
@@ -225,7 +228,7 @@ def register(journal_app: typer.Typer) -> None:
                 "fills": [with_iso(f, "time") for f in info["fills"]],
             }) + "\n")
         else:
-            render(info)
+            render(info, window_of(info, engine, data))
         if png is not None:
             from bot.cli.explain_png import write_png  # noqa: PLC0415 - matplotlib only when asked
 

@@ -17,6 +17,7 @@ from bot.report.analysis import marker_fills
 from bot.report.blocks import Section, no_bars, strategy_section, tail_sections
 from bot.report.data import ReportData
 from bot.report.figures import equity_figure, monthly_figure, price_figure
+from bot.report.figures_faith import faith_section
 from bot.report.html_portfolio import plan_portfolio, portfolio_header
 from bot.report.page import CSS
 from bot.report.portfolio import PortfolioData
@@ -50,6 +51,8 @@ def plan(d: ReportData, t: th.Theme) -> list[Section]:
         secs.append(Section("monthly", "Monthly returns", no_bars("monthly return")))
     secs.append(Section("trades", f"Trades ({len(d.trades):,})", tables.trades_table(d)))
     secs.append(strategy_section(d, t))
+    if (faith := faith_section(d, t)) is not None:
+        secs.append(faith)
     secs.extend(tail_sections(d))
     return secs
 

@@ -16,6 +16,7 @@ from bot.report.analysis import marker_fills
 from bot.report.blocks import Section, no_bars, strategy_section, tail_sections
 from bot.report.data import ReportData
 from bot.report.figures import equity_figure, monthly_figure, price_figure
+from bot.report.figures_faith import faith_section
 from bot.report.figures_portfolio import contribution_figure, market_colour, position_figure
 from bot.report.portfolio import PortfolioData
 
@@ -77,6 +78,9 @@ def market_sections(d: ReportData, t: th.Theme, i: int) -> list[Section]:
     model.figures = {f"{fid}-{s}": fig for fid, fig in model.figures.items()}
     model.market, model.nav = sym, ""
     secs.append(model)
+    if (faith := faith_section(d, t, f"-{s}")) is not None:
+        faith.title, faith.market, faith.nav = f"{sym} · {faith.title}", sym, ""
+        secs.append(faith)
     return secs
 
 

@@ -16,6 +16,7 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from bot.explanation import attribution_of
 from bot.regime_view import regime_label
 from bot.report.analysis import bucket_rows
 from bot.report.data import ReportData, close_after, to_dt
@@ -60,23 +61,18 @@ class RolloutView:
 
 
 def _attribution(expl: dict[str, Any], window: int) -> np.ndarray | None:
-    a = expl.get("attribution")
-    if not isinstance(a, list) or len(a) != window:
+    """The decision's window attribution (contract ``attribution.steps`` or an old list) of that length."""
+    a = attribution_of(expl)
+    if a is None or len(a.steps) != window:
         return None
-    try:
-        v = np.asarray(a, dtype=np.float64)
-    except (TypeError, ValueError):
-        return None
-    return v if np.all(np.isfinite(v)) else None
+    return np.asarray(a.steps, dtype=np.float64)
 
 
 def rollout_view(d: ReportData) -> RolloutView | None:
-    rows = [r for r in _with(d, "attribution") if isinstance(r["explanation"]["attribution"], list)]
+    rows = [r for r in d.decisions if (a := attribution_of(r["explanation"])) is not None and a.steps]
     if not rows:
         return None
-    window = Counter(len(r["explanation"]["attribution"]) for r in rows).most_common(1)[0][0]
-    if window == 0:
-        return None
+    window = Counter(len(attribution_of(r["explanation"]).steps) for r in rows).most_common(1)[0][0]  # type: ignore[union-attr]
     pairs = [(r, _attribution(r["explanation"], window)) for r in rows]
     pairs = [(r, a) for r, a in pairs if a is not None]
     if not pairs:

@@ -14,6 +14,7 @@ import matplotlib
 
 from bot.report import theme as th
 from bot.report.data import ReportData
+from bot.report.figures_faith import faith_png
 from bot.report.png_figures import CORE, DPI, PNG_SIZE, summary_png
 from bot.report.png_models import model_png
 from bot.report.png_portfolio import portfolio_pngs
@@ -35,6 +36,7 @@ def write_pngs(d: ReportData, out: Path, theme: str = "light") -> list[Path]:
             if d.has_bars:
                 figs.update({name: fn(d, t) for name, fn in CORE.items()})
             figs[d.section.key] = model_png(d, t)
+            figs["faithfulness"] = faith_png(d, t)
         for name, fig in figs.items():
             if fig is None:
                 continue

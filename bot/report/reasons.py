@@ -13,6 +13,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.errors import ConfigError
+from bot.explanation import attribution_of, rule_of
 from bot.regime_view import regime_text
 from strategies.files import is_file_ref
 from strategies.registry import find_spec
@@ -60,8 +61,35 @@ def sma_reasons(e: dict[str, Any]) -> list[str]:
     return out
 
 
+def _rule_line(e: dict[str, Any]) -> str | None:
+    rule = rule_of(e)
+    return rule["text"] if rule else None
+
+
+def _contract_lines(e: dict[str, Any]) -> list[str]:
+    """The contract's attribution in two short lines: top features with their sign, top older steps."""
+    a = e.get("attribution")
+    at = attribution_of(e) if isinstance(a, dict) else None
+    if at is None:
+        return []
+    out = []
+    if at.features:
+        top = sorted(at.features.items(), key=lambda kv: -abs(kv[1]))[:3]
+        sign = f" (+ = toward {at.toward})" if at.toward else ""
+        out.append("top features: " + ", ".join(f"{k} {_f(v, '+.3g')}" for k, v in top) + sign)
+    if len(at.steps) > 1:
+        n = len(at.steps)
+        older = sorted(range(n - 1), key=lambda i: -abs(at.steps[i]))[:3]
+        total = sum(abs(v) for v in at.steps) or 1.0
+        out.append("top older bars: " + ", ".join(f"t-{n - 1 - i}" for i in older)
+                   + f" · newest bar {abs(at.steps[-1]) / total:.0%} of the weight")
+    return out
+
+
 def dsc_reasons(e: dict[str, Any]) -> list[str]:
-    out = [x for x in (_probs(e),) if x]
+    out = [x for x in (_rule_line(e) or _probs(e),) if x]
+    if isinstance(e.get("attribution"), dict):
+        return out + _contract_lines(e)
     feats = _dicts(e.get("top_features"))
     if feats:
         out.append("top features: " + ", ".join(f"{f.get('feature')} ({_f(f.get('score'), '+.3f')})" for f in feats))
@@ -72,7 +100,7 @@ def dsc_reasons(e: dict[str, Any]) -> list[str]:
 
 
 def rollout_reasons(e: dict[str, Any]) -> list[str]:
-    out = [x for x in (_probs(e),) if x]
+    out = [x for x in (_rule_line(e) or _probs(e),) if x]
     bits = []
     if regime_text(e):
         bits.append(f"regime {regime_text(e)}")
@@ -80,6 +108,8 @@ def rollout_reasons(e: dict[str, Any]) -> list[str]:
         bits.append(f"recent share {_f(e.get('recent_share'), '.0%')}")
     if bits:
         out.append(", ".join(bits))
+    if isinstance(e.get("attribution"), dict):
+        return out + _contract_lines(e)
     steps = _dicts(e.get("top_steps"))
     if steps:
         out.append("attends to: " + ", ".join(f"{fmt_time(s.get('time'))[5:]} ({_f(s.get('weight'))})" for s in steps))
@@ -93,10 +123,13 @@ def gru_sizer_reasons(e: dict[str, Any]) -> list[str]:
     p = ""
     if isinstance(probs, list) and isinstance(level, int) and 0 <= level < len(probs):
         p = f" (p {_f(probs[level])})"
-    if level is not None:
+    if rule := _rule_line(e):
+        out.append(rule + p)
+    elif level is not None:
         out.append(f"level {level}/10{p}")
     if regime_text(e):
         out.append(f"regime {regime_text(e)}")
+    out += _contract_lines(e)
     path = e.get("predicted_path")
     if isinstance(path, list) and path:
         out.append("predicted path: " + " → ".join(_f(x, "+.2%") for x in path[:5]))
