@@ -1,0 +1,170 @@
+"""Compact storage of decision explanations (``decisions.explanation``), generic over the JSON.
+
+Per decision a model strategy journals a per-bar attribution vector and a few dozen keys; stored
+as plain JSON that was most of a journal. :func:`encode` turns any JSON tree into a smaller one
+and :func:`decode` gives back a plain tree of the same shape, so every reader is unchanged:
+
+- a list of >= 8 numbers, at least one a float: quantised to 16 bits over its range, stored as
+  ``{"~q": base64(float64 low, float64 step, uint16 * n)}``. The error of each value is at most
+  ``(max - min) / 131070``, so at most ``max|x| / 65535`` (0.0015 % of the vector's max abs);
+- a list of >= 4 integers with a constant step (candle times): ``{"~r": [start, step, n]}``, exact;
+- any other float: rounded to 4 significant digits; integers, strings, booleans, null: exact;
+- a dict whose only key starts with ``~`` is wrapped as ``{"~d": ...}`` so it is never read as one
+  of the markers above.
+
+The encoded tree is stored as ``{"~1": tree}`` or, when shorter, as the string ``"~z1:" +
+base64(raw deflate(compact JSON of {"~1": tree}))`` with :data:`ZDICT` as the preset dictionary
+(the keys every explanation repeats then cost a few bits each). Rows written before this codec
+(a plain dict) read back as they were. Changing ``ZDICT`` or the quantiser needs a new version tag
+(``~z2:``, ``~2``): stored rows must keep decoding.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import math
+import struct
+import zlib
+from array import array
+from typing import Any
+
+MIN_FLOATS = 8
+MIN_RANGE = 4
+LEVELS = 65535
+TREE = "~1"
+ZIP = "~z1:"
+
+#: Tokens explanations repeat (keys of docs/explanations.md, old and new shapes). Frozen: rows
+#: compressed with it decode only with these exact bytes (most frequent last: shortest distance).
+ZDICT = (
+    '"predicted_path": [, "predicted_closes": [, "level_probs": [, "level": , "max_exposure": 1.0, '
+    '"sizer", "gru_sizer", "fast_sma": , "slow_sma": , "rule": "fast > slow -> long", "sma", '
+    '"top_features": [{"feature": , "feature_scores": {, "method": "input_x_gradient", "prob_threshold": '
+    '"ret_1": , "log_ret_1": , "log_ret_4": , "log_ret_24": , "volatility_24": , "volume_ratio_24": , '
+    '"rsi_14": , "macd": , "macd_signal": , "hl_range": , "vwap_dist_24": , "close_pos": , '
+    '"sma_dist_48": , "hour_sin": , "hour_cos": , '
+    '"top_steps": [{"time": , "weight": }, {"time": , "score": }, '
+    '"times": {"~r": [, 3600000, 48]}, "regime": "mixed", "trending", "recent_share": , "head_fusion": "mean", '
+    '"faithfulness": {"k": 5, "windows": , "older_top_k_drop": , "older_random_k_drop": , '
+    '"newest_drop": , "rank": 1}, "rule": {"threshold": 0.5, "text": "p(up) = , >= 0.50 -> long", '
+    '-> short", -> flat", "level , of 10 -> , % of equity"}, '
+    '"attribution": {"method": "signed_grad_x_input", "abs_grad_x_input", "grad_rollout", '
+    '"rollout", "toward": "up", "larger position", null, "target": "p(up) - p(down)", '
+    '"expected level", "p(predicted class)", "steps": {"~q": "AAAAAAAA", "bar_ms": 3600000, '
+    '"features": null, {"kind": "dsc", {"kind": "rollout", "probs": {"down": , "flat": , "up": }, '
+    '"confidence": 0., "signal": "flat", "short", "long", {"~1": {"kind": "'
+).encode()
+
+
+def encode(value: Any) -> Any:
+    """The stored form of one explanation (any JSON tree; None stays None)."""
+    if value is None:
+        return None
+    wrapped = {TREE: _enc(value)}
+    text = json.dumps(wrapped, separators=(",", ":"), allow_nan=False) if _finite(wrapped) else None
+    if text is None:
+        return wrapped
+    z = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, ZDICT)
+    packed = ZIP + base64.b64encode(z.compress(text.encode()) + z.flush()).decode("ascii")
+    return packed if len(packed) + 2 < len(json.dumps(wrapped)) else wrapped
+
+
+def decode(stored: Any) -> Any:
+    """The plain JSON tree of a stored explanation (rows from before the codec: unchanged)."""
+    if isinstance(stored, str) and stored.startswith(ZIP):
+        z = zlib.decompressobj(-15, ZDICT)
+        raw = z.decompress(base64.b64decode(stored[len(ZIP):])) + z.flush()
+        stored = json.loads(raw)
+    if isinstance(stored, dict) and len(stored) == 1 and TREE in stored:
+        return _dec(stored[TREE])
+    return stored
+
+
+def _finite(v: Any) -> bool:
+    """No NaN or infinity anywhere (those stay uncompressed: strict JSON has no spelling for them)."""
+    if isinstance(v, float):
+        return math.isfinite(v)
+    if isinstance(v, dict):
+        return all(_finite(x) for x in v.values())
+    if isinstance(v, list):
+        return all(_finite(x) for x in v)
+    return True
+
+
+def _is_num(v: Any) -> bool:
+    return isinstance(v, int | float) and not isinstance(v, bool)
+
+
+def round4(x: float) -> float:
+    """``x`` to 4 significant digits (non-finite values, and one that would overflow, as they are)."""
+    if not math.isfinite(x):
+        return x
+    r = float(f"{x:.4g}")
+    return r if math.isfinite(r) else x
+
+
+def _enc(v: Any) -> Any:
+    if isinstance(v, float):
+        return round4(v)
+    if isinstance(v, dict):
+        out = {k: _enc(x) for k, x in v.items()}
+        return {"~d": out} if len(v) == 1 and str(next(iter(v))).startswith("~") else out
+    if isinstance(v, list | tuple):
+        return _enc_list(list(v))
+    return v
+
+
+def _enc_list(v: list[Any]) -> Any:
+    if len(v) >= MIN_FLOATS and all(_is_num(x) for x in v) and any(isinstance(x, float) for x in v):
+        q = quantise(v)
+        if q is not None:
+            return {"~q": q}
+    if len(v) >= MIN_RANGE and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+        step = v[1] - v[0]
+        if all(b - a == step for a, b in zip(v, v[1:], strict=False)):
+            return {"~r": [v[0], step, len(v)]}
+    return [_enc(x) for x in v]
+
+
+def quantise(v: list[float]) -> str | None:
+    """base64 of (low, step, uint16 levels); None when the values are not finite or so large that
+    ``max - min`` overflows (then they are rounded one by one)."""
+    lo, hi = min(v), max(v)
+    span = float(hi) - float(lo)
+    if not math.isfinite(span):
+        return None
+    step = span / LEVELS
+    levels = array("H", (round((x - lo) / step) if step > 0 else 0 for x in v))
+    if levels.itemsize != 2:  # pragma: no cover - "H" is 2 bytes on every platform CPython runs on
+        raise RuntimeError("array('H') is not 16-bit here")
+    if array("H", [1]).tobytes() != b"\x01\x00":  # stored little-endian whatever the machine
+        levels.byteswap()
+    return base64.b64encode(struct.pack("<dd", float(lo), step) + levels.tobytes()).decode("ascii")
+
+
+def dequantise(text: str) -> list[float]:
+    raw = base64.b64decode(text)
+    lo, step = struct.unpack_from("<dd", raw)
+    levels = array("H")
+    levels.frombytes(raw[16:])
+    if array("H", [1]).tobytes() != b"\x01\x00":
+        levels.byteswap()
+    return [lo + q * step for q in levels]
+
+
+def _dec(v: Any) -> Any:
+    if isinstance(v, dict):
+        if len(v) == 1:
+            (k, x), = v.items()
+            if k == "~q":
+                return dequantise(x)
+            if k == "~r":
+                start, step, n = x
+                return [start + i * step for i in range(n)]
+            if k == "~d":
+                return {kk: _dec(xx) for kk, xx in x.items()}
+        return {k: _dec(x) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_dec(x) for x in v]
+    return v
