@@ -5,8 +5,8 @@ For each strategy (``rollout`` and ``dsc`` with a tiny model trained first on 1,
 
 - ``stored``: the file as the journal wrote it (after VACUUM), and the decisions table with its
   two indexes (SQLite's dbstat), per 10k decisions;
-- ``plain``: the same file with every ``decisions.explanation`` rewritten as the plain JSON the
-  strategy produced (what the journal stored before storage/explain_codec.py), VACUUMed;
+- ``plain``: the same backtest journaled with the codec off, each explanation the plain JSON
+  the strategy produced (what the journal stored before storage/explain_codec.py);
 - the mean length of one stored explanation in both forms.
 
 Sizes do not depend on how well the tiny models trade, only on the explanation's shape.
@@ -16,12 +16,12 @@ Run: ``python bench/journal_size.py [--bars 3000]``.
 from __future__ import annotations
 
 import argparse
-import json
 import os
-import shutil
 import sqlite3
 import sys
 import tempfile
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -34,6 +34,7 @@ from bot import app as core  # noqa: E402
 from bot.app.parts import build_backtest_strategy  # noqa: E402
 from bot.config import load_config  # noqa: E402
 from bot.feeds.replay import load_candles  # noqa: E402
+from storage import explain_codec  # noqa: E402
 from storage.db import open_database  # noqa: E402
 
 DATA = Path(os.environ.get("BOT_DATA_DIR", ROOT.parent / "shared" / "data")) / "bybit_BTCUSDT_1h.csv.gz"
@@ -49,14 +50,14 @@ STRATEGIES: dict[str, dict[str, Any]] = {
 DECISION_OBJECTS = ("decisions", "sqlite_autoindex_decisions_1", "ix_decisions_run_time")
 
 
-def journal(name: str, bars: int, work: Path) -> Path:
-    """Backtest ``name`` over ``bars`` bars (after TRAIN_BARS for a model) into work/name.db."""
+def journal(name: str, bars: int, work: Path, form: str) -> Path:
+    """Backtest ``name`` over ``bars`` bars (after TRAIN_BARS for a model) into work/name_form.db."""
     data = load_candles(DATA, symbol="BTCUSDT", timeframe="1h", bar_ms=3_600_000)
     data = data.slice(len(data) - bars - TRAIN_BARS, len(data))
     params = dict(STRATEGIES[name])
     if params:
         params["train_fraction"] = TRAIN_BARS / len(data)
-    path = work / f"{name}.db"
+    path = work / f"{name}_{form}.db"
     url = f"sqlite:///{path}"
     cfg = load_config(None, [], {"strategy.name": name, "strategy.params": params, "storage.url": url})
     strat, first, _ = build_backtest_strategy(cfg, data)
@@ -79,19 +80,15 @@ def sizes(path: Path) -> dict[str, float]:
     return {"n": n, "file": path.stat().st_size, "table": table, "expl": expl}
 
 
-def plain_copy(path: Path) -> Path:
-    """The same journal with each explanation as the plain JSON it decodes to."""
-    from storage.explain_codec import decode  # noqa: PLC0415
-
-    out = path.with_name(path.stem + "_plain.db")
-    shutil.copy(path, out)
-    con = sqlite3.connect(out)
-    rows = con.execute("SELECT id, explanation FROM decisions").fetchall()
-    con.executemany("UPDATE decisions SET explanation = ? WHERE id = ?",
-                    [(json.dumps(decode(json.loads(e))) if e is not None else None, i) for i, e in rows])
-    con.commit()
-    con.close()
-    return out
+@contextmanager
+def codec_off() -> Iterator[None]:
+    """Explanations written as plain JSON, as before the codec (reads of those rows are unchanged)."""
+    encode = explain_codec.encode
+    explain_codec.encode = lambda v: v
+    try:
+        yield
+    finally:
+        explain_codec.encode = encode
 
 
 def main() -> None:
@@ -107,9 +104,9 @@ def main() -> None:
         work = Path(tmp)
         os.chdir(work)  # checkpoints of the tiny models land here
         for name in args.strategies.split(","):
-            stored_path = journal(name, args.bars, work)
-            plain = sizes(plain_copy(stored_path))
-            stored = sizes(stored_path)
+            stored = sizes(journal(name, args.bars, work, "stored"))
+            with codec_off():
+                plain = sizes(journal(name, args.bars, work, "plain"))
             for form, s in (("plain", plain), ("stored", stored)):
                 k = per / s["n"]
                 ratio = plain["table"] / s["table"]

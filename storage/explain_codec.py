@@ -13,8 +13,9 @@ and :func:`decode` gives back a plain tree of the same shape, so every reader is
   of the markers above.
 
 The encoded tree is stored as ``{"~1": tree}`` or, when shorter, as the string ``"~z1:" +
-base64(raw deflate(compact JSON of {"~1": tree}))`` with :data:`ZDICT` as the preset dictionary
-(the keys every explanation repeats then cost a few bits each). Rows written before this codec
+base85(raw deflate(compact JSON of {"~1": tree}, NUL, the quantised vectors' bytes))`` with
+:data:`ZDICT` as the preset dictionary (the keys every explanation repeats then cost a few bits
+each); there each ``{"~q": ...}`` holds only its length. Rows written before this codec
 (a plain dict) read back as they were. Changing ``ZDICT`` or the quantiser needs a new version tag
 (``~z2:``, ``~2``): stored rows must keep decoding.
 """
@@ -38,23 +39,23 @@ ZIP = "~z1:"
 #: Tokens explanations repeat (keys of docs/explanations.md, old and new shapes). Frozen: rows
 #: compressed with it decode only with these exact bytes (most frequent last: shortest distance).
 ZDICT = (
-    '"predicted_path": [, "predicted_closes": [, "level_probs": [, "level": , "max_exposure": 1.0, '
-    '"sizer", "gru_sizer", "fast_sma": , "slow_sma": , "rule": "fast > slow -> long", "sma", '
-    '"top_features": [{"feature": , "feature_scores": {, "method": "input_x_gradient", "prob_threshold": '
-    '"ret_1": , "log_ret_1": , "log_ret_4": , "log_ret_24": , "volatility_24": , "volume_ratio_24": , '
-    '"rsi_14": , "macd": , "macd_signal": , "hl_range": , "vwap_dist_24": , "close_pos": , '
-    '"sma_dist_48": , "hour_sin": , "hour_cos": , '
-    '"top_steps": [{"time": , "weight": }, {"time": , "score": }, '
-    '"times": {"~r": [, 3600000, 48]}, "regime": "mixed", "trending", "recent_share": , "head_fusion": "mean", '
-    '"faithfulness": {"k": 5, "windows": , "older_top_k_drop": , "older_random_k_drop": , '
-    '"newest_drop": , "rank": 1}, "rule": {"threshold": 0.5, "text": "p(up) = , >= 0.50 -> long", '
-    '-> short", -> flat", "level , of 10 -> , % of equity"}, '
-    '"attribution": {"method": "signed_grad_x_input", "abs_grad_x_input", "grad_rollout", '
-    '"rollout", "toward": "up", "larger position", null, "target": "p(up) - p(down)", '
-    '"expected level", "p(predicted class)", "steps": {"~q": "AAAAAAAA", "bar_ms": 3600000, '
-    '"features": null, {"kind": "dsc", {"kind": "rollout", "probs": {"down": , "flat": , "up": }, '
-    '"confidence": 0., "signal": "flat", "short", "long", {"~1": {"kind": "'
-).encode()
+    b'"predicted_path":[,"predicted_closes":[,"level_probs":[,"level":,"max_exposure":1.0,'
+    b'"sizer","gru_sizer","fast_sma":,"slow_sma":,"rule":"fast > slow -> long","sma",'
+    b'"top_features":[{"feature":,"feature_scores":{,"method":"input_x_gradient","prob_threshold":'
+    b'"ret_1":,"log_ret_1":,"log_ret_4":,"log_ret_24":,"volatility_24":,"volume_ratio_24":,'
+    b'"rsi_14":,"macd":,"macd_signal":,"hl_range":,"vwap_dist_24":,"close_pos":,'
+    b'"sma_dist_48":,"hour_sin":,"hour_cos":,'
+    b'"top_steps":[{"time":,"weight":},{"time":,"score":},'
+    b'"times":{"~r":[,3600000,48]},"regime":"mixed","trending","recent_share":,"head_fusion":"mean",'
+    b'"faithfulness":{"k":5,"windows":,"older_top_k_drop":,"older_random_k_drop":,'
+    b'"newest_drop":,"rank":1},"rule":{"threshold":0.5,"text":"p(up) = , >= 0.50 -> long",'
+    b'-> short",-> flat","level , of 10 -> , % of equity"},'
+    b'"attribution":{"method":"signed_grad_x_input","abs_grad_x_input","grad_rollout",'
+    b'"rollout","toward":"up","larger position",null,"target":"p(up) - p(down)",'
+    b'"expected level","p(predicted class)","steps":{"~q":48},"bar_ms":3600000,'
+    b'"features":null,{"kind":"dsc",{"kind":"rollout","probs":{"down":0.,"flat":0.,"up":0.},'
+    b'"confidence":0.,"signal":"flat","short","long",{"~1":{"kind":"'
+)
 
 
 def encode(value: Any) -> Any:
@@ -62,11 +63,13 @@ def encode(value: Any) -> Any:
     if value is None:
         return None
     wrapped = {TREE: _enc(value)}
-    text = json.dumps(wrapped, separators=(",", ":"), allow_nan=False) if _finite(wrapped) else None
-    if text is None:
+    if not _finite(wrapped):
         return wrapped
+    blobs: list[bytes] = []
+    text = json.dumps({TREE: _unpack_q(wrapped[TREE], blobs)}, separators=(",", ":"), allow_nan=False)
     z = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, ZDICT)
-    packed = ZIP + base64.b64encode(z.compress(text.encode()) + z.flush()).decode("ascii")
+    body = z.compress(text.encode() + b"\0" + b"".join(blobs)) + z.flush()
+    packed = ZIP + base64.b85encode(body).decode("ascii")
     return packed if len(packed) + 2 < len(json.dumps(wrapped)) else wrapped
 
 
@@ -74,11 +77,29 @@ def decode(stored: Any) -> Any:
     """The plain JSON tree of a stored explanation (rows from before the codec: unchanged)."""
     if isinstance(stored, str) and stored.startswith(ZIP):
         z = zlib.decompressobj(-15, ZDICT)
-        raw = z.decompress(base64.b64decode(stored[len(ZIP):])) + z.flush()
-        stored = json.loads(raw)
+        raw = z.decompress(base64.b85decode(stored[len(ZIP):])) + z.flush()
+        cut = raw.index(b"\0")
+        return _dec(json.loads(raw[:cut])[TREE], memoryview(raw)[cut + 1:])
     if isinstance(stored, dict) and len(stored) == 1 and TREE in stored:
         return _dec(stored[TREE])
     return stored
+
+
+def _unpack_q(v: Any, blobs: list[bytes]) -> Any:
+    """The tree with each ``{"~q": base64}`` as ``{"~q": n}`` and its bytes (low bytes of the n
+    levels, then their high bytes: deflate then finds the high bytes alike) appended to ``blobs``."""
+    if isinstance(v, dict):
+        if len(v) == 1 and isinstance(v.get("~q"), str):
+            raw = base64.b64decode(v["~q"])
+            levels = raw[16:]
+            blobs.append(raw[:16] + levels[0::2] + levels[1::2])
+            return {"~q": len(levels) // 2}
+        if len(v) == 1 and isinstance(v.get("~d"), dict):  # a wrapped dict is data, never a marker
+            return {"~d": {k: _unpack_q(x, blobs) for k, x in v["~d"].items()}}
+        return {k: _unpack_q(x, blobs) for k, x in v.items()}
+    if isinstance(v, list):
+        return [_unpack_q(x, blobs) for x in v]
+    return v
 
 
 def _finite(v: Any) -> bool:
@@ -143,28 +164,45 @@ def quantise(v: list[float]) -> str | None:
     return base64.b64encode(struct.pack("<dd", float(lo), step) + levels.tobytes()).decode("ascii")
 
 
-def dequantise(text: str) -> list[float]:
-    raw = base64.b64decode(text)
+def dequantise(raw: bytes | memoryview) -> list[float]:
+    """The values of ``quantise``'s bytes (after base64 decoding)."""
     lo, step = struct.unpack_from("<dd", raw)
     levels = array("H")
-    levels.frombytes(raw[16:])
+    levels.frombytes(bytes(raw[16:]))
     if array("H", [1]).tobytes() != b"\x01\x00":
         levels.byteswap()
     return [lo + q * step for q in levels]
 
 
-def _dec(v: Any) -> Any:
+class _Blob:
+    """Reads the quantised vectors of a compressed row in the order they were appended."""
+
+    def __init__(self, raw: memoryview) -> None:
+        self.raw, self.at = raw, 0
+
+    def take(self, n: int) -> list[float]:
+        part = self.raw[self.at:self.at + 16 + 2 * n]
+        self.at += 16 + 2 * n
+        low, high = bytes(part[16:16 + n]), bytes(part[16 + n:])
+        levels = bytearray(2 * n)
+        levels[0::2], levels[1::2] = low, high
+        return dequantise(bytes(part[:16]) + bytes(levels))
+
+
+def _dec(v: Any, blob: memoryview | _Blob | None = None) -> Any:
+    if isinstance(blob, memoryview):
+        blob = _Blob(blob)
     if isinstance(v, dict):
         if len(v) == 1:
             (k, x), = v.items()
             if k == "~q":
-                return dequantise(x)
+                return blob.take(x) if isinstance(x, int) and blob is not None else dequantise(base64.b64decode(x))
             if k == "~r":
                 start, step, n = x
                 return [start + i * step for i in range(n)]
             if k == "~d":
-                return {kk: _dec(xx) for kk, xx in x.items()}
-        return {k: _dec(x) for k, x in v.items()}
+                return {kk: _dec(xx, blob) for kk, xx in x.items()}
+        return {k: _dec(x, blob) for k, x in v.items()}
     if isinstance(v, list):
-        return [_dec(x) for x in v]
+        return [_dec(x, blob) for x in v]
     return v
