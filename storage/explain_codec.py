@@ -149,11 +149,11 @@ def _enc_list(v: list[Any]) -> Any:
 
 
 def quantise(v: list[float]) -> str | None:
-    """base64 of (low, step, uint16 levels); None when the values are not finite or so large that
-    ``max - min`` overflows (then they are rounded one by one)."""
+    """base64 of (low, step, uint16 levels); None when the values are not finite or span more than
+    1e300 (then they are rounded one by one)."""
     lo, hi = min(v), max(v)
     span = float(hi) - float(lo)
-    if not math.isfinite(span):
+    if not span <= 1e300:  # NaN, or so wide that ``lo + q * step`` could overflow
         return None
     step = span / LEVELS
     levels = array("H", (round((x - lo) / step) if step > 0 else 0 for x in v))
