@@ -57,17 +57,21 @@ ZDICT = (
     b'"confidence":0.,"signal":"flat","short","long",{"~1":{"kind":"'
 )
 
+_COMPRESSOR = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, ZDICT)
+_DECOMPRESSOR = zlib.decompressobj(-15, ZDICT)
+
 
 def encode(value: Any) -> Any:
     """The stored form of one explanation (any JSON tree; None stays None)."""
     if value is None:
         return None
     wrapped = {TREE: _enc(value)}
-    if not _finite(wrapped):
-        return wrapped
     blobs: list[bytes] = []
-    text = json.dumps({TREE: _unpack_q(wrapped[TREE], blobs)}, separators=(",", ":"), allow_nan=False)
-    z = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, ZDICT)
+    try:
+        text = json.dumps({TREE: _unpack_q(wrapped[TREE], blobs)}, separators=(",", ":"), allow_nan=False)
+    except ValueError:  # NaN or infinity: strict JSON has no spelling for them, stay uncompressed
+        return wrapped
+    z = _COMPRESSOR.copy()  # primed with ZDICT once: priming costs more than compressing a row
     body = z.compress(text.encode() + b"\0" + b"".join(blobs)) + z.flush()
     packed = ZIP + base64.b85encode(body).decode("ascii")
     return packed if len(packed) + 2 < len(json.dumps(wrapped)) else wrapped
@@ -76,7 +80,7 @@ def encode(value: Any) -> Any:
 def decode(stored: Any) -> Any:
     """The plain JSON tree of a stored explanation (rows from before the codec: unchanged)."""
     if isinstance(stored, str) and stored.startswith(ZIP):
-        z = zlib.decompressobj(-15, ZDICT)
+        z = _DECOMPRESSOR.copy()
         raw = z.decompress(base64.b85decode(stored[len(ZIP):])) + z.flush()
         cut = raw.index(b"\0")
         return _dec(json.loads(raw[:cut])[TREE], memoryview(raw)[cut + 1:])
@@ -102,21 +106,6 @@ def _unpack_q(v: Any, blobs: list[bytes]) -> Any:
     return v
 
 
-def _finite(v: Any) -> bool:
-    """No NaN or infinity anywhere (those stay uncompressed: strict JSON has no spelling for them)."""
-    if isinstance(v, float):
-        return math.isfinite(v)
-    if isinstance(v, dict):
-        return all(_finite(x) for x in v.values())
-    if isinstance(v, list):
-        return all(_finite(x) for x in v)
-    return True
-
-
-def _is_num(v: Any) -> bool:
-    return isinstance(v, int | float) and not isinstance(v, bool)
-
-
 def round4(x: float) -> float:
     """``x`` to 4 significant digits (non-finite values, and one that would overflow, as they are)."""
     if not math.isfinite(x):
@@ -137,11 +126,12 @@ def _enc(v: Any) -> Any:
 
 
 def _enc_list(v: list[Any]) -> Any:
-    if len(v) >= MIN_FLOATS and all(_is_num(x) for x in v) and any(isinstance(x, float) for x in v):
+    types = {type(x) for x in v} if len(v) >= MIN_RANGE else set()
+    if len(v) >= MIN_FLOATS and float in types and types <= {int, float}:
         q = quantise(v)
         if q is not None:
             return {"~q": q}
-    if len(v) >= MIN_RANGE and all(isinstance(x, int) and not isinstance(x, bool) for x in v):
+    if types == {int}:
         step = v[1] - v[0]
         if all(b - a == step for a, b in zip(v, v[1:], strict=False)):
             return {"~r": [v[0], step, len(v)]}
