@@ -28,6 +28,8 @@ from sqlalchemy import (
 )
 from sqlalchemy.engine import Dialect
 
+from storage import explain_codec
+
 
 class ExactDecimal(TypeDecorator[Decimal]):
     """NUMERIC where the database has it exactly, canonical text on SQLite."""
@@ -50,6 +52,20 @@ class ExactDecimal(TypeDecorator[Decimal]):
         if value is None:
             return None
         return canonical(value if isinstance(value, Decimal) else Decimal(str(value)))
+
+
+class CompactJSON(TypeDecorator[Any]):
+    """JSON stored through :mod:`storage.explain_codec` (quantised vectors, rounded floats,
+    compressed), read back as the plain tree; rows written before it read as they were."""
+
+    impl = JSON
+    cache_ok = True
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        return explain_codec.encode(value)
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> Any:
+        return explain_codec.decode(value)
 
 
 def canonical(d: Decimal) -> Decimal:
@@ -98,7 +114,8 @@ decisions = Table(
     Column("model_id", String(64)),
     Column("price", Float),
     Column("status", String(16), nullable=False),
-    Column("explanation", JSON),
+    # Written and read through storage/explain_codec.py (docs/explanations.md, "Storage").
+    Column("explanation", CompactJSON),
     Column("error", Text),
     Index("ix_decisions_run_time", "run_id", "bar_time"),
 )

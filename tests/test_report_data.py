@@ -178,11 +178,12 @@ def test_sizer_and_sma_views(runs: Runs, db) -> None:  # type: ignore[no-untyped
     d = data_of(db, runs, "sma")
     s = sma_view(d)
     assert s is not None and (s.fast_n, s.slow_n) == (10, 30)
-    # The SMAs recomputed from the journal equal the values the strategy journaled at each crossover.
+    # The SMAs recomputed from the journal equal the values the strategy journaled at each crossover
+    # (the journal keeps an explanation's scalars to 9 significant digits: storage/explain_codec.py).
     at = {t: i for i, t in enumerate(d.equity["dt"])}
     idx = [at[t] for t in s.cross_dt]
-    np.testing.assert_allclose(s.fast[idx], s.cross_fast, rtol=1e-9)
-    np.testing.assert_allclose(s.slow[idx], s.cross_slow, rtol=1e-9)
+    np.testing.assert_allclose(s.fast[idx], s.cross_fast, rtol=1e-8)
+    np.testing.assert_allclose(s.slow[idx], s.cross_slow, rtol=1e-8)
 
 
 def test_reasons_follow_the_contract_and_survive_garbage() -> None:
