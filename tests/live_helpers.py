@@ -3,8 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -113,6 +114,25 @@ async def started_frozen(sim: Any, db_url: str, kind: str, run: Coroutine[Any, A
         eng.dispose()
         clock.resume()
     return await task
+
+
+@contextlib.contextmanager
+def still_until_subscribed(sim: Any, timeout_s: float = 180.0) -> Iterator[None]:
+    """The market of ``sim`` (a simulator in this process) stands still from now until a bot
+    started inside the block (a subprocess, say) has subscribed to the klines and asked the
+    venue's time: however slow its start on a loaded machine, the bars after the block trade live
+    instead of arriving as catch-up bars (which never trade)."""
+    clock, stats = sim.state.clock, sim.state.stats
+    clock.pause_at(sim.state.now_ms())
+    subscribed, asked = stats["kline_subscriptions"], stats["time_requests"]
+    try:
+        yield
+        deadline = time.monotonic() + timeout_s
+        while not (stats["kline_subscriptions"] > subscribed and stats["time_requests"] > asked):
+            assert time.monotonic() < deadline, "the bot never subscribed to the klines"
+            time.sleep(0.01)
+    finally:
+        clock.resume()
 
 
 def check_consistency(db: Any, run_id: str, account: Any) -> dict[str, Any]:

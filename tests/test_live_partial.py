@@ -31,7 +31,17 @@ from broker.bybit_sim.private import account_of
 from broker.bybit_sim.private_rest import PrivateFaults
 from broker.bybit_sim.testing import sim_thread
 from storage import queries as q
-from tests.live_helpers import KEY, SECRET, check_consistency, flip_live, live_cfg, modules, set_keys, sim_cfg
+from tests.live_helpers import (
+    KEY,
+    SECRET,
+    check_consistency,
+    flip_live,
+    live_cfg,
+    modules,
+    set_keys,
+    sim_cfg,
+    still_until_subscribed,
+)
 from tests.test_live_crash import Killer, _start
 
 H = 3_600_000
@@ -104,7 +114,8 @@ def test_sigkill_between_two_executions_of_one_order_then_resume(btc_1h: Path, t
             assert killer.fired.wait(90), f"kill {i} never happened: {log_file.read_text()[-2000:]}"
             assert proc.wait(30) == -signal.SIGKILL
         end = (sim.state.now_ms() // H + 20) * H
-        final = _start(base + ["--resume", "--to", ms_to_iso(end)], env, log_file)
+        with still_until_subscribed(sim):
+            final = _start(base + ["--resume", "--to", ms_to_iso(end)], env, log_file)
         assert final.wait(120) == 0, log_file.read_text()[-3000:]
         db = core.open_journal_db(db_url)
         run = q.list_runs(db)[0]

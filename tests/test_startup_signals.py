@@ -22,7 +22,7 @@ from broker.bybit_sim import SimConfig
 from broker.bybit_sim.private import account_of
 from broker.bybit_sim.testing import sim_thread
 from storage import queries as q
-from tests.live_helpers import KEY, SECRET, check_consistency, modules
+from tests.live_helpers import KEY, SECRET, check_consistency, modules, still_until_subscribed
 
 H = 3_600_000
 
@@ -72,7 +72,8 @@ def test_sigkill_at_every_start_up_step_then_resume(btc_1h: Path, tmp_path: Path
         for at in ("run_opened", "run_begun", "reconciled"):
             assert _wait(_bot([*base, "--resume"], log, at), log) == -signal.SIGKILL, at
         end = (sim.state.now_ms() // H + 30) * H
-        final = _bot([*base, "--resume", "--to", ms_to_iso(end)], log)
+        with still_until_subscribed(sim):
+            final = _bot([*base, "--resume", "--to", ms_to_iso(end)], log)
         assert _wait(final, log, 180) == 0, log.read_text()[-3000:]
         db = core.open_journal_db(db_url)
         runs = q.list_runs(db)
