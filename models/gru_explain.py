@@ -184,7 +184,8 @@ def deletion_test(level: Callable[[np.ndarray], np.ndarray], probs: Callable[[np
         lp = masking_faithfulness(probs, x, steps, ks=(k,), n_random=n_random, seed=seed)[f"k{k}"]
         table[name] = {
             "k": k, "windows": int(b), "older_top_k_drop": top, "older_random_k_drop": float(rand_steps),
-            "ratio": top / rand_steps if abs(rand_steps) > 1e-12 else None, "newest_drop": newest,
+            "ratio": top / rand_steps if rand_steps > 1e-12 else None,  # only against a real random drop
+            "newest_drop": newest,
             "k_features": k_features, "features_top_k_drop": top_f, "features_random_k_drop": float(rand_feats),
             "level_prob_older_top_k_drop": lp["older_top_k_drop"],
             "level_prob_older_random_k_drop": lp["older_random_k_drop"],
