@@ -52,7 +52,7 @@ def _load(path: Path, start: str | None = None) -> CandleData:
 
 
 def _untrained_family(data: CandleData) -> tuple[Any, ...]:
-    from models.features import N_FEATURES, Normalizer, compute_features
+    from models.features import FEATURE_NAMES, N_FEATURES, Normalizer, compute_features
     from models.gru_config import GRUSizerConfig
     from models.price_encoder import PriceEncoder
     from models.sizer import PositionSizer
@@ -66,6 +66,8 @@ def _untrained_family(data: CandleData) -> tuple[Any, ...]:
     class _Meta:
         model_id = "gru_sizer-untrained"
         hparams = {"regime_window": cfg.regime_window}
+        extra: dict[str, Any] = {}
+        feature_names = list(FEATURE_NAMES)
 
     return enc, sizer, norm, np.full(cfg.horizon, 0.01), _Meta()
 
@@ -96,19 +98,38 @@ def latency(args: argparse.Namespace) -> None:
             cpu.append(time.thread_time() - c)
     ms = np.asarray(times) * 1000
     cpu_ms = np.asarray(cpu) * 1000
+    attr_ms = _attribution_ms(s, data)
     s2 = GRUSizerStrategy(params.model_copy(update={"batch_precompute": True}), ctx, family)
     t0 = time.perf_counter()
     s2.precompute(data)
     pre = time.perf_counter() - t0
     tab = Table(title=f"gru_sizer per-candle decision (1 thread, {len(ms)} candles, {s.model_id})")
     for c in ("p50 ms", "p90 ms", "p99 ms", "mean ms", "CPU p50 ms", "on_start (rebuild) s",
-              "batch precompute us/bar"):
+              "batch precompute us/bar", "of which attribution CPU p50 ms"):
         tab.add_column(c, justify="right")
     tab.add_row(*(f"{np.percentile(ms, q):.3f}" for q in (50, 90, 99)), f"{ms.mean():.3f}",
-                f"{np.percentile(cpu_ms, 50):.3f}", f"{restart:.3f}", f"{pre / len(data) * 1e6:.0f}")
+                f"{np.percentile(cpu_ms, 50):.3f}", f"{restart:.3f}", f"{pre / len(data) * 1e6:.0f}",
+                f"{np.percentile(attr_ms, 50):.3f}")
     console.print(f"load average while measuring: {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores "
                   "(wall times include waiting for a core; CPU time does not)")
     console.print(tab)
+
+
+def _attribution_ms(s: Any, data: CandleData, n: int = 200) -> np.ndarray:
+    """CPU time of the per-decision attribution alone (gradient x input of the expected level)."""
+    from models.features import compute_features, make_windows
+    from models.gru_explain import grad_x_input
+
+    z = s.norm.transform(compute_features(data))
+    ends = np.arange(len(data) - n, len(data))
+    x = torch.from_numpy(make_windows(z, ends, s.window, layout="seq")).to(torch.float64)
+    h, prev = s.sizer.init_state(1, torch.float64)
+    out = []
+    for i in range(n):
+        t = time.thread_time()
+        grad_x_input(s.encoder, s.sizer, x[i: i + 1], h, prev)
+        out.append(time.thread_time() - t)
+    return np.asarray(out) * 1000
 
 
 def train_epochs(args: argparse.Namespace) -> None:

@@ -28,7 +28,7 @@ def _fmt(v: Any) -> str:
     if isinstance(v, bool):
         return str(v)
     if isinstance(v, float):
-        return f"{v:.4f}"
+        return f"{v:.3e}" if 0 < abs(v) < 1e-3 else f"{v:.4f}"  # small drops stay readable
     if isinstance(v, list):
         return str(v)
     return str(v)

@@ -33,6 +33,7 @@ from models.features import N_FEATURES, Normalizer, compute_features, first_wind
 from models.gru_config import GRUSizerConfig, Stage2Train, parse_config
 from models.gru_data import FEATURES, Prepared, encode_bars, prepare, stage1_arrays
 from models.gru_eval import exposure_backtest, price_metrics, sizer_levels
+from models.gru_explain import deletion_sections, explanation_meta, held_back_test
 from models.labels import multi_forward_returns
 from models.price_encoder import EncoderConfig, PathHead, PriceEncoder, PricePathLoss
 from models.sizer import PositionSizer, SizerConfig, sizer_loss, temperature
@@ -192,7 +193,8 @@ def card_metrics(encoder: PriceEncoder, sizer: PositionSizer | None, prep: Prepa
 
 def _meta(cfg: GRUSizerConfig, enc: EncoderConfig, scfg: SizerConfig | None, norm: Normalizer,
           prep: Prepared, data: Any, req: TrainRequest, metrics: dict[str, Any],
-          stage1_report: dict[str, Any], stage2_report: dict[str, Any] | None) -> ModelMeta:
+          stage1_report: dict[str, Any], stage2_report: dict[str, Any] | None,
+          explanation: dict[str, Any] | None) -> ModelMeta:
     return ModelMeta(
         kind=KIND,
         hparams={"encoder": enc.to_dict(), "sizer": scfg.to_dict() if scfg else None,
@@ -205,7 +207,7 @@ def _meta(cfg: GRUSizerConfig, enc: EncoderConfig, scfg: SizerConfig | None, nor
         train_config={**cfg.train.model_dump(), "stage2": cfg.train2.model_dump()},
         labels={"target": "log return t -> t+1..t+k", "target_scale": prep.target_scale.tolist(),
                 "fee_rate": req.fee_rate},
-        extra={"stage1": stage1_report, "stage2": stage2_report,
+        extra={"stage1": stage1_report, "stage2": stage2_report, "explanation": explanation,
                "vol_regime": vol_regime.fit(np.asarray(data.close), prep.bars("train")[1]).to_dict()},
     )
 
@@ -232,8 +234,18 @@ def train_family(data: Any, cfg: GRUSizerConfig, req: TrainRequest, *,
         sizer, s2_report = train_stage2(encoder, prep, cfg, req.fee_rate, progress=req.progress,
                                         console=req.console)
     metrics = card_metrics(encoder, sizer, prep, cfg, req.fee_rate, req.timeframe)
+    explanation = None
+    if sizer is not None:  # rank the attribution methods on validation windows; report the test part
+        tables = {}
+        for part in ("val", "test"):
+            lo, hi = prep.bars(part)
+            tables[part] = held_back_test(encoder, sizer, prep.z, prep.time, np.arange(lo, hi + 1),
+                                          timeframe_ms(req.timeframe), prep.first_bar)
+        explanation = explanation_meta(tables["val"])
+        for part, table in tables.items():
+            metrics.update(deletion_sections(table, f"deletion_{part}"))
     meta = _meta(cfg, encoder.cfg, sizer.cfg if sizer else None, norm, prep, data, req, metrics,
-                 s1_report, s2_report)
+                 s1_report, s2_report, explanation)
     return encoder, sizer, prep, meta
 
 
@@ -288,6 +300,8 @@ def evaluate(req: EvalRequest) -> dict[str, Any]:
                         "level_hist": np.bincount(levels, minlength=11).tolist()}
     metrics["buy_and_hold"] = exposure_backtest(np.ones_like(pos), close, bars, req.fee_rate, bpy)
     metrics["half_exposure"] = exposure_backtest(np.full_like(pos, 0.5), close, bars, req.fee_rate, bpy)
+    metrics.update(deletion_sections(held_back_test(encoder, sizer, z, np.asarray(data.time), bars, bar_ms, first),
+                                     "deletion"))
     tr = meta.train_range
     notes = [f"fee {req.fee_rate} per side; positions held close to close (Bybit opens equal the previous close)"]
     if tr and int(data.time[-1]) >= int(tr.get("start", 0)) and int(data.time[0]) <= int(tr.get("end", 0)):

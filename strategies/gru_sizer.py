@@ -2,7 +2,7 @@
 encoder and a GRU sizer with a persistent hidden state.
 
 Per closed candle: update the incremental features, run the encoder on the newest window, step
-the GRU once (argmax level), classify the regime. The GRU state restarts on clock-aligned bars
+the GRU once (argmax level), label the volatility regime. The GRU state restarts on clock-aligned bars
 (every ``steps`` bars, see :func:`models.sizer.is_reset_bar`), so it depends on at most the last
 ``steps`` bars: :meth:`on_start` rebuilds it exactly by replaying them, and a restarted bot
 decides exactly as one that never stopped. Inference runs in float64 so the batched backtest
@@ -27,12 +27,14 @@ from bot.timeutil import ms_to_iso
 from models.features import FEATURE_WARMUP, IncrementalFeatures, Normalizer, compute_features
 from models.gru_config import GRUSizerConfig, parse_config
 from models.gru_data import encode_bars
+from models.gru_explain import METHODS, attribution_block, by_method, grad_x_input, reduce, stored_choice
 from models.price_encoder import PriceEncoder
-from models.regime import classify
 from models.sizer import PositionSizer, SizerRunner, is_reset_bar
 from models.vol_regime import VolRegime, regime_entry
 from strategies.base import Strategy, StrategyContext, StrategyParams
 from strategies.spec import StrategySpec
+
+Attr = tuple[np.ndarray, np.ndarray]  # one bar's attribution: (per step [W], per feature [F])
 
 
 class GRUSizerParams(GRUSizerConfig, StrategyParams):
@@ -42,12 +44,6 @@ class GRUSizerParams(GRUSizerConfig, StrategyParams):
 def default_checkpoint(ctx: StrategyContext) -> Path:
     """Same rule as ``bot train``: checkpoints/gru_sizer_<symbol>_<timeframe>.pt."""
     return Path("checkpoints") / f"gru_sizer_{ctx.symbol}_{ctx.timeframe}.pt"
-
-
-def regime_of(closes: np.ndarray) -> int:
-    """Regime code from a window of closes (shared by both paths so they agree bit for bit)."""
-    c = np.asarray(closes, dtype=np.float64)
-    return classify(np.log(c[1:] / c[:-1]))
 
 
 class GRUSizerStrategy(Strategy):
@@ -73,9 +69,9 @@ class GRUSizerStrategy(Strategy):
         self.meta = meta
         self.window = encoder.cfg.window
         self.steps = sizer.cfg.steps
-        self.regime_window = int(meta.hparams.get("regime_window", params.regime_window))
         self.vol_regime = VolRegime.from_dict(meta.extra.get("vol_regime"))  # None: older checkpoint
         self.bar_ms = timeframe_ms(ctx.timeframe)
+        self.method, self.faithfulness = stored_choice(meta.extra)
         self._pre: dict[str, Any] | None = None
         self._reset()
 
@@ -120,14 +116,12 @@ class GRUSizerStrategy(Strategy):
     def _reset(self) -> None:
         self._feats = IncrementalFeatures()
         self._rows: deque[np.ndarray] = deque(maxlen=self.window)
-        self._closes: deque[float] = deque(maxlen=self.regime_window + 1)
         self._runner = SizerRunner(self.sizer)
         self._started = False
 
     def _push(self, t: int, o: float, h: float, lo: float, c: float, v: float) -> bool:
         """Add one candle to the features; True when a full window of valid rows exists."""
         raw = self._feats.update(t, o, h, lo, c, v)
-        self._closes.append(c)
         if self._feats.n <= FEATURE_WARMUP:
             return False
         if not np.all(np.isfinite(raw)):
@@ -138,15 +132,23 @@ class GRUSizerStrategy(Strategy):
     def _window(self) -> torch.Tensor:
         return torch.from_numpy(np.stack(self._rows)).to(torch.float64).unsqueeze(0)
 
-    def _step(self, t: int) -> tuple[int, torch.Tensor, np.ndarray]:
-        """Encoder + one GRU step for the bar just pushed: (level, probs, scaled path)."""
+    def _step(self, t: int, explain: str | None = None) -> tuple[int, torch.Tensor, np.ndarray, Attr | None]:
+        """Encoder + one GRU step for the bar just pushed: (level, probs, scaled path, attribution).
+
+        ``explain`` names a method: its attribution (per step, per feature) at the state before this step.
+        """
+        x = self._window()
         with torch.no_grad():
-            feat, path = self.encoder(self._window())
+            feat, path = self.encoder(x)
         if not self._started or is_reset_bar(t, self.bar_ms, self.steps):
             self._runner.reset()
             self._started = True
+        attr = None
+        if explain is not None:
+            signed, _ = grad_x_input(self.encoder, self.sizer, x, self._runner.h, self._runner.prev)
+            attr = reduce(by_method(signed[0], explain))
         level, probs = self._runner.step(feat)
-        return level, probs, path[0].numpy() * self.scale
+        return level, probs, path[0].numpy() * self.scale, attr
 
     def on_start(self, bars: Bars) -> None:
         """Rebuild features from bar 0 and the GRU state by replaying the bars since its last
@@ -181,19 +183,34 @@ class GRUSizerStrategy(Strategy):
         runner = SizerRunner(self.sizer)
         levels = np.zeros(n, dtype=np.int64)
         probs = np.zeros((n, 11))
-        regimes = np.zeros(n, dtype=np.int64)
         close = np.asarray(data.close, dtype=np.float64)
-        rw = self.regime_window
+        hs, ps = np.zeros((bars.shape[0], self.sizer.cfg.hidden)), np.zeros(bars.shape[0])
         for k, b in enumerate(bars):
             if k == 0 or is_reset_bar(int(data.time[b]), self.bar_ms, self.steps):
                 runner.reset()
+            hs[k], ps[k] = runner.h[0].numpy(), float(runner.prev[0])  # the state this bar starts from
             levels[b], p = runner.step(torch.from_numpy(enc[k: k + 1]))
             probs[b] = p.numpy()
-            regimes[b] = regime_of(close[max(0, b - rw): b + 1])
         full_paths = np.zeros((n, paths.shape[1]))
         full_paths[bars] = paths * self.scale
         self._pre = {"index": {int(tm): i for i, tm in enumerate(data.time)}, "first": first_valid,
-                     "close": close, "level": levels, "probs": probs, "path": full_paths, "regime": regimes}
+                     "close": close, "level": levels, "probs": probs, "path": full_paths,
+                     "attr": self._batch_attribution(z, bars, hs, ps, n)}
+
+    def _batch_attribution(self, z: np.ndarray, bars: np.ndarray, hs: np.ndarray, ps: np.ndarray,
+                           n: int) -> tuple[np.ndarray, np.ndarray]:
+        """The stored method's attribution of every bar (per step [n, W], per feature [n, F]),
+        batched, from the states the trading recurrence started each bar with."""
+        from models.features import make_windows
+
+        steps, feats = np.zeros((n, self.window)), np.zeros((n, z.shape[1]))
+        for s in range(0, bars.shape[0], 256):
+            sl = slice(s, s + 256)
+            x = torch.from_numpy(make_windows(z, bars[sl], self.window, layout="seq")).to(torch.float64)
+            signed, _ = grad_x_input(self.encoder, self.sizer, x, torch.from_numpy(hs[sl]),
+                                     torch.from_numpy(ps[sl]))
+            steps[bars[sl]], feats[bars[sl]] = reduce(by_method(signed, self.method))
+        return steps, feats
 
     # -- decisions ---------------------------------------------------------------------------------
     def on_bar(self, bars: Bars) -> Decision | None:
@@ -205,31 +222,62 @@ class GRUSizerStrategy(Strategy):
                 if i < pre["first"]:
                     return None
                 return self._decision(bars, t, c, int(pre["level"][i]), pre["probs"][i], pre["path"][i],
-                                      int(pre["regime"][i]))
+                                      (pre["attr"][0][i], pre["attr"][1][i]))
             self._pre = None  # data differs from the precomputed file: fall back for good
             self.on_start(_prefix(bars))
         if not self._push(t, o, h, lo, c, v):
             return None
-        level, probs, path = self._step(t)
-        return self._decision(bars, t, c, level, probs.numpy(), path, regime_of(np.asarray(self._closes)))
+        level, probs, path, attr = self._step(t, explain=self.method)
+        return self._decision(bars, t, c, level, probs.numpy(), path, attr)
 
     def _decision(self, bars: Bars, t: int, close: float, level: int, probs: np.ndarray,
-                  path: np.ndarray, regime: int) -> Decision:
+                  path: np.ndarray, attr: Attr | None) -> Decision:
         ret = [math.expm1(float(x)) for x in path]
+        target = self.clamp(level / 10.0 * self.params.max_exposure)
         return Decision(
-            symbol=bars.symbol, bar_time=t,
-            target=self.clamp(level / 10.0 * self.params.max_exposure),
+            symbol=bars.symbol, bar_time=t, target=target,
             confidence=float(probs[level]), model_id=self.model_id,
             explanation={"kind": "gru_sizer", "level": level,
                          "level_probs": [float(p) for p in probs],
                          "predicted_path": ret,
                          "predicted_closes": [close * (1.0 + r) for r in ret],
-                         **regime_entry(self.vol_regime, bars.close)},
+                         **regime_entry(self.vol_regime, bars.close),
+                         "rule": sizing_rule(level, self.params.max_exposure, target),
+                         "attribution": None if attr is None else self._block(attr, self.method)},
         )
+
+    def _block(self, attr: Attr, method: str) -> dict[str, Any]:
+        return attribution_block(attr[0], attr[1], method, self.meta.feature_names, self.bar_ms,
+                                 self.faithfulness.get(method))
+
+    def explain_with(self, bars: Bars, method: str) -> dict[str, Any]:
+        """The attribution of ``method`` for the last bar of ``bars``, in the contract's shape.
+
+        Rebuilds the state from ``bars`` (as a restart does), so afterwards the strategy stands
+        exactly where it would after deciding that bar.
+        """
+        if method not in METHODS:
+            raise ModelError(f"unknown attribution method {method!r} for gru_sizer; known: {', '.join(METHODS)}")
+        self.on_start(_prefix(bars))
+        t, o, h, lo, c, v = bars.last()
+        if not self._push(t, o, h, lo, c, v):
+            raise ModelError(f"too few bars to explain: a decision needs {self.warmup}")
+        _level, _probs, _path, attr = self._step(t, explain=method)
+        assert attr is not None
+        return self._block(attr, method)
 
     def state_dict(self) -> dict[str, Any]:
         return {"model_id": self.model_id, "steps": self.steps,
                 "gru_steps_since_reset": self._runner.steps}
+
+
+def sizing_rule(level: int, max_exposure: float, target: float) -> dict[str, Any]:
+    """The rule that turned the level into a target, in words: level / 10 x max_exposure."""
+    share = level / 10.0 * max_exposure
+    text = f"level {level} of 10 -> {share * 100:.3g} % of equity"
+    if abs(target - share) > 1e-12:
+        text += f" (capped to {target * 100:.3g} %)"
+    return {"level": level, "max_exposure": max_exposure, "text": text}
 
 
 def _prefix(bars: Bars) -> Bars:

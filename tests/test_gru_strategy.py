@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import math
 import shutil
 from pathlib import Path
 from typing import Any
@@ -20,12 +21,13 @@ from bot.errors import ModelError
 from bot.feeds.replay import load_candles
 from models.checkpoint import card_path, load_checkpoint, save_checkpoint
 from models.gru_config import parse_config
-from models.gru_training import train, train_family
+from models.gru_explain import METHODS
+from models.gru_training import load_family, train, train_family
 from models.training import TrainRequest, state_fingerprint
 from storage import queries
 from storage.db import open_database
 from strategies.base import StrategyContext
-from strategies.gru_sizer import GRUSizerStrategy
+from strategies.gru_sizer import GRUSizerParams, GRUSizerStrategy
 
 torch.set_num_threads(1)
 PARAMS: dict[str, Any] = {
@@ -132,6 +134,11 @@ def test_batch_path_equals_bar_by_bar(checkpoint: Path, data: CandleData) -> Non
         assert ea["level"] == eb["level"] and ea["regime"] == eb["regime"]
         np.testing.assert_allclose(ea["level_probs"], eb["level_probs"], atol=1e-9)
         np.testing.assert_allclose(ea["predicted_closes"], eb["predicted_closes"], rtol=1e-9)
+        aa, ab = ea["attribution"], eb["attribution"]
+        assert ea["rule"] == eb["rule"] and set(aa) == set(ab) and aa["method"] == ab["method"]
+        np.testing.assert_allclose(aa["steps"], ab["steps"], rtol=2e-3, atol=1e-12)  # both rounded to 4 digits
+        np.testing.assert_allclose(list(aa["features"].values()), list(ab["features"].values()), rtol=2e-3,
+                                   atol=1e-12)
     assert n == N_BARS - (64 + 16 - 1)  # every bar after feature warm-up + one window decides
     assert len({d.explanation["level"] for d in single if d is not None}) >= 1
 
@@ -196,3 +203,54 @@ def test_checkpoint_save_load_roundtrip_refuses_foreign_kind(checkpoint: Path, t
     save_checkpoint(other, mods, ck.meta)
     with pytest.raises(ModelError, match="not 'gru_sizer'"):
         GRUSizerStrategy.from_config(PARAMS, _ctx(other))
+
+
+def test_journaled_decision_has_the_contract_shape(checkpoint: Path, data: CandleData, sqlite_url: str) -> None:
+    params = {**PARAMS, "max_exposure": 0.5}
+    cfg = Config.model_validate({"strategy": {"name": "gru_sizer", "params": params},
+                                 "storage": {"url": sqlite_url}})
+    db = open_database(sqlite_url)
+    run = core.backtest(cfg, data.slice(0, 300), GRUSizerStrategy.from_config(params, _ctx(checkpoint)), db,
+                        show_progress=False)
+    rows = [r for r in queries.decisions(db, run["run_id"]) if r["explanation"]]
+    assert len(rows) > 100
+    meta = load_checkpoint(checkpoint).meta
+    chosen = meta.extra["explanation"]
+    assert chosen["method"] in METHODS and sorted(chosen["ranking"]) == sorted(METHODS)
+    assert card_path(checkpoint).exists() and f"deletion_val: {chosen['method']}" in meta.metrics
+    for r in rows:
+        e = r["explanation"]
+        a = e["attribution"]
+        assert set(a) == {"method", "toward", "target", "steps", "bar_ms", "features", "faithfulness"}
+        assert a["method"] == chosen["method"] and a["target"] == "expected level" and a["bar_ms"] == 3_600_000
+        assert a["toward"] == ("larger position" if a["method"] == "signed_grad_x_input" else None)
+        assert len(a["steps"]) == PARAMS["window"] and list(a["features"]) == meta.feature_names
+        # Stored quantised (storage/explain_codec.py, tested there): finite floats come back.
+        assert all(isinstance(v, float) and math.isfinite(v) for v in a["steps"])
+        f = a["faithfulness"]
+        assert set(f) == {"k", "windows", "older_top_k_drop", "older_random_k_drop", "newest_drop", "rank"}
+        assert f["rank"] == 1 and f["windows"] > 0
+        level = e["level"]
+        assert e["rule"] == {"level": level, "max_exposure": 0.5,
+                             "text": f"level {level} of 10 -> {level * 5:.3g} % of equity"}
+    assert any(abs(v) > 0 for r in rows for v in r["explanation"]["attribution"]["steps"])
+
+
+def test_explain_with_any_method_and_old_checkpoints(checkpoint: Path, data: CandleData) -> None:
+    enc, siz, norm, scale, meta = load_family(checkpoint)
+    meta.extra.pop("explanation")  # a checkpoint written before the deletion test
+    s = GRUSizerStrategy(GRUSizerParams.model_validate(PARAMS), _ctx(checkpoint), (enc, siz, norm, scale, meta))
+    decisions = _drive(s, data.slice(0, 260), precompute=False)
+    last = decisions[-1].explanation["attribution"]
+    assert last["method"] == "signed_grad_x_input" and last["faithfulness"] is None
+    bars = Bars.preloaded("BTCUSDT", "1h", *(getattr(data.slice(0, 260), k)
+                                             for k in ("time", "open", "high", "low", "close", "volume")))
+    while bars.advance():
+        pass
+    again = s.explain_with(bars, "signed_grad_x_input")
+    assert again == last  # rebuilt from the bars: the same attribution as the run's own decision
+    unsigned = s.explain_with(bars, "abs_grad_x_input")
+    assert unsigned["toward"] is None and all(v >= 0 for v in unsigned["steps"])
+    np.testing.assert_allclose(unsigned["steps"], np.abs(unsigned["steps"]))
+    with pytest.raises(ModelError, match="unknown attribution method"):
+        s.explain_with(bars, "rollout")
