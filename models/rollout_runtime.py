@@ -21,6 +21,7 @@ from torch import nn
 
 from bot.errors import ConfigError, ModelError
 from models.checkpoint import ModelMeta, data_hash, load_checkpoint
+from models.explain import TRANSFORMER_METHODS, Attribution, from_grad_x_input, transformer_gradients
 from models.features import FEATURE_NAMES, Normalizer
 from models.labels import FLAT
 from models.rollout import attention_rollout, input_attribution, recent_steps
@@ -47,6 +48,8 @@ class RolloutConfig(BaseModel):
     positions: Literal["sinusoidal", "learned"] = "sinusoidal"
     pool: Literal["last", "mean"] = "last"
     # -- attention rollout (explanation only; the model does not depend on these) --
+    #: The stored attribution: auto = the checkpoint's most faithful method on validation data.
+    explain: Literal["auto", "signed_grad_x_input", "abs_grad_x_input", "rollout", "grad_rollout"] = "auto"
     head_fusion: Literal["mean", "max", "min"] = "mean"
     discard_ratio: float = Field(0.0, ge=0, lt=1)
     residual_weight: float = Field(0.5, ge=0, le=1)
@@ -179,6 +182,27 @@ class RolloutExplainer:
                 return torch.jit.freeze(torch.jit.trace(self.graph, example, check_trace=False))
         except Exception:  # noqa: BLE001 - an optimisation only: eager gives the same numbers
             return self.graph
+
+    def attributions(self, x: np.ndarray, methods: tuple[str, ...] = TRANSFORMER_METHODS,
+                     chunk: int = 1024) -> tuple[Explained, dict[str, Attribution]]:
+        """The rollout outputs plus each requested method's attribution (``models.explain``), for
+        windows [B, W, F]; the gradient methods cost one backward pass of p(up) - p(down)."""
+        ex = self.explain(x, chunk)
+        out: dict[str, Attribution] = {}
+        if "rollout" in methods:
+            out["rollout"] = Attribution("rollout", ex.attribution, None)
+        if any(m != "rollout" for m in methods):
+            xt = torch.as_tensor(x).to(self.dtype)
+            parts = [transformer_gradients(self.net, xt[s:s + chunk], self.position)
+                     for s in range(0, xt.shape[0], chunk)]
+            gxi = np.concatenate([g.numpy() for _, g, _ in parts]) if parts else np.zeros(x.shape)
+            for m in methods:
+                if m == "grad_rollout":
+                    rows = np.concatenate([r.numpy() for _, _, r in parts]) if parts else np.zeros(x.shape[:2])
+                    out[m] = Attribution(m, rows, None)
+                elif m != "rollout":
+                    out[m] = from_grad_x_input(gxi, m)
+        return ex, {m: out[m] for m in methods}
 
     def predict_probs(self, x: np.ndarray) -> np.ndarray:
         """Probabilities only (used by the faithfulness test)."""
