@@ -26,6 +26,8 @@ def window_attribution(expl: dict[str, Any] | None) -> tuple[list[int], list[flo
     if not isinstance(expl, dict):
         return None
     weights = expl.get("attribution")
+    if isinstance(weights, dict):  # the explanation contract (issue 14): its steps, oldest first
+        weights = weights.get("steps")
     if not isinstance(weights, list) or not weights:
         return None
     try:

@@ -86,12 +86,10 @@ DOWN_CLASS, UP_CLASS = 0, 2  # models.labels: {down, flat, up}
 
 def seed_of(probs: torch.Tensor, target: str) -> torch.Tensor:
     """d target / d logits [B, K] from the softmax probabilities (dp_k/dz = p_k * (onehot_k - p))."""
-    if target == "margin":  # p(up) - p(down)
+    if target == "margin":  # p(up) - p(down); down is the first class, up the last
         up, down = probs[:, UP_CLASS:UP_CLASS + 1], probs[:, DOWN_CLASS:DOWN_CLASS + 1]
-        k = probs.shape[1]
-        e_up = F.one_hot(torch.tensor(UP_CLASS), k).to(probs.dtype)
-        e_down = F.one_hot(torch.tensor(DOWN_CLASS), k).to(probs.dtype)
-        return up * (e_up - probs) - down * (e_down - probs)
+        direct = torch.cat([-down, torch.zeros_like(probs[:, 1:-1]), up], dim=1)
+        return direct - (up - down) * probs
     top = torch.argmax(probs, dim=1, keepdim=True)
     onehot = torch.zeros_like(probs).scatter(1, top, 1.0)
     return torch.gather(probs, 1, top) * (onehot - probs)
