@@ -8,7 +8,8 @@ class's probability (``target="top"``); each is only a different seed of the sam
 The backward pass is written out by hand for the eval-mode network
 (BatchNorm folded to a per-channel affine map, ReLU masks, transposed convolutions), so the
 whole explanation exports to ONNX and runs in ONNX Runtime at model speed; autograd would cost
-several eager passes per candle. ``tests/test_dsc_model.py`` and ``tests/test_faith_methods.py`` prove it equals autograd.
+several eager passes per candle. ``tests/test_dsc_model.py`` and ``tests/test_faith_methods.py``
+prove it equals autograd.
 """
 
 from __future__ import annotations

@@ -13,6 +13,7 @@ import torch
 
 from bot.bars import Bars
 from bot.candles import CandleData
+from bot.errors import ConfigError
 from bot.feeds.replay import load_candles
 from models.dsc_train import DSCConfig, train_dsc
 from strategies.base import StrategyContext
@@ -112,6 +113,31 @@ def test_explanation_contract(btc: CandleData, ckpt: Path) -> None:
     assert e["rule"]["threshold"] == 0.4 and e["rule"]["text"].endswith("-> " + e["signal"])
     json.dumps(e, allow_nan=False)
     assert d.model_id == s.model_id and d.model_id.startswith("dsc-")
+
+
+def test_old_checkpoint_defaults_and_explain_with(btc: CandleData, ckpt: Path, tmp_path: Path) -> None:
+    from models.checkpoint import load_checkpoint, save_checkpoint
+    from models.dsc import build
+
+    old = load_checkpoint(ckpt)
+    old.meta.extra.pop("explain")  # as written before the selection existed
+    net = old.load_into("model", build("dsc", dict(old.meta.hparams)))
+    path = save_checkpoint(tmp_path / "old.pt", net, old.meta)
+    s = make(path)
+    data = btc.slice(1500, 1700)
+    e = run_bars(s, data, precompute=False)[int(data.time[-1])].explanation["attribution"]
+    assert e["method"] == "signed_grad_x_input" and e["faithfulness"] is None
+    # explain_with rebuilds the window from the bars and gives any method on demand, same numbers
+    bars = Bars.preloaded("BTCUSDT", "1h", data.time, data.open, data.high, data.low, data.close, data.volume)
+    while bars.advance():
+        pass
+    again = s.explain_with(bars, "signed_grad_x_input")
+    np.testing.assert_allclose(again["steps"], e["steps"], rtol=2e-3, atol=1e-6)
+    absolute = make(ckpt).explain_with(bars, "abs_grad_x_input")
+    assert absolute["toward"] is None and min(absolute["steps"]) >= 0
+    assert absolute["faithfulness"]["rank"] in (1, 2)
+    with pytest.raises(ConfigError, match="--method rollout"):
+        s.explain_with(bars, "rollout")
 
 
 def test_long_only_never_shorts(btc: CandleData, ckpt: Path) -> None:

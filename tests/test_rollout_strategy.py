@@ -73,7 +73,7 @@ def test_explanation_follows_the_contract(ckpt: str, data: CandleData) -> None:
         a = e["attribution"]
         assert not {"times", "top_steps"} & set(e)
         assert a["method"] == "rollout" and a["toward"] is None and a["features"] is None
-        assert len(a["steps"]) == 16 and a["bar_ms"] == 3_600_000
+        assert len(a["steps"]) == 16 and a["bar_ms"] == 3_600_000 and d.bar_time == t
         assert abs(sum(a["steps"]) - 1) < 1e-3 and min(a["steps"]) >= 0
         assert a["faithfulness"]["rank"] in (1, 2, 3, 4) and a["faithfulness"]["k"] == 5
         assert e["regime"] in ("momentum", "mean_reversion", "mixed")
@@ -101,6 +101,26 @@ def test_batch_precompute_equals_bar_by_bar_on_real_data(ckpt: str, data: Candle
         assert ea["regime"] == eb["regime"]
         assert ea["attribution"] == eb["attribution"]  # float64 on both paths: the same 4 digits
     assert len({d.target for d in slow.values()}) > 1  # the model does trade
+
+
+def test_explain_with_gives_every_method_on_demand(ckpt: str, data: CandleData) -> None:
+    part = data.slice(0, 150)
+    bars = Bars.preloaded("BTCUSDT", "1h", part.time, part.open, part.high, part.low, part.close, part.volume)
+    while bars.advance():
+        pass
+    auto = strategy(ckpt)
+    assert auto.method == auto.meta.extra["explain"]["winner"]  # auto: the validation winner
+    ranks = set()
+    for method in ("signed_grad_x_input", "abs_grad_x_input", "rollout", "grad_rollout"):
+        stored = run(strategy(ckpt, explain=method), part, precompute=False)[int(part.time[-1])]
+        got = auto.explain_with(bars, method)
+        assert got["method"] == method
+        np.testing.assert_allclose(got["steps"], stored.explanation["attribution"]["steps"], rtol=1e-9)
+        assert (got["features"] is None) == (method in ("rollout", "grad_rollout"))
+        ranks.add(got["faithfulness"]["rank"])
+    assert ranks == {1, 2, 3, 4}
+    with pytest.raises(ConfigError, match="--method"):
+        auto.explain_with(bars, "lime")
 
 
 def test_restart_rebuilds_state_exactly(ckpt: str, data: CandleData) -> None:
