@@ -2,7 +2,9 @@
 
 Per candle: the incremental feature pipeline is updated with the new bar only (O(1)), the
 normalised window goes through the model, and one pass returns the class probabilities and the
-input x gradient attribution (torch or ONNX Runtime). Target: +1 (up) / -1 (down; 0 on long-only
+input x gradient of p(up) - p(down) (torch or ONNX Runtime); the stored attribution is its signed
+or absolute form, the checkpoint's most faithful on validation data (``explain: auto``) or the
+one ``explain`` names. Target: +1 (up) / -1 (down; 0 on long-only
 markets or with ``allow_short: false``) / 0 (flat), when the top class's probability reaches
 ``prob_threshold``; otherwise flat. Explanation keys: ``docs/explanations.md`` (kind ``dsc``).
 

@@ -1,10 +1,12 @@
 """``rollout``: a transformer classifier whose every decision carries its attention rollout.
 
 Per closed candle: update the incremental features (O(1)), run the transformer on the newest
-window once, roll its attention maps out into an attribution over the window (Abnar & Zuidema
-2020), and turn the class probabilities into a target like ``dsc`` (up -> long, down -> short or
-flat, weak -> flat). The explanation maps the attribution to candle open times, names the top 5
-steps and a regime read from how much of it sits on the newest quarter of the window.
+window once, roll its attention maps out (Abnar & Zuidema 2020), and turn the class probabilities
+into a target like ``dsc`` (up -> long, down -> short or flat, weak -> flat). The stored
+attribution is one of ``models.explain.TRANSFORMER_METHODS`` (signed / absolute gradient x input
+of p(up) - p(down), rollout, gradient-weighted rollout): the checkpoint's most faithful on
+validation data (``explain: auto``) or the one ``explain`` names; the regime is read from the
+rollout's share on the newest quarter of the window.
 
 Backtests may precompute every bar's output in batches (:meth:`precompute`); inference runs in
 float64 on both paths so they make the same decisions (``tests/test_rollout_strategy.py``).
