@@ -10,7 +10,9 @@ first, the newest bar last); ``dsc`` windows are ``[B, F, W]`` and are transpose
 - ``rollout``: attention rollout (Abnar & Zuidema 2020, :mod:`models.rollout`, unchanged);
 - ``grad_rollout``: gradient-weighted rollout in the spirit of Chefer et al. 2021: per layer
   ``mean_heads((A * dA/d target)^+)``, rolled out with the identity residual ``R = (I + A') R``,
-  the row the head reads.
+  the row the head reads. Its target is ``|p(up) - p(down)|``: the gradient is taken toward the side
+  the model leans to (Chefer et al. take the predicted class's), since the positive part of an
+  unsigned map can only say "pushes toward", and toward up is wrong half the time.
 """
 
 from __future__ import annotations
@@ -28,6 +30,7 @@ GRAD_METHODS = ("signed_grad_x_input", "abs_grad_x_input")
 TRANSFORMER_METHODS = (*GRAD_METHODS, "rollout", "grad_rollout")
 DEFAULT_METHOD = "signed_grad_x_input"  # old checkpoints without a stored ranking
 SIGNED = frozenset({"signed_grad_x_input"})
+TARGETS = {"rollout": "attention flow", "grad_rollout": "|p(up) - p(down)|"}  # the others: TARGET
 
 
 @dataclass(frozen=True, slots=True)
@@ -65,7 +68,11 @@ def transformer_gradients(net: torch.nn.Module, x: torch.Tensor,
         target = (probs[:, UP] - probs[:, DOWN]).sum()
         grads = torch.autograd.grad(target, [xx, *attentions])
     gx, g_att = grads[0], grads[1:]
-    return probs.detach(), (xx * gx).detach(), grad_rollout([a.detach() for a in attentions], list(g_att), position)
+    # d|m|/dA = sign(m) * dm/dA per sample: the gradient toward the side the model leans to
+    m = probs[:, UP] - probs[:, DOWN]
+    side = torch.where(m >= 0, 1.0, -1.0).to(m.dtype).view(-1, 1, 1, 1).detach()
+    toward = [side * g for g in g_att]
+    return probs.detach(), (xx * gx).detach(), grad_rollout([a.detach() for a in attentions], toward, position)
 
 
 def grad_rollout(attentions: list[torch.Tensor], grads: list[torch.Tensor], position: int | None) -> torch.Tensor:
@@ -110,7 +117,7 @@ def attribution_block(method: str, steps: np.ndarray, features: np.ndarray | Non
     return {
         "method": method,
         "toward": "up" if signed else None,
-        "target": "attention flow" if method == "rollout" else TARGET,
+        "target": TARGETS.get(method, TARGET),
         "steps": [sig4(v) for v in steps],
         "bar_ms": int(bar_ms),
         "features": None if features is None else {n: sig4(v) for n, v in zip(feature_names, features, strict=True)},

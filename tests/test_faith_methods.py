@@ -83,19 +83,21 @@ def test_transformer_gradients_equal_autograd_and_direct_grad_rollout(pool: str)
         (g,) = torch.autograd.grad(p[0, 2] - p[0, 0], xi)
         torch.testing.assert_close(gxi[i], (xi * g)[0].detach(), atol=1e-12, rtol=1e-9)
         torch.testing.assert_close(probs[i], p[0].detach())
-    # grad rollout, written out directly for sample 0: per layer A * dA, positive part, mean over
-    # heads, R <- R + cam @ R starting from I; the head's row
-    xi = x[:1].clone().requires_grad_(True)
-    logits, atts = net.forward_explained(xi)
-    p = logits.softmax(-1)
-    grads = torch.autograd.grad(p[0, 2] - p[0, 0], atts)
-    r = np.eye(10)
-    for a, g in zip(atts, grads, strict=True):
-        cam = np.maximum(a[0].detach().numpy() * g[0].numpy(), 0.0).mean(axis=0)
-        r = r + cam @ r
-    expect = r[-1] if pool == "last" else r.mean(axis=0)
-    np.testing.assert_allclose(row[0].numpy(), expect, atol=1e-12, rtol=1e-9)
-    assert (row[0].numpy() >= 0).all()
+    # grad rollout, written out directly per sample: per layer A * dA (of |p(up) - p(down)|), positive
+    # part, mean over heads, R <- R + cam @ R starting from I; the head's row
+    for i in range(3):
+        xi = x[i:i + 1].clone().requires_grad_(True)
+        logits, atts = net.forward_explained(xi)
+        p = logits.softmax(-1)
+        side = 1.0 if p[0, 2] >= p[0, 0] else -1.0
+        grads = torch.autograd.grad(side * (p[0, 2] - p[0, 0]), atts)
+        r = np.eye(10)
+        for a, g in zip(atts, grads, strict=True):
+            cam = np.maximum(a[0].detach().numpy() * g[0].numpy(), 0.0).mean(axis=0)
+            r = r + cam @ r
+        expect = r[-1] if pool == "last" else r.mean(axis=0)
+        np.testing.assert_allclose(row[i].numpy(), expect, atol=1e-12, rtol=1e-9)
+    assert (row.numpy() >= 0).all()
 
 
 def test_grad_rollout_with_uniform_positive_relevance_is_the_residual_rollout_product() -> None:
