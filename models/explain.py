@@ -57,10 +57,11 @@ def margin(probs: np.ndarray) -> np.ndarray:
     return probs[:, UP] - probs[:, DOWN]
 
 
-def transformer_gradients(net: torch.nn.Module, x: torch.Tensor,
-                          position: int | None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+def transformer_gradients(net: torch.nn.Module, x: torch.Tensor, position: int | None
+                          ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[torch.Tensor]]:
     """One forward + one backward of ``p(up) - p(down)``: (probs [B, K], x * grad [B, W, F],
-    gradient-weighted rollout row [B, W]). ``net`` is a :class:`models.transformer.TransformerClassifier`."""
+    gradient-weighted rollout row [B, W], the attention maps of the forward pass).
+    ``net`` is a :class:`models.transformer.TransformerClassifier`."""
     with torch.enable_grad():
         xx = x.detach().clone().requires_grad_(True)
         logits, attentions = net.forward_explained(xx)
@@ -72,7 +73,8 @@ def transformer_gradients(net: torch.nn.Module, x: torch.Tensor,
     m = probs[:, UP] - probs[:, DOWN]
     side = torch.where(m >= 0, 1.0, -1.0).to(m.dtype).view(-1, 1, 1, 1).detach()
     toward = [side * g for g in g_att]
-    return probs.detach(), (xx * gx).detach(), grad_rollout([a.detach() for a in attentions], toward, position)
+    maps = [a.detach() for a in attentions]
+    return probs.detach(), (xx * gx).detach(), grad_rollout(maps, toward, position), maps
 
 
 def grad_rollout(attentions: list[torch.Tensor], grads: list[torch.Tensor], position: int | None) -> torch.Tensor:

@@ -186,23 +186,35 @@ class RolloutExplainer:
     def attributions(self, x: np.ndarray, methods: tuple[str, ...] = TRANSFORMER_METHODS,
                      chunk: int = 1024) -> tuple[Explained, dict[str, Attribution]]:
         """The rollout outputs plus each requested method's attribution (``models.explain``), for
-        windows [B, W, F]; the gradient methods cost one backward pass of p(up) - p(down)."""
-        ex = self.explain(x, chunk)
+        windows [B, W, F]. With a gradient method, one forward + one backward of p(up) - p(down)
+        gives all of them (the rollout is rolled out from the same forward pass's maps)."""
+        if all(m == "rollout" for m in methods):
+            ex = self.explain(x, chunk)
+            return ex, {m: Attribution("rollout", ex.attribution, None) for m in methods}
+        c = self.cfg
+        xt = torch.as_tensor(x).to(self.dtype)
+        probs, gxi, rows, rolled = [], [], [], []
+        for s in range(0, xt.shape[0], chunk):
+            p, g, r, maps = transformer_gradients(self.net, xt[s:s + chunk], self.position)
+            with torch.inference_mode():
+                roll = attention_rollout(maps, c.head_fusion, c.discard_ratio, c.residual_weight, c.start_layer)
+                rolled.append(input_attribution(roll, self.position))
+            probs.append(p)
+            gxi.append(g.numpy())
+            rows.append(r.numpy())
+        if not probs:
+            return self.explain(x, chunk), {}
+        ex = self._finish(torch.cat(probs), torch.cat(rolled))
+        gx = np.concatenate(gxi)
         out: dict[str, Attribution] = {}
-        if "rollout" in methods:
-            out["rollout"] = Attribution("rollout", ex.attribution, None)
-        if any(m != "rollout" for m in methods):
-            xt = torch.as_tensor(x).to(self.dtype)
-            parts = [transformer_gradients(self.net, xt[s:s + chunk], self.position)
-                     for s in range(0, xt.shape[0], chunk)]
-            gxi = np.concatenate([g.numpy() for _, g, _ in parts]) if parts else np.zeros(x.shape)
-            for m in methods:
-                if m == "grad_rollout":
-                    rows = np.concatenate([r.numpy() for _, _, r in parts]) if parts else np.zeros(x.shape[:2])
-                    out[m] = Attribution(m, rows, None)
-                elif m != "rollout":
-                    out[m] = from_grad_x_input(gxi, m)
-        return ex, {m: out[m] for m in methods}
+        for m in methods:
+            if m == "rollout":
+                out[m] = Attribution(m, ex.attribution, None)
+            elif m == "grad_rollout":
+                out[m] = Attribution(m, np.concatenate(rows), None)
+            else:
+                out[m] = from_grad_x_input(gx, m)
+        return ex, out
 
     def predict_probs(self, x: np.ndarray) -> np.ndarray:
         """Probabilities only (used by the faithfulness test)."""

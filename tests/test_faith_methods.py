@@ -75,7 +75,7 @@ def test_transformer_gradients_equal_autograd_and_direct_grad_rollout(pool: str)
     net = _tiny_transformer(pool)
     x = torch.randn(3, 10, 4, dtype=torch.float64)
     position = -1 if pool == "last" else None
-    probs, gxi, row = transformer_gradients(net, x, position)
+    probs, gxi, row, _ = transformer_gradients(net, x, position)
     # signed grad x input: autograd of p(up) - p(down), one sample at a time
     for i in range(3):
         xi = x[i:i + 1].clone().requires_grad_(True)
