@@ -5,6 +5,11 @@ For each window, the k steps with the highest attribution are replaced by the wi
 same is done for k random steps (several draws) and for the k most recent steps. A faithful
 attribution moves the prediction more than random masking. Abnar & Zuidema (2020) do not run
 this check; we report it either way.
+
+:func:`deletion_test` is the one test every attribution method of ``dsc`` and ``rollout`` goes
+through (issue 14): the drop of the attributed quantity p(up) - p(down) when the top-k older steps
+(or top features) are masked, against random ones, the newest bar apart; :func:`selection` is what
+a checkpoint stores (ranking + winner, from validation windows).
 """
 
 from __future__ import annotations
@@ -13,6 +18,8 @@ from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
+
+from models.labels import DOWN, UP
 
 
 def mask_steps(x: np.ndarray, steps: np.ndarray) -> np.ndarray:
@@ -102,12 +109,12 @@ def deletion_test(predict_probs: Callable[[np.ndarray], np.ndarray], x: np.ndarr
     rows = np.arange(b)
     p0 = predict_probs(x)
     cls = p0.argmax(axis=1)
-    m0 = p0[:, 2] - p0[:, 0]
+    m0 = p0[:, UP] - p0[:, DOWN]
     side = np.where(m0 >= 0, 1.0, -1.0)
 
     def drops(masked: np.ndarray) -> tuple[float, float]:
         p = predict_probs(masked)
-        return float((side * (m0 - (p[:, 2] - p[:, 0]))).mean()), float((p0[rows, cls] - p[rows, cls]).mean())
+        return float((side * (m0 - (p[:, UP] - p[:, DOWN]))).mean()), float((p0[rows, cls] - p[rows, cls]).mean())
 
     rand_steps = np.mean([drops(mask_steps(x, _random_choice(rng, b, w - 1, k))) for _ in range(n_random)], axis=0)
     rand_feats = np.mean([drops(mask_features(x, _random_choice(rng, b, f, fk))) for _ in range(n_random)], axis=0)
