@@ -1,10 +1,11 @@
-"""Latency of one ``rollout`` decision with its attention-rollout explanation, on 1 CPU thread.
+"""Latency of one ``rollout`` decision with its stored attribution, on 1 CPU thread.
 
 Cases (real BTCUSDT 1h candles, one sample at a time, after a warm-up):
 
-- ``decision``: ``RolloutStrategy.on_bar`` bar by bar: incremental features, the transformer
-  forward pass (float64), rollout, attribution, regime and the explanation dict. The number a live
-  bot pays per candle. Target: p50 <= 2 ms for the default size.
+- ``decision, explain=M``: ``RolloutStrategy.on_bar`` bar by bar: incremental features, the
+  transformer forward pass (float64), rollout, the stored attribution M (a backward pass for the
+  gradient methods), regime and the explanation dict. The number a live bot pays per candle.
+  Target: p50 <= 2 ms for the default size.
 - ``forward+rollout f64`` / ``f32``, ``eager`` (the batched path) or ``traced`` (the per-candle
   path, a TorchScript trace of the same graph): the model and the rollout only, on a ready window.
 - ``rollout only``: :func:`models.rollout.attention_rollout` on the layer maps of one sample.
@@ -63,7 +64,7 @@ def timed(fn: Callable[[], object], n: int, warmup: int = 50) -> np.ndarray:
     return out
 
 
-def _setup(over: dict[str, int]) -> tuple[RolloutParams, TransformerClassifier, Normalizer, np.ndarray,
+def _setup(over: dict[str, object]) -> tuple[RolloutParams, TransformerClassifier, Normalizer, np.ndarray,
                                           Callable[[], object]]:
     """(params, model, normaliser, features, decide): ``decide()`` feeds the next real candle to a
     RolloutStrategy bar by bar and returns its Decision (StopIteration when the file ends)."""
@@ -93,13 +94,15 @@ def decision_runner() -> Callable[[], object]:
     return _setup({})[4]
 
 
-def bench_size(name: str, over: dict[str, int], n: int) -> list[tuple[str, str, np.ndarray]]:
-    cfg, model, norm, feats, decide = _setup(over)
+def bench_size(name: str, over: dict[str, int], n: int, methods: list[str]) -> list[tuple[str, str, np.ndarray]]:
+    rows: list[tuple[str, str, np.ndarray]] = []
+    for m in methods:  # the stored attribution: rollout is one forward, the gradient methods add a backward
+        decide = _setup({**over, "explain": m})[4]
+        rows.append((name, f"decision, explain={m} (features+model+attribution+explanation)", timed(decide, n)))
+    cfg, model, norm, feats, _ = _setup(over)
     start = START
     z = norm.transform(feats)
     x = make_windows(z, np.array([start]), cfg.window, "seq")
-    rows: list[tuple[str, str, np.ndarray]] = [
-        (name, "decision (features+model+rollout+explanation)", timed(decide, n))]
     for dtype, label in ((torch.float64, "f64"), (torch.float32, "f32")):
         ex = RolloutExplainer(model, RolloutConfig(**over), dtype=dtype)
         rows.append((name, f"forward+rollout {label} eager", timed(lambda ex=ex: ex.explain(x), n)))
@@ -114,11 +117,13 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--n", type=int, default=2000, help="timed calls per case")
     ap.add_argument("--sizes", default="default,large")
+    ap.add_argument("--methods", default="rollout,signed_grad_x_input,grad_rollout",
+                    help="stored attribution methods to time the decision with")
     args = ap.parse_args()
     torch.set_num_threads(1)
     rows = []
     for size in args.sizes.split(","):
-        rows += bench_size(size, SIZES[size], args.n)
+        rows += bench_size(size, SIZES[size], args.n, args.methods.split(","))
     print(f"rollout latency, 1 thread, torch {torch.__version__}, {platform.processor() or platform.machine()}, "
           f"{os.cpu_count()} cpus, load average {os.getloadavg()[0]:.1f}, n={args.n}")
     print("| size | case | p50 ms | p99 ms | CPU p50 ms | CPU p99 ms |\n|---|---|---:|---:|---:|---:|")

@@ -1,11 +1,15 @@
 """Input x gradient attribution for the conv classifiers, as one exportable forward pass.
 
 :class:`ExplainedConv` computes, in a single ``forward``, the class probabilities and
-``x * d p_top / d x`` (the gradient of the top class's probability with respect to the input
-window, times the input). The backward pass is written out by hand for the eval-mode network
+``x * d target / d x`` (the gradient of the attributed quantity with respect to the input
+window, times the input). The target is ``p(up) - p(down)`` (the explanation contract's
+quantity, ``target="margin"``, the default: a positive value pushes toward up) or the top
+class's probability (``target="top"``); each is only a different seed of the same backward.
+The backward pass is written out by hand for the eval-mode network
 (BatchNorm folded to a per-channel affine map, ReLU masks, transposed convolutions), so the
 whole explanation exports to ONNX and runs in ONNX Runtime at model speed; autograd would cost
-several eager passes per candle. ``tests/test_dsc_attribution.py`` proves it equals autograd.
+several eager passes per candle. ``tests/test_dsc_model.py`` and ``tests/test_faith_methods.py``
+prove it equals autograd.
 """
 
 from __future__ import annotations
@@ -77,11 +81,29 @@ class _Block(nn.Module):
         self.stages = nn.ModuleList(stages)
 
 
+TARGETS = ("margin", "top")
+DOWN_CLASS, UP_CLASS = 0, 2  # models.labels: {down, flat, up}
+
+
+def seed_of(probs: torch.Tensor, target: str) -> torch.Tensor:
+    """d target / d logits [B, K] from the softmax probabilities (dp_k/dz = p_k * (onehot_k - p))."""
+    if target == "margin":  # p(up) - p(down); down is the first class, up the last
+        up, down = probs[:, UP_CLASS:UP_CLASS + 1], probs[:, DOWN_CLASS:DOWN_CLASS + 1]
+        direct = torch.cat([-down, torch.zeros_like(probs[:, 1:-1]), up], dim=1)
+        return direct - (up - down) * probs
+    top = torch.argmax(probs, dim=1, keepdim=True)
+    onehot = torch.zeros_like(probs).scatter(1, top, 1.0)
+    return torch.gather(probs, 1, top) * (onehot - probs)
+
+
 class ExplainedConv(nn.Module):
     """forward(x [B, F, W]) -> (probs [B, 3], attribution [B, F, W]) for a trained classifier."""
 
-    def __init__(self, model: _ConvClassifier) -> None:
+    def __init__(self, model: _ConvClassifier, target: str = "margin") -> None:
         super().__init__()
+        if target not in TARGETS:
+            raise ValueError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
+        self.target = target
         model = model.eval()
         self.stem = _Frozen1x1(model.stem[0], model.stem[1])
         self.blocks = nn.ModuleList(_Block(b) for b in model.blocks)
@@ -110,11 +132,8 @@ class ExplainedConv(nn.Module):
         pooled = g.mean(dim=2)
         logits = pooled @ self.head_w.t() + self.head_b
         probs = torch.softmax(logits, dim=1)
-        # ---- backward of p_top: dp_k/dz = p_k * (onehot_k - p)
-        top = torch.argmax(probs, dim=1, keepdim=True)
-        onehot = torch.zeros_like(probs).scatter(1, top, 1.0)
-        p_top = torch.gather(probs, 1, top)
-        seed = p_top * (onehot - probs)                          # [B, K]
+        # ---- backward of the target, seeded at the logits
+        seed = seed_of(probs, self.target)                       # [B, K]
         d_pooled = seed @ self.head_w                             # [B, C]
         w = g.shape[2]
         d_g = d_pooled.unsqueeze(2).expand(-1, -1, w) / w
@@ -138,6 +157,16 @@ def autograd_input_x_gradient(model: nn.Module, x: torch.Tensor) -> tuple[torch.
     probs = torch.softmax(model(xx), dim=1)
     top = probs.argmax(dim=1, keepdim=True)
     torch.gather(probs, 1, top).sum().backward()
+    return probs.detach(), (xx * xx.grad).detach()
+
+
+def autograd_margin_x_input(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Reference implementation with autograd: (probs, x * d (p_up - p_down) / d x)."""
+    model.eval()
+    xx = x.detach().clone().requires_grad_(True)
+    with torch.enable_grad():
+        probs = torch.softmax(model(xx), dim=1)
+        (probs[:, UP_CLASS] - probs[:, DOWN_CLASS]).sum().backward()
     return probs.detach(), (xx * xx.grad).detach()
 
 

@@ -89,10 +89,39 @@ def metrics_table(metrics: dict[str, Any], title: str = "metrics (after fees whe
     return t
 
 
+DELETION_KEY = "faithfulness_validation"  # meta.metrics key of the deletion test (models.faithfulness)
+
+
+def _num(v: Any, digits: int = 4) -> str:
+    return "n/a" if v is None else f"{float(v):.{digits}f}"
+
+
+def deletion_table(table: dict[str, dict[str, Any]], title: str, ranking: list[str] | None = None) -> Table:
+    """The deletion test of every method: drops of p(up) - p(down) when masking the top-k older steps
+    (newest bar excluded) vs k random older steps, their ratio, the newest bar alone, and features."""
+    order = ranking or sorted(table, key=lambda m: -float(table[m]["older_top_k_drop"]))
+    t = Table(title=title)
+    for col in ("rank", "method", "k", "older top-k drop", "older random-k drop", "ratio", "newest-bar drop",
+                "top features drop", "random features drop", "p(class) top-k drop", "windows"):
+        t.add_column(col, justify="left" if col == "method" else "right")
+    for i, m in enumerate(order, 1):
+        r = table[m]
+        t.add_row(str(i), m, str(r["k"]), _num(r["older_top_k_drop"]), _num(r["older_random_k_drop"]),
+                  _num(r.get("ratio"), 2), _num(r["newest_drop"]), _num(r.get("features_top_k_drop")),
+                  _num(r.get("features_random_k_drop")), _num(r.get("older_top_k_prob_drop")), str(r["windows"]))
+    return t
+
+
 def render_card(meta: ModelMeta) -> Group:
-    """The whole card (summary + metrics) as one renderable for ``console.print``."""
+    """The whole card (summary + metrics + the deletion test) as one renderable for ``console.print``."""
     parts: list[Any] = [summary_table(meta)]
-    mt = metrics_table(meta.metrics)
+    metrics = {k: v for k, v in meta.metrics.items() if k != DELETION_KEY}
+    mt = metrics_table(metrics)
     if mt is not None:
         parts.append(mt)
+    chosen = meta.extra.get("explain")
+    if isinstance(chosen, dict) and chosen.get("table"):
+        parts.append(deletion_table(chosen["table"], "faithfulness on validation windows (deletion test of "
+                                    f"p(up) - p(down)); stored explanation: {chosen.get('winner')}",
+                                    chosen.get("ranking")))
     return Group(*parts)

@@ -1,4 +1,5 @@
-"""A trained ``dsc`` checkpoint ready to run: probabilities + input x gradient, torch or ONNX Runtime.
+"""A trained ``dsc`` checkpoint ready to run: probabilities + input x gradient of p(up) - p(down),
+torch or ONNX Runtime.
 
 Both backends run the same :class:`models.attribution.ExplainedConv` graph (one pass gives the
 probabilities and the attribution), so they agree to ~1e-7; the ONNX file is exported beside
@@ -35,7 +36,8 @@ def export_explain(net: ExplainedConv, path: Path, window: int, model_id: str) -
 
     export_onnx(net, torch.zeros(1, N_FEATURES, window), path, ["probs", "attribution"])
     proto = onnx.load(str(path))
-    proto.metadata_props.add(key="model_id", value=model_id)
+    # Tagged with the attributed quantity too: a file exported for another target is exported again.
+    proto.metadata_props.add(key="model_id", value=f"{model_id}:{net.target}")
     onnx.save(proto, str(path))
     return path
 
@@ -81,7 +83,7 @@ class DSCRuntime:
 
     def _ensure_onnx(self, ckpt_path: Path) -> Path:
         target = explain_onnx_path(ckpt_path)
-        if target.exists() and _onnx_model_id(target) == self.model_id:
+        if target.exists() and _onnx_model_id(target) == f"{self.model_id}:{self.net.target}":
             return target
         try:
             return export_explain(self.net, target, self.window, self.model_id)

@@ -40,6 +40,7 @@ from models.training import (
     walk_forward_splits,
 )
 
+FAITHFULNESS_MAX_SAMPLES = 2000  # newest windows used for the deletion test (keeps training short)
 BARS_PER_YEAR = {"1m": 525_600, "5m": 105_120, "15m": 35_040, "1h": 8760, "4h": 2190, "1d": 365}
 
 
@@ -60,6 +61,8 @@ class DSCConfig(BaseModel):
     #: Trade only when the top class's probability reaches this; otherwise flat.
     prob_threshold: float = Field(0.5, ge=0, le=1)
     allow_short: bool = True
+    #: The stored attribution: auto = the checkpoint's most faithful method on validation data.
+    explain: Literal["auto", "signed_grad_x_input", "abs_grad_x_input"] = "auto"
     #: onnx (default): ONNX Runtime, exported beside the checkpoint; torch: eager PyTorch.
     backend: Literal["torch", "onnx"] = "onnx"
     #: Backtests without a checkpoint train on this leading fraction of the data first.
@@ -101,6 +104,30 @@ def _card_section(y: np.ndarray, probs: np.ndarray, ends: np.ndarray, data: Any,
     }
 
 
+def deletion_table(net: Any, x: np.ndarray, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """The deletion test of both gradient methods on conv windows ``x`` [B, F, W]: ``net`` is an
+    :class:`models.attribution.ExplainedConv` (or anything with its call signature)."""
+    import torch
+
+    from models.explain import GRAD_METHODS, from_grad_x_input
+    from models.faithfulness import deletion_test
+
+    def run(xc: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ps, ats = [], []
+        with torch.inference_mode():
+            for s in range(0, xc.shape[0], 1024):
+                p, a = net(torch.from_numpy(np.ascontiguousarray(xc[s:s + 1024], dtype=np.float32)))
+                ps.append(p.numpy().astype(np.float64))
+                ats.append(a.numpy().astype(np.float64))
+        return np.concatenate(ps), np.concatenate(ats)
+
+    seq = np.ascontiguousarray(x.transpose(0, 2, 1))  # [B, W, F]: the deletion test's layout
+    _, attr = run(x)
+    gxi = attr.transpose(0, 2, 1)
+    methods = {m: from_grad_x_input(gxi, m) for m in GRAD_METHODS}
+    return deletion_test(lambda s: run(s.transpose(0, 2, 1))[0], seq, methods, seed=seed)
+
+
 def train_dsc(data: Any, cfg: DSCConfig, *, fee_rate: float, long_only: bool, symbol: str, timeframe: str,
               out: Path, progress: bool = True, console: Console | None = None) -> Path:
     """Train on ``data`` (all of it is split train/val/test), write checkpoint + card + ONNX."""
@@ -140,6 +167,13 @@ def train_dsc(data: Any, cfg: DSCConfig, *, fee_rate: float, long_only: bool, sy
     if tc.walk_forward_folds:
         metrics["walk_forward"] = _walk_forward(feats, labels, ends, data, cfg, fee_rate, long_only, bpy,
                                                 progress, console)
+    from models.attribution import ExplainedConv
+    from models.faithfulness import selection
+
+    # Which explanation to store: the deletion test on the VALIDATION windows (never the test part).
+    chosen = selection(deletion_table(ExplainedConv(net), x[split.val[-FAITHFULNESS_MAX_SAMPLES:]], tc.seed),
+                       "validation")
+    metrics["faithfulness_validation"] = chosen["table"]
     eff = effective_threshold(cfg.threshold, fee_rate)
     meta = ModelMeta(
         kind="dsc", hparams=hp, feature_names=list(FEATURE_NAMES), window=w, horizon=h,
@@ -154,10 +188,10 @@ def train_dsc(data: Any, cfg: DSCConfig, *, fee_rate: float, long_only: bool, sy
         labels={"horizon": h, "threshold": eff, "fee_rate": fee_rate, "train_majority": majority,
                 "split": split.describe(), "train_balance": class_balance(y[train_pos])["shares"],
                 "test_balance": class_balance(y[split.test])["shares"]},
-        extra={"arch": cfg.arch, "prob_threshold": cfg.prob_threshold, "history": res.history},
+        extra={"arch": cfg.arch, "prob_threshold": cfg.prob_threshold, "history": res.history,
+               "explain": chosen},
     )
     path = save_checkpoint(out, net, meta)
-    from models.attribution import ExplainedConv
     from models.dsc_runtime import explain_onnx_path, export_explain
 
     export_explain(ExplainedConv(net), explain_onnx_path(path), w, meta.model_id)
@@ -244,6 +278,7 @@ def evaluate(req: EvalRequest) -> dict[str, Any]:
     z = rt.normalizer.transform(feats)
     x = make_windows(z, ends, w, "conv")
     probs, _ = rt.explain_batched(x)
+    deletion = deletion_table(rt.net, x[-FAITHFULNESS_MAX_SAMPLES:])
     lab = meta.labels
     thr = float(lab.get("threshold", 2 * req.fee_rate))
     y = make_labels(data.close, h, thr, 0.0)[ends]
@@ -252,4 +287,5 @@ def evaluate(req: EvalRequest) -> dict[str, Any]:
                             int(lab.get("train_majority", FLAT)), BARS_PER_YEAR.get(req.timeframe, 8760))
     section["class_balance"] = class_balance(y)["shares"]
     return {"model_id": meta.model_id, "checkpoint": str(req.checkpoint), "data": str(getattr(data, "source", "")),
-            "metrics": {"evaluated": section}, "notes": notes, "meta": meta.to_dict()}
+            "metrics": {"evaluated": section}, "deletion": deletion, "notes": notes,
+            "selection": meta.extra.get("explain"), "meta": meta.to_dict()}

@@ -21,6 +21,7 @@ from torch import nn
 
 from bot.errors import ConfigError, ModelError
 from models.checkpoint import ModelMeta, data_hash, load_checkpoint
+from models.explain import TRANSFORMER_METHODS, Attribution, from_grad_x_input, transformer_gradients
 from models.features import FEATURE_NAMES, Normalizer
 from models.labels import FLAT
 from models.rollout import attention_rollout, input_attribution, recent_steps
@@ -47,6 +48,8 @@ class RolloutConfig(BaseModel):
     positions: Literal["sinusoidal", "learned"] = "sinusoidal"
     pool: Literal["last", "mean"] = "last"
     # -- attention rollout (explanation only; the model does not depend on these) --
+    #: The stored attribution: auto = the checkpoint's most faithful method on validation data.
+    explain: Literal["auto", "signed_grad_x_input", "abs_grad_x_input", "rollout", "grad_rollout"] = "auto"
     head_fusion: Literal["mean", "max", "min"] = "mean"
     discard_ratio: float = Field(0.0, ge=0, lt=1)
     residual_weight: float = Field(0.5, ge=0, le=1)
@@ -179,6 +182,39 @@ class RolloutExplainer:
                 return torch.jit.freeze(torch.jit.trace(self.graph, example, check_trace=False))
         except Exception:  # noqa: BLE001 - an optimisation only: eager gives the same numbers
             return self.graph
+
+    def attributions(self, x: np.ndarray, methods: tuple[str, ...] = TRANSFORMER_METHODS,
+                     chunk: int = 1024) -> tuple[Explained, dict[str, Attribution]]:
+        """The rollout outputs plus each requested method's attribution (``models.explain``), for
+        windows [B, W, F]. With a gradient method, one forward + one backward of p(up) - p(down)
+        gives all of them (the rollout is rolled out from the same forward pass's maps)."""
+        if all(m == "rollout" for m in methods):
+            ex = self.explain(x, chunk)
+            return ex, {m: Attribution("rollout", ex.attribution, None) for m in methods}
+        c = self.cfg
+        xt = torch.as_tensor(x).to(self.dtype)
+        probs, gxi, rows, rolled = [], [], [], []
+        for s in range(0, xt.shape[0], chunk):
+            p, g, r, maps = transformer_gradients(self.net, xt[s:s + chunk], self.position)
+            with torch.inference_mode():
+                roll = attention_rollout(maps, c.head_fusion, c.discard_ratio, c.residual_weight, c.start_layer)
+                rolled.append(input_attribution(roll, self.position))
+            probs.append(p)
+            gxi.append(g.numpy())
+            rows.append(r.numpy())
+        if not probs:
+            return self.explain(x, chunk), {}
+        ex = self._finish(torch.cat(probs), torch.cat(rolled))
+        gx = np.concatenate(gxi)
+        out: dict[str, Attribution] = {}
+        for m in methods:
+            if m == "rollout":
+                out[m] = Attribution(m, ex.attribution, None)
+            elif m == "grad_rollout":
+                out[m] = Attribution(m, np.concatenate(rows), None)
+            else:
+                out[m] = from_grad_x_input(gx, m)
+        return ex, out
 
     def predict_probs(self, x: np.ndarray) -> np.ndarray:
         """Probabilities only (used by the faithfulness test)."""

@@ -4,7 +4,7 @@ The shared pipeline (as ``dsc``): causal features on the whole file -> forward-r
 windows ending at every labelled bar ([B, W, F]) -> chronological train/val/test split with an
 embargo of window + horizon bars -> normaliser fitted on training bars -> the generic
 :func:`models.training.fit` -> model card on validation and the unseen test part, plus the
-masking faithfulness of the attention-rollout attribution on the test part.
+deletion test of every attribution method on the validation part (the winner is stored).
 """
 
 from __future__ import annotations
@@ -20,7 +20,7 @@ from rich.console import Console
 from bot.errors import ModelError
 from models import vol_regime
 from models.checkpoint import ModelMeta, data_hash, save_checkpoint
-from models.faithfulness import masking_faithfulness
+from models.faithfulness import deletion_test, selection
 from models.features import FEATURE_NAMES, FEATURE_WARMUP, Normalizer, compute_features, first_window_end, make_windows
 from models.labels import FLAT, backward_labels, class_balance, class_weights, effective_threshold, make_labels
 from models.metrics import baselines, classification_report, signal_backtest
@@ -38,7 +38,13 @@ from models.training import EvalRequest, TrainRequest, chronological_split, fit
 from models.transformer import TransformerClassifier
 
 BARS_PER_YEAR = {"1m": 525_600, "5m": 105_120, "15m": 35_040, "1h": 8760, "4h": 2190, "1d": 365}
-FAITHFULNESS_MAX_SAMPLES = 2000  # newest test windows used for the masking test (keeps training short)
+FAITHFULNESS_MAX_SAMPLES = 2000  # newest windows used for the deletion test (keeps training short)
+
+
+def deletion_table(explainer: RolloutExplainer, x: np.ndarray, seed: int = 0) -> dict[str, dict[str, Any]]:
+    """The deletion test of every method (``models.faithfulness.deletion_test``) on windows ``x``."""
+    _, methods = explainer.attributions(x)
+    return deletion_test(explainer.predict_probs, x, methods, seed=seed)
 
 
 def card_section(y: np.ndarray, ex: Any, ends: np.ndarray, data: Any, cfg: RolloutConfig, fee_rate: float,
@@ -93,10 +99,9 @@ def train_rollout(data: Any, cfg: RolloutConfig, *, fee_rate: float, long_only: 
     for name, pos in (("validation", split.val), ("test", split.test)):
         ex = explainer.explain(x[pos])
         metrics[name] = card_section(y[pos], ex, ends[pos], data, cfg, fee_rate, long_only, majority, bpy)
-    faith_pos = split.test[-FAITHFULNESS_MAX_SAMPLES:]
-    xt = x[faith_pos]
-    metrics["faithfulness_test"] = masking_faithfulness(explainer.predict_probs, xt,
-                                                        explainer.explain(xt).attribution, seed=tc.seed)
+    # Which explanation to store: the deletion test on the VALIDATION windows (never the test part).
+    chosen = selection(deletion_table(explainer, x[split.val[-FAITHFULNESS_MAX_SAMPLES:]], tc.seed), "validation")
+    metrics["faithfulness_validation"] = chosen["table"]
     metrics["training"] = {"epochs_run": len(res.history), "best_epoch": res.best_epoch,
                            "best_val_loss": res.best_val_loss, "stopped_early": res.stopped_early,
                            "seconds": round(res.seconds, 1), "threads": tc.threads,
@@ -115,7 +120,7 @@ def train_rollout(data: Any, cfg: RolloutConfig, *, fee_rate: float, long_only: 
         labels={"horizon": h, "threshold": eff, "fee_rate": fee_rate, "train_majority": majority,
                 "split": split.describe(), "train_balance": class_balance(y[train_pos])["shares"],
                 "test_balance": class_balance(y[split.test])["shares"]},
-        extra={"prob_threshold": cfg.prob_threshold, "history": res.history,
+        extra={"prob_threshold": cfg.prob_threshold, "history": res.history, "explain": chosen,
                "vol_regime": vol_regime.fit(np.asarray(data.close), fit_end).to_dict(),
                "rollout": {k: getattr(cfg, k) for k in ("head_fusion", "discard_ratio", "residual_weight",
                                                         "start_layer", "recent_fraction", "momentum_above",
@@ -162,7 +167,7 @@ def evaluate(req: EvalRequest) -> dict[str, Any]:
     section = card_section(y, ex, ends, data, cfg, req.fee_rate, req.long_only,
                            int(meta.labels.get("train_majority", FLAT)), BARS_PER_YEAR.get(req.timeframe, 8760))
     section["class_balance"] = class_balance(y)["shares"]
-    xt = x[-FAITHFULNESS_MAX_SAMPLES:]
-    faith = masking_faithfulness(explainer.predict_probs, xt, ex.attribution[-FAITHFULNESS_MAX_SAMPLES:])
+    deletion = deletion_table(explainer, x[-FAITHFULNESS_MAX_SAMPLES:])
     return {"model_id": meta.model_id, "checkpoint": str(req.checkpoint), "data": str(getattr(data, "source", "")),
-            "metrics": {"evaluated": section, "faithfulness": faith}, "notes": notes, "meta": meta.to_dict()}
+            "metrics": {"evaluated": section}, "deletion": deletion, "notes": notes,
+            "selection": meta.extra.get("explain"), "meta": meta.to_dict()}

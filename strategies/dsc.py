@@ -2,7 +2,9 @@
 
 Per candle: the incremental feature pipeline is updated with the new bar only (O(1)), the
 normalised window goes through the model, and one pass returns the class probabilities and the
-input x gradient attribution (torch or ONNX Runtime). Target: +1 (up) / -1 (down; 0 on long-only
+input x gradient of p(up) - p(down) (torch or ONNX Runtime); the stored attribution is its signed
+or absolute form, the checkpoint's most faithful on validation data (``explain: auto``) or the
+one ``explain`` names. Target: +1 (up) / -1 (down; 0 on long-only
 markets or with ``allow_short: false``) / 0 (flat), when the top class's probability reaches
 ``prob_threshold``; otherwise flat. Explanation keys: ``docs/explanations.md`` (kind ``dsc``).
 
@@ -20,12 +22,21 @@ from rich.console import Console
 
 from bot.bars import Bars
 from bot.candles import CandleData
-from bot.domain import Decision
+from bot.domain import Decision, timeframe_ms
 from bot.errors import ConfigError, ModelError
 from bot.timeutil import ms_to_iso
 from models.checkpoint import default_checkpoint_path
 from models.dsc_runtime import DSCRuntime
 from models.dsc_train import DSCConfig, overlap_end, train_dsc
+from models.explain import (
+    GRAD_METHODS,
+    Attribution,
+    attribution_block,
+    choose,
+    faithfulness_block,
+    from_grad_x_input,
+    rule_block,
+)
 from models.features import FEATURE_NAMES, FeatureWindow, compute_features, first_window_end, make_windows
 from models.labels import CLASSES
 from strategies.base import Strategy, StrategyContext, StrategyParams
@@ -38,9 +49,9 @@ class DSCParams(DSCConfig, StrategyParams):
     """``strategy.params`` of dsc: see :class:`models.dsc_train.DSCConfig`."""
 
 
-def _reduce(attr: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """[B, F, W] attribution -> per-feature sums [B, F], per-step sums [B, W], total |attr| [B]."""
-    return attr.sum(axis=2), attr.sum(axis=1), np.abs(attr).sum(axis=(1, 2))
+def _reduce(attr: np.ndarray, method: str) -> Attribution:
+    """[B, F, W] x * d(p_up - p_down)/dx -> the method's per-step [B, W] and per-feature [B, F] scores."""
+    return from_grad_x_input(attr.transpose(0, 2, 1), method)
 
 
 class DSCStrategy(Strategy):
@@ -60,6 +71,10 @@ class DSCStrategy(Strategy):
         self.window = self.rt.window
         self._short = -1.0 if (params.allow_short and not ctx.long_only) else 0.0
         self._threshold = params.prob_threshold
+        self._stored = self.rt.meta.extra.get("explain")
+        self.method = choose(params.explain, self._stored, GRAD_METHODS)
+        self._faith = faithfulness_block(self._stored, self.method)
+        self._bar_ms = timeframe_ms(ctx.timeframe)
         self._pre: dict[int, int] | None = None
         self._pre_out: tuple[np.ndarray, ...] | None = None
         self._pre_time: np.ndarray | None = None
@@ -116,16 +131,15 @@ class DSCStrategy(Strategy):
         bad = ~np.all(np.isfinite(z[first - self.window + 1:]), axis=1)
         if bad.any():
             return  # leave it to the bar-by-bar path, which names the bad bar
-        probs, fsum, ssum, tot = [], [], [], []
+        probs, steps, feats = [], [], []
         for s in range(0, ends.size, 1024):
             x = make_windows(z, ends[s:s + 1024], self.window, "conv")
             p, a = self.rt.explain(x)
-            f, st, tt = _reduce(a)
+            r = _reduce(a, self.method)
             probs.append(p)
-            fsum.append(f)
-            ssum.append(st)
-            tot.append(tt)
-        self._pre_out = (np.concatenate(probs), np.concatenate(fsum), np.concatenate(ssum), np.concatenate(tot))
+            steps.append(r.steps)
+            feats.append(r.features)
+        self._pre_out = (np.concatenate(probs), np.concatenate(steps), np.concatenate(feats))
         self._pre_time = np.asarray(data.time[ends], dtype=np.int64)
         self._pre = {int(t): i for i, t in enumerate(self._pre_time)}
 
@@ -133,21 +147,37 @@ class DSCStrategy(Strategy):
     def on_bar(self, bars: Bars) -> Decision | None:
         n = bars.n
         t_now = bars.last_time()
-        times = bars.time[n - self.window: n] if n >= self.window else None
         if self._pre is not None and self._pre_out is not None:
             i = self._pre.get(t_now)
             if i is not None:
-                p, f, s, tot = (a[i] for a in self._pre_out)
-                return self._decision(bars.symbol, t_now, p, f, s, float(tot), times)
+                p, st, f = (a[i] for a in self._pre_out)
+                return self._decision(bars.symbol, t_now, p, st, f)
         block = self._catch_up(bars, n)
         if block is None:
             return None
         p, a = self.rt.explain(block[None])
-        f, s, tot = _reduce(a)
-        return self._decision(bars.symbol, t_now, p[0], f[0], s[0], float(tot[0]), times)
+        r = _reduce(a, self.method)
+        return self._decision(bars.symbol, t_now, p[0], r.steps[0], r.features[0])
 
-    def _decision(self, symbol: str, t: int, probs: np.ndarray, fsum: np.ndarray, ssum: np.ndarray,
-                  total: float, times: np.ndarray | None) -> Decision:
+    def explain_with(self, bars: Bars, method: str) -> dict[str, Any]:
+        """The newest bar's attribution by ``method`` (any of models.explain.GRAD_METHODS), in the
+        explanation contract's shape; the features are rebuilt from bar 0 of ``bars``."""
+        if method not in GRAD_METHODS:
+            raise ConfigError(f"--method {method}: dsc explains with {', '.join(GRAD_METHODS)}")
+        fw = FeatureWindow(self.rt.normalizer, self.window, "conv")
+        block = None
+        for i in range(bars.n):
+            block = fw.update(int(bars.time[i]), float(bars.open[i]), float(bars.high[i]), float(bars.low[i]),
+                              float(bars.close[i]), float(bars.volume[i]))
+        if block is None or not fw.ready:
+            raise ModelError(f"too few bars to explain: {bars.n}, need {self.warmup}")
+        _, a = self.rt.explain(block[None])
+        r = _reduce(a, method)
+        return attribution_block(method, r.steps[0], r.features[0], FEATURE_NAMES, self._bar_ms,
+                                 faithfulness_block(self._stored, method))
+
+    def _decision(self, symbol: str, t: int, probs: np.ndarray, steps: np.ndarray,
+                  feats: np.ndarray) -> Decision:
         k = int(np.argmax(probs))
         conf = float(probs[k])
         signal = "flat"
@@ -157,22 +187,13 @@ class DSCStrategy(Strategy):
                 signal, target = "long", 1.0
             elif self._short < 0:
                 signal, target = "short", -1.0
-        scale = 1.0 / total if total > 0 else 0.0
-        feat = fsum * scale
-        step = ssum * scale
-        top_f = np.argsort(-np.abs(feat), kind="stable")[:3]
-        top_s = np.argsort(-np.abs(step), kind="stable")[:3]
-        tw = times if times is not None else np.zeros(step.shape[0], dtype=np.int64)
         explanation = {
             "kind": "dsc",
             "probs": {CLASSES[j]: round(float(probs[j]), 6) for j in range(3)},
             "confidence": round(conf, 6),
             "signal": signal,
-            "top_features": [{"feature": FEATURE_NAMES[j], "score": round(float(feat[j]), 6)} for j in top_f],
-            "top_steps": [{"time": int(tw[j]), "score": round(float(step[j]), 6)} for j in top_s],
-            "feature_scores": {FEATURE_NAMES[j]: round(float(feat[j]), 6) for j in range(feat.shape[0])},
-            "method": "input_x_gradient",
-            "prob_threshold": self._threshold,
+            "rule": rule_block(probs, self._threshold, signal),
+            "attribution": attribution_block(self.method, steps, feats, FEATURE_NAMES, self._bar_ms, self._faith),
         }
         return Decision(symbol=symbol, bar_time=t, target=self.clamp(target), confidence=conf,
                         model_id=self.rt.model_id, explanation=explanation)

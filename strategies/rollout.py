@@ -1,10 +1,12 @@
 """``rollout``: a transformer classifier whose every decision carries its attention rollout.
 
 Per closed candle: update the incremental features (O(1)), run the transformer on the newest
-window once, roll its attention maps out into an attribution over the window (Abnar & Zuidema
-2020), and turn the class probabilities into a target like ``dsc`` (up -> long, down -> short or
-flat, weak -> flat). The explanation maps the attribution to candle open times, names the top 5
-steps and a regime read from how much of it sits on the newest quarter of the window.
+window once, roll its attention maps out (Abnar & Zuidema 2020), and turn the class probabilities
+into a target like ``dsc`` (up -> long, down -> short or flat, weak -> flat). The stored
+attribution is one of ``models.explain.TRANSFORMER_METHODS`` (signed / absolute gradient x input
+of p(up) - p(down), rollout, gradient-weighted rollout): the checkpoint's most faithful on
+validation data (``explain: auto``) or the one ``explain`` names; the regime is read from the
+rollout's share on the newest quarter of the window.
 
 Backtests may precompute every bar's output in batches (:meth:`precompute`); inference runs in
 float64 on both paths so they make the same decisions (``tests/test_rollout_strategy.py``).
@@ -19,10 +21,19 @@ import numpy as np
 
 from bot.bars import Bars
 from bot.candles import CandleData
-from bot.domain import Decision
-from bot.errors import ModelError
+from bot.domain import Decision, timeframe_ms
+from bot.errors import ConfigError, ModelError
 from bot.timeutil import ms_to_iso
-from models.features import FEATURE_WARMUP, FeatureWindow, Normalizer, compute_features, first_window_end, make_windows
+from models.explain import TRANSFORMER_METHODS, attribution_block, choose, faithfulness_block, rule_block
+from models.features import (
+    FEATURE_NAMES,
+    FEATURE_WARMUP,
+    FeatureWindow,
+    Normalizer,
+    compute_features,
+    first_window_end,
+    make_windows,
+)
 from models.labels import CLASSES, DOWN, FLAT, UP
 from models.rollout_runtime import RolloutConfig, RolloutExplainer, load_rollout, overlap_end, parse_config
 from models.transformer import TransformerClassifier
@@ -30,7 +41,6 @@ from models.vol_regime import VolRegime, regime_entry
 from strategies.base import Strategy, StrategyContext, StrategyParams
 from strategies.spec import StrategySpec
 
-TOP_STEPS = 5
 CHUNK = 2048  # windows per batched forward pass in backtests
 
 
@@ -60,6 +70,10 @@ class RolloutStrategy(Strategy):
         self._model_id = self.meta.model_id  # a hash of the metadata: computed once
         self.vol_regime = VolRegime.from_dict(self.meta.extra.get("vol_regime"))  # None: older checkpoint
         self._short = -1.0 if (params.allow_short and not ctx.long_only) else 0.0
+        self._stored = self.meta.extra.get("explain")
+        self.method = choose(params.explain, self._stored, TRANSFORMER_METHODS)
+        self._faith = faithfulness_block(self._stored, self.method)
+        self._bar_ms = timeframe_ms(ctx.timeframe)
         self._pre: dict[str, Any] | None = None
         self._reset()
 
@@ -144,8 +158,13 @@ class RolloutStrategy(Strategy):
         self._pre = {"index": {int(tm): i for i, tm in enumerate(data.time)}, "first": first, "n": n,
                      "close": np.asarray(data.close, dtype=np.float64), "z": z, "chunks": {}}
 
-    def _precomputed(self, k: int) -> tuple[bool, np.ndarray, np.ndarray, float, int]:
-        """(window ok, probs, attribution, recent share, regime) of window ``k`` (ends at first + k)."""
+    def _attributions(self, x: np.ndarray, method: str) -> tuple[Any, np.ndarray, np.ndarray | None]:
+        """(rollout outputs, the method's steps [B, W], features [B, F] or None) for windows x."""
+        ex, out = self.explainer.attributions(x, (method,))
+        return ex, out[method].steps, out[method].features
+
+    def _precomputed(self, k: int) -> tuple[bool, np.ndarray, np.ndarray, np.ndarray | None, float]:
+        """(window ok, probs, steps, features, recent share) of window ``k`` (ends at first + k)."""
         pre = self._pre
         assert pre is not None
         c = k // CHUNK
@@ -154,11 +173,11 @@ class RolloutStrategy(Strategy):
             ends = np.arange(pre["first"] + c * CHUNK, min(pre["first"] + (c + 1) * CHUNK, pre["n"]))
             x = make_windows(pre["z"], ends, self.window, "seq")
             ok = np.isfinite(x).all(axis=(1, 2))
-            out = (ok, self.explainer.explain(np.where(ok[:, None, None], x, 0.0)))
+            out = (ok, *self._attributions(np.where(ok[:, None, None], x, 0.0), self.method))
             pre["chunks"] = {c: out}  # one chunk at a time: backtests move forward
-        ok, ex = out
+        ok, ex, steps, feats = out
         j = k - c * CHUNK
-        return bool(ok[j]), ex.probs[j], ex.attribution[j], float(ex.share[j]), int(ex.regime[j])
+        return bool(ok[j]), ex.probs[j], steps[j], None if feats is None else feats[j], float(ex.share[j])
 
     # -- decisions ---------------------------------------------------------------------------------
     def on_bar(self, bars: Bars) -> Decision | None:
@@ -169,27 +188,46 @@ class RolloutStrategy(Strategy):
             if i is not None and pre["close"][i] == bars.last_close():
                 if i < pre["first"]:
                     return None
-                ok, probs, attribution, share, regime = self._precomputed(i - pre["first"])
+                ok, probs, steps, feats, share = self._precomputed(i - pre["first"])
                 if not ok:
                     raise ModelError(f"non-finite features in the window ending {ms_to_iso(t)} (bad candle)")
-                return self._decision(bars, probs, attribution, share, regime)
+                return self._decision(bars, probs, steps, feats, share)
             self._pre = None  # the bars differ from the precomputed file: bar by bar from here on
             self._reset()
         block = self._catch_up(bars)
         if block is None:
             return None
-        ex = self.explainer.explain_one(block)
-        return self._decision(bars, ex.probs[0], ex.attribution[0], float(ex.share[0]), int(ex.regime[0]))
+        if self.method == "rollout":  # the traced per-candle graph
+            ex = self.explainer.explain_one(block)
+            steps, feats = ex.attribution, None
+        else:
+            ex, steps, feats = self._attributions(block[None], self.method)
+        return self._decision(bars, ex.probs[0], steps[0], None if feats is None else feats[0],
+                              float(ex.share[0]))
 
-    def _decision(self, bars: Bars, probs: np.ndarray, attribution: np.ndarray, share: float,
-                  regime: int) -> Decision:
+    def explain_with(self, bars: Bars, method: str) -> dict[str, Any]:
+        """The newest bar's attribution by ``method`` (any of models.explain.TRANSFORMER_METHODS) in
+        the explanation contract's shape; the features are rebuilt from bar 0 of ``bars``."""
+        if method not in TRANSFORMER_METHODS:
+            raise ConfigError(f"--method {method}: rollout explains with {', '.join(TRANSFORMER_METHODS)}")
+        fw = FeatureWindow(self.norm, self.window, "seq")
+        block = None
+        for i in range(bars.n):
+            block = fw.update(int(bars.time[i]), float(bars.open[i]), float(bars.high[i]), float(bars.low[i]),
+                              float(bars.close[i]), float(bars.volume[i]))
+        if block is None:
+            raise ModelError(f"too few bars to explain: {bars.n}, need {self.warmup}")
+        _, steps, feats = self._attributions(block[None], method)
+        return attribution_block(method, steps[0], None if feats is None else feats[0], FEATURE_NAMES,
+                                 self._bar_ms, faithfulness_block(self._stored, method))
+
+    def _decision(self, bars: Bars, probs: np.ndarray, steps: np.ndarray, feats: np.ndarray | None,
+                  share: float) -> Decision:
         p = self.params
         top = int(probs.argmax())
         cls = top if probs[top] >= p.prob_threshold else FLAT
         target = self.clamp({UP: 1.0, DOWN: self._short, FLAT: 0.0}[cls])
-        times = [int(x) for x in bars.time[bars.n - len(attribution): bars.n]]
-        weights = np.round(attribution, 6).tolist()
-        order = np.argsort(-attribution, kind="stable")[:TOP_STEPS]
+        signal = "long" if target > 0 else "short" if target < 0 else "flat"
         return Decision(
             symbol=bars.symbol, bar_time=bars.last_time(), target=target, confidence=float(probs[top]),
             model_id=self.model_id,
@@ -197,10 +235,10 @@ class RolloutStrategy(Strategy):
                 "kind": "rollout",
                 "probs": {name: float(probs[j]) for j, name in enumerate(CLASSES)},
                 "confidence": float(probs[top]),
-                "signal": "long" if target > 0 else "short" if target < 0 else "flat",
-                "attribution": weights,
-                "times": times,
-                "top_steps": [{"time": times[j], "weight": weights[j]} for j in order],
+                "signal": signal,
+                "rule": rule_block(probs, p.prob_threshold, signal),
+                "attribution": attribution_block(self.method, steps, feats, FEATURE_NAMES, self._bar_ms,
+                                                 self._faith),
                 **regime_entry(self.vol_regime, bars.close),
                 "recent_share": round(share, 6),
                 "head_fusion": p.head_fusion,

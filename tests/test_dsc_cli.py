@@ -100,6 +100,19 @@ def test_evaluate_json_on_another_market(bot_cli, work: dict[str, Path]) -> None
     assert 0 <= ev["accuracy"] <= 1 and ev["samples"] > 10_000
     assert set(ev["baselines"]) == {"majority_class", "same_as_last_bar"}
     assert len(ev["confusion"]) == 3 and "trading_after_fees" in ev
+    deletion = out["deletion"]  # every method on the file's out-of-sample windows
+    assert set(deletion) == {"signed_grad_x_input", "abs_grad_x_input"}
+    for row in deletion.values():
+        assert row["k"] == 5 and row["windows"] == 2000 and row["older_random_k_drop"] is not None
+    assert out["selection"]["split"] == "validation"
+
+
+def test_evaluate_prints_the_deletion_table(bot_cli, work: dict[str, Path]) -> None:
+    r = bot_cli("evaluate", "--checkpoint", str(work["ckpt"]), "--data", str(work["eth"]),
+                "--set", "market.symbol=ETHUSDT", cwd=work["dir"])
+    assert r.returncode == 0, r.stderr
+    assert "deletion test of every attribution method" in r.stdout
+    assert "signed_grad_x_input" in r.stdout and "abs_grad_x_input" in r.stdout and "newest-bar" in r.stdout
 
 
 def test_train_writes_checkpoint_and_card(bot_cli, work: dict[str, Path]) -> None:

@@ -62,7 +62,7 @@ def test_explained_graph_equals_autograd_and_onnx(cls: type, tmp_path: Path) -> 
     net = _randomise_bn(cls(n_features=6, channels=8, blocks=3, kernel_size=3))
     x = torch.randn(5, 6, 20)
     p_ref, a_ref = autograd_input_x_gradient(net, x)
-    explained = ExplainedConv(net)
+    explained = ExplainedConv(net, target="top")
     with torch.inference_mode():
         p, a = explained(x)
         logits = net(x)

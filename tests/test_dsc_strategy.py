@@ -13,6 +13,7 @@ import torch
 
 from bot.bars import Bars
 from bot.candles import CandleData
+from bot.errors import ConfigError
 from bot.feeds.replay import load_candles
 from models.dsc_train import DSCConfig, train_dsc
 from strategies.base import StrategyContext
@@ -60,20 +61,22 @@ def run_bars(strategy: DSCStrategy, data: CandleData, precompute: bool) -> dict[
     return out
 
 
-def test_batch_path_equals_bar_by_bar_on_real_data(btc: CandleData, ckpt: Path) -> None:
+@pytest.mark.parametrize("explain", ["signed_grad_x_input", "abs_grad_x_input"])
+def test_batch_path_equals_bar_by_bar_on_real_data(btc: CandleData, ckpt: Path, explain: str) -> None:
     data = btc.slice(1500, 2600)  # unseen bars of another period
-    slow = run_bars(make(ckpt), data, precompute=False)
-    fast = run_bars(make(ckpt), data, precompute=True)
+    slow = run_bars(make(ckpt, explain=explain), data, precompute=False)
+    fast = run_bars(make(ckpt, explain=explain), data, precompute=True)
     assert slow.keys() == fast.keys() and len(slow) == len(data) - make(ckpt).warmup + 1
     assert len({d.explanation["signal"] for d in slow.values()}) >= 2  # not a constant decision
     for t, a in slow.items():
         b = fast[t]
         assert a.target == b.target and a.explanation["signal"] == b.explanation["signal"]
         assert a.confidence == pytest.approx(b.confidence, abs=1e-6)
-        for k, v in a.explanation["feature_scores"].items():
-            assert v == pytest.approx(b.explanation["feature_scores"][k], abs=1e-4)
-        assert [s["time"] for s in a.explanation["top_steps"]] == [s["time"] for s in b.explanation["top_steps"]] \
-            or max(abs(s["score"]) for s in a.explanation["top_steps"]) < 1e-3
+        aa, ab = a.explanation["attribution"], b.explanation["attribution"]
+        assert aa["method"] == ab["method"] == explain and aa["faithfulness"] == ab["faithfulness"]
+        # float32 in both paths, batched vs one window: equal to the 4 stored digits up to rounding
+        np.testing.assert_allclose(aa["steps"], ab["steps"], rtol=2e-3, atol=1e-6)
+        np.testing.assert_allclose(list(aa["features"].values()), list(ab["features"].values()), rtol=2e-3, atol=1e-6)
 
 
 def test_onnx_backend_matches_torch(btc: CandleData, ckpt: Path) -> None:
@@ -94,16 +97,47 @@ def test_explanation_contract(btc: CandleData, ckpt: Path) -> None:
     ds = run_bars(s, data, precompute=False)
     d = ds[int(data.time[-1])]
     e = d.explanation
-    assert e["kind"] == "dsc" and e["method"] == "input_x_gradient"
+    assert e["kind"] == "dsc" and not {"method", "top_features", "top_steps", "feature_scores"} & set(e)
     assert set(e["probs"]) == {"down", "flat", "up"} and math.isclose(sum(e["probs"].values()), 1.0, abs_tol=1e-5)
     assert e["confidence"] == max(e["probs"].values()) and e["signal"] in ("long", "short", "flat")
-    assert len(e["top_features"]) == 3 and len(e["top_steps"]) == 3
-    window_times = set(int(t) for t in data.time[-16:])
-    assert all(st["time"] in window_times for st in e["top_steps"])
-    assert set(e["feature_scores"]) == set(s.rt.meta.feature_names)
-    assert abs(e["top_features"][0]["score"]) == max(abs(v) for v in e["feature_scores"].values())
+    a = e["attribution"]
+    stored = s.rt.meta.extra["explain"]  # the deletion test on validation windows, at train time
+    assert a["method"] == stored["winner"] == stored["ranking"][0] and stored["split"] == "validation"
+    assert a["target"] == "p(up) - p(down)" and a["bar_ms"] == 3_600_000
+    assert a["toward"] == ("up" if a["method"] == "signed_grad_x_input" else None)
+    assert len(a["steps"]) == 16 and set(a["features"]) == set(s.rt.meta.feature_names)
+    f = a["faithfulness"]
+    assert f["rank"] == 1 and f["k"] == 5 and f["windows"] > 0
+    assert f["older_top_k_drop"] == float(f"{stored['table'][a['method']]['older_top_k_drop']:.4g}")
+    assert all(v == float(f"{v:.4g}") for v in [*a["steps"], *a["features"].values()])  # 4 digits
+    assert e["rule"]["threshold"] == 0.4 and e["rule"]["text"].endswith("-> " + e["signal"])
     json.dumps(e, allow_nan=False)
     assert d.model_id == s.model_id and d.model_id.startswith("dsc-")
+
+
+def test_old_checkpoint_defaults_and_explain_with(btc: CandleData, ckpt: Path, tmp_path: Path) -> None:
+    from models.checkpoint import load_checkpoint, save_checkpoint
+    from models.dsc import build
+
+    old = load_checkpoint(ckpt)
+    old.meta.extra.pop("explain")  # as written before the selection existed
+    net = old.load_into("model", build("dsc", dict(old.meta.hparams)))
+    path = save_checkpoint(tmp_path / "old.pt", net, old.meta)
+    s = make(path)
+    data = btc.slice(1500, 1700)
+    e = run_bars(s, data, precompute=False)[int(data.time[-1])].explanation["attribution"]
+    assert e["method"] == "signed_grad_x_input" and e["faithfulness"] is None
+    # explain_with rebuilds the window from the bars and gives any method on demand, same numbers
+    bars = Bars.preloaded("BTCUSDT", "1h", data.time, data.open, data.high, data.low, data.close, data.volume)
+    while bars.advance():
+        pass
+    again = s.explain_with(bars, "signed_grad_x_input")
+    np.testing.assert_allclose(again["steps"], e["steps"], rtol=2e-3, atol=1e-6)
+    absolute = make(ckpt).explain_with(bars, "abs_grad_x_input")
+    assert absolute["toward"] is None and min(absolute["steps"]) >= 0
+    assert absolute["faithfulness"]["rank"] in (1, 2)
+    with pytest.raises(ConfigError, match="--method rollout"):
+        s.explain_with(bars, "rollout")
 
 
 def test_long_only_never_shorts(btc: CandleData, ckpt: Path) -> None:

@@ -61,7 +61,7 @@ def run(s: RolloutStrategy, data: CandleData, precompute: bool, start: int = 0) 
 
 
 def test_explanation_follows_the_contract(ckpt: str, data: CandleData) -> None:
-    decisions = run(strategy(ckpt), data.slice(0, 200), precompute=False)
+    decisions = run(strategy(ckpt, explain="rollout"), data.slice(0, 200), precompute=False)
     assert len(decisions) == 200 - (64 + 16 - 1)  # one decision per bar after features + window warm-up
     for t, d in decisions.items():
         e = d.explanation
@@ -70,39 +70,57 @@ def test_explanation_follows_the_contract(ckpt: str, data: CandleData) -> None:
         assert set(e["probs"]) == {"down", "flat", "up"}
         assert abs(sum(e["probs"].values()) - 1) < 1e-9
         assert e["confidence"] == max(e["probs"].values()) == d.confidence
-        assert len(e["attribution"]) == len(e["times"]) == 16
-        assert abs(sum(e["attribution"]) - 1) < 1e-4 and min(e["attribution"]) >= 0
-        assert e["times"][-1] == t and np.all(np.diff(e["times"]) == 3_600_000)
-        weights = [s["weight"] for s in e["top_steps"]]
-        assert len(weights) == 5 and weights == sorted(weights, reverse=True)
-        assert weights[0] == max(e["attribution"])
-        assert {s["time"] for s in e["top_steps"]} <= set(e["times"])
+        a = e["attribution"]
+        assert not {"times", "top_steps"} & set(e)
+        assert a["method"] == "rollout" and a["toward"] is None and a["features"] is None
+        assert len(a["steps"]) == 16 and a["bar_ms"] == 3_600_000 and d.bar_time == t
+        assert abs(sum(a["steps"]) - 1) < 1e-3 and min(a["steps"]) >= 0
+        assert a["faithfulness"]["rank"] in (1, 2, 3, 4) and a["faithfulness"]["k"] == 5
         assert e["regime"]["label"] in ("low", "normal", "high")  # volatility regime (models/vol_regime.py)
         assert e["regime"]["basis"].startswith("24-bar realised vol in the ")
-        recent = sum(e["attribution"][-4:])  # newest quarter of a 16-step window
-        assert abs(recent - e["recent_share"]) < 1e-4
+        recent = sum(a["steps"][-4:])  # newest quarter of a 16-step window
+        assert abs(recent - e["recent_share"]) < 1e-3
         assert e["signal"] == ("long" if d.target > 0 else "short" if d.target < 0 else "flat")
         assert d.model_id and d.model_id.startswith("rollout-")
     assert {d.target for d in decisions.values()} <= {-1.0, 0.0, 1.0}
 
 
-@pytest.mark.parametrize("chunk", [2048, 97])
-def test_batch_precompute_equals_bar_by_bar_on_real_data(ckpt: str, data: CandleData, chunk: int,
+@pytest.mark.parametrize(("chunk", "explain"), [(2048, "rollout"), (97, "rollout"), (97, "signed_grad_x_input"),
+                                                (2048, "abs_grad_x_input"), (2048, "grad_rollout")])
+def test_batch_precompute_equals_bar_by_bar_on_real_data(ckpt: str, data: CandleData, chunk: int, explain: str,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr("strategies.rollout.CHUNK", chunk)  # 97: many chunk boundaries
-    slow = run(strategy(ckpt), data, precompute=False)
-    fast = run(strategy(ckpt), data, precompute=True)
+    slow = run(strategy(ckpt, explain=explain), data, precompute=False)
+    fast = run(strategy(ckpt, explain=explain), data, precompute=True)
     assert slow.keys() == fast.keys() and len(slow) > 1000
     for t, a in slow.items():
         b = fast[t]
         assert a.target == b.target
         ea, eb = a.explanation, b.explanation
         assert abs(a.confidence - b.confidence) < 1e-9
-        assert ea["regime"] == eb["regime"] and ea["times"] == eb["times"]
-        np.testing.assert_allclose(ea["attribution"], eb["attribution"], atol=2e-6)
-        assert [s["time"] for s in ea["top_steps"]] == [s["time"] for s in eb["top_steps"]] or \
-            np.allclose([s["weight"] for s in ea["top_steps"]], [s["weight"] for s in eb["top_steps"]], atol=2e-6)
+        assert ea["regime"] == eb["regime"]
+        assert ea["attribution"] == eb["attribution"]  # float64 on both paths: the same 4 digits
     assert len({d.target for d in slow.values()}) > 1  # the model does trade
+
+
+def test_explain_with_gives_every_method_on_demand(ckpt: str, data: CandleData) -> None:
+    part = data.slice(0, 150)
+    bars = Bars.preloaded("BTCUSDT", "1h", part.time, part.open, part.high, part.low, part.close, part.volume)
+    while bars.advance():
+        pass
+    auto = strategy(ckpt)
+    assert auto.method == auto.meta.extra["explain"]["winner"]  # auto: the validation winner
+    ranks = set()
+    for method in ("signed_grad_x_input", "abs_grad_x_input", "rollout", "grad_rollout"):
+        stored = run(strategy(ckpt, explain=method), part, precompute=False)[int(part.time[-1])]
+        got = auto.explain_with(bars, method)
+        assert got["method"] == method
+        np.testing.assert_allclose(got["steps"], stored.explanation["attribution"]["steps"], rtol=1e-9)
+        assert (got["features"] is None) == (method in ("rollout", "grad_rollout"))
+        ranks.add(got["faithfulness"]["rank"])
+    assert ranks == {1, 2, 3, 4}
+    with pytest.raises(ConfigError, match="--method"):
+        auto.explain_with(bars, "lime")
 
 
 def test_restart_rebuilds_state_exactly(ckpt: str, data: CandleData) -> None:
@@ -150,7 +168,8 @@ def test_backtest_trains_first_then_summarises_attention(data: CandleData, tmp_p
 
     monkeypatch.chdir(tmp_path)
     url = f"sqlite:///{tmp_path / 'j.db'}"
-    cfg = load_config(None, [], {"strategy.name": "rollout", "strategy.params": {**PARAMS, "train_fraction": 0.7},
+    cfg = load_config(None, [], {"strategy.name": "rollout",
+                                 "strategy.params": {**PARAMS, "train_fraction": 0.7, "explain": "rollout"},
                                  "storage.url": url})
     ctx = StrategyContext("BTCUSDT", "1h", False, 0.001, None)
     strat, first, note = RolloutStrategy.for_backtest(dict(cfg.strategy.params), ctx, data)
@@ -174,11 +193,14 @@ def test_model_card_reports_faithfulness_and_baselines(ckpt: str) -> None:
     from models.checkpoint import read_meta
 
     m = read_meta(ckpt).metrics
-    for k in ("k1", "k3", "k5"):
-        f = m["faithfulness_test"][k]
-        assert set(f) == {"top_k_drop", "random_k_drop", "recent_k_drop", "top_beats_random_share",
-                          "older_top_k_drop", "older_random_k_drop"}
-        assert all(np.isfinite(v) for v in f.values())
+    table = m["faithfulness_validation"]  # the deletion test of every method, on validation windows
+    assert set(table) == {"signed_grad_x_input", "abs_grad_x_input", "rollout", "grad_rollout"}
+    for f in table.values():
+        assert f["k"] == 5 and f["windows"] > 0
+        assert all(np.isfinite(f[key]) for key in ("older_top_k_drop", "older_random_k_drop", "newest_drop"))
+    chosen = read_meta(ckpt).extra["explain"]
+    assert chosen["split"] == "validation" and chosen["winner"] == chosen["ranking"][0]
+    assert sorted(chosen["ranking"], key=lambda x: -table[x]["older_top_k_drop"]) == chosen["ranking"]
     test = m["test"]
     assert {"majority_class", "same_as_last_bar"} <= set(test["baselines"])
     assert "total_return" in test["trading_after_fees"] and "buy_and_hold" in test["trading_after_fees"]

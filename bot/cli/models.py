@@ -124,5 +124,10 @@ def register(app: typer.Typer) -> None:
         table = metrics_table(result.get("metrics", {}), title=title)
         if table is not None:
             console.print(table)
+        if result.get("deletion"):
+            from models.card import deletion_table
+
+            console.print(deletion_table(result["deletion"], "deletion test of every attribution method "
+                                         "(drops of p(up) - p(down); newest bar excluded from top-k and random-k)"))
         for line in result.get("notes", []):
             console.print(line)
