@@ -225,3 +225,26 @@ def test_per_candle_graph_equals_the_batched_one(ckpt: str, residual_weight: flo
     share = recent_share(torch.from_numpy(batch.attribution))  # the library rule gives the same regimes
     np.testing.assert_allclose(batch.share, share.numpy(), rtol=0, atol=1e-15)
     assert batch.regime.tolist() == regime_codes(share).tolist()
+
+
+
+def test_journal_explain_recomputes_a_cli_backtest_decision_with_another_method(ckpt: str, tmp_path: Path) -> None:
+    """``--checkpoint`` is journaled with the run's config, so ``journal explain --method`` can
+    rebuild the model and recompute the stored decision's attribution with another method."""
+    from tests.conftest import DATA_DIR  # noqa: PLC0415
+    from tests.test_cli import bot  # noqa: PLC0415 - the CLI as a user runs it
+
+    db = f"sqlite:///{tmp_path / 'j.db'}"
+    sets = [x for k, v in PARAMS.items() if k != "train" for x in ("--set", f"strategy.params.{k}={v}")]
+    r = bot("backtest", "--strategy", "rollout", "--checkpoint", ckpt, "--data",
+            str(DATA_DIR / "bybit_BTCUSDT_1h.csv.gz"), "--from", "2024-06-01", "--to", "2024-06-10", "--db", db,
+            "--json", *sets)
+    assert r.returncode == 0, r.stderr
+    run = json.loads(r.stdout)["run_id"]
+    decisions = json.loads(bot("journal", "decisions", "--run", run, "--db", db, "--format", "json").stdout)
+    did = next(d["id"] for d in decisions if (d["explanation"] or {}).get("attribution"))
+    out = bot("journal", "explain", did, "--db", db, "--method", "rollout")
+    assert out.returncode == 0, out.stderr
+    assert out.stdout.startswith("attribution recomputed with --method rollout (stored: ")
+    bad = bot("journal", "explain", did, "--db", db, "--method", "bogus")
+    assert bad.returncode == 2 and bad.stderr.strip().startswith("error: --method bogus: rollout explains with")

@@ -93,6 +93,16 @@ def _backtest(cfg: Config, data_path: str | None, date_from: str | None, date_to
         (err_console if as_json else console).print(f"report: {res.html}")
 
 
+def with_checkpoint(cfg: Config, checkpoint: str | None) -> Config:
+    """A one-market config whose strategy names ``--checkpoint`` (as an absolute path), so that the
+    run's journaled config says which model traded (``journal explain --method`` rebuilds it)."""
+    if not checkpoint or len(cfg.markets) != 1:
+        return cfg  # several markets: market_data refuses --checkpoint with its own line
+    m = cfg.market
+    path = str(Path(checkpoint).expanduser().resolve())
+    return cfg.with_market(m.model_copy(update={"strategy": m.strategy.model_copy(update={"checkpoint": path})}))
+
+
 def register(app: typer.Typer) -> None:
     @app.command("backtest")
     def backtest(
@@ -109,7 +119,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Replay history through the live code path with simulated fills; journal and summarise."""
         extra = {"strategy.name": strategy} if strategy else {}
-        cfg = load(config, set_, extra, db)
+        cfg = with_checkpoint(load(config, set_, extra, db), checkpoint)
         _backtest(cfg, data, date_from, date_to, checkpoint, as_json, report=Path(report) if report else None)
 
     @app.command("run")
@@ -138,7 +148,7 @@ def register(app: typer.Typer) -> None:
         extra: dict[str, object] = {"strategy.name": strategy} if strategy else {}
         if metrics_port is not None:
             extra["metrics.port"] = metrics_port
-        cfg = load(config, set_, extra, db)
+        cfg = with_checkpoint(load(config, set_, extra, db), checkpoint)
         if mode == "backtest":
             _backtest(cfg, data, date_from, date_to, checkpoint, as_json)
         elif mode == "paper":
