@@ -7,6 +7,8 @@ and :func:`decode` gives back a plain tree of the same shape, so every reader is
 - a list of >= 8 numbers, at least one a float: quantised to 16 bits over its range, stored as
   ``{"~q": base64(float64 low, float64 step, uint16 * n)}``. The error of each value is at most
   ``(max - min) / 131070``, so at most ``max|x| / 65535`` (0.0015 % of the vector's max abs);
+- a dict of >= 8 string keys whose values are all numbers, at least one a float (per-feature
+  attributions): ``{"~k": [keys, {"~q": ...}]}``, its values quantised like a list, same bound;
 - a list of >= 4 integers with a constant step (candle times): ``{"~r": [start, step, n]}``, exact;
 - any other float: rounded to 9 significant digits (a price up to 10 million keeps its
   cents); integers, strings, booleans, null: exact;
@@ -120,6 +122,13 @@ def _enc(v: Any) -> Any:
     if isinstance(v, float):
         return round_scalar(v)
     if isinstance(v, dict):
+        if len(v) >= MIN_FLOATS and all(isinstance(k, str) for k in v):
+            values = list(v.values())
+            types = {type(x) for x in values}
+            if float in types and types <= {int, float}:
+                q = quantise(values)
+                if q is not None:
+                    return {"~k": [list(v), {"~q": q}]}
         out = {k: _enc(x) for k, x in v.items()}
         return {"~d": out} if len(v) == 1 and str(next(iter(v))).startswith("~") else out
     if isinstance(v, list | tuple):
@@ -194,6 +203,9 @@ def _dec(v: Any, blob: memoryview | _Blob | None = None) -> Any:
                 return [start + i * step for i in range(n)]
             if k == "~d":
                 return {kk: _dec(xx, blob) for kk, xx in x.items()}
+            if k == "~k":
+                names, values = x
+                return dict(zip(names, _dec(values, blob), strict=True))
         return {k: _dec(x, blob) for k, x in v.items()}
     if isinstance(v, list):
         return [_dec(x, blob) for x in v]
