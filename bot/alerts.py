@@ -28,9 +28,10 @@ import structlog
 
 from bot.alert_messages import NOUNS, Message, Tally, daily_message, decision_reason, event_message, fills_message
 from bot.alert_messages import run_end_message as end_message
-from bot.config import AlertsConfig, AlertSecrets, Config, Secrets
+from bot.config import AlertsConfig, Config
 from bot.errors import ConfigError
 from bot.observe import Committed, RunObserver
+from bot.secrets import AlertSecrets, Secrets
 
 log = structlog.get_logger("bot.alerts")
 

@@ -7,8 +7,8 @@ command line as ``--set dotted.key=value`` (the value is parsed as YAML, so
 ``--set risk.max_drawdown=0.2`` is a float; ``--set markets.1.strategy.params.fast=5`` indexes
 the list) and from the environment as ``BOT_RISK__MAX_DRAWDOWN=0.2`` (:mod:`bot.env_config`):
 defaults < config.yaml < environment < command line. Secrets never live here: they come from
-the environment (or a ``.env`` file) through :class:`Secrets`; the journal's copy of the config
-(:func:`config_to_dict`) masks the password of a database URL.
+the environment (or a ``.env`` file) through :mod:`bot.secrets`; the journal's copy of the
+config (:func:`config_to_dict`) masks the password of a database URL.
 """
 
 from __future__ import annotations
@@ -23,12 +23,10 @@ from pydantic import (
     BaseModel,
     ConfigDict,
     Field,
-    SecretStr,
     ValidationError,
     field_validator,
     model_validator,
 )
-from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from bot.domain import TIMEFRAME_MS
 from bot.env_config import DELIMITER, EnvItem, env_items, parse_value
@@ -170,7 +168,7 @@ ALERT_EVENTS: tuple[AlertEvent, ...] = ("fill", "kill_switch", "order_rejected",
 
 class AlertsConfig(_Frozen):
     """Which journal rows of a paper or live run become messages, and how often. The
-    notification URLs hold tokens: they come only from ``BOT_ALERT_URLS`` (:class:`AlertSecrets`)."""
+    notification URLs hold tokens: they come only from ``BOT_ALERT_URLS`` (:class:`bot.secrets.AlertSecrets`)."""
 
     events: tuple[AlertEvent, ...] = ALERT_EVENTS
     #: A message at each UTC day change of the bars: equity, the day's PnL, fills, trades.
@@ -260,23 +258,6 @@ class Config(_Frozen):
     def with_market(self, m: MarketConfig) -> Config:
         """This config trading only ``m`` (one market's view: its context, its strategy)."""
         return self.model_copy(update={"markets": (m,)})
-
-
-class Secrets(BaseSettings):
-    """API credentials, read only from the environment or a ``.env`` file."""
-
-    model_config = SettingsConfigDict(env_file=".env", env_prefix="BYBIT_", extra="ignore")
-
-    api_key: SecretStr | None = None
-    api_secret: SecretStr | None = None
-
-
-class AlertSecrets(BaseSettings):
-    """Apprise notification URLs (comma- or space-separated), only from ``BOT_ALERT_URLS`` or ``.env``."""
-
-    model_config = SettingsConfigDict(env_file=".env", env_prefix="BOT_", extra="ignore")
-
-    alert_urls: SecretStr | None = None
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:

@@ -16,10 +16,11 @@ from typing import Any
 
 import structlog
 
-from bot.config import Config, Secrets
+from bot.config import Config
 from bot.domain import Candle
 from bot.errors import ConfigError, ExchangeError
 from bot.feeds.bybit import BybitFeed
+from bot.secrets import Secrets
 from broker.bybit import BybitAccount, BybitHttp, PrivateStream, private_url
 
 log = structlog.get_logger("bot.live")

@@ -6,8 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import Secrets, load_config
+from bot.config import load_config
 from bot.errors import ConfigError
+from bot.secrets import Secrets
 
 ROOT = Path(__file__).resolve().parents[1]
 
