@@ -6,7 +6,7 @@ random moments and at points of the order life cycle, resumed with ``--resume`` 
 run to a fixed end. Prints one row per market: exchange orders, executions, lost fills, duplicate
 orders, other disagreements between journal and venue, bot failures, and the journal's position
 against the exchange's (spot: the coin balance). The scenario is tests/chaos.py, which
-tests/test_live_chaos.py runs with about 10 kills.
+tests/test_live_chaos.py runs with 6 kills.
 Usage: python bench/live_chaos.py [--kills 100] [--category linear|spot|both] [--seed 1]
        [--partial-fills 3] [--thin-every 6] [--bar-ms 300] [--keep DIR]
 """

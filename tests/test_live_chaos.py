@@ -1,7 +1,7 @@
 """Live trading survives chaos (issue 12): a real ``bot run --mode live`` on the local simulator
 with 5 % of REST answered 502/503, 10 % of creates' acknowledgements lost, every WebSocket
 dropped every 20 confirmed bars, fills in up to 3 executions and every 6th market order half
-filled then cancelled is SIGKILLed 10 times (at random moments, some inside its
+filled then cancelled is SIGKILLed 6 times (at random moments, some inside its
 start-up, and when the venue has just accepted an order or executed one), resumed each time, and
 run to a fixed end, for linear and for spot. Afterwards no fill is lost, no order was sent twice,
 journal and venue agree on every order and fill, and on the position (spot: the coin balance).
@@ -16,11 +16,11 @@ import pytest
 
 from tests.chaos import Outcome, Scenario, run_scenario, table, tally
 
-KILLS = 10
+KILLS = 6  # the bench kills 100 times; the suite keeps to its 15 minutes
 
 
 @pytest.mark.parametrize("category", ["linear", "spot"])
-def test_sigkilled_ten_times_under_faults_loses_and_duplicates_nothing(
+def test_sigkilled_repeatedly_under_faults_loses_and_duplicates_nothing(
         category: str, btc_1h: Path, tmp_path: Path) -> None:
     # Drops every 20 bars and a final run of 80 (the bench: 40 and 40): however slowly a loaded
     # machine restarts the bot, a drop still finds it connected.
