@@ -73,7 +73,7 @@ def assert_close(got: Any, want: Any) -> None:
         assert type(got) is type(want) and got == want
 
 
-@settings(max_examples=400, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(trees)
 def test_any_json_tree_round_trips_within_the_bounds(tree: Any) -> None:
     stored = codec.encode(tree)

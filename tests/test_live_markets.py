@@ -32,7 +32,7 @@ from storage.records import comparable_journal
 from tests.live_helpers import KEY, SECRET, check_consistency, modules, set_keys, started_frozen
 
 H = 3_600_000
-N_BARS = 30
+N_BARS = 20
 ETH_RULES = {"tick_size": 0.01, "qty_step": 0.01, "min_qty": 0.01}
 
 torch.set_num_threads(1)
