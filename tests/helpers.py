@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import atexit
+import shutil
+import tempfile
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -51,3 +55,11 @@ class ScriptedStrategy(Strategy):
         if v == "boom":
             raise RuntimeError("model exploded")
         return Decision(bars.symbol, bars.last_time(), float(v), explanation={"kind": "scripted", "i": i})
+
+
+def scratch_journal(prefix: str) -> tuple[Path, str]:
+    """A fresh directory, removed when the test process exits, and the URL of a SQLite journal in
+    it: for journals built once per process and shared by many tests."""
+    root = Path(tempfile.mkdtemp(prefix=prefix))
+    atexit.register(shutil.rmtree, root, True)
+    return root, f"sqlite:///{root / 'journal.db'}"

@@ -9,10 +9,7 @@ its kill switch, a two-market backtest (BTCUSDT and ETHUSDT, one wallet) and a p
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
-import shutil
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -32,6 +29,7 @@ from bot.timeutil import parse_date
 from storage.db import open_database
 from storage.schema import runs
 from tests.conftest import DATA_DIR, ROOT
+from tests.helpers import scratch_journal
 
 PASSWORD = "Hunter2-s3cret-pw"
 PG_URL = f"postgresql+psycopg://trader:{PASSWORD}@db.internal:5432/journal"
@@ -62,9 +60,7 @@ def journal() -> Journal:
     global _JOURNAL
     if _JOURNAL is not None:
         return _JOURNAL
-    root = Path(tempfile.mkdtemp(prefix="serve_tests_"))
-    atexit.register(shutil.rmtree, root, True)
-    url = f"sqlite:///{root / 'journal.db'}"
+    root, url = scratch_journal("serve_tests_")
     db = open_database(url)
     j = Journal(url, root)
     data = candles("2024-01-10", "2024-03-08")

@@ -33,7 +33,10 @@ class Venue:
         self.account = BybitAccount(BybitHttp(KEY, SECRET, rest_url=sim.rest_url, timeout_s=2.0), stream=stream)
         self.broker = self.account.leg("BTCUSDT", "linear", stale_after_s=0.2)
         self.events: list[tuple[str, OrderStatus]] = []
-        self.broker.set_listener(lambda o, f: self.events.append((o.client_order_id, o.status)))
+        #: Exec ids of the fills that reached the listener (the journal's place).
+        self.fills: list[str] = []
+        self.broker.set_listener(lambda o, f: (self.events.append((o.client_order_id, o.status)),
+                                               f is not None and self.fills.append(f.exec_id)))
         self.unhandled: list[dict[str, Any]] = []
 
     async def __aenter__(self) -> Venue:
@@ -104,9 +107,6 @@ async def test_an_order_the_venue_has_is_never_given_up_while_its_lookups_lag(bt
     async with SimServer(sim_cfg(btc_1h, 150.0, history=300), modules(faults=faults)) as sim, \
             Venue(sim, faults) as v:
         acct = account_of(sim.state)
-        fills: list[str] = []
-        v.broker.set_listener(lambda o, f: (v.events.append((o.client_order_id, o.status)),
-                                            f is not None and fills.append(f.exec_id)))
         faults.lost_ack_every, faults.lookup_misses, faults.mute_pushes = 1, 12, True
         v.broker.submit(OrderRequest("lag-1", "BTCUSDT", Side.BUY, Decimal("0.01")), 0)
         await until(lambda: v.broker.known("lag-1").status.is_terminal, "the order resolved")
@@ -114,7 +114,7 @@ async def test_an_order_the_venue_has_is_never_given_up_while_its_lookups_lag(bt
         assert OrderStatus.REJECTED not in v.statuses("lag-1")
         assert v.broker.known("lag-1").status is OrderStatus.FILLED and sim.state.stats["lookup_misses"] == 12
         assert [o.link_id for o in acct.orders.values()] == ["lag-1"]
-        assert fills == [e.exec_id for e in acct.execs]  # the fill reached the journal's listener
+        assert v.fills == [e.exec_id for e in acct.execs]  # the fill reached the journal's listener
         assert v.broker.position().qty == acct.books["BTCUSDT"].size == Decimal("0.01")
     assert v.unhandled == []
 
@@ -127,9 +127,6 @@ async def test_a_fill_of_an_order_given_up_on_is_journaled_all_the_same(btc_1h: 
     async with SimServer(sim_cfg(btc_1h, 150.0, history=300), modules(faults=faults)) as sim, \
             Venue(sim, faults) as v:
         acct = account_of(sim.state)
-        fills: list[str] = []
-        v.broker.set_listener(lambda o, f: (v.events.append((o.client_order_id, o.status)),
-                                            f is not None and fills.append(f.exec_id)))
         faults.mute_pushes, faults.lookup_misses = True, 1_000
         await v.broker.http.create("linear", symbol="BTCUSDT", side="Buy", orderType="Market", qty="0.01",
                                    orderLinkId="gone-1", positionIdx=0)
@@ -139,7 +136,7 @@ async def test_a_fill_of_an_order_given_up_on_is_journaled_all_the_same(btc_1h: 
         await until(lambda: len(acct.execs) == 1, "the venue's fill")
         faults.mute_pushes, faults.lookup_misses = False, 0
         await v.account.catch_up()
-        assert fills == [acct.execs[0].exec_id]
+        assert v.fills == [acct.execs[0].exec_id]
         assert v.broker.known("gone-1").status is OrderStatus.FILLED
         assert v.statuses("gone-1")[-1] is OrderStatus.FILLED
         assert v.broker.position().qty == acct.books["BTCUSDT"].size == Decimal("0.01")

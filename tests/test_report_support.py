@@ -9,11 +9,8 @@ run_paper) into a real SQLite journal, so the report reads real runs, not mocks.
 from __future__ import annotations
 
 import asyncio
-import atexit
 import os
-import shutil
 import struct
-import tempfile
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,6 +28,7 @@ from bot.timeutil import parse_date
 from storage.db import open_database
 from strategies.base import Strategy, StrategyContext, StrategyParams
 from strategies.sma import SMACrossover, SMAParams
+from tests.helpers import scratch_journal
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("BOT_DATA_DIR", ROOT.parent / "shared" / "data"))
@@ -194,9 +192,7 @@ def journal_runs() -> Runs:
     global _RUNS
     if _RUNS is not None:
         return _RUNS
-    root = Path(tempfile.mkdtemp(prefix="report_tests_"))
-    atexit.register(shutil.rmtree, root, True)
-    url = f"sqlite:///{root / 'journal.db'}"
+    root, url = scratch_journal("report_tests_")
     db = open_database(url)
     data = candles()
     runs = Runs(url, root)
