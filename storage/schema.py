@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     String,
@@ -55,10 +56,10 @@ class ExactDecimal(TypeDecorator[Decimal]):
 
 
 class CompactJSON(TypeDecorator[Any]):
-    """JSON stored through :mod:`storage.explain_codec` (quantised vectors, rounded floats,
-    compressed), read back as the plain tree; rows written before it read as they were."""
+    """A JSON tree stored as the bytes of :mod:`storage.explain_codec` (quantised vectors,
+    rounded floats, compressed), read back as the plain tree."""
 
-    impl = JSON
+    impl = LargeBinary
     cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
