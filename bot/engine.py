@@ -180,6 +180,8 @@ class Engine:
         else:
             if decision is not None:
                 decision = self._checked(decision, t)
+        for kind, payload in self.strategy.take_notices():
+            self._on_notice(t, kind, payload)
         if decision is None:
             tripped = kill or (self._flatten_pending(qty) if self._portfolio.tripped is not None else None)
             if tripped is not None and self.risk.cfg.kill_action == "flatten":
@@ -187,6 +189,11 @@ class Engine:
             else:
                 return
         self._act(decision, t, c, eq, trade)
+
+    def _on_notice(self, t: int, kind: str, payload: dict[str, Any]) -> None:
+        """A strategy's warning (feature drift): journaled as an event of the market, and logged."""
+        log.warning(kind, symbol=self.symbol, bar_time=t, message=payload.get("text", ""))
+        self.journal.record_event(t, kind, {"symbol": self.symbol, **payload})
 
     def _flatten_pending(self, qty: float) -> KillSwitch | None:
         """Another market tripped the portfolio's kill switch and this one still holds a position."""

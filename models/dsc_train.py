@@ -27,6 +27,7 @@ from models.features import (
     first_window_end,
     make_windows,
 )
+from models.gaps import scored_ends, usable_ends
 from models.labels import FLAT, backward_labels, class_balance, class_weights, effective_threshold, make_labels
 from models.metrics import baselines, classification_report, signal_backtest
 from models.training import (
@@ -139,7 +140,7 @@ def train_dsc(data: Any, cfg: DSCConfig, *, fee_rate: float, long_only: bool, sy
                          f"(window {w} + feature warm-up {FEATURE_WARMUP} + horizon {h} + 300 samples)")
     feats = compute_features(data)
     labels = make_labels(data.close, h, cfg.threshold, fee_rate)
-    ends = np.arange(first, n - h)
+    ends, gap_dropped = usable_ends(data, timeframe, first, w, h)
     tc = cfg.train
     split = chronological_split(ends, tc.val_frac, tc.test_frac, embargo=max(tc.embargo, w + h))
     train_pos = split.train[-tc.max_train_samples:] if tc.max_train_samples else split.train
@@ -186,7 +187,8 @@ def train_dsc(data: Any, cfg: DSCConfig, *, fee_rate: float, long_only: bool, sy
         data_hash=data_hash(_slice(data, 0, fit_end + 1)),
         metrics=metrics, train_config=tc.model_dump(),
         labels={"horizon": h, "threshold": eff, "fee_rate": fee_rate, "train_majority": majority,
-                "split": split.describe(), "train_balance": class_balance(y[train_pos])["shares"],
+                "split": split.describe(), "gap_excluded": gap_dropped,
+                "train_balance": class_balance(y[train_pos])["shares"],
                 "test_balance": class_balance(y[split.test])["shares"]},
         extra={"arch": cfg.arch, "prob_threshold": cfg.prob_threshold, "history": res.history,
                "explain": chosen},
@@ -273,7 +275,7 @@ def evaluate(req: EvalRequest) -> dict[str, Any]:
         raise ModelError(f"too little data to evaluate: {n} bars, need at least {start + h + 10} "
                          f"(window {w} + feature warm-up {FEATURE_WARMUP} + horizon {h})")
     feats = compute_features(data)
-    ends = np.arange(start, n - h)
+    ends = scored_ends(data, req.timeframe, start, w, h, notes)
     check_finite(feats, data.time, int(ends[0]) - w + 1)
     z = rt.normalizer.transform(feats)
     x = make_windows(z, ends, w, "conv")

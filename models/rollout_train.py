@@ -22,6 +22,7 @@ from models import vol_regime
 from models.checkpoint import ModelMeta, data_hash, save_checkpoint
 from models.faithfulness import deletion_test, selection
 from models.features import FEATURE_NAMES, FEATURE_WARMUP, Normalizer, compute_features, first_window_end, make_windows
+from models.gaps import scored_ends, usable_ends
 from models.labels import FLAT, backward_labels, class_balance, class_weights, effective_threshold, make_labels
 from models.metrics import baselines, classification_report, signal_backtest
 from models.rollout import REGIMES
@@ -76,7 +77,7 @@ def train_rollout(data: Any, cfg: RolloutConfig, *, fee_rate: float, long_only: 
                          f"(window {w} + feature warm-up {FEATURE_WARMUP} + horizon {h} + 300 samples)")
     feats = compute_features(data)
     labels = make_labels(data.close, h, cfg.threshold, fee_rate)
-    ends = np.arange(first, n - h)
+    ends, gap_dropped = usable_ends(data, timeframe, first, w, h)
     tc = cfg.train
     split = chronological_split(ends, tc.val_frac, tc.test_frac, embargo=max(tc.embargo, w + h))
     train_pos = split.train[-tc.max_train_samples:] if tc.max_train_samples else split.train
@@ -118,7 +119,8 @@ def train_rollout(data: Any, cfg: RolloutConfig, *, fee_rate: float, long_only: 
         data_hash=data_hash(data.slice(0, fit_end + 1)),
         metrics=metrics, train_config=tc.model_dump(),
         labels={"horizon": h, "threshold": eff, "fee_rate": fee_rate, "train_majority": majority,
-                "split": split.describe(), "train_balance": class_balance(y[train_pos])["shares"],
+                "split": split.describe(), "gap_excluded": gap_dropped,
+                "train_balance": class_balance(y[train_pos])["shares"],
                 "test_balance": class_balance(y[split.test])["shares"]},
         extra={"prob_threshold": cfg.prob_threshold, "history": res.history, "explain": chosen,
                "vol_regime": vol_regime.fit(np.asarray(data.close), fit_end).to_dict(),
@@ -157,7 +159,7 @@ def evaluate(req: EvalRequest) -> dict[str, Any]:
                         prob_threshold=float(meta.extra.get("prob_threshold", 0.5)),
                         **meta.extra.get("rollout", {}))
     z = norm.transform(compute_features(data))
-    ends = np.arange(start, n - h)
+    ends = scored_ends(data, req.timeframe, start, w, h, notes)
     x = make_windows(z, ends, w, "seq")
     if not np.all(np.isfinite(x)):
         raise ModelError("NaN features in the data to evaluate (check the candle file)")

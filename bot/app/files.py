@@ -45,11 +45,8 @@ def backtest_markets(cfg: Config, markets: list[MarketData], db: DBEngine, *, mo
         sessions.append(MarketSession(m, md.strategy, bars, broker, market=broker, history=md.history,
                                       precompute=d))
         closes.append(np.asarray(d.time[md.history:], dtype=np.int64) + timeframe_ms(m.timeframe))
-        if d.gaps.count:
-            g = d.gaps
-            events.append((int(d.time[0]), "data_gaps", {"symbol": m.symbol, "count": g.count,
-                                                         "missing_bars": g.missing_bars, "largest_ms": g.largest_ms,
-                                                         "largest_at": g.largest_at}))
+        if d.gaps.found:
+            events.append((int(d.time[0]), "data_gaps", {"symbol": m.symbol, **d.gaps.payload()}))
     tradable = sum(len(c) for c in closes)
     total = tradable if stop_after is None else min(stop_after, tradable)
     source = PreloadedSource(merge_order(closes), np.sort(np.concatenate(closes), kind="stable"), total)

@@ -9,9 +9,8 @@ from pathlib import Path
 import typer
 
 from bot import app as core
-from bot.cli.common import ConfigOpt, DbOpt, SetOpt, console, dumps, err_console, load, print_summary
+from bot.cli.common import ConfigOpt, DbOpt, SetOpt, console, dumps, err_console, load, print_summary, warn_gaps
 from bot.config import Config
-from bot.domain import timeframe_ms
 from bot.errors import ConfigError
 from bot.feeds.replay import data_dir
 from storage.db import safe_url
@@ -56,9 +55,7 @@ def market_data(cfg: Config, data_path: str | None, date_from: str | None, date_
                               f"{m.strategy.name} needs {strategy.warmup + 1} or more")
         if note:
             err_console.print(f"{m.symbol}: {note}" if many else note)
-        if data.gaps.count:
-            err_console.print(f"[yellow]warning:[/yellow] {m.symbol}: "
-                              f"{data.gaps.describe(timeframe_ms(m.timeframe))}")
+        warn_gaps(m.symbol, data)
         out.append(core.MarketData(data, strategy, history))
     return out
 
