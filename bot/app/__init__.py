@@ -17,7 +17,9 @@ from bot.app.parts import (
     MarketData,
     build_backtest_strategy,
     build_strategy,
+    check_tick,
     instrument_from_config,
+    instrument_rules,
     load_data,
     open_journal_db,
     run_observers,
@@ -26,6 +28,6 @@ from bot.app.parts import (
 )
 from bot.app.venue import live, paper
 
-__all__ = ["MarketData", "backtest", "backtest_markets", "build_backtest_strategy", "build_strategy",
-           "instrument_from_config", "live", "load_data", "open_journal_db", "paper", "paper_replay", "run_observers",
-           "simulated_brokers", "strategy_context"]
+__all__ = ["MarketData", "backtest", "backtest_markets", "build_backtest_strategy", "build_strategy", "check_tick",
+           "instrument_from_config", "instrument_rules", "live", "load_data", "open_journal_db", "paper",
+           "paper_replay", "run_observers", "simulated_brokers", "strategy_context"]

@@ -37,7 +37,7 @@ def backtest_markets(cfg: Config, markets: list[MarketData], db: DBEngine, *, mo
     ``stop_after`` stops after that many traded bars (over all markets), leaving the run marked
     interrupted (tests use it).
     """
-    brokers = simulated_brokers(cfg)
+    brokers = simulated_brokers(cfg, [md.rules.instrument if md.rules else None for md in markets])
     sessions, events, closes = [], [], []
     for m, md, broker in zip(cfg.markets, markets, brokers, strict=True):
         d = md.data
@@ -47,6 +47,8 @@ def backtest_markets(cfg: Config, markets: list[MarketData], db: DBEngine, *, mo
         closes.append(np.asarray(d.time[md.history:], dtype=np.int64) + timeframe_ms(m.timeframe))
         if d.gaps.found:
             events.append((int(d.time[0]), "data_gaps", {"symbol": m.symbol, **d.gaps.payload()}))
+        if md.rules is not None:
+            events.append((int(d.time[0]), "instrument_rules", md.rules.payload()))
     tradable = sum(len(c) for c in closes)
     total = tradable if stop_after is None else min(stop_after, tradable)
     source = PreloadedSource(merge_order(closes), np.sort(np.concatenate(closes), kind="stable"), total)
@@ -60,7 +62,7 @@ async def paper_replay(cfg: Config, markets: list[MarketData], db: DBEngine, spe
     """Paper trading on replayed files: the wall clock, paced at ``speed`` x real time (0 = flat out).
 
     ``observers`` watch the run (bot/observe.py); by default those the config asks for."""
-    brokers = simulated_brokers(cfg)
+    brokers = simulated_brokers(cfg, [md.rules.instrument if md.rules else None for md in markets])
     sessions = [MarketSession(m, md.strategy, Bars(m.symbol, m.timeframe), broker, market=broker)
                 for m, md, broker in zip(cfg.markets, markets, brokers, strict=True)]
     source = StreamSource(replay_candles([(md.data, timeframe_ms(m.timeframe))

@@ -46,6 +46,8 @@ def market_data(cfg: Config, data_path: str | None, date_from: str | None, date_
 
             path = cached_market_file(cfg.with_market(m), date_from)
         data = core.load_data(cfg, path, date_from, date_to, market=m)
+        rules = core.instrument_rules(m, path)
+        core.check_tick(m, rules, data)  # before any model is trained for this file
         if backtest:
             strategy, history, note = core.build_backtest_strategy(cfg, data, checkpoint, market=m)
         else:
@@ -56,7 +58,9 @@ def market_data(cfg: Config, data_path: str | None, date_from: str | None, date_
         if note:
             err_console.print(f"{m.symbol}: {note}" if many else note)
         warn_gaps(m.symbol, data)
-        out.append(core.MarketData(data, strategy, history))
+        if set(rules.source.values()) - {"config", "default"}:  # the data file's rules: say so
+            err_console.print(f"{m.symbol}: {rules.describe()}", highlight=False)
+        out.append(core.MarketData(data, strategy, history, rules))
     return out
 
 
