@@ -50,10 +50,6 @@ class Runs:
     def of(cls, data: Any, bar_ms: int) -> Runs:
         return cls(run_starts(np.asarray(data.time), bar_ms))
 
-    @property
-    def gaps(self) -> int:
-        return int(np.count_nonzero(np.diff(self.start))) if self.start.size else 0
-
     def windows_ok(self, ends: np.ndarray, window: int) -> np.ndarray:
         """True where the window ending at ``ends`` (and its feature warm-up) is one run."""
         e = np.asarray(ends, dtype=np.int64)

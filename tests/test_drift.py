@@ -13,13 +13,13 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
-from bot.bars import Bars
 from bot.candles import CandleData
 from bot.cli import app
 from bot.feeds.replay import load_candles
 from models import drift
 from models.features import FEATURE_WARMUP, IncrementalFeatures, Normalizer, compute_features
 from strategies.base import Strategy
+from tests.helpers import drive
 from tests.test_dsc_strategy import make, tiny_checkpoint
 
 torch.set_num_threads(1)
@@ -92,15 +92,8 @@ def test_running_stats_fire_once_on_wild_data_never_on_later_btc(btc: CandleData
 
 def notices(strategy: Strategy, data: CandleData, precompute: bool) -> list[tuple[int, str, dict]]:
     """What the engine would journal: (bar time, kind, payload) after each on_bar."""
-    if precompute:
-        strategy.precompute(data)
-    bars = Bars.preloaded("BTCUSDT", "1h", data.time, data.open, data.high, data.low, data.close, data.volume)
-    strategy.on_start(bars)
-    out = []
-    while bars.advance():
-        strategy.on_bar(bars)
-        out += [(bars.last_time(), k, p) for k, p in strategy.take_notices()]
-    return out
+    return [(bars.last_time(), k, p) for bars, _ in drive(strategy, data, precompute)
+            for k, p in strategy.take_notices()]
 
 
 def test_strategy_warns_once_at_the_same_bar_on_both_paths(ckpt: Path, wild_file: Path, btc: CandleData) -> None:

@@ -95,8 +95,10 @@ def test_runs_windows_and_labels_on_exact_times() -> None:
     t = np.array([0, 1, 2, 5, 6, 7, 8, 10], dtype=np.int64) * HOUR
     assert run_starts(t, HOUR).tolist() == [0, 0, 0, 3, 3, 3, 3, 7]
     runs = Runs(run_starts(t, HOUR))
-    assert runs.gaps == 2
     assert runs.labels_ok(np.arange(8), 2).tolist() == [True, False, False, True, True, False, False, False]
+    long = np.r_[0:100, 103:203].astype(np.int64) * HOUR  # 3 bars missing after bar 99
+    ok = Runs(run_starts(long, HOUR)).windows_ok(np.array([78, 79, 99, 100, 178, 179]), 16)
+    assert ok.tolist() == [False, True, True, False, False, True]  # 64 warm-up + 16 window bars in one run
     assert window_gap(t[:3], HOUR, 4) is None  # warming up, no gap yet
     assert window_gap(t[:6], HOUR, 4) == {"after": 2 * HOUR, "missing_bars": 2, "contiguous_bars": 3,
                                           "needs": FEATURE_WARMUP + 4}

@@ -46,6 +46,7 @@ def train_command(cfg: Any, data_path: str | None, out: str | None, *, progress:
 
         data_path = cached_market_file(cfg)
     data = core.load_data(cfg, data_path)
+    warn_gaps(cfg.market.symbol, data)  # the trainer leaves out every sample that spans one
     # A file strategy's name is its path: its checkpoint is named after the class instead.
     stem = getattr(spec.cls, "name", spec.cls.__name__) if is_file_ref(spec.name) else spec.name
     path = Path(out) if out else default_checkpoint(stem, cfg.market.symbol, cfg.market.timeframe)
