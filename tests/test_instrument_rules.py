@@ -80,6 +80,8 @@ def test_a_tick_large_against_the_price_is_refused(data_dir: Path, tmp_path: Pat
         "error: BTCUSDT: tick size 0.1 (default) is 3.68% of the median close 2.72, above "
         "market.max_tick_fraction 0.001: every fill would move by that much; set market.tick_size (or download "
         "the venue's rules with `bot data download`), or --set market.max_tick_fraction=0 to run anyway")
+    wf = bot("walkforward", "--strategy", "sma", "--data", str(path), "--db", db)
+    assert wf.returncode == 2 and wf.stderr == r.stderr  # the walk-forward's blocks too
     runner = CliRunner()
     fine = runner.invoke(app, [*args, "--set", "market.tick_size=0.0001", "--set", "market.qty_step=0.1",
                                "--set", "market.min_qty=0.1"])

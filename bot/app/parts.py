@@ -38,6 +38,11 @@ class InstrumentRules:
         parts = ", ".join(f"{k.replace('_', ' ')} {getattr(ins, k)} ({self.source[k]})" for k in DEFAULT_RULES)
         return f"instrument rules: {parts}"
 
+    @property
+    def from_file(self) -> bool:
+        """Some rule came from the data file's rules (the run says so)."""
+        return bool(set(self.source.values()) - {"config", "default"})
+
     def payload(self) -> dict[str, str]:
         """The ``instrument_rules`` event journaled when the run starts."""
         ins = self.instrument
@@ -58,6 +63,14 @@ def instrument_rules(m: MarketConfig, data_path: str | None = None) -> Instrumen
         else:
             values[key], source[key] = default, "default"
     return InstrumentRules(Instrument(symbol=m.symbol, category=Category(m.category), **values), source)
+
+
+def with_rules(cfg: Config, rules: InstrumentRules) -> Config:
+    """A one-market config whose market sets every rule of ``rules`` (for runs that rebuild
+    their brokers from the config, as ``bot walkforward``'s blocks do)."""
+    ins = rules.instrument
+    update = {k: float(getattr(ins, k)) for k in DEFAULT_RULES}
+    return cfg.with_market(cfg.market.model_copy(update=update))
 
 
 def instrument_from_config(m: MarketConfig) -> Instrument:

@@ -9,8 +9,9 @@ from pathlib import Path
 import typer
 
 from bot import app as core
+from bot.candles import CandleData
 from bot.cli.common import ConfigOpt, DbOpt, SetOpt, console, dumps, err_console, load, print_summary, warn_gaps
-from bot.config import Config
+from bot.config import Config, MarketConfig
 from bot.errors import ConfigError
 from bot.feeds.replay import data_dir
 from storage.db import safe_url
@@ -46,8 +47,7 @@ def market_data(cfg: Config, data_path: str | None, date_from: str | None, date_
 
             path = cached_market_file(cfg.with_market(m), date_from)
         data = core.load_data(cfg, path, date_from, date_to, market=m)
-        rules = core.instrument_rules(m, path)
-        core.check_tick(m, rules, data)  # before any model is trained for this file
+        rules = checked_rules(m, path, data)  # before any model is trained for this file
         if backtest:
             strategy, history, note = core.build_backtest_strategy(cfg, data, checkpoint, market=m)
         else:
@@ -58,10 +58,19 @@ def market_data(cfg: Config, data_path: str | None, date_from: str | None, date_
         if note:
             err_console.print(f"{m.symbol}: {note}" if many else note)
         warn_gaps(m.symbol, data)
-        if set(rules.source.values()) - {"config", "default"}:  # the data file's rules: say so
-            err_console.print(f"{m.symbol}: {rules.describe()}", highlight=False)
         out.append(core.MarketData(data, strategy, history, rules))
     return out
+
+
+def checked_rules(m: MarketConfig, path: str, data: CandleData) -> core.InstrumentRules:
+    """The market's instrument rules for the candles at ``path`` (config, else the file's saved
+    rules, else defaults), refused when the tick is large against the price; told when the
+    file's rules are used."""
+    rules = core.instrument_rules(m, path)
+    core.check_tick(m, rules, data)
+    if rules.from_file:
+        err_console.print(f"{m.symbol}: {rules.describe()}", highlight=False)
+    return rules
 
 
 def resolve_data_path(path: str) -> str:

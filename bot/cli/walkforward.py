@@ -12,7 +12,8 @@ import typer
 from rich.table import Table
 
 from bot import app as core
-from bot.cli.common import ConfigOpt, DbOpt, SetOpt, console, dumps, err_console, load
+from bot.cli.common import ConfigOpt, DbOpt, SetOpt, console, dumps, err_console, load, warn_gaps
+from bot.cli.run import checked_rules
 from bot.units import format_metric
 from bot.walkforward import Block, WalkForward, run_walkforward
 from bot.wf_stats import Interval, Stitched
@@ -118,6 +119,8 @@ def register(app: typer.Typer) -> None:
 
             data = cached_market_file(cfg)
         candles = core.load_data(cfg, data, date_from, date_to)
+        warn_gaps(m.symbol, candles)
+        cfg = core.with_rules(cfg, checked_rules(m, data, candles))  # every block's broker trades them
         folder = out or Path("walkforward") / f"{m.strategy.name}_{m.symbol}_{m.timeframe}"
         db_engine = core.open_journal_db(cfg.storage.url)
         say = err_console if as_json else console
