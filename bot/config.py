@@ -77,6 +77,9 @@ class MarketConfig(_Frozen):
     allocation: float | None = Field(None, gt=0, le=1)
     #: Candle file for backtests and replays of this market (``--data`` wins for one market).
     data: str | None = None
+    #: Funding rates for backtests and replays of a linear market (bot/funding.py): ``auto`` (the
+    #: ``*_<SYMBOL>_funding_*.csv[.gz]`` beside the candle file, if any), ``none``, or a path.
+    funding: str = Field("auto", min_length=1)
     risk: MarketRiskConfig = MarketRiskConfig()
 
     @field_validator("timeframe")

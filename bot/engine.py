@@ -89,6 +89,7 @@ class Engine:
         self.n_orders = 0
         self.trade_pnls: list[Decimal] = []
         self.fees_paid = Decimal(0)
+        self.funding_paid = Decimal(0)  # net, negative when received (bot/funding.py)
         self._risk_active = risk.watches_equity
         self._portfolio = risk.portfolio
         self.allocation = allocation
@@ -351,6 +352,10 @@ class Engine:
 
     def on_venue_event(self, kind: str, payload: dict[str, Any]) -> None:
         self.journal.record_event(self.last_bar or 0, kind, payload)
+
+    def on_funding(self, t: int, rate: float, qty: Decimal, price: Decimal, amount: Decimal) -> None:
+        self.funding_paid -= amount
+        self.journal.record_funding(self.symbol, t, rate, qty, price, amount)
 
     def _book_order_event(self, order: Order, fill: Fill | None) -> None:
         self.journal.update_order(order)

@@ -6,7 +6,8 @@ bars before its block (all of them: ``expanding``; the last ``train_fraction`` x
 and backtests the block through the same runner as ``bot backtest``: the block's first bars are
 preceded by the strategy's warm-up bars (history only, never traded), and every block is a run in
 the journal. The baselines trade the same blocks: buy and hold, SMA(10/30) and ``vol_only``
-(fitted on the same training bars). A block's model never saw a bar of the block.
+(fitted on the same training bars). A block's model never saw a bar of the block. A linear
+market's funding file is settled in every block (bot/funding.py).
 
 The per-bar returns of the blocks are stitched (compounded) into one out-of-sample curve per
 strategy and seed; :mod:`bot.wf_stats` puts block-bootstrap intervals on its return and Sharpe.
@@ -30,6 +31,7 @@ from bot.candles import CandleData
 from bot.config import Config
 from bot.domain import timeframe_ms
 from bot.errors import ConfigError
+from bot.funding import FundingRates
 from bot.timeutil import ms_to_iso
 from bot.wf_stats import Stitched, stitch
 from storage import queries as q
@@ -121,12 +123,14 @@ def _with_strategy(cfg: Config, name: str, params: dict[str, Any], checkpoint: s
     return cfg.with_market(m.model_copy(update={"strategy": s}))
 
 
-def _trade(cfg: Config, data: CandleData, fold: Fold, db: DBEngine, seed: int | None) -> Block:
+def _trade(cfg: Config, data: CandleData, fold: Fold, db: DBEngine, seed: int | None,
+           funding: FundingRates | None) -> Block:
     """Backtest ``cfg``'s strategy on the fold's test block, after its warm-up bars."""
     strategy = build_strategy(cfg)
     t0, t1 = fold.test
     warm = min(strategy.warmup, t0 - fold.train[0])
-    summary = backtest(cfg, data.slice(t0 - warm, t1), strategy, db, show_progress=False, history=warm)
+    summary = backtest(cfg, data.slice(t0 - warm, t1), strategy, db, show_progress=False, history=warm,
+                       funding=funding)
     eq = np.array([r["equity"] for r in q.equity(db, summary["run_id"])], dtype=np.float64)
     curve = np.concatenate(([cfg.broker.initial_cash], eq))
     return Block(fold.index, cfg.market.strategy.name, seed, summary["run_id"], strategy.model_id,
@@ -145,7 +149,8 @@ def _train(cfg: Config, data: CandleData, fold: Fold, params: dict[str, Any], ou
 
 def run_walkforward(cfg: Config, data: CandleData, db: DBEngine, *, folds: int, seeds: int, window: str,
                     train_fraction: float, out_dir: Path, block_bars: int | None = None,
-                    on_block: Callable[[Block], None] | None = None) -> WalkForward:
+                    on_block: Callable[[Block], None] | None = None,
+                    funding: FundingRates | None = None) -> WalkForward:
     """Every fold x seed of the strategy and every fold of each baseline; stitched and bootstrapped."""
     m = cfg.market
     spec = get_spec(m.strategy.name)
@@ -160,12 +165,13 @@ def run_walkforward(cfg: Config, data: CandleData, db: DBEngine, *, folds: int, 
             p, seed = seeded(cfg, params, k) if trainable else (params, None)
             ckpt = _train(cfg, data, fold, p, out_dir / f"fold{fold.index}_seed{seed}.pt") if trainable else None
             p = _fitted(m.strategy.name, p, data, fold)
-            wf.blocks.append(_done(_trade(_with_strategy(cfg, m.strategy.name, p, ckpt), data, fold, db, seed),
+            wf.blocks.append(_done(_trade(_with_strategy(cfg, m.strategy.name, p, ckpt), data, fold, db, seed, funding),
                                    on_block))
         for name, base in BASELINES.items():
             if name != m.strategy.name:
                 bp = _fitted(name, dict(base), data, fold)
-                wf.blocks.append(_done(_trade(_with_strategy(cfg, name, bp, None), data, fold, db, None), on_block))
+                wf.blocks.append(_done(_trade(_with_strategy(cfg, name, bp, None), data, fold, db, None, funding),
+                                       on_block))
     bar_ms = timeframe_ms(m.timeframe)
     keys = dict.fromkeys((b.strategy, b.seed) for b in wf.blocks)
     wf.stitched = [stitch(name, seed, [b.returns for b in wf.blocks if (b.strategy, b.seed) == (name, seed)],

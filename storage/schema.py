@@ -162,6 +162,21 @@ fills = Table(
     Index("ix_fills_run", "run_id", "time"),
 )
 
+
+#: Funding settlements of a linear market's position (bot/funding.py): ``amount`` is the cash
+#: moved (negative: paid), ``qty`` the signed position settled, ``price`` the settlement price.
+funding = Table(
+    "funding",
+    metadata,
+    Column("run_id", String(16), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("symbol", String(32), primary_key=True),
+    Column("time", BigInteger, primary_key=True),
+    Column("rate", Float, nullable=False),
+    Column("qty", ExactDecimal, nullable=False),
+    Column("price", ExactDecimal, nullable=False),
+    Column("amount", ExactDecimal, nullable=False),
+)
+
 trades = Table(
     "trades",
     metadata,

@@ -14,6 +14,7 @@ from bot.domain import Category, Instrument, timeframe_ms
 from bot.errors import ConfigError
 from bot.feeds.instrument_file import read_rules, rules_path
 from bot.feeds.replay import load_candles
+from bot.funding import FundingRates
 from bot.observe import RunObserver
 from bot.timeutil import parse_date
 from broker.simulated import SimulatedBroker, Wallet
@@ -146,6 +147,8 @@ class MarketData:
     history: int = 0
     #: The market's instrument rules (config, the data file's rules, defaults); None: the config's.
     rules: InstrumentRules | None = None
+    #: Funding rates settled on a linear market's position (bot/funding.py); None: no funding.
+    funding: FundingRates | None = None
 
 
 def run_observers(cfg: Config) -> list[RunObserver]:

@@ -14,6 +14,7 @@ from bot.cli.common import ConfigOpt, DbOpt, SetOpt, console, dumps, err_console
 from bot.config import Config, MarketConfig
 from bot.errors import ConfigError
 from bot.feeds.replay import data_dir
+from bot.funding import resolve_funding
 from storage.db import safe_url
 from strategies import get_spec
 
@@ -58,7 +59,8 @@ def market_data(cfg: Config, data_path: str | None, date_from: str | None, date_
         if note:
             err_console.print(f"{m.symbol}: {note}" if many else note)
         warn_gaps(m.symbol, data)
-        out.append(core.MarketData(data, strategy, history, rules))
+        funding = resolve_funding(m.funding, m.category, m.symbol, path)
+        out.append(core.MarketData(data, strategy, history, rules, funding))
     return out
 
 
@@ -91,6 +93,7 @@ def _backtest(cfg: Config, data_path: str | None, date_from: str | None, date_to
         sys.stdout.write(dumps(summary) + "\n")
     else:
         print_summary(summary)
+        print_funding(cfg, markets)
         console.print(f"journal: {safe_url(cfg.storage.url)}  run {summary['run_id']}")
         for m in cfg.markets:
             section = get_spec(m.strategy.name).resolve("summary_section")
@@ -101,6 +104,16 @@ def _backtest(cfg: Config, data_path: str | None, date_from: str | None, date_to
 
         res = make_report(db, summary["run_id"], report, png=True, theme="light")
         (err_console if as_json else console).print(f"report: {res.html}")
+
+
+def print_funding(cfg: Config, markets: list[core.MarketData]) -> None:
+    """Where each linear market's funding came from, or that none was charged."""
+    for m, md in zip(cfg.markets, markets, strict=True):
+        if md.funding is not None:
+            console.print(f"{m.symbol}: funding settled from {md.funding.source}")
+        elif m.category == "linear" and m.funding == "auto":
+            console.print(f"{m.symbol}: no funding file beside the candles: no funding charged "
+                          "(market.funding names one)")
 
 
 def with_checkpoint(cfg: Config, checkpoint: str | None) -> Config:

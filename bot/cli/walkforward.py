@@ -14,6 +14,7 @@ from rich.table import Table
 from bot import app as core
 from bot.cli.common import ConfigOpt, DbOpt, SetOpt, console, dumps, err_console, load, warn_gaps
 from bot.cli.run import checked_rules
+from bot.funding import resolve_funding
 from bot.units import format_metric
 from bot.walkforward import Block, WalkForward, run_walkforward
 from bot.wf_stats import Interval, Stitched
@@ -132,7 +133,7 @@ def register(app: typer.Typer) -> None:
 
         wf = run_walkforward(cfg, candles, db_engine, folds=folds, seeds=seeds, window=window,
                              train_fraction=train_fraction, out_dir=folder, block_bars=block_bars,
-                             on_block=progress)
+                             on_block=progress, funding=resolve_funding(m.funding, m.category, m.symbol, data))
         if as_json:
             sys.stdout.write(dumps(as_dict(wf)) + "\n")
             return
