@@ -16,7 +16,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 
 from bot.errors import ConfigError, ModelError
-from models.checkpoint import ModelMeta, data_hash, save_checkpoint
+from models.checkpoint import ModelMeta, save_checkpoint
 from models.dsc import build, count_macs, count_params
 from models.features import (
     FEATURE_NAMES,
@@ -30,6 +30,7 @@ from models.features import (
 from models.gaps import scored_ends, usable_ends
 from models.labels import FLAT, backward_labels, class_balance, class_weights, effective_threshold, make_labels
 from models.metrics import baselines, classification_report, signal_backtest
+from models.provenance import evaluation_sample, provenance
 from models.training import (
     EvalRequest,
     TrainConfig,
@@ -179,12 +180,8 @@ def train_dsc(data: Any, cfg: DSCConfig, *, fee_rate: float, long_only: bool, sy
     meta = ModelMeta(
         kind="dsc", hparams=hp, feature_names=list(FEATURE_NAMES), window=w, horizon=h,
         normalizer=norm.to_dict(),
-        train_range={"symbol": symbol, "timeframe": timeframe, "start": int(data.time[0]),
-                     "end": int(data.time[fit_end]), "bars": fit_end + 1, "fit_end_index": fit_end,
-                     "test_start": int(data.time[ends[split.test[0]]]),
-                     "test_end": int(data.time[ends[split.test[-1]]]),
-                     "source": str(getattr(data, "source", ""))},
-        data_hash=data_hash(_slice(data, 0, fit_end + 1)),
+        **provenance(data, fit_end, symbol, timeframe, test_start=int(data.time[ends[split.test[0]]]),
+                     test_end=int(data.time[ends[split.test[-1]]])),
         metrics=metrics, train_config=tc.model_dump(),
         labels={"horizon": h, "threshold": eff, "fee_rate": fee_rate, "train_majority": majority,
                 "split": split.describe(), "gap_excluded": gap_dropped,
@@ -228,25 +225,6 @@ def _walk_forward(feats: np.ndarray, labels: np.ndarray, ends: np.ndarray, data:
     return out
 
 
-def _slice(data: Any, start: int, stop: int) -> Any:
-    if hasattr(data, "slice"):
-        return data.slice(start, stop)
-    from types import SimpleNamespace
-
-    cols = ("time", "open", "high", "low", "close", "volume")
-    return SimpleNamespace(**{k: getattr(data, k)[start:stop] for k in cols})
-
-
-def overlap_end(meta: ModelMeta, data: Any) -> int | None:
-    """If ``data`` starts with the exact candles the model was fitted on, the index of the last
-    such bar (everything up to it is in-sample); else None (another market or period)."""
-    tr = meta.train_range
-    k = tr.get("fit_end_index")
-    if k is None or len(data.close) <= int(k) or int(data.time[0]) != tr.get("start"):
-        return None
-    return int(k) if data_hash(_slice(data, 0, int(k) + 1)) == meta.data_hash else None
-
-
 def train(req: TrainRequest) -> Path:
     """``bot train --strategy dsc`` entry point (see ``bot/cli/models.py``)."""
     cfg = parse_config(req.params)
@@ -264,13 +242,8 @@ def evaluate(req: EvalRequest) -> dict[str, Any]:
     n = len(data.close)
     w, h = rt.window, rt.horizon
     first = first_window_end(w)
-    notes: list[str] = []
-    start = first
-    k = overlap_end(meta, data)
-    if k is not None:
-        start = max(first, k + 1)
-        notes.append(f"this file starts with the model's training data: scoring only bars after "
-                     f"bar {k} (out of sample)")
+    sample = evaluation_sample(meta, req, first, n - h)
+    start, notes = sample.first, list(sample.notes)
     if n - h - start < 10:
         raise ModelError(f"too little data to evaluate: {n} bars, need at least {start + h + 10} "
                          f"(window {w} + feature warm-up {FEATURE_WARMUP} + horizon {h})")
@@ -289,5 +262,5 @@ def evaluate(req: EvalRequest) -> dict[str, Any]:
                             int(lab.get("train_majority", FLAT)), BARS_PER_YEAR.get(req.timeframe, 8760))
     section["class_balance"] = class_balance(y)["shares"]
     return {"model_id": meta.model_id, "checkpoint": str(req.checkpoint), "data": str(getattr(data, "source", "")),
-            "metrics": {"evaluated": section}, "deletion": deletion, "notes": notes,
+            "metrics": {"evaluated": section}, "deletion": deletion, "notes": notes, **sample.labels(),
             "selection": meta.extra.get("explain"), "meta": meta.to_dict()}

@@ -19,12 +19,13 @@ from rich.console import Console
 
 from bot.errors import ModelError
 from models import vol_regime
-from models.checkpoint import ModelMeta, data_hash, save_checkpoint
+from models.checkpoint import ModelMeta, save_checkpoint
 from models.faithfulness import deletion_test, selection
 from models.features import FEATURE_NAMES, FEATURE_WARMUP, Normalizer, compute_features, first_window_end, make_windows
 from models.gaps import scored_ends, usable_ends
 from models.labels import FLAT, backward_labels, class_balance, class_weights, effective_threshold, make_labels
 from models.metrics import baselines, classification_report, signal_backtest
+from models.provenance import evaluation_sample, provenance
 from models.rollout import REGIMES
 from models.rollout_runtime import (
     KIND,
@@ -32,7 +33,6 @@ from models.rollout_runtime import (
     RolloutExplainer,
     decide_class,
     load_rollout,
-    overlap_end,
     parse_config,
 )
 from models.training import EvalRequest, TrainRequest, chronological_split, fit
@@ -111,12 +111,8 @@ def train_rollout(data: Any, cfg: RolloutConfig, *, fee_rate: float, long_only: 
     meta = ModelMeta(
         kind=KIND, hparams=mcfg.to_dict(), feature_names=list(FEATURE_NAMES), window=w, horizon=h,
         normalizer=norm.to_dict(),
-        train_range={"symbol": symbol, "timeframe": timeframe, "start": int(data.time[0]),
-                     "end": int(data.time[fit_end]), "bars": fit_end + 1, "fit_end_index": fit_end,
-                     "test_start": int(data.time[ends[split.test[0]]]),
-                     "test_end": int(data.time[ends[split.test[-1]]]),
-                     "source": str(getattr(data, "source", ""))},
-        data_hash=data_hash(data.slice(0, fit_end + 1)),
+        **provenance(data, fit_end, symbol, timeframe, test_start=int(data.time[ends[split.test[0]]]),
+                     test_end=int(data.time[ends[split.test[-1]]])),
         metrics=metrics, train_config=tc.model_dump(),
         labels={"horizon": h, "threshold": eff, "fee_rate": fee_rate, "train_majority": majority,
                 "split": split.describe(), "gap_excluded": gap_dropped,
@@ -144,13 +140,8 @@ def evaluate(req: EvalRequest) -> dict[str, Any]:
     data = req.data
     n = len(data.close)
     w, h = int(meta.window), int(meta.horizon)
-    notes: list[str] = []
-    start = first_window_end(w)
-    k = overlap_end(meta, data)
-    if k is not None:
-        start = max(start, k + 1)
-        notes.append(f"this file starts with the model's training data: scoring only bars after bar {k} "
-                     "(out of sample)")
+    sample = evaluation_sample(meta, req, first_window_end(w), n - h)
+    start, notes = sample.first, list(sample.notes)
     if n - h - start < 10:
         raise ModelError(f"too little data to evaluate: {n} bars, need at least {start + h + 10} "
                          f"(window {w} + feature warm-up {FEATURE_WARMUP} + horizon {h})")
@@ -172,4 +163,5 @@ def evaluate(req: EvalRequest) -> dict[str, Any]:
     deletion = deletion_table(explainer, x[-FAITHFULNESS_MAX_SAMPLES:])
     return {"model_id": meta.model_id, "checkpoint": str(req.checkpoint), "data": str(getattr(data, "source", "")),
             "metrics": {"evaluated": section}, "deletion": deletion, "notes": notes,
+            **sample.labels(),
             "selection": meta.extra.get("explain"), "meta": meta.to_dict()}

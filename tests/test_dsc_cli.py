@@ -76,7 +76,7 @@ def work(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str, 
     pd.DataFrame({k: v[:1300] for k, v in cols.items()}).to_csv(small, index=False)
     few = d / "few.csv"
     pd.DataFrame({k: v[:50] for k, v in cols.items()}).to_csv(few, index=False)
-    bad = pd.DataFrame({k: v[:400].copy() for k, v in cols.items()})
+    bad = pd.DataFrame({k: v[2000:2400].copy() for k, v in cols.items()})  # after the fitted range
     bad.loc[200:, "volume"] = 1e308  # absurd volume: finite in the file, overflows to NaN in the VWAP
     badf = d / "absurd.csv"
     bad.to_csv(badf, index=False)
@@ -93,7 +93,7 @@ def work(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str, 
 
 def test_evaluate_json_on_another_market(bot_cli, work: dict[str, Path]) -> None:
     r = bot_cli("evaluate", "--checkpoint", str(work["ckpt"]), "--data", str(work["eth"]), "--json",
-                "--set", "market.symbol=ETHUSDT", cwd=work["dir"])
+                "--set", "market.symbol=ETHUSDT", "--allow-other-market", cwd=work["dir"])
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     ev = out["metrics"]["evaluated"]
@@ -109,7 +109,7 @@ def test_evaluate_json_on_another_market(bot_cli, work: dict[str, Path]) -> None
 
 def test_evaluate_prints_the_deletion_table(bot_cli, work: dict[str, Path]) -> None:
     r = bot_cli("evaluate", "--checkpoint", str(work["ckpt"]), "--data", str(work["eth"]),
-                "--set", "market.symbol=ETHUSDT", cwd=work["dir"])
+                "--set", "market.symbol=ETHUSDT", "--allow-other-market", cwd=work["dir"])
     assert r.returncode == 0, r.stderr
     assert "deletion test of every attribution method" in r.stdout
     assert "signed_grad_x_input" in r.stdout and "abs_grad_x_input" in r.stdout and "newest-bar" in r.stdout
@@ -129,7 +129,7 @@ def test_backtest_with_checkpoint(bot_cli, work: dict[str, Path]) -> None:
     db = f"sqlite:///{work['dir'] / 'j.db'}"
     r = bot_cli("backtest", "--strategy", "dsc", "--checkpoint", str(work["ckpt"]), "--data", str(work["eth"]),
             "--from", "2025-06-01", "--to", "2025-07-01", "--db", db, "--json", *TINY_SETS,
-                "--set", "market.symbol=ETHUSDT", "--set", "market.tick_size=0.01", cwd=work["dir"])
+                "--set", "market.symbol=ETHUSDT", "--allow-other-market", "--set", "market.tick_size=0.01", cwd=work["dir"])
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["strategy"] == "dsc" and summary["model_id"].startswith("dsc-") and summary["decisions"] > 500

@@ -189,8 +189,11 @@ def test_restart_decides_exactly_as_an_uninterrupted_run(checkpoint: Path, data:
 def test_for_backtest_trains_on_the_past_and_trades_the_unseen_part(data: CandleData, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # no checkpoints/ here
-    strat, first, note = GRUSizerStrategy.for_backtest(PARAMS, _ctx(None), data.slice(0, 1000))
-    assert 700 < first < 1000 and "unseen" in (note or "")
+    cfg = Config.model_validate({"strategy": {"name": "gru_sizer", "params": PARAMS}})
+    md, notes = core.backtest_market(cfg, data.slice(0, 1000))
+    strat, first = md.strategy, md.history
+    assert 700 < first < 1000 and "trained gru_sizer" in notes[0] and "out of sample" in notes[-1]
+    assert strat.fitted.end == int(data.time[first - 1])  # trading starts right after the fitted range
     assert isinstance(strat, GRUSizerStrategy) and strat.model_id.startswith("gru_sizer-")
     assert not (tmp_path / "checkpoints").exists()
 
