@@ -140,13 +140,18 @@ class Sample:
     first: int                       # first bar index to score / trade
     in_sample: dict[str, Any] | None = None   # {"bars", "from", "to", "fitted"} when in-sample bars are used
     notes: list[str] = field(default_factory=list)
+    #: False when the checkpoint records no fitted range: nobody can tell what is in-sample.
+    checked: bool = True
 
     @property
     def label(self) -> str:
-        return "in-sample" if self.in_sample else "out-of-sample"
+        if self.in_sample:
+            return "in-sample"
+        return "out-of-sample" if self.checked else "unchecked"
 
     def labels(self) -> dict[str, Any]:
-        """What an output carries: ``sample`` (in-sample / out-of-sample) and the ``in_sample`` details."""
+        """What an output carries: ``sample`` (in-sample / out-of-sample / unchecked) and the
+        ``in_sample`` details."""
         return {"sample": self.label, **({"in_sample": self.in_sample} if self.in_sample else {})}
 
 
@@ -171,10 +176,11 @@ def sample_range(f: Fitted, symbol: str, timeframe: str, times: np.ndarray, *, f
     t = np.asarray(times, dtype=np.int64)
     stop = len(t) if stop is None else stop
     notes = [f.note] if f.note else []
+    if f.start is None or f.end is None:
+        return Sample(first, None, notes, checked=False)
     k = last_in_sample(f, symbol, timeframe, t)
     if k is None or k < first or first >= stop:
         return Sample(first, None, notes)
-    assert f.start is not None and f.end is not None
     if allow_in_sample:
         used = t[first:stop]
         inside = used[(used >= f.start) & (used <= f.end)]

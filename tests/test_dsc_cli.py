@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import pandas as pd
@@ -15,46 +14,12 @@ from torch import nn
 
 from bot.feeds.replay import load_candles
 from models.checkpoint import ModelMeta, save_checkpoint
+from tests.helpers import one_line_error
 from tests.test_dsc_strategy import TINY, tiny_checkpoint
 
 BOT = str(Path(sys.executable).parent / "bot")
 ROOT = Path(__file__).resolve().parents[1]
 TINY_SETS = ["--set", "strategy.params=" + json.dumps(TINY)]
-
-
-def one_line_error(r: Result | subprocess.CompletedProcess[str], match: str) -> None:
-    assert r.returncode == 2, r.stderr
-    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    assert match in lines[0], lines[0]
-    assert "Traceback" not in r.stderr
-
-
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@pytest.fixture
-def bot_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
-    """Run the real console entry point ``bot.cli.main`` in-process (no torch re-import per call)."""
-    from bot.cli import main
-
-    def run(*args: str, cwd: Path) -> Result:
-        monkeypatch.chdir(cwd)
-        monkeypatch.setattr(sys, "argv", ["bot", *args])
-        monkeypatch.delenv("BOT_DEBUG", raising=False)
-        capsys.readouterr()
-        code = 0
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        out = capsys.readouterr()
-        return Result(code, out.out, out.err)
-    return run
 
 
 def test_console_script_one_line_error(tmp_path: Path) -> None:
@@ -129,7 +94,8 @@ def test_backtest_with_checkpoint(bot_cli, work: dict[str, Path]) -> None:
     db = f"sqlite:///{work['dir'] / 'j.db'}"
     r = bot_cli("backtest", "--strategy", "dsc", "--checkpoint", str(work["ckpt"]), "--data", str(work["eth"]),
             "--from", "2025-06-01", "--to", "2025-07-01", "--db", db, "--json", *TINY_SETS,
-                "--set", "market.symbol=ETHUSDT", "--allow-other-market", "--set", "market.tick_size=0.01", cwd=work["dir"])
+                "--set", "market.symbol=ETHUSDT", "--allow-other-market", "--set", "market.tick_size=0.01",
+                cwd=work["dir"])
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["strategy"] == "dsc" and summary["model_id"].startswith("dsc-") and summary["decisions"] > 500
