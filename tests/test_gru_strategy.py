@@ -97,6 +97,10 @@ def test_stage2_retrain_keeps_stage1_weights(checkpoint: Path, data: CandleData,
         assert torch.equal(v, new.states["stage1"][k])
     assert any(not torch.equal(v, new.states["stage2"][k]) for k, v in old.states["stage2"].items())
     assert new.meta.extra["stage1"]["reused_from"] == str(out)
+    # Fitted: the sizer's fit (validation + 1 bar) widened to the reused encoder's (validation + horizon).
+    assert new.meta.fitted["end"] == old.meta.fitted["end"] > new.meta.train_range["val_bars"][1]
+    assert new.meta.fitted["start"] == old.meta.fitted["start"] and new.meta.fitted["bars"] is None
+    assert new.meta.fitted["base"]["end"] == old.meta.fitted["end"]
 
 
 def test_stage1_only_checkpoint_is_refused_clearly(data: CandleData, tmp_path: Path) -> None:

@@ -18,7 +18,7 @@ from bot.errors import ModelError
 from bot.feeds.replay import load_candles
 from bot.timeutil import ms_to_iso
 from models.checkpoint import ModelMeta, read_meta
-from models.provenance import Fitted, fitted_of, sample_range
+from models.provenance import Fitted, fitted_of, sample_range, widen
 from storage import queries as q
 from storage.db import open_database
 from tests.helpers import one_line_error
@@ -87,6 +87,10 @@ def test_the_rule_goes_by_time_range_and_market() -> None:
     assert allowed.label == "in-sample" and allowed.notes[0].startswith("in-sample: 50 of the 110 bars")
     with pytest.raises(ModelError, match="nothing out of sample remains"):
         sample_range(f, "BTCUSDT", "1h", np.arange(150, 200) * H)
+    # A retrain on top of this fit (gru_sizer --stage 2) spans both ranges of the same market.
+    later = {"symbol": "BTCUSDT", "timeframe": "1h", "start": 150 * H, "end": 300 * H, "bars": 151}
+    assert widen(later, f)["start"] == 100 * H and widen(later, f)["end"] == 300 * H
+    assert widen({**later, "symbol": "ETHUSDT"}, f)["start"] == 150 * H  # another market's fit: kept apart
 
 
 def test_evaluate_scores_only_after_the_fitted_range_whatever_the_first_bar(bot_cli, work: dict[str, Any],
