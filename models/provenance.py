@@ -193,8 +193,8 @@ def sample_range(f: Fitted, symbol: str, timeframe: str, times: np.ndarray, *, f
         raise ModelError(f"every bar to {verb} here ({ms_to_iso(int(t[first]))} .. {ms_to_iso(int(t[stop - 1]))}) "
                          f"lies in or before the range {model} was fitted on ({f.describe()}): nothing out of "
                          f"sample remains (--allow-in-sample uses it anyway)")
-    notes.append(f"{model} was fitted on {f.describe()}: {verb} only the {stop - k - 1} bars after "
-                 f"{ms_to_iso(int(t[k]))} (out of sample)")
+    notes.append(f"{model} was fitted on {f.describe()}: only the {stop - k - 1} bars after "
+                 f"{ms_to_iso(int(t[k]))} are {verb}d (out of sample)")
     return Sample(k + 1, None, notes)
 
 

@@ -129,7 +129,7 @@ def test_backtest_from_inside_the_fitted_range_trades_after_it(bot_cli, work: di
     s = json.loads(r.stdout)
     assert s["start"] == ms_to_iso(end + H) and "in_sample" not in s
     assert s["candles"] == 2600 - work["fitted"].bars
-    assert f"only the {s['candles']} bars after {ms_to_iso(end)} (out of sample)" in r.stderr
+    assert f"only the {s['candles']} bars after {ms_to_iso(end)} are traded (out of sample)" in r.stderr
     # Nothing after the range: one line, exit 2, nothing journaled.
     runs = len(q.list_runs(open_database(work["db"])))
     r = bot_cli("backtest", "--strategy", "dsc", "--checkpoint", str(work["ckpt"]), "--data", str(work["full"]),
