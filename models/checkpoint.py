@@ -115,7 +115,8 @@ def save_checkpoint(path: str | Path, modules: nn.Module | dict[str, nn.Module],
     mods = {"model": modules} if isinstance(modules, nn.Module) else dict(modules)
     meta.modules = list(mods)
     if not meta.created:
-        meta.created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+        # Microseconds: two trainings in one second (walk-forward seeds) get two model ids.
+        meta.created = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
     payload = {
         "format": FORMAT,
         "version": VERSION,
