@@ -113,7 +113,7 @@ def register(app: typer.Typer) -> None:
         set_: list[str] | None = SetOpt,
     ) -> None:
         """The model card's classification metrics and baselines on any candle file."""
-        from models.card import metrics_table
+        from models.card import metrics_table, verdict_lines
 
         cfg = load(config, set_)
         result = evaluate_command(cfg, checkpoint, data)
@@ -124,6 +124,8 @@ def register(app: typer.Typer) -> None:
         table = metrics_table(result.get("metrics", {}), title=title)
         if table is not None:
             console.print(table)
+        for line in verdict_lines(result.get("metrics", {})):
+            console.print(line, markup=False)
         if result.get("deletion"):
             from models.card import deletion_table
 
