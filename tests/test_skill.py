@@ -145,3 +145,12 @@ def test_card_prints_verdicts_under_the_table_not_in_it() -> None:
     assert "verdict" not in rows and "skill.directional_auc_ci" in rows
     assert list(table.columns[1].cells)[rows.index("skill.directional_auc_ci")] == "[0.490, 0.510]"
     assert verdict_lines(metrics) == ["test: no directional skill: AUC 0.500 [0.490, 0.510]"]
+
+
+def test_a_checkpoint_without_the_baseline_says_so() -> None:
+    rng = np.random.default_rng(8)
+    fwd = rng.normal(0, 0.01, 500)
+    y = np.where(fwd > 0.004, UP, np.where(fwd < -0.004, DOWN, FLAT))
+    s = classifier_skill(y, rng.normal(size=500), fwd, y, majority=UP, vol_pred=None, block=10, horizon=4)
+    assert "balanced_accuracy_minus_volatility_only" not in s
+    assert s["verdict"][2].startswith("volatility-only baseline: n/a (the checkpoint predates it")
