@@ -142,7 +142,7 @@ def train_epochs(args: argparse.Namespace) -> None:
         "train": {"epochs": 1, "patience": 1, "threads": 1, "max_train_samples": args.samples,
                   "label_smoothing": 0.0, "class_weights": False},
         "train2": {"epochs": 1, "threads": 1}})
-    prep = prepare(data, cfg)
+    prep = prepare(data, cfg, timeframe_ms(data.timeframe))
     t0 = time.perf_counter()
     enc, res = train_stage1(prep, cfg)
     s1 = time.perf_counter() - t0

@@ -6,7 +6,7 @@ For each strategy (``rollout`` and ``dsc`` with a tiny model trained first on 1,
 - ``stored``: the file as the journal wrote it (after VACUUM), and the decisions table with its
   two indexes (SQLite's dbstat), per 10k decisions;
 - ``plain``: the same backtest journaled with the codec off, each explanation the plain JSON
-  the strategy produced (what the journal stored before storage/explain_codec.py);
+  text the strategy produced (what the journal stored before storage/explain_codec.py);
 - the mean length of one stored explanation in both forms.
 
 Sizes do not depend on how well the tiny models trade, only on the explanation's shape.
@@ -16,6 +16,7 @@ Run: ``python bench/journal_size.py [--bars 3000]``.
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import sqlite3
 import sys
@@ -82,9 +83,10 @@ def sizes(path: Path) -> dict[str, float]:
 
 @contextmanager
 def codec_off() -> Iterator[None]:
-    """Explanations written as plain JSON, as before the codec (reads of those rows are unchanged)."""
+    """Explanations written as their plain JSON text, as before the codec (sizes only: the
+    journal cannot read these rows back)."""
     encode = explain_codec.encode
-    explain_codec.encode = lambda v: v
+    explain_codec.encode = lambda v: None if v is None else json.dumps(v).encode()
     try:
         yield
     finally:

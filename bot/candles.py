@@ -31,36 +31,61 @@ class OHLCV(Protocol):
 
 @dataclass(frozen=True, slots=True)
 class GapReport:
-    """Holes in a candle series: reported, never filled with invented prices."""
+    """Holes in a candle series: reported, never filled with invented prices.
+
+    ``filler`` counts the zero-volume flat candles (open = high = low = close, volume 0: an
+    exchange's filler for a bar without trades) dropped at load: they are holes too, and are
+    counted among the gaps and missing bars.
+    """
 
     count: int
     missing_bars: int
     largest_ms: int
     largest_at: int | None
+    filler: int = 0
+
+    @property
+    def found(self) -> bool:
+        """Anything to warn about: a gap, or filler candles dropped (even at the file's edges)."""
+        return bool(self.count or self.filler)
 
     def describe(self, bar_ms: int) -> str:
-        if not self.count:
-            return "no gaps"
-        at = ms_to_iso(self.largest_at) if self.largest_at is not None else "?"
-        return (
-            f"{self.count} gaps, {self.missing_bars} missing bars, "
-            f"largest {self.largest_ms // bar_ms - 1} bars after {at}"
-        )
+        out = "no gaps"
+        if self.count:
+            at = ms_to_iso(self.largest_at) if self.largest_at is not None else "?"
+            out = (f"{self.count} gaps, {self.missing_bars} missing bars, "
+                   f"largest {self.largest_ms // bar_ms - 1} bars after {at}")
+        if self.filler:
+            out += f"; {self.filler} zero-volume flat filler candles dropped (treated as gaps)"
+        return out
+
+    def payload(self) -> dict[str, int | None]:
+        """The report as a JSON object (the ``data_gaps`` event, ``bot evaluate --json``)."""
+        return {"count": self.count, "missing_bars": self.missing_bars, "largest_ms": self.largest_ms,
+                "largest_at": self.largest_at, "filler_dropped": self.filler}
 
 
-def find_gaps(t: np.ndarray, bar_ms: int) -> GapReport:
-    """The gaps in sorted open times ``t`` (int64 ms) on a ``bar_ms`` grid."""
+def find_gaps(t: np.ndarray, bar_ms: int, filler: int = 0) -> GapReport:
+    """The gaps in sorted open times ``t`` (int64 ms) on a ``bar_ms`` grid (``filler``: the
+    number of filler candles already dropped from ``t``)."""
     dt = np.diff(t)
     mask = dt > bar_ms
     if not mask.any():
-        return GapReport(0, 0, 0, None)
+        return GapReport(0, 0, 0, None, filler)
     big = int(np.argmax(dt))
     return GapReport(
         count=int(mask.sum()),
         missing_bars=int(((dt[mask] // bar_ms) - 1).sum()),
         largest_ms=int(dt[big]),
         largest_at=int(t[big]),
+        filler=filler,
     )
+
+
+def filler_mask(o: np.ndarray, h: np.ndarray, lo: np.ndarray, c: np.ndarray, v: np.ndarray) -> np.ndarray:
+    """Zero-volume flat candles (open = high = low = close, volume 0): no trade happened, the
+    exchange repeated the last price. They carry no information and are treated as gaps."""
+    return (v == 0) & (o == h) & (h == lo) & (lo == c)
 
 
 @dataclass(frozen=True, slots=True)

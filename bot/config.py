@@ -62,16 +62,24 @@ class MarketConfig(_Frozen):
     timeframe: str = "1h"
     category: Literal["spot", "linear"] = "linear"
     #: Instrument rules used by the simulated broker; the Bybit broker reads them from the venue.
-    tick_size: float = Field(0.1, gt=0)
-    qty_step: float = Field(0.001, gt=0)
-    min_qty: float = Field(0.001, gt=0)
-    min_notional: float = Field(5.0, ge=0)
+    #: Left out: the data file's ``FILE.instrument.json`` (``bot data download`` saves it), else
+    #: 0.1 / 0.001 / 0.001 / 5 (bot/app/parts.py).
+    tick_size: float | None = Field(None, gt=0)
+    qty_step: float | None = Field(None, gt=0)
+    min_qty: float | None = Field(None, gt=0)
+    min_notional: float | None = Field(None, ge=0)
+    #: Refuse a backtest or replay whose tick size exceeds this fraction of the median close
+    #: (0 disables): a tick that coarse moves every fill by a large share of the price.
+    max_tick_fraction: float = Field(0.001, ge=0, lt=1)
     strategy: StrategyConfig = StrategyConfig()
     #: Fraction of the portfolio's equity this market's target exposure applies to. Left out:
     #: the markets without one share what the others leave, equally (one market: 1.0).
     allocation: float | None = Field(None, gt=0, le=1)
     #: Candle file for backtests and replays of this market (``--data`` wins for one market).
     data: str | None = None
+    #: Funding rates for backtests and replays of a linear market (bot/funding.py): ``auto`` (the
+    #: ``*_<SYMBOL>_funding_*.csv[.gz]`` beside the candle file, if any), ``none``, or a path.
+    funding: str = Field("auto", min_length=1)
     risk: MarketRiskConfig = MarketRiskConfig()
 
     @field_validator("timeframe")

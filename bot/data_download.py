@@ -3,7 +3,9 @@
 Paginated (one page per request, rate-limited by ccxt and retried with backoff), resumable:
 an existing file is read, and only candles after its last one are appended; the file is
 rewritten atomically every few pages, so an interrupted download loses at most those pages.
-Only closed candles are written. Output: gzip CSV ``timestamp,open,high,low,close,volume``.
+Only closed candles are written. Output: gzip CSV ``timestamp,open,high,low,close,volume``, and
+the venue's instrument rules beside it (``FILE.instrument.json``: tick size, qty step, minimum
+qty and notional), which backtests and replays use where the config sets none.
 """
 
 from __future__ import annotations
@@ -13,6 +15,7 @@ import gzip
 import os
 import time
 from dataclasses import dataclass
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -24,7 +27,9 @@ from bot.config import Config
 from bot.domain import timeframe_ms
 from bot.errors import ConfigError, DataError, ExchangeError
 from bot.feeds.bybit_rest import ccxt_symbol, make_exchange, retry
+from bot.feeds.instrument_file import write_rules
 from bot.feeds.replay import COLUMNS
+from bot.timeutil import ms_to_iso
 
 PAGES_PER_WRITE = 10
 DEFAULT_HISTORY_DAYS = 365
@@ -37,6 +42,30 @@ class DownloadResult:
     total: int
     first: int | None
     last: int | None
+    rules: Path | None = None  # the instrument rules saved beside the candles
+
+
+def market_rules(ex: Any, sym: str, category: str) -> dict[str, Any]:
+    """The venue's instrument rules of ``sym`` from ccxt's market info (``precision`` and
+    ``limits``), as decimal strings for ``FILE.instrument.json`` (bot/feeds/instrument_file.py)."""
+    m = ex.market(sym)
+    prec, lim = m.get("precision") or {}, m.get("limits") or {}
+
+    def step(v: Any) -> str | None:
+        if v is None:
+            return None
+        if ex.precisionMode == ccxt.TICK_SIZE:
+            return _num(v)
+        return format(Decimal(1).scaleb(-int(v)), "f")  # DECIMAL_PLACES: 2 -> 0.01
+
+    def least(v: Any) -> str | None:
+        return None if v is None else _num(v)
+
+    return {"exchange": ex.id, "symbol": str(m.get("id") or sym), "category": category, "market": sym,
+            "tick_size": step(prec.get("price")), "qty_step": step(prec.get("amount")),
+            "min_qty": least((lim.get("amount") or {}).get("min")),
+            "min_notional": least((lim.get("cost") or {}).get("min")),
+            "saved_at": ms_to_iso(int(time.time() * 1000)), "from": "ccxt market info"}
 
 
 def _num(x: float) -> str:
@@ -97,6 +126,7 @@ async def download(*, exchange_id: str, symbol: str, timeframe: str, since_ms: i
             raise ConfigError(f"{exchange_id} has no {timeframe} candles")
         await retry(ex.load_markets, what=f"{exchange_id} markets", attempts=connect_attempts)
         sym = resolve_symbol(ex, symbol, category)
+        rules = market_rules(ex, sym, category)
         now = await retry(ex.fetch_time, what="server time") if ex.has.get("fetchTime") else None
         now = int(now) if now else int(time.time() * 1000)
         end = min(until_ms if until_ms is not None else now, now) - tf  # open time of the last closed bar
@@ -132,9 +162,10 @@ async def download(*, exchange_id: str, symbol: str, timeframe: str, since_ms: i
                     break
         if added or not out.exists():
             _write(out, rows)
+        saved = write_rules(out, rules)  # refreshed on every download: the venue may change them
     finally:
         await ex.close()
-    return DownloadResult(out, added, len(rows), int(rows[0][0]) if rows else None, last)
+    return DownloadResult(out, added, len(rows), int(rows[0][0]) if rows else None, last, saved)
 
 
 def cache_path(cfg: Config, exchange_id: str = "bybit") -> Path:

@@ -89,6 +89,7 @@ class Engine:
         self.n_orders = 0
         self.trade_pnls: list[Decimal] = []
         self.fees_paid = Decimal(0)
+        self.funding_paid = Decimal(0)  # net, negative when received (bot/funding.py)
         self._risk_active = risk.watches_equity
         self._portfolio = risk.portfolio
         self.allocation = allocation
@@ -180,6 +181,8 @@ class Engine:
         else:
             if decision is not None:
                 decision = self._checked(decision, t)
+        for kind, payload in self.strategy.take_notices():
+            self._on_notice(t, kind, payload)
         if decision is None:
             tripped = kill or (self._flatten_pending(qty) if self._portfolio.tripped is not None else None)
             if tripped is not None and self.risk.cfg.kill_action == "flatten":
@@ -187,6 +190,11 @@ class Engine:
             else:
                 return
         self._act(decision, t, c, eq, trade)
+
+    def _on_notice(self, t: int, kind: str, payload: dict[str, Any]) -> None:
+        """A strategy's warning (feature drift): journaled as an event of the market, and logged."""
+        log.warning(kind, symbol=self.symbol, bar_time=t, message=payload.get("text", ""))
+        self.journal.record_event(t, kind, {"symbol": self.symbol, **payload})
 
     def _flatten_pending(self, qty: float) -> KillSwitch | None:
         """Another market tripped the portfolio's kill switch and this one still holds a position."""
@@ -344,6 +352,10 @@ class Engine:
 
     def on_venue_event(self, kind: str, payload: dict[str, Any]) -> None:
         self.journal.record_event(self.last_bar or 0, kind, payload)
+
+    def on_funding(self, t: int, rate: float, qty: Decimal, price: Decimal, amount: Decimal) -> None:
+        self.funding_paid -= amount
+        self.journal.record_funding(self.symbol, t, rate, qty, price, amount)
 
     def _book_order_event(self, order: Order, fill: Fill | None) -> None:
         self.journal.update_order(order)

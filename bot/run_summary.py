@@ -36,7 +36,7 @@ def run_summary(cfg: Config, sessions: list[Any], mode: str) -> dict[str, Any]:
         last = float(m.bars.close[-1]) if m.bars.n else 0.0
         unrealised = float(pos.qty) * (last - float(pos.avg_price)) if pos.qty else 0.0
         ln["allocation"] = m.cfg.allocation
-        ln["net_pnl"] = ln["realized_pnl"] + unrealised - ln["fees"]
+        ln["net_pnl"] = ln["realized_pnl"] + unrealised - ln["fees"] - ln["funding_paid"]
     eq, pos, times = _portfolio_curve(sessions)
     engines = [m.engine for m in sessions]
     trade_pnls = [p for e in engines for p in e.trade_pnls]
@@ -55,6 +55,7 @@ def run_summary(cfg: Config, sessions: list[Any], mode: str) -> dict[str, Any]:
         "end": ms_to_iso(int(times[-1])) if len(times) else None,
         **metrics,
         "realized_pnl": float(sum(ln["realized_pnl"] for ln in lines)),
+        "funding_paid": float(sum(ln["funding_paid"] for ln in lines)),
         "decisions": sum(ln["decisions"] for ln in lines), "orders": sum(ln["orders"] for ln in lines),
         "markets": lines,
     }
@@ -75,7 +76,8 @@ def _market_line(cfg: Config, m: Any) -> dict[str, Any]:
         "start": ms_to_iso(eng.first_bar) if eng.first_bar is not None else None,
         "end": ms_to_iso(eng.last_bar) if eng.last_bar is not None else None,
         **metrics,
-        "realized_pnl": float(pos.realized_pnl), "open_position": float(pos.qty),
+        "realized_pnl": float(pos.realized_pnl), "funding_paid": float(eng.funding_paid),
+        "open_position": float(pos.qty),
         "decisions": eng.n_decisions, "orders": eng.n_orders,
     }
 

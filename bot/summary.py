@@ -101,6 +101,7 @@ def _one_market(db: Engine, run: dict[str, Any]) -> dict[str, Any]:
         "start": ms_to_iso(eq[0]["time"]) if eq else None,
         "end": ms_to_iso(eq[-1]["time"]) if eq else None,
         **m,
+        "funding_paid": float(q.funding_paid(db, rid)),
         **_counts(db, run),
         **_speed(run),
     }
@@ -143,13 +144,15 @@ def market_line(db: Engine, run: dict[str, Any], m: RunMarket) -> dict[str, Any]
         metrics.pop(k, None)
     last = Decimal(str(eq[-1]["price"])) if eq else Decimal(0)
     unrealised = book.qty * (last - book.avg_price) if book.qty else Decimal(0)
+    paid = q.funding_paid(db, rid, m.symbol)
     return {
         "symbol": m.symbol, "strategy": m.strategy, "timeframe": m.timeframe, "allocation": m.allocation,
         "candles": len(eq),
         "start": ms_to_iso(eq[0]["time"]) if eq else None,
         "end": ms_to_iso(eq[-1]["time"]) if eq else None,
         **metrics,
-        "realized_pnl": float(book.realized), "net_pnl": float(book.realized + unrealised - book.fees),
+        "realized_pnl": float(book.realized), "net_pnl": float(book.realized + unrealised - book.fees - paid),
+        "funding_paid": float(paid),
         "open_position": float(book.qty),
         **_counts(db, run, m.symbol),
     }
@@ -181,6 +184,7 @@ def _portfolio(db: Engine, run: dict[str, Any], markets: list[RunMarket]) -> dic
         "end": max((ln["end"] for ln in lines if ln["end"]), default=None),
         **metrics,
         "realized_pnl": float(sum(ln["realized_pnl"] for ln in lines)),
+        "funding_paid": float(sum(ln["funding_paid"] for ln in lines)),
         **_counts(db, run),
         **_speed(run),
         "markets": lines,

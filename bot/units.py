@@ -19,7 +19,7 @@ PERCENT = frozenset({"total_return", "buy_and_hold_return", "cagr", "max_drawdow
 #: Percentages shown with their sign (a gain or a loss).
 SIGNED = frozenset({"total_return", "buy_and_hold_return", "cagr", "return_pct"})
 #: Amounts of the quote coin, two decimals.
-MONEY = frozenset({"initial_equity", "final_equity", "avg_trade_pnl", "fees", "net_pnl", "realized_pnl",
+MONEY = frozenset({"initial_equity", "final_equity", "avg_trade_pnl", "fees", "funding_paid", "net_pnl", "realized_pnl",
                    "gross_pnl", "equity", "cash"})
 RATIO = frozenset({"sharpe", "sortino", "profit_factor"})
 NA = "n/a"

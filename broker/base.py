@@ -32,6 +32,9 @@ class VenueListener(Protocol):
     def on_venue_event(self, kind: str, payload: dict[str, Any]) -> None:
         """Something worth journaling happened at the venue (fills recovered, a resync)."""
 
+    def on_funding(self, t: int, rate: float, qty: Decimal, price: Decimal, amount: Decimal) -> None:
+        """The position was settled for funding at ``t`` (``amount``: cash moved, negative = paid)."""
+
 
 class MarketDataListener(Protocol):
     """Something that must see every closed bar's prices (the simulated fill engine)."""

@@ -21,6 +21,7 @@ Fill assumptions (written down in the README):
 
 from __future__ import annotations
 
+from bisect import bisect_right
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
 from bot.domain import (
@@ -82,6 +83,16 @@ class SimulatedBroker(Broker):
         self._fill_seq = 0
         # Float mirror of the position for the per-bar equity mark (the hot path avoids Decimal).
         self._qty_f = 0.0
+        self._funding_times: list[int] = []
+        self._funding_rates: list[float] = []
+        self._next_funding = 0  # index of the next settlement
+        self.funding_paid = Decimal(0)  # net cash paid for funding (negative: received)
+
+    def set_funding(self, times: list[int], rates: list[float], after_ms: int) -> None:
+        """Settle at these funding times (bot/funding.py's rule), those after ``after_ms`` (the
+        first traded bar's open: history bars before it are never settled)."""
+        self._funding_times, self._funding_rates = [int(t) for t in times], [float(r) for r in rates]
+        self._next_funding = bisect_right(self._funding_times, after_ms)
 
     @property
     def cash(self) -> Decimal:
@@ -164,16 +175,32 @@ class SimulatedBroker(Broker):
 
     # -- the fill engine: a market-data listener -----------------------------------------------
     def pending(self) -> bool:
-        """True when a bar has work to do here (an order is working)."""
-        return bool(self._orders)
+        """True when a bar has work to do here (an order is working, or funding is to settle)."""
+        return bool(self._orders) or self._next_funding < len(self._funding_times)
 
     def on_bar(self, time_ms: int, open_: float, high: float, low: float, close: float) -> None:
+        times = self._funding_times
+        while self._next_funding < len(times) and times[self._next_funding] <= time_ms:
+            self._settle(times[self._next_funding], self._funding_rates[self._next_funding], open_)
+            self._next_funding += 1
         if not self._orders:
             return
         for order in list(self._orders.values()):
             price = self._match(order, open_, high, low)
             if price is not None:
                 self._fill(order, price, time_ms)
+
+    def _settle(self, t: int, rate: float, open_: float) -> None:
+        """Funding at ``t`` on the position held before this bar's fills, at this bar's open."""
+        qty = self.book.qty
+        if not qty:
+            return
+        price = to_decimal(open_)
+        amount = -(qty * price * Decimal(repr(rate))).quantize(_FEE_Q)
+        self.wallet.move(amount)
+        self.funding_paid -= amount
+        if self._venue is not None:
+            self._venue.on_funding(t, rate, qty, price, amount)
 
     def _match(self, order: Order, open_: float, high: float, low: float) -> Decimal | None:
         if order.order_type is OrderType.MARKET:

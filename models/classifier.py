@@ -2,10 +2,10 @@
 model card section.
 
 :func:`prepare`: causal features on the whole file -> labels by the model's rule -> windows ending
-at every labelled bar -> chronological train/val/test split with an embargo of window + horizon
-bars -> normaliser and volatility-only baseline fitted on the training windows only. Nothing
-fitted here reads a bar after the training part (``tests/test_training_leak.py`` replaces those
-bars with garbage and checks).
+at every labelled bar whose window and label span no gap (:mod:`models.gaps`) -> chronological
+train/val/test split with an embargo of window + horizon bars -> normaliser and volatility-only
+baseline fitted on the training windows only. Nothing fitted here reads a bar after the training
+part (``tests/test_training_leak.py`` replaces those bars with garbage and checks).
 
 :func:`card_section`: classification scores, the naive baselines, the skill numbers with their
 intervals and sentences (:mod:`models.skill`), and a fee-aware signal backtest.
@@ -28,6 +28,7 @@ from models.features import (
     first_window_end,
     make_windows,
 )
+from models.gaps import usable_ends
 from models.labels import FLAT, Labeling, class_balance, forward_returns
 from models.metrics import baselines, classification_report, signal_backtest
 from models.skill import VolBaseline, classifier_skill
@@ -56,6 +57,7 @@ class Prepared:
     normalizer: Normalizer
     vol_baseline: VolBaseline
     labeling: Labeling
+    gap_excluded: int          # windows left out because their window or label spans a gap
 
     @property
     def y(self) -> np.ndarray:
@@ -73,13 +75,15 @@ class Prepared:
         """``meta.labels``: the rule, the training majority, the split, class balances, the baseline."""
         y = self.y
         return {**self.labeling.to_meta(), "train_majority": self.majority, "split": self.split.describe(),
+                "gap_excluded": self.gap_excluded,
                 "train_balance": class_balance(y[self.train_pos])["shares"],
                 "test_balance": class_balance(y[self.split.test])["shares"],
                 "vol_baseline": self.vol_baseline.to_dict()}
 
 
-def prepare(data: Any, labeling: Labeling, window: int, tc: TrainConfig, kind: str) -> Prepared:
-    """Features, labels, split and the fitted normaliser of ``data`` for a ``window``-bar classifier."""
+def prepare(data: Any, labeling: Labeling, window: int, tc: TrainConfig, timeframe: str, kind: str) -> Prepared:
+    """Features, labels, split and the fitted normaliser of ``data`` (``timeframe`` bars) for a
+    ``window``-bar classifier."""
     n = len(data.close)
     h = labeling.horizon
     first = first_window_end(window)
@@ -90,16 +94,18 @@ def prepare(data: Any, labeling: Labeling, window: int, tc: TrainConfig, kind: s
     feats = compute_features(data)
     check_finite(feats, data.time)
     labels = labeling.labels(data.close)
-    ends = np.arange(first, n - h)
+    ends, gap_excluded = usable_ends(data, timeframe, first, window, h)
     ends = ends[labels[ends] >= 0]  # a vol rule has no label before its first full sigma window
     if ends.size < MIN_SAMPLES:
-        raise ModelError(f"too little data to train {kind}: {ends.size} labelled windows, need {MIN_SAMPLES}")
+        raise ModelError(f"too little data to train {kind}: {ends.size} labelled windows without a gap, "
+                         f"need {MIN_SAMPLES}")
     split = chronological_split(ends, tc.val_frac, tc.test_frac, embargo=max(tc.embargo, window + h))
     train_pos = split.train[-tc.max_train_samples:] if tc.max_train_samples else split.train
     last_train = int(ends[train_pos[-1]])
     norm = Normalizer.fit(feats[FEATURE_WARMUP: last_train + 1])
     vol = VolBaseline.fit(data.close, ends[train_pos], labels[ends[train_pos]])
-    return Prepared(feats, labels, ends, split, train_pos, int(ends[split.val[-1]] + h), norm, vol, labeling)
+    return Prepared(feats, labels, ends, split, train_pos, int(ends[split.val[-1]] + h), norm, vol, labeling,
+                    gap_excluded)
 
 
 @dataclass(frozen=True, slots=True)

@@ -28,6 +28,7 @@ from models.features import (
     first_window_end,
     make_windows,
 )
+from models.gaps import scored_ends
 from models.labels import Labeling, LabelRule, class_weights
 from models.skill import VolBaseline
 from models.training import (
@@ -113,7 +114,7 @@ def train_dsc(data: Any, cfg: DSCConfig, *, fee_rate: float, long_only: bool, sy
               out: Path, progress: bool = True, console: Console | None = None) -> Path:
     """Train on ``data`` (all of it is split train/val/test), write checkpoint + card + ONNX."""
     w = cfg.window
-    prep = prepare(data, Labeling(cfg.label, cfg.threshold, fee_rate, cfg.horizon), w, cfg.train, "dsc")
+    prep = prepare(data, Labeling(cfg.label, cfg.threshold, fee_rate, cfg.horizon), w, cfg.train, timeframe, "dsc")
     tc, split, train_pos = cfg.train, prep.split, prep.train_pos
     x, y = prep.windows(w, "conv"), prep.y
     weights = class_weights(y[train_pos]) if tc.class_weights else None
@@ -236,7 +237,7 @@ def evaluate(req: EvalRequest) -> dict[str, Any]:
         raise ModelError(f"too little data to evaluate: {n} bars, need at least {start + h + 10} "
                          f"(window {w} + feature warm-up {FEATURE_WARMUP} + horizon {h})")
     feats = compute_features(data)
-    ends = np.arange(start, n - h)
+    ends = scored_ends(data, req.timeframe, start, w, h, notes)
     check_finite(feats, data.time, int(ends[0]) - w + 1)
     z = rt.normalizer.transform(feats)
     x = make_windows(z, ends, w, "conv")

@@ -280,9 +280,10 @@ class FeatureWindow:
     :meth:`update` takes one candle and returns the current normalised window in the requested
     layout ([F, W] for ``conv``, [W, F] for ``seq``; a view, copy it to keep it), or None until
     ``window`` valid rows exist. A non-finite feature after warm-up raises :class:`ModelError`.
+    ``watch`` (a :class:`models.drift.DriftWatch`) is shown every valid raw row.
     """
 
-    def __init__(self, normalizer: Normalizer, window: int, layout: Layout = "conv") -> None:
+    def __init__(self, normalizer: Normalizer, window: int, layout: Layout = "conv", watch: Any = None) -> None:
         if normalizer.mean.shape[0] != N_FEATURES:
             raise ModelError(f"normaliser has {normalizer.mean.shape[0]} features, pipeline has {N_FEATURES}")
         self.features = IncrementalFeatures()
@@ -295,6 +296,8 @@ class FeatureWindow:
         self._pos = 0
         self._k = 0
         self.last_raw: np.ndarray | None = None
+        #: Sees every valid feature row (a :class:`models.drift.DriftWatch`), or None.
+        self.watch = watch
 
     @property
     def ready(self) -> bool:
@@ -310,6 +313,8 @@ class FeatureWindow:
             bad = FEATURE_NAMES[int(np.flatnonzero(~np.isfinite(raw))[0])]
             raise ModelError(f"feature {bad} is NaN/inf at bar time {int(time)} (bad candle: "
                              f"close={close}, volume={volume})")
+        if self.watch is not None:
+            self.watch.update(int(time), raw)
         z = self.normalizer.transform(raw)
         w, p = self.window, self._pos
         self._buf[p] = z

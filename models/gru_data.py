@@ -21,6 +21,7 @@ from models.features import (
     first_window_end,
     make_windows,
 )
+from models.gaps import Runs
 from models.gru_config import GRUSizerConfig
 from models.labels import multi_forward_returns
 from models.price_encoder import PriceEncoder
@@ -39,6 +40,8 @@ class Prepared:
     targets: np.ndarray           # [T, k] log returns t -> t+j (NaN past the end)
     target_scale: np.ndarray      # [k] std of each target column over the training part
     regime: np.ndarray            # [T] regime code of every bar (causal)
+    runs: Runs                    # contiguous runs: no window, target or sequence spans a gap
+    gap_excluded: int = 0         # stage-1 samples left out because they span a gap
 
     @property
     def first_bar(self) -> int:
@@ -55,16 +58,27 @@ class Prepared:
             return int(e[s.test[0]]), int(self.close.shape[0] - 2)
         raise ValueError(part)
 
+    def usable(self, bars: np.ndarray, window: int) -> np.ndarray:
+        """True where the window ending at each of ``bars`` spans no gap."""
+        return self.runs.windows_ok(bars, window)
+
+    def sequence_starts(self, starts: np.ndarray, window: int, steps: int) -> np.ndarray:
+        """The stage-2 sequence starts whose ``steps`` bars and their next-bar returns span no gap."""
+        s = np.asarray(starts, dtype=np.int64)
+        return s[self.runs.windows_ok(s, window) & self.runs.labels_ok(s, steps)]
+
     def describe(self) -> dict[str, Any]:
         out: dict[str, Any] = dict(self.split.describe())
+        out["gap_excluded"] = self.gap_excluded
         for part in ("train", "val", "test"):
             lo, hi = self.bars(part)
             out[f"{part}_bars"] = [int(self.time[lo]), int(self.time[hi])]
         return out
 
 
-def prepare(data: Any, cfg: GRUSizerConfig, normalizer: Normalizer | None = None) -> Prepared:
-    """Features, samples and parts of ``data``; the normaliser is fitted on the training part."""
+def prepare(data: Any, cfg: GRUSizerConfig, bar_ms: int, normalizer: Normalizer | None = None) -> Prepared:
+    """Features, samples and parts of ``data`` (bars ``bar_ms`` apart; samples spanning a gap
+    are left out); the normaliser is fitted on the training part."""
     close = np.asarray(data.close, dtype=np.float64)
     n = close.shape[0]
     first = first_window_end(cfg.window)
@@ -72,7 +86,8 @@ def prepare(data: Any, cfg: GRUSizerConfig, normalizer: Normalizer | None = None
     if last - first < 200:
         raise ModelError(f"too little data to train gru_sizer: {n} bars, need at least "
                          f"{first + cfg.horizon + 201} (window {cfg.window}, warm-up and horizon)")
-    ends = np.arange(first, last + 1, dtype=np.int64)
+    runs = Runs.of(data, bar_ms)
+    ends, dropped = runs.samples(np.arange(first, last + 1, dtype=np.int64), cfg.window, cfg.horizon)
     embargo = max(cfg.train.embargo, cfg.window + cfg.horizon + cfg.sizer.steps)
     split = chronological_split(ends, cfg.train.val_frac, cfg.train.test_frac, embargo)
     feats = compute_features(data)
@@ -83,7 +98,7 @@ def prepare(data: Any, cfg: GRUSizerConfig, normalizer: Normalizer | None = None
     scale = targets[ends[split.train]].std(axis=0)
     scale = np.where(scale > 1e-12, scale, 1.0)
     return Prepared(np.asarray(data.time, dtype=np.int64), close, z, normalizer, ends, split, targets,
-                    scale, regime_codes(close, cfg.regime_window))
+                    scale, regime_codes(close, cfg.regime_window), runs, dropped)
 
 
 def stage1_arrays(prep: Prepared, window: int, part: str) -> tuple[np.ndarray, np.ndarray]:

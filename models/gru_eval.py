@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from models.price_encoder import PriceEncoder
-from models.sizer import PositionSizer, SizerRunner, is_reset_bar
+from models.sizer import PositionSizer, SizerRunner, reset_flags
 from models.skill import direction_sentence, direction_skill, inverse_vol_exposure, sizer_skill
 
 
@@ -92,9 +92,10 @@ def exposure_backtest(pos: np.ndarray, close: np.ndarray, bars: np.ndarray, fee_
 
 
 def sizer_levels(encoder: PriceEncoder, sizer: PositionSizer, z: np.ndarray, time: np.ndarray,
-                 bars: np.ndarray, bar_ms: int, first_valid: int) -> np.ndarray:
-    """Trading-time levels of consecutive ``bars``, with the same clock-aligned resets and
-    argmax recurrence as the strategy (float32 here; the strategy uses float64)."""
+                 bars: np.ndarray, bar_ms: int, first_valid: int, usable: np.ndarray | None = None) -> np.ndarray:
+    """Trading-time levels of consecutive ``bars``, with the same resets and argmax recurrence
+    as the strategy (float32 here; the strategy uses float64). ``usable`` (per bar of the
+    series) marks the windows that span no gap; elsewhere the level is 0 (flat, as the strategy)."""
     from models.gru_data import encode_bars
 
     steps = sizer.cfg.steps
@@ -102,10 +103,12 @@ def sizer_levels(encoder: PriceEncoder, sizer: PositionSizer, z: np.ndarray, tim
     lo = max(first_valid, int(b[0]) - steps)  # warm the state up on the bars before
     run_bars = np.arange(lo, int(b[-1]) + 1)
     feats, _ = encode_bars(encoder, z, run_bars)
+    ok = np.ones(run_bars.shape[0], dtype=bool) if usable is None else np.asarray(usable)[run_bars]
+    resets = reset_flags(time[run_bars], bar_ms, steps, ok)
     runner = SizerRunner(sizer)
     levels = np.zeros(run_bars.shape[0], dtype=np.int64)
-    for i, t in enumerate(run_bars):
-        if i == 0 or is_reset_bar(int(time[t]), bar_ms, steps):
+    for i in np.flatnonzero(ok):
+        if resets[i]:
             runner.reset()
         levels[i], _ = runner.step(torch.from_numpy(feats[i: i + 1]))
     return levels[run_bars >= b[0]]

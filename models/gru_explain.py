@@ -28,7 +28,7 @@ from torch import Tensor
 
 from models.faithfulness import mask_steps, masking_faithfulness
 from models.price_encoder import PriceEncoder
-from models.sizer import N_LEVELS, PositionSizer, is_reset_bar
+from models.sizer import N_LEVELS, PositionSizer, reset_flags
 
 METHODS = ("signed_grad_x_input", "abs_grad_x_input")
 DEFAULT_METHOD = "signed_grad_x_input"
@@ -97,18 +97,21 @@ def reduce(attr: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
 # -- states of held-back windows ---------------------------------------------------------------------
 @torch.no_grad()
 def states_before(sizer: PositionSizer, feats: np.ndarray, time: np.ndarray,
-                  bar_ms: int) -> tuple[np.ndarray, np.ndarray]:
+                  bar_ms: int, usable: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """GRU (hidden, previous position) just before each step of consecutive ``feats`` [N, d].
 
-    Same recurrence as trading: argmax levels fed back, a reset on the first row and on every
-    clock-aligned reset bar.
+    Same recurrence as trading: argmax levels fed back, a reset on the first row, on every
+    clock-aligned reset bar and after a gap; no step on rows whose window spans a gap
+    (``usable`` False).
     """
     dtype = sizer.head.weight.dtype
     h, prev = sizer.init_state(1, dtype)
     hs = np.zeros((feats.shape[0], sizer.cfg.hidden))
     ps = np.zeros(feats.shape[0])
-    for i in range(feats.shape[0]):
-        if i == 0 or is_reset_bar(int(time[i]), bar_ms, sizer.cfg.steps):
+    ok = np.ones(feats.shape[0], dtype=bool) if usable is None else np.asarray(usable, dtype=bool)
+    resets = reset_flags(time, bar_ms, sizer.cfg.steps, ok)
+    for i in np.flatnonzero(ok):
+        if resets[i]:
             h, prev = sizer.init_state(1, dtype)
         hs[i], ps[i] = h[0].numpy(), float(prev[0])
         h, _lg, _w, prev = sizer.step(torch.from_numpy(feats[i: i + 1]).to(dtype), h, prev, None)
@@ -197,7 +200,7 @@ def deletion_test(level: Callable[[np.ndarray], np.ndarray], probs: Callable[[np
 
 
 def held_back_test(encoder: PriceEncoder, sizer: PositionSizer, z: np.ndarray, time: np.ndarray,
-                   bars: np.ndarray, bar_ms: int, first_valid: int,
+                   bars: np.ndarray, bar_ms: int, first_valid: int, usable: np.ndarray | None = None,
                    max_windows: int = MAX_WINDOWS) -> dict[str, dict[str, Any]]:
     """Deletion table on up to ``max_windows`` evenly spaced windows ending at consecutive ``bars``.
 
@@ -212,8 +215,9 @@ def held_back_test(encoder: PriceEncoder, sizer: PositionSizer, z: np.ndarray, t
     run = np.arange(lo, int(b[-1]) + 1)
     dtype = sizer.head.weight.dtype
     feats, _ = encode_bars(encoder, z, run, dtype=dtype)
-    hs, ps = states_before(sizer, feats, time[run], bar_ms)
-    keep = np.flatnonzero(run >= b[0])
+    ok = None if usable is None else np.asarray(usable)[run]
+    hs, ps = states_before(sizer, feats, time[run], bar_ms, ok)
+    keep = np.flatnonzero((run >= b[0]) & (True if ok is None else ok))
     pick = keep[np.unique(np.linspace(0, keep.size - 1, min(max_windows, keep.size)).round().astype(int))]
     x = make_windows(z, run[pick], encoder.cfg.window, layout="seq")
     model = FixedState(encoder, sizer, hs[pick], ps[pick])

@@ -30,6 +30,7 @@ from bot.errors import ModelError
 from models import vol_regime
 from models.checkpoint import ModelMeta, data_hash, load_checkpoint, save_checkpoint
 from models.features import N_FEATURES, Normalizer, compute_features, first_window_end
+from models.gaps import Runs, scored_ends
 from models.gru_config import GRUSizerConfig, Stage2Train, parse_config
 from models.gru_data import FEATURES, Prepared, encode_bars, prepare, stage1_arrays
 from models.gru_eval import exposure_backtest, price_metrics, sizer_levels, sizer_sections
@@ -111,8 +112,9 @@ def train_stage2(encoder: PriceEncoder, prep: Prepared, cfg: GRUSizerConfig, fee
         opt = torch.optim.AdamW(sizer.parameters(), lr=t.lr, weight_decay=t.weight_decay)
         tr_lo, tr_hi = prep.bars("train")
         va_lo, va_hi = prep.bars("val")
-        starts = np.arange(tr_lo, tr_hi - steps + 2, t.stride) - lo
-        vstarts = np.arange(va_lo, va_hi - steps + 2, steps) - lo
+        w = encoder.cfg.window
+        starts = prep.sequence_starts(np.arange(tr_lo, tr_hi - steps + 2, t.stride), w, steps) - lo
+        vstarts = prep.sequence_starts(np.arange(va_lo, va_hi - steps + 2, steps), w, steps) - lo
         if starts.size < 1 or vstarts.size < 1:
             raise ModelError(f"too little data for {steps}-step sizer sequences")
         offs = torch.arange(steps, device=dev)
@@ -185,10 +187,11 @@ def card_metrics(encoder: PriceEncoder, sizer: PositionSizer | None, prep: Prepa
         return out
     bar_ms = timeframe_ms(timeframe)
     bpy = 365 * 86_400_000 / bar_ms
+    usable = prep.usable(np.arange(prep.close.shape[0]), cfg.window)
     for part in ("val", "test"):
         lo, hi = prep.bars(part)
         bars = np.arange(lo, hi + 1)
-        levels = sizer_levels(encoder, sizer, prep.z, prep.time, bars, bar_ms, prep.first_bar)
+        levels = sizer_levels(encoder, sizer, prep.z, prep.time, bars, bar_ms, prep.first_bar, usable)
         pos = levels / 10.0
         out[f"sizer_{part}"] = {**exposure_backtest(pos, prep.close, bars, fee, bpy),
                                 "level_hist": np.bincount(levels, minlength=11).tolist()}
@@ -226,12 +229,12 @@ def train_family(data: Any, cfg: GRUSizerConfig, req: TrainRequest, *,
         ck = load_checkpoint(base, kind=KIND, feature_names=FEATURES, window=cfg.window, horizon=cfg.horizon)
         encoder = ck.load_into("stage1", PriceEncoder(EncoderConfig.from_dict(ck.meta.hparams["encoder"])))
         norm = Normalizer.from_dict(ck.meta.normalizer)
-        prep = prepare(data, cfg, normalizer=norm)
+        prep = prepare(data, cfg, timeframe_ms(req.timeframe), normalizer=norm)
         prep.target_scale = np.asarray(ck.meta.labels["target_scale"], dtype=np.float64)
         s1_report = dict(ck.meta.extra.get("stage1") or {})
         s1_report["reused_from"] = str(base)
     else:
-        prep = prepare(data, cfg)
+        prep = prepare(data, cfg, timeframe_ms(req.timeframe))
         encoder, res = train_stage1(prep, cfg, progress=req.progress, console=req.console)
         s1_report = {"best_epoch": res.best_epoch, "best_val_loss": res.best_val_loss,
                      "epochs_run": len(res.history), "seconds": res.seconds, "history": res.history}
@@ -244,10 +247,11 @@ def train_family(data: Any, cfg: GRUSizerConfig, req: TrainRequest, *,
     explanation = None
     if sizer is not None:  # rank the attribution methods on validation windows; report the test part
         tables = {}
+        usable = prep.usable(np.arange(prep.close.shape[0]), cfg.window)
         for part in ("val", "test"):
             lo, hi = prep.bars(part)
             tables[part] = held_back_test(encoder, sizer, prep.z, prep.time, np.arange(lo, hi + 1),
-                                          timeframe_ms(req.timeframe), prep.first_bar)
+                                          timeframe_ms(req.timeframe), prep.first_bar, usable)
         explanation = explanation_meta(tables["val"])
         for part, table in tables.items():
             metrics.update(deletion_sections(table, f"deletion_{part}"))
@@ -292,9 +296,10 @@ def evaluate(req: EvalRequest) -> dict[str, Any]:
     close = np.asarray(data.close, dtype=np.float64)
     z = norm.transform(compute_features(data))
     first = first_window_end(meta.window)
-    ends = np.arange(first, close.shape[0] - meta.horizon)
-    if ends.size < 2:
+    if close.shape[0] - meta.horizon - first < 2:
         raise ModelError(f"{len(data)} candles are too few to evaluate (need more than {first + meta.horizon + 1})")
+    notes = [f"fee {req.fee_rate} per side; positions held close to close (Bybit opens equal the previous close)"]
+    ends = scored_ends(data, req.timeframe, first, meta.window, meta.horizon, notes)
     _, path = encode_bars(encoder, z, ends)
     block = int(meta.window) + int(meta.horizon)
     actual = multi_forward_returns(close, meta.horizon)[ends]
@@ -302,7 +307,8 @@ def evaluate(req: EvalRequest) -> dict[str, Any]:
     bar_ms = timeframe_ms(req.timeframe)
     bpy = 365 * 86_400_000 / bar_ms
     bars = np.arange(first, close.shape[0] - 1)
-    levels = sizer_levels(encoder, sizer, z, np.asarray(data.time), bars, bar_ms, first)
+    usable = Runs.of(data, bar_ms).windows_ok(np.arange(close.shape[0]), meta.window)
+    levels = sizer_levels(encoder, sizer, z, np.asarray(data.time), bars, bar_ms, first, usable)
     pos = levels / 10.0
     metrics["sizer"] = {**exposure_backtest(pos, close, bars, req.fee_rate, bpy),
                         "level_hist": np.bincount(levels, minlength=11).tolist()}
@@ -310,10 +316,9 @@ def evaluate(req: EvalRequest) -> dict[str, Any]:
     metrics["half_exposure"] = exposure_backtest(np.full_like(pos, 0.5), close, bars, req.fee_rate, bpy)
     ref = (meta.labels.get("vol_baseline") or {}).get("sigma_ref")
     metrics.update(sizer_sections(pos, close, bars, req.fee_rate, bpy, block, None if ref is None else float(ref)))
-    metrics.update(deletion_sections(held_back_test(encoder, sizer, z, np.asarray(data.time), bars, bar_ms, first),
-                                     "deletion"))
+    metrics.update(deletion_sections(held_back_test(encoder, sizer, z, np.asarray(data.time), bars, bar_ms, first,
+                                                    usable), "deletion"))
     tr = meta.train_range
-    notes = [f"fee {req.fee_rate} per side; positions held close to close (Bybit opens equal the previous close)"]
     if tr and int(data.time[-1]) >= int(tr.get("start", 0)) and int(data.time[0]) <= int(tr.get("end", 0)):
         notes.append("warning: this data overlaps the training data; only the checkpoint's test part is out of sample")
     return {"model_id": meta.model_id, "meta": meta.to_dict(), "metrics": metrics, "notes": notes}

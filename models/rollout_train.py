@@ -24,6 +24,7 @@ from models.classifier import Scoring, evaluation, prepare, scoring
 from models.classifier import card_section as classifier_section
 from models.faithfulness import deletion_test, selection
 from models.features import FEATURE_NAMES, FEATURE_WARMUP, compute_features, first_window_end, make_windows
+from models.gaps import scored_ends
 from models.labels import Labeling, class_weights
 from models.rollout import REGIMES
 from models.rollout_runtime import (
@@ -62,7 +63,7 @@ def train_rollout(data: Any, cfg: RolloutConfig, *, fee_rate: float, long_only: 
                   timeframe: str, out: Path, progress: bool = True, console: Console | None = None) -> Path:
     """Train on ``data`` (split train/val/test in time order); write checkpoint + model card."""
     w, h = cfg.window, cfg.horizon
-    prep = prepare(data, Labeling(cfg.label, cfg.threshold, fee_rate, h), w, cfg.train, KIND)
+    prep = prepare(data, Labeling(cfg.label, cfg.threshold, fee_rate, h), w, cfg.train, timeframe, KIND)
     tc, split, train_pos, ends, fit_end = cfg.train, prep.split, prep.train_pos, prep.ends, prep.fit_end
     x, y = prep.windows(w, "seq"), prep.y
     weights = class_weights(y[train_pos]) if tc.class_weights else None
@@ -128,7 +129,7 @@ def evaluate(req: EvalRequest) -> dict[str, Any]:
     cfg = RolloutConfig(window=w, horizon=h, prob_threshold=float(meta.extra.get("prob_threshold", 0.5)),
                         **meta.extra.get("rollout", {}))
     z = norm.transform(compute_features(data))
-    ends = np.arange(start, n - h)
+    ends = scored_ends(data, req.timeframe, start, w, h, notes)
     x = make_windows(z, ends, w, "seq")
     if not np.all(np.isfinite(x)):
         raise ModelError("NaN features in the data to evaluate (check the candle file)")

@@ -26,6 +26,7 @@ import math
 from dataclasses import asdict, dataclass
 from typing import Any
 
+import numpy as np
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -158,6 +159,18 @@ def is_reset_bar(open_time_ms: int, bar_ms: int, steps: int) -> bool:
     training sequence sees and what lets a restarted bot rebuild it exactly by replaying them.
     """
     return (int(open_time_ms) // int(bar_ms)) % int(steps) == 0
+
+
+def reset_flags(open_times: np.ndarray, bar_ms: int, steps: int, usable: np.ndarray) -> np.ndarray:
+    """Per bar of a run of bars: True where the trading state restarts before the step.
+
+    The first usable bar, every clock-aligned bar (:func:`is_reset_bar`) and the first usable bar
+    after unusable ones (a window that spanned a gap: no step was taken, the old state is stale).
+    """
+    u = np.asarray(usable, dtype=bool)
+    before = np.concatenate(([False], u[:-1]))
+    clock = (np.asarray(open_times, dtype=np.int64) // int(bar_ms)) % int(steps) == 0
+    return u & (clock | ~before)
 
 
 class SizerRunner:

@@ -1,112 +1,102 @@
-"""Compact storage of decision explanations (``decisions.explanation``), generic over the JSON.
+"""Compact storage of decision explanations (``decisions.explanation``, a binary column),
+generic over the JSON.
 
-Per decision a model strategy journals a per-bar attribution vector and a few dozen keys; stored
-as plain JSON that was most of a journal. :func:`encode` turns any JSON tree into a smaller one
-and :func:`decode` gives back a plain tree of the same shape, so every reader is unchanged:
+Per decision a model strategy journals a per-bar attribution vector, one value per feature and a
+few dozen keys; as plain JSON that was most of a journal. :func:`encode` turns any JSON tree into
+a few hundred bytes and :func:`decode` gives back a plain tree of the same shape, so every reader
+(``bot journal explain``, the report, the dashboard, a resume) is unchanged:
 
-- a list of >= 8 numbers, at least one a float: quantised to 16 bits over its range, stored as
-  ``{"~q": base64(float64 low, float64 step, uint16 * n)}``. The error of each value is at most
-  ``(max - min) / 131070``, so at most ``max|x| / 65535`` (0.0015 % of the vector's max abs);
+- a list of >= 8 numbers, at least one a float, is a *vector*: its largest ``|x|`` is kept
+  exactly (float64) and the others are quantised to 8 bits over their own range, so each comes
+  back within ``(max - min) / 510`` of the others' range. An attribution's newest bar, often ten
+  times any older one, thus neither loses precision nor costs the older steps theirs;
 - a dict of >= 8 string keys whose values are all numbers, at least one a float (per-feature
-  attributions): ``{"~k": [keys, {"~q": ...}]}``, its values quantised like a list, same bound;
-- a list of >= 4 integers with a constant step (candle times): ``{"~r": [start, step, n]}``, exact;
-- any other float: rounded to 9 significant digits (a price up to 10 million keeps its
-  cents); integers, strings, booleans, null: exact;
-- a dict whose only key starts with ``~`` is wrapped as ``{"~d": ...}`` so it is never read as one
-  of the markers above.
+  attributions): its keys, and its values as a vector;
+- a list of >= 4 integers with a constant step (candle times): ``(start, step, n)``, exact;
+- any other float: rounded to 9 significant digits (a price up to 10 million keeps its cents);
+  integers, strings, booleans, null: exact.
 
-The encoded tree is stored as ``{"~1": tree}`` or, when shorter, as the string ``"~z1:" +
-base85(raw deflate(compact JSON of {"~1": tree}, NUL, the quantised vectors' bytes))`` with
-:data:`ZDICT` as the preset dictionary (the keys every explanation repeats then cost a few bits
-each); there each ``{"~q": ...}`` holds only its length. Rows written before this codec
-(a plain dict) read back as they were. Changing ``ZDICT`` or the quantiser needs a new version tag
-(``~z2:``, ``~2``): stored rows must keep decoding.
+Stored form: the byte :data:`VERSION`, then raw deflate with the preset dictionary :data:`ZDICT`
+of (compact JSON of the tree in which each vector is ``{"~q": n}``, NUL, the vectors' bytes in
+the tree's order: per vector the uint16 index of its largest ``|x|``, low and step as float64,
+that value as float64, the other levels as uint8). In the tree ``{"~k": [keys, {"~q": n}]}`` is a
+dict of numbers, ``{"~r": [start, step, n]}`` a regular sequence, and a dict whose only key starts
+with ``~`` is wrapped as ``{"~d": dict}`` so it is never read as one of them.
+Changing ``ZDICT`` or the layout needs a new ``VERSION`` (stored rows must keep decoding);
+rows of the JSON column before migration 0005 are read by :mod:`storage.explain_legacy`.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import math
 import struct
 import zlib
-from array import array
+from collections.abc import Callable
 from typing import Any
 
+VERSION = b"\x02"
 MIN_FLOATS = 8
 MIN_RANGE = 4
-LEVELS = 65535
-TREE = "~1"
-ZIP = "~z1:"
+LEVELS = 255
+NO_PEAK = 0xFFFF  # a vector longer than this keeps no exact peak: all its values are quantised
+_HEAD = struct.Struct("<Hdd")
+_PEAK = struct.Struct("<d")
 
-#: Tokens explanations repeat (keys of docs/explanations.md, old and new shapes). Frozen: rows
-#: compressed with it decode only with these exact bytes (most frequent last: shortest distance).
+#: What the explanations of the bundled strategies repeat (docs/explanations.md, as encoded):
+#: keys, fixed texts, the vector markers. Frozen with VERSION; most frequent last (shortest
+#: distance). A strategy of one's own just compresses a little less.
 ZDICT = (
-    b'"predicted_path":[,"predicted_closes":[,"level_probs":[,"level":,"max_exposure":1.0,'
-    b'"sizer","gru_sizer","fast_sma":,"slow_sma":,"rule":"fast > slow -> long","sma",'
-    b'"top_features":[{"feature":,"feature_scores":{,"method":"input_x_gradient","prob_threshold":'
-    b'"ret_1":,"log_ret_1":,"log_ret_4":,"log_ret_24":,"volatility_24":,"volume_ratio_24":,'
-    b'"rsi_14":,"macd":,"macd_signal":,"hl_range":,"vwap_dist_24":,"close_pos":,'
-    b'"sma_dist_48":,"hour_sin":,"hour_cos":,'
-    b'"top_steps":[{"time":,"weight":},{"time":,"score":},'
-    b'"times":{"~r":[,3600000,48]},"regime":"mixed","trending","recent_share":,"head_fusion":"mean",'
-    b'"faithfulness":{"k":5,"windows":,"older_top_k_drop":,"older_random_k_drop":,'
-    b'"newest_drop":,"rank":1},"rule":{"threshold":0.5,"text":"p(up) = , >= 0.50 -> long",'
-    b'-> short",-> flat","level , of 10 -> , % of equity"},'
-    b'"attribution":{"method":"signed_grad_x_input","abs_grad_x_input","grad_rollout",'
-    b'"rollout","toward":"up","larger position",null,"target":"p(up) - p(down)",'
-    b'"expected level","p(predicted class)","steps":{"~q":48},"bar_ms":3600000,'
-    b'"features":null,{"kind":"dsc",{"kind":"rollout","probs":{"down":0.,"flat":0.,"up":0.},'
-    b'"confidence":0.,"signal":"flat","short","long",{"~1":{"kind":"'
+    b'{"kind":"sma","fast_sma":,"slow_sma":,"rule":"fast > slow -> long"fast <= slow -> flat"}'
+    b'{"kind":"gru_sizer","level":,"level_probs":{"~q":11},"predicted_path":[0.00,-0.00'
+    b'],"predicted_closes":[,"rule":{"level":,"max_exposure":1.0,"text":"level  of 10 -> 0 % of equity"},'
+    b'"attribution":{"method":"abs_grad_x_input","toward":null,"target":"expected level",'
+    b'"toward":"larger position","steps":{"~q":16},'
+    b'"regime":{"label":"low","basis":"24-bar realised vol in the bottom third of the training bars"},'
+    b'"regime":{"label":"high","basis":"24-bar realised vol in the top third of the training bars"},'
+    b'"method":"rollout","toward":"attention flow","target":"p(predicted class)","features":null,'
+    b'"method":"grad_rollout",'
+    b'"regime":{"label":"normal","basis":"24-bar realised vol in the middle third of the training bars"},'
+    b'"recent_share":0.,"head_fusion":"mean"}'
+    b'"faithfulness":{"k":5,"windows":,"older_top_k_drop":0.00,"older_random_k_drop":-0.000'
+    b',"newest_drop":0.00,"rank":1}}'
+    b'"bar_ms":3600000,"features":{"~k":[["ret_1","log_ret_1","log_ret_4","log_ret_24",'
+    b'"volatility_24","volume_ratio_24","rsi_14","macd","macd_signal","hl_range","vwap_dist_24",'
+    b'"close_pos","sma_dist_48","hour_sin","hour_cos"],{"~q":15}]},'
+    b'"p(down) = 0. >= 0. -> short"p(flat) = 0. is the top class -> flat"},'
+    b'"rule":{"threshold":0.5,"text":"p(up) = 0. >= 0. -> long"},'
+    b'"attribution":{"method":"signed_grad_x_input","toward":"up","target":"p(up) - p(down)",'
+    b'"steps":{"~q":48},"bar_ms":3600000,'
+    b'{"kind":"dsc","probs":{"down":0.,"flat":0.,"up":0.},"confidence":0.,"signal":"flat"'
+    b'{"kind":"rollout","probs":{"down":0.,"flat":0.,"up":0.},"confidence":0.,"signal":"short"'
+    b',"signal":"long","rule":{"threshold":0.'
 )
 
 _COMPRESSOR = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, ZDICT)
 _DECOMPRESSOR = zlib.decompressobj(-15, ZDICT)
 
 
-def encode(value: Any) -> Any:
-    """The stored form of one explanation (any JSON tree; None stays None)."""
+def encode(value: Any) -> bytes | None:
+    """The stored bytes of one explanation (any JSON tree; None stays None)."""
     if value is None:
         return None
-    wrapped = {TREE: _enc(value)}
     blobs: list[bytes] = []
-    try:
-        text = json.dumps({TREE: _unpack_q(wrapped[TREE], blobs)}, separators=(",", ":"), allow_nan=False)
-    except ValueError:  # NaN or infinity: strict JSON has no spelling for them, stay uncompressed
-        return wrapped
+    text = json.dumps(_enc(value, blobs), separators=(",", ":"))
     z = _COMPRESSOR.copy()  # primed with ZDICT once: priming costs more than compressing a row
-    body = z.compress(text.encode() + b"\0" + b"".join(blobs)) + z.flush()
-    packed = ZIP + base64.b85encode(body).decode("ascii")
-    return packed if len(packed) + 2 < len(json.dumps(wrapped)) else wrapped
+    return VERSION + z.compress(text.encode() + b"\0" + b"".join(blobs)) + z.flush()
 
 
-def decode(stored: Any) -> Any:
-    """The plain JSON tree of a stored explanation (rows from before the codec: unchanged)."""
-    if isinstance(stored, str) and stored.startswith(ZIP):
-        z = _DECOMPRESSOR.copy()
-        raw = z.decompress(base64.b85decode(stored[len(ZIP):])) + z.flush()
-        cut = raw.index(b"\0")
-        return _dec(json.loads(raw[:cut])[TREE], memoryview(raw)[cut + 1:])
-    if isinstance(stored, dict) and len(stored) == 1 and TREE in stored:
-        return _dec(stored[TREE])
-    return stored
-
-
-def _unpack_q(v: Any, blobs: list[bytes]) -> Any:
-    """The tree with each ``{"~q": base64}`` as ``{"~q": n}`` and its bytes (low bytes of the n
-    levels, then their high bytes: deflate then finds the high bytes alike) appended to ``blobs``."""
-    if isinstance(v, dict):
-        if len(v) == 1 and isinstance(v.get("~q"), str):
-            raw = base64.b64decode(v["~q"])
-            levels = raw[16:]
-            blobs.append(raw[:16] + levels[0::2] + levels[1::2])
-            return {"~q": len(levels) // 2}
-        if len(v) == 1 and isinstance(v.get("~d"), dict):  # a wrapped dict is data, never a marker
-            return {"~d": {k: _unpack_q(x, blobs) for k, x in v["~d"].items()}}
-        return {k: _unpack_q(x, blobs) for k, x in v.items()}
-    if isinstance(v, list):
-        return [_unpack_q(x, blobs) for x in v]
-    return v
+def decode(stored: bytes | memoryview | None) -> Any:
+    """The plain JSON tree of stored bytes."""
+    if stored is None:
+        return None
+    raw = bytes(stored)
+    if raw[:1] != VERSION:
+        raise ValueError(f"not a stored explanation of version {VERSION[0]} (first byte {raw[:1]!r})")
+    z = _DECOMPRESSOR.copy()
+    body = z.decompress(raw[1:]) + z.flush()
+    cut = body.index(b"\0")
+    return expand(json.loads(body[:cut]), _Vectors(memoryview(body)[cut + 1:]).take)
 
 
 def round_scalar(x: float) -> float:
@@ -118,95 +108,95 @@ def round_scalar(x: float) -> float:
     return r if math.isfinite(r) else x
 
 
-def _enc(v: Any) -> Any:
+def _enc(v: Any, blobs: list[bytes]) -> Any:
     if isinstance(v, float):
         return round_scalar(v)
     if isinstance(v, dict):
         if len(v) >= MIN_FLOATS and all(isinstance(k, str) for k in v):
             values = list(v.values())
-            types = {type(x) for x in values}
-            if float in types and types <= {int, float}:
+            if _numeric(values):
                 q = quantise(values)
                 if q is not None:
-                    return {"~k": [list(v), {"~q": q}]}
-        out = {k: _enc(x) for k, x in v.items()}
+                    blobs.append(q)
+                    return {"~k": [list(v), {"~q": len(values)}]}
+        out = {k: _enc(x, blobs) for k, x in v.items()}
         return {"~d": out} if len(v) == 1 and str(next(iter(v))).startswith("~") else out
     if isinstance(v, list | tuple):
-        return _enc_list(list(v))
+        return _enc_list(list(v), blobs)
     return v
 
 
-def _enc_list(v: list[Any]) -> Any:
-    types = {type(x) for x in v} if len(v) >= MIN_RANGE else set()
-    if len(v) >= MIN_FLOATS and float in types and types <= {int, float}:
+def _numeric(values: list[Any]) -> bool:
+    types = {type(x) for x in values}
+    return float in types and types <= {int, float}
+
+
+def _enc_list(v: list[Any], blobs: list[bytes]) -> Any:
+    if len(v) >= MIN_FLOATS and _numeric(v):
         q = quantise(v)
         if q is not None:
-            return {"~q": q}
-    if types == {int}:
+            blobs.append(q)
+            return {"~q": len(v)}
+    if len(v) >= MIN_RANGE and {type(x) for x in v} == {int}:
         step = v[1] - v[0]
         if all(b - a == step for a, b in zip(v, v[1:], strict=False)):
             return {"~r": [v[0], step, len(v)]}
-    return [_enc(x) for x in v]
+    return [_enc(x, blobs) for x in v]
 
 
-def quantise(v: list[float]) -> str | None:
-    """base64 of (low, step, uint16 levels); None when the values are not finite or span more than
-    1e300 (then they are rounded one by one)."""
-    lo, hi = min(v), max(v)
-    span = float(hi) - float(lo)
-    if not span <= 1e300:  # NaN, or so wide that ``lo + q * step`` could overflow
-        return None
+def quantise(v: list[float]) -> bytes | None:
+    """The bytes of a vector (peak index, low, step, peak, uint8 levels of the others); None when
+    its values are not finite or span more than 1e300 (then they are rounded one by one)."""
+    peak = max(range(len(v)), key=lambda i: abs(v[i])) if len(v) < NO_PEAK else NO_PEAK
+    rest = v if peak == NO_PEAK else v[:peak] + v[peak + 1:]
+    lo, hi = float(min(rest)), float(max(rest))
+    span = hi - lo
+    if not (span <= 1e300 and math.isfinite(float(v[peak]) if peak != NO_PEAK else 0.0)):
+        return None  # NaN, or so wide that ``lo + q * step`` could overflow
     step = span / LEVELS
-    levels = array("H", (round((x - lo) / step) if step > 0 else 0 for x in v))
-    if levels.itemsize != 2:  # pragma: no cover - "H" is 2 bytes on every platform CPython runs on
-        raise RuntimeError("array('H') is not 16-bit here")
-    if array("H", [1]).tobytes() != b"\x01\x00":  # stored little-endian whatever the machine
-        levels.byteswap()
-    return base64.b64encode(struct.pack("<dd", float(lo), step) + levels.tobytes()).decode("ascii")
+    levels = bytes(round((x - lo) / step) if step > 0 else 0 for x in rest)
+    head = _HEAD.pack(peak, lo, step)
+    return head + (b"" if peak == NO_PEAK else _PEAK.pack(float(v[peak]))) + levels
 
 
-def dequantise(raw: bytes | memoryview) -> list[float]:
-    """The values of ``quantise``'s bytes (after base64 decoding)."""
-    lo, step = struct.unpack_from("<dd", raw)
-    levels = array("H")
-    levels.frombytes(bytes(raw[16:]))
-    if array("H", [1]).tobytes() != b"\x01\x00":
-        levels.byteswap()
-    return [lo + q * step for q in levels]
-
-
-class _Blob:
-    """Reads the quantised vectors of a compressed row in the order they were appended."""
+class _Vectors:
+    """Reads the vectors of a stored row in the order :func:`encode` appended them."""
 
     def __init__(self, raw: memoryview) -> None:
         self.raw, self.at = raw, 0
 
     def take(self, n: int) -> list[float]:
-        part = self.raw[self.at:self.at + 16 + 2 * n]
-        self.at += 16 + 2 * n
-        low, high = bytes(part[16:16 + n]), bytes(part[16 + n:])
-        levels = bytearray(2 * n)
-        levels[0::2], levels[1::2] = low, high
-        return dequantise(bytes(part[:16]) + bytes(levels))
+        peak, lo, step = _HEAD.unpack_from(self.raw, self.at)
+        self.at += _HEAD.size
+        value = None
+        if peak != NO_PEAK:
+            (value,) = _PEAK.unpack_from(self.raw, self.at)
+            self.at += _PEAK.size
+        k = n - (value is not None)
+        out = [lo + q * step for q in self.raw[self.at:self.at + k]]
+        self.at += k
+        if value is not None:
+            out.insert(peak, value)
+        return out
 
 
-def _dec(v: Any, blob: memoryview | _Blob | None = None) -> Any:
-    if isinstance(blob, memoryview):
-        blob = _Blob(blob)
+def expand(v: Any, vector: Callable[[Any], list[float]]) -> Any:
+    """The plain tree of an encoded one; ``vector`` turns a ``{"~q": x}`` marker's ``x`` into
+    its values (also used by storage/explain_legacy.py, whose markers differ only there)."""
     if isinstance(v, dict):
         if len(v) == 1:
             (k, x), = v.items()
             if k == "~q":
-                return blob.take(x) if isinstance(x, int) and blob is not None else dequantise(base64.b64decode(x))
+                return vector(x)
             if k == "~r":
                 start, step, n = x
                 return [start + i * step for i in range(n)]
             if k == "~d":
-                return {kk: _dec(xx, blob) for kk, xx in x.items()}
+                return {kk: expand(xx, vector) for kk, xx in x.items()}
             if k == "~k":
                 names, values = x
-                return dict(zip(names, _dec(values, blob), strict=True))
-        return {k: _dec(x, blob) for k, x in v.items()}
+                return dict(zip(names, expand(values, vector), strict=True))
+        return {k: expand(x, vector) for k, x in v.items()}
     if isinstance(v, list):
-        return [_dec(x, blob) for x in v]
+        return [expand(x, vector) for x in v]
     return v

@@ -11,7 +11,7 @@ from __future__ import annotations
 import secrets
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from decimal import Decimal
 from typing import Any
@@ -82,9 +82,10 @@ class Journal:
         self._equity: list[tuple[str, Any, Any, Any, Any, Any]] = []
         self._equity_rows = 0
         self._events: list[dict[str, Any]] = []
+        self._funding: list[dict[str, Any]] = []
         self._run_update: dict[str, Any] = {}
         self._ins = {t.name: _insert_ignore(engine, t) for t in
-                     (s.decisions, s.orders, s.fills, s.trades)}
+                     (s.decisions, s.orders, s.fills, s.trades, s.funding)}
         # The equity curve is one row per bar: bypass statement compilation, plain executemany.
         cols = "run_id, symbol, time, equity, cash, position, price"
         if engine.dialect.name == "postgresql":
@@ -184,6 +185,12 @@ class Journal:
             "fee": fill.fee, "fee_currency": fill.fee_currency, "is_maker": fill.is_maker, "time": fill.time,
         })
 
+    def record_funding(self, symbol: str, t: int, rate: float, qty: Decimal, price: Decimal,
+                       amount: Decimal) -> None:
+        """A funding settlement of the market's position (``amount``: cash moved, negative = paid)."""
+        self._funding.append({"run_id": self.run_id, "symbol": symbol, "time": t, "rate": rate, "qty": qty,
+                              "price": price, "amount": amount})
+
     def record_trade(self, trade: dict[str, Any]) -> None:
         self._trades.append({"run_id": self.run_id, **trade})
 
@@ -216,7 +223,7 @@ class Journal:
     def pending(self) -> int:
         return (len(self._decisions) + len(self._decision_updates) + len(self._new_orders)
                 + len(self._order_updates) + len(self._fills)
-                + len(self._trades) + len(self._equity) + len(self._events))
+                + len(self._trades) + len(self._equity) + len(self._events) + len(self._funding))
 
     def use_background_writer(self, equity_process: bool = False) -> None:
         """Backtests: write batches on a thread while the engine keeps running.
@@ -246,9 +253,10 @@ class Journal:
             return
         batch = Committed(self.run_id, self._decisions, self._decision_updates, list(self._new_orders.values()),
                        self._order_updates, self._fills, self._trades, self._equity, self._events,
-                       self._run_update)
+                       self._run_update, self._funding)
         self._decisions, self._decision_updates, self._new_orders, self._order_updates = [], {}, {}, {}
         self._fills, self._trades, self._equity, self._events, self._run_update = [], [], [], [], {}
+        self._funding = []
         self._equity_rows = 0
         if background and self._writer is not None:
             self._inflight = self._writer.submit(self._write, batch)
@@ -303,6 +311,8 @@ class Journal:
                     conn.exec_driver_sql(self._equity_sql, list(self._equity_rows_of(b.equity)))
                 if b.events:
                     conn.execute(s.events.insert(), b.events)
+                if b.funding:
+                    conn.execute(self._ins["funding"], b.funding)
                 conn.execute(update(s.runs).where(s.runs.c.id == self.run_id)
                              .values(updated_at=utcnow(), **b.run_update))
         except SQLAlchemyError as exc:
@@ -336,6 +346,7 @@ class Committed:
     equity: list[tuple[Any, Any, Any, Any, Any]]
     events: list[dict[str, Any]]
     run_update: dict[str, Any]
+    funding: list[dict[str, Any]] = field(default_factory=list)
 
 
 def rows(result: Iterable[Any]) -> list[dict[str, Any]]:

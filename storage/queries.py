@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from decimal import Decimal
 from typing import Any
 
 from sqlalchemy import Engine, desc, func, or_, select
@@ -119,6 +120,18 @@ def portfolio_curve(rows: dict[str, list[dict[str, Any]]], bar_ms: dict[str, int
         else:
             out.append(row)
     return out
+
+
+def funding(engine: Engine, run_id: str, symbol: str | None = None) -> list[dict[str, Any]]:
+    """The run's funding settlements (one market's with ``symbol``), in time order."""
+    with engine.connect() as conn:
+        q = _of(select(s.funding).where(s.funding.c.run_id == run_id), s.funding, symbol)
+        return _rows(conn.execute(q.order_by(s.funding.c.time, s.funding.c.symbol)))
+
+
+def funding_paid(engine: Engine, run_id: str, symbol: str | None = None) -> Decimal:
+    """Net funding the run paid (negative: received), from its settlement rows."""
+    return -sum((Decimal(r["amount"]) for r in funding(engine, run_id, symbol)), Decimal(0))
 
 
 def events(engine: Engine, run_id: str) -> list[dict[str, Any]]:

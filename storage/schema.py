@@ -19,6 +19,7 @@ from sqlalchemy import (
     ForeignKey,
     Index,
     Integer,
+    LargeBinary,
     MetaData,
     Numeric,
     String,
@@ -55,10 +56,10 @@ class ExactDecimal(TypeDecorator[Decimal]):
 
 
 class CompactJSON(TypeDecorator[Any]):
-    """JSON stored through :mod:`storage.explain_codec` (quantised vectors, rounded floats,
-    compressed), read back as the plain tree; rows written before it read as they were."""
+    """A JSON tree stored as the bytes of :mod:`storage.explain_codec` (quantised vectors,
+    rounded floats, compressed), read back as the plain tree."""
 
-    impl = JSON
+    impl = LargeBinary
     cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
@@ -159,6 +160,21 @@ fills = Table(
     Column("is_maker", Boolean, nullable=False, default=False),
     Column("time", BigInteger, nullable=False),
     Index("ix_fills_run", "run_id", "time"),
+)
+
+
+#: Funding settlements of a linear market's position (bot/funding.py): ``amount`` is the cash
+#: moved (negative: paid), ``qty`` the signed position settled, ``price`` the settlement price.
+funding = Table(
+    "funding",
+    metadata,
+    Column("run_id", String(16), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
+    Column("symbol", String(32), primary_key=True),
+    Column("time", BigInteger, primary_key=True),
+    Column("rate", Float, nullable=False),
+    Column("qty", ExactDecimal, nullable=False),
+    Column("price", ExactDecimal, nullable=False),
+    Column("amount", ExactDecimal, nullable=False),
 )
 
 trades = Table(

@@ -16,6 +16,8 @@ from bot.bars import Bars
 from bot.candles import CandleData
 from bot.domain import Decision
 from bot.errors import ConfigError
+from models.drift import DriftWatch
+from models.gaps import gap_explanation, window_gap
 
 
 class StrategyParams(BaseModel):
@@ -44,6 +46,35 @@ class Strategy(ABC):
     def __init__(self, params: StrategyParams, ctx: StrategyContext) -> None:
         self.params = params
         self.ctx = ctx
+        self._notices: list[tuple[str, dict[str, Any]]] = []
+
+    def notice(self, kind: str, payload: dict[str, Any]) -> None:
+        """Something the run should hear about (a data warning): the engine journals it as an
+        event of ``kind`` and logs it, right after the :meth:`on_bar` that raised it."""
+        self._notices.append((kind, payload))
+
+    def take_notices(self) -> list[tuple[str, dict[str, Any]]]:
+        """The notices since the last call (the engine's; a strategy never calls it)."""
+        out = getattr(self, "_notices", None)  # a plugin that skipped Strategy.__init__ has none
+        if not out:
+            return []
+        self._notices = []
+        return out
+
+    def tell_drift(self, watch: DriftWatch, time: int) -> None:
+        """Journal the feature-drift warning of ``watch`` once, at the bar it became due."""
+        warning = watch.due(time)
+        if warning is not None:
+            self.notice("feature_drift", warning)
+
+    def gap_flat(self, bars: Bars, window: int, bar_ms: int, **extra: Any) -> Decision | None:
+        """Flat, "window spans a gap", while the newest ``window`` (with the feature warm-up)
+        is not contiguous; None when it is (or while warming up on a gap-free start)."""
+        gap = window_gap(bars.time, bar_ms, window)
+        if gap is None:
+            return None
+        return Decision(bars.symbol, bars.last_time(), 0.0, confidence=0.0, model_id=self.model_id,
+                        explanation=gap_explanation(self.name, gap, **extra))
 
     @classmethod
     def parse_params(cls, raw: dict[str, Any]) -> StrategyParams:

@@ -26,6 +26,7 @@ from bot.domain import Decision, timeframe_ms
 from bot.errors import ConfigError, ModelError
 from bot.timeutil import ms_to_iso
 from models.checkpoint import default_checkpoint_path
+from models.drift import DriftWatch
 from models.dsc_runtime import DSCRuntime
 from models.dsc_train import DSCConfig, overlap_end, train_dsc
 from models.explain import (
@@ -75,6 +76,7 @@ class DSCStrategy(Strategy):
         self.method = choose(params.explain, self._stored, GRAD_METHODS)
         self._faith = faithfulness_block(self._stored, self.method)
         self._bar_ms = timeframe_ms(ctx.timeframe)
+        self.drift = DriftWatch(self.rt.normalizer)
         self._pre: dict[int, int] | None = None
         self._pre_out: tuple[np.ndarray, ...] | None = None
         self._pre_time: np.ndarray | None = None
@@ -82,7 +84,7 @@ class DSCStrategy(Strategy):
 
     # -- state -------------------------------------------------------------------------------------
     def _reset(self) -> None:
-        self._fw = FeatureWindow(self.rt.normalizer, self.window, "conv")
+        self._fw = FeatureWindow(self.rt.normalizer, self.window, "conv", watch=self.drift)
         self._fed = 0
         self._fed_time: int | None = None
 
@@ -126,7 +128,9 @@ class DSCStrategy(Strategy):
         first = first_window_end(self.window)
         if n <= first:
             return
-        z = self.rt.normalizer.transform(compute_features(data))
+        feats = compute_features(data)
+        self.drift.preload(data.time, feats)
+        z = self.rt.normalizer.transform(feats)
         ends = np.arange(first, n)
         bad = ~np.all(np.isfinite(z[first - self.window + 1:]), axis=1)
         if bad.any():
@@ -145,8 +149,18 @@ class DSCStrategy(Strategy):
 
     # -- per candle -----------------------------------------------------------------------------------
     def on_bar(self, bars: Bars) -> Decision | None:
+        decision = self._on_bar(bars)
+        self.tell_drift(self.drift, bars.last_time())
+        return decision
+
+    def _on_bar(self, bars: Bars) -> Decision | None:
         n = bars.n
         t_now = bars.last_time()
+        flat = self.gap_flat(bars, self.window, self._bar_ms)
+        if flat is not None:
+            if self._pre is None:
+                self._catch_up(bars, n)  # the features keep up with the bars (and the drift watch)
+            return flat
         if self._pre is not None and self._pre_out is not None:
             i = self._pre.get(t_now)
             if i is not None:

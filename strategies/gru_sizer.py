@@ -24,12 +24,14 @@ from bot.candles import CandleData
 from bot.domain import Decision, timeframe_ms
 from bot.errors import ModelError
 from bot.timeutil import ms_to_iso
+from models.drift import DriftWatch
 from models.features import FEATURE_WARMUP, IncrementalFeatures, Normalizer, compute_features
+from models.gaps import Runs, window_gap
 from models.gru_config import GRUSizerConfig, parse_config
 from models.gru_data import encode_bars
 from models.gru_explain import METHODS, attribution_block, by_method, grad_x_input, reduce, stored_choice
 from models.price_encoder import PriceEncoder
-from models.sizer import PositionSizer, SizerRunner, is_reset_bar
+from models.sizer import PositionSizer, SizerRunner, is_reset_bar, reset_flags
 from models.vol_regime import VolRegime, regime_entry
 from strategies.base import Strategy, StrategyContext, StrategyParams
 from strategies.spec import StrategySpec
@@ -72,6 +74,7 @@ class GRUSizerStrategy(Strategy):
         self.vol_regime = VolRegime.from_dict(meta.extra.get("vol_regime"))  # None: older checkpoint
         self.bar_ms = timeframe_ms(ctx.timeframe)
         self.method, self.faithfulness = stored_choice(meta.extra)
+        self.drift = DriftWatch(norm)
         self._pre: dict[str, Any] | None = None
         self._reset()
 
@@ -126,6 +129,7 @@ class GRUSizerStrategy(Strategy):
             return False
         if not np.all(np.isfinite(raw)):
             raise ModelError(f"non-finite feature at bar {ms_to_iso(t)}; check the candles")
+        self.drift.update(t, raw)
         self._rows.append(self.norm.transform(raw))
         return len(self._rows) == self.window
 
@@ -166,7 +170,10 @@ class GRUSizerStrategy(Strategy):
         for i in range(n):
             ready = self._push(int(t[i]), float(o[i]), float(h[i]), float(lo[i]), float(c[i]), float(v[i]))
             if ready and i >= j:
-                self._step(int(t[i]))
+                if window_gap(t[: i + 1], self.bar_ms, self.window) is None:
+                    self._step(int(t[i]))
+                else:
+                    self._started = False  # no step on a window across a gap; restart after it
 
     # -- batched backtest path ---------------------------------------------------------------------
     def precompute(self, data: CandleData) -> None:
@@ -177,6 +184,7 @@ class GRUSizerStrategy(Strategy):
         if n <= first_valid:
             return
         feats = compute_features(data)
+        self.drift.preload(data.time, feats)
         z = self.norm.transform(feats)
         bars = np.arange(first_valid, n)
         enc, paths = encode_bars(self.encoder, z, bars, dtype=torch.float64)
@@ -185,8 +193,11 @@ class GRUSizerStrategy(Strategy):
         probs = np.zeros((n, 11))
         close = np.asarray(data.close, dtype=np.float64)
         hs, ps = np.zeros((bars.shape[0], self.sizer.cfg.hidden)), np.zeros(bars.shape[0])
-        for k, b in enumerate(bars):
-            if k == 0 or is_reset_bar(int(data.time[b]), self.bar_ms, self.steps):
+        usable = Runs.of(data, self.bar_ms).windows_ok(bars, self.window)  # else on_bar says "gap"
+        resets = reset_flags(data.time[bars], self.bar_ms, self.steps, usable)
+        for k in np.flatnonzero(usable):
+            b = bars[k]
+            if resets[k]:
                 runner.reset()
             hs[k], ps[k] = runner.h[0].numpy(), float(runner.prev[0])  # the state this bar starts from
             levels[b], p = runner.step(torch.from_numpy(enc[k: k + 1]))
@@ -214,8 +225,19 @@ class GRUSizerStrategy(Strategy):
 
     # -- decisions ---------------------------------------------------------------------------------
     def on_bar(self, bars: Bars) -> Decision | None:
+        decision = self._on_bar(bars)
+        self.tell_drift(self.drift, bars.last_time())
+        return decision
+
+    def _on_bar(self, bars: Bars) -> Decision | None:
         t, o, h, lo, c, v = bars.last()
         pre = self._pre
+        flat = self.gap_flat(bars, self.window, self.bar_ms, level=0)
+        if flat is not None:
+            if pre is None:
+                self._push(t, o, h, lo, c, v)  # the features keep up; the GRU restarts after the gap
+                self._started = False
+            return flat
         if pre is not None:
             i = pre["index"].get(t)
             if i is not None and pre["close"][i] == c:

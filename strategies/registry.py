@@ -2,7 +2,8 @@
 
 A name resolves, in this order, to
 
-1. a built-in (``sma``, ``dsc``, ``rollout``, ``gru_sizer``): the ``SPEC`` of its module, imported
+1. a built-in (``sma``, ``dsc``, ``rollout``, ``gru_sizer``; the baselines ``buy_hold``, ``vol_only``):
+   the ``SPEC`` of its module, imported
    on demand (model strategies pull in torch, so listing the names never imports them);
 2. a file, ``path/to/file.py:ClassName`` (see :mod:`strategies.files`);
 3. an entry point of the group ``bybit_ml_bot.strategies`` of any installed distribution, whose
@@ -36,6 +37,8 @@ BUILTINS: dict[str, str] = {
     "dsc": "strategies.dsc",
     "rollout": "strategies.rollout",
     "gru_sizer": "strategies.gru_sizer",
+    "buy_hold": "strategies.buy_hold",
+    "vol_only": "strategies.vol_only",
 }
 
 

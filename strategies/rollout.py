@@ -24,6 +24,7 @@ from bot.candles import CandleData
 from bot.domain import Decision, timeframe_ms
 from bot.errors import ConfigError, ModelError
 from bot.timeutil import ms_to_iso
+from models.drift import DriftWatch
 from models.explain import TRANSFORMER_METHODS, attribution_block, choose, faithfulness_block, rule_block
 from models.features import (
     FEATURE_NAMES,
@@ -74,6 +75,7 @@ class RolloutStrategy(Strategy):
         self.method = choose(params.explain, self._stored, TRANSFORMER_METHODS)
         self._faith = faithfulness_block(self._stored, self.method)
         self._bar_ms = timeframe_ms(ctx.timeframe)
+        self.drift = DriftWatch(self.norm)
         self._pre: dict[str, Any] | None = None
         self._reset()
 
@@ -120,7 +122,7 @@ class RolloutStrategy(Strategy):
 
     # -- incremental path --------------------------------------------------------------------------
     def _reset(self) -> None:
-        self._fw = FeatureWindow(self.norm, self.window, "seq")
+        self._fw = FeatureWindow(self.norm, self.window, "seq", watch=self.drift)
         self._fed = 0
         self._fed_time = -1
         self._block: np.ndarray | None = None
@@ -154,7 +156,9 @@ class RolloutStrategy(Strategy):
         first = first_window_end(w)
         if n <= first:
             return
-        z = self.norm.transform(compute_features(data))
+        feats = compute_features(data)
+        self.drift.preload(data.time, feats)
+        z = self.norm.transform(feats)
         self._pre = {"index": {int(tm): i for i, tm in enumerate(data.time)}, "first": first, "n": n,
                      "close": np.asarray(data.close, dtype=np.float64), "z": z, "chunks": {}}
 
@@ -181,8 +185,18 @@ class RolloutStrategy(Strategy):
 
     # -- decisions ---------------------------------------------------------------------------------
     def on_bar(self, bars: Bars) -> Decision | None:
+        decision = self._on_bar(bars)
+        self.tell_drift(self.drift, bars.last_time())
+        return decision
+
+    def _on_bar(self, bars: Bars) -> Decision | None:
         t = bars.last_time()
         pre = self._pre
+        flat = self.gap_flat(bars, self.window, self._bar_ms)
+        if flat is not None:
+            if pre is None:
+                self._catch_up(bars)  # the features keep up with the bars (and the drift watch)
+            return flat
         if pre is not None:
             i = pre["index"].get(t)
             if i is not None and pre["close"][i] == bars.last_close():

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator
+import secrets
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
+from sqlalchemy import create_engine, text
 
 from tests.webhook import Receiver
 
@@ -37,3 +39,25 @@ def receiver() -> Iterator[Receiver]:
     r = Receiver()  # a webhook on 127.0.0.1 (tests/webhook.py)
     yield r
     r.close()
+
+
+@pytest.fixture
+def pg_schema_url() -> Iterator[Callable[[], str]]:
+    """Makes fresh schemas in the shared PostgreSQL ``test`` database and returns a URL whose
+    search_path is one of them (so a test sees only its own journal); dropped afterwards. In CI a
+    PostgreSQL that cannot be reached fails the test, never skips it."""
+    admin = create_engine(PG_URL)
+    made: list[str] = []
+
+    def make() -> str:
+        schema = f"t_{secrets.token_hex(6)}"
+        with admin.begin() as conn:
+            conn.execute(text(f"CREATE SCHEMA {schema}"))
+        made.append(schema)
+        return f"{PG_URL}?options=-csearch_path%3D{schema}"
+
+    yield make
+    with admin.begin() as conn:
+        for schema in made:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+    admin.dispose()

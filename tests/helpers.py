@@ -5,6 +5,7 @@ from __future__ import annotations
 import atexit
 import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +56,18 @@ class ScriptedStrategy(Strategy):
         if v == "boom":
             raise RuntimeError("model exploded")
         return Decision(bars.symbol, bars.last_time(), float(v), explanation={"kind": "scripted", "i": i})
+
+
+def drive(strategy: Strategy, data: CandleData, precompute: bool) -> Iterator[tuple[Bars, Decision | None]]:
+    """Run ``strategy`` over ``data`` as the engine does (the batch path first if asked, then
+    on_start and one on_bar per revealed bar), yielding the bars and each bar's decision."""
+    if precompute:
+        strategy.precompute(data)
+    bars = Bars.preloaded(data.symbol, data.timeframe, data.time, data.open, data.high, data.low, data.close,
+                          data.volume)
+    strategy.on_start(bars)
+    while bars.advance():
+        yield bars, strategy.on_bar(bars)
 
 
 def scratch_journal(prefix: str) -> tuple[Path, str]:

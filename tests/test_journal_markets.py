@@ -171,7 +171,8 @@ def test_one_market_report_keeps_its_structure(tmp_path: Path) -> None:
     out = write_report(db, "latest", tmp_path / "r", png=False)
     m = _manifest(out.html.read_text())
     assert m["kind"] == "sma" and "markets" not in m
-    assert m["sections"] == ["summary", "equity", "price", "monthly", "trades", "model-sma", "run"]
+    # events: the funding file beside the candles was settled (its funding_rates event).
+    assert m["sections"] == ["summary", "equity", "price", "monthly", "trades", "model-sma", "events", "run"]
     assert m["figures"] == ["fig-equity", "fig-price", "fig-monthly", "fig-sma"]
     assert "markets" not in json.loads(CliRunner().invoke(app, ["journal", "summary", "--format", "json",
                                                                 "--db", url]).stdout)

@@ -158,9 +158,11 @@ def test_two_markets_share_one_wallet_and_keep_their_own_books(tmp_path: Path, d
         decisions = q.decisions(db, rid, symbol=sym)
         assert all(d["id"] == decision_id(rid, int(d["bar_time"]), sym) for d in decisions)
         assert all(o["decision_id"] in {d["id"] for d in decisions} for o in q.orders(db, rid, sym))
-    # One wallet: the initial cash moved by every fill of both markets, plus both positions at
-    # their last closes, is the portfolio's final equity.
-    cash = Decimal("10000")
+    # One wallet: the initial cash moved by every fill and every funding settlement (the funding
+    # files beside the candles) of both markets, plus both positions at their last closes, is the
+    # portfolio's final equity.
+    cash = Decimal("10000") + sum((Decimal(r["amount"]) for r in q.funding(db, rid)), Decimal(0))
+    assert {r["symbol"] for r in q.funding(db, rid)} == {"BTCUSDT", "ETHUSDT"}
     held: dict[str, Decimal] = {"BTCUSDT": Decimal(0), "ETHUSDT": Decimal(0)}
     for f in q.fills(db, rid):
         signed = f["qty"] if f["side"] == Side.BUY.value else -f["qty"]

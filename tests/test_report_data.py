@@ -133,7 +133,8 @@ def test_rollout_winners_and_losers_by_hand(runs: Runs, db) -> None:  # type: ig
     assert wins and losses
     np.testing.assert_allclose(v.win_mean, np.mean(wins, axis=0))
     np.testing.assert_allclose(v.loss_mean, np.mean(losses, axis=0))
-    assert v.win_mean.sum() == pytest.approx(1.0) and list(v.lags[-2:]) == [-1, 0]
+    # The stored weights sum to 1 within the codec's 8-bit bound (storage/explain_codec.py).
+    assert v.win_mean.sum() == pytest.approx(1.0, abs=1e-3) and list(v.lags[-2:]) == [-1, 0]
     # The heatmap averages consecutive decisions into at most MAX_HEATMAP_COLUMNS columns.
     attr = np.array([r["explanation"]["attribution"] for r in d.decisions])
     assert len(attr) > MAX_HEATMAP_COLUMNS and v.heat.shape == (MAX_HEATMAP_COLUMNS, 16)

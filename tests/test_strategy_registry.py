@@ -43,7 +43,19 @@ def backtest(*args: str) -> str:
 
 
 # -- built-ins ---------------------------------------------------------------------------------------
-@pytest.mark.parametrize("name", list(BUILTINS))
+#: The walk-forward baselines: no report section or reasons of their own (the generic ones,
+#: as for a strategy of one's own file).
+BASELINES = ("buy_hold", "vol_only")
+
+
+@pytest.mark.parametrize("name", BASELINES)
+def test_baselines_resolve_without_sections_of_their_own(name: str) -> None:
+    spec = get_spec(name)
+    assert spec.name == name == spec.cls.name and spec.params is spec.cls.Params
+    assert spec.report is None and spec.reasons is None and spec.trainer is None
+
+
+@pytest.mark.parametrize("name", [n for n in BUILTINS if n not in BASELINES])
 def test_builtins_resolve_with_their_tools_sections_and_reasons(name: str) -> None:
     spec = get_spec(name)
     assert spec.name == name == spec.cls.name and spec.params is spec.cls.Params

@@ -39,6 +39,7 @@ from tests.test_rollout_strategy import PARAMS as ROLLOUT_TINY
 
 torch.set_num_threads(1)
 FEE = 0.001
+HOUR = 3_600_000
 N_BARS = 1400
 GRU = {**GRU_TINY, "train": {**GRU_TINY["train"], "threads": 1}, "train2": {**GRU_TINY["train2"], "threads": 1}}
 LABELS = [pytest.param(None, id="band"), pytest.param({"mode": "vol", "k": 0.5, "window": 24}, id="vol")]
@@ -46,7 +47,7 @@ LABELS = [pytest.param(None, id="band"), pytest.param({"mode": "vol", "k": 0.5, 
 
 @pytest.fixture(scope="module")
 def clean(data_dir: Path) -> CandleData:
-    full = load_candles(data_dir / "bybit_BTCUSDT_1h.csv.gz", symbol="BTCUSDT", timeframe="1h", bar_ms=3_600_000)
+    full = load_candles(data_dir / "bybit_BTCUSDT_1h.csv.gz", symbol="BTCUSDT", timeframe="1h", bar_ms=HOUR)
     return full.slice(2000, 2000 + N_BARS)
 
 
@@ -79,9 +80,9 @@ def _labeling(params: dict[str, Any], label: dict[str, Any] | None) -> tuple[Lab
 def test_classifier_fits_nothing_past_the_training_part(clean: CandleData, params: dict[str, Any],
                                                         label: dict[str, Any] | None) -> None:
     labeling, window, tc = _labeling(params, label)
-    a = prepare(clean, labeling, window, tc, "leak")
+    a = prepare(clean, labeling, window, tc, "1h", "leak")
     last_label_bar = int(a.ends[a.train_pos[-1]]) + labeling.horizon
-    b = prepare(garbage_after(clean, last_label_bar + 1), labeling, window, tc, "leak")
+    b = prepare(garbage_after(clean, last_label_bar + 1), labeling, window, tc, "1h", "leak")
     assert np.array_equal(a.ends, b.ends) and np.array_equal(a.train_pos, b.train_pos)
     np.testing.assert_array_equal(a.normalizer.mean, b.normalizer.mean)
     np.testing.assert_array_equal(a.normalizer.std, b.normalizer.std)
@@ -117,7 +118,7 @@ CLASSIFIERS = [
 def test_classifier_weights_ignore_bars_after_the_fitted_range(clean: CandleData, tmp_path: Path, trainer: Any,
                                                                make_cfg: Any, extra_keys: tuple[str, ...]) -> None:
     cfg = make_cfg()
-    prep = prepare(clean, Labeling(cfg.label, cfg.threshold, FEE, cfg.horizon), cfg.window, cfg.train, "leak")
+    prep = prepare(clean, Labeling(cfg.label, cfg.threshold, FEE, cfg.horizon), cfg.window, cfg.train, "1h", "leak")
     mutated = garbage_after(clean, prep.fit_end + 1)
     kw = {"fee_rate": FEE, "long_only": False, "symbol": "BTCUSDT", "timeframe": "1h", "progress": False}
     ca = load_checkpoint(trainer(clean, cfg, out=tmp_path / "a.pt", **kw))
@@ -133,8 +134,8 @@ def test_classifier_weights_ignore_bars_after_the_fitted_range(clean: CandleData
 
 def test_gru_sizer_fits_nothing_past_the_training_part(clean: CandleData) -> None:
     cfg = parse_gru(GRU)
-    a = prepare_gru(clean, cfg)
-    b = prepare_gru(garbage_after(clean, a.bars("train")[1] + cfg.horizon + 1), cfg)
+    a = prepare_gru(clean, cfg, HOUR)
+    b = prepare_gru(garbage_after(clean, a.bars("train")[1] + cfg.horizon + 1), cfg, HOUR)
     np.testing.assert_array_equal(a.normalizer.mean, b.normalizer.mean)
     np.testing.assert_array_equal(a.normalizer.std, b.normalizer.std)
     np.testing.assert_array_equal(a.target_scale, b.target_scale)
@@ -145,7 +146,7 @@ def test_gru_sizer_fits_nothing_past_the_training_part(clean: CandleData) -> Non
 
 def test_gru_sizer_weights_ignore_bars_after_the_fitted_range(clean: CandleData, tmp_path: Path) -> None:
     cfg = parse_gru(GRU)
-    prep = prepare_gru(clean, cfg)
+    prep = prepare_gru(clean, cfg, HOUR)
     # stage 1 reads validation targets up to the last validation bar + horizon, stage 2 one bar ahead
     fit_end = prep.bars("val")[1] + cfg.horizon
     req = TrainRequest(data=clean, params=GRU, symbol="BTCUSDT", timeframe="1h", fee_rate=FEE, long_only=False,

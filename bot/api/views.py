@@ -101,7 +101,7 @@ ALERT_KINDS: dict[str, str] = {
     "kill_switch": "bad", "order_rejected": "bad", "reconcile_mismatch": "bad", "resume_mismatch": "bad",
     "order_blocked": "warn", "feed_stale": "warn", "feed_gap": "warn", "feed_reconnect": "warn",
     "data_gaps": "warn", "reconcile": "warn", "reconcile_periodic": "warn", "order_adopted": "warn",
-    "fills_recovered": "warn",
+    "fills_recovered": "warn", "feature_drift": "warn",
 }
 
 
@@ -153,7 +153,11 @@ def _message(kind: str, p: dict[str, Any]) -> str:
     if kind == "feed_reconnect":
         return f"feed reconnecting: {p.get('error') or '?'}"
     if kind == "data_gaps":
-        return f"{sym}{p.get('count')} gaps in the data, {p.get('missing_bars')} bars missing"
+        filler = f", {p['filler_dropped']} filler candles dropped" if p.get("filler_dropped") else ""
+        return f"{sym}{p.get('count')} gaps in the data, {p.get('missing_bars')} bars missing{filler}"
+    if kind == "feature_drift":
+        worst = ", ".join(str(w.get("feature")) for w in p.get("worst") or [] if isinstance(w, dict))
+        return f"{sym}feature drift: {p.get('drifting')} features far from the training statistics ({worst})"
     if kind == "reconcile_periodic":
         return f"{sym}periodic reconcile: {p.get('fills_recovered') or 0} fills recovered, books resynced"
     if kind == "reconcile_mismatch":

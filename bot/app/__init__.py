@@ -14,18 +14,23 @@ from __future__ import annotations
 
 from bot.app.files import backtest, backtest_markets, paper_replay
 from bot.app.parts import (
+    InstrumentRules,
     MarketData,
     build_backtest_strategy,
     build_strategy,
+    check_tick,
     instrument_from_config,
+    instrument_rules,
     load_data,
     open_journal_db,
     run_observers,
     simulated_brokers,
     strategy_context,
+    with_rules,
 )
 from bot.app.venue import live, paper
 
-__all__ = ["MarketData", "backtest", "backtest_markets", "build_backtest_strategy", "build_strategy",
-           "instrument_from_config", "live", "load_data", "open_journal_db", "paper", "paper_replay", "run_observers",
-           "simulated_brokers", "strategy_context"]
+__all__ = ["InstrumentRules", "MarketData", "backtest", "backtest_markets", "build_backtest_strategy",
+           "build_strategy", "check_tick", "instrument_from_config", "instrument_rules", "live", "load_data",
+           "open_journal_db", "paper", "paper_replay", "run_observers", "simulated_brokers", "strategy_context",
+           "with_rules"]

@@ -14,17 +14,32 @@ from bot.config import Config
 from bot.domain import timeframe_ms
 from bot.engine import wall_clock_ms
 from bot.feeds.replay import replay_candles
+from bot.funding import FundingRates
 from bot.observe import RunObserver
 from bot.runner import MarketSession, Runner, RunPlan, run_to_end
 from bot.sources import PreloadedSource, StreamSource
+from broker.simulated import SimulatedBroker
 from strategies.base import Strategy
 
 
 def backtest(cfg: Config, data: CandleData, strategy: Strategy, db: DBEngine, *, mode: str = "backtest",
-             show_progress: bool = True, history: int = 0, stop_after: int | None = None) -> dict[str, Any]:
+             show_progress: bool = True, history: int = 0, stop_after: int | None = None,
+             funding: FundingRates | None = None) -> dict[str, Any]:
     """A one-market backtest (see :func:`backtest_markets`)."""
-    return backtest_markets(cfg, [MarketData(data, strategy, history)], db, mode=mode,
+    return backtest_markets(cfg, [MarketData(data, strategy, history, funding=funding)], db, mode=mode,
                             show_progress=show_progress, stop_after=stop_after)
+
+
+def _settle_funding(broker: SimulatedBroker, md: MarketData, symbol: str, events: list[Any]) -> None:
+    """The market's funding settlements after its first traded bar (bot/funding.py), and an event
+    saying where they come from."""
+    f, d = md.funding, md.data
+    if f is None or md.history >= len(d):
+        return
+    first = int(d.time[md.history])
+    broker.set_funding(f.times.tolist(), f.rates.tolist(), after_ms=first)
+    due = int(((f.times > first) & (f.times <= int(d.time[-1]))).sum())
+    events.append((first, "funding_rates", {"symbol": symbol, "source": f.source, "settlements": due}))
 
 
 def backtest_markets(cfg: Config, markets: list[MarketData], db: DBEngine, *, mode: str = "backtest",
@@ -37,7 +52,7 @@ def backtest_markets(cfg: Config, markets: list[MarketData], db: DBEngine, *, mo
     ``stop_after`` stops after that many traded bars (over all markets), leaving the run marked
     interrupted (tests use it).
     """
-    brokers = simulated_brokers(cfg)
+    brokers = simulated_brokers(cfg, [md.rules.instrument if md.rules else None for md in markets])
     sessions, events, closes = [], [], []
     for m, md, broker in zip(cfg.markets, markets, brokers, strict=True):
         d = md.data
@@ -45,11 +60,11 @@ def backtest_markets(cfg: Config, markets: list[MarketData], db: DBEngine, *, mo
         sessions.append(MarketSession(m, md.strategy, bars, broker, market=broker, history=md.history,
                                       precompute=d))
         closes.append(np.asarray(d.time[md.history:], dtype=np.int64) + timeframe_ms(m.timeframe))
-        if d.gaps.count:
-            g = d.gaps
-            events.append((int(d.time[0]), "data_gaps", {"symbol": m.symbol, "count": g.count,
-                                                         "missing_bars": g.missing_bars, "largest_ms": g.largest_ms,
-                                                         "largest_at": g.largest_at}))
+        if d.gaps.found:
+            events.append((int(d.time[0]), "data_gaps", {"symbol": m.symbol, **d.gaps.payload()}))
+        if md.rules is not None:
+            events.append((int(d.time[0]), "instrument_rules", md.rules.payload()))
+        _settle_funding(broker, md, m.symbol, events)
     tradable = sum(len(c) for c in closes)
     total = tradable if stop_after is None else min(stop_after, tradable)
     source = PreloadedSource(merge_order(closes), np.sort(np.concatenate(closes), kind="stable"), total)
@@ -63,11 +78,14 @@ async def paper_replay(cfg: Config, markets: list[MarketData], db: DBEngine, spe
     """Paper trading on replayed files: the wall clock, paced at ``speed`` x real time (0 = flat out).
 
     ``observers`` watch the run (bot/observe.py); by default those the config asks for."""
-    brokers = simulated_brokers(cfg)
+    brokers = simulated_brokers(cfg, [md.rules.instrument if md.rules else None for md in markets])
     sessions = [MarketSession(m, md.strategy, Bars(m.symbol, m.timeframe), broker, market=broker)
                 for m, md, broker in zip(cfg.markets, markets, brokers, strict=True)]
+    events: list[Any] = []
+    for m, md, broker in zip(cfg.markets, markets, brokers, strict=True):
+        _settle_funding(broker, md, m.symbol, events)
     source = StreamSource(replay_candles([(md.data, timeframe_ms(m.timeframe))
                                           for m, md in zip(cfg.markets, markets, strict=True)], speed))
     plan = RunPlan(mode="paper", data_source=";".join(md.data.source for md in markets), durable=True,
-                   observers=run_observers(cfg) if observers is None else observers)
+                   events=events, observers=run_observers(cfg) if observers is None else observers)
     return await Runner(cfg, sessions, db, source=source, plan=plan, clock=wall_clock_ms).run()

@@ -5,12 +5,16 @@ from __future__ import annotations
 from dataclasses import dataclass
 from decimal import Decimal
 
+import numpy as np
 from sqlalchemy import Engine as DBEngine
 
 from bot.candles import CandleData
 from bot.config import Config, MarketConfig
 from bot.domain import Category, Instrument, timeframe_ms
+from bot.errors import ConfigError
+from bot.feeds.instrument_file import read_rules, rules_path
 from bot.feeds.replay import load_candles
+from bot.funding import FundingRates
 from bot.observe import RunObserver
 from bot.timeutil import parse_date
 from broker.simulated import SimulatedBroker, Wallet
@@ -18,16 +22,74 @@ from storage.db import open_database
 from strategies import backtest_strategy, create_strategy
 from strategies.base import Strategy, StrategyContext
 
+#: The rules of a market whose config and data file set none (Bybit BTCUSDT linear's).
+DEFAULT_RULES = {"tick_size": Decimal("0.1"), "qty_step": Decimal("0.001"), "min_qty": Decimal("0.001"),
+                 "min_notional": Decimal("5")}
+
+
+@dataclass(frozen=True, slots=True)
+class InstrumentRules:
+    """A market's instrument and where each rule came from: ``config``, the rules file, ``default``."""
+
+    instrument: Instrument
+    source: dict[str, str]
+
+    def describe(self) -> str:
+        ins = self.instrument
+        parts = ", ".join(f"{k.replace('_', ' ')} {getattr(ins, k)} ({self.source[k]})" for k in DEFAULT_RULES)
+        return f"instrument rules: {parts}"
+
+    @property
+    def from_file(self) -> bool:
+        """Some rule came from the data file's rules (the run says so)."""
+        return bool(set(self.source.values()) - {"config", "default"})
+
+    def payload(self) -> dict[str, str]:
+        """The ``instrument_rules`` event journaled when the run starts."""
+        ins = self.instrument
+        return {"symbol": ins.symbol, **{k: str(getattr(ins, k)) for k in DEFAULT_RULES},
+                **{f"{k}_from": v for k, v in self.source.items()}}
+
+
+def instrument_rules(m: MarketConfig, data_path: str | None = None) -> InstrumentRules:
+    """Each rule from the config if it sets it, else from ``data_path``'s rules file, else the default."""
+    saved = read_rules(data_path, m.symbol) if data_path else None
+    values, source = {}, {}
+    for key, default in DEFAULT_RULES.items():
+        own = getattr(m, key)
+        if own is not None:
+            values[key], source[key] = Decimal(repr(own)), "config"
+        elif saved and key in saved:
+            values[key], source[key] = saved[key], rules_path(data_path or "").name
+        else:
+            values[key], source[key] = default, "default"
+    return InstrumentRules(Instrument(symbol=m.symbol, category=Category(m.category), **values), source)
+
+
+def with_rules(cfg: Config, rules: InstrumentRules) -> Config:
+    """A one-market config whose market sets every rule of ``rules`` (for runs that rebuild
+    their brokers from the config, as ``bot walkforward``'s blocks do)."""
+    ins = rules.instrument
+    update = {k: float(getattr(ins, k)) for k in DEFAULT_RULES}
+    return cfg.with_market(cfg.market.model_copy(update=update))
+
 
 def instrument_from_config(m: MarketConfig) -> Instrument:
-    return Instrument(
-        symbol=m.symbol,
-        category=Category(m.category),
-        tick_size=Decimal(repr(m.tick_size)),
-        qty_step=Decimal(repr(m.qty_step)),
-        min_qty=Decimal(repr(m.min_qty)),
-        min_notional=Decimal(repr(m.min_notional)),
-    )
+    return instrument_rules(m).instrument
+
+
+def check_tick(m: MarketConfig, rules: InstrumentRules, data: CandleData) -> None:
+    """Refuse a tick size larger than ``market.max_tick_fraction`` of the data's median close."""
+    tick = rules.instrument.tick_size
+    median = float(np.median(data.close)) if len(data) else 0.0
+    limit = m.max_tick_fraction
+    if not limit or median <= 0 or float(tick) <= limit * median:
+        return
+    raise ConfigError(
+        f"{m.symbol}: tick size {tick} ({rules.source['tick_size']}) is {float(tick) / median:.2%} of the median "
+        f"close {median:.6g}, above market.max_tick_fraction {limit:g}: every fill would move by that much; "
+        f"set market.tick_size (or download the venue's rules with `bot data download`), or "
+        f"--set market.max_tick_fraction=0 to run anyway")
 
 
 def strategy_context(cfg: Config, checkpoint: str | None = None, market: MarketConfig | None = None) -> StrategyContext:
@@ -63,11 +125,13 @@ def load_data(cfg: Config, path: str, date_from: str | None = None, date_to: str
     )
 
 
-def simulated_brokers(cfg: Config) -> list[SimulatedBroker]:
-    """One simulated broker per market, all over one wallet (the run's cash)."""
+def simulated_brokers(cfg: Config, instruments: list[Instrument | None] | None = None) -> list[SimulatedBroker]:
+    """One simulated broker per market, all over one wallet (the run's cash); ``instruments``
+    (per market, e.g. from the data file's rules) replace the config's."""
     wallet = Wallet(cfg.broker.initial_cash)
-    return [SimulatedBroker(instrument_from_config(m), cfg.broker.initial_cash, cfg.broker.fee_rate,
-                            cfg.broker.slippage_bps, wallet=wallet) for m in cfg.markets]
+    ins = instruments or [None] * len(cfg.markets)
+    return [SimulatedBroker(i or instrument_from_config(m), cfg.broker.initial_cash, cfg.broker.fee_rate,
+                            cfg.broker.slippage_bps, wallet=wallet) for m, i in zip(cfg.markets, ins, strict=True)]
 
 
 def open_journal_db(url: str) -> DBEngine:
@@ -81,6 +145,10 @@ class MarketData:
     data: CandleData
     strategy: Strategy
     history: int = 0
+    #: The market's instrument rules (config, the data file's rules, defaults); None: the config's.
+    rules: InstrumentRules | None = None
+    #: Funding rates settled on a linear market's position (bot/funding.py); None: no funding.
+    funding: FundingRates | None = None
 
 
 def run_observers(cfg: Config) -> list[RunObserver]:

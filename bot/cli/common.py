@@ -16,8 +16,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from bot.candles import CandleData
 from bot.cli.tables import Col, build_table, print_table
 from bot.config import Config, load_config
+from bot.domain import timeframe_ms
 from bot.errors import ConfigError
 from bot.logs import configure
 from bot.metrics import ANNUALISED, MIN_ANNUALISE_DAYS
@@ -45,6 +47,17 @@ def load(config: Path | None, sets: list[str] | None, extra: dict[str, Any] | No
     cfg = load_config(config, sets or [], extra)
     configure(cfg.logging.level, cfg.logging.format)
     return cfg
+
+
+def warn(symbol: str, text: str) -> None:
+    """One warning line on stderr about a market's data (gaps, instrument rules, drift)."""
+    err_console.print(f"[yellow]warning:[/yellow] {symbol}: {text}", highlight=False)
+
+
+def warn_gaps(symbol: str, data: CandleData) -> None:
+    """``bot backtest``, ``bot run`` and ``bot evaluate`` tell the file's gaps the same way."""
+    if data.gaps.found:
+        warn(symbol, data.gaps.describe(timeframe_ms(data.timeframe)))
 
 
 def jsonable(v: Any) -> Any:
@@ -111,7 +124,8 @@ SUMMARY_ROWS = [
     ("total_return", "total return"), ("buy_and_hold_return", "buy & hold"), ("cagr", "CAGR"),
     ("volatility", "volatility (ann.)"), ("sharpe", "Sharpe"), ("sortino", "Sortino"),
     ("max_drawdown", "max drawdown"), ("win_rate", "win rate"), ("profit_factor", "profit factor"),
-    ("exposure_time", "exposure"), ("fees", "fees"), ("elapsed_s", "elapsed s"), ("candles_per_s", "candles/s"),
+    ("exposure_time", "exposure"), ("fees", "fees"), ("funding_paid", "funding paid"), ("elapsed_s", "elapsed s"),
+    ("candles_per_s", "candles/s"),
 ]
 
 

@@ -35,6 +35,8 @@ def register(app: typer.Typer) -> None:
             exchange_id=exchange, symbol=symbol, timeframe=timeframe, since_ms=parse_date(since), out=out,
             category=category, until_ms=parse_date(until) if until else None, rest_url=rest_url))
         console.print(f"{res.path}: +{res.added} candles, {res.total} in file")
+        if res.rules is not None:
+            console.print(f"instrument rules: {res.rules}")
 
     app.add_typer(data_app, name="data")
 

@@ -17,7 +17,7 @@ from typing import Any
 import typer
 
 from bot import app as core
-from bot.cli.common import ConfigOpt, SetOpt, console, dumps, err_console, load
+from bot.cli.common import ConfigOpt, SetOpt, console, dumps, err_console, load, warn, warn_gaps
 from bot.errors import ConfigError, ModelError
 from strategies import find_spec, get_spec, names
 from strategies.files import is_file_ref
@@ -46,6 +46,7 @@ def train_command(cfg: Any, data_path: str | None, out: str | None, *, progress:
 
         data_path = cached_market_file(cfg)
     data = core.load_data(cfg, data_path)
+    warn_gaps(cfg.market.symbol, data)  # the trainer leaves out every sample that spans one
     # A file strategy's name is its path: its checkpoint is named after the class instead.
     stem = getattr(spec.cls, "name", spec.cls.__name__) if is_file_ref(spec.name) else spec.name
     path = Path(out) if out else default_checkpoint(stem, cfg.market.symbol, cfg.market.timeframe)
@@ -67,10 +68,27 @@ def evaluate_command(cfg: Any, checkpoint: str, data_path: str) -> dict[str, Any
     if spec is None or spec.evaluator is None:
         raise ModelError(f"no evaluator for model kind {meta.kind!r}; known: {', '.join(_with('evaluator'))}")
     data = core.load_data(cfg, data_path)
+    warn_gaps(cfg.market.symbol, data)  # as `bot backtest` tells them
     req = EvalRequest(checkpoint=Path(checkpoint), data=data, symbol=cfg.market.symbol,
                       timeframe=cfg.market.timeframe, fee_rate=cfg.broker.fee_rate,
                       long_only=cfg.market.category == "spot")
-    return spec.resolve("evaluator")(req)
+    result = spec.resolve("evaluator")(req)
+    result["gaps"] = data.gaps.payload()
+    result["drift"] = feature_drift(meta, data)
+    if result["drift"] is not None:
+        warn(cfg.market.symbol, result["drift"]["text"])
+    return result
+
+
+def feature_drift(meta: Any, data: Any) -> dict[str, Any] | None:
+    """The drift warning a run of this checkpoint on ``data`` would journal (models/drift.py)."""
+    from models.drift import scan
+    from models.features import FEATURE_NAMES, Normalizer, compute_features
+
+    if list(meta.feature_names) != list(FEATURE_NAMES) or not meta.normalizer:
+        return None  # a plugin's own features: not the shared pipeline's statistics
+    hit = scan(Normalizer.from_dict(meta.normalizer), compute_features(data))
+    return None if hit is None else {"bar": int(data.time[hit[0]]), **hit[1]}
 
 
 def register(app: typer.Typer) -> None:

@@ -9,11 +9,12 @@ from pathlib import Path
 import typer
 
 from bot import app as core
-from bot.cli.common import ConfigOpt, DbOpt, SetOpt, console, dumps, err_console, load, print_summary
-from bot.config import Config
-from bot.domain import timeframe_ms
+from bot.candles import CandleData
+from bot.cli.common import ConfigOpt, DbOpt, SetOpt, console, dumps, err_console, load, print_summary, warn_gaps
+from bot.config import Config, MarketConfig
 from bot.errors import ConfigError
 from bot.feeds.replay import data_dir
+from bot.funding import resolve_funding
 from storage.db import safe_url
 from strategies import get_spec
 
@@ -47,6 +48,7 @@ def market_data(cfg: Config, data_path: str | None, date_from: str | None, date_
 
             path = cached_market_file(cfg.with_market(m), date_from)
         data = core.load_data(cfg, path, date_from, date_to, market=m)
+        rules = checked_rules(m, path, data)  # before any model is trained for this file
         if backtest:
             strategy, history, note = core.build_backtest_strategy(cfg, data, checkpoint, market=m)
         else:
@@ -56,11 +58,21 @@ def market_data(cfg: Config, data_path: str | None, date_from: str | None, date_
                               f"{m.strategy.name} needs {strategy.warmup + 1} or more")
         if note:
             err_console.print(f"{m.symbol}: {note}" if many else note)
-        if data.gaps.count:
-            err_console.print(f"[yellow]warning:[/yellow] {m.symbol}: "
-                              f"{data.gaps.describe(timeframe_ms(m.timeframe))}")
-        out.append(core.MarketData(data, strategy, history))
+        warn_gaps(m.symbol, data)
+        funding = resolve_funding(m.funding, m.category, m.symbol, path)
+        out.append(core.MarketData(data, strategy, history, rules, funding))
     return out
+
+
+def checked_rules(m: MarketConfig, path: str, data: CandleData) -> core.InstrumentRules:
+    """The market's instrument rules for the candles at ``path`` (config, else the file's saved
+    rules, else defaults), refused when the tick is large against the price; told when the
+    file's rules are used."""
+    rules = core.instrument_rules(m, path)
+    core.check_tick(m, rules, data)
+    if rules.from_file:
+        err_console.print(f"{m.symbol}: {rules.describe()}", highlight=False)
+    return rules
 
 
 def resolve_data_path(path: str) -> str:
@@ -81,6 +93,7 @@ def _backtest(cfg: Config, data_path: str | None, date_from: str | None, date_to
         sys.stdout.write(dumps(summary) + "\n")
     else:
         print_summary(summary)
+        print_funding(cfg, markets)
         console.print(f"journal: {safe_url(cfg.storage.url)}  run {summary['run_id']}")
         for m in cfg.markets:
             section = get_spec(m.strategy.name).resolve("summary_section")
@@ -91,6 +104,16 @@ def _backtest(cfg: Config, data_path: str | None, date_from: str | None, date_to
 
         res = make_report(db, summary["run_id"], report, png=True, theme="light")
         (err_console if as_json else console).print(f"report: {res.html}")
+
+
+def print_funding(cfg: Config, markets: list[core.MarketData]) -> None:
+    """Where each linear market's funding came from, or that none was charged."""
+    for m, md in zip(cfg.markets, markets, strict=True):
+        if md.funding is not None:
+            console.print(f"{m.symbol}: funding settled from {md.funding.source}")
+        elif m.category == "linear" and m.funding == "auto":
+            console.print(f"{m.symbol}: no funding file beside the candles: no funding charged "
+                          "(market.funding names one)")
 
 
 def with_checkpoint(cfg: Config, checkpoint: str | None) -> Config:

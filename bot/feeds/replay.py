@@ -2,7 +2,8 @@
 
 The file format is the one in ``shared/data``: header ``timestamp,open,high,low,close,volume``
 where ``timestamp`` is the candle's OPEN time in UTC milliseconds. Gaps are reported, never
-filled with invented prices.
+filled with invented prices; zero-volume flat candles (exchange filler) are dropped and reported
+as gaps.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 
-from bot.candles import CandleData, find_gaps, merge_order
+from bot.candles import CandleData, filler_mask, find_gaps, merge_order
 from bot.domain import TIMEFRAME_MS, Candle
 from bot.errors import DataError
 
@@ -130,7 +131,11 @@ def load_candles(
         raise DataError(f"{p.name}: no candles between --from and --to")
     sl = slice(lo_i, hi_i)
     t, o, h, lo, c, v = t[sl], o[sl], h[sl], lo[sl], c[sl], v[sl]
-    gaps = find_gaps(t, bar_ms)
+    keep = ~filler_mask(o, h, lo, c, v)  # exchange filler: dropped, so it reads as the gap it is
+    if not keep.any():
+        raise DataError(f"{p.name}: every candle is a zero-volume flat filler candle (no trades)")
+    t, o, h, lo, c, v = t[keep], o[keep], h[keep], lo[keep], c[keep], v[keep]
+    gaps = find_gaps(t, bar_ms, filler=int((~keep).sum()))
     return CandleData(symbol, timeframe, t.copy(), o.copy(), h.copy(), lo.copy(), c.copy(), v.copy(),
                       str(p), gaps)
 

@@ -3,9 +3,9 @@
 The portfolio curve is :func:`bot.summary.portfolio_curve` (every market's marks on one grid);
 its benchmark is the allocation-weighted buy & hold of the markets (the summary's
 ``buy_and_hold_return``). Each market's contribution to PnL over time is exact accounting from
-the journal: the cash its fills moved so far plus its position marked at its own close. The
-contributions add up to the portfolio's equity minus the initial cash wherever every market has
-a mark (funding or other cash the journal does not record would show as a gap).
+the journal: the cash its fills and funding settlements moved so far plus its position marked at
+its own close. The contributions add up to the portfolio's equity minus the initial cash
+wherever every market has a mark.
 """
 
 from __future__ import annotations
@@ -60,15 +60,21 @@ def is_multi(run: dict[str, Any]) -> bool:
 
 
 def market_pnl(fills: list[dict[str, Any]], times: np.ndarray, prices: np.ndarray, positions: np.ndarray,
-               bar_ms: int) -> np.ndarray:
-    """A market's PnL at each of its bars: cash moved by the fills before the bar's close plus the
-    position marked at the close (``times`` are bar open times, oldest first)."""
+               bar_ms: int, funding: list[dict[str, Any]] = ()) -> np.ndarray:  # type: ignore[assignment]
+    """A market's PnL at each of its bars: cash moved by the fills and the funding settlements
+    before the bar's close plus the position marked at the close (``times`` are bar open times,
+    oldest first)."""
     ft = np.asarray([int(f["time"]) for f in fills], dtype=np.int64)
     cash = np.cumsum([float(fill_cash(Side(f["side"]), Decimal(str(f["qty"])), Decimal(str(f["price"])),
                                       Decimal(str(f["fee"])), fee_in_base(f["symbol"], f["fee_currency"])))
                       for f in fills])
     n = np.searchsorted(ft, times + bar_ms, side="left")  # fills strictly before the close
     moved = np.where(n > 0, cash[np.maximum(n - 1, 0)] if len(cash) else 0.0, 0.0)
+    if funding:
+        fund_t = np.asarray([int(r["time"]) for r in funding], dtype=np.int64)
+        paid = np.cumsum([float(r["amount"]) for r in funding])
+        k = np.searchsorted(fund_t, times + bar_ms, side="left")  # settled before the close
+        moved = moved + np.where(k > 0, paid[np.maximum(k - 1, 0)], 0.0)
     return moved + positions * prices
 
 
@@ -99,7 +105,7 @@ def load_portfolio_data(db: Engine, run: dict[str, Any]) -> PortfolioData:
         t = d.equity["time"].to_numpy() + m.bar_ms - step  # labelled like the portfolio grid
         px = d.equity["price"].to_numpy()
         pnl = market_pnl(q.fills(db, rid, symbol=m.symbol), d.equity["time"].to_numpy(), px,
-                         d.equity["position"].to_numpy(), m.bar_ms)
+                         d.equity["position"].to_numpy(), m.bar_ms, q.funding(db, rid, symbol=m.symbol))
         contrib[m.symbol] = _on_grid(grid, t, pnl, 0.0)
         rel = px / px[0] if len(px) and px[0] > 0 else np.ones(len(px))
         bench += (m.allocation or 0.0) * _on_grid(grid, t, rel, 1.0)

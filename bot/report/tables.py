@@ -24,7 +24,7 @@ LABELS = {
     "profit_factor": "profit factor", "avg_trade_pnl": "avg trade PnL", "fees": "fees paid",
     "decisions": "decisions", "orders": "orders", "fills": "fills", "elapsed_s": "elapsed (s)",
     "candles_per_s": "candles / s", "allocation": "allocation", "net_pnl": "net PnL", "realized_pnl": "realised PnL",
-    "open_position": "open position",
+    "open_position": "open position", "funding_paid": "funding paid",
 }
 HEADLINE = ["total_return", "buy_and_hold_return", "sharpe", "max_drawdown", "n_trades", "win_rate"]
 MAX_TRADE_ROWS = 1000
