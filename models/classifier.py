@@ -28,7 +28,7 @@ from models.features import (
     first_window_end,
     make_windows,
 )
-from models.gaps import usable_ends
+from models.gaps import scored_ends, usable_ends
 from models.labels import FLAT, Labeling, class_balance, forward_returns
 from models.metrics import baselines, classification_report, signal_backtest
 from models.skill import VolBaseline, classifier_skill
@@ -86,16 +86,17 @@ def prepare(data: Any, labeling: Labeling, window: int, tc: TrainConfig, timefra
     ``window``-bar classifier."""
     n = len(data.close)
     h = labeling.horizon
-    first = first_window_end(window)
+    first = max(first_window_end(window), labeling.lookback)  # the first window with its label
     if n - h - first < MIN_SAMPLES:
+        reads = f"; its label reads {labeling.lookback} bars back" if first > first_window_end(window) else ""
         raise ModelError(f"too little data to train {kind}: {n} bars, need at least {first + h + MIN_SAMPLES} "
                          f"(window {window} + feature warm-up {FEATURE_WARMUP} + horizon {h} + {MIN_SAMPLES} "
-                         "samples)")
+                         f"samples{reads})")
     feats = compute_features(data)
     check_finite(feats, data.time)
     labels = labeling.labels(data.close)
-    ends, gap_excluded = usable_ends(data, timeframe, first, window, h)
-    ends = ends[labels[ends] >= 0]  # a vol rule has no label before its first full sigma window
+    ends, gap_excluded = usable_ends(data, timeframe, first, window, h, labeling.lookback)
+    ends = ends[labels[ends] >= 0]  # every window has its label by now; kept as a guard
     if ends.size < MIN_SAMPLES:
         raise ModelError(f"too little data to train {kind}: {ends.size} labelled windows without a gap, "
                          f"need {MIN_SAMPLES}")
@@ -127,6 +128,14 @@ def scoring(labeling: Labeling, majority: int, vol: VolBaseline | None, prob_thr
     """The card's scoring rules; intervals use blocks of window + horizon windows (the embargo)."""
     return Scoring(labeling, majority, vol, prob_threshold, fee_rate, long_only or not allow_short,
                    BARS_PER_YEAR.get(timeframe, 8760), window + labeling.horizon)
+
+
+def evaluated_ends(meta: Any, data: Any, timeframe: str, start: int, fee_rate: float, notes: list[str]) -> np.ndarray:
+    """``bot evaluate``'s window ends from ``start``: none whose window or label (by the checkpoint's
+    rule, its trailing sigma included) spans a gap; a note says how many a gap left out."""
+    labeling = Labeling.from_meta(meta.labels, int(meta.horizon), fee_rate)
+    return scored_ends(data, timeframe, max(start, labeling.lookback), int(meta.window), labeling.horizon, notes,
+                       labeling.lookback)
 
 
 def evaluation(meta: Any, probs: np.ndarray, ends: np.ndarray, data: Any, fee_rate: float, long_only: bool,

@@ -17,7 +17,7 @@ from rich.console import Console
 
 from bot.errors import ConfigError, ModelError
 from models.checkpoint import ModelMeta, data_hash, save_checkpoint
-from models.classifier import Prepared, Scoring, card_section, evaluation, prepare, scoring
+from models.classifier import Prepared, Scoring, card_section, evaluated_ends, evaluation, prepare, scoring
 from models.dsc import build, count_macs, count_params
 from models.features import (
     FEATURE_NAMES,
@@ -28,7 +28,6 @@ from models.features import (
     first_window_end,
     make_windows,
 )
-from models.gaps import scored_ends
 from models.labels import Labeling, LabelRule, class_weights
 from models.skill import VolBaseline
 from models.training import (
@@ -237,7 +236,7 @@ def evaluate(req: EvalRequest) -> dict[str, Any]:
         raise ModelError(f"too little data to evaluate: {n} bars, need at least {start + h + 10} "
                          f"(window {w} + feature warm-up {FEATURE_WARMUP} + horizon {h})")
     feats = compute_features(data)
-    ends = scored_ends(data, req.timeframe, start, w, h, notes)
+    ends = evaluated_ends(meta, data, req.timeframe, start, req.fee_rate, notes)
     check_finite(feats, data.time, int(ends[0]) - w + 1)
     z = rt.normalizer.transform(feats)
     x = make_windows(z, ends, w, "conv")

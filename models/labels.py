@@ -130,6 +130,12 @@ class Labeling:
     fee_rate: float
     horizon: int
 
+    @property
+    def lookback(self) -> int:
+        """Bars before t the labels of bar t read: the past return of :meth:`backward` and the
+        vol rule's trailing sigma (no window or label may span a gap: :mod:`models.gaps`)."""
+        return max(self.horizon, self.rule.window if self.rule.mode == "vol" else 0)
+
     def labels(self, close: np.ndarray) -> np.ndarray:
         return make_labels(close, self.horizon, self.threshold, self.fee_rate, self.rule)
 

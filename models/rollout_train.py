@@ -20,11 +20,10 @@ from rich.console import Console
 from bot.errors import ModelError
 from models import vol_regime
 from models.checkpoint import ModelMeta, data_hash, save_checkpoint
-from models.classifier import Scoring, evaluation, prepare, scoring
+from models.classifier import Scoring, evaluated_ends, evaluation, prepare, scoring
 from models.classifier import card_section as classifier_section
 from models.faithfulness import deletion_test, selection
 from models.features import FEATURE_NAMES, FEATURE_WARMUP, compute_features, first_window_end, make_windows
-from models.gaps import scored_ends
 from models.labels import Labeling, class_weights
 from models.rollout import REGIMES
 from models.rollout_runtime import (
@@ -129,7 +128,7 @@ def evaluate(req: EvalRequest) -> dict[str, Any]:
     cfg = RolloutConfig(window=w, horizon=h, prob_threshold=float(meta.extra.get("prob_threshold", 0.5)),
                         **meta.extra.get("rollout", {}))
     z = norm.transform(compute_features(data))
-    ends = scored_ends(data, req.timeframe, start, w, h, notes)
+    ends = evaluated_ends(meta, data, req.timeframe, start, req.fee_rate, notes)
     x = make_windows(z, ends, w, "seq")
     if not np.all(np.isfinite(x)):
         raise ModelError("NaN features in the data to evaluate (check the candle file)")
