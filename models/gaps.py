@@ -64,12 +64,17 @@ class Runs:
         ok[ok] = self.start[far[ok]] == self.start[e[ok]]
         return ok
 
+    def scored(self, ends: np.ndarray, window: int, horizon: int = 0, lookback: int = 0) -> np.ndarray:
+        """True where neither the window ending at ``ends`` (``lookback``: bars before the end a
+        label reads, e.g. a trailing sigma) nor its label spans a gap."""
+        e = np.asarray(ends, dtype=np.int64)
+        return self.windows_ok(e, window, lookback) & self.labels_ok(e, horizon)
+
     def samples(self, ends: np.ndarray, window: int, horizon: int = 0,
                 lookback: int = 0) -> tuple[np.ndarray, int]:
-        """(the ``ends`` whose window (``lookback``: bars before the end a label reads, e.g. a
-        trailing sigma) and label span no gap, how many were dropped for a gap)."""
+        """(the ``ends`` whose window and label span no gap, how many were dropped for a gap)."""
         e = np.asarray(ends, dtype=np.int64)
-        ok = self.windows_ok(e, window, lookback) & self.labels_ok(e, horizon)
+        ok = self.scored(e, window, horizon, lookback)
         return e[ok], int(e.size - np.count_nonzero(ok))
 
 

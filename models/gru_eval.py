@@ -43,10 +43,11 @@ def _direction(score: np.ndarray, actual: np.ndarray, block: int) -> dict[str, A
 
 
 def sizer_sections(pos: np.ndarray, close: np.ndarray, bars: np.ndarray, fee_rate: float, bars_per_year: float,
-                   block: int, sigma_ref: float | None, suffix: str = "") -> dict[str, Any]:
+                   block: int, sigma_ref: float | None, keep: np.ndarray, suffix: str = "") -> dict[str, Any]:
     """The sizer's skill against buy and hold and the volatility-only sizer (exposure
     min(1, sigma_ref / trailing 24-bar sigma), ``sigma_ref`` fitted on training bars; None for a
-    checkpoint from before it), and that baseline's backtest."""
+    checkpoint from before it), and that baseline's backtest. The skill scores the ``keep`` bars
+    only (window and next bar in one run, :meth:`models.gaps.Runs.scored`); backtests every bar."""
     b = np.asarray(bars, dtype=np.int64)
     c = np.asarray(close, dtype=np.float64)
     base = {"buy_and_hold": np.ones_like(pos)}
@@ -55,7 +56,7 @@ def sizer_sections(pos: np.ndarray, close: np.ndarray, bars: np.ndarray, fee_rat
         base["volatility_only"] = inverse_vol_exposure(c, b, sigma_ref)
         out[f"volatility_only{suffix}"] = {**exposure_backtest(base["volatility_only"], c, b, fee_rate, bars_per_year),
                                            "sigma_ref": sigma_ref}
-    skill = sizer_skill(pos, c[b + 1] / c[b] - 1.0, fee_rate, bars_per_year, block, base)
+    skill = sizer_skill(pos, c[b + 1] / c[b] - 1.0, fee_rate, bars_per_year, block, base, keep)
     if sigma_ref is None:
         skill["verdict"].append("volatility-only baseline: n/a (the checkpoint predates it; retrain to get it)")
     out[f"sizer_skill{suffix}"] = skill

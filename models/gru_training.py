@@ -197,7 +197,8 @@ def card_metrics(encoder: PriceEncoder, sizer: PositionSizer | None, prep: Prepa
                                 "level_hist": np.bincount(levels, minlength=11).tolist()}
         out[f"buy_and_hold_{part}"] = exposure_backtest(np.ones_like(pos), prep.close, bars, fee, bpy)
     out["half_exposure_test"] = exposure_backtest(np.full_like(pos, 0.5), prep.close, bars, fee, bpy)
-    out.update(sizer_sections(pos, prep.close, bars, fee, bpy, cfg.window + cfg.horizon, sigma_ref(prep), "_test"))
+    out.update(sizer_sections(pos, prep.close, bars, fee, bpy, cfg.window + cfg.horizon, sigma_ref(prep),
+                              prep.runs.scored(bars, cfg.window, 1), "_test"))
     return out
 
 
@@ -307,7 +308,8 @@ def evaluate(req: EvalRequest) -> dict[str, Any]:
     bar_ms = timeframe_ms(req.timeframe)
     bpy = 365 * 86_400_000 / bar_ms
     bars = np.arange(first, close.shape[0] - 1)
-    usable = Runs.of(data, bar_ms).windows_ok(np.arange(close.shape[0]), meta.window)
+    runs = Runs.of(data, bar_ms)
+    usable = runs.windows_ok(np.arange(close.shape[0]), meta.window)
     levels = sizer_levels(encoder, sizer, z, np.asarray(data.time), bars, bar_ms, first, usable)
     pos = levels / 10.0
     metrics["sizer"] = {**exposure_backtest(pos, close, bars, req.fee_rate, bpy),
@@ -315,7 +317,8 @@ def evaluate(req: EvalRequest) -> dict[str, Any]:
     metrics["buy_and_hold"] = exposure_backtest(np.ones_like(pos), close, bars, req.fee_rate, bpy)
     metrics["half_exposure"] = exposure_backtest(np.full_like(pos, 0.5), close, bars, req.fee_rate, bpy)
     ref = (meta.labels.get("vol_baseline") or {}).get("sigma_ref")
-    metrics.update(sizer_sections(pos, close, bars, req.fee_rate, bpy, block, None if ref is None else float(ref)))
+    metrics.update(sizer_sections(pos, close, bars, req.fee_rate, bpy, block, None if ref is None else float(ref),
+                                  runs.scored(bars, meta.window, 1)))
     metrics.update(deletion_sections(held_back_test(encoder, sizer, z, np.asarray(data.time), bars, bar_ms, first,
                                                     usable), "deletion"))
     tr = meta.train_range

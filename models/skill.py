@@ -261,26 +261,28 @@ BASELINE_NAMES = {"buy_and_hold": "buy and hold", "volatility_only": "the volati
 
 
 def sizer_skill(pos: np.ndarray, nxt: np.ndarray, fee_rate: float, bars_per_year: float, block: int,
-                baselines: dict[str, np.ndarray]) -> dict[str, Any]:
+                baselines: dict[str, np.ndarray], keep: np.ndarray | None = None) -> dict[str, Any]:
     """A sizer's skill: rank correlation (and AUC) of its position with the next-bar return, and
-    its Sharpe after fees against fixed or volatility-only exposures (paired block bootstrap)."""
+    its Sharpe after fees against fixed or volatility-only exposures (paired block bootstrap).
+    ``keep`` (per bar): the bars scored, e.g. those whose window and next bar span no gap."""
     p, r = np.asarray(pos, dtype=np.float64), np.asarray(nxt, dtype=np.float64)
+    k = np.ones(p.size, dtype=bool) if keep is None else np.asarray(keep, dtype=bool)
 
     def net(x: np.ndarray) -> np.ndarray:
-        return x * r - fee_rate * np.abs(np.diff(np.concatenate(([0.0], x))))
+        return (x * r - fee_rate * np.abs(np.diff(np.concatenate(([0.0], x)))))[k]
 
-    # Fees are charged on the whole path once; resamples then pick bars of the net returns.
+    # Fees are charged on the whole path once; resamples then pick kept bars of the net returns.
     rs = net(p)
-    moved = r != 0
-    stats: dict[str, Stat] = {"spearman": spearman_stat(p, r), "auc_next_bar_up": auc_stat(p, r > 0, moved)}
+    pk, rk = p[k], r[k]
+    stats: dict[str, Stat] = {"spearman": spearman_stat(pk, rk), "auc_next_bar_up": auc_stat(pk, rk > 0, rk != 0)}
     for name, b in baselines.items():
         rb = net(np.asarray(b, dtype=np.float64))
         stats[f"sharpe_minus_{name}"] = (lambda i, rb=rb: None if (a := sharpe(rs[i], bars_per_year)) is None
                                          or (c := sharpe(rb[i], bars_per_year)) is None else a - c)
-    out = estimate(stats, p.size, block)
+    out = {"bars": int(pk.size), **estimate(stats, pk.size, block)}
     out["interval"] = f"95 % block bootstrap, {BOOT_REPS} resamples of {block}-bar blocks"
     if out["spearman"] is None:
-        lead = (f"no skill: the sizer holds one level ({p[0]:.1f}) on every bar, so its position cannot rank "
+        lead = (f"no skill: the sizer holds one level ({pk[0]:.1f}) on every bar, so its position cannot rank "
                 "the next-bar returns")
     else:
         ci = out["spearman_ci"]

@@ -28,6 +28,7 @@ from storage import queries
 from storage.db import open_database
 from strategies.base import StrategyContext
 from strategies.gru_sizer import GRUSizerParams, GRUSizerStrategy
+from tests.test_gap_guards import drop_bars, oracle_ok
 
 torch.set_num_threads(1)
 PARAMS: dict[str, Any] = {
@@ -279,3 +280,21 @@ def test_evaluate_reports_the_sizer_skill_and_its_baselines(checkpoint: Path, da
         assert skill["spearman"] is None and "holds one level" in skill["verdict"][0]
     assert m["volatility_only"]["mean_exposure"] <= 1.0
     assert m["price_head"]["directional_windows"] > 0
+
+
+def test_evaluate_scores_the_sizer_skill_on_bars_whose_window_and_next_bar_span_no_gap(
+        checkpoint: Path, data: CandleData) -> None:
+    from models.features import first_window_end
+    from models.gru_training import evaluate
+    from models.training import EvalRequest
+
+    gapped = drop_bars(data, 1100, 1105)  # 5 bars missing after bar 1099
+    out = evaluate(EvalRequest(checkpoint=checkpoint, data=gapped, symbol="BTCUSDT", timeframe="1h",
+                               fee_rate=0.001, long_only=False))
+    w = PARAMS["window"]
+    bars = np.arange(first_window_end(w), len(gapped) - 1)
+    ok = oracle_ok(gapped.time, bars, w, 1)
+    m = out["metrics"]
+    assert m["sizer_skill"]["bars"] == int(ok.sum()) == bars.size - (first_window_end(w) + 1)
+    assert sum(m["sizer"]["level_hist"]) == bars.size  # the backtest still runs over every bar, flat there
+    assert any("windows left out: their window or label spans a gap" in n for n in out["notes"])

@@ -137,6 +137,25 @@ def test_sizer_skill_sentences() -> None:
     assert oracle["verdict"][1].startswith("Sharpe after fees beats buy and hold")
 
 
+def test_sizer_skill_scores_only_the_kept_bars_with_fees_from_the_whole_path() -> None:
+    rng = np.random.default_rng(9)
+    n = 2000
+    nxt = rng.normal(0, 0.01, n)
+    pos = rng.integers(0, 11, n) / 10.0
+    keep = np.ones(n, dtype=bool)
+    keep[500:620] = keep[1500:1510] = False  # e.g. windows across a gap
+    hold = {"buy_and_hold": np.ones(n)}
+    free = sizer_skill(pos, nxt, 0.0, 8760, 20, hold, keep)
+    subset = sizer_skill(pos[keep], nxt[keep], 0.0, 8760, 20, {"buy_and_hold": np.ones(int(keep.sum()))})
+    assert free == subset and free["bars"] == 1870
+    paid = sizer_skill(pos, nxt, 0.001, 8760, 20, hold, keep)
+    assert paid["spearman"] == free["spearman"]
+    net = (pos * nxt - 0.001 * np.abs(np.diff(np.r_[0.0, pos])))[keep]
+    hold_net = nxt[keep] - 0.001 * np.abs(np.diff(np.r_[0.0, np.ones(n)]))[keep]  # the entry fee, bar 0
+    want = (net.mean() / np.std(net, ddof=1) - hold_net.mean() / np.std(hold_net, ddof=1)) * np.sqrt(8760)
+    assert paid["sharpe_minus_buy_and_hold"] == pytest.approx(want)
+
+
 def test_card_prints_verdicts_under_the_table_not_in_it() -> None:
     metrics = {"test": {"accuracy": 0.4, "skill": {"directional_auc": 0.5, "directional_auc_ci": [0.49, 0.51]},
                         "verdict": ["no directional skill: AUC 0.500 [0.490, 0.510]"]}}
