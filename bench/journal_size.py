@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
 from bot import app as core  # noqa: E402
-from bot.app.parts import build_backtest_strategy  # noqa: E402
+from bot.app.parts import backtest_market  # noqa: E402
 from bot.config import load_config  # noqa: E402
 from bot.feeds.replay import load_candles  # noqa: E402
 from storage import explain_codec  # noqa: E402
@@ -61,9 +61,9 @@ def journal(name: str, bars: int, work: Path, form: str) -> Path:
     path = work / f"{name}_{form}.db"
     url = f"sqlite:///{path}"
     cfg = load_config(None, [], {"strategy.name": name, "strategy.params": params, "storage.url": url})
-    strat, first, _ = build_backtest_strategy(cfg, data)
+    market, _ = backtest_market(cfg, data)
     db = open_database(url)
-    core.backtest(cfg, data, strat, db, show_progress=False, history=first)
+    core.backtest_markets(cfg, [market], db, show_progress=False)
     db.dispose()
     return path
 

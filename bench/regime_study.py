@@ -128,6 +128,7 @@ def labels_for(close: np.ndarray, fit_end: int) -> list[Label]:
 def attention_label(checkpoint: Path, data) -> tuple[Label, int]:
     """rollout's attention label on every bar after the checkpoint's fit (codes -1 before)."""
     from models.features import compute_features, first_window_end, make_windows
+    from models.provenance import fitted_of, sample_range
     from models.rollout import REGIMES
     from models.rollout_runtime import RolloutConfig, RolloutExplainer, load_rollout
 
@@ -135,7 +136,7 @@ def attention_label(checkpoint: Path, data) -> tuple[Label, int]:
     cfg = RolloutConfig.model_validate(meta.extra.get("rollout", {}))
     ex = RolloutExplainer(model, cfg)
     w = int(meta.window)
-    start = max(int(meta.train_range.get("fit_end_index", -1)) + 1, first_window_end(w))
+    start = sample_range(fitted_of(meta), data.symbol, data.timeframe, data.time, first=first_window_end(w)).first
     z = norm.transform(compute_features(data))
     ends = np.arange(start, len(data))
     x = make_windows(z, ends, w, "seq")

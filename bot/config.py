@@ -45,6 +45,11 @@ class StrategyConfig(_Frozen):
     #: Strategy-specific parameters, validated by the strategy's own parameter model.
     params: dict[str, Any] = Field(default_factory=dict)
     checkpoint: str | None = None
+    #: Trade bars the checkpoint was fitted on (every output then says "in-sample"); default:
+    #: trading starts after them (``--allow-in-sample``).
+    allow_in_sample: bool = False
+    #: Trade a checkpoint fitted on another symbol or timeframe (``--allow-other-market``).
+    allow_other_market: bool = False
 
 
 class MarketRiskConfig(_Frozen):

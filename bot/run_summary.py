@@ -29,6 +29,7 @@ def run_summary(cfg: Config, sessions: list[Any], mode: str) -> dict[str, Any]:
     lines = [_market_line(cfg, m) for m in sessions]
     if len(lines) == 1:
         return {"mode": mode, **lines[0]}
+    samples = in_sample_total(lines)
     for ln, m in zip(lines, sessions, strict=True):
         for k in PORTFOLIO_ONLY:
             ln.pop(k, None)
@@ -57,8 +58,19 @@ def run_summary(cfg: Config, sessions: list[Any], mode: str) -> dict[str, Any]:
         "realized_pnl": float(sum(ln["realized_pnl"] for ln in lines)),
         "funding_paid": float(sum(ln["funding_paid"] for ln in lines)),
         "decisions": sum(ln["decisions"] for ln in lines), "orders": sum(ln["orders"] for ln in lines),
+        **samples,
         "markets": lines,
     }
+
+
+def in_sample_total(lines: list[dict[str, Any]]) -> dict[str, Any]:
+    """A multi-market run's ``in_sample`` entry (when any market traded bars its checkpoint was
+    fitted on): the bars over all markets and which markets; each line keeps its own."""
+    marked = [ln for ln in lines if ln.get("in_sample")]
+    if not marked:
+        return {}
+    return {"in_sample": {"bars": sum(int(ln["in_sample"]["bars"]) for ln in marked),
+                          "markets": [ln["symbol"] for ln in marked]}}
 
 
 def _market_line(cfg: Config, m: Any) -> dict[str, Any]:
@@ -79,6 +91,7 @@ def _market_line(cfg: Config, m: Any) -> dict[str, Any]:
         "realized_pnl": float(pos.realized_pnl), "funding_paid": float(eng.funding_paid),
         "open_position": float(pos.qty),
         "decisions": eng.n_decisions, "orders": eng.n_orders,
+        **({"in_sample": m.in_sample} if m.in_sample else {}),
     }
 
 

@@ -66,6 +66,8 @@ class MarketSession:
     precompute: Any = None
     #: Venue position of this market when the run began (reconciliation).
     start_qty: Decimal = Decimal(0)
+    #: The bars it trades that the checkpoint was fitted on (bot/app/guards.py); None: out of sample.
+    in_sample: dict[str, Any] | None = None
     engine: Engine | None = None
     journal: Journal | None = None
 

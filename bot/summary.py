@@ -19,7 +19,7 @@ from bot.domain import Side, fee_in_base, timeframe_ms
 from bot.errors import ConfigError
 from bot.metrics import compute_metrics
 from bot.positions import PositionBook
-from bot.run_summary import PORTFOLIO_ONLY
+from bot.run_summary import PORTFOLIO_ONLY, in_sample_total
 from bot.timeutil import ms_to_iso
 from storage import queries as q
 
@@ -104,7 +104,18 @@ def _one_market(db: Engine, run: dict[str, Any]) -> dict[str, Any]:
         "funding_paid": float(q.funding_paid(db, rid)),
         **_counts(db, run),
         **_speed(run),
+        **_in_sample(db, run),
     }
+
+
+def _in_sample(db: Engine, run: dict[str, Any], symbol: str | None = None) -> dict[str, Any]:
+    """``in_sample``: the bars the run traded that its checkpoint was fitted on, as journaled at its
+    start (bot/app/guards.py); nothing when it traded out of sample only."""
+    for e in q.events(db, run["id"], kind="in_sample"):
+        p = e.get("payload") or {}
+        if symbol is None or p.get("symbol") == symbol:
+            return {"in_sample": p}
+    return {}
 
 
 def _counts(db: Engine, run: dict[str, Any], symbol: str | None = None) -> dict[str, int]:
@@ -155,6 +166,7 @@ def market_line(db: Engine, run: dict[str, Any], m: RunMarket) -> dict[str, Any]
         "funding_paid": float(paid),
         "open_position": float(book.qty),
         **_counts(db, run, m.symbol),
+        **_in_sample(db, run, m.symbol),
     }
 
 
@@ -187,5 +199,6 @@ def _portfolio(db: Engine, run: dict[str, Any], markets: list[RunMarket]) -> dic
         "funding_paid": float(sum(ln["funding_paid"] for ln in lines)),
         **_counts(db, run),
         **_speed(run),
+        **in_sample_total(lines),
         "markets": lines,
     }

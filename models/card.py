@@ -14,6 +14,7 @@ from rich.table import Table
 from rich.text import Text
 
 from models.checkpoint import ModelMeta
+from models.provenance import fitted_of
 
 
 def _ms(v: Any) -> str:
@@ -57,13 +58,14 @@ def summary_table(meta: ModelMeta) -> Table:
     t.add_column("key", style="bold")
     t.add_column("value", overflow="fold")
     tr = meta.train_range
+    fitted = fitted_of(meta)
     t.add_row("kind", meta.kind)
     t.add_row("modules", ", ".join(meta.modules))
-    if tr:
-        t.add_row("trained on", f"{tr.get('symbol', '?')} {tr.get('timeframe', '?')}  "
-                                f"{_ms(tr.get('start'))} .. {_ms(tr.get('end'))}  ({tr.get('bars', '?')} bars)")
-        if tr.get("source"):
-            t.add_row("data", f"{tr['source']}  (hash {meta.data_hash})")
+    bars = f"  ({fitted.bars} bars)" if fitted.bars else ""
+    t.add_row("fitted on", f"{fitted.describe()}{bars}  (hash {meta.data_hash or '?'})"
+                           + (f"; {fitted.note}" if fitted.note else ""))
+    if tr.get("source"):
+        t.add_row("data", f"{tr['source']}  {_ms(tr.get('start'))} .. {_ms(tr.get('end'))}")
     t.add_row("window / horizon", f"{meta.window} bars / {meta.horizon} bars")
     t.add_row("features", f"{len(meta.feature_names)}: {', '.join(meta.feature_names)}")
     t.add_row("hyper-parameters", ", ".join(f"{k}={v}" for k, v in flatten(meta.hparams).items()))

@@ -21,7 +21,6 @@ from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import torch
 from torch import nn
 
@@ -41,7 +40,9 @@ class ModelMeta:
     window: int
     horizon: int
     normalizer: dict[str, Any]                  # Normalizer.to_dict()
-    train_range: dict[str, Any] = field(default_factory=dict)  # symbol, timeframe, start/end ms, bars, source
+    #: The training file: source, start/end ms, bars, test part (gru_sizer: every part's bars).
+    train_range: dict[str, Any] = field(default_factory=dict)
+    #: Hash of exactly the fitted bars (models.provenance.data_hash).
     data_hash: str = ""
     metrics: dict[str, Any] = field(default_factory=dict)      # model card numbers
     train_config: dict[str, Any] = field(default_factory=dict)
@@ -50,6 +51,9 @@ class ModelMeta:
     modules: list[str] = field(default_factory=list)           # names of the saved modules
     created: str = ""
     version: int = VERSION
+    #: What the model was fitted on: symbol, timeframe, start/end open times (ms, inclusive), bars
+    #: (models.provenance; empty in checkpoints written before it, read from train_range there).
+    fitted: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -87,14 +91,6 @@ class Checkpoint:
             first = str(exc).strip().splitlines()[0]
             raise ModelError(f"checkpoint {self.path} does not fit the {self.meta.kind} model: {first}") from None
         return module.eval()
-
-
-def data_hash(data: Any) -> str:
-    """Content hash (16 hex) of candle columns: names the exact training data in the card."""
-    h = hashlib.sha256()
-    for name in ("time", "open", "high", "low", "close", "volume"):
-        h.update(np.ascontiguousarray(getattr(data, name)).tobytes())
-    return h.hexdigest()[:16]
 
 
 def default_checkpoint_path(strategy: str, symbol: str, timeframe: str) -> Path:

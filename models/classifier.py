@@ -31,6 +31,7 @@ from models.features import (
 from models.gaps import scored_ends, usable_ends
 from models.labels import FLAT, Labeling, class_balance, forward_returns
 from models.metrics import baselines, classification_report, signal_backtest
+from models.provenance import Sample, evaluation_sample
 from models.skill import VolBaseline, classifier_skill
 from models.training import Split, TrainConfig, chronological_split
 
@@ -130,12 +131,21 @@ def scoring(labeling: Labeling, majority: int, vol: VolBaseline | None, prob_thr
                    BARS_PER_YEAR.get(timeframe, 8760), window + labeling.horizon)
 
 
-def evaluated_ends(meta: Any, data: Any, timeframe: str, start: int, fee_rate: float, notes: list[str]) -> np.ndarray:
-    """``bot evaluate``'s window ends from ``start``: none whose window or label (by the checkpoint's
-    rule, its trailing sigma included) spans a gap; a note says how many a gap left out."""
-    labeling = Labeling.from_meta(meta.labels, int(meta.horizon), fee_rate)
-    return scored_ends(data, timeframe, max(start, labeling.lookback), int(meta.window), labeling.horizon, notes,
-                       labeling.lookback)
+def evaluated_ends(meta: Any, req: Any) -> tuple[Sample, np.ndarray, list[str]]:
+    """``bot evaluate``'s window ends (``req``: a models.training.EvalRequest): from after the
+    checkpoint's fitted range (the overlap rule, :func:`models.provenance.evaluation_sample`), none
+    whose window or label (by the checkpoint's rule, its trailing sigma included) spans a gap.
+    Returns the sample, the ends and the notes (what was skipped and why); ModelError when too few remain."""
+    data = req.data
+    n, w, h = len(data.close), int(meta.window), int(meta.horizon)
+    sample = evaluation_sample(meta, req, first_window_end(w), n - h)
+    notes = list(sample.notes)
+    if n - h - sample.first < 10:
+        raise ModelError(f"too little data to evaluate: {n} bars, need at least {sample.first + h + 10} "
+                         f"(window {w} + feature warm-up {FEATURE_WARMUP} + horizon {h})")
+    labeling = Labeling.from_meta(meta.labels, h, req.fee_rate)
+    ends = scored_ends(data, req.timeframe, max(sample.first, labeling.lookback), w, h, notes, labeling.lookback)
+    return sample, ends, notes
 
 
 def evaluation(meta: Any, probs: np.ndarray, ends: np.ndarray, data: Any, fee_rate: float, long_only: bool,

@@ -15,8 +15,8 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 
-from bot.errors import ConfigError, ModelError
-from models.checkpoint import ModelMeta, data_hash, save_checkpoint
+from bot.errors import ConfigError
+from models.checkpoint import ModelMeta, save_checkpoint
 from models.classifier import Prepared, Scoring, card_section, evaluated_ends, evaluation, prepare, scoring
 from models.dsc import build, count_macs, count_params
 from models.features import (
@@ -25,10 +25,10 @@ from models.features import (
     Normalizer,
     check_finite,
     compute_features,
-    first_window_end,
     make_windows,
 )
 from models.labels import Labeling, LabelRule, class_weights
+from models.provenance import provenance
 from models.skill import VolBaseline
 from models.training import (
     EvalRequest,
@@ -139,16 +139,11 @@ def train_dsc(data: Any, cfg: DSCConfig, *, fee_rate: float, long_only: bool, sy
     chosen = selection(deletion_table(ExplainedConv(net), x[split.val[-FAITHFULNESS_MAX_SAMPLES:]], tc.seed),
                        "validation")
     metrics["faithfulness_validation"] = chosen["table"]
-    fit_end = prep.fit_end
     meta = ModelMeta(
         kind="dsc", hparams=hp, feature_names=list(FEATURE_NAMES), window=w, horizon=cfg.horizon,
         normalizer=prep.normalizer.to_dict(),
-        train_range={"symbol": symbol, "timeframe": timeframe, "start": int(data.time[0]),
-                     "end": int(data.time[fit_end]), "bars": fit_end + 1, "fit_end_index": fit_end,
-                     "test_start": int(data.time[prep.ends[split.test[0]]]),
-                     "test_end": int(data.time[prep.ends[split.test[-1]]]),
-                     "source": str(getattr(data, "source", ""))},
-        data_hash=data_hash(_slice(data, 0, fit_end + 1)),
+        **provenance(data, prep.fit_end, symbol, timeframe, test_start=int(data.time[prep.ends[split.test[0]]]),
+                     test_end=int(data.time[prep.ends[split.test[-1]]])),
         metrics=metrics, train_config=tc.model_dump(), labels=prep.label_meta(),
         extra={"arch": cfg.arch, "prob_threshold": cfg.prob_threshold, "history": res.history,
                "explain": chosen},
@@ -189,25 +184,6 @@ def _walk_forward(prep: Prepared, data: Any, cfg: DSCConfig, sc: Scoring, progre
     return out
 
 
-def _slice(data: Any, start: int, stop: int) -> Any:
-    if hasattr(data, "slice"):
-        return data.slice(start, stop)
-    from types import SimpleNamespace
-
-    cols = ("time", "open", "high", "low", "close", "volume")
-    return SimpleNamespace(**{k: getattr(data, k)[start:stop] for k in cols})
-
-
-def overlap_end(meta: ModelMeta, data: Any) -> int | None:
-    """If ``data`` starts with the exact candles the model was fitted on, the index of the last
-    such bar (everything up to it is in-sample); else None (another market or period)."""
-    tr = meta.train_range
-    k = tr.get("fit_end_index")
-    if k is None or len(data.close) <= int(k) or int(data.time[0]) != tr.get("start"):
-        return None
-    return int(k) if data_hash(_slice(data, 0, int(k) + 1)) == meta.data_hash else None
-
-
 def train(req: TrainRequest) -> Path:
     """``bot train --strategy dsc`` entry point (see ``bot/cli/models.py``)."""
     cfg = parse_config(req.params)
@@ -222,21 +198,9 @@ def evaluate(req: EvalRequest) -> dict[str, Any]:
     rt = DSCRuntime(req.checkpoint, "torch")
     meta = rt.meta
     data = req.data
-    n = len(data.close)
-    w, h = rt.window, rt.horizon
-    first = first_window_end(w)
-    notes: list[str] = []
-    start = first
-    k = overlap_end(meta, data)
-    if k is not None:
-        start = max(first, k + 1)
-        notes.append(f"this file starts with the model's training data: scoring only bars after "
-                     f"bar {k} (out of sample)")
-    if n - h - start < 10:
-        raise ModelError(f"too little data to evaluate: {n} bars, need at least {start + h + 10} "
-                         f"(window {w} + feature warm-up {FEATURE_WARMUP} + horizon {h})")
+    w = rt.window
+    sample, ends, notes = evaluated_ends(meta, req)
     feats = compute_features(data)
-    ends = evaluated_ends(meta, data, req.timeframe, start, req.fee_rate, notes)
     check_finite(feats, data.time, int(ends[0]) - w + 1)
     z = rt.normalizer.transform(feats)
     x = make_windows(z, ends, w, "conv")
@@ -244,5 +208,5 @@ def evaluate(req: EvalRequest) -> dict[str, Any]:
     deletion = deletion_table(rt.net, x[-FAITHFULNESS_MAX_SAMPLES:])
     section = evaluation(meta, probs, ends, data, req.fee_rate, req.long_only, req.timeframe)
     return {"model_id": meta.model_id, "checkpoint": str(req.checkpoint), "data": str(getattr(data, "source", "")),
-            "metrics": {"evaluated": section}, "deletion": deletion, "notes": notes,
+            "metrics": {"evaluated": section}, "deletion": deletion, "notes": notes, **sample.labels(),
             "selection": meta.extra.get("explain"), "meta": meta.to_dict()}

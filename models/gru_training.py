@@ -28,7 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from bot.domain import timeframe_ms
 from bot.errors import ModelError
 from models import vol_regime
-from models.checkpoint import ModelMeta, data_hash, load_checkpoint, save_checkpoint
+from models.checkpoint import ModelMeta, load_checkpoint, save_checkpoint
 from models.features import N_FEATURES, Normalizer, compute_features, first_window_end
 from models.gaps import Runs, scored_ends
 from models.gru_config import GRUSizerConfig, Stage2Train, parse_config
@@ -37,6 +37,7 @@ from models.gru_eval import exposure_backtest, price_metrics, sizer_levels, size
 from models.gru_explain import deletion_sections, explanation_meta, held_back_test
 from models.labels import multi_forward_returns
 from models.price_encoder import EncoderConfig, PathHead, PriceEncoder, PricePathLoss
+from models.provenance import evaluation_sample, fitted_of, provenance, widen
 from models.sizer import PositionSizer, SizerConfig, sizer_loss, temperature
 from models.skill import VOL_WINDOW, fit_sigma_ref
 from models.training import EvalRequest, FitResult, TrainRequest, fit, predict, set_seed
@@ -205,16 +206,13 @@ def card_metrics(encoder: PriceEncoder, sizer: PositionSizer | None, prep: Prepa
 def _meta(cfg: GRUSizerConfig, enc: EncoderConfig, scfg: SizerConfig | None, norm: Normalizer,
           prep: Prepared, data: Any, req: TrainRequest, metrics: dict[str, Any],
           stage1_report: dict[str, Any], stage2_report: dict[str, Any] | None,
-          explanation: dict[str, Any] | None) -> ModelMeta:
+          explanation: dict[str, Any] | None, prov: dict[str, Any]) -> ModelMeta:
     return ModelMeta(
         kind=KIND,
         hparams={"encoder": enc.to_dict(), "sizer": scfg.to_dict() if scfg else None,
                  "regime_window": cfg.regime_window, "price_loss": cfg.price_loss},
         feature_names=FEATURES, window=cfg.window, horizon=cfg.horizon, normalizer=norm.to_dict(),
-        train_range={"symbol": req.symbol, "timeframe": req.timeframe, "start": int(data.time[0]),
-                     "end": int(data.time[-1]), "bars": len(data), "source": getattr(data, "source", ""),
-                     **prep.describe()},
-        data_hash=data_hash(data), metrics=metrics,
+        **prov, metrics=metrics,
         train_config={**cfg.train.model_dump(), "stage2": cfg.train2.model_dump()},
         labels={"target": "log return t -> t+1..t+k", "target_scale": prep.target_scale.tolist(),
                 "fee_rate": req.fee_rate, "vol_baseline": {"window": VOL_WINDOW, "sigma_ref": sigma_ref(prep)}},
@@ -234,7 +232,9 @@ def train_family(data: Any, cfg: GRUSizerConfig, req: TrainRequest, *,
         prep.target_scale = np.asarray(ck.meta.labels["target_scale"], dtype=np.float64)
         s1_report = dict(ck.meta.extra.get("stage1") or {})
         s1_report["reused_from"] = str(base)
+        base_fitted = fitted_of(ck.meta)
     else:
+        base_fitted = None
         prep = prepare(data, cfg, timeframe_ms(req.timeframe))
         encoder, res = train_stage1(prep, cfg, progress=req.progress, console=req.console)
         s1_report = {"best_epoch": res.best_epoch, "best_val_loss": res.best_val_loss,
@@ -256,8 +256,13 @@ def train_family(data: Any, cfg: GRUSizerConfig, req: TrainRequest, *,
         explanation = explanation_meta(tables["val"])
         for part, table in tables.items():
             metrics.update(deletion_sections(table, f"deletion_{part}"))
+    # Fitted: up to the last bar a validation target reads (stage 1: + horizon; the sizer: + 1).
+    fit_end = prep.bars("val")[1] + (1 if base is not None else cfg.horizon)
+    prov = provenance(data, fit_end, req.symbol, req.timeframe, **prep.describe())
+    if base_fitted is not None:  # the reused encoder was fitted on the base checkpoint's bars too
+        prov["fitted"] = widen(prov["fitted"], base_fitted)
     meta = _meta(cfg, encoder.cfg, sizer.cfg if sizer else None, norm, prep, data, req, metrics,
-                 s1_report, s2_report, explanation)
+                 s1_report, s2_report, explanation, prov)
     return encoder, sizer, prep, meta
 
 
@@ -299,15 +304,17 @@ def evaluate(req: EvalRequest) -> dict[str, Any]:
     first = first_window_end(meta.window)
     if close.shape[0] - meta.horizon - first < 2:
         raise ModelError(f"{len(data)} candles are too few to evaluate (need more than {first + meta.horizon + 1})")
-    notes = [f"fee {req.fee_rate} per side; positions held close to close (Bybit opens equal the previous close)"]
-    ends = scored_ends(data, req.timeframe, first, meta.window, meta.horizon, notes)
+    sample = evaluation_sample(meta, req, first, close.shape[0] - 1)
+    notes = [f"fee {req.fee_rate} per side; positions held close to close (Bybit opens equal the previous close)",
+             *sample.notes]
+    ends = scored_ends(data, req.timeframe, sample.first, meta.window, meta.horizon, notes)
     _, path = encode_bars(encoder, z, ends)
     block = int(meta.window) + int(meta.horizon)
     actual = multi_forward_returns(close, meta.horizon)[ends]
     metrics: dict[str, Any] = {"price_head": price_metrics(path * scale, actual, block=block)}
     bar_ms = timeframe_ms(req.timeframe)
     bpy = 365 * 86_400_000 / bar_ms
-    bars = np.arange(first, close.shape[0] - 1)
+    bars = np.arange(sample.first, close.shape[0] - 1)
     runs = Runs.of(data, bar_ms)
     usable = runs.windows_ok(np.arange(close.shape[0]), meta.window)
     levels = sizer_levels(encoder, sizer, z, np.asarray(data.time), bars, bar_ms, first, usable)
@@ -321,7 +328,4 @@ def evaluate(req: EvalRequest) -> dict[str, Any]:
                                   runs.scored(bars, meta.window, 1)))
     metrics.update(deletion_sections(held_back_test(encoder, sizer, z, np.asarray(data.time), bars, bar_ms, first,
                                                     usable), "deletion"))
-    tr = meta.train_range
-    if tr and int(data.time[-1]) >= int(tr.get("start", 0)) and int(data.time[0]) <= int(tr.get("end", 0)):
-        notes.append("warning: this data overlaps the training data; only the checkpoint's test part is out of sample")
-    return {"model_id": meta.model_id, "meta": meta.to_dict(), "metrics": metrics, "notes": notes}
+    return {"model_id": meta.model_id, "meta": meta.to_dict(), "metrics": metrics, "notes": notes, **sample.labels()}

@@ -20,7 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from torch import nn
 
 from bot.errors import ConfigError, ModelError
-from models.checkpoint import ModelMeta, data_hash, load_checkpoint
+from models.checkpoint import ModelMeta, load_checkpoint
 from models.explain import TRANSFORMER_METHODS, Attribution, from_grad_x_input, transformer_gradients
 from models.features import FEATURE_NAMES, Normalizer
 from models.labels import LabelRule
@@ -234,12 +234,3 @@ def load_rollout(path: str | Path, window: int | None = None) -> tuple[Transform
         raise ModelError(f"checkpoint {path} has unusable hyper-parameters: {exc}") from None
     model = ck.load_into("model", TransformerClassifier(tcfg))
     return model, ck.meta, Normalizer.from_dict(ck.meta.normalizer)
-
-
-def overlap_end(meta: ModelMeta, data: Any) -> int | None:
-    """Index of the last in-sample bar if ``data`` starts with the exact candles the model was
-    fitted on (same start, same content hash), else None (another market or period)."""
-    k = meta.train_range.get("fit_end_index")
-    if k is None or len(data.close) <= int(k) or int(data.time[0]) != meta.train_range.get("start"):
-        return None
-    return int(k) if data_hash(data.slice(0, int(k) + 1)) == meta.data_hash else None

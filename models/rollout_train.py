@@ -19,19 +19,19 @@ from rich.console import Console
 
 from bot.errors import ModelError
 from models import vol_regime
-from models.checkpoint import ModelMeta, data_hash, save_checkpoint
+from models.checkpoint import ModelMeta, save_checkpoint
 from models.classifier import Scoring, evaluated_ends, evaluation, prepare, scoring
 from models.classifier import card_section as classifier_section
 from models.faithfulness import deletion_test, selection
-from models.features import FEATURE_NAMES, FEATURE_WARMUP, compute_features, first_window_end, make_windows
+from models.features import FEATURE_NAMES, compute_features, make_windows
 from models.labels import Labeling, class_weights
+from models.provenance import provenance
 from models.rollout import REGIMES
 from models.rollout_runtime import (
     KIND,
     RolloutConfig,
     RolloutExplainer,
     load_rollout,
-    overlap_end,
     parse_config,
 )
 from models.training import EvalRequest, TrainRequest, fit
@@ -86,12 +86,8 @@ def train_rollout(data: Any, cfg: RolloutConfig, *, fee_rate: float, long_only: 
     meta = ModelMeta(
         kind=KIND, hparams=mcfg.to_dict(), feature_names=list(FEATURE_NAMES), window=w, horizon=h,
         normalizer=prep.normalizer.to_dict(),
-        train_range={"symbol": symbol, "timeframe": timeframe, "start": int(data.time[0]),
-                     "end": int(data.time[fit_end]), "bars": fit_end + 1, "fit_end_index": fit_end,
-                     "test_start": int(data.time[ends[split.test[0]]]),
-                     "test_end": int(data.time[ends[split.test[-1]]]),
-                     "source": str(getattr(data, "source", ""))},
-        data_hash=data_hash(data.slice(0, fit_end + 1)),
+        **provenance(data, fit_end, symbol, timeframe, test_start=int(data.time[ends[split.test[0]]]),
+                     test_end=int(data.time[ends[split.test[-1]]])),
         metrics=metrics, train_config=tc.model_dump(), labels=prep.label_meta(),
         extra={"prob_threshold": cfg.prob_threshold, "history": res.history, "explain": chosen,
                "vol_regime": vol_regime.fit(np.asarray(data.close), fit_end).to_dict(),
@@ -113,22 +109,11 @@ def evaluate(req: EvalRequest) -> dict[str, Any]:
     """``bot evaluate`` for rollout checkpoints: card metrics, baselines and faithfulness on any file."""
     model, meta, norm = load_rollout(req.checkpoint)
     data = req.data
-    n = len(data.close)
     w, h = int(meta.window), int(meta.horizon)
-    notes: list[str] = []
-    start = first_window_end(w)
-    k = overlap_end(meta, data)
-    if k is not None:
-        start = max(start, k + 1)
-        notes.append(f"this file starts with the model's training data: scoring only bars after bar {k} "
-                     "(out of sample)")
-    if n - h - start < 10:
-        raise ModelError(f"too little data to evaluate: {n} bars, need at least {start + h + 10} "
-                         f"(window {w} + feature warm-up {FEATURE_WARMUP} + horizon {h})")
+    sample, ends, notes = evaluated_ends(meta, req)
     cfg = RolloutConfig(window=w, horizon=h, prob_threshold=float(meta.extra.get("prob_threshold", 0.5)),
                         **meta.extra.get("rollout", {}))
     z = norm.transform(compute_features(data))
-    ends = evaluated_ends(meta, data, req.timeframe, start, req.fee_rate, notes)
     x = make_windows(z, ends, w, "seq")
     if not np.all(np.isfinite(x)):
         raise ModelError("NaN features in the data to evaluate (check the candle file)")
@@ -138,5 +123,5 @@ def evaluate(req: EvalRequest) -> dict[str, Any]:
                "attention": attention_summary(ex)}
     deletion = deletion_table(explainer, x[-FAITHFULNESS_MAX_SAMPLES:])
     return {"model_id": meta.model_id, "checkpoint": str(req.checkpoint), "data": str(getattr(data, "source", "")),
-            "metrics": {"evaluated": section}, "deletion": deletion, "notes": notes,
+            "metrics": {"evaluated": section}, "deletion": deletion, "notes": notes, **sample.labels(),
             "selection": meta.extra.get("explain"), "meta": meta.to_dict()}

@@ -80,7 +80,8 @@ class EvalRequest:
     """What ``bot evaluate`` hands the evaluator registered for a checkpoint's kind.
 
     The evaluator returns a JSON-ready dict: ``{"meta": ModelMeta.to_dict(), "metrics": {...}}``
-    where ``metrics`` has one dict per section (e.g. ``"evaluated"``, ``"baselines"``).
+    where ``metrics`` has one dict per section (e.g. ``"evaluated"``, ``"baselines"``), and what
+    ``models.provenance.evaluation_sample`` decided: ``notes`` and its ``labels()``.
     """
 
     checkpoint: Path
@@ -89,6 +90,8 @@ class EvalRequest:
     timeframe: str
     fee_rate: float
     long_only: bool
+    #: Score bars inside the checkpoint's fitted range too (labelled in-sample); default: skip them.
+    allow_in_sample: bool = False
 
 
 @dataclass(frozen=True, slots=True)

@@ -134,8 +134,10 @@ def funding_paid(engine: Engine, run_id: str, symbol: str | None = None) -> Deci
     return -sum((Decimal(r["amount"]) for r in funding(engine, run_id, symbol)), Decimal(0))
 
 
-def events(engine: Engine, run_id: str) -> list[dict[str, Any]]:
+def events(engine: Engine, run_id: str, kind: str | None = None) -> list[dict[str, Any]]:
     q = select(s.events).where(s.events.c.run_id == run_id).order_by(s.events.c.time, s.events.c.id)
+    if kind is not None:
+        q = q.where(s.events.c.kind == kind)
     with engine.connect() as conn:
         return _rows(conn.execute(q))
 

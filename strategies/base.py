@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from abc import ABC, abstractmethod
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from pydantic import BaseModel, ConfigDict, ValidationError
 
@@ -18,6 +18,9 @@ from bot.domain import Decision
 from bot.errors import ConfigError
 from models.drift import DriftWatch
 from models.gaps import gap_explanation, window_gap
+
+if TYPE_CHECKING:
+    from models.provenance import Fitted
 
 
 class StrategyParams(BaseModel):
@@ -100,6 +103,12 @@ class Strategy(ABC):
     def model_id(self) -> str | None:
         return None
 
+    @property
+    def fitted(self) -> Fitted | None:
+        """What the strategy's model was fitted on (``models.provenance.fitted_of`` of its
+        checkpoint); None: no model. Backtests skip those bars, runs refuse another market."""
+        return None
+
     def on_start(self, bars: Bars) -> None:
         """Called once before the first bar, and on resume with the bars seen so far."""
 
@@ -117,7 +126,8 @@ class Strategy(ABC):
         """Build the strategy for a backtest over ``data``.
 
         Returns (strategy, first_traded_bar, note). Bars before ``first_traded_bar`` are history
-        only (e.g. a model trained on them when no checkpoint exists); ``note`` tells the user.
+        only; ``note`` tells the user (e.g. that a model was trained on ``data`` first). Bars the
+        model was fitted on (:attr:`fitted`) are skipped by the caller, for every strategy alike.
         """
         return cls.from_config(raw, ctx), 0, None
 

@@ -28,7 +28,7 @@ from bot.timeutil import ms_to_iso
 from models.checkpoint import default_checkpoint_path
 from models.drift import DriftWatch
 from models.dsc_runtime import DSCRuntime
-from models.dsc_train import DSCConfig, overlap_end, train_dsc
+from models.dsc_train import DSCConfig, train_dsc
 from models.explain import (
     GRAD_METHODS,
     Attribution,
@@ -40,6 +40,7 @@ from models.explain import (
 )
 from models.features import FEATURE_NAMES, FeatureWindow, compute_features, first_window_end, make_windows
 from models.labels import CLASSES
+from models.provenance import Fitted, fitted_of
 from strategies.base import Strategy, StrategyContext, StrategyParams
 from strategies.spec import StrategySpec
 
@@ -95,6 +96,10 @@ class DSCStrategy(Strategy):
     @property
     def model_id(self) -> str | None:
         return self.rt.model_id
+
+    @property
+    def fitted(self) -> Fitted:
+        return fitted_of(self.rt.meta)
 
     def state_dict(self) -> dict[str, Any]:
         return {"checkpoint": str(self.checkpoint_path), "bars_seen": self._fed, "backend": self.rt.backend}
@@ -216,8 +221,8 @@ class DSCStrategy(Strategy):
     @classmethod
     def for_backtest(cls, raw: dict[str, Any], ctx: StrategyContext,
                      data: CandleData) -> tuple[Strategy, int, str | None]:
-        """Use the checkpoint if there is one (skipping bars it was fitted on); otherwise train on
-        the first ``train_fraction`` of ``data`` and backtest only the unseen rest."""
+        """Use the checkpoint if there is one; otherwise train on the first ``train_fraction`` of
+        ``data`` first (the caller then trades only the bars after the fitted range)."""
         try:
             params = DSCParams.model_validate(raw)
         except Exception:  # noqa: BLE001 - from_config produces the one-line message
@@ -234,18 +239,9 @@ class DSCStrategy(Strategy):
                           f"({ms_to_iso(int(data.time[0]))} .. {ms_to_iso(int(data.time[cut - 1]))})")
             train_dsc(data.slice(0, cut), params, fee_rate=ctx.fee_rate, long_only=ctx.long_only,
                       symbol=ctx.symbol, timeframe=ctx.timeframe, out=path, progress=True, console=console)
-            note = f"trained {path} on bars before {ms_to_iso(int(data.time[cut]))}; "
+            note = f"trained {path} on bars before {ms_to_iso(int(data.time[cut]))}"
         ctx2 = StrategyContext(ctx.symbol, ctx.timeframe, ctx.long_only, ctx.fee_rate, str(path))
-        strategy = cls(params, ctx2)
-        k = overlap_end(strategy.rt.meta, data)
-        if k is None:
-            return strategy, 0, (note + "backtesting all bars") if note else None
-        first = k + 1
-        if len(data) - first <= 0:
-            raise ConfigError(f"every bar of this file was used to fit {path}: nothing out of sample to backtest")
-        msg = (f"{note or ''}the checkpoint was fitted on bars up to {ms_to_iso(int(data.time[k]))}: "
-               f"backtesting only the {len(data) - first} later bars (out of sample)")
-        return strategy, first, msg
+        return cls(params, ctx2), 0, note
 
 
 SPEC = StrategySpec(

@@ -31,6 +31,7 @@ from models.gru_config import GRUSizerConfig, parse_config
 from models.gru_data import encode_bars
 from models.gru_explain import METHODS, attribution_block, by_method, grad_x_input, reduce, stored_choice
 from models.price_encoder import PriceEncoder
+from models.provenance import Fitted, fitted_of
 from models.sizer import PositionSizer, SizerRunner, is_reset_bar, reset_flags
 from models.vol_regime import VolRegime, regime_entry
 from strategies.base import Strategy, StrategyContext, StrategyParams
@@ -87,8 +88,8 @@ class GRUSizerStrategy(Strategy):
     @classmethod
     def for_backtest(cls, raw: dict[str, Any], ctx: StrategyContext,
                      data: CandleData) -> tuple[Strategy, int, str | None]:
-        """Trade a checkpoint over all of ``data``; without one, train on the earlier part first
-        (stage 1 train/validation, stage 2 on the same parts) and trade only the unseen test part."""
+        """Trade a checkpoint; without one, train on ``data`` first (stage 1 train/validation, stage 2
+        on the same parts; the caller then trades only the bars after the fitted range)."""
         cfg = parse_config(raw)
         params = GRUSizerParams.model_validate(raw)
         path = Path(ctx.checkpoint) if ctx.checkpoint else default_checkpoint(ctx)
@@ -101,11 +102,11 @@ class GRUSizerStrategy(Strategy):
                            fee_rate=ctx.fee_rate, long_only=ctx.long_only, out=path, progress=True)
         encoder, sizer, prep, meta = train_family(data, cfg.model_copy(update={"stage": 0}), req)
         assert sizer is not None
-        first = prep.bars("test")[0]
         strat = cls(params, ctx, (freeze(encoder), sizer, prep.normalizer, prep.target_scale, meta))
-        note = (f"no checkpoint at {path}: trained gru_sizer on bars before {ms_to_iso(int(data.time[first]))} "
-                f"({first} bars); backtesting only the unseen {len(data) - first} bars after them")
-        return strat, first, note
+        lo, hi = prep.bars("val")
+        note = (f"no checkpoint at {path}: trained gru_sizer on this file (validation part "
+                f"{ms_to_iso(int(data.time[lo]))} .. {ms_to_iso(int(data.time[hi]))}; not saved)")
+        return strat, 0, note
 
     @property
     def warmup(self) -> int:
@@ -114,6 +115,10 @@ class GRUSizerStrategy(Strategy):
     @property
     def model_id(self) -> str | None:
         return self.meta.model_id
+
+    @property
+    def fitted(self) -> Fitted:
+        return fitted_of(self.meta)
 
     # -- incremental state -------------------------------------------------------------------------
     def _reset(self) -> None:

@@ -36,7 +36,8 @@ from models.features import (
     make_windows,
 )
 from models.labels import CLASSES, DOWN, FLAT, UP
-from models.rollout_runtime import RolloutConfig, RolloutExplainer, load_rollout, overlap_end, parse_config
+from models.provenance import Fitted, fitted_of
+from models.rollout_runtime import RolloutConfig, RolloutExplainer, load_rollout, parse_config
 from models.transformer import TransformerClassifier
 from models.vol_regime import VolRegime, regime_entry
 from strategies.base import Strategy, StrategyContext, StrategyParams
@@ -88,18 +89,13 @@ class RolloutStrategy(Strategy):
     @classmethod
     def for_backtest(cls, raw: dict[str, Any], ctx: StrategyContext,
                      data: CandleData) -> tuple[Strategy, int, str | None]:
-        """With a checkpoint: trade it, skipping bars it was fitted on when ``data`` starts with
-        them. Without one: train on the leading ``train_fraction`` first, trade only the rest."""
+        """With a checkpoint: trade it. Without one: train on the leading ``train_fraction`` first
+        (the caller then trades only the bars after the fitted range)."""
         cfg = parse_config(raw)
         params = RolloutParams.model_validate(raw)
         path = Path(ctx.checkpoint) if ctx.checkpoint else default_checkpoint(ctx)
         if path.exists() or ctx.checkpoint:
-            strat = cls(params, ctx, load_rollout(path, window=params.window))
-            k = overlap_end(strat.meta, data)
-            if k is None:
-                return strat, 0, None
-            return strat, k + 1, (f"{path} was fitted on this file's first {k + 1} bars: backtesting only "
-                                  f"the {len(data) - k - 1} out-of-sample bars after {ms_to_iso(int(data.time[k]))}")
+            return cls(params, ctx, load_rollout(path, window=params.window)), 0, None
         from models.rollout_train import train_rollout
 
         cut = int(len(data) * cfg.train_fraction)
@@ -108,9 +104,8 @@ class RolloutStrategy(Strategy):
                                 symbol=ctx.symbol, timeframe=ctx.timeframe, out=out, progress=True)
         strat = cls(params, ctx, load_rollout(trained, window=params.window))
         note = (f"no checkpoint at {path}: trained rollout on the first {cut} bars (before "
-                f"{ms_to_iso(int(data.time[cut]))}, card in {out.with_suffix('.card.json')}); "
-                f"backtesting only the unseen {len(data) - cut} bars after them")
-        return strat, cut, note
+                f"{ms_to_iso(int(data.time[cut]))}, card in {out.with_suffix('.card.json')})")
+        return strat, 0, note
 
     @property
     def warmup(self) -> int:
@@ -119,6 +114,10 @@ class RolloutStrategy(Strategy):
     @property
     def model_id(self) -> str | None:
         return self._model_id
+
+    @property
+    def fitted(self) -> Fitted:
+        return fitted_of(self.meta)
 
     # -- incremental path --------------------------------------------------------------------------
     def _reset(self) -> None:

@@ -1,10 +1,12 @@
-"""Shared fixtures: real data location, a fresh SQLite journal, the PostgreSQL test server."""
+"""Shared fixtures: real data location, a fresh SQLite journal, the PostgreSQL test server, the CLI in-process."""
 
 from __future__ import annotations
 
 import os
 import secrets
+import sys
 from collections.abc import Callable, Iterator
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -61,3 +63,30 @@ def pg_schema_url() -> Iterator[Callable[[], str]]:
         for schema in made:
             conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
     admin.dispose()
+
+
+@dataclass
+class CliResult:
+    returncode: int
+    stdout: str
+    stderr: str
+
+
+@pytest.fixture
+def bot_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch) -> Callable[..., CliResult]:
+    """Run the real console entry point ``bot.cli.main`` in-process (no torch re-import per call)."""
+    from bot.cli import main
+
+    def run(*args: str, cwd: Path) -> CliResult:
+        monkeypatch.chdir(cwd)
+        monkeypatch.setattr(sys, "argv", ["bot", *args])
+        monkeypatch.delenv("BOT_DEBUG", raising=False)
+        capsys.readouterr()
+        code = 0
+        try:
+            main()
+        except SystemExit as exc:
+            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
+        out = capsys.readouterr()
+        return CliResult(code, out.out, out.err)
+    return run

@@ -1,4 +1,4 @@
-"""Small builders shared by tests: candle data from rows, a scripted strategy."""
+"""Small builders shared by tests: candle data from rows, a scripted strategy, CLI error checks."""
 
 from __future__ import annotations
 
@@ -76,3 +76,13 @@ def scratch_journal(prefix: str) -> tuple[Path, str]:
     root = Path(tempfile.mkdtemp(prefix=prefix))
     atexit.register(shutil.rmtree, root, True)
     return root, f"sqlite:///{root / 'journal.db'}"
+
+
+def one_line_error(r: Any, match: str) -> None:
+    """A CLI result (``bot_cli``'s or a subprocess's) that failed as users should see it: exit 2,
+    one ``error:`` line on stderr containing ``match``, no traceback."""
+    assert r.returncode == 2, r.stderr
+    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
+    assert match in lines[0], lines[0]
+    assert "Traceback" not in r.stderr

@@ -6,7 +6,6 @@ import json
 import os
 import subprocess
 import sys
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -17,46 +16,12 @@ from torch import nn
 from bot.feeds.replay import load_candles
 from models.checkpoint import ModelMeta, save_checkpoint
 from models.labels import LabelRule, class_balance, make_labels
+from tests.helpers import one_line_error
 from tests.test_dsc_strategy import TINY, tiny_checkpoint
 
 BOT = str(Path(sys.executable).parent / "bot")
 ROOT = Path(__file__).resolve().parents[1]
 TINY_SETS = ["--set", "strategy.params=" + json.dumps(TINY)]
-
-
-def one_line_error(r: Result | subprocess.CompletedProcess[str], match: str) -> None:
-    assert r.returncode == 2, r.stderr
-    lines = [ln for ln in r.stderr.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
-    assert match in lines[0], lines[0]
-    assert "Traceback" not in r.stderr
-
-
-@dataclass
-class Result:
-    returncode: int
-    stdout: str
-    stderr: str
-
-
-@pytest.fixture
-def bot_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch):
-    """Run the real console entry point ``bot.cli.main`` in-process (no torch re-import per call)."""
-    from bot.cli import main
-
-    def run(*args: str, cwd: Path) -> Result:
-        monkeypatch.chdir(cwd)
-        monkeypatch.setattr(sys, "argv", ["bot", *args])
-        monkeypatch.delenv("BOT_DEBUG", raising=False)
-        capsys.readouterr()
-        code = 0
-        try:
-            main()
-        except SystemExit as exc:
-            code = exc.code if isinstance(exc.code, int) else (0 if exc.code is None else 1)
-        out = capsys.readouterr()
-        return Result(code, out.out, out.err)
-    return run
 
 
 def test_console_script_one_line_error(tmp_path: Path) -> None:
@@ -78,7 +43,7 @@ def work(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str, 
     pd.DataFrame({k: v[:1300] for k, v in cols.items()}).to_csv(small, index=False)
     few = d / "few.csv"
     pd.DataFrame({k: v[:50] for k, v in cols.items()}).to_csv(few, index=False)
-    bad = pd.DataFrame({k: v[:400].copy() for k, v in cols.items()})
+    bad = pd.DataFrame({k: v[2000:2400].copy() for k, v in cols.items()})  # after the fitted range
     bad.loc[200:, "volume"] = 1e308  # absurd volume: finite in the file, overflows to NaN in the VWAP
     badf = d / "absurd.csv"
     bad.to_csv(badf, index=False)
@@ -95,7 +60,7 @@ def work(tmp_path_factory: pytest.TempPathFactory, data_dir: Path) -> dict[str, 
 
 def test_evaluate_json_on_another_market(bot_cli, work: dict[str, Path]) -> None:
     r = bot_cli("evaluate", "--checkpoint", str(work["ckpt"]), "--data", str(work["eth"]), "--json",
-                "--set", "market.symbol=ETHUSDT", cwd=work["dir"])
+                "--set", "market.symbol=ETHUSDT", "--allow-other-market", cwd=work["dir"])
     assert r.returncode == 0, r.stderr
     out = json.loads(r.stdout)
     ev = out["metrics"]["evaluated"]
@@ -116,7 +81,7 @@ def test_evaluate_json_on_another_market(bot_cli, work: dict[str, Path]) -> None
 
 def test_evaluate_prints_the_deletion_table(bot_cli, work: dict[str, Path]) -> None:
     r = bot_cli("evaluate", "--checkpoint", str(work["ckpt"]), "--data", str(work["eth"]),
-                "--set", "market.symbol=ETHUSDT", cwd=work["dir"])
+                "--set", "market.symbol=ETHUSDT", "--allow-other-market", cwd=work["dir"])
     assert r.returncode == 0, r.stderr
     assert "deletion test of every attribution method" in r.stdout
     assert "signed_grad_x_input" in r.stdout and "abs_grad_x_input" in r.stdout and "newest-bar" in r.stdout
@@ -138,7 +103,8 @@ def test_backtest_with_checkpoint(bot_cli, work: dict[str, Path]) -> None:
     db = f"sqlite:///{work['dir'] / 'j.db'}"
     r = bot_cli("backtest", "--strategy", "dsc", "--checkpoint", str(work["ckpt"]), "--data", str(work["eth"]),
             "--from", "2025-06-01", "--to", "2025-07-01", "--db", db, "--json", *TINY_SETS,
-                "--set", "market.symbol=ETHUSDT", "--set", "market.tick_size=0.01", cwd=work["dir"])
+                "--set", "market.symbol=ETHUSDT", "--allow-other-market", "--set", "market.tick_size=0.01",
+                cwd=work["dir"])
     assert r.returncode == 0, r.stderr
     summary = json.loads(r.stdout)
     assert summary["strategy"] == "dsc" and summary["model_id"].startswith("dsc-") and summary["decisions"] > 500
@@ -181,9 +147,11 @@ def test_vol_labels_are_recorded_and_evaluate_scores_by_them(bot_cli, work: dict
     assert labels["mode"] == "vol" and labels["k"] == 0.7 and labels["sigma_window"] == 24
     assert "threshold" not in labels and labels["vol_baseline"]["window"] == 24
     r = bot_cli("evaluate", "--checkpoint", str(out), "--data", str(work["eth"]), "--json",
-                "--set", "market.symbol=ETHUSDT", cwd=work["dir"])
+                "--set", "market.symbol=ETHUSDT", "--allow-other-market", cwd=work["dir"])
     assert r.returncode == 0, r.stderr
-    ev = json.loads(r.stdout)["metrics"]["evaluated"]
+    res = json.loads(r.stdout)
+    assert res["sample"] == "out-of-sample" and res["notes"][0].startswith("other market: ")
+    ev = res["metrics"]["evaluated"]
     eth = load_candles(work["eth"], symbol="ETHUSDT", timeframe="1h", bar_ms=3_600_000)
     ends = np.arange(int(np.searchsorted(eth.time, ev["from"])), int(np.searchsorted(eth.time, ev["to"])) + 1)
     vol = make_labels(eth.close, 2, 0.0, 0.001, LabelRule(mode="vol", k=0.7))[ends]

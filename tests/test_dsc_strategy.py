@@ -149,22 +149,26 @@ def test_long_only_never_shorts(btc: CandleData, ckpt: Path) -> None:
 
 def test_for_backtest_trains_on_early_part_when_no_checkpoint(btc: CandleData, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
+    from bot import app as core
+    from bot.config import load_config
+
     monkeypatch.chdir(tmp_path)
     data = btc.slice(0, 1400)
-    ctx = StrategyContext("BTCUSDT", "1h", False, 0.001, None)
-    strat, first, note = DSCStrategy.for_backtest({**TINY, "train_fraction": 0.7}, ctx, data)
+    cfg = load_config(None, [], {"strategy.name": "dsc", "strategy.params": {**TINY, "train_fraction": 0.7}})
+    md, notes = core.backtest_market(cfg, data)
     assert (tmp_path / "checkpoints" / "dsc_BTCUSDT_1h.pt").exists()
     assert (tmp_path / "checkpoints" / "dsc_BTCUSDT_1h.card.json").exists()
-    fit_end = strat.rt.meta.train_range["fit_end_index"]
-    assert first == fit_end + 1 and first < int(0.7 * 1400)
-    assert note and "out of sample" in note and "trained" in note
+    fitted = md.strategy.fitted
+    assert fitted is not None and fitted.end is not None
+    # Trading starts right after the fitted range (training + validation bars), inside the 70 %.
+    assert int(data.time[md.history - 1]) == fitted.end and md.history < int(0.7 * 1400)
+    assert "trained" in notes[0] and "out of sample" in notes[-1]
     # The second run finds the checkpoint and still skips the bars it was fitted on.
-    strat2, first2, note2 = DSCStrategy.for_backtest({**TINY, "train_fraction": 0.7}, ctx, data)
-    assert first2 == first and "out of sample" in (note2 or "")
-    # Another market (different candles) is traded from the first bar.
-    other = btc.slice(2000, 2600)
-    _, first3, _ = DSCStrategy.for_backtest(TINY, StrategyContext("BTCUSDT", "1h", False, 0.001, None), other)
-    assert first3 == 0
+    md2, notes2 = core.backtest_market(cfg, data)
+    assert md2.history == md.history and "out of sample" in notes2[-1]
+    # Another period of the market (bars after the fitted range) is traded from the first bar.
+    md3, notes3 = core.backtest_market(cfg, btc.slice(2000, 2600))
+    assert md3.history == 0 and notes3 == []
 
 
 def test_window_mismatch_refused_unless_unset(ckpt: Path) -> None:

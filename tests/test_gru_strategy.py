@@ -104,6 +104,10 @@ def test_stage2_retrain_keeps_stage1_weights(checkpoint: Path, data: CandleData,
         assert torch.equal(v, new.states["stage1"][k])
     assert any(not torch.equal(v, new.states["stage2"][k]) for k, v in old.states["stage2"].items())
     assert new.meta.extra["stage1"]["reused_from"] == str(out)
+    # Fitted: the sizer's fit (validation + 1 bar) widened to the reused encoder's (validation + horizon).
+    assert new.meta.fitted["end"] == old.meta.fitted["end"] > new.meta.train_range["val_bars"][1]
+    assert new.meta.fitted["start"] == old.meta.fitted["start"] and new.meta.fitted["bars"] is None
+    assert new.meta.fitted["base"]["end"] == old.meta.fitted["end"]
 
 
 def test_stage1_only_checkpoint_is_refused_clearly(data: CandleData, tmp_path: Path) -> None:
@@ -196,8 +200,11 @@ def test_restart_decides_exactly_as_an_uninterrupted_run(checkpoint: Path, data:
 def test_for_backtest_trains_on_the_past_and_trades_the_unseen_part(data: CandleData, tmp_path: Path,
                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)  # no checkpoints/ here
-    strat, first, note = GRUSizerStrategy.for_backtest(PARAMS, _ctx(None), data.slice(0, 1000))
-    assert 700 < first < 1000 and "unseen" in (note or "")
+    cfg = Config.model_validate({"strategy": {"name": "gru_sizer", "params": PARAMS}})
+    md, notes = core.backtest_market(cfg, data.slice(0, 1000))
+    strat, first = md.strategy, md.history
+    assert 700 < first < 1000 and "trained gru_sizer" in notes[0] and "out of sample" in notes[-1]
+    assert strat.fitted.end == int(data.time[first - 1])  # trading starts right after the fitted range
     assert isinstance(strat, GRUSizerStrategy) and strat.model_id.startswith("gru_sizer-")
     assert not (tmp_path / "checkpoints").exists()
 
@@ -289,8 +296,10 @@ def test_evaluate_scores_the_sizer_skill_on_bars_whose_window_and_next_bar_span_
     from models.training import EvalRequest
 
     gapped = drop_bars(data, 1100, 1105)  # 5 bars missing after bar 1099
+    # the checkpoint's own training file: every bar scored (its fitted bars allowed and labelled)
     out = evaluate(EvalRequest(checkpoint=checkpoint, data=gapped, symbol="BTCUSDT", timeframe="1h",
-                               fee_rate=0.001, long_only=False))
+                               fee_rate=0.001, long_only=False, allow_in_sample=True))
+    assert out["sample"] == "in-sample"
     w = PARAMS["window"]
     bars = np.arange(first_window_end(w), len(gapped) - 1)
     ok = oracle_ok(gapped.time, bars, w, 1)

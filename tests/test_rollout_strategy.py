@@ -171,9 +171,11 @@ def test_backtest_trains_first_then_summarises_attention(data: CandleData, tmp_p
     cfg = load_config(None, [], {"strategy.name": "rollout",
                                  "strategy.params": {**PARAMS, "train_fraction": 0.7, "explain": "rollout"},
                                  "storage.url": url})
-    ctx = StrategyContext("BTCUSDT", "1h", False, 0.001, None)
-    strat, first, note = RolloutStrategy.for_backtest(dict(cfg.strategy.params), ctx, data)
-    assert first == int(len(data) * 0.7) and note and "trained rollout on the first" in note
+    md, notes = core.backtest_market(cfg, data)
+    strat, first = md.strategy, md.history
+    assert "trained rollout on the first" in notes[0] and "out of sample" in notes[-1]
+    # Trading starts after the fitted range (training + validation), before the 70 % cut.
+    assert md.strategy.fitted.end == int(data.time[first - 1]) and first < int(len(data) * 0.7)
     assert (tmp_path / "checkpoints" / "rollout_BTCUSDT_1h_backtest.card.json").exists()
     db = open_database(url)
     summary = core.backtest(cfg, data, strat, db, show_progress=False, history=first)

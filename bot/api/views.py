@@ -101,7 +101,7 @@ ALERT_KINDS: dict[str, str] = {
     "kill_switch": "bad", "order_rejected": "bad", "reconcile_mismatch": "bad", "resume_mismatch": "bad",
     "order_blocked": "warn", "feed_stale": "warn", "feed_gap": "warn", "feed_reconnect": "warn",
     "data_gaps": "warn", "reconcile": "warn", "reconcile_periodic": "warn", "order_adopted": "warn",
-    "fills_recovered": "warn", "feature_drift": "warn",
+    "fills_recovered": "warn", "feature_drift": "warn", "in_sample": "warn", "other_market": "warn",
 }
 
 
@@ -158,6 +158,11 @@ def _message(kind: str, p: dict[str, Any]) -> str:
     if kind == "feature_drift":
         worst = ", ".join(str(w.get("feature")) for w in p.get("worst") or [] if isinstance(w, dict))
         return f"{sym}feature drift: {p.get('drifting')} features far from the training statistics ({worst})"
+    if kind == "in_sample":
+        return f"{sym}{p.get('bars')} traded bars lie in the checkpoint's fitted range ({p.get('fitted')}): in-sample"
+    if kind == "other_market":
+        return (f"{sym}checkpoint fitted on {p.get('fitted_symbol')} {p.get('fitted_timeframe')}, the market is "
+                f"{p.get('symbol')} {p.get('timeframe')} (allowed)")
     if kind == "reconcile_periodic":
         return f"{sym}periodic reconcile: {p.get('fills_recovered') or 0} fills recovered, books resynced"
     if kind == "reconcile_mismatch":

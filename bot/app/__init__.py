@@ -16,13 +16,14 @@ from bot.app.files import backtest, backtest_markets, paper_replay
 from bot.app.parts import (
     InstrumentRules,
     MarketData,
-    build_backtest_strategy,
+    backtest_market,
     build_strategy,
     check_tick,
     instrument_from_config,
     instrument_rules,
     load_data,
     open_journal_db,
+    replay_market,
     run_observers,
     simulated_brokers,
     strategy_context,
@@ -30,7 +31,7 @@ from bot.app.parts import (
 )
 from bot.app.venue import live, paper
 
-__all__ = ["InstrumentRules", "MarketData", "backtest", "backtest_markets", "build_backtest_strategy",
+__all__ = ["InstrumentRules", "MarketData", "backtest", "backtest_market", "backtest_markets",
            "build_strategy", "check_tick", "instrument_from_config", "instrument_rules", "live", "load_data",
-           "open_journal_db", "paper", "paper_replay", "run_observers", "simulated_brokers", "strategy_context",
-           "with_rules"]
+           "open_journal_db", "paper", "paper_replay", "replay_market", "run_observers", "simulated_brokers",
+           "strategy_context", "with_rules"]

@@ -58,8 +58,9 @@ def backtest_markets(cfg: Config, markets: list[MarketData], db: DBEngine, *, mo
         d = md.data
         bars = Bars.preloaded(m.symbol, m.timeframe, d.time, d.open, d.high, d.low, d.close, d.volume)
         sessions.append(MarketSession(m, md.strategy, bars, broker, market=broker, history=md.history,
-                                      precompute=d))
+                                      precompute=d, in_sample=md.in_sample))
         closes.append(np.asarray(d.time[md.history:], dtype=np.int64) + timeframe_ms(m.timeframe))
+        events.extend(_guard_events(md))
         if d.gaps.found:
             events.append((int(d.time[0]), "data_gaps", {"symbol": m.symbol, **d.gaps.payload()}))
         if md.rules is not None:
@@ -79,13 +80,21 @@ async def paper_replay(cfg: Config, markets: list[MarketData], db: DBEngine, spe
 
     ``observers`` watch the run (bot/observe.py); by default those the config asks for."""
     brokers = simulated_brokers(cfg, [md.rules.instrument if md.rules else None for md in markets])
-    sessions = [MarketSession(m, md.strategy, Bars(m.symbol, m.timeframe), broker, market=broker)
-                for m, md, broker in zip(cfg.markets, markets, brokers, strict=True)]
-    events: list[Any] = []
+    sessions = []
+    events: list[Any] = [e for md in markets for e in _guard_events(md)]
     for m, md, broker in zip(cfg.markets, markets, brokers, strict=True):
+        bars = Bars(m.symbol, m.timeframe)
+        for i in range(md.history):  # untraded history (in-sample bars): the strategy's warm-up
+            bars.append(md.data.candle(i))
+        sessions.append(MarketSession(m, md.strategy, bars, broker, market=broker, in_sample=md.in_sample))
         _settle_funding(broker, md, m.symbol, events)
-    source = StreamSource(replay_candles([(md.data, timeframe_ms(m.timeframe))
+    source = StreamSource(replay_candles([(md.data.slice(md.history, len(md.data)), timeframe_ms(m.timeframe))
                                           for m, md in zip(cfg.markets, markets, strict=True)], speed))
     plan = RunPlan(mode="paper", data_source=";".join(md.data.source for md in markets), durable=True,
                    events=events, observers=run_observers(cfg) if observers is None else observers)
     return await Runner(cfg, sessions, db, source=source, plan=plan, clock=wall_clock_ms).run()
+
+
+def _guard_events(md: MarketData) -> list[tuple[int, str, dict[str, Any]]]:
+    """The checkpoint guards' events (bot/app/guards.py), journaled before the first bar."""
+    return [(int(md.data.time[0]), kind, payload) for kind, payload in md.events]

@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from decimal import Decimal
+from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine as DBEngine
 
+from bot.app.guards import Event, guard_file
 from bot.candles import CandleData
 from bot.config import Config, MarketConfig
 from bot.domain import Category, Instrument, timeframe_ms
@@ -108,11 +110,25 @@ def build_strategy(cfg: Config, checkpoint: str | None = None, market: MarketCon
     return create_strategy(m.strategy.name, m.strategy.params, strategy_context(cfg, checkpoint, m))
 
 
-def build_backtest_strategy(cfg: Config, data: CandleData, checkpoint: str | None = None,
-                            market: MarketConfig | None = None) -> tuple[Strategy, int, str | None]:
-    """(strategy, first traded bar, note): model strategies may train on early bars first."""
+def backtest_market(cfg: Config, data: CandleData, checkpoint: str | None = None,
+                    market: MarketConfig | None = None) -> tuple[MarketData, list[str]]:
+    """A backtest's market and the lines to tell the user: model strategies may train on early
+    bars first; the checkpoint guards (bot/app/guards.py) decide the first traded bar."""
     m = market or cfg.market
-    return backtest_strategy(m.strategy.name, m.strategy.params, strategy_context(cfg, checkpoint, m), data)
+    strategy, first, note = backtest_strategy(m.strategy.name, m.strategy.params,
+                                              strategy_context(cfg, checkpoint, m), data)
+    g = guard_file(strategy, m, data.time, first)
+    return (MarketData(data, strategy, g.first, events=g.events, in_sample=g.in_sample),
+            [*([note] if note else []), *g.notes])
+
+
+def replay_market(cfg: Config, data: CandleData, checkpoint: str | None = None,
+                  market: MarketConfig | None = None) -> tuple[MarketData, list[str]]:
+    """A paper replay's market: the strategy as configured, the same guards as a backtest."""
+    m = market or cfg.market
+    strategy = build_strategy(cfg, checkpoint, m)
+    g = guard_file(strategy, m, data.time)
+    return MarketData(data, strategy, g.first, events=g.events, in_sample=g.in_sample), g.notes
 
 
 def load_data(cfg: Config, path: str, date_from: str | None = None, date_to: str | None = None,
@@ -140,7 +156,8 @@ def open_journal_db(url: str) -> DBEngine:
 
 @dataclass
 class MarketData:
-    """One market of a backtest or replay: its candles, strategy and untraded history bars."""
+    """One market of a backtest or replay: its candles, strategy and untraded history bars, the
+    guards' events to journal and its ``in_sample`` summary entry (bot/app/guards.py)."""
 
     data: CandleData
     strategy: Strategy
@@ -149,6 +166,8 @@ class MarketData:
     rules: InstrumentRules | None = None
     #: Funding rates settled on a linear market's position (bot/funding.py); None: no funding.
     funding: FundingRates | None = None
+    events: list[Event] = field(default_factory=list)
+    in_sample: dict[str, Any] | None = None
 
 
 def run_observers(cfg: Config) -> list[RunObserver]:

@@ -5,8 +5,11 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 
+import structlog
+
 from bot import resume as resume_mod
 from bot import signals
+from bot.app.guards import guard_market, guard_venue
 from bot.app.parts import build_strategy, open_journal_db, run_observers, simulated_brokers
 from bot.bars import Bars
 from bot.config import Config
@@ -23,6 +26,8 @@ from strategies.base import Strategy
 
 if TYPE_CHECKING:
     from bot.live import RunOptions
+
+log = structlog.get_logger("bot.app")
 
 
 async def paper(cfg: Config, checkpoint: str | None = None, *, resume: bool = False, run_id: str | None = None,
@@ -59,6 +64,9 @@ async def _venue_run(cfg: Config, mode: str, checkpoint: str | None, *, resume: 
     venue.check_markets(cfg, checkpoint)
     observers = run_observers(cfg)  # a bad alert URL is told before any network call
     strategies = [build_strategy(cfg, checkpoint, market=m) for m in cfg.markets]
+    for m, strategy in zip(cfg.markets, strategies, strict=True):
+        guard_market(strategy, m)  # a checkpoint of another market: refused before any network call
+    samples: list[dict[str, Any] | None] = [None] * len(cfg.markets)
     events = EventBuffer()
     feed = venue.make_feed(cfg, opts, events)
     account = venue.make_broker(cfg, *keys, opts) if keys is not None else None
@@ -75,14 +83,16 @@ async def _venue_run(cfg: Config, mode: str, checkpoint: str | None, *, resume: 
         if rp is not None:
             starts, stop_at = await _resume_start(rp, feed, account, plan, stop_at)
         else:
-            cfg, starts = await _fresh_start(cfg, strategies, feed, account, plan, now, first_from, stop_at, date_to)
+            cfg, starts, samples = await _fresh_start(cfg, strategies, feed, account, plan, now, first_from,
+                                                      stop_at, date_to)
         brokers: list[Broker] = list(legs) if legs is not None else list(simulated_brokers(cfg))
         sessions = []
-        for m, strategy, broker, (history, _, qty) in zip(cfg.markets, strategies, brokers, starts, strict=True):
+        for m, strategy, broker, (history, _, qty), sample in zip(cfg.markets, strategies, brokers, starts, samples,
+                                                                  strict=True):
             bars = Bars(m.symbol, m.timeframe)
             for c in history:
                 bars.append(c)
-            sessions.append(MarketSession(m, strategy, bars, broker, start_qty=qty,
+            sessions.append(MarketSession(m, strategy, bars, broker, start_qty=qty, in_sample=sample,
                                           market=broker if isinstance(broker, SimulatedBroker) else None))
         plan.services = _services(feed, opts, min(timeframe_ms(m.timeframe) for m in cfg.markets))
         after = {m.symbol: a for m, (_, a, _) in zip(cfg.markets, starts, strict=True)}
@@ -119,8 +129,10 @@ async def _resume_start(rp: resume_mod.ResumePlan, feed: Any, account: Any, plan
 
 
 async def _fresh_start(cfg: Config, strategies: list[Strategy], feed: Any, account: Any, plan: RunPlan, now: int,
-                       first_from: int | None, stop_at: int | None, date_to: str | None) -> tuple[Config, list[Start]]:
-    """A new run starts each market with its bar forming at start-up (or at --from)."""
+                       first_from: int | None, stop_at: int | None,
+                       date_to: str | None) -> tuple[Config, list[Start], list[dict[str, Any] | None]]:
+    """A new run starts each market with its bar forming at start-up (or at --from); the
+    in-sample guard (bot/app/guards.py) refuses a first bar the checkpoint was fitted on."""
     from bot import live as venue  # noqa: PLC0415
 
     firsts = []
@@ -130,6 +142,11 @@ async def _fresh_start(cfg: Config, strategies: list[Strategy], feed: Any, accou
         if stop_at is not None and stop_at <= first:
             raise ConfigError(f"--to {date_to} is not after {m.symbol}'s first bar to trade ({ms_to_iso(first)})")
         firsts.append(first)
+    guarded = [guard_venue(s, m, f, stop_at) for m, s, f in zip(cfg.markets, strategies, firsts, strict=True)]
+    plan.events.extend((f, kind, p) for g, f in zip(guarded, firsts, strict=True) for kind, p in g.events)
+    for m, g in zip(cfg.markets, guarded, strict=True):
+        for line in g.notes:
+            log.warning("checkpoint_guard", symbol=m.symbol, note=line)
     if first_from is not None:  # a start in the future: every market's warm-up must be closed
         now = await venue.wait_for(feed, max(firsts), min(timeframe_ms(m.timeframe) for m in cfg.markets))
     histories = [await feed.warmup(m.symbol, max(int(s.warmup), 1) + venue.WARMUP_MARGIN, first)
@@ -148,7 +165,7 @@ async def _fresh_start(cfg: Config, strategies: list[Strategy], feed: Any, accou
     plan.start_payload, plan.start_time, plan.run_start_ms = payload, min(firsts), min(firsts)
     starts = [(h, f - timeframe_ms(m.timeframe), q)
               for m, h, f, q in zip(cfg.markets, histories, firsts, qtys, strict=True)]
-    return cfg, starts
+    return cfg, starts, [g.in_sample for g in guarded]
 
 
 def _services(feed: Any, opts: RunOptions, tf: int) -> Any:

@@ -35,6 +35,12 @@ err_console = Console(stderr=True, soft_wrap=True)
 ConfigOpt = typer.Option(None, "--config", "-c", help="YAML config file (default: ./config.yaml if present).")
 SetOpt = typer.Option(None, "--set", help="Override a config key: --set dotted.key=value (repeatable).")
 DbOpt = typer.Option(None, "--db", help="Journal database URL (default: storage.url).")
+AllowInSampleOpt = typer.Option(False, "--allow-in-sample",
+                                help="Also score / trade bars the checkpoint was fitted on (strategy.allow_in_sample); "
+                                     "every output then says in-sample. Default: start after them.")
+AllowOtherMarketOpt = typer.Option(False, "--allow-other-market",
+                                   help="Use a checkpoint fitted on another symbol or timeframe than the market's "
+                                        "(strategy.allow_other_market). Default: refused.")
 FormatOpt = typer.Option("table", "--format", "-f", help="table (for people), json or csv (every column in full, "
                          "times as ISO-8601 UTC, returns as fractions: 0.05 = 5 %).")
 
@@ -58,6 +64,16 @@ def warn_gaps(symbol: str, data: CandleData) -> None:
     """``bot backtest``, ``bot run`` and ``bot evaluate`` tell the file's gaps the same way."""
     if data.gaps.found:
         warn(symbol, data.gaps.describe(timeframe_ms(data.timeframe)))
+
+
+def with_allowances(cfg: Config, in_sample: bool, other_market: bool) -> Config:
+    """Every market's strategy with ``--allow-in-sample`` / ``--allow-other-market`` switched on
+    (a flag left out keeps the config's value)."""
+    upd = {k: True for k, on in (("allow_in_sample", in_sample), ("allow_other_market", other_market)) if on}
+    if not upd:
+        return cfg
+    markets = tuple(m.model_copy(update={"strategy": m.strategy.model_copy(update=upd)}) for m in cfg.markets)
+    return cfg.model_copy(update={"markets": markets})
 
 
 def jsonable(v: Any) -> Any:
@@ -139,9 +155,24 @@ def print_summary(summary: dict[str, Any]) -> None:
         table.add_row(label, "-" if key not in summary else format_metric(key, summary[key]))
     console.print(table)
     print_na_note(summary)
+    print_in_sample(summary)
     markets = summary.get("markets")
     if markets:
         print_markets(markets)
+
+
+def print_in_sample(summary: dict[str, Any]) -> None:
+    """Say loudly when a run traded bars its checkpoint was fitted on (``--allow-in-sample``)."""
+    info = summary.get("in_sample")
+    if not info:
+        return
+    if "markets" in info:
+        what = (f"{info['bars']:,} traded bars of {', '.join(info['markets'])} lie in the ranges their "
+                "checkpoints were fitted on")
+    else:
+        what = (f"{info['bars']:,} traded bars ({info['from']} .. {info['to']}) lie in the range the checkpoint "
+                f"was fitted on ({info['fitted']})")
+    console.print(f"[bold yellow]in-sample:[/bold yellow] {what}; these figures are not out of sample")
 
 
 def print_na_note(summary: dict[str, Any]) -> None:

@@ -7,7 +7,18 @@ from pathlib import Path
 
 import typer
 
-from bot.cli.common import ConfigOpt, DbOpt, FormatOpt, SetOpt, dumps, emit, load, print_markets, print_na_note
+from bot.cli.common import (
+    ConfigOpt,
+    DbOpt,
+    FormatOpt,
+    SetOpt,
+    dumps,
+    emit,
+    load,
+    print_in_sample,
+    print_markets,
+    print_na_note,
+)
 from bot.cli.tables import Col
 from bot.report.reasons import generic_reasons, reasons, reasons_for
 from bot.summary import check_symbol, journal_summary
@@ -186,6 +197,7 @@ def summary(run: str = RunOpt, fmt: str = FormatOpt, symbol: str | None = Symbol
         emit([{"metric": k, "value": format_metric(k, v)} for k, v in s.items()], fmt,
              [Col("metric"), Col("value", kind="num")], title, wide=True)
         print_na_note(s)
+        print_in_sample(s)
     else:
         emit([{"metric": k, "value": v} for k, v in s.items()], fmt, [Col("metric"), Col("value")], title)
     if markets:

@@ -17,7 +17,19 @@ from typing import Any
 import typer
 
 from bot import app as core
-from bot.cli.common import ConfigOpt, SetOpt, console, dumps, err_console, load, warn, warn_gaps
+from bot.cli.common import (
+    AllowInSampleOpt,
+    AllowOtherMarketOpt,
+    ConfigOpt,
+    SetOpt,
+    console,
+    dumps,
+    err_console,
+    load,
+    warn,
+    warn_gaps,
+    with_allowances,
+)
 from bot.errors import ConfigError, ModelError
 from strategies import find_spec, get_spec, names
 from strategies.files import is_file_ref
@@ -58,8 +70,10 @@ def train_command(cfg: Any, data_path: str | None, out: str | None, *, progress:
 
 
 def evaluate_command(cfg: Any, checkpoint: str, data_path: str) -> dict[str, Any]:
-    """Score ``checkpoint`` on ``data_path`` with the evaluator registered for its kind."""
+    """Score ``checkpoint`` on ``data_path`` with the evaluator registered for its kind, after the
+    other-market guard; the evaluator skips (or, allowed, labels) the bars it was fitted on."""
     from models.checkpoint import read_meta
+    from models.provenance import check_market, fitted_of
     from models.training import EvalRequest
 
     meta = read_meta(checkpoint)
@@ -67,16 +81,21 @@ def evaluate_command(cfg: Any, checkpoint: str, data_path: str) -> dict[str, Any
     spec = None if is_file_ref(meta.kind) else find_spec(meta.kind)
     if spec is None or spec.evaluator is None:
         raise ModelError(f"no evaluator for model kind {meta.kind!r}; known: {', '.join(_with('evaluator'))}")
+    m = cfg.market
+    other = check_market(fitted_of(meta), m.symbol, m.timeframe, allow=m.strategy.allow_other_market,
+                         model=f"model {meta.model_id}")
     data = core.load_data(cfg, data_path)
-    warn_gaps(cfg.market.symbol, data)  # as `bot backtest` tells them
-    req = EvalRequest(checkpoint=Path(checkpoint), data=data, symbol=cfg.market.symbol,
-                      timeframe=cfg.market.timeframe, fee_rate=cfg.broker.fee_rate,
-                      long_only=cfg.market.category == "spot")
+    warn_gaps(m.symbol, data)  # as `bot backtest` tells them
+    req = EvalRequest(checkpoint=Path(checkpoint), data=data, symbol=m.symbol, timeframe=m.timeframe,
+                      fee_rate=cfg.broker.fee_rate, long_only=m.category == "spot",
+                      allow_in_sample=m.strategy.allow_in_sample)
     result = spec.resolve("evaluator")(req)
+    if other:
+        result["notes"] = [other, *result.get("notes", [])]
     result["gaps"] = data.gaps.payload()
     result["drift"] = feature_drift(meta, data)
     if result["drift"] is not None:
-        warn(cfg.market.symbol, result["drift"]["text"])
+        warn(m.symbol, result["drift"]["text"])
     return result
 
 
@@ -127,18 +146,21 @@ def register(app: typer.Typer) -> None:
         checkpoint: str = typer.Option(..., "--checkpoint", help="A checkpoint written by `bot train`."),
         data: str = typer.Option(..., "--data", "-d", help="Candle file to score the model on."),
         as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
+        allow_in_sample: bool = AllowInSampleOpt,
+        allow_other_market: bool = AllowOtherMarketOpt,
         config: Path | None = ConfigOpt,
         set_: list[str] | None = SetOpt,
     ) -> None:
-        """The model card's classification metrics and baselines on any candle file."""
+        """The model card's classification metrics and baselines on any candle file (the bars the
+        checkpoint was fitted on are skipped unless --allow-in-sample)."""
         from models.card import metrics_table, verdict_lines
 
-        cfg = load(config, set_)
+        cfg = with_allowances(load(config, set_), allow_in_sample, allow_other_market)
         result = evaluate_command(cfg, checkpoint, data)
         if as_json:
             sys.stdout.write(dumps(result) + "\n")
             return
-        title = f"evaluate {result.get('model_id', '')} on {Path(data).name}"
+        title = f"evaluate {result.get('model_id', '')} on {Path(data).name} ({result.get('sample', 'unchecked')})"
         table = metrics_table(result.get("metrics", {}), title=title)
         if table is not None:
             console.print(table)
@@ -150,4 +172,7 @@ def register(app: typer.Typer) -> None:
             console.print(deletion_table(result["deletion"], "deletion test of every attribution method "
                                          "(drops of p(up) - p(down); newest bar excluded from top-k and random-k)"))
         for line in result.get("notes", []):
-            console.print(line)
+            console.print(line, highlight=False)
+        if result.get("in_sample"):
+            console.print("[bold yellow]in-sample:[/bold yellow] these figures include bars the model was "
+                          "fitted on; they are not out of sample")

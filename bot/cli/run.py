@@ -4,13 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import typer
 
 from bot import app as core
 from bot.candles import CandleData
-from bot.cli.common import ConfigOpt, DbOpt, SetOpt, console, dumps, err_console, load, print_summary, warn_gaps
+from bot.cli.common import (
+    AllowInSampleOpt,
+    AllowOtherMarketOpt,
+    ConfigOpt,
+    DbOpt,
+    SetOpt,
+    console,
+    dumps,
+    err_console,
+    load,
+    print_summary,
+    warn_gaps,
+    with_allowances,
+)
 from bot.config import Config, MarketConfig
 from bot.errors import ConfigError
 from bot.feeds.replay import data_dir
@@ -49,18 +63,16 @@ def market_data(cfg: Config, data_path: str | None, date_from: str | None, date_
             path = cached_market_file(cfg.with_market(m), date_from)
         data = core.load_data(cfg, path, date_from, date_to, market=m)
         rules = checked_rules(m, path, data)  # before any model is trained for this file
-        if backtest:
-            strategy, history, note = core.build_backtest_strategy(cfg, data, checkpoint, market=m)
-        else:
-            strategy, history, note = core.build_strategy(cfg, checkpoint, market=m), 0, None
-        if len(data) - history < strategy.warmup + 1:
-            raise ConfigError(f"{m.symbol}: {len(data) - history} candles are too few: strategy "
-                              f"{m.strategy.name} needs {strategy.warmup + 1} or more")
-        if note:
-            err_console.print(f"{m.symbol}: {note}" if many else note)
+        build = core.backtest_market if backtest else core.replay_market
+        md, notes = build(cfg, data, checkpoint, market=m)
+        if len(data) - md.history < md.strategy.warmup + 1:
+            raise ConfigError(f"{m.symbol}: {len(data) - md.history} candles are too few: strategy "
+                              f"{m.strategy.name} needs {md.strategy.warmup + 1} or more")
+        for note in notes:
+            err_console.print(f"{m.symbol}: {note}" if many else note, highlight=False)
         warn_gaps(m.symbol, data)
         funding = resolve_funding(m.funding, m.category, m.symbol, path)
-        out.append(core.MarketData(data, strategy, history, rules, funding))
+        out.append(replace(md, rules=rules, funding=funding))
     return out
 
 
@@ -136,13 +148,16 @@ def register(app: typer.Typer) -> None:
         checkpoint: str | None = typer.Option(None, "--checkpoint", help="Model checkpoint to trade."),
         as_json: bool = typer.Option(False, "--json", help=JSON_HELP),
         report: str | None = typer.Option(None, "--report", help="Write report.html and PNGs to this dir."),
+        allow_in_sample: bool = AllowInSampleOpt,
+        allow_other_market: bool = AllowOtherMarketOpt,
         config: Path | None = ConfigOpt,
         set_: list[str] | None = SetOpt,
         db: str | None = DbOpt,
     ) -> None:
         """Replay history through the live code path with simulated fills; journal and summarise."""
         extra = {"strategy.name": strategy} if strategy else {}
-        cfg = with_checkpoint(load(config, set_, extra, db), checkpoint)
+        cfg = with_allowances(with_checkpoint(load(config, set_, extra, db), checkpoint), allow_in_sample,
+                              allow_other_market)
         _backtest(cfg, data, date_from, date_to, checkpoint, as_json, report=Path(report) if report else None)
 
     @app.command("run")
@@ -163,6 +178,8 @@ def register(app: typer.Typer) -> None:
         metrics_port: int | None = typer.Option(
             None, "--metrics-port", help="paper, live: serve Prometheus metrics on this port (0 = any free one; "
             "metrics.host sets the address, default 127.0.0.1). A backtest has no observers: no metrics."),
+        allow_in_sample: bool = AllowInSampleOpt,
+        allow_other_market: bool = AllowOtherMarketOpt,
         config: Path | None = ConfigOpt,
         set_: list[str] | None = SetOpt,
         db: str | None = DbOpt,
@@ -171,7 +188,8 @@ def register(app: typer.Typer) -> None:
         extra: dict[str, object] = {"strategy.name": strategy} if strategy else {}
         if metrics_port is not None:
             extra["metrics.port"] = metrics_port
-        cfg = with_checkpoint(load(config, set_, extra, db), checkpoint)
+        cfg = with_allowances(with_checkpoint(load(config, set_, extra, db), checkpoint), allow_in_sample,
+                              allow_other_market)
         if mode == "backtest":
             _backtest(cfg, data, date_from, date_to, checkpoint, as_json)
         elif mode == "paper":

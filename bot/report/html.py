@@ -6,6 +6,7 @@ import json
 from datetime import UTC, datetime
 from html import escape
 from pathlib import Path
+from typing import Any
 
 import plotly.graph_objects as go
 import plotly.io as pio
@@ -71,10 +72,20 @@ def _header(d: ReportData | PortfolioData) -> str:
         title = f'{escape(r["strategy"])} · {escape(r["symbol"])} {escape(r["timeframe"])}'
         data = str(r.get("data_source") or "live feed")
     return (f'<header><div class="title"><h1>{title}</h1><span class="badge {STATUS_TONE.get(status, "info")}">'
-            f'{escape(status)}</span><span class="badge mode">{escape(str(r["mode"]))}</span></div>'
+            f'{escape(status)}</span><span class="badge mode">{escape(str(r["mode"]))}</span>{_in_sample(s)}</div>'
             f'<div class="sub">run <code>{escape(d.run_id)}</code> · {escape(span)} · '
             f'{s.get("candles", 0):,} bars{model} · data {escape(data)}</div>'
             f"{err}</header>")
+
+
+def _in_sample(s: dict[str, Any]) -> str:
+    """A warning badge when the run traded bars its checkpoint was fitted on (``--allow-in-sample``)."""
+    info = s.get("in_sample")
+    if not info:
+        return ""
+    tip = f"{info['bars']:,} traded bars lie in the checkpoint's fitted range: these figures are not out of sample"
+    return f'<span class="badge warn" id="in-sample" title="{escape(tip)}">in-sample</span>'
+
 
 
 def _section_html(s: Section) -> str:
