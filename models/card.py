@@ -11,6 +11,7 @@ from typing import Any
 
 from rich.console import Group
 from rich.table import Table
+from rich.text import Text
 
 from models.checkpoint import ModelMeta
 from models.provenance import fitted_of
@@ -30,16 +31,21 @@ def _fmt(v: Any) -> str:
         return str(v)
     if isinstance(v, float):
         return f"{v:.3e}" if 0 < abs(v) < 1e-3 else f"{v:.4f}"  # small drops stay readable
-    if isinstance(v, list):
-        return str(v)
+    if isinstance(v, list) and v and all(isinstance(x, float) for x in v):
+        return "[" + ", ".join(f"{x:.3f}" for x in v) + "]"  # an interval
     return str(v)
 
 
+VERDICT = "verdict"  # a section's sentences: printed under the table, not in it
+
+
 def flatten(d: dict[str, Any], prefix: str = "") -> dict[str, Any]:
-    """{"a": {"b": 1}} -> {"a.b": 1}; lists and scalars are kept as values."""
+    """{"a": {"b": 1}} -> {"a.b": 1}; lists and scalars are kept as values; verdicts are left out."""
     out: dict[str, Any] = {}
     for k, v in d.items():
         key = f"{prefix}{k}"
+        if k == VERDICT:
+            continue
         if isinstance(v, dict):
             out.update(flatten(v, key + "."))
         else:
@@ -91,6 +97,12 @@ def metrics_table(metrics: dict[str, Any], title: str = "metrics (after fees whe
     return t
 
 
+def verdict_lines(metrics: dict[str, Any]) -> list[str]:
+    """"section: sentence" for every sentence a metrics section carries (skill or its absence)."""
+    return [f"{name}: {line}" for name, sec in metrics.items() if isinstance(sec, dict)
+            for line in sec.get(VERDICT, [])]
+
+
 DELETION_KEY = "faithfulness_validation"  # meta.metrics key of the deletion test (models.faithfulness)
 
 
@@ -121,6 +133,7 @@ def render_card(meta: ModelMeta) -> Group:
     mt = metrics_table(metrics)
     if mt is not None:
         parts.append(mt)
+    parts.extend(Text(line) for line in verdict_lines(metrics))  # Text: no markup in '[lo, hi]'
     chosen = meta.extra.get("explain")
     if isinstance(chosen, dict) and chosen.get("table"):
         parts.append(deletion_table(chosen["table"], "faithfulness on validation windows (deletion test of "

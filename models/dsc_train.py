@@ -1,9 +1,9 @@
 """Train and evaluate the ``dsc`` classifier (``bot train --strategy dsc``, ``bot evaluate``).
 
-Pipeline: causal features on the whole file -> forward-return labels -> windows ending at every
-labelled bar -> chronological train/val/test split with an embargo of window + horizon bars ->
-normaliser fitted on training bars -> :func:`models.training.fit` -> model card metrics on the
-validation and (unseen) test parts -> checkpoint + card + ONNX export.
+Pipeline: :func:`models.classifier.prepare` (causal features, labels by the rule, windows, a
+chronological split with an embargo, normaliser and baselines fitted on training windows) ->
+:func:`models.training.fit` -> model card metrics on the validation and (unseen) test parts ->
+checkpoint + card + ONNX export.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ import numpy as np
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from rich.console import Console
 
-from bot.errors import ConfigError, ModelError
+from bot.errors import ConfigError
 from models.checkpoint import ModelMeta, save_checkpoint
+from models.classifier import Prepared, Scoring, card_section, evaluated_ends, evaluation, prepare, scoring
 from models.dsc import build, count_macs, count_params
 from models.features import (
     FEATURE_NAMES,
@@ -24,18 +25,15 @@ from models.features import (
     Normalizer,
     check_finite,
     compute_features,
-    first_window_end,
     make_windows,
 )
-from models.gaps import scored_ends, usable_ends
-from models.labels import FLAT, backward_labels, class_balance, class_weights, effective_threshold, make_labels
-from models.metrics import baselines, classification_report, signal_backtest
-from models.provenance import evaluation_sample, provenance
+from models.labels import Labeling, LabelRule, class_weights
+from models.provenance import provenance
+from models.skill import VolBaseline
 from models.training import (
     EvalRequest,
     TrainConfig,
     TrainRequest,
-    chronological_split,
     fit,
     predict,
     softmax,
@@ -43,7 +41,6 @@ from models.training import (
 )
 
 FAITHFULNESS_MAX_SAMPLES = 2000  # newest windows used for the deletion test (keeps training short)
-BARS_PER_YEAR = {"1m": 525_600, "5m": 105_120, "15m": 35_040, "1h": 8760, "4h": 2190, "1d": 365}
 
 
 class DSCConfig(BaseModel):
@@ -55,6 +52,8 @@ class DSCConfig(BaseModel):
     horizon: int = Field(4, ge=1, le=500)
     #: Flat band half-width for labels; raised to the round-trip fee (2 x broker.fee_rate).
     threshold: float = Field(0.0, ge=0, lt=1)
+    #: The label rule: band (default, the threshold above) or vol (k x trailing sigma).
+    label: LabelRule = LabelRule()
     arch: Literal["dsc", "standard_conv"] = "dsc"
     channels: int = Field(24, ge=4, le=512)
     blocks: int = Field(4, ge=1, le=10)
@@ -86,26 +85,6 @@ def parse_config(params: dict[str, Any]) -> DSCConfig:
         raise ConfigError(f"strategy.params.{loc}: {msg} (strategy dsc)") from None
 
 
-def decide_class(probs: np.ndarray, prob_threshold: float) -> np.ndarray:
-    """The strategy's rule as a class: the top class if its probability passes, else flat."""
-    top = probs.argmax(axis=1)
-    return np.where(probs.max(axis=1) >= prob_threshold, top, FLAT)
-
-
-def _card_section(y: np.ndarray, probs: np.ndarray, ends: np.ndarray, data: Any, cfg: DSCConfig,
-                  fee_rate: float, long_only: bool, majority: int, bpy: float) -> dict[str, Any]:
-    rep = classification_report(y, probs.argmax(axis=1))
-    trade = signal_backtest(decide_class(probs, cfg.prob_threshold), data.close, ends, fee_rate,
-                            long_only=long_only or not cfg.allow_short, bars_per_year=bpy)
-    last = backward_labels(data.close, cfg.horizon, cfg.threshold, fee_rate)[ends]
-    return {
-        "from": int(data.time[ends[0]]), "to": int(data.time[ends[-1]]),
-        **{k: rep[k] for k in ("samples", "accuracy", "balanced_accuracy", "macro_f1", "confusion")},
-        "baselines": baselines(y, majority, last),
-        "trading_after_fees": trade,
-    }
-
-
 def deletion_table(net: Any, x: np.ndarray, seed: int = 0) -> dict[str, dict[str, Any]]:
     """The deletion test of both gradient methods on conv windows ``x`` [B, F, W]: ``net`` is an
     :class:`models.attribution.ExplainedConv` (or anything with its call signature)."""
@@ -133,42 +112,26 @@ def deletion_table(net: Any, x: np.ndarray, seed: int = 0) -> dict[str, dict[str
 def train_dsc(data: Any, cfg: DSCConfig, *, fee_rate: float, long_only: bool, symbol: str, timeframe: str,
               out: Path, progress: bool = True, console: Console | None = None) -> Path:
     """Train on ``data`` (all of it is split train/val/test), write checkpoint + card + ONNX."""
-    n = len(data.close)
-    w, h = cfg.window, cfg.horizon
-    first = first_window_end(w)
-    if n - h - first < 300:
-        raise ModelError(f"too little data to train dsc: {n} bars, need at least {first + h + 300} "
-                         f"(window {w} + feature warm-up {FEATURE_WARMUP} + horizon {h} + 300 samples)")
-    feats = compute_features(data)
-    labels = make_labels(data.close, h, cfg.threshold, fee_rate)
-    ends, gap_dropped = usable_ends(data, timeframe, first, w, h)
-    tc = cfg.train
-    split = chronological_split(ends, tc.val_frac, tc.test_frac, embargo=max(tc.embargo, w + h))
-    train_pos = split.train[-tc.max_train_samples:] if tc.max_train_samples else split.train
-    fit_end = int(ends[split.val[-1]] + h)  # last bar whose price the fitting saw (a val label)
-    check_finite(feats, data.time)
-    norm = Normalizer.fit(feats[FEATURE_WARMUP: int(ends[train_pos[-1]]) + 1])
-    z = norm.transform(feats)
-    x = make_windows(z, ends, w, "conv")
-    y = labels[ends]
+    w = cfg.window
+    prep = prepare(data, Labeling(cfg.label, cfg.threshold, fee_rate, cfg.horizon), w, cfg.train, timeframe, "dsc")
+    tc, split, train_pos = cfg.train, prep.split, prep.train_pos
+    x, y = prep.windows(w, "conv"), prep.y
     weights = class_weights(y[train_pos]) if tc.class_weights else None
     hp = cfg.hparams()
     res = fit(lambda: build(cfg.arch, hp), (x[train_pos], y[train_pos]), (x[split.val], y[split.val]), tc,
               class_weights=weights, progress=progress, description=f"train {cfg.arch}", console=console)
     net = res.model
-    majority = int(np.bincount(y[train_pos], minlength=3).argmax())
-    bpy = BARS_PER_YEAR.get(timeframe, 8760)
+    sc = scoring(prep.labeling, prep.majority, prep.vol_baseline, cfg.prob_threshold, cfg.allow_short, fee_rate,
+                 long_only, timeframe, w)
     metrics: dict[str, Any] = {}
     for name, pos in (("validation", split.val), ("test", split.test)):
-        probs = softmax(predict(net, x[pos]))
-        metrics[name] = _card_section(y[pos], probs, ends[pos], data, cfg, fee_rate, long_only, majority, bpy)
+        metrics[name] = card_section(y[pos], softmax(predict(net, x[pos])), prep.ends[pos], data, sc)
     metrics["training"] = {"epochs_run": len(res.history), "best_epoch": res.best_epoch,
                            "best_val_loss": res.best_val_loss, "stopped_early": res.stopped_early,
                            "seconds": round(res.seconds, 1), "params": count_params(net),
                            "macs": count_macs(net, len(FEATURE_NAMES), w)}
     if tc.walk_forward_folds:
-        metrics["walk_forward"] = _walk_forward(feats, labels, ends, data, cfg, fee_rate, long_only, bpy,
-                                                progress, console)
+        metrics["walk_forward"] = _walk_forward(prep, data, cfg, sc, progress, console)
     from models.attribution import ExplainedConv
     from models.faithfulness import selection
 
@@ -176,17 +139,12 @@ def train_dsc(data: Any, cfg: DSCConfig, *, fee_rate: float, long_only: bool, sy
     chosen = selection(deletion_table(ExplainedConv(net), x[split.val[-FAITHFULNESS_MAX_SAMPLES:]], tc.seed),
                        "validation")
     metrics["faithfulness_validation"] = chosen["table"]
-    eff = effective_threshold(cfg.threshold, fee_rate)
     meta = ModelMeta(
-        kind="dsc", hparams=hp, feature_names=list(FEATURE_NAMES), window=w, horizon=h,
-        normalizer=norm.to_dict(),
-        **provenance(data, fit_end, symbol, timeframe, test_start=int(data.time[ends[split.test[0]]]),
-                     test_end=int(data.time[ends[split.test[-1]]])),
-        metrics=metrics, train_config=tc.model_dump(),
-        labels={"horizon": h, "threshold": eff, "fee_rate": fee_rate, "train_majority": majority,
-                "split": split.describe(), "gap_excluded": gap_dropped,
-                "train_balance": class_balance(y[train_pos])["shares"],
-                "test_balance": class_balance(y[split.test])["shares"]},
+        kind="dsc", hparams=hp, feature_names=list(FEATURE_NAMES), window=w, horizon=cfg.horizon,
+        normalizer=prep.normalizer.to_dict(),
+        **provenance(data, prep.fit_end, symbol, timeframe, test_start=int(data.time[prep.ends[split.test[0]]]),
+                     test_end=int(data.time[prep.ends[split.test[-1]]])),
+        metrics=metrics, train_config=tc.model_dump(), labels=prep.label_meta(),
         extra={"arch": cfg.arch, "prob_threshold": cfg.prob_threshold, "history": res.history,
                "explain": chosen},
     )
@@ -197,29 +155,30 @@ def train_dsc(data: Any, cfg: DSCConfig, *, fee_rate: float, long_only: bool, sy
     return path
 
 
-def _walk_forward(feats: np.ndarray, labels: np.ndarray, ends: np.ndarray, data: Any, cfg: DSCConfig,
-                  fee_rate: float, long_only: bool, bpy: float, progress: bool,
+def _walk_forward(prep: Prepared, data: Any, cfg: DSCConfig, sc: Scoring, progress: bool,
                   console: Console | None) -> dict[str, Any]:
-    """Expanding-window folds: refit (normaliser + model) per fold, score the next block unseen."""
-    tc, w = cfg.train, cfg.window
+    """Expanding-window folds: refit (normaliser, baseline, model) per fold, score the next block unseen."""
+    tc, w, ends, y = cfg.train, cfg.window, prep.ends, prep.y
     folds = walk_forward_splits(ends, tc.walk_forward_folds, max(tc.embargo, w + cfg.horizon), tc.val_frac)
     out: dict[str, Any] = {}
     accs, sharpes = [], []
     for i, sp in enumerate(folds, 1):
-        norm = Normalizer.fit(feats[FEATURE_WARMUP: int(ends[sp.train[-1]]) + 1])
-        x = make_windows(norm.transform(feats), ends, w, "conv")
-        y = labels[ends]
+        norm = Normalizer.fit(prep.feats[FEATURE_WARMUP: int(ends[sp.train[-1]]) + 1])
+        x = make_windows(norm.transform(prep.feats), ends, w, "conv")
         cw = class_weights(y[sp.train]) if tc.class_weights else None
         r = fit(lambda: build(cfg.arch, cfg.hparams()), (x[sp.train], y[sp.train]), (x[sp.val], y[sp.val]), tc,
                 class_weights=cw, progress=progress, description=f"walk-forward {i}/{len(folds)}", console=console)
         probs = softmax(predict(r.model, x[sp.test]))
-        maj = int(np.bincount(y[sp.train], minlength=3).argmax())
-        sec = _card_section(y[sp.test], probs, ends[sp.test], data, cfg, fee_rate, long_only, maj, bpy)
+        fold_sc = Scoring(**{**{f: getattr(sc, f) for f in sc.__slots__},
+                             "majority": int(np.bincount(y[sp.train], minlength=3).argmax()),
+                             "vol_baseline": VolBaseline.fit(data.close, ends[sp.train], y[sp.train])})
+        sec = card_section(y[sp.test], probs, ends[sp.test], data, fold_sc)
         accs.append(sec["accuracy"])
         sharpes.append(sec["trading_after_fees"]["sharpe"])
         out[f"fold{i}"] = {"from": sec["from"], "to": sec["to"], "accuracy": sec["accuracy"],
                            "balanced_accuracy": sec["balanced_accuracy"],
                            "majority_accuracy": sec["baselines"]["majority_class"]["accuracy"],
+                           "directional_auc": sec["skill"]["directional_auc"],
                            "sharpe": sec["trading_after_fees"]["sharpe"]}
     out["mean"] = {"accuracy": float(np.mean(accs)), "sharpe": float(np.mean(sharpes))}
     return out
@@ -239,28 +198,15 @@ def evaluate(req: EvalRequest) -> dict[str, Any]:
     rt = DSCRuntime(req.checkpoint, "torch")
     meta = rt.meta
     data = req.data
-    n = len(data.close)
-    w, h = rt.window, rt.horizon
-    first = first_window_end(w)
-    sample = evaluation_sample(meta, req, first, n - h)
-    start, notes = sample.first, list(sample.notes)
-    if n - h - start < 10:
-        raise ModelError(f"too little data to evaluate: {n} bars, need at least {start + h + 10} "
-                         f"(window {w} + feature warm-up {FEATURE_WARMUP} + horizon {h})")
+    w = rt.window
+    sample, ends, notes = evaluated_ends(meta, req)
     feats = compute_features(data)
-    ends = scored_ends(data, req.timeframe, start, w, h, notes)
     check_finite(feats, data.time, int(ends[0]) - w + 1)
     z = rt.normalizer.transform(feats)
     x = make_windows(z, ends, w, "conv")
     probs, _ = rt.explain_batched(x)
     deletion = deletion_table(rt.net, x[-FAITHFULNESS_MAX_SAMPLES:])
-    lab = meta.labels
-    thr = float(lab.get("threshold", 2 * req.fee_rate))
-    y = make_labels(data.close, h, thr, 0.0)[ends]
-    cfg = DSCConfig(window=w, horizon=h, threshold=thr, prob_threshold=float(meta.extra.get("prob_threshold", 0.5)))
-    section = _card_section(y, probs, ends, data, cfg, req.fee_rate, req.long_only,
-                            int(lab.get("train_majority", FLAT)), BARS_PER_YEAR.get(req.timeframe, 8760))
-    section["class_balance"] = class_balance(y)["shares"]
+    section = evaluation(meta, probs, ends, data, req.fee_rate, req.long_only, req.timeframe)
     return {"model_id": meta.model_id, "checkpoint": str(req.checkpoint), "data": str(getattr(data, "source", "")),
             "metrics": {"evaluated": section}, "deletion": deletion, "notes": notes, **sample.labels(),
             "selection": meta.extra.get("explain"), "meta": meta.to_dict()}

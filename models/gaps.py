@@ -50,10 +50,11 @@ class Runs:
     def of(cls, data: Any, bar_ms: int) -> Runs:
         return cls(run_starts(np.asarray(data.time), bar_ms))
 
-    def windows_ok(self, ends: np.ndarray, window: int) -> np.ndarray:
-        """True where the window ending at ``ends`` (and its feature warm-up) is one run."""
+    def windows_ok(self, ends: np.ndarray, window: int, lookback: int = 0) -> np.ndarray:
+        """True where the window ending at ``ends`` (and its feature warm-up, or the ``lookback``
+        bars before ``end`` when that is longer) is one run."""
         e = np.asarray(ends, dtype=np.int64)
-        return e - self.start[e] >= first_window_end(window)
+        return e - self.start[e] >= max(first_window_end(window), int(lookback))
 
     def labels_ok(self, ends: np.ndarray, horizon: int) -> np.ndarray:
         """True where bar ``end + horizon`` exists and lies in the same run as ``end``."""
@@ -63,23 +64,32 @@ class Runs:
         ok[ok] = self.start[far[ok]] == self.start[e[ok]]
         return ok
 
-    def samples(self, ends: np.ndarray, window: int, horizon: int = 0) -> tuple[np.ndarray, int]:
+    def scored(self, ends: np.ndarray, window: int, horizon: int = 0, lookback: int = 0) -> np.ndarray:
+        """True where neither the window ending at ``ends`` (``lookback``: bars before the end a
+        label reads, e.g. a trailing sigma) nor its label spans a gap."""
+        e = np.asarray(ends, dtype=np.int64)
+        return self.windows_ok(e, window, lookback) & self.labels_ok(e, horizon)
+
+    def samples(self, ends: np.ndarray, window: int, horizon: int = 0,
+                lookback: int = 0) -> tuple[np.ndarray, int]:
         """(the ``ends`` whose window and label span no gap, how many were dropped for a gap)."""
         e = np.asarray(ends, dtype=np.int64)
-        ok = self.windows_ok(e, window) & self.labels_ok(e, horizon)
+        ok = self.scored(e, window, horizon, lookback)
         return e[ok], int(e.size - np.count_nonzero(ok))
 
 
-def usable_ends(data: Any, timeframe: str, first: int, window: int, horizon: int) -> tuple[np.ndarray, int]:
+def usable_ends(data: Any, timeframe: str, first: int, window: int, horizon: int,
+                lookback: int = 0) -> tuple[np.ndarray, int]:
     """Window ends ``first .. n - horizon - 1`` of ``data`` whose window and label span no gap,
     and how many were dropped for one."""
     n = len(data.close)
-    return Runs.of(data, timeframe_ms(timeframe)).samples(np.arange(first, n - horizon), window, horizon)
+    return Runs.of(data, timeframe_ms(timeframe)).samples(np.arange(first, n - horizon), window, horizon, lookback)
 
 
-def scored_ends(data: Any, timeframe: str, first: int, window: int, horizon: int, notes: list[str]) -> np.ndarray:
+def scored_ends(data: Any, timeframe: str, first: int, window: int, horizon: int, notes: list[str],
+                lookback: int = 0) -> np.ndarray:
     """``bot evaluate``: the usable window ends (at least 10), a note when a gap left some out."""
-    ends, dropped = usable_ends(data, timeframe, first, window, horizon)
+    ends, dropped = usable_ends(data, timeframe, first, window, horizon, lookback)
     if dropped:
         notes.append(f"{dropped} windows left out: their window or label spans a gap in the data")
     if ends.size < 10:

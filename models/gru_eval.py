@@ -1,5 +1,6 @@
 """Model-card numbers for ``gru_sizer``: price-head error against a random walk, and a fee-aware
-exposure backtest of the sizer against fixed-exposure baselines. Pure NumPy.
+exposure backtest of the sizer against fixed-exposure and volatility-only baselines, with the
+skill numbers of :mod:`models.skill` (the sizer is not a classifier: its "signal" is its position).
 """
 
 from __future__ import annotations
@@ -12,14 +13,16 @@ import torch
 
 from models.price_encoder import PriceEncoder
 from models.sizer import PositionSizer, SizerRunner, reset_flags
+from models.skill import direction_sentence, direction_skill, inverse_vol_exposure, sizer_skill
 
 
-def price_metrics(pred: np.ndarray, actual: np.ndarray) -> dict[str, Any]:
+def price_metrics(pred: np.ndarray, actual: np.ndarray, block: int | None = None) -> dict[str, Any]:
     """Path forecast vs the random walk (which predicts no change: a zero log return).
 
     Errors are in log-return units averaged over the k horizons; ``skill`` = 1 - MAE/MAE_rw
     (positive means better than the random walk). ``direction_1`` = share of correct signs of
-    the one-bar-ahead forecast on bars that moved.
+    the one-bar-ahead forecast on bars that moved. With ``block``: the directional AUC and rank
+    correlation of the one-bar forecast with the realised one-bar return, with intervals.
     """
     p, a = np.asarray(pred, dtype=np.float64), np.asarray(actual, dtype=np.float64)
     mae, mae_rw = float(np.abs(p - a).mean()), float(np.abs(a).mean())
@@ -30,7 +33,34 @@ def price_metrics(pred: np.ndarray, actual: np.ndarray) -> dict[str, Any]:
             "skill_mae": 1.0 - mae / mae_rw if mae_rw > 0 else 0.0,
             "rmse": rmse, "rmse_random_walk": rmse_rw,
             "skill_rmse": 1.0 - rmse / rmse_rw if rmse_rw > 0 else 0.0,
-            "direction_1": direction}
+            "direction_1": direction, **(_direction(p[:, 0], a[:, 0], block) if block else {})}
+
+
+def _direction(score: np.ndarray, actual: np.ndarray, block: int) -> dict[str, Any]:
+    d = direction_skill(score, actual, block)
+    d["verdict"] = [direction_sentence(d, "bars that moved", "the one-bar forecast", "the one-bar return")]
+    return d
+
+
+def sizer_sections(pos: np.ndarray, close: np.ndarray, bars: np.ndarray, fee_rate: float, bars_per_year: float,
+                   block: int, sigma_ref: float | None, keep: np.ndarray, suffix: str = "") -> dict[str, Any]:
+    """The sizer's skill against buy and hold and the volatility-only sizer (exposure
+    min(1, sigma_ref / trailing 24-bar sigma), ``sigma_ref`` fitted on training bars; None for a
+    checkpoint from before it), and that baseline's backtest. The skill scores the ``keep`` bars
+    only (window and next bar in one run, :meth:`models.gaps.Runs.scored`); backtests every bar."""
+    b = np.asarray(bars, dtype=np.int64)
+    c = np.asarray(close, dtype=np.float64)
+    base = {"buy_and_hold": np.ones_like(pos)}
+    out: dict[str, Any] = {}
+    if sigma_ref is not None:
+        base["volatility_only"] = inverse_vol_exposure(c, b, sigma_ref)
+        out[f"volatility_only{suffix}"] = {**exposure_backtest(base["volatility_only"], c, b, fee_rate, bars_per_year),
+                                           "sigma_ref": sigma_ref}
+    skill = sizer_skill(pos, c[b + 1] / c[b] - 1.0, fee_rate, bars_per_year, block, base, keep)
+    if sigma_ref is None:
+        skill["verdict"].append("volatility-only baseline: n/a (the checkpoint predates it; retrain to get it)")
+    out[f"sizer_skill{suffix}"] = skill
+    return out
 
 
 def exposure_backtest(pos: np.ndarray, close: np.ndarray, bars: np.ndarray, fee_rate: float,

@@ -33,12 +33,13 @@ from models.features import N_FEATURES, Normalizer, compute_features, first_wind
 from models.gaps import Runs, scored_ends
 from models.gru_config import GRUSizerConfig, Stage2Train, parse_config
 from models.gru_data import FEATURES, Prepared, encode_bars, prepare, stage1_arrays
-from models.gru_eval import exposure_backtest, price_metrics, sizer_levels
+from models.gru_eval import exposure_backtest, price_metrics, sizer_levels, sizer_sections
 from models.gru_explain import deletion_sections, explanation_meta, held_back_test
 from models.labels import multi_forward_returns
 from models.price_encoder import EncoderConfig, PathHead, PriceEncoder, PricePathLoss
 from models.provenance import evaluation_sample, fitted_of, provenance, widen
 from models.sizer import PositionSizer, SizerConfig, sizer_loss, temperature
+from models.skill import VOL_WINDOW, fit_sigma_ref
 from models.training import EvalRequest, FitResult, TrainRequest, fit, predict, set_seed
 
 KIND = "gru_sizer"
@@ -62,7 +63,12 @@ def stage1_metrics(encoder: PriceEncoder, prep: Prepared, window: int, part: str
     x, _ = stage1_arrays(prep, window, part)
     pred = predict(PathHead(encoder), x) * prep.target_scale
     actual = prep.targets[prep.ends[getattr(prep.split, part)]]
-    return price_metrics(pred, actual)
+    return price_metrics(pred, actual, block=window + encoder.cfg.horizon)
+
+
+def sigma_ref(prep: Prepared) -> float:
+    """The volatility-only sizer's target: median trailing volatility over the training bars."""
+    return fit_sigma_ref(prep.close, *prep.bars("train"))
 
 
 def freeze(encoder: PriceEncoder) -> PriceEncoder:
@@ -192,6 +198,8 @@ def card_metrics(encoder: PriceEncoder, sizer: PositionSizer | None, prep: Prepa
                                 "level_hist": np.bincount(levels, minlength=11).tolist()}
         out[f"buy_and_hold_{part}"] = exposure_backtest(np.ones_like(pos), prep.close, bars, fee, bpy)
     out["half_exposure_test"] = exposure_backtest(np.full_like(pos, 0.5), prep.close, bars, fee, bpy)
+    out.update(sizer_sections(pos, prep.close, bars, fee, bpy, cfg.window + cfg.horizon, sigma_ref(prep),
+                              prep.runs.scored(bars, cfg.window, 1), "_test"))
     return out
 
 
@@ -207,7 +215,7 @@ def _meta(cfg: GRUSizerConfig, enc: EncoderConfig, scfg: SizerConfig | None, nor
         **prov, metrics=metrics,
         train_config={**cfg.train.model_dump(), "stage2": cfg.train2.model_dump()},
         labels={"target": "log return t -> t+1..t+k", "target_scale": prep.target_scale.tolist(),
-                "fee_rate": req.fee_rate},
+                "fee_rate": req.fee_rate, "vol_baseline": {"window": VOL_WINDOW, "sigma_ref": sigma_ref(prep)}},
         extra={"stage1": stage1_report, "stage2": stage2_report, "explanation": explanation,
                "vol_regime": vol_regime.fit(np.asarray(data.close), prep.bars("train")[1]).to_dict()},
     )
@@ -301,18 +309,23 @@ def evaluate(req: EvalRequest) -> dict[str, Any]:
              *sample.notes]
     ends = scored_ends(data, req.timeframe, sample.first, meta.window, meta.horizon, notes)
     _, path = encode_bars(encoder, z, ends)
-    metrics: dict[str, Any] = {"price_head": price_metrics(path * scale,
-                                                           multi_forward_returns(close, meta.horizon)[ends])}
+    block = int(meta.window) + int(meta.horizon)
+    actual = multi_forward_returns(close, meta.horizon)[ends]
+    metrics: dict[str, Any] = {"price_head": price_metrics(path * scale, actual, block=block)}
     bar_ms = timeframe_ms(req.timeframe)
     bpy = 365 * 86_400_000 / bar_ms
     bars = np.arange(sample.first, close.shape[0] - 1)
-    usable = Runs.of(data, bar_ms).windows_ok(np.arange(close.shape[0]), meta.window)
+    runs = Runs.of(data, bar_ms)
+    usable = runs.windows_ok(np.arange(close.shape[0]), meta.window)
     levels = sizer_levels(encoder, sizer, z, np.asarray(data.time), bars, bar_ms, first, usable)
     pos = levels / 10.0
     metrics["sizer"] = {**exposure_backtest(pos, close, bars, req.fee_rate, bpy),
                         "level_hist": np.bincount(levels, minlength=11).tolist()}
     metrics["buy_and_hold"] = exposure_backtest(np.ones_like(pos), close, bars, req.fee_rate, bpy)
     metrics["half_exposure"] = exposure_backtest(np.full_like(pos, 0.5), close, bars, req.fee_rate, bpy)
+    ref = (meta.labels.get("vol_baseline") or {}).get("sigma_ref")
+    metrics.update(sizer_sections(pos, close, bars, req.fee_rate, bpy, block, None if ref is None else float(ref),
+                                  runs.scored(bars, meta.window, 1)))
     metrics.update(deletion_sections(held_back_test(encoder, sizer, z, np.asarray(data.time), bars, bar_ms, first,
                                                     usable), "deletion"))
     return {"model_id": meta.model_id, "meta": meta.to_dict(), "metrics": metrics, "notes": notes, **sample.labels()}

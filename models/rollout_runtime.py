@@ -23,7 +23,7 @@ from bot.errors import ConfigError, ModelError
 from models.checkpoint import ModelMeta, load_checkpoint
 from models.explain import TRANSFORMER_METHODS, Attribution, from_grad_x_input, transformer_gradients
 from models.features import FEATURE_NAMES, Normalizer
-from models.labels import FLAT
+from models.labels import LabelRule
 from models.rollout import attention_rollout, input_attribution, recent_steps
 from models.training import TrainConfig
 from models.transformer import TransformerClassifier, TransformerConfig
@@ -40,6 +40,8 @@ class RolloutConfig(BaseModel):
     horizon: int = Field(4, ge=1, le=500)
     #: Flat band half-width for labels; raised to the round-trip fee (2 x broker.fee_rate).
     threshold: float = Field(0.0, ge=0, lt=1)
+    #: The label rule: band (default, the threshold above) or vol (k x trailing sigma).
+    label: LabelRule = LabelRule()
     d_model: int = Field(32, ge=4, le=512)
     n_heads: int = Field(4, ge=1, le=32)
     n_layers: int = Field(2, ge=1, le=12)
@@ -221,12 +223,6 @@ class RolloutExplainer:
         xt = torch.as_tensor(x).to(self.dtype)
         with torch.inference_mode():
             return torch.cat([self.net(xt[s:s + 2048]).softmax(-1) for s in range(0, xt.shape[0], 2048)]).numpy()
-
-
-def decide_class(probs: np.ndarray, prob_threshold: float) -> np.ndarray:
-    """The strategy's rule as a class: the top class if its probability passes, else flat."""
-    top = probs.argmax(axis=1)
-    return np.where(probs.max(axis=1) >= prob_threshold, top, FLAT)
 
 
 def load_rollout(path: str | Path, window: int | None = None) -> tuple[TransformerClassifier, ModelMeta, Normalizer]:

@@ -8,12 +8,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import numpy as np
 import pandas as pd
 import pytest
 from torch import nn
 
 from bot.feeds.replay import load_candles
 from models.checkpoint import ModelMeta, save_checkpoint
+from models.labels import LabelRule, class_balance, make_labels
 from tests.helpers import one_line_error
 from tests.test_dsc_strategy import TINY, tiny_checkpoint
 
@@ -63,8 +65,13 @@ def test_evaluate_json_on_another_market(bot_cli, work: dict[str, Path]) -> None
     out = json.loads(r.stdout)
     ev = out["metrics"]["evaluated"]
     assert 0 <= ev["accuracy"] <= 1 and ev["samples"] > 10_000
-    assert set(ev["baselines"]) == {"majority_class", "same_as_last_bar"}
+    assert set(ev["baselines"]) == {"majority_class", "same_as_last_bar", "volatility_only"}
     assert len(ev["confusion"]) == 3 and "trading_after_fees" in ev
+    skill = ev["skill"]  # direction and rank correlation with intervals, next to accuracy
+    assert 0 <= skill["directional_auc"] <= 1 and -1 <= skill["spearman"] <= 1
+    lo, hi = skill["directional_auc_ci"]
+    assert lo <= skill["directional_auc"] <= hi and skill["directional_windows"] > 5000
+    assert len(ev["verdict"]) == 3 and "directional skill: AUC" in ev["verdict"][0]
     deletion = out["deletion"]  # every method on the file's out-of-sample windows
     assert set(deletion) == {"signed_grad_x_input", "abs_grad_x_input"}
     for row in deletion.values():
@@ -78,6 +85,8 @@ def test_evaluate_prints_the_deletion_table(bot_cli, work: dict[str, Path]) -> N
     assert r.returncode == 0, r.stderr
     assert "deletion test of every attribution method" in r.stdout
     assert "signed_grad_x_input" in r.stdout and "abs_grad_x_input" in r.stdout and "newest-bar" in r.stdout
+    assert "directional_auc_ci" in r.stdout and "volatility_only.balanced_accuracy" in r.stdout
+    assert "evaluated: " in r.stdout and "the volatility-only baseline" in r.stdout
 
 
 def test_train_writes_checkpoint_and_card(bot_cli, work: dict[str, Path]) -> None:
@@ -127,3 +136,27 @@ def test_bad_input_backtest_and_train(bot_cli, work: dict[str, Path]) -> None:
     r = bot_cli("train", "--strategy", "dsc", "--data", str(work["small"]), "--set", "strategy.params.window=2",
             *TINY_SETS[:0], "--set", "strategy.params.bogus=1", cwd=work["dir"])
     assert r.returncode == 2 and "error:" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_vol_labels_are_recorded_and_evaluate_scores_by_them(bot_cli, work: dict[str, Path]) -> None:
+    out = work["dir"] / "vol.pt"
+    r = bot_cli("train", "--strategy", "dsc", "--data", str(work["small"]), "--out", str(out), "--json", *TINY_SETS,
+                "--set", "strategy.params.label.mode=vol", "--set", "strategy.params.label.k=0.7", cwd=work["dir"])
+    assert r.returncode == 0, r.stderr
+    labels = json.loads(r.stdout)["labels"]
+    assert labels["mode"] == "vol" and labels["k"] == 0.7 and labels["sigma_window"] == 24
+    assert "threshold" not in labels and labels["vol_baseline"]["window"] == 24
+    r = bot_cli("evaluate", "--checkpoint", str(out), "--data", str(work["eth"]), "--json",
+                "--set", "market.symbol=ETHUSDT", "--allow-other-market", cwd=work["dir"])
+    assert r.returncode == 0, r.stderr
+    res = json.loads(r.stdout)
+    assert res["sample"] == "out-of-sample" and res["notes"][0].startswith("other market: ")
+    ev = res["metrics"]["evaluated"]
+    eth = load_candles(work["eth"], symbol="ETHUSDT", timeframe="1h", bar_ms=3_600_000)
+    ends = np.arange(int(np.searchsorted(eth.time, ev["from"])), int(np.searchsorted(eth.time, ev["to"])) + 1)
+    vol = make_labels(eth.close, 2, 0.0, 0.001, LabelRule(mode="vol", k=0.7))[ends]
+    assert ev["class_balance"] == class_balance(vol)["shares"]  # the checkpoint's rule, not the default band
+    assert ev["class_balance"] != class_balance(make_labels(eth.close, 2, 0.0, 0.001)[ends])["shares"]
+    r = bot_cli("train", "--strategy", "dsc", "--data", str(work["small"]), *TINY_SETS,
+                "--set", "strategy.params.label.mode=sideways", cwd=work["dir"])
+    one_line_error(r, "strategy.params.label.mode")

@@ -142,6 +142,39 @@ def test_training_and_evaluation_leave_out_windows_that_span_a_gap(data_dir: Pat
     assert "warning: BTCUSDT: 1 gaps, 2 missing bars" in r.stderr
 
 
+def test_a_vol_label_whose_trailing_sigma_spans_a_gap_is_left_out(data_dir: Path) -> None:
+    from models.checkpoint import ModelMeta
+    from models.classifier import evaluated_ends, prepare
+    from models.labels import Labeling, LabelRule
+    from models.training import EvalRequest, TrainConfig
+
+    full = load_candles(data_dir / "bybit_BTCUSDT_1h.csv.gz", symbol="BTCUSDT", timeframe="1h", bar_ms=HOUR)
+    data = drop_bars(full.slice(0, 1500), 800, 803)
+    w, h, sigma = 16, 2, 200  # the sigma reads 200 bars back: further than the 79 of window + warm-up
+    vol = Labeling(LabelRule(mode="vol", k=0.5, window=sigma), 0.0, 0.001, h)
+    prep = prepare(data, vol, w, TrainConfig(), "1h", "dsc")
+    ends = np.arange(sigma, len(data) - h)
+    lo = np.minimum(ends - (span(w) - 1), ends - sigma)
+    ok = np.array([np.all(np.diff(data.time[a: e + h + 1]) == HOUR) for a, e in zip(lo, ends, strict=True)])
+    assert np.array_equal(prep.ends, ends[ok])
+    assert prep.gap_excluded == int((~ok).sum()) == sigma + h
+    assert prep.label_meta()["gap_excluded"] == sigma + h
+    band = prepare(data, Labeling(LabelRule(), 0.0, 0.001, h), w, TrainConfig(), "1h", "dsc")
+    assert band.gap_excluded == span(w) + h - 1  # the band reads no further back than the window
+    # bot evaluate's windows follow the checkpoint's rule the same way, and say so; the overlap
+    # rule (fitted on bars 0..100) skips bars before the label's look-back anyway
+    meta = ModelMeta(kind="dsc", hparams={}, feature_names=[], window=w, horizon=h, normalizer={},
+                     labels=vol.to_meta(), fitted={"symbol": "BTCUSDT", "timeframe": "1h",
+                                                   "start": int(data.time[0]), "end": int(data.time[100])})
+    req = EvalRequest(checkpoint=Path("unused.pt"), data=data, symbol="BTCUSDT", timeframe="1h", fee_rate=0.001,
+                      long_only=False)
+    sample, got, notes = evaluated_ends(meta, req)
+    assert np.array_equal(got, ends[ok])
+    assert (sample.first, sample.label) == (101, "out-of-sample")
+    assert len(notes) == 2 and "(out of sample)" in notes[0]
+    assert notes[1] == f"{sigma + h} windows left out: their window or label spans a gap in the data"
+
+
 @pytest.fixture(scope="module")
 def contiguous(data_dir: Path) -> CandleData:
     full = load_candles(data_dir / "bybit_BTCUSDT_1h.csv.gz", symbol="BTCUSDT", timeframe="1h", bar_ms=HOUR)

@@ -28,6 +28,7 @@ from storage import queries
 from storage.db import open_database
 from strategies.base import StrategyContext
 from strategies.gru_sizer import GRUSizerParams, GRUSizerStrategy
+from tests.test_gap_guards import drop_bars, oracle_ok
 
 torch.set_num_threads(1)
 PARAMS: dict[str, Any] = {
@@ -79,8 +80,14 @@ def test_checkpoint_family_holds_both_stages_with_card(checkpoint: Path) -> None
     assert ck.meta.modules == ["stage1", "stage2"]
     card = json.loads(card_path(checkpoint).read_text())
     m = card["metrics"]
-    assert {"price_head_test", "sizer_test", "buy_and_hold_test", "half_exposure_test"} <= set(m)
+    assert {"price_head_test", "sizer_test", "buy_and_hold_test", "half_exposure_test", "volatility_only_test",
+            "sizer_skill_test"} <= set(m)
     assert m["price_head_test"]["mae_random_walk"] > 0
+    assert 0 <= m["price_head_test"]["directional_auc"] <= 1 and "AUC" in m["price_head_test"]["verdict"][0]
+    skill = m["sizer_skill_test"]  # rank correlation of the position with the next-bar return, vs baselines
+    assert {"spearman", "sharpe_minus_buy_and_hold_ci", "sharpe_minus_volatility_only_ci"} <= set(skill)
+    assert len(skill["verdict"]) == 3 and "volatility-only sizer" in skill["verdict"][2]
+    assert ck.meta.labels["vol_baseline"]["sigma_ref"] == m["volatility_only_test"]["sigma_ref"] > 0
     assert sum(m["sizer_test"]["level_hist"]) > 0
     s2 = ck.meta.extra["stage2"]
     assert s2["amp_used"] is False  # AMP asked for, but there is no GPU here
@@ -261,3 +268,42 @@ def test_explain_with_any_method_and_old_checkpoints(checkpoint: Path, data: Can
     np.testing.assert_allclose(unsigned["steps"], np.abs(unsigned["steps"]))
     with pytest.raises(ModelError, match="unknown attribution method"):
         s.explain_with(bars, "rollout")
+
+
+def test_evaluate_reports_the_sizer_skill_and_its_baselines(checkpoint: Path, data: CandleData) -> None:
+    from models.gru_training import evaluate
+    from models.training import EvalRequest
+
+    out = evaluate(EvalRequest(checkpoint=checkpoint, data=data, symbol="BTCUSDT", timeframe="1h", fee_rate=0.001,
+                               long_only=False))
+    m = out["metrics"]
+    assert {"sizer", "buy_and_hold", "half_exposure", "volatility_only", "sizer_skill"} <= set(m)
+    pos_spread = m["sizer"]["level_hist"]
+    skill = m["sizer_skill"]
+    if sum(1 for c in pos_spread if c) > 1:  # more than one level held: the rank correlation is defined
+        lo, hi = skill["spearman_ci"]
+        assert lo <= skill["spearman"] <= hi
+    else:
+        assert skill["spearman"] is None and "holds one level" in skill["verdict"][0]
+    assert m["volatility_only"]["mean_exposure"] <= 1.0
+    assert m["price_head"]["directional_windows"] > 0
+
+
+def test_evaluate_scores_the_sizer_skill_on_bars_whose_window_and_next_bar_span_no_gap(
+        checkpoint: Path, data: CandleData) -> None:
+    from models.features import first_window_end
+    from models.gru_training import evaluate
+    from models.training import EvalRequest
+
+    gapped = drop_bars(data, 1100, 1105)  # 5 bars missing after bar 1099
+    # the checkpoint's own training file: every bar scored (its fitted bars allowed and labelled)
+    out = evaluate(EvalRequest(checkpoint=checkpoint, data=gapped, symbol="BTCUSDT", timeframe="1h",
+                               fee_rate=0.001, long_only=False, allow_in_sample=True))
+    assert out["sample"] == "in-sample"
+    w = PARAMS["window"]
+    bars = np.arange(first_window_end(w), len(gapped) - 1)
+    ok = oracle_ok(gapped.time, bars, w, 1)
+    m = out["metrics"]
+    assert m["sizer_skill"]["bars"] == int(ok.sum()) == bars.size - (first_window_end(w) + 1)
+    assert sum(m["sizer"]["level_hist"]) == bars.size  # the backtest still runs over every bar, flat there
+    assert any("windows left out: their window or label spans a gap" in n for n in out["notes"])

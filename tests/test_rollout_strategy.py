@@ -204,7 +204,9 @@ def test_model_card_reports_faithfulness_and_baselines(ckpt: str) -> None:
     assert chosen["split"] == "validation" and chosen["winner"] == chosen["ranking"][0]
     assert sorted(chosen["ranking"], key=lambda x: -table[x]["older_top_k_drop"]) == chosen["ranking"]
     test = m["test"]
-    assert {"majority_class", "same_as_last_bar"} <= set(test["baselines"])
+    assert {"majority_class", "same_as_last_bar", "volatility_only"} <= set(test["baselines"])
+    assert 0 <= test["skill"]["directional_auc"] <= 1 and test["skill"]["spearman_ci"] is not None
+    assert len(test["verdict"]) == 3 and "AUC" in test["verdict"][0]
     assert "total_return" in test["trading_after_fees"] and "buy_and_hold" in test["trading_after_fees"]
     assert abs(sum(v for k, v in test["attention"].items() if k.startswith("regime_")) - 1) < 1e-9
 
@@ -250,3 +252,21 @@ def test_journal_explain_recomputes_a_cli_backtest_decision_with_another_method(
     assert out.stdout.startswith("attribution recomputed with --method rollout (stored: ")
     bad = bot("journal", "explain", did, "--db", db, "--method", "bogus")
     assert bad.returncode == 2 and bad.stderr.strip().startswith("error: --method bogus: rollout explains with")
+
+
+def test_evaluate_reports_skill_and_attention(ckpt: str, data: CandleData) -> None:
+    from models.rollout_train import evaluate
+    from models.training import EvalRequest
+
+    out = evaluate(EvalRequest(checkpoint=Path(ckpt), data=data, symbol="BTCUSDT", timeframe="1h", fee_rate=0.001,
+                               long_only=False))
+    ev = out["metrics"]["evaluated"]
+    assert ev["baselines"]["volatility_only"]["cutoff"] == read_meta_labels(ckpt)["vol_baseline"]["cutoff"]
+    assert ev["skill"]["directional_windows"] == sum(ev["confusion"][0]) + sum(ev["confusion"][2])
+    assert "mean_recent_share" in ev["attention"] and len(ev["verdict"]) == 3
+
+
+def read_meta_labels(ckpt: str) -> dict:
+    from models.checkpoint import read_meta
+
+    return read_meta(ckpt).labels

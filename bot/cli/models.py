@@ -153,7 +153,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """The model card's classification metrics and baselines on any candle file (the bars the
         checkpoint was fitted on are skipped unless --allow-in-sample)."""
-        from models.card import metrics_table
+        from models.card import metrics_table, verdict_lines
 
         cfg = with_allowances(load(config, set_), allow_in_sample, allow_other_market)
         result = evaluate_command(cfg, checkpoint, data)
@@ -164,6 +164,8 @@ def register(app: typer.Typer) -> None:
         table = metrics_table(result.get("metrics", {}), title=title)
         if table is not None:
             console.print(table)
+        for line in verdict_lines(result.get("metrics", {})):
+            console.print(line, markup=False)
         if result.get("deletion"):
             from models.card import deletion_table
 
