@@ -138,6 +138,7 @@ class RolloutExplainer:
             raise ModelError(f"start_layer {cfg.start_layer} is not below the model's {model.cfg.n_layers} layers")
         self.graph = ExplainGraph(self.net, cfg, self.position).eval()
         self._one: Any = None  # the per-candle graph, traced on first use
+        self._probs_one: Any = None  # the per-candle decision graph (probabilities only), likewise
 
     def _finish(self, p: torch.Tensor, a: torch.Tensor) -> Explained:
         # The regime rule of models.rollout (recent_share + regime_codes), in NumPy: for one
@@ -170,18 +171,20 @@ class RolloutExplainer:
                 self._one = self._trace(xt)
             return self._finish(*self._one(xt))
 
+    def probs_one(self, window: np.ndarray) -> np.ndarray:
+        """One window [W, F] -> probs [3]: the decision's forward pass alone (no attention rollout,
+        no gradient), traced like :meth:`explain_one`."""
+        xt = torch.from_numpy(np.ascontiguousarray(window)).to(self.dtype).unsqueeze(0)
+        with torch.inference_mode():
+            if self._probs_one is None:
+                self._probs_one = _traced(ProbsGraph(self.net).eval(), xt, xt.shape[1] == self.net.cfg.window)
+            return self._probs_one(xt)[0].numpy()
+
     def _trace(self, example: torch.Tensor) -> Any:
         # The trace freezes data-dependent branches at their traced value. The only one is the
         # zero-row guard of the rollout's row normalisation, which cannot fire when the residual
         # term adds a positive identity; without it (residual_weight 0) stay eager.
-        if self.cfg.residual_weight <= 0 or example.shape[1] != self.net.cfg.window:
-            return self.graph
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return torch.jit.freeze(torch.jit.trace(self.graph, example, check_trace=False))
-        except Exception:  # noqa: BLE001 - an optimisation only: eager gives the same numbers
-            return self.graph
+        return _traced(self.graph, example, self.cfg.residual_weight > 0 and example.shape[1] == self.net.cfg.window)
 
     def attributions(self, x: np.ndarray, methods: tuple[str, ...] = TRANSFORMER_METHODS,
                      chunk: int = 1024) -> tuple[Explained, dict[str, Attribution]]:
@@ -221,6 +224,29 @@ class RolloutExplainer:
         xt = torch.as_tensor(x).to(self.dtype)
         with torch.inference_mode():
             return torch.cat([self.net(xt[s:s + 2048]).softmax(-1) for s in range(0, xt.shape[0], 2048)]).numpy()
+
+
+class ProbsGraph(nn.Module):
+    """windows [B, W, F] -> probs [B, 3]: what the decision needs, and nothing else."""
+
+    def __init__(self, net: TransformerClassifier) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).softmax(dim=-1)
+
+
+def _traced(graph: nn.Module, example: torch.Tensor, exact: bool) -> Any:
+    """A frozen TorchScript trace of ``graph`` where a trace is ``exact``; else ``graph`` (eager)."""
+    if not exact:
+        return graph
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return torch.jit.freeze(torch.jit.trace(graph, example, check_trace=False))
+    except Exception:  # noqa: BLE001 - an optimisation only: eager gives the same numbers
+        return graph
 
 
 def decide_class(probs: np.ndarray, prob_threshold: float) -> np.ndarray:
