@@ -67,6 +67,7 @@ class DSCRuntime:
         self.ckpt: Checkpoint = load_checkpoint(path, kind=KIND, feature_names=FEATURE_NAMES, window=window)
         meta = self.ckpt.meta
         self.meta = meta
+        self._model_id = meta.model_id  # a hash of the metadata: computed once
         self.window = int(meta.window)
         self.horizon = int(meta.horizon)
         self.normalizer = Normalizer.from_dict(meta.normalizer)
@@ -88,7 +89,7 @@ class DSCRuntime:
 
     @property
     def model_id(self) -> str:
-        return self.meta.model_id
+        return self._model_id
 
     def _ensure_onnx(self, ckpt_path: Path, graph: str) -> Path:
         target = explain_onnx_path(ckpt_path, graph)

@@ -9,7 +9,6 @@ backtest path both call it, in float64, so they make the same decisions.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +24,7 @@ from models.explain import TRANSFORMER_METHODS, Attribution, from_grad_x_input, 
 from models.features import FEATURE_NAMES, Normalizer
 from models.labels import FLAT
 from models.rollout import attention_rollout, input_attribution, recent_steps
+from models.trace import traced
 from models.training import TrainConfig
 from models.transformer import TransformerClassifier, TransformerConfig
 
@@ -177,14 +177,14 @@ class RolloutExplainer:
         xt = torch.from_numpy(np.ascontiguousarray(window)).to(self.dtype).unsqueeze(0)
         with torch.inference_mode():
             if self._probs_one is None:
-                self._probs_one = _traced(ProbsGraph(self.net).eval(), xt, xt.shape[1] == self.net.cfg.window)
+                self._probs_one = traced(ProbsGraph(self.net).eval(), xt, xt.shape[1] == self.net.cfg.window)
             return self._probs_one(xt)[0].numpy()
 
     def _trace(self, example: torch.Tensor) -> Any:
         # The trace freezes data-dependent branches at their traced value. The only one is the
         # zero-row guard of the rollout's row normalisation, which cannot fire when the residual
         # term adds a positive identity; without it (residual_weight 0) stay eager.
-        return _traced(self.graph, example, self.cfg.residual_weight > 0 and example.shape[1] == self.net.cfg.window)
+        return traced(self.graph, example, self.cfg.residual_weight > 0 and example.shape[1] == self.net.cfg.window)
 
     def attributions(self, x: np.ndarray, methods: tuple[str, ...] = TRANSFORMER_METHODS,
                      chunk: int = 1024) -> tuple[Explained, dict[str, Attribution]]:
@@ -235,18 +235,6 @@ class ProbsGraph(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).softmax(dim=-1)
-
-
-def _traced(graph: nn.Module, example: torch.Tensor, exact: bool) -> Any:
-    """A frozen TorchScript trace of ``graph`` where a trace is ``exact``; else ``graph`` (eager)."""
-    if not exact:
-        return graph
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return torch.jit.freeze(torch.jit.trace(graph, example, check_trace=False))
-    except Exception:  # noqa: BLE001 - an optimisation only: eager gives the same numbers
-        return graph
 
 
 def decide_class(probs: np.ndarray, prob_threshold: float) -> np.ndarray:

@@ -36,6 +36,7 @@ from models.gru_data import encode_bars
 from models.gru_explain import METHODS, attribution_block, by_method, grad_x_input, reduce, stored_choice
 from models.price_encoder import PriceEncoder
 from models.sizer import PositionSizer, SizerRunner, is_reset_bar, reset_flags
+from models.trace import traced
 from models.vol_regime import VolRegime, regime_entry
 from strategies.base import Strategy, StrategyContext, StrategyParams
 from strategies.spec import StrategySpec
@@ -82,6 +83,8 @@ class GRUSizerStrategy(Strategy):
         self.bar_ms = timeframe_ms(ctx.timeframe)
         self.method, self.faithfulness = stored_choice(meta.extra)
         self.drift = DriftWatch(norm)
+        self._model_id = meta.model_id  # a hash of the metadata: computed once
+        self._encode_one: Any = None
         self._pre: dict[str, Any] | None = None
         self._reset()
 
@@ -120,7 +123,7 @@ class GRUSizerStrategy(Strategy):
 
     @property
     def model_id(self) -> str | None:
-        return self.meta.model_id
+        return self._model_id
 
     # -- incremental state -------------------------------------------------------------------------
     def _reset(self) -> None:
@@ -148,7 +151,9 @@ class GRUSizerStrategy(Strategy):
         path, what the attribution of this step is computed from)."""
         x = self._window()
         with torch.no_grad():
-            feat, path = self.encoder(x)
+            if self._encode_one is None:  # one window at a time: a trace (same numbers, less overhead)
+                self._encode_one = traced(self.encoder, x)
+            feat, path = self._encode_one(x)
         if not self._started or is_reset_bar(t, self.bar_ms, self.steps):
             self._runner.reset()
             self._started = True
