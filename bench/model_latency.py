@@ -165,7 +165,7 @@ def _cases() -> list[Case]:
 
     cases.append(Case("rollout decision/candle", "torch f64", f"[1,48,{default[0]}]",
                       lambda: decision_runner(), None))
-    cases.append(Case("rollout decision+rollout/candle", "torch f64", f"[1,48,{default[0]}] +rollout",
+    cases.append(Case("rollout decision+attribution/candle", "torch f64", f"[1,48,{default[0]}] +expl",
                       lambda: decision_runner(explained=True), None))
     return cases
 
