@@ -308,8 +308,8 @@ class Runner:
                     began = time.perf_counter()
                     play(engines)
                     if durable:  # one transaction per bar: a kill loses at most the bar in progress
+                        took = time.perf_counter() - began  # to the orders sent: the decision latency
                         await self._explain(engines)
-                        took = time.perf_counter() - began
                         for e in engines:
                             e.sync_equity()
                         journal.set_progress(**self._progress())
