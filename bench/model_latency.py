@@ -1,5 +1,6 @@
 """Model inference latency: single-sample p50/p99 and batch throughput, torch eager vs ONNX Runtime,
-plus the full per-candle decision time of ``strategies/dsc.py`` (features + model + explanation).
+plus the per-candle decision time of ``strategies/dsc.py`` (features + model: what an order waits
+for) and the same with its deferred attribution completed (what a bot spends per candle).
 
 Conditions: CPU, 1 thread (torch.set_num_threads(1), ORT intra-op 1), eval mode +
 torch.inference_mode, warm-up before timing, wall-clock per call with perf_counter.
@@ -111,8 +112,9 @@ def _checkpoint() -> Path:
     return save_checkpoint(TMP / "random_dsc.pt", net, meta)
 
 
-def decision_case(backend: str) -> Callable[[], Callable[[], Any]]:
-    """One call = one new candle through DSCStrategy.on_bar (incremental features + model + explanation)."""
+def decision_case(backend: str, explained: bool) -> Callable[[], Callable[[], Any]]:
+    """One call = one new candle through DSCStrategy.on_bar (incremental features + model), and
+    the decision's deferred attribution if ``explained``."""
 
     def single() -> Callable[[], Any]:
         from bot.bars import Bars
@@ -131,7 +133,8 @@ def decision_case(backend: str) -> Callable[[], Callable[[], Any]]:
         def run() -> Any:
             if not bars.advance():  # wrap around: restart the replay (rare, outside most samples)
                 raise StopIteration
-            return s.on_bar(bars)
+            d = s.on_bar(bars)
+            return d.completed() if explained and d is not None else d
         return run
     return single
 
@@ -154,12 +157,16 @@ def _cases() -> list[Case]:
         s, bt = onnx_case("dsc", f, c, b, w, explain=True)
         cases.append(Case(f"dsc+attribution {label}", "onnxruntime", shape, s, bt))
     for backend in ("torch", "onnx"):
-        cases.append(Case("dsc full decision/candle", backend, f"[1,{default[0]},{default[3]}] +expl",
-                          decision_case(backend), None))
+        cases.append(Case("dsc decision/candle", backend, f"[1,{default[0]},{default[3]}]",
+                          decision_case(backend, False), None))
+        cases.append(Case("dsc decision+attribution/candle", backend, f"[1,{default[0]},{default[3]}] +expl",
+                          decision_case(backend, True), None))
     from bench.rollout_latency import decision_runner  # the rollout transformer (issue 4)
 
-    cases.append(Case("rollout full decision/candle", "torch f64", f"[1,48,{default[0]}] +rollout",
+    cases.append(Case("rollout decision/candle", "torch f64", f"[1,48,{default[0]}]",
                       lambda: decision_runner(), None))
+    cases.append(Case("rollout decision+attribution/candle", "torch f64", f"[1,48,{default[0]}] +expl",
+                      lambda: decision_runner(explained=True), None))
     return cases
 
 

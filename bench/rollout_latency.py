@@ -2,10 +2,12 @@
 
 Cases (real BTCUSDT 1h candles, one sample at a time, after a warm-up):
 
-- ``decision, explain=M``: ``RolloutStrategy.on_bar`` bar by bar: incremental features, the
-  transformer forward pass (float64), rollout, the stored attribution M (a backward pass for the
-  gradient methods), regime and the explanation dict. The number a live bot pays per candle.
-  Target: p50 <= 2 ms for the default size.
+- ``decision``: ``RolloutStrategy.on_bar`` bar by bar: incremental features, the transformer
+  forward pass (float64, traced), regime and the eager explanation dict. What an order waits
+  for (issue 17 target: p50 <= 0.5 ms for the default size).
+- ``decision + deferred attribution, explain=M``: the same and ``Decision.completed()``: the
+  rollout and the stored attribution M (a backward pass for the gradient methods), which the
+  engine runs after the order has left. What a bot spends per candle.
 - ``forward+rollout f64`` / ``f32``, ``eager`` (the batched path) or ``traced`` (the per-candle
   path, a TorchScript trace of the same graph): the model and the rollout only, on a ready window.
 - ``rollout only``: :func:`models.rollout.attention_rollout` on the layer maps of one sample.
@@ -64,10 +66,11 @@ def timed(fn: Callable[[], object], n: int, warmup: int = 50) -> np.ndarray:
     return out
 
 
-def _setup(over: dict[str, object]) -> tuple[RolloutParams, TransformerClassifier, Normalizer, np.ndarray,
-                                          Callable[[], object]]:
+def _setup(over: dict[str, object], explained: bool = False) -> tuple[
+        RolloutParams, TransformerClassifier, Normalizer, np.ndarray, Callable[[], object]]:
     """(params, model, normaliser, features, decide): ``decide()`` feeds the next real candle to a
-    RolloutStrategy bar by bar and returns its Decision (StopIteration when the file ends)."""
+    RolloutStrategy bar by bar and returns its Decision (StopIteration when the file ends), with
+    its deferred attribution completed if ``explained``."""
     cfg = RolloutParams(**over)
     data = load_candles(DATA, symbol="BTCUSDT", timeframe="1h", bar_ms=3_600_000)
     feats = compute_features(data)
@@ -85,20 +88,23 @@ def _setup(over: dict[str, object]) -> tuple[RolloutParams, TransformerClassifie
     def decide() -> object:
         if not bars.advance():
             raise StopIteration
-        return strat.on_bar(bars)
+        d = strat.on_bar(bars)
+        return d.completed() if explained and d is not None else d
     return cfg, model, norm, feats, decide
 
 
-def decision_runner() -> Callable[[], object]:
+def decision_runner(explained: bool = False) -> Callable[[], object]:
     """For bench/model_latency.py: one call = one candle through the default-size strategy."""
-    return _setup({})[4]
+    return _setup({}, explained)[4]
 
 
 def bench_size(name: str, over: dict[str, int], n: int, methods: list[str]) -> list[tuple[str, str, np.ndarray]]:
     rows: list[tuple[str, str, np.ndarray]] = []
+    rows.append((name, "decision (features+forward+explanation dict: what the order waits for)",
+                 timed(_setup(over)[4], n)))
     for m in methods:  # the stored attribution: rollout is one forward, the gradient methods add a backward
-        decide = _setup({**over, "explain": m})[4]
-        rows.append((name, f"decision, explain={m} (features+model+attribution+explanation)", timed(decide, n)))
+        decide = _setup({**over, "explain": m}, explained=True)[4]
+        rows.append((name, f"decision + deferred attribution, explain={m}", timed(decide, n)))
     cfg, model, norm, feats, _ = _setup(over)
     start = START
     z = norm.transform(feats)

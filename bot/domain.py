@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+from collections.abc import Callable
 from dataclasses import dataclass, field, replace
 from decimal import ROUND_DOWN, ROUND_HALF_EVEN, Decimal
 from enum import StrEnum
@@ -175,12 +176,25 @@ class Instrument:
         return qty >= self.min_qty and qty * price >= self.min_notional and qty > 0
 
 
+#: The key a failed deferred explanation leaves in the journaled explanation (its error, one line).
+EXPLANATION_ERROR = "explanation_error"
+#: The key of a journaled explanation whose deferred part is not yet in (the row was written
+#: ahead of the order; the completed explanation replaces it before the bar's commit).
+EXPLANATION_PENDING = "explanation_pending"
+
+
 @dataclass(frozen=True, slots=True)
 class Decision:
     """What a strategy wants: a target exposure (fraction of equity, signed) and why.
 
     ``target`` None means "no trade": keep whatever position is held (used for errors and
     warm-up). ``explanation`` must be JSON-serialisable.
+
+    ``deferred`` (optional): the costly rest of the explanation (an attribution), a callable the
+    engine calls *after* the decision's order has left, before the next bar of the market. It
+    returns a dict merged into ``explanation`` (:meth:`completed`) and works from a snapshot of
+    what it needs (the window, the model state before the step), never from later bars; it must
+    not change the strategy's state. Not part of equality: a decision is what it decided.
     """
 
     symbol: str
@@ -190,6 +204,15 @@ class Decision:
     model_id: str | None = None
     explanation: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
+    deferred: Callable[[], dict[str, Any]] | None = field(default=None, compare=False, repr=False)
+
+    def completed(self) -> Decision:
+        """This decision with its deferred part merged into the explanation (itself when it has
+        none). A key the eager part already holds (a ``None`` placeholder) keeps its place, so the
+        stored key order is the strategy's. Raises whatever the deferred part raises."""
+        if self.deferred is None:
+            return self
+        return replace(self, explanation={**self.explanation, **self.deferred()}, deferred=None)
 
 
 @dataclass(frozen=True, slots=True)

@@ -18,6 +18,7 @@ import structlog
 
 from bot import order_log
 from bot.bars import Bars
+from bot.deferred import DeferredExplanations
 from bot.domain import (
     Category,
     Decision,
@@ -55,7 +56,7 @@ class Engine:
                  risk: RiskManager, fee_rate: float, bar_ms: int,
                  clock: Callable[[], int] | None = None, market: MarketDataListener | None = None,
                  allocation: float = 1.0, marks: Marks | None = None, slot: int = 0,
-                 log_orders: bool = False) -> None:
+                 log_orders: bool = False, defer_explanations: bool = False) -> None:
         self.run_id = run_id
         self.strategy = strategy
         self.bars = bars
@@ -104,6 +105,10 @@ class Engine:
         self._in_fill = False
         #: Paper and live: a log line per order step (bot/order_log.py); backtests stay quiet.
         self._log_orders = log_orders
+        #: Decisions journaled with their eager explanation, completed once their orders left:
+        #: right after the order (backtests), or by the runner after the bar's orders (paper, live).
+        self.explanations = DeferredExplanations(journal)
+        self._explain_inline = not defer_explanations
         broker.set_listener(self._on_order_event, self)
 
     # -- life cycle --------------------------------------------------------------------------------
@@ -222,19 +227,28 @@ class Engine:
         did = decision_id(self.run_id, t, self._id_symbol)
         self.n_decisions += 1
         if d.error is not None or d.target is None:
-            self.journal.record_decision(did, d, price, DecisionStatus.ERROR if d.error else DecisionStatus.NO_TRADE)
-            return
-        if not trade:
-            self.journal.record_decision(did, d, price, DecisionStatus.CATCH_UP)
-            return
-        if self._waiting is not None:  # a newer decision replaces the one that waited
-            self.journal.update_decision(self._waiting[0], DecisionStatus.SUPERSEDED)
-            self._waiting = None
-        status, req, blocked = self._plan(did, d, t, price, eq)
-        if status is DecisionStatus.WAITING:
-            self._waiting = (did, d)
+            status = DecisionStatus.ERROR if d.error else DecisionStatus.NO_TRADE
+            req = blocked = None
+        elif not trade:
+            status, req, blocked = DecisionStatus.CATCH_UP, None, None
+        else:
+            if self._waiting is not None:  # a newer decision replaces the one that waited
+                self.journal.update_decision(self._waiting[0], DecisionStatus.SUPERSEDED)
+                self._waiting = None
+            status, req, blocked = self._plan(did, d, t, price, eq)
+            if status is DecisionStatus.WAITING:
+                self._waiting = (did, d)
         self.journal.record_decision(did, d, price, status)
-        self._send(did, t, req, blocked)
+        self._send(did, t, req, blocked)  # the order leaves before the deferred explanation runs
+        if d.deferred is not None:
+            self.explanations.add(did, d)
+            if self._explain_inline:
+                self.explanations.complete()
+
+    def explain_pending(self) -> int:
+        """Complete and journal the deferred explanations of the decisions since the last call
+        (the runner's, once the bar's orders have left); how many."""
+        return self.explanations.complete()
 
     def _plan(self, did: str, d: Decision, t: int, price: float,
               eq: float) -> tuple[DecisionStatus, OrderRequest | None, str | None]:

@@ -49,6 +49,10 @@ from strategies.base import Strategy
 
 log = structlog.get_logger("bot.runner")
 
+#: Paper and live: how long a bar's deferred explanations wait for its orders' creates to be
+#: answered by the venue (a create that takes longer goes on alone; the explanation runs).
+SEND_WAIT_S = 1.0
+
 @dataclass
 class MarketSession:
     """One market of a run: its config, strategy, bar buffer and broker (over the run's one
@@ -233,7 +237,7 @@ class Runner:
                 risk=RiskManager(cfg.risk.for_market(m.cfg), long_only=m.cfg.category == "spot", portfolio=portfolio),
                 fee_rate=cfg.broker.fee_rate, bar_ms=timeframe_ms(m.cfg.timeframe), clock=self.clock,
                 market=m.market, allocation=m.cfg.allocation or 1.0, marks=marks, slot=slot,
-                log_orders=self.plan.durable,
+                log_orders=self.plan.durable, defer_explanations=self.plan.durable,
             )
 
     def _begin(self, journal: Journal) -> None:
@@ -306,7 +310,8 @@ class Runner:
                     began = time.perf_counter()
                     play(engines)
                     if durable:  # one transaction per bar: a kill loses at most the bar in progress
-                        took = time.perf_counter() - began
+                        took = time.perf_counter() - began  # to the orders sent: the decision latency
+                        await self._explain(engines)
                         for e in engines:
                             e.sync_equity()
                         journal.set_progress(**self._progress())
@@ -317,6 +322,18 @@ class Runner:
             finally:
                 await batches.aclose()  # type: ignore[attr-defined]  # both are async generators
         return not stop.is_set()
+
+    async def _explain(self, engines: list[Engine]) -> None:
+        """The bar's deferred explanations, once its orders have left: a venue broker's creates
+        are answered first (for at most ``SEND_WAIT_S``), so an explanation never holds an order
+        back (nor takes the interpreter from the thread sending it). Then journaled with the
+        decisions, in the bar's transaction that follows."""
+        if not any(e.explanations for e in engines):
+            return
+        for m in self.sessions:
+            await m.broker.orders_sent(SEND_WAIT_S)
+        for e in engines:
+            e.explain_pending()
 
     def _progress(self) -> dict[str, Any]:
         engines = self.engines
@@ -330,6 +347,7 @@ class Runner:
         journal = self.journal
         assert journal is not None
         for e in self.engines:
+            e.explain_pending()  # a stop between a bar's orders and its explanations
             e.sync_equity()
         journal.flush()
         journal.close()  # every row written (background writers drained) before the clock stops
@@ -343,6 +361,8 @@ class Runner:
 
     def _close_quietly(self, status: RunStatus, error: str) -> None:
         for e in self.engines:
+            with contextlib.suppress(Exception):
+                e.explain_pending()
             with contextlib.suppress(Exception):
                 e.sync_equity()
         if self.journal is None:

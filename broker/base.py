@@ -124,6 +124,11 @@ class Broker(ABC):
         """Wait (bounded) until nothing is in flight; True when everything resolved."""
         return True
 
+    async def orders_sent(self, timeout_s: float) -> None:
+        """Wait (bounded) until every order submitted so far has been answered by its venue (its
+        create call returned): what follows then never competes with sending it. A broker whose
+        ``submit`` is the venue (the simulated one) returns at once, without yielding."""
+
 
 def fill_pieces(qty: Decimal, step: Decimal, n: int) -> list[Decimal]:
     """``qty`` as up to ``n`` executions, each a whole number of lots (the last takes the rest):

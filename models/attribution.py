@@ -113,8 +113,9 @@ class ExplainedConv(nn.Module):
         self.n_blocks = len(model.blocks)
         self.channels = int(model.hparams["channels"])
 
-    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        # ---- forward, keeping every pre-activation for the ReLU masks
+    def _forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, list[list[torch.Tensor]],
+                                                 torch.Tensor, torch.Tensor]:
+        """(probs, stem pre-activation, block pre-activations, merge pre-activation, merged output)."""
         pre_stem = self.stem.fwd(x)
         h = torch.relu(pre_stem)
         pres: list[list[torch.Tensor]] = []
@@ -131,7 +132,15 @@ class ExplainedConv(nn.Module):
         g = torch.relu(pre_merge)
         pooled = g.mean(dim=2)
         logits = pooled @ self.head_w.t() + self.head_b
-        probs = torch.softmax(logits, dim=1)
+        return torch.softmax(logits, dim=1), pre_stem, pres, pre_merge, g
+
+    def probs(self, x: torch.Tensor) -> torch.Tensor:
+        """The class probabilities alone: the same forward ops as :meth:`forward`, no backward."""
+        return self._forward(x)[0]
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        # ---- forward, keeping every pre-activation for the ReLU masks
+        probs, pre_stem, pres, pre_merge, g = self._forward(x)
         # ---- backward of the target, seeded at the logits
         seed = seed_of(probs, self.target)                       # [B, K]
         d_pooled = seed @ self.head_w                             # [B, C]
@@ -148,6 +157,17 @@ class ExplainedConv(nn.Module):
                 dh = dh + direct[i - 1]
         dx = self.stem.bwd(dh * (pre_stem > 0).to(dh.dtype))
         return probs, x * dx
+
+
+class ConvProbs(nn.Module):
+    """forward(x [B, F, W]) -> probs [B, 3]: the decision's graph (ONNX export of the probs alone)."""
+
+    def __init__(self, net: ExplainedConv) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.probs(x)
 
 
 def autograd_input_x_gradient(model: nn.Module, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

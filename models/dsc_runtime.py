@@ -1,9 +1,10 @@
-"""A trained ``dsc`` checkpoint ready to run: probabilities + input x gradient of p(up) - p(down),
-torch or ONNX Runtime.
+"""A trained ``dsc`` checkpoint ready to run, torch or ONNX Runtime: the class probabilities
+alone (the decision's graph), or the probabilities + input x gradient of p(up) - p(down) (the
+explanation's graph).
 
-Both backends run the same :class:`models.attribution.ExplainedConv` graph (one pass gives the
-probabilities and the attribution), so they agree to ~1e-7; the ONNX file is exported beside
-the checkpoint at train time, or on first use if it is missing or belongs to another model.
+Both backends run :class:`models.attribution.ExplainedConv` (the probabilities are its forward
+ops, the attribution its hand-written backward), so they agree to ~1e-7; the ONNX files are
+exported beside the checkpoint at train time, or on first use if missing or of another model.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from bot.errors import ModelError
-from models.attribution import ExplainedConv
+from models.attribution import ConvProbs, ExplainedConv
 from models.checkpoint import Checkpoint, load_checkpoint, onnx_path
 from models.dsc import build
 from models.features import FEATURE_NAMES, N_FEATURES, Normalizer
@@ -26,15 +27,20 @@ Backend = Literal["torch", "onnx"]
 KIND = "dsc"
 
 
-def explain_onnx_path(ckpt_path: str | Path) -> Path:
-    return onnx_path(ckpt_path, "explain")
+#: The exported graphs: name -> its outputs. ``probs`` decides; ``explain`` also attributes.
+GRAPHS: dict[str, list[str]] = {"probs": ["probs"], "explain": ["probs", "attribution"]}
 
 
-def export_explain(net: ExplainedConv, path: Path, window: int, model_id: str) -> Path:
-    """Export the probabilities + attribution graph and tag it with the model id."""
+def explain_onnx_path(ckpt_path: str | Path, graph: str = "explain") -> Path:
+    return onnx_path(ckpt_path, graph)
+
+
+def export_explain(net: ExplainedConv, path: Path, window: int, model_id: str, graph: str = "explain") -> Path:
+    """Export one of :data:`GRAPHS` of ``net`` and tag it with the model id."""
     import onnx
 
-    export_onnx(net, torch.zeros(1, N_FEATURES, window), path, ["probs", "attribution"])
+    module = net if graph == "explain" else ConvProbs(net)
+    export_onnx(module, torch.zeros(1, N_FEATURES, window), path, GRAPHS[graph])
     proto = onnx.load(str(path))
     # Tagged with the attributed quantity too: a file exported for another target is exported again.
     proto.metadata_props.add(key="model_id", value=f"{model_id}:{net.target}")
@@ -53,13 +59,15 @@ def _onnx_model_id(path: Path) -> str | None:
 
 
 class DSCRuntime:
-    """Loads and checks a checkpoint; ``explain(x)`` -> (probs [B, 3], attribution [B, F, W])."""
+    """Loads and checks a checkpoint; ``probs(x)`` -> probs [B, 3]; ``explain(x)`` -> (probs,
+    attribution [B, F, W])."""
 
     def __init__(self, path: str | Path, backend: Backend = "torch", window: int | None = None,
                  threads: int = 1) -> None:
         self.ckpt: Checkpoint = load_checkpoint(path, kind=KIND, feature_names=FEATURE_NAMES, window=window)
         meta = self.ckpt.meta
         self.meta = meta
+        self._model_id = meta.model_id  # a hash of the metadata: computed once
         self.window = int(meta.window)
         self.horizon = int(meta.horizon)
         self.normalizer = Normalizer.from_dict(meta.normalizer)
@@ -72,25 +80,35 @@ class DSCRuntime:
         self.net = ExplainedConv(self.model).eval()
         self.backend = backend
         self._ort: OnnxRunner | None = None
+        self._ort_probs: OnnxRunner | None = None
         if backend == "onnx":
-            self._ort = OnnxRunner(self._ensure_onnx(Path(path)), threads=threads)
+            self._ort = OnnxRunner(self._ensure_onnx(Path(path), "explain"), threads=threads)
+            self._ort_probs = OnnxRunner(self._ensure_onnx(Path(path), "probs"), threads=threads)
         elif backend != "torch":
             raise ModelError(f"unknown backend {backend!r}: expected torch or onnx")
 
     @property
     def model_id(self) -> str:
-        return self.meta.model_id
+        return self._model_id
 
-    def _ensure_onnx(self, ckpt_path: Path) -> Path:
-        target = explain_onnx_path(ckpt_path)
+    def _ensure_onnx(self, ckpt_path: Path, graph: str) -> Path:
+        target = explain_onnx_path(ckpt_path, graph)
         if target.exists() and _onnx_model_id(target) == f"{self.model_id}:{self.net.target}":
             return target
         try:
-            return export_explain(self.net, target, self.window, self.model_id)
+            return export_explain(self.net, target, self.window, self.model_id, graph)
         except ModelError:
             # Read-only checkpoint folder: export into a temporary file instead.
             tmp = Path(tempfile.mkdtemp(prefix="dsc_onnx_")) / target.name
-            return export_explain(self.net, tmp, self.window, self.model_id)
+            return export_explain(self.net, tmp, self.window, self.model_id, graph)
+
+    def probs(self, x: np.ndarray) -> np.ndarray:
+        """x: float32 [B, F, W] (normalised) -> probs float64 [B, 3]: the decision, no attribution."""
+        if self._ort_probs is not None:
+            return self._ort_probs.run(x)[0].astype(np.float64)
+        with torch.inference_mode():
+            p = self.net.probs(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
+        return p.numpy().astype(np.float64)
 
     def explain(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """x: float32 [B, F, W] (normalised) -> (probs float64 [B, 3], attribution float64 [B, F, W])."""

@@ -149,9 +149,10 @@ def train_dsc(data: Any, cfg: DSCConfig, *, fee_rate: float, long_only: bool, sy
                "explain": chosen},
     )
     path = save_checkpoint(out, net, meta)
-    from models.dsc_runtime import explain_onnx_path, export_explain
+    from models.dsc_runtime import GRAPHS, explain_onnx_path, export_explain
 
-    export_explain(ExplainedConv(net), explain_onnx_path(path), w, meta.model_id)
+    for graph in GRAPHS:
+        export_explain(ExplainedConv(net), explain_onnx_path(path, graph), w, meta.model_id, graph)
     return path
 
 

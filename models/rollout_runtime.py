@@ -9,7 +9,6 @@ backtest path both call it, in float64, so they make the same decisions.
 
 from __future__ import annotations
 
-import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -25,6 +24,7 @@ from models.explain import TRANSFORMER_METHODS, Attribution, from_grad_x_input, 
 from models.features import FEATURE_NAMES, Normalizer
 from models.labels import LabelRule
 from models.rollout import attention_rollout, input_attribution, recent_steps
+from models.trace import traced
 from models.training import TrainConfig
 from models.transformer import TransformerClassifier, TransformerConfig
 
@@ -140,6 +140,7 @@ class RolloutExplainer:
             raise ModelError(f"start_layer {cfg.start_layer} is not below the model's {model.cfg.n_layers} layers")
         self.graph = ExplainGraph(self.net, cfg, self.position).eval()
         self._one: Any = None  # the per-candle graph, traced on first use
+        self._probs_one: Any = None  # the per-candle decision graph (probabilities only), likewise
 
     def _finish(self, p: torch.Tensor, a: torch.Tensor) -> Explained:
         # The regime rule of models.rollout (recent_share + regime_codes), in NumPy: for one
@@ -172,18 +173,20 @@ class RolloutExplainer:
                 self._one = self._trace(xt)
             return self._finish(*self._one(xt))
 
+    def probs_one(self, window: np.ndarray) -> np.ndarray:
+        """One window [W, F] -> probs [3]: the decision's forward pass alone (no attention rollout,
+        no gradient), traced like :meth:`explain_one`."""
+        xt = torch.from_numpy(np.ascontiguousarray(window)).to(self.dtype).unsqueeze(0)
+        with torch.inference_mode():
+            if self._probs_one is None:
+                self._probs_one = traced(ProbsGraph(self.net).eval(), xt, xt.shape[1] == self.net.cfg.window)
+            return self._probs_one(xt)[0].numpy()
+
     def _trace(self, example: torch.Tensor) -> Any:
         # The trace freezes data-dependent branches at their traced value. The only one is the
         # zero-row guard of the rollout's row normalisation, which cannot fire when the residual
         # term adds a positive identity; without it (residual_weight 0) stay eager.
-        if self.cfg.residual_weight <= 0 or example.shape[1] != self.net.cfg.window:
-            return self.graph
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                return torch.jit.freeze(torch.jit.trace(self.graph, example, check_trace=False))
-        except Exception:  # noqa: BLE001 - an optimisation only: eager gives the same numbers
-            return self.graph
+        return traced(self.graph, example, self.cfg.residual_weight > 0 and example.shape[1] == self.net.cfg.window)
 
     def attributions(self, x: np.ndarray, methods: tuple[str, ...] = TRANSFORMER_METHODS,
                      chunk: int = 1024) -> tuple[Explained, dict[str, Attribution]]:
@@ -223,6 +226,17 @@ class RolloutExplainer:
         xt = torch.as_tensor(x).to(self.dtype)
         with torch.inference_mode():
             return torch.cat([self.net(xt[s:s + 2048]).softmax(-1) for s in range(0, xt.shape[0], 2048)]).numpy()
+
+
+class ProbsGraph(nn.Module):
+    """windows [B, W, F] -> probs [B, 3]: what the decision needs, and nothing else."""
+
+    def __init__(self, net: TransformerClassifier) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).softmax(dim=-1)
 
 
 def load_rollout(path: str | Path, window: int | None = None) -> tuple[TransformerClassifier, ModelMeta, Normalizer]:

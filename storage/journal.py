@@ -21,7 +21,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from sqlalchemy.exc import SQLAlchemyError
 
-from bot.domain import Decision, DecisionStatus, Fill, Order, RunStatus
+from bot.domain import EXPLANATION_PENDING, Decision, DecisionStatus, Fill, Order, RunStatus
 from bot.errors import StorageError
 from storage import schema as s
 from storage.retention import apply_retention
@@ -76,7 +76,7 @@ class Journal:
         self._decisions: list[dict[str, Any]] = []
         self._new_orders: dict[str, dict[str, Any]] = {}
         self._order_updates: dict[str, dict[str, Any]] = {}
-        self._decision_updates: dict[str, str] = {}
+        self._decision_updates: dict[str, dict[str, Any]] = {}
         self._fills: list[dict[str, Any]] = []
         self._trades: list[dict[str, Any]] = []
         self._equity: list[tuple[str, Any, Any, Any, Any, Any]] = []
@@ -153,19 +153,33 @@ class Journal:
 
     # -- buffered records --------------------------------------------------------------------------
     def record_decision(self, decision_id: str, d: Decision, price: float, status: DecisionStatus) -> None:
+        """A decision as it stands now; one with a deferred explanation part is written with its
+        eager part and ``explanation_pending`` until :meth:`complete_explanation`."""
+        explanation = d.explanation or None
+        if d.deferred is not None:
+            explanation = {**d.explanation, EXPLANATION_PENDING: True}
         self._decisions.append({
             "id": decision_id, "run_id": self.run_id, "bar_time": d.bar_time, "symbol": d.symbol,
             "target": d.target, "confidence": d.confidence, "model_id": d.model_id, "price": price,
-            "status": status.value, "explanation": d.explanation or None, "error": d.error,
+            "status": status.value, "explanation": explanation, "error": d.error,
         })
 
     def update_decision(self, decision_id: str, status: DecisionStatus) -> None:
         """What became of a journaled decision later (one that waited on a working order)."""
+        self._change_decision(decision_id, "status", status.value)
+
+    def complete_explanation(self, decision_id: str, explanation: dict[str, Any]) -> None:
+        """A decision's completed explanation (its deferred part merged in, or the error that part
+        raised): replaces the eager one in the buffered row, or in the row already written (a
+        write-ahead flush before the order left), in the next transaction."""
+        self._change_decision(decision_id, "explanation", explanation or None)
+
+    def _change_decision(self, decision_id: str, column: str, value: Any) -> None:
         for row in reversed(self._decisions):
             if row["id"] == decision_id:
-                row["status"] = status.value
+                row[column] = value
                 return
-        self._decision_updates[decision_id] = status.value
+        self._decision_updates.setdefault(decision_id, {})[column] = value
 
     def record_order(self, order: Order) -> None:
         self._new_orders[order.client_order_id] = order_row(order, self.run_id)
@@ -297,8 +311,8 @@ class Journal:
             with self.engine.begin() as conn:
                 if b.decisions:
                     conn.execute(self._ins["decisions"], b.decisions)
-                for did, status in b.decision_updates.items():
-                    conn.execute(update(s.decisions).where(s.decisions.c.id == did).values(status=status))
+                for did, values in b.decision_updates.items():
+                    conn.execute(update(s.decisions).where(s.decisions.c.id == did).values(**values))
                 if b.new_orders:
                     conn.execute(self._ins["orders"], b.new_orders)
                 for oid, values in b.order_updates.items():
@@ -338,7 +352,7 @@ class Committed:
 
     run_id: str
     decisions: list[dict[str, Any]]
-    decision_updates: dict[str, str]
+    decision_updates: dict[str, dict[str, Any]]
     new_orders: list[dict[str, Any]]
     order_updates: dict[str, dict[str, Any]]
     fills: list[dict[str, Any]]

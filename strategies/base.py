@@ -137,7 +137,11 @@ class Strategy(ABC):
 
     @abstractmethod
     def on_bar(self, bars: Bars) -> Decision | None:
-        """Bar ``bars.n - 1`` just closed. Return a Decision, or None to keep the current target."""
+        """Bar ``bars.n - 1`` just closed. Return a Decision, or None to keep the current target.
+
+        Return what decides first: a costly part of the explanation may be the Decision's
+        ``deferred`` callable, which the engine runs once the order has left (before the next
+        bar); it works from a copy of what it needs and never changes the strategy's state."""
 
     def clamp(self, target: float) -> float:
         """Long-only markets clamp the target to [0, 1]."""

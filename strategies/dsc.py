@@ -1,10 +1,11 @@
 """``dsc``: a depthwise-separable conv classifier says down / flat / up; the strategy follows it.
 
 Per candle: the incremental feature pipeline is updated with the new bar only (O(1)), the
-normalised window goes through the model, and one pass returns the class probabilities and the
-input x gradient of p(up) - p(down) (torch or ONNX Runtime); the stored attribution is its signed
-or absolute form, the checkpoint's most faithful on validation data (``explain: auto``) or the
-one ``explain`` names. Target: +1 (up) / -1 (down; 0 on long-only
+normalised window goes through the model's forward pass alone (torch or ONNX Runtime) and the
+class probabilities decide; the input x gradient of p(up) - p(down) is the decision's deferred
+part (``Decision.deferred``: computed from a copy of this window once the order has left). The
+stored attribution is its signed or absolute form, the checkpoint's most faithful on validation
+data (``explain: auto``) or the one ``explain`` names. Target: +1 (up) / -1 (down; 0 on long-only
 markets or with ``allow_short: false``) / 0 (flat), when the top class's probability reaches
 ``prob_threshold``; otherwise flat. Explanation keys: ``docs/explanations.md`` (kind ``dsc``).
 
@@ -14,6 +15,8 @@ the bar-by-bar decisions (``tests/test_dsc_strategy.py``).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -126,8 +129,9 @@ class DSCStrategy(Strategy):
     def precompute(self, data: CandleData) -> None:
         """Probabilities and reduced attributions for every bar of ``data`` in batches.
 
-        Uses the batch feature pipeline over bars [0, t] (causal) and the same explain graph as
-        :meth:`on_bar`; ``on_bar`` then looks bar t up by time instead of running the model.
+        Uses the batch feature pipeline over bars [0, t] (causal) and the explain graph of
+        :meth:`on_bar`'s deferred part (its probabilities are the forward ops ``on_bar`` decides
+        with); ``on_bar`` then looks bar t up by time and defers only the lookup of its attribution.
         """
         n = len(data)
         first = first_window_end(self.window)
@@ -170,13 +174,22 @@ class DSCStrategy(Strategy):
             i = self._pre.get(t_now)
             if i is not None:
                 p, st, f = (a[i] for a in self._pre_out)
-                return self._decision(bars.symbol, t_now, p, st, f)
+                return self._decision(bars.symbol, t_now, p, partial(self._attribution, st, f))
         block = self._catch_up(bars, n)
         if block is None:
             return None
-        p, a = self.rt.explain(block[None])
+        x = block[None].copy()  # this bar's window: the deferred attribution never sees a later one
+        return self._decision(bars.symbol, t_now, self.rt.probs(x)[0], partial(self._explain, x))
+
+    def _explain(self, x: np.ndarray) -> dict[str, Any]:
+        """The deferred part of a bar-by-bar decision: the attribution of window ``x``."""
+        _, a = self.rt.explain(x)
         r = _reduce(a, self.method)
-        return self._decision(bars.symbol, t_now, p[0], r.steps[0], r.features[0])
+        return self._attribution(r.steps[0], r.features[0])
+
+    def _attribution(self, steps: np.ndarray, feats: np.ndarray) -> dict[str, Any]:
+        return {"attribution": attribution_block(self.method, steps, feats, FEATURE_NAMES, self._bar_ms,
+                                                 self._faith)}
 
     def explain_with(self, bars: Bars, method: str) -> dict[str, Any]:
         """The newest bar's attribution by ``method`` (any of models.explain.GRAD_METHODS), in the
@@ -195,8 +208,9 @@ class DSCStrategy(Strategy):
         return attribution_block(method, r.steps[0], r.features[0], FEATURE_NAMES, self._bar_ms,
                                  faithfulness_block(self._stored, method))
 
-    def _decision(self, symbol: str, t: int, probs: np.ndarray, steps: np.ndarray,
-                  feats: np.ndarray) -> Decision:
+    def _decision(self, symbol: str, t: int, probs: np.ndarray,
+                  attribution: Callable[[], dict[str, Any]]) -> Decision:
+        """The decision from the probabilities; ``attribution`` is its deferred part."""
         k = int(np.argmax(probs))
         conf = float(probs[k])
         signal = "flat"
@@ -212,10 +226,10 @@ class DSCStrategy(Strategy):
             "confidence": round(conf, 6),
             "signal": signal,
             "rule": rule_block(probs, self._threshold, signal),
-            "attribution": attribution_block(self.method, steps, feats, FEATURE_NAMES, self._bar_ms, self._faith),
+            "attribution": None,  # deferred: filled in once the order has left
         }
         return Decision(symbol=symbol, bar_time=t, target=self.clamp(target), confidence=conf,
-                        model_id=self.rt.model_id, explanation=explanation)
+                        model_id=self.rt.model_id, explanation=explanation, deferred=attribution)
 
     # -- backtest construction ---------------------------------------------------------------------
     @classmethod

@@ -2,7 +2,9 @@
 encoder and a GRU sizer with a persistent hidden state.
 
 Per closed candle: update the incremental features, run the encoder on the newest window, step
-the GRU once (argmax level), label the volatility regime. The GRU state restarts on clock-aligned bars
+the GRU once (argmax level), label the volatility regime; the attribution (a backward pass
+through both stages at the state before the step) is the decision's deferred part
+(``Decision.deferred``), run once the order has left. The GRU state restarts on clock-aligned bars
 (every ``steps`` bars, see :func:`models.sizer.is_reset_bar`), so it depends on at most the last
 ``steps`` bars: :meth:`on_start` rebuilds it exactly by replaying them, and a restarted bot
 decides exactly as one that never stopped. Inference runs in float64 so the batched backtest
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import math
 from collections import deque
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -33,11 +37,15 @@ from models.gru_explain import METHODS, attribution_block, by_method, grad_x_inp
 from models.price_encoder import PriceEncoder
 from models.provenance import Fitted, fitted_of
 from models.sizer import PositionSizer, SizerRunner, is_reset_bar, reset_flags
+from models.trace import traced
 from models.vol_regime import VolRegime, regime_entry
 from strategies.base import Strategy, StrategyContext, StrategyParams
 from strategies.spec import StrategySpec
 
 Attr = tuple[np.ndarray, np.ndarray]  # one bar's attribution: (per step [W], per feature [F])
+#: What one bar's attribution is computed from: its window [1, W, F] and the GRU state (h, prev)
+#: the step started from.
+Before = tuple[torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class GRUSizerParams(GRUSizerConfig, StrategyParams):
@@ -76,6 +84,8 @@ class GRUSizerStrategy(Strategy):
         self.bar_ms = timeframe_ms(ctx.timeframe)
         self.method, self.faithfulness = stored_choice(meta.extra)
         self.drift = DriftWatch(norm)
+        self._model_id = meta.model_id  # a hash of the metadata: computed once
+        self._encode_one: Any = None
         self._pre: dict[str, Any] | None = None
         self._reset()
 
@@ -114,7 +124,7 @@ class GRUSizerStrategy(Strategy):
 
     @property
     def model_id(self) -> str | None:
-        return self.meta.model_id
+        return self._model_id
 
     @property
     def fitted(self) -> Fitted:
@@ -141,23 +151,33 @@ class GRUSizerStrategy(Strategy):
     def _window(self) -> torch.Tensor:
         return torch.from_numpy(np.stack(self._rows)).to(torch.float64).unsqueeze(0)
 
-    def _step(self, t: int, explain: str | None = None) -> tuple[int, torch.Tensor, np.ndarray, Attr | None]:
-        """Encoder + one GRU step for the bar just pushed: (level, probs, scaled path, attribution).
-
-        ``explain`` names a method: its attribution (per step, per feature) at the state before this step.
-        """
+    def _step(self, t: int) -> tuple[int, torch.Tensor, np.ndarray, Before]:
+        """Encoder + one GRU step for the bar just pushed, forward only: (level, probs, scaled
+        path, what the attribution of this step is computed from)."""
         x = self._window()
         with torch.no_grad():
-            feat, path = self.encoder(x)
+            if self._encode_one is None:  # one window at a time: a trace (same numbers, less overhead)
+                self._encode_one = traced(self.encoder, x)
+            feat, path = self._encode_one(x)
         if not self._started or is_reset_bar(t, self.bar_ms, self.steps):
             self._runner.reset()
             self._started = True
-        attr = None
-        if explain is not None:
-            signed, _ = grad_x_input(self.encoder, self.sizer, x, self._runner.h, self._runner.prev)
-            attr = reduce(by_method(signed[0], explain))
+        before = (x, self._runner.h, self._runner.prev)  # the step replaces the state, never mutates it
         level, probs = self._runner.step(feat)
-        return level, probs, path[0].numpy() * self.scale, attr
+        return level, probs, path[0].numpy() * self.scale, before
+
+    def _attribution(self, before: Before, method: str) -> Attr:
+        """``method``'s attribution (per step, per feature) of a step, at the state before it."""
+        x, h, prev = before
+        signed, _ = grad_x_input(self.encoder, self.sizer, x, h, prev)
+        return reduce(by_method(signed[0], method))
+
+    def _explain(self, before: Before) -> dict[str, Any]:
+        """The deferred part of a bar-by-bar decision."""
+        return self._attribution_entry(self._attribution(before, self.method))
+
+    def _attribution_entry(self, attr: Attr) -> dict[str, Any]:
+        return {"attribution": self._block(attr, self.method)}
 
     def on_start(self, bars: Bars) -> None:
         """Rebuild features from bar 0 and the GRU state by replaying the bars since its last
@@ -248,17 +268,19 @@ class GRUSizerStrategy(Strategy):
             if i is not None and pre["close"][i] == c:
                 if i < pre["first"]:
                     return None
+                attr = (pre["attr"][0][i], pre["attr"][1][i])
                 return self._decision(bars, t, c, int(pre["level"][i]), pre["probs"][i], pre["path"][i],
-                                      (pre["attr"][0][i], pre["attr"][1][i]))
+                                      partial(self._attribution_entry, attr))
             self._pre = None  # data differs from the precomputed file: fall back for good
             self.on_start(_prefix(bars))
         if not self._push(t, o, h, lo, c, v):
             return None
-        level, probs, path, attr = self._step(t, explain=self.method)
-        return self._decision(bars, t, c, level, probs.numpy(), path, attr)
+        level, probs, path, before = self._step(t)
+        return self._decision(bars, t, c, level, probs.numpy(), path, partial(self._explain, before))
 
     def _decision(self, bars: Bars, t: int, close: float, level: int, probs: np.ndarray,
-                  path: np.ndarray, attr: Attr | None) -> Decision:
+                  path: np.ndarray, attribution: Callable[[], dict[str, Any]]) -> Decision:
+        """The decision from the level; ``attribution`` is its deferred part."""
         ret = [math.expm1(float(x)) for x in path]
         target = self.clamp(level / 10.0 * self.params.max_exposure)
         return Decision(
@@ -270,7 +292,8 @@ class GRUSizerStrategy(Strategy):
                          "predicted_closes": [close * (1.0 + r) for r in ret],
                          **regime_entry(self.vol_regime, bars.close),
                          "rule": sizing_rule(level, self.params.max_exposure, target),
-                         "attribution": None if attr is None else self._block(attr, self.method)},
+                         "attribution": None},  # deferred: filled in once the order has left
+            deferred=attribution,
         )
 
     def _block(self, attr: Attr, method: str) -> dict[str, Any]:
@@ -289,9 +312,8 @@ class GRUSizerStrategy(Strategy):
         t, o, h, lo, c, v = bars.last()
         if not self._push(t, o, h, lo, c, v):
             raise ModelError(f"too few bars to explain: a decision needs {self.warmup}")
-        _level, _probs, _path, attr = self._step(t, explain=method)
-        assert attr is not None
-        return self._block(attr, method)
+        _level, _probs, _path, before = self._step(t)
+        return self._block(self._attribution(before, method), method)
 
     def state_dict(self) -> dict[str, Any]:
         return {"model_id": self.model_id, "steps": self.steps,

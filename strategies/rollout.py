@@ -1,8 +1,10 @@
 """``rollout``: a transformer classifier whose every decision carries its attention rollout.
 
-Per closed candle: update the incremental features (O(1)), run the transformer on the newest
-window once, roll its attention maps out (Abnar & Zuidema 2020), and turn the class probabilities
-into a target like ``dsc`` (up -> long, down -> short or flat, weak -> flat). The stored
+Per closed candle: update the incremental features (O(1)), run the transformer's forward pass on
+the newest window and turn the class probabilities into a target like ``dsc`` (up -> long, down
+-> short or flat, weak -> flat). The attribution is the decision's deferred part
+(``Decision.deferred``, from a copy of the window once the order has left): the attention maps
+rolled out (Abnar & Zuidema 2020), or a gradient of the same forward pass. The stored
 attribution is one of ``models.explain.TRANSFORMER_METHODS`` (signed / absolute gradient x input
 of p(up) - p(down), rollout, gradient-weighted rollout): the checkpoint's most faithful on
 validation data (``explain: auto``) or the one ``explain`` names; the regime is read from the
@@ -14,6 +16,8 @@ float64 on both paths so they make the same decisions (``tests/test_rollout_stra
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -204,19 +208,27 @@ class RolloutStrategy(Strategy):
                 ok, probs, steps, feats, share = self._precomputed(i - pre["first"])
                 if not ok:
                     raise ModelError(f"non-finite features in the window ending {ms_to_iso(t)} (bad candle)")
-                return self._decision(bars, probs, steps, feats, share)
+                return self._decision(bars, probs, partial(self._attribution, steps, feats, share))
             self._pre = None  # the bars differ from the precomputed file: bar by bar from here on
             self._reset()
         block = self._catch_up(bars)
         if block is None:
             return None
+        x = block.copy()  # this bar's window: the deferred attribution never sees a later one
+        return self._decision(bars, self.explainer.probs_one(x), partial(self._explain, x))
+
+    def _explain(self, x: np.ndarray) -> dict[str, Any]:
+        """The deferred part of a bar-by-bar decision: the attribution of window ``x`` [W, F]."""
         if self.method == "rollout":  # the traced per-candle graph
-            ex = self.explainer.explain_one(block)
+            ex = self.explainer.explain_one(x)
             steps, feats = ex.attribution, None
         else:
-            ex, steps, feats = self._attributions(block[None], self.method)
-        return self._decision(bars, ex.probs[0], steps[0], None if feats is None else feats[0],
-                              float(ex.share[0]))
+            ex, steps, feats = self._attributions(x[None], self.method)
+        return self._attribution(steps[0], None if feats is None else feats[0], float(ex.share[0]))
+
+    def _attribution(self, steps: np.ndarray, feats: np.ndarray | None, share: float) -> dict[str, Any]:
+        return {"attribution": attribution_block(self.method, steps, feats, FEATURE_NAMES, self._bar_ms, self._faith),
+                "recent_share": round(share, 6)}
 
     def explain_with(self, bars: Bars, method: str) -> dict[str, Any]:
         """The newest bar's attribution by ``method`` (any of models.explain.TRANSFORMER_METHODS) in
@@ -234,8 +246,8 @@ class RolloutStrategy(Strategy):
         return attribution_block(method, steps[0], None if feats is None else feats[0], FEATURE_NAMES,
                                  self._bar_ms, faithfulness_block(self._stored, method))
 
-    def _decision(self, bars: Bars, probs: np.ndarray, steps: np.ndarray, feats: np.ndarray | None,
-                  share: float) -> Decision:
+    def _decision(self, bars: Bars, probs: np.ndarray, attribution: Callable[[], dict[str, Any]]) -> Decision:
+        """The decision from the probabilities; ``attribution`` is its deferred part."""
         p = self.params
         top = int(probs.argmax())
         cls = top if probs[top] >= p.prob_threshold else FLAT
@@ -250,12 +262,12 @@ class RolloutStrategy(Strategy):
                 "confidence": float(probs[top]),
                 "signal": signal,
                 "rule": rule_block(probs, p.prob_threshold, signal),
-                "attribution": attribution_block(self.method, steps, feats, FEATURE_NAMES, self._bar_ms,
-                                                 self._faith),
+                "attribution": None,  # deferred, with recent_share: filled in once the order has left
                 **regime_entry(self.vol_regime, bars.close),
-                "recent_share": round(share, 6),
+                "recent_share": None,
                 "head_fusion": p.head_fusion,
             },
+            deferred=attribution,
         )
 
     def state_dict(self) -> dict[str, Any]:

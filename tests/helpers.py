@@ -67,7 +67,8 @@ def drive(strategy: Strategy, data: CandleData, precompute: bool) -> Iterator[tu
                           data.volume)
     strategy.on_start(bars)
     while bars.advance():
-        yield bars, strategy.on_bar(bars)
+        d = strategy.on_bar(bars)
+        yield bars, None if d is None else d.completed()  # the engine completes it before the next bar
 
 
 def scratch_journal(prefix: str) -> tuple[Path, str]:

@@ -57,7 +57,7 @@ def run_bars(strategy: DSCStrategy, data: CandleData, precompute: bool) -> dict[
     while bars.advance():
         d = strategy.on_bar(bars)
         if d is not None:
-            out[d.bar_time] = d
+            out[d.bar_time] = d.completed()  # as the engine does, before the next bar
     return out
 
 

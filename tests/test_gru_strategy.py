@@ -28,6 +28,7 @@ from storage import queries
 from storage.db import open_database
 from strategies.base import StrategyContext
 from strategies.gru_sizer import GRUSizerParams, GRUSizerStrategy
+from tests.helpers import drive
 from tests.test_gap_guards import drop_bars, oracle_ok
 
 torch.set_num_threads(1)
@@ -65,14 +66,7 @@ def _ctx(ck: Path | None) -> StrategyContext:
 
 
 def _drive(strategy: GRUSizerStrategy, data: CandleData, precompute: bool) -> list[Any]:
-    if precompute:
-        strategy.precompute(data)
-    bars = Bars.preloaded("BTCUSDT", "1h", data.time, data.open, data.high, data.low, data.close, data.volume)
-    strategy.on_start(bars)
-    out = []
-    while bars.advance():
-        out.append(strategy.on_bar(bars))
-    return out
+    return [d for _, d in drive(strategy, data, precompute)]
 
 
 def test_checkpoint_family_holds_both_stages_with_card(checkpoint: Path) -> None:

@@ -58,6 +58,23 @@ def test_round_trip_is_exact_and_idempotent(db: Engine) -> None:
     assert run["initial_cash"] == Decimal("10000")
 
 
+def test_a_deferred_explanation_completes_a_buffered_or_a_written_row(db: Engine) -> None:
+    j = _start(db)
+    eager = {"kind": "probe", "probs": [0.2, 0.8], "attribution": None}
+    done = {"kind": "probe", "probs": [0.2, 0.8], "attribution": {"steps": [0.5, -0.25]}}
+    for k in (1, 2):
+        j.record_decision(f"D{k}-{j.run_id}", Decision("BTCUSDT", k * 1_000, 1.0, explanation=eager,
+                                                       deferred=lambda: {}), 1.0, DecisionStatus.ORDER)
+    j.complete_explanation(f"D1-{j.run_id}", done)  # still buffered: replaced in place
+    j.flush()  # a write-ahead flush: D2 is written with its eager part, marked pending
+    assert [d["explanation"] for d in q.decisions(db, j.run_id)] == [done, {**eager, "explanation_pending": True}]
+    j.complete_explanation(f"D2-{j.run_id}", done)
+    j.update_decision(f"D2-{j.run_id}", DecisionStatus.SUPERSEDED)  # both columns in one update
+    j.flush()
+    rows = q.decisions(db, j.run_id)
+    assert [d["explanation"] for d in rows] == [done, done] and rows[1]["status"] == "superseded"
+
+
 def test_backtest_journal_matches_summary(db: Engine) -> None:
     cfg = load_config(None, ["broker.slippage_bps=5"])
     data = random_walk(800, seed=3)  # 33 days of hourly bars: long enough to annualise

@@ -84,12 +84,14 @@ def decisions(strategy: Strategy, data: CandleData, precompute: bool) -> dict[in
         strategy.precompute(data)
     bars = Bars.preloaded("BTCUSDT", "1h", data.time, data.open, data.high, data.low, data.close, data.volume)
     strategy.on_start(bars)
-    out = {}
+    made = []
     while bars.advance():
         d = strategy.on_bar(bars)
         if d is not None:
-            out[d.bar_time] = (d.target, d.confidence, d.explanation)
-    return out
+            made.append(d)
+    # Deferred explanation parts run only now, after every later bar has been seen: a part that
+    # read anything newer than its own bar would differ from the truncated run's.
+    return {d.bar_time: (d.target, d.confidence, d.completed().explanation) for d in made}
 
 
 def _same(a: tuple, b: tuple, exact: bool) -> bool:

@@ -56,7 +56,7 @@ def run(s: RolloutStrategy, data: CandleData, precompute: bool, start: int = 0) 
     while bars.advance():
         d = s.on_bar(bars)
         if d is not None:
-            out[d.bar_time] = d
+            out[d.bar_time] = d.completed()  # as the engine does, before the next bar
     return out
 
 
@@ -140,7 +140,7 @@ def test_another_bar_history_restarts_the_features(ckpt: str, data: CandleData) 
     while bars.advance():
         d = s.on_bar(bars)
         if d is not None:
-            again[d.bar_time] = d
+            again[d.bar_time] = d.completed()
     fresh = run(strategy(ckpt), other, precompute=False)
     assert again.keys() == fresh.keys() and all(again[t].explanation == fresh[t].explanation for t in fresh)
 

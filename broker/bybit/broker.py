@@ -82,6 +82,7 @@ class BybitBroker(VenueEvents, Broker):
         self._done: dict[str, Order] = {}       # terminal orders this process has seen
         self._seen_exec: set[str] = set()
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._creates: set[asyncio.Task[Any]] = set()  # the tasks sending creates (orders_sent)
         self._pending_exec: dict[str, list[dict[str, Any]]] = {}
         self.adopted: list[str] = []
         self.closed = False
@@ -198,8 +199,14 @@ class BybitBroker(VenueEvents, Broker):
         if reason is not None:
             return order.transition(OrderStatus.REJECTED, now_ms, reject_reason=reason)
         self._orders[order.client_order_id] = order
-        self._spawn(self._send(order, req), order.client_order_id)
+        task = self._spawn(self._send(order, req), order.client_order_id)
+        self._creates.add(task)
+        task.add_done_callback(self._creates.discard)
         return order
+
+    async def orders_sent(self, timeout_s: float) -> None:
+        if self._creates:
+            await asyncio.wait(set(self._creates), timeout=timeout_s)
 
     def _validate(self, req: OrderRequest) -> str | None:
         """The instrument's rules, applied before anything leaves the process."""
@@ -237,10 +244,11 @@ class BybitBroker(VenueEvents, Broker):
         return self.account.cash_f, self._qty_f
 
     # -- order entry (background) ------------------------------------------------------------------
-    def _spawn(self, coro: Any, cid: str | None = None) -> None:
+    def _spawn(self, coro: Any, cid: str | None = None) -> asyncio.Task[Any]:
         task = asyncio.get_running_loop().create_task(self._guarded(coro, cid))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
+        return task
 
     async def _guarded(self, coro: Any, cid: str | None) -> None:
         """An order task that fails leaves its order as it is, in flight: the watchdog and
