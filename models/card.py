@@ -117,7 +117,10 @@ def deletion_table(table: dict[str, dict[str, Any]], title: str, ranking: list[s
     t = Table(title=title)
     for col in ("rank", "method", "k", "older top-k drop", "older random-k drop", "ratio", "newest-bar drop",
                 "top features drop", "random features drop", "p(class) top-k drop", "windows"):
-        t.add_column(col, justify="left" if col == "method" else "right")
+        if col == "method":  # the name is what the reader looks up: never cut, the numbers wrap first
+            t.add_column(col, no_wrap=True, min_width=max((len(m) for m in order), default=6))
+        else:
+            t.add_column(col, justify="right")
     for i, m in enumerate(order, 1):
         r = table[m]
         t.add_row(str(i), m, str(r["k"]), _num(r["older_top_k_drop"]), _num(r["older_random_k_drop"]),

@@ -10,13 +10,51 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
+from sqlalchemy import create_engine, make_url, text
 
 from tests.webhook import Receiver
 
 ROOT = Path(__file__).resolve().parents[1]
 DATA_DIR = Path(os.environ.get("BOT_DATA_DIR", ROOT.parent / "shared" / "data"))
-PG_URL = os.environ.get("BOT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+# rich sizes tables to the terminal; a fixed width makes every run (a terminal, CI, an xdist worker
+# with no terminal) print the same tables, in-process and in the bots the tests start.
+os.environ["COLUMNS"] = "160"
+os.environ.pop("LINES", None)
+PG_SERVER = os.environ.get("BOT_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+# Each test process (an xdist worker, or a plain run) journals to its own schema of that database, so
+# parallel workers never see each other's runs; made in pytest_configure, dropped in pytest_unconfigure.
+_WORKER_SCHEMA = f"w_{os.environ.get('PYTEST_XDIST_WORKER', 'main')}_{os.getpid()}"
+
+
+def _in_schema(schema: str) -> str:
+    return make_url(PG_SERVER).update_query_dict({"options": f"-csearch_path={schema}"}).render_as_string(
+        hide_password=False)
+
+
+PG_URL = _in_schema(_WORKER_SCHEMA)
+
+
+def _admin(sql: str) -> None:
+    admin = create_engine(PG_SERVER)
+    try:
+        with admin.begin() as conn:
+            conn.execute(text(sql))
+    finally:
+        admin.dispose()
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    try:
+        _admin(f"CREATE SCHEMA IF NOT EXISTS {_WORKER_SCHEMA}")
+    except Exception as exc:  # noqa: BLE001 - a test that needs PostgreSQL then fails with its own error
+        print(f"PostgreSQL test server not usable ({type(exc).__name__}): its tests will fail", file=sys.stderr)
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    try:
+        _admin(f"DROP SCHEMA IF EXISTS {_WORKER_SCHEMA} CASCADE")
+    except Exception:  # noqa: BLE001, S110 - nothing to clean up on a server that is not there
+        pass
 
 
 @pytest.fixture(scope="session")
@@ -48,7 +86,7 @@ def pg_schema_url() -> Iterator[Callable[[], str]]:
     """Makes fresh schemas in the shared PostgreSQL ``test`` database and returns a URL whose
     search_path is one of them (so a test sees only its own journal); dropped afterwards. In CI a
     PostgreSQL that cannot be reached fails the test, never skips it."""
-    admin = create_engine(PG_URL)
+    admin = create_engine(PG_SERVER)
     made: list[str] = []
 
     def make() -> str:
@@ -56,7 +94,7 @@ def pg_schema_url() -> Iterator[Callable[[], str]]:
         with admin.begin() as conn:
             conn.execute(text(f"CREATE SCHEMA {schema}"))
         made.append(schema)
-        return f"{PG_URL}?options=-csearch_path%3D{schema}"
+        return _in_schema(schema)
 
     yield make
     with admin.begin() as conn:
