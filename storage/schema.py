@@ -76,6 +76,8 @@ def canonical(d: Decimal) -> Decimal:
 
 
 metadata = MetaData()
+#: Alembic's record of the journal's migration head (alembic_version belongs to Optuna's tables).
+VERSION_TABLE = "journal_version"
 
 runs = Table(
     "runs",
