@@ -159,5 +159,6 @@ def invalid(model: type[BaseModel], params: dict[str, Any]) -> str | None:
     except ValidationError as exc:
         e = exc.errors()[0]
         where = ".".join(str(x) for x in e["loc"])
-        return f"{where + ': ' if where else ''}{e['msg']}"
+        msg = str(e["msg"]).removeprefix("Value error, ")
+        return f"{where + ': ' if where else ''}{msg}"
     return None

@@ -97,3 +97,28 @@ def test_walkforward_on_ray_and_on_a_pool_gives_the_serial_folds(ray_jobs: Jobs,
         assert other["retried"] == []
         assert other["blocks"] == serial["blocks"]
         assert other["stitched"] == serial["stitched"]
+
+
+def test_sweep_on_ray_and_on_a_pool_gives_the_serial_points(ray_jobs: Jobs, bot_cli: Callable[..., CliResult],
+                                                            btc_1h: Path, data_dir: Path, tmp_path: Path) -> None:
+    grid = tmp_path / "grid.yaml"
+    grid.write_text("fast: [5, 10]\nslow: [10, 40]\n")
+    common = ["sweep", "--strategy", "sma", "--data", str(btc_1h), "--data",
+              f"ETHUSDT={data_dir / 'bybit_ETHUSDT_1h.csv.gz'}", "--grid", str(grid), "--from", "2025-06-01",
+              "--to", "2025-08-01", "--db", f"sqlite:///{tmp_path / 'j.db'}", "--json"]
+    runs = []
+    for extra in ([], ["--ray", "auto"], ["--workers", "2"]):
+        res = bot_cli(*common, *extra, cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        points = json.loads(res.stdout)["points"]
+        assert [(p["symbol"], p["params"]["fast"], p["params"]["slow"]) for p in points] == \
+            [(s, f, w) for s in ("BTCUSDT", "ETHUSDT") for f in (5, 10) for w in (10, 40)]
+        assert [p["invalid"] for p in points].count("fast must be smaller than slow") == 2  # 10/10 on each market
+        runs.append([{k: v for k, v in p.items() if k != "run_id"} for p in points])
+        assert all(p["run_id"] for p in points if not p["invalid"])
+    assert runs[0] == runs[1] == runs[2]
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("fast: 5\n")
+    res = bot_cli(*[str(bad) if a == str(grid) else a for a in common], cwd=tmp_path)
+    assert res.returncode == 2
+    assert res.stderr.strip().splitlines() == [f"error: --grid {bad}: fast: expected a non-empty list of values, got 5"]
