@@ -122,3 +122,20 @@ def test_sweep_on_ray_and_on_a_pool_gives_the_serial_points(ray_jobs: Jobs, bot_
     res = bot_cli(*[str(bad) if a == str(grid) else a for a in common], cwd=tmp_path)
     assert res.returncode == 2
     assert res.stderr.strip().splitlines() == [f"error: --grid {bad}: fast: expected a non-empty list of values, got 5"]
+
+
+def test_optimize_asks_the_same_trials_on_ray_as_on_a_pool(ray_jobs: Jobs, bot_cli: Callable[..., CliResult],
+                                                           btc_1h: Path, tmp_path: Path) -> None:
+    space = tmp_path / "space.yaml"
+    space.write_text("fast: {low: 3, high: 30}\nslow: {low: 40, high: 120, step: 10}\n")
+    out = []
+    for i, extra in enumerate((["--ray", "auto"], [])):
+        res = bot_cli("optimize", "--strategy", "sma", "--data", str(btc_1h), "--from", "2025-04-01", "--to",
+                      "2025-10-01", "--space", str(space), "--folds", "2", "--trials", "4", "--workers", "2",
+                      "--metric", "return", "--db", f"sqlite:///{tmp_path / f'j{i}.db'}", "--json", *extra,
+                      cwd=tmp_path)
+        assert res.returncode == 0, res.stderr
+        got = json.loads(res.stdout)
+        assert got["trials"] == 4 and got["retried"] == []
+        out.append((got["best"], got["holdout_best"], got["default"], got["states"]))
+    assert out[0] == out[1]  # the same batches of two trials, the same scores
