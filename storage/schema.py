@@ -103,6 +103,9 @@ runs = Table(
     Column("summary", JSON),
     Column("strategy_state", JSON),
     Column("error", Text),
+    # The machine and process that started (or last resumed) the run: many bots, one journal.
+    Column("host", Text),
+    Column("pid", Integer),
 )
 
 decisions = Table(
