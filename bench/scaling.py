@@ -4,8 +4,9 @@ and the journal's write latency on PostgreSQL with 1 and 4 bots writing at once.
 1. **Sweep.** 24 jobs: an SMA grid (fast 5/10/20 x slow 30/60/90/120) x 2 markets (BTCUSDT and
    ETHUSDT 1h, the whole files or the last ``--bars`` bars), each job a full journaled backtest
    (``bot sweep``'s own job, bot/sweep.py) into one SQLite journal. Serial, then a process pool
-   and a local Ray with ``--workers`` each. Start-up (spawning the pool's workers and importing
-   the bot there; starting Ray) is timed apart from the 24 jobs: jobs/s is over the jobs alone.
+   and a local Ray with ``--workers`` each. Start-up (spawning the pool's workers or starting
+   Ray, then one warm-up job per worker that imports the bot and opens the journal there) is
+   timed apart from the 24 jobs: jobs/s is over the jobs alone.
 2. **Many bots, one journal.** 1, then 4 processes each open a run on one fresh PostgreSQL
    schema and write ``--bot-bars`` bars the way a paper bot does (a decision, an order, its
    fill, the equity mark and the run's progress per bar, one write-ahead flush per bar); every
@@ -39,7 +40,6 @@ from bot import app as core  # noqa: E402
 from bot.config import load_config  # noqa: E402
 from bot.domain import Decision, DecisionStatus, Fill, Order, OrderStatus, OrderType, Side  # noqa: E402
 from bot.jobs import Jobs  # noqa: E402
-from bot.search_space import nested  # noqa: E402
 from bot.sweep import Market, run_sweep  # noqa: E402
 from storage.db import open_database  # noqa: E402
 from storage.journal import Journal  # noqa: E402
@@ -57,11 +57,20 @@ def markets(bars: int) -> list[Market]:
     return out
 
 
+def warm(url: str) -> int:
+    """A start-up job: the worker imports the backtest path and opens the journal once."""
+    import bot.sweep  # noqa: F401, PLC0415
+
+    open_database(url)
+    time.sleep(0.5)  # long enough that every worker gets one
+    return os.getpid()
+
+
 def sweep_row(label: str, jobs: Jobs, mk: list[Market], url: str) -> dict[str, Any]:
     t0 = time.perf_counter()
     with jobs:
-        # Start-up: the pool spawns and imports, Ray starts; a tiny job per worker makes them ready.
-        jobs.map(nested, [({}, {"x": i}) for i in range(jobs.workers)], [f"warm {i}" for i in range(jobs.workers)])
+        # Start-up: the pool spawns, Ray starts; one warm-up job per worker imports the bot there.
+        jobs.map(warm, [(url,)] * jobs.workers, [f"warm {i}" for i in range(jobs.workers)])
         t1 = time.perf_counter()
         points = run_sweep(mk, GRID, url, jobs)
         t2 = time.perf_counter()
@@ -116,6 +125,47 @@ def journal_row(url: str, bots: int, bars: int) -> dict[str, Any]:
             "rows_s": len(flat) * 5 / max(sum(lat) for lat in lats), "wall": wall}
 
 
+def pg_schema(base: str) -> tuple[str, Any]:
+    """A fresh schema on ``base`` (URL, and a function that drops it)."""
+    admin = create_engine(base)
+    schema = f"bench_{secrets.token_hex(4)}"
+    with admin.begin() as conn:
+        conn.execute(text(f"CREATE SCHEMA {schema}"))
+
+    def drop() -> None:
+        with admin.begin() as conn:
+            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
+        admin.dispose()
+
+    sep = "&" if "?" in base else "?"
+    return f"{base}{sep}options=-csearch_path%3D{schema}", drop
+
+
+def sweeps(args: argparse.Namespace, mk: list[Market], tmp: str) -> list[dict[str, Any]]:
+    rows = []
+    journals = [("SQLite", lambda label: f"sqlite:///{tmp}/{label.split()[0]}.db")]
+    drops = []
+    if args.pg:
+        url, drop = pg_schema(args.pg)
+        drops.append(drop)
+        journals.append(("PostgreSQL", lambda label: url))
+    try:
+        for journal, url_of in journals:
+            engines = [("serial", Jobs()), (f"process pool ({args.workers})", Jobs(args.workers))]
+            if not args.skip_ray:
+                engines.append((f"local Ray ({args.workers})", Jobs(args.workers, "auto")))
+            for label, jobs in engines:
+                url = url_of(label)
+                open_database(url)
+                rows.append({"journal": journal, **sweep_row(label, jobs, mk, url)})
+                print(f"  {journal} {label}: done", file=sys.stderr)
+    finally:
+        for drop in drops:
+            drop()
+    assert all(r["figures"] == rows[0]["figures"] for r in rows), "an engine gave other results"
+    return rows
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--workers", type=int, default=2)
@@ -124,40 +174,28 @@ def main() -> None:
     ap.add_argument("--pg", default=os.environ.get("BOT_TEST_PG_URL"))
     ap.add_argument("--skip-ray", action="store_true")
     args = ap.parse_args()
-    print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, python {sys.version.split()[0]}")
+    load = os.getloadavg()[0]
+    print(f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, {os.cpu_count()} CPUs, load average {load:.1f} at the start, "
+          f"python {sys.version.split()[0]}")
     mk = markets(args.bars)
-    rows = []
     with tempfile.TemporaryDirectory() as tmp:
-        for label, jobs in (("serial", Jobs()), (f"process pool ({args.workers})", Jobs(args.workers)),
-                            *(() if args.skip_ray else ((f"local Ray ({args.workers})", Jobs(args.workers, "auto")),))):
-            url = f"sqlite:///{tmp}/{label.split()[0]}.db"
-            open_database(url)
-            rows.append(sweep_row(label, jobs, mk, url))
-            print(f"  {label}: done", file=sys.stderr)
-    assert all(r["figures"] == rows[0]["figures"] for r in rows), "an engine gave other results"
-    base = rows[0]["rate"]
+        rows = sweeps(args, mk, tmp)
     print(f"\n24-job SMA sweep ({len(GRID)} grid points x 2 markets, {len(mk[0].data):,} / {len(mk[1].data):,} "
-          "1h bars); every engine "
-          "gave the serial figures")
-    print(f"{'engine':<22} {'start-up s':>10} {'24 jobs s':>10} {'jobs/s':>8} {'speed-up':>9}")
+          "1h bars), each job a journaled backtest; every engine gave the serial figures")
+    print(f"{'journal':<11} {'engine':<22} {'start-up s':>10} {'24 jobs s':>10} {'jobs/s':>8} {'speed-up':>9}")
     for r in rows:
-        print(f"{r['engine']:<22} {r['startup']:>10.1f} {r['jobs']:>10.1f} {r['rate']:>8.2f} {r['rate'] / base:>8.2f}x")
+        base = next(x["rate"] for x in rows if x["journal"] == r["journal"])
+        print(f"{r['journal']:<11} {r['engine']:<22} {r['startup']:>10.1f} {r['jobs']:>10.1f} {r['rate']:>8.2f} "
+              f"{r['rate'] / base:>8.2f}x")
     if not args.pg:
         print("\n(no --pg / BOT_TEST_PG_URL: journal latency skipped)")
         return
-    admin = create_engine(args.pg)
-    schema = f"bench_{secrets.token_hex(4)}"
-    with admin.begin() as conn:
-        conn.execute(text(f"CREATE SCHEMA {schema}"))
-    sep = "&" if "?" in args.pg else "?"
-    url = f"{args.pg}{sep}options=-csearch_path%3D{schema}"
+    url, drop = pg_schema(args.pg)
     try:
         open_database(url)
         jr = [journal_row(url, n, args.bot_bars) for n in (1, 4)]
     finally:
-        with admin.begin() as conn:
-            conn.execute(text(f"DROP SCHEMA {schema} CASCADE"))
-        admin.dispose()
+        drop()
     print(f"\njournal writes on PostgreSQL, one flush per bar (decision + order + fill + equity + run progress), "
           f"{args.bot_bars} bars per bot")
     print(f"{'bots':>4} {'flushes':>8} {'p50 ms':>8} {'p95 ms':>8} {'max ms':>8} {'rows/s':>8}")
