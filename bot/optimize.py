@@ -3,8 +3,9 @@
 The last ``holdout`` fraction of the bars is cut off before the search starts and never shown to
 it. Each trial is a walk-forward (bot/walkforward.py, no baselines) of the sampled parameters over
 the remaining bars; its objective is the stitched out-of-sample Sharpe (or total return), mean
-over seeds. After every fold the running score is reported to the trial, so the median pruner
-stops a model strategy's trainings early when a trial is already behind. Sampled parameters that
+over seeds. After every fold the running score is reported to the trial, and for a model
+strategy (or with ``--prune``) the median pruner stops a trial's trainings early when it is
+already behind the completed trials at that fold. Sampled parameters that
 the strategy refuses as a whole (fast >= slow) are told to the study as pruned, with the reason.
 
 The study lives in the journal's own database through Optuna's RDB storage, so a second run with
@@ -48,6 +49,9 @@ class WalkPlan:
     train_fraction: float = 0.5
     block_bars: int | None = None
     metric: str = "sharpe"
+    #: Stop a trial whose running score falls below the median of the completed trials' at the
+    #: same fold. None: for model strategies only (where a fold costs a training).
+    prune: bool | None = None
 
 
 @dataclass(slots=True)
@@ -125,7 +129,9 @@ def evaluate_job(cfg: Config, data: CandleData, db: DBEngine | str, params: dict
         store = storage(url)
         trial_id = store.get_trial_id_from_study_id_trial_number(store.get_study_id_from_name(name), number)
         live = optuna.trial.Trial(optuna.load_study(study_name=name, storage=store, pruner=pruner()), trial_id)
-    per_fold = 1 if get_spec(cfg.market.strategy.name).trainer is None else plan.seeds
+    trainable = get_spec(cfg.market.strategy.name).trainer is not None
+    per_fold = plan.seeds if trainable else 1
+    prune = trainable if plan.prune is None else plan.prune
     seen: list[Block] = []
     steps: list[float] = []
     bar_ms = timeframe_ms(cfg.market.timeframe)
@@ -139,7 +145,7 @@ def evaluate_job(cfg: Config, data: CandleData, db: DBEngine | str, params: dict
             return
         steps.append(v)
         live.report(v, b.fold)
-        if live.should_prune():
+        if prune and live.should_prune():
             raise optuna.TrialPruned(f"pruned after fold {b.fold}")
 
     try:
@@ -198,7 +204,8 @@ def study_identity(cfg: Config, data: CandleData, holdout: float, plan: WalkPlan
     m = cfg.market
     return {"strategy": m.strategy.name, "symbol": m.symbol, "timeframe": m.timeframe,
             "first_bar": int(data.time[0]), "last_bar": int(data.time[-1]), "holdout": holdout,
-            "plan": asdict(plan), "space": [asdict(p) for p in space], "base_params": dict(m.strategy.params)}
+            "plan": {k: v for k, v in asdict(plan).items() if k != "prune"}, "space": [asdict(p) for p in space],
+            "base_params": dict(m.strategy.params)}
 
 
 def open_study(url: str, name: str, identity: dict[str, Any], seed: int) -> Any:
@@ -259,6 +266,8 @@ def run_study(cfg: Config, data: CandleData, db: DBEngine, space: list[Param], *
             if why is not None:
                 t.set_user_attr("invalid", why)
                 s.tell(t, state=TrialState.PRUNED)
+                if say is not None:
+                    say(t.number, Outcome(params, None, [], pruned=True, note=f"not run: {why}"))
                 continue
             batch.append((t, params))
         work = [(cfg, searched, url, p, plan, out_dir / f"trial{t.number}", funding, (url, study, t.number))
@@ -282,12 +291,14 @@ def run_study(cfg: Config, data: CandleData, db: DBEngine, space: list[Param], *
                           "add --trials")
     best = s.best_trial
     best_params = nested(base, best.params)
-    hold_plan = WalkPlan(1, plan.seeds, "expanding", 1.0 - holdout, plan.block_bars, plan.metric)
+    hold_plan = WalkPlan(1, plan.seeds, "expanding", 1.0 - holdout, plan.block_bars, plan.metric, prune=False)
     final = [(cfg, searched, url, base, plan, out_dir / "default", funding),
              (cfg, data, url, best_params, hold_plan, out_dir / "holdout_best", funding),
              (cfg, data, url, base, hold_plan, out_dir / "holdout_default", funding)]
     default, best_hold, default_hold = jobs.map(evaluate_job, final, ["default", "hold-out best", "hold-out default"])
-    states = {st.name.lower(): sum(1 for t in s.trials if t.state == st) for st in TrialState}
+    states = {st.name.lower(): sum(1 for t in s.trials if t.state == st and "invalid" not in t.user_attrs)
+              for st in TrialState}
+    states["invalid"] = sum(1 for t in s.trials if "invalid" in t.user_attrs)
     span = (ms_to_iso(int(data.time[first])), ms_to_iso(int(data.time[-1])))
     return Optimized(study, len(s.trials), asked, best.number,
                      Outcome(best_params, best.value, stitched_from(best.user_attrs.get("stitched", []))),

@@ -123,6 +123,24 @@ def test_study_scores_out_of_sample_never_sees_the_holdout_and_resumes(btc: Cand
         [x[1:] for x in before]
 
 
+def test_the_median_pruner_stops_trials_behind_after_a_fold(btc: CandleData, sqlite_url: str,
+                                                            tmp_path: Path) -> None:
+    cfg = load_config(None, [], {"strategy.name": "sma", "storage.url": sqlite_url})
+    space = load_space(_space(tmp_path), get_spec("sma").params)
+    plan = WalkPlan(folds=3, train_fraction=0.4, metric="return", prune=True)
+    with Jobs() as jobs:
+        r = run_study(cfg, btc, open_database(sqlite_url), space, trials=12, study="p", holdout=0.2, plan=plan,
+                      out_dir=tmp_path / "o", jobs=jobs, seed=3)
+    trials = optuna.load_study(study_name="p", storage=sqlite_url).trials
+    pruned = [t for t in trials if t.state.name == "PRUNED" and "invalid" not in t.user_attrs]
+    assert pruned and r.states["pruned"] == len(pruned)
+    for t in pruned:
+        step = max(t.intermediate_values)
+        assert step < 2  # stopped before its last fold
+        done = [c.intermediate_values[step] for c in trials if c.state.name == "COMPLETE" and c.number < t.number]
+        assert len(done) >= 5 and t.intermediate_values[step] < sorted(done)[len(done) // 2]
+
+
 def test_optimize_cli_on_postgresql_prints_a_config_snippet(btc_1h: Path, pg_schema_url: Callable[[], str],
                                                             bot_cli: Callable[..., CliResult], tmp_path: Path) -> None:
     url = pg_schema_url()

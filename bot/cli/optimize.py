@@ -109,6 +109,8 @@ def register(app: typer.Typer) -> None:
         train_fraction: float = typer.Option(0.5, "--train-fraction", help="Searched bars in the first training "
                                              "window."),
         seed: int = typer.Option(0, "--seed", help="Seed of the TPE sampler."),
+        prune: bool | None = typer.Option(None, "--prune/--no-prune", help="Median pruning after each fold "
+                                          "(default: for model strategies only)."),
         date_from: str | None = typer.Option(None, "--from", help="First bar (UTC date or datetime)."),
         date_to: str | None = typer.Option(None, "--to", help="Stop before this bar (UTC)."),
         out: Path | None = typer.Option(None, "--out", "-o", help="Checkpoint folder (default optimize/<study>)."),
@@ -140,7 +142,7 @@ def register(app: typer.Typer) -> None:
             what = o.note if o.pruned or o.value is None else f"{metric} {_fmt(metric, o.value)}"
             say.print(f"trial {number}: {shown}  {what}", highlight=False)
 
-        plan = WalkPlan(folds, seeds, window, train_fraction, None, metric)
+        plan = WalkPlan(folds, seeds, window, train_fraction, None, metric, prune)
         with Jobs(workers, ray) as jobs:
             r = run_study(cfg, candles, db_engine, params_space, trials=trials, study=name, holdout=holdout,
                           plan=plan, out_dir=folder, jobs=jobs, seed=seed,
