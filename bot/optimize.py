@@ -34,6 +34,7 @@ from bot.search_space import Param, invalid, nested
 from bot.timeutil import ms_to_iso
 from bot.walkforward import Block, make_folds, run_walkforward
 from bot.wf_stats import Interval, Stitched, sharpe
+from storage.db import database_for
 from strategies import get_spec
 
 METRICS = ("sharpe", "return")
@@ -120,9 +121,7 @@ def evaluate_job(cfg: Config, data: CandleData, db: DBEngine | str, params: dict
     ``pruned`` (never raised: a pruned trial is an answer, not a failure to retry)."""
     import optuna  # noqa: PLC0415 - the optimiser's own dependency, only in its jobs
 
-    from storage.db import open_database  # noqa: PLC0415
-
-    engine = open_database(db) if isinstance(db, str) else db
+    engine = database_for(db) if isinstance(db, str) else db
     live = None
     if trial is not None:
         url, name, number = trial

@@ -17,7 +17,7 @@ from bot.config import Config
 from bot.funding import FundingRates
 from bot.jobs import Jobs
 from bot.search_space import invalid, nested
-from storage.db import open_database
+from storage.db import database_for
 from strategies import get_spec
 
 FIGURES = ("total_return", "sharpe", "max_drawdown", "n_trades", "fees")
@@ -41,15 +41,10 @@ class Point:
     invalid: str | None = None
 
 
-_ENGINES: dict[str, Any] = {}
-
-
 def sweep_job(cfg: Config, data: CandleData, url: str, params: dict[str, Any],
               funding: FundingRates | None) -> dict[str, Any]:
     """Backtest ``params`` on ``data``; the run's summary."""
-    db = _ENGINES.get(url)
-    if db is None:
-        db = _ENGINES[url] = open_database(url)
+    db = database_for(url)
     m = cfg.market
     cfg = cfg.with_market(m.model_copy(update={"strategy": m.strategy.model_copy(update={"params": params})}))
     return backtest(cfg, data, build_strategy(cfg), db, show_progress=False, funding=funding)

@@ -36,7 +36,7 @@ from bot.jobs import Jobs
 from bot.timeutil import ms_to_iso
 from bot.wf_stats import Stitched, stitch
 from storage import queries as q
-from storage.db import open_database
+from storage.db import database_for
 from strategies import get_spec
 from strategies.vol_only import VolOnlyParams, fit_max_vol
 
@@ -165,7 +165,7 @@ def run_walkforward(cfg: Config, data: CandleData, db: DBEngine, *, folds: int, 
     plan = make_folds(len(data), folds, train_fraction, window)
     wf = WalkForward(m.strategy.name, m.symbol, m.timeframe, window, plan)
     url = db.url.render_as_string(hide_password=False)
-    _ENGINES.setdefault(url, db)
+    database_for(url, db)
     work: list[tuple[Any, ...]] = []
     names: list[str] = []
     for fold in plan:
@@ -187,16 +187,10 @@ def run_walkforward(cfg: Config, data: CandleData, db: DBEngine, *, folds: int, 
     return wf
 
 
-#: The journal engine of each URL in this process (a pool or Ray worker opens its own once).
-_ENGINES: dict[str, DBEngine] = {}
-
-
 def block_job(cfg: Config, data: CandleData, fold: Fold, url: str, name: str, params: dict[str, Any],
               seed: int | None, ckpt: Path | None, funding: FundingRates | None) -> Block:
     """One block: train (a model strategy, on the fold's training bars), fit, trade the test block."""
-    db = _ENGINES.get(url)
-    if db is None:
-        db = _ENGINES[url] = open_database(url)
+    db = database_for(url)
     checkpoint = _train(cfg, data, fold, params, ckpt) if ckpt is not None else None
     p = _fitted(name, params, data, fold)
     return _trade(_with_strategy(cfg, name, p, checkpoint), data, fold, db, seed, funding)

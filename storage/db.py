@@ -131,5 +131,19 @@ def open_database(url: str) -> Engine:
     return engine
 
 
+#: This process's journal engine per URL: the jobs of a pool or Ray worker (bot/jobs.py) open
+#: and migrate a journal once, not once per job.
+_OPEN: dict[str, Engine] = {}
+
+
+def database_for(url: str, engine: Engine | None = None) -> Engine:
+    """The journal at ``url`` opened once per process (``engine``: the one this process has already)."""
+    if engine is not None:
+        return _OPEN.setdefault(url, engine)
+    if url not in _OPEN:
+        _OPEN[url] = open_database(url)
+    return _OPEN[url]
+
+
 def has_journal(engine: Engine) -> bool:
     return inspect(engine).has_table("runs")

@@ -184,3 +184,20 @@ def test_an_older_journal_leaves_alembic_version_to_optuna(sqlite_url: str) -> N
     optuna.create_study(study_name="x", storage=sqlite_url).optimize(lambda t: t.suggest_int("a", 0, 3), n_trials=2)
     assert len(optuna.load_study(study_name="x", storage=sqlite_url).trials) == 2
     assert upgrade(open_database(sqlite_url)) == head  # Optuna's alembic_version is not the journal's
+
+
+@pytest.mark.parametrize(("args", "line"), [
+    (["--holdout", "1.5"], "error: --holdout must be between 0 and 1, got 1.5"),
+    (["--metric", "sortino"], "error: unknown --metric 'sortino': expected sharpe or return"),
+    (["--workers", "0"], "error: --workers must be at least 1, got 0"),
+    (["--trials", "-1"], "error: --trials must be 0 or more, got -1"),
+    (["--trials", "0"], "error: study 'sma_BTCUSDT_1h': no trial completed yet (of 0): widen --space or add --trials"),
+    (["--folds", "40"], "too few for 40 test blocks"),
+])
+def test_optimize_bad_flags_are_one_line(args: list[str], line: str, btc_1h: Path, tmp_path: Path,
+                                         bot_cli: Callable[..., CliResult]) -> None:
+    res = bot_cli("optimize", "--strategy", "sma", "--data", str(btc_1h), "--from", "2025-05-01", "--to", "2025-09-01",
+                  "--space", str(_space(tmp_path)), "--db", f"sqlite:///{tmp_path / 'j.db'}", *args, cwd=tmp_path)
+    assert res.returncode == 2
+    err = res.stderr.strip().splitlines()
+    assert len(err) == 1 and line in err[0]
