@@ -65,6 +65,8 @@ class Outcome:
     steps: list[float] = field(default_factory=list)
     pruned: bool = False
     note: str = ""
+    #: The journal runs of its blocks (every fold x seed), in plan order.
+    runs: list[str] = field(default_factory=list)
 
 
 @dataclass(slots=True)
@@ -152,10 +154,10 @@ def evaluate_job(cfg: Config, data: CandleData, db: DBEngine | str, params: dict
                              window=plan.window, train_fraction=plan.train_fraction, out_dir=out_dir,
                              block_bars=plan.block_bars, on_block=on_block, funding=funding, baselines=False)
     except optuna.TrialPruned as exc:
-        return Outcome(params, None, [], steps, pruned=True, note=str(exc))
+        return Outcome(params, None, [], steps, pruned=True, note=str(exc), runs=[b.run_id for b in seen])
     value = score(wf.stitched, plan.metric)
     note = "" if value is not None else f"no {plan.metric}: too few bars to annualise"
-    return Outcome(params, value, wf.stitched, steps, note=note)
+    return Outcome(params, value, wf.stitched, steps, note=note, runs=[b.run_id for b in wf.blocks])
 
 
 def storage(url: str) -> Any:
@@ -274,6 +276,7 @@ def run_study(cfg: Config, data: CandleData, db: DBEngine, space: list[Param], *
         for (t, _), o in zip(batch, jobs.map(evaluate_job, work, [f"trial {t.number}" for t, _ in batch]),
                              strict=True):
             t.set_user_attr("stitched", as_attr(o.stitched))
+            t.set_user_attr("runs", o.runs)  # bot journal runs / summary --run ID
             if o.note:
                 t.set_user_attr("note", o.note)
             if o.pruned:

@@ -20,6 +20,7 @@ from bot.jobs import Jobs
 from bot.optimize import WalkPlan, run_study, score, split_holdout
 from bot.search_space import load_grid, load_space
 from bot.walkforward import run_walkforward
+from storage import queries as q
 from storage import schema as s
 from storage.db import open_database
 from strategies import get_spec
@@ -87,8 +88,9 @@ def test_study_scores_out_of_sample_never_sees_the_holdout_and_resumes(btc: Cand
     complete = [t for t in study.trials if t.state.name == "COMPLETE"]
     assert r.trials == r.added == 6 and len(complete) == r.states["complete"]
     assert r.best.value == max(t.value for t in complete) == study.best_value
-    for t in complete:  # reported to the pruner after each fold
+    for t in complete:  # reported to the pruner after each fold; its blocks are runs in the journal
         assert sorted(t.intermediate_values) == [0, 1]
+        assert [q.resolve_run(db, r)["status"] for r in t.user_attrs["runs"]] == ["completed"] * 2
     for t in study.trials:
         if t.state.name == "PRUNED" and "invalid" in t.user_attrs:
             assert t.params["fast"] >= t.params["slow"]
