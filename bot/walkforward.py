@@ -9,6 +9,10 @@ the journal. The baselines trade the same blocks: buy and hold, SMA(10/30) and `
 (fitted on the same training bars). A block's model never saw a bar of the block. A linear
 market's funding file is settled in every block (bot/funding.py).
 
+Every block (a fold x seed of the strategy, a fold of a baseline) is an independent job: serially
+here, or on a process pool or Ray (bot/jobs.py, ``--workers`` / ``--ray``); each opens the journal
+by URL in its own process, and the blocks come back in plan order.
+
 The per-bar returns of the blocks are stitched (compounded) into one out-of-sample curve per
 strategy and seed; :mod:`bot.wf_stats` puts block-bootstrap intervals on its return and Sharpe.
 """
