@@ -1,6 +1,7 @@
 """Jobs on a process pool and on Ray (bot/jobs.py): the same results as the serial run in the
 same order, a job whose worker dies is retried once and reported, one that dies twice is named in
-the error. One local Ray with 2 workers for the whole file (its start-up is slow)."""
+the error. One local Ray with 2 workers for the whole file (its start-up is slow). Needs the Ray
+extra (pip install -e '.[dev,ray]', as .ci/run does): without it the tests fail, never skip."""
 
 from __future__ import annotations
 
@@ -15,8 +16,6 @@ import pytest
 from bot.errors import ConfigError
 from bot.jobs import Jobs, JobsFailed
 from tests.conftest import CliResult
-
-pytest.importorskip("ray", reason="the Ray extra: pip install -e '.[ray]'")
 
 
 def square_or_die(x: int, marker: str | None) -> int:
