@@ -9,6 +9,10 @@ the journal. The baselines trade the same blocks: buy and hold, SMA(10/30) and `
 (fitted on the same training bars). A block's model never saw a bar of the block. A linear
 market's funding file is settled in every block (bot/funding.py).
 
+Every block (a fold x seed of the strategy, a fold of a baseline) is an independent job: serially
+here, or on a process pool or Ray (bot/jobs.py, ``--workers`` / ``--ray``); each opens the journal
+by URL in its own process, and the blocks come back in plan order.
+
 The per-bar returns of the blocks are stitched (compounded) into one out-of-sample curve per
 strategy and seed; :mod:`bot.wf_stats` puts block-bootstrap intervals on its return and Sharpe.
 """
@@ -32,9 +36,11 @@ from bot.config import Config
 from bot.domain import timeframe_ms
 from bot.errors import ConfigError
 from bot.funding import FundingRates
+from bot.jobs import Jobs
 from bot.timeutil import ms_to_iso
 from bot.wf_stats import Stitched, stitch
 from storage import queries as q
+from storage.db import database_for
 from strategies import get_spec
 from strategies.vol_only import VolOnlyParams, fit_max_vol
 
@@ -150,8 +156,11 @@ def _train(cfg: Config, data: CandleData, fold: Fold, params: dict[str, Any], ou
 def run_walkforward(cfg: Config, data: CandleData, db: DBEngine, *, folds: int, seeds: int, window: str,
                     train_fraction: float, out_dir: Path, block_bars: int | None = None,
                     on_block: Callable[[Block], None] | None = None,
-                    funding: FundingRates | None = None) -> WalkForward:
-    """Every fold x seed of the strategy and every fold of each baseline; stitched and bootstrapped."""
+                    funding: FundingRates | None = None, baselines: bool = True,
+                    jobs: Jobs | None = None) -> WalkForward:
+    """Every fold x seed of the strategy and every fold of each baseline (``baselines``); stitched
+    and bootstrapped. Each block is an independent job on ``jobs`` (default: serial, here); the
+    blocks come back in plan order, so every engine gives the serial run's blocks."""
     m = cfg.market
     spec = get_spec(m.strategy.name)
     if seeds < 1:
@@ -159,19 +168,21 @@ def run_walkforward(cfg: Config, data: CandleData, db: DBEngine, *, folds: int, 
     trainable = spec.trainer is not None
     plan = make_folds(len(data), folds, train_fraction, window)
     wf = WalkForward(m.strategy.name, m.symbol, m.timeframe, window, plan)
-    params = dict(m.strategy.params)
+    url = db.url.render_as_string(hide_password=False)
+    database_for(url, db)
+    work: list[tuple[Any, ...]] = []
+    names: list[str] = []
     for fold in plan:
         for k in range(seeds if trainable else 1):
-            p, seed = seeded(cfg, params, k) if trainable else (params, None)
-            ckpt = _train(cfg, data, fold, p, out_dir / f"fold{fold.index}_seed{seed}.pt") if trainable else None
-            p = _fitted(m.strategy.name, p, data, fold)
-            wf.blocks.append(_done(_trade(_with_strategy(cfg, m.strategy.name, p, ckpt), data, fold, db, seed, funding),
-                                   on_block))
-        for name, base in BASELINES.items():
+            p, seed = seeded(cfg, dict(m.strategy.params), k) if trainable else (dict(m.strategy.params), None)
+            ckpt = out_dir / f"fold{fold.index}_seed{seed}.pt" if trainable else None
+            work.append((cfg, data, fold, url, m.strategy.name, p, seed, ckpt, funding))
+            names.append(f"fold {fold.index}{f' seed {seed}' if seed is not None else ''} {m.strategy.name}")
+        for name, base in (BASELINES.items() if baselines else ()):
             if name != m.strategy.name:
-                bp = _fitted(name, dict(base), data, fold)
-                wf.blocks.append(_done(_trade(_with_strategy(cfg, name, bp, None), data, fold, db, None, funding),
-                                       on_block))
+                work.append((cfg, data, fold, url, name, dict(base), None, None, funding))
+                names.append(f"fold {fold.index} {name}")
+    wf.blocks = (jobs or Jobs()).map(block_job, work, names, on_result=on_block)
     bar_ms = timeframe_ms(m.timeframe)
     keys = dict.fromkeys((b.strategy, b.seed) for b in wf.blocks)
     wf.stitched = [stitch(name, seed, [b.returns for b in wf.blocks if (b.strategy, b.seed) == (name, seed)],
@@ -180,15 +191,18 @@ def run_walkforward(cfg: Config, data: CandleData, db: DBEngine, *, folds: int, 
     return wf
 
 
+def block_job(cfg: Config, data: CandleData, fold: Fold, url: str, name: str, params: dict[str, Any],
+              seed: int | None, ckpt: Path | None, funding: FundingRates | None) -> Block:
+    """One block: train (a model strategy, on the fold's training bars), fit, trade the test block."""
+    db = database_for(url)
+    checkpoint = _train(cfg, data, fold, params, ckpt) if ckpt is not None else None
+    p = _fitted(name, params, data, fold)
+    return _trade(_with_strategy(cfg, name, p, checkpoint), data, fold, db, seed, funding)
+
+
 def _fitted(name: str, params: dict[str, Any], data: CandleData, fold: Fold) -> dict[str, Any]:
     """``vol_only`` without a ``max_vol``: the level fitted on the fold's training bars."""
     if name != "vol_only" or params.get("max_vol") is not None:
         return params
     p = VolOnlyParams.model_validate(params)
     return {**params, "max_vol": fit_max_vol(data.close[fold.train[0]:fold.train[1]], p.lookback, p.quantile)}
-
-
-def _done(block: Block, on_block: Callable[[Block], None] | None) -> Block:
-    if on_block is not None:
-        on_block(block)
-    return block

@@ -6,15 +6,17 @@ are applied automatically whenever the journal is opened, and by ``bot db upgrad
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from sqlalchemy import Engine, create_engine, event, inspect
+from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
 from sqlalchemy.exc import ArgumentError, OperationalError, SQLAlchemyError
 
 from bot.errors import StorageError
 from bot.redact import hide_password
+from storage.schema import VERSION_TABLE
 
 if TYPE_CHECKING:
     from alembic.config import Config as AlembicConfig
@@ -82,27 +84,65 @@ def alembic_config(engine: Engine) -> AlembicConfig:
     return cfg
 
 
+#: Any number: the key of the advisory lock that lets one process at a time migrate a PostgreSQL journal.
+MIGRATION_LOCK = 7_301_948_112
+
+
 def upgrade(engine: Engine) -> str:
-    """Apply every pending migration; return the head revision."""
+    """Apply every pending migration; return the head revision.
+
+    On PostgreSQL the migration holds a transaction-level advisory lock, so bots that open a new
+    journal at the same moment migrate it one after the other (the others then find it at head)."""
     from alembic import command  # noqa: PLC0415 - slow import, needed only here
 
     cfg = alembic_config(engine)
     try:
         with engine.begin() as conn:
+            if engine.dialect.name == "postgresql":
+                conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
+            _move_version_row(conn)
             cfg.attributes["connection"] = conn
             command.upgrade(cfg, "head")
     except SQLAlchemyError as exc:
         raise StorageError(f"database migration failed on {safe_url(str(engine.url))}: "
                            f"{str(exc).splitlines()[0]}") from None
     with engine.connect() as conn:
-        row = conn.exec_driver_sql("SELECT version_num FROM alembic_version").first()
+        row = conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").first()
     return row[0] if row else ""
+
+
+def _move_version_row(conn: Connection) -> None:
+    """A journal made before ``journal_version`` kept its head (0001, 0002, ...) in
+    ``alembic_version``: move it over, leaving that table to Optuna's storage."""
+    names = set(inspect(conn).get_table_names())
+    if "alembic_version" not in names or VERSION_TABLE in names:
+        return
+    rows = [r[0] for r in conn.exec_driver_sql("SELECT version_num FROM alembic_version")]
+    if len(rows) != 1 or not re.fullmatch(r"\d{4}", rows[0]):
+        return  # another tool's record (Optuna's own), not the journal's
+    conn.exec_driver_sql(f"CREATE TABLE {VERSION_TABLE} (version_num VARCHAR(32) NOT NULL PRIMARY KEY)")
+    conn.exec_driver_sql(f"INSERT INTO {VERSION_TABLE} (version_num) VALUES ('{rows[0]}')")
+    conn.exec_driver_sql("DROP TABLE alembic_version")
 
 
 def open_database(url: str) -> Engine:
     engine = make_engine(url)
     upgrade(engine)
     return engine
+
+
+#: This process's journal engine per URL: the jobs of a pool or Ray worker (bot/jobs.py) open
+#: and migrate a journal once, not once per job.
+_OPEN: dict[str, Engine] = {}
+
+
+def database_for(url: str, engine: Engine | None = None) -> Engine:
+    """The journal at ``url`` opened once per process (``engine``: the one this process has already)."""
+    if engine is not None:
+        return _OPEN.setdefault(url, engine)
+    if url not in _OPEN:
+        _OPEN[url] = open_database(url)
+    return _OPEN[url]
 
 
 def has_journal(engine: Engine) -> bool:

@@ -8,7 +8,9 @@ With ``write_ahead`` the engine flushes before each order leaves the process.
 
 from __future__ import annotations
 
+import os
 import secrets
+import socket
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -118,7 +120,7 @@ class Journal:
                     id=run_id, mode=mode, status=RUNNING, strategy=strategy, symbol=symbol,
                     timeframe=timeframe, category=category, model_id=model_id, data_source=data_source,
                     config=config, initial_cash=Decimal(repr(float(initial_cash))), started_at=now,
-                    updated_at=now, bars=0,
+                    updated_at=now, bars=0, host=socket.gethostname(), pid=os.getpid(),
                 ))
                 if start_event is not None:
                     t, kind, payload = start_event
@@ -131,7 +133,8 @@ class Journal:
         """Mark a resumed run as running again."""
         with self.engine.begin() as conn:
             conn.execute(update(s.runs).where(s.runs.c.id == self.run_id)
-                         .values(status=RUNNING, finished_at=None, error=None, updated_at=utcnow()))
+                         .values(status=RUNNING, finished_at=None, error=None, updated_at=utcnow(),
+                                 host=socket.gethostname(), pid=os.getpid()))
 
     def finish(self, status: RunStatus, summary: dict[str, Any] | None = None, error: str | None = None) -> None:
         """Flush what is buffered and close the run with a final status."""

@@ -76,6 +76,8 @@ def canonical(d: Decimal) -> Decimal:
 
 
 metadata = MetaData()
+#: Alembic's record of the journal's migration head (alembic_version belongs to Optuna's tables).
+VERSION_TABLE = "journal_version"
 
 runs = Table(
     "runs",
@@ -101,6 +103,9 @@ runs = Table(
     Column("summary", JSON),
     Column("strategy_state", JSON),
     Column("error", Text),
+    # The machine and process that started (or last resumed) the run: many bots, one journal.
+    Column("host", Text),
+    Column("pid", Integer),
 )
 
 decisions = Table(

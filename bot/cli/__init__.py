@@ -56,7 +56,8 @@ def _register() -> None:
     app.add_typer(journal.app, name="journal")
     app.add_typer(db.app, name="db")
     # Optional command groups contributed by later parts (models, exchange tooling).
-    for mod in ("bot.cli.models", "bot.cli.walkforward", "bot.cli.exchange", "bot.cli.serve"):
+    for mod in ("bot.cli.models", "bot.cli.walkforward", "bot.cli.optimize", "bot.cli.sweep", "bot.cli.exchange",
+                "bot.cli.serve"):
         try:
             module = __import__(mod, fromlist=["register"])
         except ModuleNotFoundError as exc:

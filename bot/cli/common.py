@@ -41,6 +41,10 @@ AllowInSampleOpt = typer.Option(False, "--allow-in-sample",
 AllowOtherMarketOpt = typer.Option(False, "--allow-other-market",
                                    help="Use a checkpoint fitted on another symbol or timeframe than the market's "
                                         "(strategy.allow_other_market). Default: refused.")
+WorkersOpt = typer.Option(1, "--workers", "-w", help="Independent jobs at once: a local process pool when > 1 "
+                          "(with --ray: the CPUs of the local Ray).")
+RayOpt = typer.Option(None, "--ray", help="Run the jobs on Ray: auto (a local Ray started here) or a cluster "
+                      "address (needs pip install -e '.[ray]').")
 FormatOpt = typer.Option("table", "--format", "-f", help="table (for people), json or csv (every column in full, "
                          "times as ISO-8601 UTC, returns as fractions: 0.05 = 5 %).")
 

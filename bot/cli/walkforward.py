@@ -12,9 +12,21 @@ import typer
 from rich.table import Table
 
 from bot import app as core
-from bot.cli.common import ConfigOpt, DbOpt, SetOpt, console, dumps, err_console, load, warn_gaps
+from bot.cli.common import (
+    ConfigOpt,
+    DbOpt,
+    RayOpt,
+    SetOpt,
+    WorkersOpt,
+    console,
+    dumps,
+    err_console,
+    load,
+    warn_gaps,
+)
 from bot.cli.run import checked_rules
 from bot.funding import resolve_funding
+from bot.jobs import Jobs
 from bot.units import format_metric
 from bot.walkforward import Block, WalkForward, run_walkforward
 from bot.wf_stats import Interval, Stitched
@@ -108,6 +120,8 @@ def register(app: typer.Typer) -> None:
         out: Path | None = typer.Option(None, "--out", "-o", help="Checkpoint folder (default "
                                         "walkforward/<strategy>_<symbol>_<tf>)."),
         as_json: bool = typer.Option(False, "--json", help="Print the result as one JSON object."),
+        workers: int = WorkersOpt,
+        ray: str | None = RayOpt,
         config: Path | None = ConfigOpt,
         set_: list[str] | None = SetOpt,
         db: str | None = DbOpt,
@@ -131,11 +145,15 @@ def register(app: typer.Typer) -> None:
             say.print(f"fold {b.fold}{seed} {b.strategy}: {b.start[:10]} .. {b.end[:10]} "
                       f"{format_metric('total_return', b.summary.get('total_return'))}  run {b.run_id}")
 
-        wf = run_walkforward(cfg, candles, db_engine, folds=folds, seeds=seeds, window=window,
-                             train_fraction=train_fraction, out_dir=folder, block_bars=block_bars,
-                             on_block=progress, funding=resolve_funding(m.funding, m.category, m.symbol, data))
+        with Jobs(workers, ray) as jobs:
+            wf = run_walkforward(cfg, candles, db_engine, folds=folds, seeds=seeds, window=window,
+                                 train_fraction=train_fraction, out_dir=folder, block_bars=block_bars,
+                                 on_block=progress, funding=resolve_funding(m.funding, m.category, m.symbol, data),
+                                 jobs=jobs)
+        for line in jobs.retried:
+            err_console.print(f"[yellow]warning:[/yellow] {line}", highlight=False)
         if as_json:
-            sys.stdout.write(dumps(as_dict(wf)) + "\n")
+            sys.stdout.write(dumps({**as_dict(wf), "engine": jobs.engine, "retried": jobs.retried}) + "\n")
             return
         console.print(blocks_table(wf))
         console.print(stitched_table(wf))

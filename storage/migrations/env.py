@@ -5,7 +5,7 @@ from __future__ import annotations
 from alembic import context
 from sqlalchemy import engine_from_config, pool
 
-from storage.schema import metadata
+from storage.schema import VERSION_TABLE, metadata
 
 config = context.config
 
@@ -16,6 +16,9 @@ def _run(connection) -> None:  # type: ignore[no-untyped-def]
         target_metadata=metadata,
         render_as_batch=connection.dialect.name == "sqlite",
         compare_type=True,
+        # Not alembic_version: that name is left to the other tools that share the database
+        # (Optuna's study storage, bot optimize); storage/db.py moves an older journal's row here.
+        version_table=VERSION_TABLE,
     )
     with context.begin_transaction():
         context.run_migrations()
