@@ -23,7 +23,6 @@ from typing import Any
 import numpy as np
 import torch
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
 from bot.domain import timeframe_ms
 from bot.errors import ModelError
@@ -37,6 +36,7 @@ from models.gru_eval import exposure_backtest, price_metrics, sizer_levels, size
 from models.gru_explain import deletion_sections, explanation_meta, held_back_test
 from models.labels import multi_forward_returns
 from models.price_encoder import EncoderConfig, PathHead, PriceEncoder, PricePathLoss
+from models.progress import TrainingBar
 from models.provenance import evaluation_sample, fitted_of, provenance, widen
 from models.sizer import PositionSizer, SizerConfig, sizer_loss, temperature
 from models.skill import VOL_WINDOW, fit_sigma_ref
@@ -123,10 +123,8 @@ def train_stage2(encoder: PriceEncoder, prep: Prepared, cfg: GRUSizerConfig, fee
         best = {"val_loss": float("inf"), "epoch": 0, "state": copy.deepcopy(sizer.state_dict())}
         history: list[dict[str, float]] = []
         bad = 0
-        cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TextColumn("{task.fields[info]}"))
-        with Progress(*cols, console=console or Console(stderr=True), disable=not progress) as bar:
-            tid = bar.add_task("stage 2: GRU sizer", total=t.epochs, info="")
+        batches = (starts.size + t.batch_size - 1) // t.batch_size
+        with TrainingBar("stage 2: GRU sizer", t.epochs, batches, enabled=progress, console=console) as bar:
             for epoch in range(1, t.epochs + 1):
                 tau = temperature(scfg, (epoch - 1) / max(1, t.epochs - 1))
                 sizer.train()
@@ -147,6 +145,7 @@ def train_stage2(encoder: PriceEncoder, prep: Prepared, cfg: GRUSizerConfig, fee
                         opt.zero_grad(set_to_none=True)
                     total += float(loss.detach())
                     nb += 1
+                    bar.batch()
                 vloss, vparts = _val_loss(sizer, xf, rr, rg, vstarts, offs, scfg)
                 history.append({"epoch": epoch, "tau": tau, "train_loss": total / max(nb, 1),
                                 "val_loss": vloss, **{f"val_{k}": v for k, v in vparts.items()}})
@@ -155,9 +154,10 @@ def train_stage2(encoder: PriceEncoder, prep: Prepared, cfg: GRUSizerConfig, fee
                     bad = 0
                 else:
                     bad += 1
-                bar.update(tid, advance=1, info=f"tau {tau:.2f}  train {total / max(nb, 1):.4f}  "
-                                                f"val {vloss:.4f}  best@{best['epoch']}")
+                bar.epoch(epoch, f"tau {tau:.2f}  train {total / max(nb, 1):.4f}  val {vloss:.4f}  "
+                                 f"best@{best['epoch']}")
                 if bad >= t.patience:
+                    bar.stop()
                     break
         sizer.load_state_dict(best["state"])
         sizer = sizer.cpu().eval()

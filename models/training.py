@@ -23,10 +23,10 @@ import numpy as np
 import torch
 from pydantic import BaseModel, ConfigDict, Field
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from torch import nn
 
 from bot.errors import ModelError
+from models.progress import TrainingBar
 
 Task = Literal["classification", "regression"]
 LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
@@ -234,11 +234,7 @@ def fit(
         result = FitResult(model=net)
         best_state = copy.deepcopy(net.state_dict())
         bad_epochs = 0
-        cols = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
-                TextColumn("{task.fields[info]}"))
-        with Progress(*cols, console=console or Console(stderr=True), disable=not progress,
-                      transient=False) as bar:
-            task_id = bar.add_task(description, total=cfg.epochs, info="")
+        with TrainingBar(description, cfg.epochs, steps_per_epoch, enabled=progress, console=console) as bar:
             for epoch in range(1, cfg.epochs + 1):
                 net.train()
                 perm = torch.randperm(xtr.shape[0], generator=gen)
@@ -258,6 +254,7 @@ def fit(
                     sched.step()
                     total += float(loss.detach()) * xb.shape[0]
                     count += xb.shape[0]
+                    bar.batch()
                 vloss = evaluate_loss(net, xva, yva, eval_loss, cfg.batch_size * 4)
                 result.history.append({"epoch": epoch, "train_loss": total / max(count, 1), "val_loss": vloss})
                 if vloss < result.best_val_loss - cfg.min_delta:
@@ -266,10 +263,10 @@ def fit(
                     bad_epochs = 0
                 else:
                     bad_epochs += 1
-                bar.update(task_id, advance=1,
-                           info=f"train {total / max(count, 1):.4f}  val {vloss:.4f}  best@{result.best_epoch}")
+                bar.epoch(epoch, f"train {total / max(count, 1):.4f}  val {vloss:.4f}  best@{result.best_epoch}")
                 if bad_epochs >= cfg.patience:
                     result.stopped_early = True
+                    bar.stop()
                     break
         net.load_state_dict(best_state)
         net.eval()

@@ -27,7 +27,6 @@ from bot.bars import Bars
 from bot.candles import CandleData
 from bot.domain import Decision, timeframe_ms
 from bot.errors import ConfigError, ModelError
-from bot.timeutil import ms_to_iso
 from models.checkpoint import default_checkpoint_path
 from models.drift import DriftWatch
 from models.dsc_runtime import DSCRuntime
@@ -46,6 +45,7 @@ from models.labels import CLASSES
 from models.provenance import Fitted, fitted_of
 from strategies.base import Strategy, StrategyContext, StrategyParams
 from strategies.spec import StrategySpec
+from strategies.trained import chosen_checkpoint, train_or_reuse
 
 _SIGNALS = ("short", "flat", "long")
 
@@ -242,20 +242,21 @@ class DSCStrategy(Strategy):
         except Exception:  # noqa: BLE001 - from_config produces the one-line message
             cls.from_config(raw, ctx)
             raise
-        path = Path(ctx.checkpoint) if ctx.checkpoint else default_checkpoint_path("dsc", ctx.symbol, ctx.timeframe)
+        path = chosen_checkpoint("dsc", ctx)
         note = None
-        if not path.exists():
-            if ctx.checkpoint:
-                raise ModelError(f"checkpoint not found: {path}")
-            cut = int(len(data) * params.train_fraction)
-            console = Console(stderr=True)
-            console.print(f"no dsc checkpoint at {path}: training one on the first {cut} of {len(data)} bars "
-                          f"({ms_to_iso(int(data.time[0]))} .. {ms_to_iso(int(data.time[cut - 1]))})")
-            train_dsc(data.slice(0, cut), params, fee_rate=ctx.fee_rate, long_only=ctx.long_only,
-                      symbol=ctx.symbol, timeframe=ctx.timeframe, out=path, progress=True, console=console)
-            note = f"trained {path} on bars before {ms_to_iso(int(data.time[cut]))}"
+        if path is None:
+            train = data.slice(0, int(len(data) * params.train_fraction))
+            path, note = train_or_reuse("dsc", ctx, params.model_dump(mode="json"), train, partial(
+                _fit_dsc, train, params, ctx))
+        elif not path.exists():
+            raise ModelError(f"checkpoint not found: {path}")
         ctx2 = StrategyContext(ctx.symbol, ctx.timeframe, ctx.long_only, ctx.fee_rate, str(path))
         return cls(params, ctx2), 0, note
+
+
+def _fit_dsc(train: CandleData, params: DSCParams, ctx: StrategyContext, out: Path) -> Path:
+    return train_dsc(train, params, fee_rate=ctx.fee_rate, long_only=ctx.long_only, symbol=ctx.symbol,
+                     timeframe=ctx.timeframe, out=out, progress=True, console=Console(stderr=True))
 
 
 SPEC = StrategySpec(

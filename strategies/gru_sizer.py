@@ -16,6 +16,7 @@ from __future__ import annotations
 import math
 from collections import deque
 from collections.abc import Callable
+from dataclasses import replace
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -41,6 +42,7 @@ from models.trace import traced
 from models.vol_regime import VolRegime, regime_entry
 from strategies.base import Strategy, StrategyContext, StrategyParams
 from strategies.spec import StrategySpec
+from strategies.trained import chosen_checkpoint, train_or_reuse
 
 Attr = tuple[np.ndarray, np.ndarray]  # one bar's attribution: (per step [W], per feature [F])
 #: What one bar's attribution is computed from: its window [1, W, F] and the GRU state (h, prev)
@@ -102,21 +104,12 @@ class GRUSizerStrategy(Strategy):
         on the same parts; the caller then trades only the bars after the fitted range)."""
         cfg = parse_config(raw)
         params = GRUSizerParams.model_validate(raw)
-        path = Path(ctx.checkpoint) if ctx.checkpoint else default_checkpoint(ctx)
-        if path.exists() or ctx.checkpoint:
-            return cls(params, ctx), 0, None
-        from models.gru_training import freeze, train_family
-        from models.training import TrainRequest
-
-        req = TrainRequest(data=data, params=dict(raw), symbol=ctx.symbol, timeframe=ctx.timeframe,
-                           fee_rate=ctx.fee_rate, long_only=ctx.long_only, out=path, progress=True)
-        encoder, sizer, prep, meta = train_family(data, cfg.model_copy(update={"stage": 0}), req)
-        assert sizer is not None
-        strat = cls(params, ctx, (freeze(encoder), sizer, prep.normalizer, prep.target_scale, meta))
-        lo, hi = prep.bars("val")
-        note = (f"no checkpoint at {path}: trained gru_sizer on this file (validation part "
-                f"{ms_to_iso(int(data.time[lo]))} .. {ms_to_iso(int(data.time[hi]))}; not saved)")
-        return strat, 0, note
+        path = chosen_checkpoint("gru_sizer", ctx)
+        note = None
+        if path is None:  # trains on the whole file: its train/validation parts, then trades the rest
+            path, note = train_or_reuse("gru_sizer", ctx, cfg.model_dump(mode="json"), data,
+                                        partial(_fit_gru, data, dict(raw), ctx))
+        return cls(params, replace(ctx, checkpoint=str(path))), 0, note
 
     @property
     def warmup(self) -> int:
@@ -336,6 +329,15 @@ def _prefix(bars: Bars) -> Bars:
     while b.advance():
         pass
     return b
+
+
+def _fit_gru(data: CandleData, raw: dict[str, Any], ctx: StrategyContext, out: Path) -> Path:
+    """Both stages (whatever ``stage`` says: a backtest has no earlier encoder to keep)."""
+    from models.gru_training import train
+    from models.training import TrainRequest
+
+    return train(TrainRequest(data=data, params={**raw, "stage": 0}, symbol=ctx.symbol, timeframe=ctx.timeframe,
+                              fee_rate=ctx.fee_rate, long_only=ctx.long_only, out=out, progress=True))
 
 
 SPEC = StrategySpec(

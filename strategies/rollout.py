@@ -46,6 +46,7 @@ from models.transformer import TransformerClassifier
 from models.vol_regime import VolRegime, regime_entry
 from strategies.base import Strategy, StrategyContext, StrategyParams
 from strategies.spec import StrategySpec
+from strategies.trained import chosen_checkpoint, train_or_reuse
 
 CHUNK = 2048  # windows per batched forward pass in backtests
 
@@ -97,19 +98,16 @@ class RolloutStrategy(Strategy):
         (the caller then trades only the bars after the fitted range)."""
         cfg = parse_config(raw)
         params = RolloutParams.model_validate(raw)
-        path = Path(ctx.checkpoint) if ctx.checkpoint else default_checkpoint(ctx)
-        if path.exists() or ctx.checkpoint:
-            return cls(params, ctx, load_rollout(path, window=params.window)), 0, None
-        from models.rollout_train import train_rollout
+        path = chosen_checkpoint("rollout", ctx)
+        note = None
+        if path is None:
+            from models.rollout_train import train_rollout
 
-        cut = int(len(data) * cfg.train_fraction)
-        out = path.with_name(path.stem + "_backtest.pt")
-        trained = train_rollout(data.slice(0, cut), cfg, fee_rate=ctx.fee_rate, long_only=ctx.long_only,
-                                symbol=ctx.symbol, timeframe=ctx.timeframe, out=out, progress=True)
-        strat = cls(params, ctx, load_rollout(trained, window=params.window))
-        note = (f"no checkpoint at {path}: trained rollout on the first {cut} bars (before "
-                f"{ms_to_iso(int(data.time[cut]))}, card in {out.with_suffix('.card.json')})")
-        return strat, 0, note
+            train = data.slice(0, int(len(data) * cfg.train_fraction))
+            path, note = train_or_reuse("rollout", ctx, cfg.model_dump(mode="json"), train, lambda out: train_rollout(
+                train, cfg, fee_rate=ctx.fee_rate, long_only=ctx.long_only, symbol=ctx.symbol,
+                timeframe=ctx.timeframe, out=out, progress=True))
+        return cls(params, ctx, load_rollout(path, window=params.window)), 0, note
 
     @property
     def warmup(self) -> int:

@@ -156,19 +156,29 @@ def test_for_backtest_trains_on_early_part_when_no_checkpoint(btc: CandleData, t
     data = btc.slice(0, 1400)
     cfg = load_config(None, [], {"strategy.name": "dsc", "strategy.params": {**TINY, "train_fraction": 0.7}})
     md, notes = core.backtest_market(cfg, data)
-    assert (tmp_path / "checkpoints" / "dsc_BTCUSDT_1h.pt").exists()
-    assert (tmp_path / "checkpoints" / "dsc_BTCUSDT_1h.card.json").exists()
+    kept = sorted((tmp_path / "checkpoints" / "backtest").glob("dsc_BTCUSDT_1h_*"))
+    assert {p.name.split(".", 1)[1] for p in kept} >= {"pt", "card.json"}  # the checkpoint and its card
+    assert not (tmp_path / "checkpoints" / "dsc_BTCUSDT_1h.pt").exists()  # `bot train`'s path is not touched
     fitted = md.strategy.fitted
     assert fitted is not None and fitted.end is not None
     # Trading starts right after the fitted range (training + validation bars), inside the 70 %.
     assert int(data.time[md.history - 1]) == fitted.end and md.history < int(0.7 * 1400)
-    assert "trained" in notes[0] and "out of sample" in notes[-1]
-    # The second run finds the checkpoint and still skips the bars it was fitted on.
-    md2, notes2 = core.backtest_market(cfg, data)
-    assert md2.history == md.history and "out of sample" in notes2[-1]
-    # Another period of the market (bars after the fitted range) is traded from the first bar.
-    md3, notes3 = core.backtest_market(cfg, btc.slice(2000, 2600))
-    assert md3.history == 0 and notes3 == []
+    assert notes[0].startswith("trained checkpoints/backtest/dsc_BTCUSDT_1h_") and "out of sample" in notes[-1]
+    # The identical backtest reuses the kept model; another training set (a later cut) trains its own.
+    again, notes2 = core.backtest_market(cfg, data)
+    assert notes2[0].startswith("reusing ") and again.strategy.model_id == md.strategy.model_id
+    other = load_config(None, [], {"strategy.name": "dsc", "strategy.params": {**TINY, "train_fraction": 0.75}})
+    md3, notes3 = core.backtest_market(other, data)
+    assert notes3[0].startswith("trained ") and md3.strategy.model_id != md.strategy.model_id
+    assert len(list((tmp_path / "checkpoints" / "backtest").glob("dsc_*.pt"))) == 2
+    # The reusing run still skips the bars the model was fitted on.
+    assert again.history == md.history and "out of sample" in notes2[-1]
+    # The kept model, named as the checkpoint, trades another period (after its fitted range) from its first bar.
+    pt = next(p for p in kept if p.suffix == ".pt")
+    named = load_config(None, [], {"strategy.name": "dsc", "strategy.checkpoint": str(pt),
+                                   "strategy.params": {**TINY, "train_fraction": 0.7}})
+    md4, notes4 = core.backtest_market(named, btc.slice(2000, 2600))
+    assert md4.history == 0 and notes4 == [] and md4.strategy.model_id == md.strategy.model_id
 
 
 def test_window_mismatch_refused_unless_unset(ckpt: Path) -> None:

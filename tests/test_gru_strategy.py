@@ -197,10 +197,15 @@ def test_for_backtest_trains_on_the_past_and_trades_the_unseen_part(data: Candle
     cfg = Config.model_validate({"strategy": {"name": "gru_sizer", "params": PARAMS}})
     md, notes = core.backtest_market(cfg, data.slice(0, 1000))
     strat, first = md.strategy, md.history
-    assert 700 < first < 1000 and "trained gru_sizer" in notes[0] and "out of sample" in notes[-1]
+    assert 700 < first < 1000 and notes[0].startswith("trained checkpoints/backtest/gru_sizer_BTCUSDT_1h_")
+    assert "out of sample" in notes[-1]
     assert strat.fitted.end == int(data.time[first - 1])  # trading starts right after the fitted range
     assert isinstance(strat, GRUSizerStrategy) and strat.model_id.startswith("gru_sizer-")
-    assert not (tmp_path / "checkpoints").exists()
+    # Kept apart from `bot train`'s checkpoint, and reused by the identical backtest.
+    assert [p.name for p in (tmp_path / "checkpoints").iterdir()] == ["backtest"]
+    again, notes2 = core.backtest_market(cfg, data.slice(0, 1000))
+    assert notes2[0].startswith("reusing checkpoints/backtest/gru_sizer_BTCUSDT_1h_")
+    assert again.strategy.model_id == strat.model_id and again.history == first
 
 
 def test_checkpoint_save_load_roundtrip_refuses_foreign_kind(checkpoint: Path, tmp_path: Path) -> None:

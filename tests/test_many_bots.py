@@ -90,7 +90,7 @@ def test_four_paper_bots_share_one_postgresql_journal(btc_1h: Path, data_dir: Pa
     assert res.returncode == 0, res.stderr
     listed = {r["id"]: (r["host"], r["pid"]) for r in json.loads(res.stdout)}
     assert listed == {s["run_id"]: (host, p.pid) for s, p in zip(summaries, procs, strict=True)}
-    table = bot("journal", "runs", "--db", url, cwd=tmp_path, env={"COLUMNS": "200"})
+    table = bot("journal", "runs", "--wide", "--db", url, cwd=tmp_path, env={"COLUMNS": "200"})
     assert all(str(p.pid) in table.stdout for p in procs) and "host" in table.stdout
 
 

@@ -173,10 +173,14 @@ def test_backtest_trains_first_then_summarises_attention(data: CandleData, tmp_p
                                  "storage.url": url})
     md, notes = core.backtest_market(cfg, data)
     strat, first = md.strategy, md.history
-    assert "trained rollout on the first" in notes[0] and "out of sample" in notes[-1]
+    assert notes[0].startswith("trained checkpoints/backtest/rollout_BTCUSDT_1h_") and "out of sample" in notes[-1]
     # Trading starts after the fitted range (training + validation), before the 70 % cut.
     assert md.strategy.fitted.end == int(data.time[first - 1]) and first < int(len(data) * 0.7)
-    assert (tmp_path / "checkpoints" / "rollout_BTCUSDT_1h_backtest.card.json").exists()
+    kept = list((tmp_path / "checkpoints" / "backtest").glob("rollout_BTCUSDT_1h_*.card.json"))
+    assert len(kept) == 1 and not (tmp_path / "checkpoints" / "rollout_BTCUSDT_1h.pt").exists()
+    again, notes2 = core.backtest_market(cfg, data)  # the identical backtest reuses the kept model
+    assert notes2[0].startswith("reusing checkpoints/backtest/rollout_BTCUSDT_1h_")
+    assert again.strategy.model_id == strat.model_id and again.history == first
     db = open_database(url)
     summary = core.backtest(cfg, data, strat, db, show_progress=False, history=first)
     assert summary["candles"] == len(data) - first

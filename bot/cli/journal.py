@@ -40,7 +40,7 @@ RUN_COLS = [Col("id", kind="run"), Col("mode"), Col("status"), Col("markets", ki
             Col("strategy", width=18), Col("symbol", width=18), Col("timeframe", "tf", width=8),
             Col("bars", kind="num", wide=True), Col("trades", kind="num"), Col("total_return", "return", "metric"),
             Col("started_at", "started", "time"), Col("finished_at", "finished", "time", wide=True),
-            Col("host", width=16), Col("pid", kind="num"), Col("error", wide=True)]
+            Col("host", width=16, wide=True), Col("pid", kind="num", wide=True), Col("error", wide=True)]
 DECISION_COLS = [Col("id", kind="id"), Col("bar_time", "bar", "time"), Col("target", kind="num"),
                  Col("confidence", "conf", "num"), Col("price", kind="num"), Col("status"),
                  Col("model_id", "model", wide=True), Col("why", width=40), Col("explanation", kind="json", wide=True),
