@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine, desc, select
 
-from bot.domain import DecisionStatus, Fill, Order, OrderStatus, OrderType, RunStatus, Side
+from bot.domain import DecisionStatus, ExitReason, Fill, Order, OrderStatus, OrderType, RunStatus, Side
 from bot.errors import ConfigError, StorageError
 from storage import queries as q
 from storage import schema as s
@@ -25,6 +25,7 @@ def order_from_row(row: dict[str, Any]) -> Order:
         decision_id=row["decision_id"], exchange_order_id=row["exchange_order_id"],
         filled_qty=row["filled_qty"], avg_fill_price=row["avg_fill_price"],
         reject_reason=row["reject_reason"], adopted=bool(row["adopted"]),
+        exit_reason=ExitReason(row["exit_reason"]) if row.get("exit_reason") else None,
     )
 
 

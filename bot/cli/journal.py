@@ -49,7 +49,8 @@ ORDER_COLS = [Col("id", kind="id"), Col("decision_id", "decision", "id"), Col("s
               Col("qty", kind="num"), Col("price", "limit", "num", wide=True), Col("status"),
               Col("filled_qty", "filled", "num"), Col("avg_fill_price", "avg price", "num"),
               Col("exchange_order_id", "exchange id", wide=True), Col("reject_reason", "reject reason", wide=True),
-              Col("adopted", wide=True), Col("created_time", "created", "time"),
+              Col("adopted", wide=True), Col("exit_reason", "exit by", wide=True),
+              Col("created_time", "created", "time"),
               Col("updated_time", "updated", "time", wide=True)]
 FILL_COLS = [Col("exec_id", "exec", "id"), Col("order_id", "order", "id"), Col("side"), Col("qty", kind="num"),
              Col("price", kind="num"), Col("fee", kind="num"), Col("fee_currency", "coin"),
@@ -59,7 +60,8 @@ TRADE_COLS = [Col("id", kind="id"), Col("direction", "side"), Col("qty", kind="n
               Col("entry_price", "entry px", "num"), Col("exit_price", "exit px", "num"),
               Col("gross_pnl", "gross PnL", "metric", wide=True), Col("fees", kind="metric", wide=True),
               Col("net_pnl", "net PnL", "metric"), Col("return_pct", "return", "metric"),
-              Col("bars_held", "bars", "num", wide=True), Col("entry_decision_id", "entry decision", "id", wide=True),
+              Col("exit_reason", "exit by", width=13), Col("bars_held", "bars", "num", wide=True),
+              Col("entry_decision_id", "entry decision", "id", wide=True),
               Col("exit_decision_id", "exit decision", "id", wide=True)]
 EQUITY_COLS = [Col("time", kind="time"), Col("equity", kind="metric"), Col("cash", kind="metric"),
                Col("position", kind="num"), Col("price", kind="num")]
