@@ -215,7 +215,9 @@ class SimulatedBroker(Broker):
             return
         self._protection = None
         level, reason = hit
-        qty = abs(self.book.qty)
+        qty = self.instrument.floor_qty(abs(self.book.qty))  # spot: what is held, less the dust below a lot
+        if qty <= 0:
+            return
         order = Order(client_order_id=p.exit_id, symbol=p.symbol, side=Side.SELL if p.direction > 0 else Side.BUY,
                       qty=qty, order_type=OrderType.MARKET, status=OrderStatus.ACCEPTED, created_time=time_ms,
                       updated_time=time_ms, decision_id=p.decision_id, exchange_order_id=f"sim-{p.exit_id}",
