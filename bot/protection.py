@@ -93,6 +93,21 @@ class Protection:
             return None
         return max(legs, key=lambda x: x[0] * self.direction)
 
+    @classmethod
+    def from_payload(cls, d: dict[str, Any]) -> Protection:
+        """The inverse of :meth:`payload` (a journaled ``protection_set`` event)."""
+        def num(k: str) -> Decimal | None:
+            return Decimal(d[k]) if d.get(k) is not None else None
+        return cls(symbol=d["symbol"], direction=1 if d.get("direction") == "long" else -1,
+                   decision_id=d.get("decision_id"), exit_id=d.get("exit_order_id") or "",
+                   stop_loss=num("stop_loss"), take_profit=num("take_profit"),
+                   trailing_distance=num("trailing_distance"), trailing_stop=num("trailing_stop"),
+                   best_price=num("best_price"))
+
+    def levels(self) -> tuple[Decimal | None, Decimal | None, Decimal | None]:
+        """(stop-loss, take-profit, trailing distance): what a venue's position TP/SL holds."""
+        return self.stop_loss, self.take_profit, self.trailing_distance
+
     def payload(self) -> dict[str, Any]:
         """JSON for the journal (prices as text, exactly)."""
         def t(x: Decimal | None) -> str | None:

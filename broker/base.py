@@ -78,13 +78,18 @@ class Broker(ABC):
     @abstractmethod
     def open_orders(self) -> list[Order]: ...
 
-    def set_protection(self, protection: Protection | None, now_ms: int) -> None:
-        """Guard the open position with these protective levels (None: remove them)."""
+    def set_protection(self, protection: Protection | None, now_ms: int, *, send: bool = True) -> None:
+        """Guard the open position with these protective levels (None: remove them); ``send=False``:
+        the venue holds them already (a restart), only follow them."""
         raise NotImplementedError(f"{type(self).__name__} cannot place protective orders")
 
     def protection(self) -> Protection | None:
         """The protective levels guarding the position now (None: unguarded)."""
         return None
+
+    async def venue_protection(self) -> Protection | None:
+        """The protective levels the venue holds on the position (reconciliation)."""
+        return self.protection()
 
     @abstractmethod
     def position(self) -> Position: ...

@@ -185,7 +185,7 @@ class SimulatedBroker(Broker):
         return (bool(self._orders) or self._protection is not None
                 or self._next_funding < len(self._funding_times))
 
-    def set_protection(self, protection: Protection | None, now_ms: int) -> None:
+    def set_protection(self, protection: Protection | None, now_ms: int, *, send: bool = True) -> None:
         """Guard the position with these levels (None: remove them); from the next price on."""
         if protection is not None and (protection.empty or protection.direction * self.book.qty <= 0):
             protection = None  # nothing to guard (flat, or the position is on the other side)

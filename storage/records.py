@@ -107,6 +107,17 @@ def orders_and_fills(db: Engine, run_id: str, symbol: str | None = None) -> tupl
             [fill_from_row(r) for r in q.fills(db, run_id, symbol)])
 
 
+def last_protection(db: Engine, run_id: str, symbol: str) -> dict[str, Any] | None:
+    """The journaled protective levels of ``symbol``'s position (the payload of its last
+    ``protection_set`` event), or None when there are none or a protective exit has used them."""
+    rows = [e for e in q.events(db, run_id) if e["kind"] in ("protection_set", "protective_exit")
+            and (e.get("payload") or {}).get("symbol") == symbol]
+    rows.sort(key=lambda e: e["id"])
+    if not rows or rows[-1]["kind"] != "protection_set":
+        return None
+    return dict(rows[-1]["payload"])
+
+
 def run_snapshot(db: Engine, run_id: str) -> RunSnapshot:
     run = q.resolve_run(db, run_id)
     orders, fills = orders_and_fills(db, run_id)
