@@ -11,6 +11,7 @@ import signal
 import subprocess
 import sys
 import threading
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -143,7 +144,9 @@ def test_sigkill_after_the_venue_took_the_tpsl_then_resume(btc_1h: Path, tmp_pat
         with still_until_subscribed(sim), log_file.open("ab") as fh:
             final = subprocess.Popen([sys.executable, "-m", "bot", *base, "--resume", "--to", ms_to_iso(end)],
                                      env=env, stdout=fh, stderr=fh)
-        sim.state.clock.resume()
+        # The market stops once the bar that ends the run (it opens at --to) has closed: a TP/SL
+        # left on the venue would go on guarding the position after the bot is gone.
+        sim.state.clock.pause_at(end + H)
         assert final.wait(180) == 0, log_file.read_text()[-3000:]
         db = core.open_journal_db(db_url)
         run = q.list_runs(db)[0]
@@ -154,8 +157,8 @@ def test_sigkill_after_the_venue_took_the_tpsl_then_resume(btc_1h: Path, tmp_pat
     first = recs[1]  # the resumed start's reconciliation
     assert first["protection"]["state"] == "on_venue", first
     venue = first["protection"]["venue"]
-    assert (venue["stop_loss"], venue["take_profit"], venue["trailing_distance"]) == tuple(
-        None if x is None else format(x, "f") for x in held.levels())
+    assert tuple(None if venue[k] is None else Decimal(venue[k])
+                 for k in ("stop_loss", "take_profit", "trailing_distance")) == held.levels()
     # The levels it found are the journal's: set by the decision before the kill.
     (saved,) = [e["payload"] for e in q.events(db, run["id"], kind="protection_set")][:1]
-    assert saved["stop_loss"] is not None and held.stop_loss == __import__("decimal").Decimal(saved["stop_loss"])
+    assert saved["stop_loss"] is not None and held.stop_loss == Decimal(saved["stop_loss"])
