@@ -5,14 +5,16 @@ signal changes). The broker only executes the levels (bot/protection.py)."""
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Any
 
 import structlog
 
 from bot.bars import Bars
 from bot.config_exits import ExitsConfig
 from bot.domain import Decision, Instrument, Order, OrderRequest, Side
-from bot.protection import ExitPlan, Leg, average_true_range
-from broker.base import Broker
+from bot.protection import ExitPlan, Leg, Protection, average_true_range
+from broker.base import Broker, to_decimal
+from broker.protective import ratchet
 from storage.journal import Journal
 
 log = structlog.get_logger("bot.exits")
@@ -34,6 +36,27 @@ class ExitGuard:
         #: +1 / -1 after a protective exit closed a long / short: the market stays flat until a
         #: decision targets something else (flat or the other side); 0: free to trade.
         self.stopped_out = 0
+
+    def restore(self, saved: dict[str, Any] | None, stopped: tuple[int, int] | None,
+                decisions: list[tuple[int, float | None, bool]]) -> None:
+        """A resumed run: the journaled levels guard the position again, their trail moved by every
+        bar closed since they were set (as the broker moved it; a TP/SL at a venue moves there).
+        After a protective exit (``stopped``: its time and side) the market stays out unless a
+        decision since (bar time, target, acted) targeted something else."""
+        if stopped is not None:
+            t, side = stopped
+            self.stopped_out = side
+            if any(acted and target is not None and bar >= t and target * side <= 0
+                   for bar, target, acted in decisions):
+                self.stopped_out = 0
+        if not saved or self.broker.position().qty == 0:
+            return
+        p = Protection.from_payload(saved)
+        b = self.bars
+        for i in range(b.n):
+            if int(b.time[i]) >= int(saved.get("set_at", 0)):
+                p = ratchet(p, to_decimal(float(b.high[i])), to_decimal(float(b.low[i])))
+        self.broker.set_protection(p, int(saved.get("set_at", 0)), send=False)
 
     def allowed_target(self, target: float) -> float:
         """``target``, or flat while a protective exit on that side has not been followed by a change."""
@@ -95,6 +118,7 @@ class ExitGuard:
         it, with its reason) before its fills."""
         self.journal.record_order(order)
         payload = {"symbol": order.symbol, "order_id": order.client_order_id, "reason": str(order.exit_reason),
+                   "direction": "long" if order.side is Side.SELL else "short",
                    "decision_id": order.decision_id, "trigger": None if trigger is None else format(trigger, "f")}
         self.journal.record_event(order.created_time, "protective_exit", payload)
         if self.log_steps:

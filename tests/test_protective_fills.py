@@ -143,3 +143,36 @@ def test_a_decision_with_a_stop_on_the_wrong_side_is_an_error_not_a_trade(sqlite
     (d,) = [d for d in q.decisions(db, s["run_id"]) if d["error"]]
     assert d["status"] == "error" and "stop_price 101 must be below the close 100 for a long" in d["error"]
     assert q.fills(db, s["run_id"]) == []
+
+
+def test_migration_0007_keeps_old_orders_and_trades_and_goes_back(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A journal written before 0007: its orders and trades read back with no exit reason; down again."""
+    from alembic import command  # noqa: PLC0415
+    from sqlalchemy import inspect, text  # noqa: PLC0415
+
+    from storage.db import alembic_config, make_engine, upgrade  # noqa: PLC0415
+
+    engine = make_engine(f"sqlite:///{tmp_path / 'old.db'}")
+    cfg = alembic_config(engine)
+
+    def migrate(fn, rev: str) -> None:  # type: ignore[no-untyped-def]
+        with engine.begin() as conn:
+            cfg.attributes["connection"] = conn
+            fn(cfg, rev)
+
+    migrate(command.upgrade, "0006")
+    with engine.begin() as conn:
+        conn.execute(text("INSERT INTO runs (id, mode, status, strategy, symbol, timeframe, category, config, "
+                          "initial_cash, started_at, updated_at, bars) VALUES ('r1', 'live', 'failed', 'sma', "
+                          "'BTCUSDT', '1h', 'linear', '{}', '10000', '2024-01-01', '2024-01-01', 0)"))
+        conn.execute(text("INSERT INTO orders (id, run_id, symbol, side, order_type, qty, status, filled_qty, "
+                          "adopted, created_time, updated_time) VALUES ('o1', 'r1', 'BTCUSDT', 'Buy', 'Market', "
+                          "'0.5', 'filled', '0.5', 0, 1, 1)"))
+        conn.execute(text("INSERT INTO fills (exec_id, run_id, order_id, symbol, side, qty, price, fee, is_maker, "
+                          "time) VALUES ('e1', 'r1', 'o1', 'BTCUSDT', 'Buy', '0.5', '40000', '20', 0, 1)"))
+    upgrade(engine)
+    (o,) = q.orders(engine, "r1")
+    assert o["exit_reason"] is None and len(q.fills(engine, "r1")) == 1
+    migrate(command.downgrade, "0006")
+    assert "exit_reason" not in {c["name"] for c in inspect(engine).get_columns("orders")}
+    assert len(q.fills(engine, "r1")) == 1

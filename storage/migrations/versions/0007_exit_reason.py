@@ -20,14 +20,12 @@ depends_on = None
 
 
 def upgrade() -> None:
-    with op.batch_alter_table("orders") as batch:
-        batch.add_column(sa.Column("exit_reason", sa.String(16), nullable=True))
-    with op.batch_alter_table("trades") as batch:
-        batch.add_column(sa.Column("exit_reason", sa.String(16), nullable=True))
+    # Plain ADD/DROP COLUMN (SQLite has both): a batch copy of ``orders`` would trip the fills'
+    # foreign key on it.
+    op.add_column("orders", sa.Column("exit_reason", sa.String(16), nullable=True))
+    op.add_column("trades", sa.Column("exit_reason", sa.String(16), nullable=True))
 
 
 def downgrade() -> None:
-    with op.batch_alter_table("trades") as batch:
-        batch.drop_column("exit_reason")
-    with op.batch_alter_table("orders") as batch:
-        batch.drop_column("exit_reason")
+    op.drop_column("trades", "exit_reason")
+    op.drop_column("orders", "exit_reason")
