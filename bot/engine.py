@@ -436,8 +436,10 @@ class Engine:
         ordered = [d for d in snap.decisions if d.status is DecisionStatus.ORDER]
         if ordered:
             self.risk.last_order_bar = index.get(ordered[-1].bar_time, -(10**9))
+        working = {o.client_order_id for o in snap.working}
         self.exits.restore(snap.protections.get(self.symbol), snap.exits.get(self.symbol),
-                           [(d.bar_time, d.target, d.status.acted) for d in snap.decisions])
+                           [(d.bar_time, d.target, d.status.acted) for d in snap.decisions],
+                           {k: v for k, v in snap.exit_plans.items() if k in working})
         self.bar_index = bars.n - 1
         self.last_bar = snap.last_bar
         self._synced_to = bars.n - 1  # bars up to here are journaled (or were lost with the kill)

@@ -38,11 +38,13 @@ class ExitGuard:
         self.stopped_out = 0
 
     def restore(self, saved: dict[str, Any] | None, stopped: tuple[int, int] | None,
-                decisions: list[tuple[int, float | None, bool]]) -> None:
+                decisions: list[tuple[int, float | None, bool]], plans: dict[str, dict[str, Any]]) -> None:
         """A resumed run: the journaled levels guard the position again, their trail moved by every
         bar closed since they were set (as the broker moved it; a TP/SL at a venue moves there).
         After a protective exit (``stopped``: its time and side) the market stays out unless a
-        decision since (bar time, target, acted) targeted something else."""
+        decision since (bar time, target, acted) targeted something else. ``plans``: the exit plans
+        of the orders still working, by client id."""
+        self.plans = {cid: ExitPlan.from_payload(p) for cid, p in plans.items()}
         if stopped is not None:
             t, side = stopped
             self.stopped_out = side
@@ -73,6 +75,9 @@ class ExitGuard:
         plan = self._plan(did, d)
         if plan is not None:
             self.plans[req.client_order_id] = plan
+            # Journaled with the order intent: a restart while the order works still guards its fill.
+            self.journal.record_event(d.bar_time, "exit_plan", {"symbol": req.symbol, "order_id": req.client_order_id,
+                                                               **plan.payload()})
 
     def _plan(self, did: str, d: Decision) -> ExitPlan | None:
         """The decision's own prices, else the market's config measured now (an ATR over the bars

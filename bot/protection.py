@@ -36,6 +36,19 @@ class ExitPlan:
     def empty(self) -> bool:
         return self.stop_loss is None and self.take_profit is None and self.trailing_stop is None
 
+    def payload(self) -> dict[str, Any]:
+        """JSON for the journal: the legs as [kind, value] (an ``exit_plan`` event)."""
+        return {"decision_id": self.decision_id, "stop_loss": self.stop_loss, "take_profit": self.take_profit,
+                "trailing_stop": self.trailing_stop}
+
+    @classmethod
+    def from_payload(cls, d: dict[str, Any]) -> ExitPlan:
+        def leg(k: str) -> Leg | None:
+            v = d.get(k)
+            return None if v is None else (str(v[0]), float(v[1]))
+        return cls(d.get("decision_id") or "", stop_loss=leg("stop_loss"), take_profit=leg("take_profit"),
+                   trailing_stop=leg("trailing_stop"))
+
     def protection(self, symbol: str, direction: int, entry: Decimal, ins: Instrument, exit_id: str) -> Protection:
         """The levels guarding a position of ``direction`` (+1 long, -1 short) entered at ``entry``,
         on the tick: a stop and the trail's distance round away from the entry (never tighter

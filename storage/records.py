@@ -74,6 +74,8 @@ class RunSnapshot:
     #: or the protective exit that closed it last (:func:`last_exit`).
     protections: dict[str, dict[str, Any]] = field(default_factory=dict)
     exits: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: The exit plans journaled with entry orders (``exit_plan`` events), by client order id.
+    exit_plans: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def fees(self) -> Decimal:
@@ -99,7 +101,8 @@ class RunSnapshot:
             trades=[t for t in self.trades if t[0] == symbol], equity=equity, decisions=decisions,
             last_bar=None if last < 0 else last, decision_of={o.client_order_id: o.decision_id for o in orders},
             protections={k: v for k, v in self.protections.items() if k == symbol},
-            exits={k: v for k, v in self.exits.items() if k == symbol})
+            exits={k: v for k, v in self.exits.items() if k == symbol},
+            exit_plans={k: v for k, v in self.exit_plans.items() if v.get("symbol") == symbol})
 
     @property
     def working(self) -> list[Order]:
@@ -154,6 +157,7 @@ def run_snapshot(db: Engine, run_id: str) -> RunSnapshot:
         decision_of={o.client_order_id: o.decision_id for o in orders},
         protections={sym: p for sym in q.run_symbols(run) if (p := last_protection(db, run_id, sym)) is not None},
         exits={sym: x for sym in q.run_symbols(run) if (x := last_exit(db, run_id, sym)) is not None},
+        exit_plans={e["payload"]["order_id"]: e["payload"] for e in q.events(db, run_id, kind="exit_plan")},
     )
 
 
