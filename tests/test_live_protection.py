@@ -24,6 +24,7 @@ from broker.bybit_sim.private import account_of
 from broker.bybit_sim.testing import sim_thread
 from storage import queries as q
 from storage.records import comparable_journal
+from tests.helpers import one_line_error
 from tests.live_helpers import (
     KEY,
     SECRET,
@@ -162,3 +163,12 @@ def test_sigkill_after_the_venue_took_the_tpsl_then_resume(btc_1h: Path, tmp_pat
     # The levels it found are the journal's: set by the decision before the kill.
     (saved,) = [e["payload"] for e in q.events(db, run["id"], kind="protection_set")][:1]
     assert saved["stop_loss"] is not None and held.stop_loss == Decimal(saved["stop_loss"])
+
+
+def test_live_spot_with_exits_is_refused_in_one_line(bot_cli, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    set_keys(monkeypatch)
+    r = bot_cli("run", "--mode", "live", "--set", "market.category=spot", "--set", "market.exits.stop_loss=0.01",
+                "--set", "exchange.rest_url=http://127.0.0.1:9", "--db", f"sqlite:///{tmp_path / 'j.db'}", cwd=tmp_path)
+    one_line_error(r, "BTCUSDT: protective exits (markets.exits) are placed on Bybit as position TP/SL, "
+                      "which linear markets only have")
+    assert not (tmp_path / "j.db").exists() or not q.list_runs(core.open_journal_db(f"sqlite:///{tmp_path / 'j.db'}"))
