@@ -89,6 +89,9 @@ class MarketConfig(_Frozen):
     risk: MarketRiskConfig = MarketRiskConfig()
     #: Protective exits (stop-loss, take-profit, trailing stop) of this market's positions.
     exits: ExitsConfig = ExitsConfig()
+    #: 1m candles of this market (backtests, replays): they order a bar's stop and target when
+    #: the bar reached both (else the stop is assumed first).
+    intrabar_data: str | None = Field(None, min_length=1)
 
     @field_validator("timeframe")
     @classmethod

@@ -11,7 +11,9 @@ every rule, highs for lows):
   when the bar opens at or above it (a gap: in your favour); it becomes a market order too, so
   the same slippage applies.
 - A bar that reaches both: the one the open gapped through wins (the open is the bar's first
-  price); otherwise the stop is assumed to have come first (nothing in the bar says which did).
+  price); otherwise the stop is assumed to have come first (nothing in the bar says which did),
+  unless finer bars of the same span (``market.intrabar_data``, 1m) say otherwise: the first of
+  them that reaches either level decides; one that reaches both is again the stop.
 - A protection set by a fill at a bar's open watches the rest of that bar: its range came after
   the open.
 - The trailing stop moves only at a bar's close: best price = the highest high of the closed
@@ -22,6 +24,7 @@ every rule, highs for lows):
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import replace
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
@@ -50,6 +53,29 @@ def trigger(p: Protection, open_: Decimal, high: Decimal, low: Decimal) -> tuple
         return stop  # reached; when the target was reached too, the stop is assumed first
     if tp is not None and (favourable - tp) * d >= 0:
         return tp, ExitReason.TAKE_PROFIT
+    return None
+
+
+def both_reached(p: Protection, open_: Decimal, high: Decimal, low: Decimal) -> bool:
+    """The bar reached the stop and the target, and opened beyond neither (their order is unknown)."""
+    stop, tp, d = p.stop(), p.take_profit, p.direction
+    if stop is None or tp is None or (open_ - stop[0]) * d <= 0 or (open_ - tp) * d >= 0:
+        return False
+    adverse, favourable = (low, high) if d > 0 else (high, low)
+    return (adverse - stop[0]) * d <= 0 and (favourable - tp) * d >= 0
+
+
+def first_in_finer_bars(p: Protection, highs: Sequence[float], lows: Sequence[float]) -> bool | None:
+    """Over the finer bars inside the bar (in order): True when the target is reached first,
+    False when the stop is (or both in one finer bar), None when none reaches either."""
+    stop, tp = p.stop(), p.take_profit
+    assert stop is not None and tp is not None
+    for h, lo in zip(highs, lows, strict=True):
+        adverse, favourable = (lo, h) if p.direction > 0 else (h, lo)
+        hit_stop = (Decimal(repr(adverse)) - stop[0]) * p.direction <= 0
+        hit_tp = (Decimal(repr(favourable)) - tp) * p.direction >= 0
+        if hit_stop or hit_tp:
+            return not hit_stop
     return None
 
 

@@ -26,10 +26,13 @@ from __future__ import annotations
 from bisect import bisect_right
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
+import numpy as np
+
 from bot.domain import (
     ZERO,
     Balance,
     Category,
+    ExitReason,
     Fill,
     Instrument,
     Order,
@@ -42,7 +45,7 @@ from bot.domain import (
 from bot.positions import PositionBook
 from bot.protection import Protection
 from broker.base import Broker, fill_pieces, thin_part, to_decimal
-from broker.protective import exit_price, ratchet, trigger
+from broker.protective import both_reached, exit_price, first_in_finer_bars, ratchet, trigger
 
 _FEE_Q = Decimal("1e-10")
 
@@ -92,6 +95,9 @@ class SimulatedBroker(Broker):
         self._next_funding = 0  # index of the next settlement
         self.funding_paid = Decimal(0)  # net cash paid for funding (negative: received)
         self._protection: Protection | None = None
+        #: Finer bars (``market.intrabar_data``): open times, highs, lows, and the bar length they
+        #: subdivide; they order a bar's stop and target when it reached both.
+        self._fine: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None = None
 
     def set_funding(self, times: list[int], rates: list[float], after_ms: int) -> None:
         """Settle at these funding times (bot/funding.py's rule), those after ``after_ms`` (the
@@ -194,6 +200,10 @@ class SimulatedBroker(Broker):
     def protection(self) -> Protection | None:
         return self._protection
 
+    def set_intrabar(self, times: np.ndarray, highs: np.ndarray, lows: np.ndarray, bar_ms: int) -> None:
+        """Finer bars of this market: which of a bar's stop and target came first."""
+        self._fine = (np.asarray(times, dtype=np.int64), np.asarray(highs), np.asarray(lows), int(bar_ms))
+
     def on_bar(self, time_ms: int, open_: float, high: float, low: float, close: float) -> None:
         times = self._funding_times
         while self._next_funding < len(times) and times[self._next_funding] <= time_ms:
@@ -213,6 +223,12 @@ class SimulatedBroker(Broker):
         if hit is None:
             self._protection = ratchet(p, hi, lo)
             return
+        if self._fine is not None and both_reached(p, to_decimal(open_), hi, lo):
+            t, h, lows, bar_ms = self._fine
+            i, j = np.searchsorted(t, time_ms), np.searchsorted(t, time_ms + bar_ms)
+            if first_in_finer_bars(p, h[i:j].tolist(), lows[i:j].tolist()):
+                assert p.take_profit is not None
+                hit = (p.take_profit, ExitReason.TAKE_PROFIT)  # the finer bars reached the target first
         self._protection = None
         level, reason = hit
         qty = self.instrument.floor_qty(abs(self.book.qty))  # spot: what is held, less the dust below a lot

@@ -11,6 +11,7 @@ stays flat until the signal changes.
 
 from __future__ import annotations
 
+import json
 from decimal import Decimal
 
 import pytest
@@ -176,3 +177,47 @@ def test_migration_0007_keeps_old_orders_and_trades_and_goes_back(tmp_path) -> N
     migrate(command.downgrade, "0006")
     assert "exit_reason" not in {c["name"] for c in inspect(engine).get_columns("orders")}
     assert len(q.fills(engine, "r1")) == 1
+
+
+MINUTE = 60_000
+BOTH = [FLAT, FLAT, (100, 106, 97, 100), FLAT]  # bar 2 reaches the stop 98 and the target 105
+
+
+@pytest.mark.parametrize(("minutes", "want"), [
+    # (o, h, l, c) of bar 2's first minutes: the first that reaches a level decides
+    ([(100, 100.5, 99.5, 100), (100, 106, 100, 105), (105, 105, 97, 98)], ("105", "take_profit")),
+    ([(100, 100, 97, 98), (98, 106, 98, 105)], ("98", "stop_loss")),
+    ([(100, 106, 97, 100)], ("98", "stop_loss")),       # one minute reaches both: the stop again
+    ([], ("98", "stop_loss")),                           # no finer bars for this bar: the stop first
+])
+def test_finer_bars_order_a_bar_that_reached_both(minutes: list, want: tuple, sqlite_url: str) -> None:
+    cfg = load_config(None, ["broker.fee_rate=0", "market.exits.stop_loss=0.02", "market.exits.take_profit=0.05"])
+    db = open_database(sqlite_url)
+    fine = make_data(minutes or [FLAT], t0=T0 + (2 if minutes else 9) * HOUR, bar_ms=MINUTE)
+    s = core.backtest(cfg, make_data(BOTH), ScriptedStrategy({0: 1.0}), db, show_progress=False, intrabar=fine)
+    fills = q.fills(db, s["run_id"])
+    reasons = [o["exit_reason"] for o in q.orders(db, s["run_id"]) if o["exit_reason"]]
+    assert (fills[-1]["price"], reasons) == (D(want[0]), [want[1]])
+
+
+def test_intrabar_data_from_the_command_line(bot_cli, tmp_path, data_dir) -> None:  # type: ignore[no-untyped-def]
+    """The shared 1m file orders the hourly bars that reached both levels; 1m markets are refused."""
+    args = ["backtest", "--strategy", "sma", "--data", str(data_dir / "bybit_BTCUSDT_1h.csv.gz"), "--from",
+            "2025-05-31", "--to", "2025-06-29", "--set", "strategy.params.fast=3", "--set", "strategy.params.slow=8",
+            "--set", "market.exits.stop_loss=0.003", "--set", "market.exits.take_profit=0.003", "--json"]
+    runs = {}
+    one_m = data_dir / "bybit_BTCUSDT_1m.csv.gz"
+    for name, extra in (("plain", []), ("1m", ["--set", f"market.intrabar_data={one_m}"])):
+        r = bot_cli(*args, *extra, "--db", f"sqlite:///{tmp_path / name}.db", cwd=tmp_path)
+        assert r.returncode == 0, r.stderr
+        runs[name] = json.loads(r.stdout)
+    plain, fine = runs["plain"], runs["1m"]
+    assert plain["n_trades"] == fine["n_trades"]
+    exits = plain["stop_loss_exits"] + plain["take_profit_exits"]
+    assert fine["stop_loss_exits"] + fine["take_profit_exits"] == exits
+    assert fine["take_profit_exits"] > plain["take_profit_exits"]  # some "stop first" bars went the other way
+    one_line_error(bot_cli(*args[:-1], "--set", f"market.intrabar_data={tmp_path / 'none.csv'}", cwd=tmp_path),
+                   "data file not found")
+    one_line_error(bot_cli("backtest", "--data", str(one_m), "--set", "market.timeframe=1m", "--set",
+                           f"market.intrabar_data={one_m}", "--db", f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path),
+                   "BTCUSDT: market.intrabar_data (1m candles) needs a timeframe above 1m, not 1m")
