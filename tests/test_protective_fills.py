@@ -221,3 +221,27 @@ def test_intrabar_data_from_the_command_line(bot_cli, tmp_path, data_dir) -> Non
     one_line_error(bot_cli("backtest", "--data", str(one_m), "--set", "market.timeframe=1m", "--set",
                            f"market.intrabar_data={one_m}", "--db", f"sqlite:///{tmp_path / 'x.db'}", cwd=tmp_path),
                    "BTCUSDT: market.intrabar_data (1m candles) needs a timeframe above 1m, not 1m")
+
+
+def test_journal_trades_say_why(bot_cli, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """`bot journal trades`: a short reason in the table, the reason itself with --wide and in JSON."""
+    data = tmp_path / "bybit_BTCUSDT_1h.csv"
+    rows = [FLAT, FLAT, (100, 101, 97, 98), FLAT, FLAT, (100, 106, 99.5, 104), FLAT]
+    data.write_text("timestamp,open,high,low,close,volume\n" + "".join(
+        f"{T0 + i * HOUR},{o},{h},{lo},{c},1\n" for i, (o, h, lo, c) in enumerate(rows)))
+    (tmp_path / "s.py").write_text(
+        "from bot.domain import Decision\nfrom strategies.base import Strategy, StrategyParams\n\n\n"
+        "class S(Strategy):\n    name = 's'\n    Params = StrategyParams\n\n    def on_bar(self, bars):\n"
+        "        i = bars.n - 1\n        t = {0: 1.0, 3: 0.0, 4: 1.0}.get(i)\n"
+        "        return None if t is None else Decision(bars.symbol, bars.last_time(), t)\n")
+    db = f"sqlite:///{tmp_path / 'j.db'}"
+    r = bot_cli("backtest", "--strategy", f"{tmp_path / 's.py'}:S", "--data", str(data), "--db", db, "--set",
+                "market.exits.stop_loss=0.02", "--set", "market.exits.take_profit=0.05", "--set", "broker.fee_rate=0",
+                cwd=tmp_path)
+    assert r.returncode == 0, r.stderr
+    table = bot_cli("journal", "trades", "--db", db, cwd=tmp_path).stdout
+    assert "why" in table and [ln.split()[-1] for ln in table.splitlines()[-2:]] == ["stop", "target"]
+    wide = bot_cli("journal", "trades", "--db", db, "--wide", cwd=tmp_path).stdout
+    assert "stop_loss" in wide and "take_profit" in wide
+    rows_json = json.loads(bot_cli("journal", "trades", "--db", db, "--format", "json", cwd=tmp_path).stdout)
+    assert [t["exit_reason"] for t in rows_json] == ["stop_loss", "take_profit"]
