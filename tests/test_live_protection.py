@@ -15,6 +15,8 @@ from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from bot import app as core
 from bot.config import load_config
 from bot.live import WARMUP_MARGIN, RunOptions
@@ -22,6 +24,7 @@ from bot.timeutil import ms_to_iso
 from broker.bybit_sim import SimConfig, SimServer
 from broker.bybit_sim.private import account_of
 from broker.bybit_sim.testing import sim_thread
+from broker.bybit_sim.wire import SimReject
 from storage import queries as q
 from storage.records import comparable_journal
 from tests.helpers import one_line_error
@@ -114,7 +117,11 @@ async def test_live_places_exits_as_position_tpsl_and_journals_them(btc_1h: Path
     assert sum(live.get(f"{r}_exits", 0) for r in REASON.values()) == len(reasons)
 
 
-def test_sigkill_after_the_venue_took_the_tpsl_then_resume(btc_1h: Path, tmp_path: Path) -> None:
+@pytest.mark.parametrize("when", ["after", "before"])
+def test_sigkill_around_the_tpsl_then_resume(btc_1h: Path, tmp_path: Path, when: str) -> None:
+    """``after``: killed once the venue holds the TP/SL (its answer lost): the resumed start finds
+    them there (``on_venue``). ``before``: killed as the request arrives, which the venue then
+    drops: the position is open without them, and the resumed start places them again."""
     db_url = f"sqlite:///{tmp_path / 'live.db'}"
     log_file = tmp_path / "bot.log"
     env = dict(os.environ, BYBIT_API_KEY=KEY, BYBIT_API_SECRET=SECRET)
@@ -125,11 +132,15 @@ def test_sigkill_after_the_venue_took_the_tpsl_then_resume(btc_1h: Path, tmp_pat
         placed = acct.tpsl.set
 
         def set_then_kill(params: dict[str, Any]) -> None:
-            placed(params)  # the venue holds the TP/SL; its answer never reaches the bot
-            if proc and not killed.is_set():
+            first = proc and not killed.is_set()
+            if when == "after" or not first:
+                placed(params)  # the venue holds the TP/SL; its answer never reaches the bot
+            if first:
                 sim.state.clock.pause_at(sim.state.now_ms())  # nothing moves while the bot is down
                 os.kill(proc[0].pid, signal.SIGKILL)
                 killed.set()
+                if when == "before":
+                    raise SimReject(10016, "Internal server error")  # the request is lost with the bot
 
         acct.tpsl.set = set_then_kill  # type: ignore[method-assign]
         base = ["run", "--mode", "live", "--strategy", "sma", "--set", f"exchange.rest_url={sim.rest_url}",
@@ -140,7 +151,9 @@ def test_sigkill_after_the_venue_took_the_tpsl_then_resume(btc_1h: Path, tmp_pat
             proc.append(subprocess.Popen([sys.executable, "-m", "bot", *base], env=env, stdout=fh, stderr=fh))
         assert killed.wait(120), log_file.read_text()[-3000:]
         assert proc[0].wait(30) == -signal.SIGKILL
-        held = acct.tpsl.by_symbol["BTCUSDT"].p  # on the venue while the bot is down
+        held = acct.tpsl.by_symbol["BTCUSDT"].p if when == "after" else None  # on the venue while down
+        assert (held is None) == (when == "before")
+        stops_before = sim.state.stats["trading_stops"]
         end = (sim.state.now_ms() // H + 30) * H
         with still_until_subscribed(sim), log_file.open("ab") as fh:
             final = subprocess.Popen([sys.executable, "-m", "bot", *base, "--resume", "--to", ms_to_iso(end)],
@@ -153,15 +166,21 @@ def test_sigkill_after_the_venue_took_the_tpsl_then_resume(btc_1h: Path, tmp_pat
         run = q.list_runs(db)[0]
         check_consistency(db, run["id"], acct)
         _venue_exits_journaled(db, run["id"], acct)
+        stops_after = sim.state.stats["trading_stops"]
     assert run["status"] == "completed"
     recs = [e["payload"] for e in q.events(db, run["id"], kind="reconcile")]
     first = recs[1]  # the resumed start's reconciliation
+    saved = [e["payload"] for e in q.events(db, run["id"], kind="protection_set")][0]
+    if when == "before":
+        assert first["protection"]["state"] == "placed_again", first
+        assert first["protection"]["journal"]["stop_loss"] == saved["stop_loss"]
+        assert stops_after > stops_before  # sent again by the resumed bot
+        return
     assert first["protection"]["state"] == "on_venue", first
     venue = first["protection"]["venue"]
     assert tuple(None if venue[k] is None else Decimal(venue[k])
                  for k in ("stop_loss", "take_profit", "trailing_distance")) == held.levels()
     # The levels it found are the journal's: set by the decision before the kill.
-    (saved,) = [e["payload"] for e in q.events(db, run["id"], kind="protection_set")][:1]
     assert saved["stop_loss"] is not None and held.stop_loss == Decimal(saved["stop_loss"])
 
 
