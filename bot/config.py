@@ -28,6 +28,7 @@ from pydantic import (
     model_validator,
 )
 
+from bot.config_exits import ExitsConfig
 from bot.domain import TIMEFRAME_MS
 from bot.env_config import DELIMITER, EnvItem, env_items, parse_value
 from bot.errors import ConfigError
@@ -86,6 +87,11 @@ class MarketConfig(_Frozen):
     #: ``*_<SYMBOL>_funding_*.csv[.gz]`` beside the candle file, if any), ``none``, or a path.
     funding: str = Field("auto", min_length=1)
     risk: MarketRiskConfig = MarketRiskConfig()
+    #: Protective exits (stop-loss, take-profit, trailing stop) of this market's positions.
+    exits: ExitsConfig = ExitsConfig()
+    #: 1m candles of this market (backtests, replays): they order a bar's stop and target when
+    #: the bar reached both (else the stop is assumed first).
+    intrabar_data: str | None = Field(None, min_length=1)
 
     @field_validator("timeframe")
     @classmethod

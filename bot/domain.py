@@ -32,6 +32,14 @@ class OrderType(StrEnum):
     LIMIT = "Limit"
 
 
+class ExitReason(StrEnum):
+    """Why a protective order closed a position (journaled on its order and trade)."""
+
+    STOP_LOSS = "stop_loss"
+    TAKE_PROFIT = "take_profit"
+    TRAILING_STOP = "trailing_stop"
+
+
 class Category(StrEnum):
     SPOT = "spot"
     LINEAR = "linear"
@@ -205,6 +213,9 @@ class Decision:
     explanation: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     deferred: Callable[[], dict[str, Any]] | None = field(default=None, compare=False, repr=False)
+    #: The strategy's own protective levels (prices): they win over the market's ``exits`` config.
+    stop_price: float | None = None
+    take_profit_price: float | None = None
 
     def completed(self) -> Decision:
         """This decision with its deferred part merged into the explanation (itself when it has
@@ -250,6 +261,8 @@ class Order:
     avg_fill_price: Decimal | None = None
     reject_reason: str | None = None
     adopted: bool = False
+    #: Set on the order a protective exit became (stop_loss, take_profit, trailing_stop).
+    exit_reason: ExitReason | None = None
 
     @classmethod
     def from_request(cls, req: OrderRequest, now_ms: int) -> Order:

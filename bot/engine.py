@@ -18,6 +18,7 @@ import structlog
 
 from bot import order_log
 from bot.bars import Bars
+from bot.config_exits import ExitsConfig
 from bot.deferred import DeferredExplanations
 from bot.domain import (
     Category,
@@ -31,7 +32,9 @@ from bot.domain import (
     client_order_id,
     decision_id,
 )
+from bot.exits import ExitGuard
 from bot.portfolio import Marks, order_for_target, target_quantity
+from bot.protection import decision_levels_problem
 from bot.risk import KillSwitch, RiskManager
 from bot.trades import TradeLedger
 from broker.base import Broker, MarketDataListener
@@ -56,7 +59,8 @@ class Engine:
                  risk: RiskManager, fee_rate: float, bar_ms: int,
                  clock: Callable[[], int] | None = None, market: MarketDataListener | None = None,
                  allocation: float = 1.0, marks: Marks | None = None, slot: int = 0,
-                 log_orders: bool = False, defer_explanations: bool = False) -> None:
+                 log_orders: bool = False, defer_explanations: bool = False,
+                 exits: ExitsConfig | None = None) -> None:
         self.run_id = run_id
         self.strategy = strategy
         self.bars = bars
@@ -89,6 +93,8 @@ class Engine:
         self.n_decisions = 0
         self.n_orders = 0
         self.trade_pnls: list[Decimal] = []
+        #: Each closed trade's exit reason (None: not a protective exit), for the summary.
+        self.trade_exits: list[str | None] = []
         self.fees_paid = Decimal(0)
         self.funding_paid = Decimal(0)  # net, negative when received (bot/funding.py)
         self._risk_active = risk.watches_equity
@@ -109,6 +115,8 @@ class Engine:
         #: right after the order (backtests), or by the runner after the bar's orders (paper, live).
         self.explanations = DeferredExplanations(journal)
         self._explain_inline = not defer_explanations
+        #: Protective exits (the market's config, or a decision's own prices): bot/exits.py.
+        self.exits = ExitGuard(exits, bars, broker, journal, self.instrument, log_orders)
         broker.set_listener(self._on_order_event, self)
 
     # -- life cycle --------------------------------------------------------------------------------
@@ -214,6 +222,9 @@ class Engine:
                 raise ValueError(f"decision for bar {d.bar_time} returned at bar {t}")
             if d.explanation:
                 json.dumps(d.explanation, allow_nan=False)
+            problem = decision_levels_problem(d, self.bars.last_close())
+            if problem is not None:
+                raise ValueError(problem)
         except (ValueError, TypeError) as exc:
             return self._error_decision(t, exc)
         return d
@@ -264,6 +275,7 @@ class Engine:
             if self.risk.cfg.kill_action == "freeze":
                 return DecisionStatus.FROZEN, None, None
             target = 0.0
+        target = self.exits.allowed_target(target)  # after a stop-out, not back in on that side
         self.target = target
         if self.broker.open_orders():
             # An order is still working: never stack a second one on top of it.
@@ -280,11 +292,13 @@ class Engine:
         blocked = self.risk.allows_order(self.bar_index, float(qty) * price)
         if blocked is not None and not (tripped is not None and target == 0.0):
             return DecisionStatus.BLOCKED, None, blocked
-        return DecisionStatus.ORDER, OrderRequest(
+        req = OrderRequest(
             client_order_id=client_order_id(self.run_id, self.symbol, t),
             symbol=self.symbol, side=side, qty=qty, order_type=OrderType.MARKET, decision_id=did,
             reference_price=Decimal(repr(price)),
-        ), None
+        )
+        self.exits.on_entry(did, d, req, tq)
+        return DecisionStatus.ORDER, req, None
 
     def _send(self, did: str, t: int, req: OrderRequest | None, blocked: str | None) -> None:
         if blocked is not None:
@@ -351,6 +365,8 @@ class Engine:
         if self._log_orders:
             order_log.outcome(order, fill)
         self._book_order_event(order, fill)
+        if order.status.is_terminal and self.exits.plans:
+            self.exits.on_order_done(order)
         if fill is not None and self._marks is not None:
             # The portfolio sees the fill now (at the market's last close).
             self._marks.set(self._slot, self.broker.cash_and_qty()[1], self._marks.price[self._slot])
@@ -367,6 +383,9 @@ class Engine:
     def on_venue_event(self, kind: str, payload: dict[str, Any]) -> None:
         self.journal.record_event(self.last_bar or 0, kind, payload)
 
+    def on_exit_order(self, order: Order, trigger: Decimal | None) -> None:
+        self.exits.on_exit_order(order, trigger)
+
     def on_funding(self, t: int, rate: float, qty: Decimal, price: Decimal, amount: Decimal) -> None:
         self.funding_paid -= amount
         self.journal.record_funding(self.symbol, t, rate, qty, price, amount)
@@ -378,6 +397,8 @@ class Engine:
             self.fees_paid += fill.fee_value
             for trade in self.ledger.on_fill(fill, order.decision_id, max(self.bar_index, 0)):
                 trade["symbol"] = self.symbol
+                trade["exit_reason"] = None if order.exit_reason is None else str(order.exit_reason)
+                self.trade_exits.append(trade["exit_reason"])
                 self.trade_pnls.append(trade["net_pnl"])
                 self.journal.record_trade(trade)
         elif order.status in (OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED):
@@ -415,6 +436,10 @@ class Engine:
         ordered = [d for d in snap.decisions if d.status is DecisionStatus.ORDER]
         if ordered:
             self.risk.last_order_bar = index.get(ordered[-1].bar_time, -(10**9))
+        working = {o.client_order_id for o in snap.working}
+        self.exits.restore(snap.protections.get(self.symbol), snap.exits.get(self.symbol),
+                           [(d.bar_time, d.target, d.status.acted) for d in snap.decisions],
+                           {k: v for k, v in snap.exit_plans.items() if k in working})
         self.bar_index = bars.n - 1
         self.last_bar = snap.last_bar
         self._synced_to = bars.n - 1  # bars up to here are journaled (or were lost with the kill)

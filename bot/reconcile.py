@@ -13,6 +13,11 @@ Run on start, before the first decision may trade, and periodically by the sched
    explained stops the bot with a clear message. On spot, a difference below one lot is dust a
    venue's own rounding of its coin balances leaves behind (it can never be sold): it is
    journaled (``dust``) and the books follow the venue.
+4. protective exits (position TP/SL) stay on the venue while the bot is down: the journal's
+   levels (its last ``protection_set`` not yet used by an exit) are followed again before the
+   fills are fetched (an exit that triggered meanwhile is named after their decision), then
+   compared with the venue's: kept when the venue holds them, placed again when the position is
+   open without them, dropped when it is flat;
 """
 
 from __future__ import annotations
@@ -25,7 +30,8 @@ import structlog
 
 from bot.domain import Category, Fill, Instrument, OrderStatus
 from bot.errors import ExchangeFatalError
-from storage.records import orders_and_fills
+from bot.protection import Protection
+from storage.records import last_protection, orders_and_fills
 
 log = structlog.get_logger("bot.reconcile")
 
@@ -47,11 +53,15 @@ class Report:
     position_journal: str = "0"
     #: Spot: venue minus journal when that is below one lot (accepted), else None.
     dust: str | None = None
+    #: Protective exits: what was found and done (None: the market has none).
+    protection: dict[str, Any] | None = None
 
     def as_dict(self) -> dict[str, Any]:
         out = {"resolved": self.resolved, "updated": self.updated, "adopted": self.adopted,
                "fills_added": self.fills_added, "position_venue": self.position_venue,
                "position_journal": self.position_journal}
+        if self.protection is not None:
+            out["protection"] = self.protection
         return out if self.dust is None else {**out, "dust": self.dust}
 
 
@@ -83,6 +93,10 @@ async def reconcile(session: Any, *, start_qty: Decimal, run_start_ms: int) -> R
     rep = Report()
     orders, fills = orders_and_fills(journal.engine, rid, symbol)
     adopted_before = {o.client_order_id for o in orders if o.adopted}
+    saved = last_protection(journal.engine, rid, symbol)
+    journaled = Protection.from_payload(saved) if saved else None
+    if journaled is not None:
+        broker.set_protection(journaled, run_start_ms, send=False)
     # 1. Working orders in the journal, looked up at the venue by client id.
     for o in (o for o in orders if not o.status.is_terminal):
         found = await broker.lookup_order(o.client_order_id)
@@ -109,6 +123,7 @@ async def reconcile(session: Any, *, start_qty: Decimal, run_start_ms: int) -> R
     left = dust(venue.qty, expected, broker.instrument)
     if left is not None:
         rep.dust = format(left, "f")
+    rep.protection = await _protection(broker, journaled, venue.qty, session.engine.last_bar or run_start_ms)
     journal.record_event(session.engine.last_bar or run_start_ms, "reconcile", {"symbol": symbol, **rep.as_dict()})
     journal.flush()
     if venue.qty != expected and left is None and not broker.open_orders():
@@ -117,6 +132,33 @@ async def reconcile(session: Any, *, start_qty: Decimal, run_start_ms: int) -> R
                              "or start a new run")
     log.info("reconciled", run=rid, **rep.as_dict())
     return rep
+
+
+def _levels(p: Protection) -> dict[str, str | None]:
+    return {k: None if v is None else format(v, "f")
+            for k, v in zip(("stop_loss", "take_profit", "trailing_distance"), p.levels(), strict=True)}
+
+
+async def _protection(broker: Any, journaled: Protection | None, venue_qty: Decimal, now: int
+                      ) -> dict[str, Any] | None:
+    """Step 4: the journal's protective levels against the venue's position TP/SL."""
+    if journaled is None and venue_qty == 0:
+        return None
+    if venue_qty == 0:
+        broker.set_protection(None, now, send=False)  # the position is closed: so are its TP/SL
+        return {"state": "position_flat", "journal": _levels(journaled)} if journaled else None
+    on_venue = await broker.venue_protection()
+    if on_venue is None or on_venue.empty:
+        if journaled is None:
+            return None
+        broker.set_protection(journaled, now)  # open without them: placed again
+        return {"state": "placed_again", "journal": _levels(journaled)}
+    if journaled is not None and on_venue.levels() == journaled.levels():
+        return {"state": "on_venue", "venue": _levels(on_venue)}
+    # The venue's differ (changed by hand, or set before a kill that lost their event): followed.
+    broker.set_protection(on_venue, now, send=False)
+    return {"state": "venue_differs", "venue": _levels(on_venue),
+            "journal": _levels(journaled) if journaled else None}
 
 
 async def periodic(session: Any) -> None:

@@ -16,6 +16,7 @@ from bot.candles import union_times
 from bot.config import Config
 from bot.domain import timeframe_ms
 from bot.metrics import compute_metrics
+from bot.protection import exit_counts
 from bot.timeutil import ms_to_iso
 
 #: A market line of a multi-market run keeps what is that market's own (its curve's equity is
@@ -57,6 +58,7 @@ def run_summary(cfg: Config, sessions: list[Any], mode: str) -> dict[str, Any]:
         **metrics,
         "realized_pnl": float(sum(ln["realized_pnl"] for ln in lines)),
         "funding_paid": float(sum(ln["funding_paid"] for ln in lines)),
+        **exit_counts(r for e in engines for r in e.trade_exits),
         "decisions": sum(ln["decisions"] for ln in lines), "orders": sum(ln["orders"] for ln in lines),
         **samples,
         "markets": lines,
@@ -89,6 +91,7 @@ def _market_line(cfg: Config, m: Any) -> dict[str, Any]:
         "end": ms_to_iso(eng.last_bar) if eng.last_bar is not None else None,
         **metrics,
         "realized_pnl": float(pos.realized_pnl), "funding_paid": float(eng.funding_paid),
+        **exit_counts(eng.trade_exits),
         "open_position": float(pos.qty),
         "decisions": eng.n_decisions, "orders": eng.n_orders,
         **({"in_sample": m.in_sample} if m.in_sample else {}),

@@ -237,7 +237,7 @@ class Runner:
                 risk=RiskManager(cfg.risk.for_market(m.cfg), long_only=m.cfg.category == "spot", portfolio=portfolio),
                 fee_rate=cfg.broker.fee_rate, bar_ms=timeframe_ms(m.cfg.timeframe), clock=self.clock,
                 market=m.market, allocation=m.cfg.allocation or 1.0, marks=marks, slot=slot,
-                log_orders=self.plan.durable, defer_explanations=self.plan.durable,
+                log_orders=self.plan.durable, defer_explanations=self.plan.durable, exits=m.cfg.exits,
             )
 
     def _begin(self, journal: Journal) -> None:

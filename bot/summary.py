@@ -19,6 +19,7 @@ from bot.domain import Side, fee_in_base, timeframe_ms
 from bot.errors import ConfigError
 from bot.metrics import compute_metrics
 from bot.positions import PositionBook
+from bot.protection import exit_counts
 from bot.run_summary import PORTFOLIO_ONLY, in_sample_total
 from bot.timeutil import ms_to_iso
 from storage import queries as q
@@ -102,6 +103,7 @@ def _one_market(db: Engine, run: dict[str, Any]) -> dict[str, Any]:
         "end": ms_to_iso(eq[-1]["time"]) if eq else None,
         **m,
         "funding_paid": float(q.funding_paid(db, rid)),
+        **exit_counts(t.get("exit_reason") for t in trades),
         **_counts(db, run),
         **_speed(run),
         **_in_sample(db, run),
@@ -164,6 +166,7 @@ def market_line(db: Engine, run: dict[str, Any], m: RunMarket) -> dict[str, Any]
         **metrics,
         "realized_pnl": float(book.realized), "net_pnl": float(book.realized + unrealised - book.fees - paid),
         "funding_paid": float(paid),
+        **exit_counts(t.get("exit_reason") for t in trades),
         "open_position": float(book.qty),
         **_counts(db, run, m.symbol),
         **_in_sample(db, run, m.symbol),
@@ -197,6 +200,7 @@ def _portfolio(db: Engine, run: dict[str, Any], markets: list[RunMarket]) -> dic
         **metrics,
         "realized_pnl": float(sum(ln["realized_pnl"] for ln in lines)),
         "funding_paid": float(sum(ln["funding_paid"] for ln in lines)),
+        **exit_counts(t.get("exit_reason") for t in trades),
         **_counts(db, run),
         **_speed(run),
         **in_sample_total(lines),

@@ -18,6 +18,7 @@ from decimal import ROUND_FLOOR, Decimal
 from typing import Any, Protocol
 
 from bot.domain import ZERO, Balance, Fill, Instrument, Order, OrderRequest, Position
+from bot.protection import Protection
 
 #: Called with the order's new state, and the fill that caused it when there is one.
 Listener = Callable[[Order, Fill | None], None]
@@ -34,6 +35,10 @@ class VenueListener(Protocol):
 
     def on_funding(self, t: int, rate: float, qty: Decimal, price: Decimal, amount: Decimal) -> None:
         """The position was settled for funding at ``t`` (``amount``: cash moved, negative = paid)."""
+
+    def on_exit_order(self, order: Order, trigger: Decimal | None) -> None:
+        """A protective exit triggered (at ``trigger``, when known) and became ``order``; its
+        updates and fills follow through the listener."""
 
 
 class MarketDataListener(Protocol):
@@ -72,6 +77,19 @@ class Broker(ABC):
 
     @abstractmethod
     def open_orders(self) -> list[Order]: ...
+
+    def set_protection(self, protection: Protection | None, now_ms: int, *, send: bool = True) -> None:
+        """Guard the open position with these protective levels (None: remove them); ``send=False``:
+        the venue holds them already (a restart), only follow them."""
+        raise NotImplementedError(f"{type(self).__name__} cannot place protective orders")
+
+    def protection(self) -> Protection | None:
+        """The protective levels guarding the position now (None: unguarded)."""
+        return None
+
+    async def venue_protection(self) -> Protection | None:
+        """The protective levels the venue holds on the position (reconciliation)."""
+        return self.protection()
 
     @abstractmethod
     def position(self) -> Position: ...

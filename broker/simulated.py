@@ -14,6 +14,8 @@ Fill assumptions (written down in the README):
 - Partial fills, off by default (backtests unchanged): ``partial_fills`` books each fill as up to
   N pieces (a market order one tick worse per piece), ``thin_every`` half-fills every Nth market
   order and cancels the rest; the same rules as the venue simulator's.
+- Protective exits (stop-loss, take-profit, trailing stop) by broker/protective.py's rules,
+  after the bar's working orders have met its open.
 - Accounting is exact (Decimal): cash, signed position, average entry price, realised PnL.
 - Several markets share one :class:`Wallet` (the run's USDT): one broker per market, each with
   its own position book and orders, every fill moving the one cash balance.
@@ -24,10 +26,13 @@ from __future__ import annotations
 from bisect import bisect_right
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
 
+import numpy as np
+
 from bot.domain import (
     ZERO,
     Balance,
     Category,
+    ExitReason,
     Fill,
     Instrument,
     Order,
@@ -38,7 +43,9 @@ from bot.domain import (
     Side,
 )
 from bot.positions import PositionBook
+from bot.protection import Protection
 from broker.base import Broker, fill_pieces, thin_part, to_decimal
+from broker.protective import both_reached, exit_price, first_in_finer_bars, ratchet, trigger
 
 _FEE_Q = Decimal("1e-10")
 
@@ -87,6 +94,10 @@ class SimulatedBroker(Broker):
         self._funding_rates: list[float] = []
         self._next_funding = 0  # index of the next settlement
         self.funding_paid = Decimal(0)  # net cash paid for funding (negative: received)
+        self._protection: Protection | None = None
+        #: Finer bars (``market.intrabar_data``): open times, highs, lows, and the bar length they
+        #: subdivide; they order a bar's stop and target when it reached both.
+        self._fine: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None = None
 
     def set_funding(self, times: list[int], rates: list[float], after_ms: int) -> None:
         """Settle at these funding times (bot/funding.py's rule), those after ``after_ms`` (the
@@ -175,20 +186,62 @@ class SimulatedBroker(Broker):
 
     # -- the fill engine: a market-data listener -----------------------------------------------
     def pending(self) -> bool:
-        """True when a bar has work to do here (an order is working, or funding is to settle)."""
-        return bool(self._orders) or self._next_funding < len(self._funding_times)
+        """True when a bar has work to do here (an order is working, a position is protected, or
+        funding is to settle)."""
+        return (bool(self._orders) or self._protection is not None
+                or self._next_funding < len(self._funding_times))
+
+    def set_protection(self, protection: Protection | None, now_ms: int, *, send: bool = True) -> None:
+        """Guard the position with these levels (None: remove them); from the next price on."""
+        if protection is not None and (protection.empty or protection.direction * self.book.qty <= 0):
+            protection = None  # nothing to guard (flat, or the position is on the other side)
+        self._protection = protection
+
+    def protection(self) -> Protection | None:
+        return self._protection
+
+    def set_intrabar(self, times: np.ndarray, highs: np.ndarray, lows: np.ndarray, bar_ms: int) -> None:
+        """Finer bars of this market: which of a bar's stop and target came first."""
+        self._fine = (np.asarray(times, dtype=np.int64), np.asarray(highs), np.asarray(lows), int(bar_ms))
 
     def on_bar(self, time_ms: int, open_: float, high: float, low: float, close: float) -> None:
         times = self._funding_times
         while self._next_funding < len(times) and times[self._next_funding] <= time_ms:
             self._settle(times[self._next_funding], self._funding_rates[self._next_funding], open_)
             self._next_funding += 1
-        if not self._orders:
-            return
         for order in list(self._orders.values()):
             price = self._match(order, open_, high, low)
             if price is not None:
                 self._fill(order, price, time_ms)
+        if self._protection is not None:
+            self._protect(self._protection, time_ms, open_, high, low)
+
+    def _protect(self, p: Protection, time_ms: int, open_: float, high: float, low: float) -> None:
+        """Trigger ``p`` on this bar (its exit is a market order filled at once), or move its trail."""
+        hi, lo = to_decimal(high), to_decimal(low)
+        hit = trigger(p, to_decimal(open_), hi, lo)
+        if hit is None:
+            self._protection = ratchet(p, hi, lo)
+            return
+        if self._fine is not None and both_reached(p, to_decimal(open_), hi, lo):
+            t, h, lows, bar_ms = self._fine
+            i, j = np.searchsorted(t, time_ms), np.searchsorted(t, time_ms + bar_ms)
+            if first_in_finer_bars(p, h[i:j].tolist(), lows[i:j].tolist()):
+                assert p.take_profit is not None
+                hit = (p.take_profit, ExitReason.TAKE_PROFIT)  # the finer bars reached the target first
+        self._protection = None
+        level, reason = hit
+        qty = self.instrument.floor_qty(abs(self.book.qty))  # spot: what is held, less the dust below a lot
+        if qty <= 0:
+            return
+        order = Order(client_order_id=p.exit_id, symbol=p.symbol, side=Side.SELL if p.direction > 0 else Side.BUY,
+                      qty=qty, order_type=OrderType.MARKET, status=OrderStatus.ACCEPTED, created_time=time_ms,
+                      updated_time=time_ms, decision_id=p.decision_id, exchange_order_id=f"sim-{p.exit_id}",
+                      exit_reason=reason)
+        if self._venue is not None:
+            self._venue.on_exit_order(order, level)
+        self._orders[order.client_order_id] = order
+        self._fill(order, exit_price(p, level, self.slippage, self.instrument), time_ms)
 
     def _settle(self, t: int, rate: float, open_: float) -> None:
         """Funding at ``t`` on the position held before this bar's fills, at this bar's open."""
@@ -285,6 +338,9 @@ class SimulatedBroker(Broker):
     def _apply(self, side: Side, qty: Decimal, price: Decimal, fee: Decimal, in_base: bool) -> None:
         self.wallet.move(self.book.apply(side, qty, price, fee, fee_in_base=in_base))
         self._qty_f = float(self.book.qty)
+        p = self._protection
+        if p is not None and p.direction * self.book.qty <= 0:
+            self._protection = None  # the position it guarded is closed (or flipped)
 
     # -- the venue side (the simulated broker is its own venue) -----------------------------------
     async def lookup_order(self, client_order_id: str) -> Order | None:

@@ -61,6 +61,7 @@ def order_row(order: Order, run_id: str) -> dict[str, Any]:
         "avg_fill_price": order.avg_fill_price,
         "reject_reason": order.reject_reason,
         "adopted": order.adopted,
+        "exit_reason": None if order.exit_reason is None else str(order.exit_reason),
         "created_time": order.created_time,
         "updated_time": order.updated_time,
     }

@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import Engine, desc, select
 
-from bot.domain import DecisionStatus, Fill, Order, OrderStatus, OrderType, RunStatus, Side
+from bot.domain import DecisionStatus, ExitReason, Fill, Order, OrderStatus, OrderType, RunStatus, Side
 from bot.errors import ConfigError, StorageError
 from storage import queries as q
 from storage import schema as s
@@ -25,6 +25,7 @@ def order_from_row(row: dict[str, Any]) -> Order:
         decision_id=row["decision_id"], exchange_order_id=row["exchange_order_id"],
         filled_qty=row["filled_qty"], avg_fill_price=row["avg_fill_price"],
         reject_reason=row["reject_reason"], adopted=bool(row["adopted"]),
+        exit_reason=ExitReason(row["exit_reason"]) if row.get("exit_reason") else None,
     )
 
 
@@ -69,6 +70,12 @@ class RunSnapshot:
     #: before the bar's progress row (its order intent was written ahead).
     last_bar: int | None
     decision_of: dict[str, str | None] = field(default_factory=dict)
+    #: Per market, the protective levels still guarding its position (:func:`last_protection`),
+    #: or the protective exit that closed it last (:func:`last_exit`).
+    protections: dict[str, dict[str, Any]] = field(default_factory=dict)
+    exits: dict[str, tuple[int, int]] = field(default_factory=dict)
+    #: The exit plans journaled with entry orders (``exit_plan`` events), by client order id.
+    exit_plans: dict[str, dict[str, Any]] = field(default_factory=dict)
 
     @property
     def fees(self) -> Decimal:
@@ -92,7 +99,10 @@ class RunSnapshot:
             run_id=self.run_id, initial_cash=self.initial_cash, orders=orders,
             fills=[f for f in self.fills if f.symbol == symbol],
             trades=[t for t in self.trades if t[0] == symbol], equity=equity, decisions=decisions,
-            last_bar=None if last < 0 else last, decision_of={o.client_order_id: o.decision_id for o in orders})
+            last_bar=None if last < 0 else last, decision_of={o.client_order_id: o.decision_id for o in orders},
+            protections={k: v for k, v in self.protections.items() if k == symbol},
+            exits={k: v for k, v in self.exits.items() if k == symbol},
+            exit_plans={k: v for k, v in self.exit_plans.items() if v.get("symbol") == symbol})
 
     @property
     def working(self) -> list[Order]:
@@ -104,6 +114,30 @@ def orders_and_fills(db: Engine, run_id: str, symbol: str | None = None) -> tupl
     compares with the venue)."""
     return ([order_from_row(r) for r in q.orders(db, run_id, symbol)],
             [fill_from_row(r) for r in q.fills(db, run_id, symbol)])
+
+
+def last_protection(db: Engine, run_id: str, symbol: str) -> dict[str, Any] | None:
+    """The journaled protective levels of ``symbol``'s position (the payload of its last
+    ``protection_set`` event, plus ``set_at``: the event's time), or None when there are none or a
+    protective exit has used them."""
+    return _protection_events(db, run_id, symbol)[0]
+
+
+def last_exit(db: Engine, run_id: str, symbol: str) -> tuple[int, int] | None:
+    """(time, +1 long / -1 short) of the protective exit that last closed ``symbol``'s position,
+    when no levels were set after it; else None."""
+    return _protection_events(db, run_id, symbol)[1]
+
+
+def _protection_events(db: Engine, run_id: str, symbol: str) -> tuple[dict[str, Any] | None, tuple[int, int] | None]:
+    rows = [e for e in q.events(db, run_id) if e["kind"] in ("protection_set", "protective_exit")
+            and (e.get("payload") or {}).get("symbol") == symbol]
+    if not rows:
+        return None, None
+    last = max(rows, key=lambda e: e["id"])
+    if last["kind"] == "protection_set":
+        return {**last["payload"], "set_at": int(last["time"])}, None
+    return None, (int(last["time"]), -1 if last["payload"].get("direction") == "short" else 1)
 
 
 def run_snapshot(db: Engine, run_id: str) -> RunSnapshot:
@@ -121,6 +155,9 @@ def run_snapshot(db: Engine, run_id: str) -> RunSnapshot:
                 for sym in q.run_symbols(run) for r in q.equity(db, run_id, sym)],
         decisions=decisions, last_bar=None if last < 0 else last,
         decision_of={o.client_order_id: o.decision_id for o in orders},
+        protections={sym: p for sym in q.run_symbols(run) if (p := last_protection(db, run_id, sym)) is not None},
+        exits={sym: x for sym in q.run_symbols(run) if (x := last_exit(db, run_id, sym)) is not None},
+        exit_plans={e["payload"]["order_id"]: e["payload"] for e in q.events(db, run_id, kind="exit_plan")},
     )
 
 

@@ -143,6 +143,8 @@ orders = Table(
     Column("avg_fill_price", ExactDecimal),
     Column("reject_reason", Text),
     Column("adopted", Boolean, nullable=False, default=False),
+    # A protective exit's order: stop_loss, take_profit or trailing_stop (its decision set it).
+    Column("exit_reason", String(16)),
     Column("created_time", BigInteger, nullable=False),
     Column("updated_time", BigInteger, nullable=False),
     Index("ix_orders_run", "run_id", "created_time"),
@@ -201,6 +203,8 @@ trades = Table(
     Column("bars_held", Integer, nullable=False),
     Column("entry_decision_id", String(48)),
     Column("exit_decision_id", String(48)),
+    # The trade was closed by a protective exit (stop_loss, take_profit, trailing_stop); else null.
+    Column("exit_reason", String(16)),
     Index("ix_trades_run", "run_id", "exit_time"),
 )
 

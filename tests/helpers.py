@@ -39,7 +39,8 @@ def random_walk(n: int, seed: int = 0, start: float = 100.0) -> CandleData:
 
 
 class ScriptedStrategy(Strategy):
-    """Returns the scripted target at given bar indices; raises where the script says 'boom'."""
+    """Returns the scripted target at given bar indices; raises where the script says 'boom'. A
+    (target, stop price, take-profit price) tuple gives the decision its own protective levels."""
 
     name = "scripted"
     Params = StrategyParams
@@ -55,6 +56,10 @@ class ScriptedStrategy(Strategy):
         v = self.script[i]
         if v == "boom":
             raise RuntimeError("model exploded")
+        if isinstance(v, tuple):
+            target, stop, tp = v
+            return Decision(bars.symbol, bars.last_time(), float(target), stop_price=stop, take_profit_price=tp,
+                            explanation={"kind": "scripted", "i": i})
         return Decision(bars.symbol, bars.last_time(), float(v), explanation={"kind": "scripted", "i": i})
 
 

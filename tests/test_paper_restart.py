@@ -15,6 +15,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from sqlalchemy import create_engine, text
 
 from bot import app as core
@@ -55,7 +56,13 @@ def _poll(db_path: Path, sql: str, until: int, proc: subprocess.Popen[bytes], ti
     return val
 
 
-def test_kill_9_and_resume_gives_the_uninterrupted_journal(btc_1h: Path, tmp_path: Path) -> None:
+#: Protective exits tight enough to trigger within the run: their levels, trails and the
+#: stopped-out rule must survive the kills too.
+EXITS = ["market.exits.stop_loss=0.004", "market.exits.take_profit=0.006", "market.exits.trailing_stop=0.005"]
+
+
+@pytest.mark.parametrize("extra", [[], EXITS], ids=["plain", "exits"])
+def test_kill_9_and_resume_gives_the_uninterrupted_journal(btc_1h: Path, tmp_path: Path, extra: list[str]) -> None:
     rng = random.Random(20261122)
     probe = core.load_data(load_config(None, []), str(btc_1h))
     a, b = int(probe.time[A_INDEX]), int(probe.time[A_INDEX + N_BARS])
@@ -64,7 +71,7 @@ def test_kill_9_and_resume_gives_the_uninterrupted_journal(btc_1h: Path, tmp_pat
         clock = sim.state.clock
         common = ["run", "--mode", "paper", "--db", f"sqlite:///{db_path}", "--json",
                   "--set", f"exchange.rest_url={sim.rest_url}", "--set", f"exchange.ws_url={sim.ws_url}"]
-        for s in SETS:
+        for s in SETS + extra:
             common += ["--set", s]
         # The market stands still while a bot process starts, so the kills land mid-run however
         # slow this machine is; it moves while the bot trades.
@@ -107,7 +114,7 @@ def test_kill_9_and_resume_gives_the_uninterrupted_journal(btc_1h: Path, tmp_pat
         sim.thread.call(clock.pause)
         proc = _bot(["run", "--mode", "paper", "--db", f"sqlite:///{ref_path}", "--json",
                      "--set", f"exchange.rest_url={sim.rest_url}", "--set", f"exchange.ws_url={sim.ws_url}",
-                     *[x for s in SETS for x in ("--set", s)], "--from", ms_to_iso(a), "--to", ms_to_iso(b)],
+                     *[x for s in SETS + extra for x in ("--set", s)], "--from", ms_to_iso(a), "--to", ms_to_iso(b)],
                     tmp_path)
         _poll(ref_path, "SELECT count(*) FROM events WHERE kind = 'paper_start'", 1, proc)
         sim.thread.call(clock.resume)
@@ -116,6 +123,8 @@ def test_kill_9_and_resume_gives_the_uninterrupted_journal(btc_1h: Path, tmp_pat
     ref_db = core.open_journal_db(f"sqlite:///{ref_path}")
     reference = comparable_journal(ref_db, q.list_runs(ref_db)[0]["id"])
     assert len(reference["equity"]) == N_BARS and len(reference["fills"]) >= 4
+    if extra:
+        assert any(o["exit_reason"] for o in reference["orders"]), "no protective exit in the run"
     for table in ("decisions", "orders", "fills", "trades", "equity"):
         assert len(killed[table]) == len(reference[table]), table
         for k, r in zip(killed[table], reference[table], strict=True):

@@ -24,9 +24,10 @@ from strategies.base import Strategy
 
 def backtest(cfg: Config, data: CandleData, strategy: Strategy, db: DBEngine, *, mode: str = "backtest",
              show_progress: bool = True, history: int = 0, stop_after: int | None = None,
-             funding: FundingRates | None = None) -> dict[str, Any]:
+             funding: FundingRates | None = None, intrabar: CandleData | None = None) -> dict[str, Any]:
     """A one-market backtest (see :func:`backtest_markets`)."""
-    return backtest_markets(cfg, [MarketData(data, strategy, history, funding=funding)], db, mode=mode,
+    return backtest_markets(cfg, [MarketData(data, strategy, history, funding=funding, intrabar=intrabar)], db,
+                            mode=mode,
                             show_progress=show_progress, stop_after=stop_after)
 
 
@@ -40,6 +41,11 @@ def _settle_funding(broker: SimulatedBroker, md: MarketData, symbol: str, events
     broker.set_funding(f.times.tolist(), f.rates.tolist(), after_ms=first)
     due = int(((f.times > first) & (f.times <= int(d.time[-1]))).sum())
     events.append((first, "funding_rates", {"symbol": symbol, "source": f.source, "settlements": due}))
+
+
+def _finer_bars(broker: SimulatedBroker, md: MarketData, bar_ms: int) -> None:
+    if md.intrabar is not None:
+        broker.set_intrabar(md.intrabar.time, md.intrabar.high, md.intrabar.low, bar_ms)
 
 
 def backtest_markets(cfg: Config, markets: list[MarketData], db: DBEngine, *, mode: str = "backtest",
@@ -66,6 +72,7 @@ def backtest_markets(cfg: Config, markets: list[MarketData], db: DBEngine, *, mo
         if md.rules is not None:
             events.append((int(d.time[0]), "instrument_rules", md.rules.payload()))
         _settle_funding(broker, md, m.symbol, events)
+        _finer_bars(broker, md, timeframe_ms(m.timeframe))
     tradable = sum(len(c) for c in closes)
     total = tradable if stop_after is None else min(stop_after, tradable)
     source = PreloadedSource(merge_order(closes), np.sort(np.concatenate(closes), kind="stable"), total)
@@ -88,6 +95,7 @@ async def paper_replay(cfg: Config, markets: list[MarketData], db: DBEngine, spe
             bars.append(md.data.candle(i))
         sessions.append(MarketSession(m, md.strategy, bars, broker, market=broker, in_sample=md.in_sample))
         _settle_funding(broker, md, m.symbol, events)
+        _finer_bars(broker, md, timeframe_ms(m.timeframe))
     source = StreamSource(replay_candles([(md.data.slice(md.history, len(md.data)), timeframe_ms(m.timeframe))
                                           for m, md in zip(cfg.markets, markets, strict=True)], speed))
     plan = RunPlan(mode="paper", data_source=";".join(md.data.source for md in markets), durable=True,

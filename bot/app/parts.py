@@ -166,6 +166,8 @@ class MarketData:
     rules: InstrumentRules | None = None
     #: Funding rates settled on a linear market's position (bot/funding.py); None: no funding.
     funding: FundingRates | None = None
+    #: 1m candles that order a bar's protective stop and target (``market.intrabar_data``).
+    intrabar: CandleData | None = None
     events: list[Event] = field(default_factory=list)
     in_sample: dict[str, Any] | None = None
 

@@ -45,6 +45,10 @@ async def live(cfg: Config, checkpoint: str | None = None, *, confirm_live: bool
     from bot import live as venue  # noqa: PLC0415 - pybit only when trading live
 
     key, secret = venue.credentials(cfg, confirm_live)
+    for m in cfg.markets:
+        if m.category == "spot" and m.exits.any:
+            raise ConfigError(f"{m.symbol}: protective exits (markets.exits) are placed on Bybit as position TP/SL, "
+                              "which linear markets only have; remove exits: from this spot market to trade it live")
     return await _venue_run(cfg, "live", checkpoint, resume=resume, run_id=run_id, date_from=date_from,
                             date_to=date_to, options=options, keys=(key, secret))
 

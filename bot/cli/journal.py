@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -49,7 +50,8 @@ ORDER_COLS = [Col("id", kind="id"), Col("decision_id", "decision", "id"), Col("s
               Col("qty", kind="num"), Col("price", "limit", "num", wide=True), Col("status"),
               Col("filled_qty", "filled", "num"), Col("avg_fill_price", "avg price", "num"),
               Col("exchange_order_id", "exchange id", wide=True), Col("reject_reason", "reject reason", wide=True),
-              Col("adopted", wide=True), Col("created_time", "created", "time"),
+              Col("adopted", wide=True), Col("exit_reason", "exit by", wide=True),
+              Col("created_time", "created", "time"),
               Col("updated_time", "updated", "time", wide=True)]
 FILL_COLS = [Col("exec_id", "exec", "id"), Col("order_id", "order", "id"), Col("side"), Col("qty", kind="num"),
              Col("price", kind="num"), Col("fee", kind="num"), Col("fee_currency", "coin"),
@@ -59,7 +61,8 @@ TRADE_COLS = [Col("id", kind="id"), Col("direction", "side"), Col("qty", kind="n
               Col("entry_price", "entry px", "num"), Col("exit_price", "exit px", "num"),
               Col("gross_pnl", "gross PnL", "metric", wide=True), Col("fees", kind="metric", wide=True),
               Col("net_pnl", "net PnL", "metric"), Col("return_pct", "return", "metric"),
-              Col("bars_held", "bars", "num", wide=True), Col("entry_decision_id", "entry decision", "id", wide=True),
+              Col("exit_reason", "why", "exit"), Col("bars_held", "bars", "num", wide=True),
+              Col("entry_decision_id", "entry decision", "id", wide=True),
               Col("exit_decision_id", "exit decision", "id", wide=True)]
 EQUITY_COLS = [Col("time", kind="time"), Col("equity", kind="metric"), Col("cash", kind="metric"),
                Col("position", kind="num"), Col("price", kind="num")]
@@ -83,8 +86,11 @@ def _rows(engine, run: str, symbol: str | None, query):  # type: ignore[no-untyp
 
 
 def _cols(r: dict, cols: list[Col]) -> list[Col]:
-    """A multi-market run's rows say which market they are of (one-market output is unchanged)."""
-    return [cols[0], Col("symbol"), *cols[1:]] if len(q.run_symbols(r)) > 1 else cols
+    """A multi-market run's rows say which market they are of (one-market output is unchanged);
+    to fit 100 columns, its trades' exit reason is then shown with ``--wide`` only."""
+    if len(q.run_symbols(r)) < 2:
+        return cols
+    return [cols[0], Col("symbol"), *(replace(c, wide=True) if c.key == "exit_reason" else c for c in cols[1:])]
 
 
 def _title(what: str, r: dict, sym: str | None) -> str:

@@ -26,8 +26,9 @@ from bot.cli.common import (
     with_allowances,
 )
 from bot.config import Config, MarketConfig
+from bot.domain import timeframe_ms
 from bot.errors import ConfigError
-from bot.feeds.replay import data_dir
+from bot.feeds.replay import data_dir, load_candles
 from bot.funding import resolve_funding
 from storage.db import safe_url
 from strategies import get_spec
@@ -72,8 +73,19 @@ def market_data(cfg: Config, data_path: str | None, date_from: str | None, date_
             err_console.print(f"{m.symbol}: {note}" if many else note, highlight=False)
         warn_gaps(m.symbol, data)
         funding = resolve_funding(m.funding, m.category, m.symbol, path)
-        out.append(replace(md, rules=rules, funding=funding))
+        out.append(replace(md, rules=rules, funding=funding, intrabar=intrabar_data(m, data)))
     return out
+
+
+def intrabar_data(m: MarketConfig, data: CandleData) -> CandleData | None:
+    """``market.intrabar_data``: the market's 1m candles over the span of ``data``."""
+    if not m.intrabar_data:
+        return None
+    if timeframe_ms(m.timeframe) <= 60_000:
+        raise ConfigError(f"{m.symbol}: market.intrabar_data (1m candles) needs a timeframe above 1m, "
+                          f"not {m.timeframe}")
+    return load_candles(resolve_data_path(m.intrabar_data), symbol=m.symbol, timeframe="1m", bar_ms=60_000,
+                        start_ms=int(data.time[0]), end_ms=int(data.time[-1]) + timeframe_ms(m.timeframe))
 
 
 def checked_rules(m: MarketConfig, path: str, data: CandleData) -> core.InstrumentRules:

@@ -82,6 +82,10 @@ def short_ids(values: Sequence[Any], run_id: str | None = None) -> list[str]:
     return [t if len(t) <= n else ELLIPSIS + t[-n:] for t in texts]
 
 
+#: How a default table names a protective exit (``--wide``, JSON and CSV: the reason itself).
+EXIT_SHORT = {"stop_loss": "stop", "take_profit": "target", "trailing_stop": "trail"}
+
+
 def _text(col: Col, v: Any, wide: bool) -> str:
     if v is None or v == "":
         return ""
@@ -89,6 +93,8 @@ def _text(col: Col, v: Any, wide: bool) -> str:
         return table_time(v)
     if col.kind == "run":
         return str(v) if wide else str(v)[:8]
+    if col.kind == "exit":  # a protective exit's reason, short in a table that must fit 100 columns
+        return str(v) if wide else EXIT_SHORT.get(str(v), str(v))
     if col.kind == "metric" or (col.key in PERCENT | MONEY and isinstance(v, int | float | Decimal)):
         return format_metric(col.key, v)
     if col.kind == "json" or isinstance(v, dict | list):

@@ -45,11 +45,13 @@ from bot.domain import (
 )
 from bot.errors import ExchangeError, ExchangeRetryableError, OrderRejected
 from bot.positions import PositionBook
+from bot.protection import Protection
 from broker.base import Broker, to_decimal
 from broker.bybit import parse
 from broker.bybit.errors import DUPLICATE_LINK_ID, ORDER_NOT_FOUND, CreateOutcomeUnknown
 from broker.bybit.http import BybitHttp
 from broker.bybit.stream import PrivateStream
+from broker.bybit.tpsl import PositionTpsl
 from broker.bybit.venue_events import VenueEvents
 
 if TYPE_CHECKING:
@@ -61,7 +63,7 @@ log = structlog.get_logger("broker.bybit")
 MAX_SENDS = 4
 
 
-class BybitBroker(VenueEvents, Broker):
+class BybitBroker(PositionTpsl, VenueEvents, Broker):
     write_ahead = True
 
     def __init__(self, account: BybitAccount, symbol: str, category: str, *, hold_timeout_s: float = 30.0,
@@ -90,6 +92,9 @@ class BybitBroker(VenueEvents, Broker):
         self.book = PositionBook()
         self._qty_f = 0.0
         self.venue_position: dict[str, Any] | None = None
+        #: The protective levels this leg placed as the position's TP/SL (their decision names
+        #: the exit orders they become at the venue).
+        self._protection: Protection | None = None
         self.last_fill_time: int | None = None
         self.stats = {"creates": 0, "lookups": 0, "resends": 0, "duplicates_refused": 0, "stream_fills": 0,
                       "rest_fills": 0, "dup_fills": 0, "resyncs": 0}
@@ -340,8 +345,11 @@ class BybitBroker(VenueEvents, Broker):
 
     async def venue_order(self, cid: str) -> dict[str, Any] | None:
         """The venue's order ``cid`` of this symbol. Bybit looks an orderLinkId up account-wide
-        (the symbol is no filter then): an order of another symbol is not this leg's."""
-        found = await self.http.order(self.symbol, cid, self.category.value)
+        (the symbol is no filter then): an order of another symbol is not this leg's. A protective
+        exit's order has no orderLinkId: it is known by its orderId."""
+        known = self.known(cid)
+        found = await self.http.order(self.symbol, cid, self.category.value,
+                                      by_order_id=known is not None and known.exit_reason is not None)
         return found if found is None or found.get("symbol", self.symbol) == self.symbol else None
 
     async def _cancel(self, order: Order) -> None:

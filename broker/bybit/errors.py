@@ -25,6 +25,8 @@ ORDER_CODES = {10001, 110001, 110003, 110004, 110007, 110012, 110017, 110072, 11
 CLOCK_CODE = 10002
 DUPLICATE_LINK_ID = 110072
 ORDER_NOT_FOUND = 110001
+#: trading-stop: the position's TP/SL already are what was asked.
+NOT_MODIFIED = 34040
 
 _SIGN = re.compile(r"(?i)(x-bapi-sign|sign|signature)(['\"]?\s*[:=]\s*['\"]?)[0-9a-f]{16,}")
 _ORIGIN = re.compile(r"origin_string\[[^\]]*\]")

@@ -20,7 +20,7 @@ import structlog
 from pybit.unified_trading import HTTP
 
 from bot.errors import ExchangeError, ExchangeFatalError, ExchangeRetryableError
-from broker.bybit.errors import CLOCK_CODE, map_error
+from broker.bybit.errors import CLOCK_CODE, NOT_MODIFIED, map_error
 
 log = structlog.get_logger("broker.bybit.http")
 
@@ -115,11 +115,14 @@ class BybitHttp:
         return await self._run(lambda: self._call("order cancel", fn, category=cat, symbol=symbol,
                                                   orderLinkId=link_id))
 
-    async def order(self, symbol: str, link_id: str, category: str | None = None) -> dict[str, Any] | None:
-        """The order with this orderLinkId, open or recently closed; None if the venue has none."""
+    async def order(self, symbol: str, link_id: str, category: str | None = None, *,
+                    by_order_id: bool = False) -> dict[str, Any] | None:
+        """The order with this orderLinkId (``by_order_id``: this orderId: a position TP/SL's
+        order has no orderLinkId), open or recently closed; None if the venue has none."""
+        key = "orderId" if by_order_id else "orderLinkId"
         for method in ("get_open_orders", "get_order_history"):
             res = await self.read("order lookup", method, category=category or self.category, symbol=symbol,
-                                  orderLinkId=link_id)
+                                  **{key: link_id})
             items = res.get("list") or []
             if items:
                 return dict(items[0])
@@ -134,9 +137,18 @@ class BybitHttp:
                                 symbol=symbol)
 
     async def executions(self, symbol: str, start_ms: int | None = None, link_id: str | None = None,
-                         category: str | None = None) -> list[dict[str, Any]]:
+                         category: str | None = None, order_id: str | None = None) -> list[dict[str, Any]]:
         return await self.paged("executions", "get_executions", 100, category=category or self.category,
-                                symbol=symbol, startTime=start_ms, orderLinkId=link_id)
+                                symbol=symbol, startTime=start_ms, orderLinkId=link_id, orderId=order_id)
+
+    async def trading_stop(self, symbol: str, category: str, **body: Any) -> None:
+        """Set the position's TP/SL/trailing stop (``/v5/position/trading-stop``). Setting levels
+        is idempotent, so it is retried like a read; 34040 (nothing to change) is success."""
+        try:
+            await self.read("trading stop", "set_trading_stop", category=category, symbol=symbol, **body)
+        except ExchangeError as exc:
+            if exc.code != NOT_MODIFIED:
+                raise
 
     async def position(self, symbol: str, category: str | None = None) -> dict[str, Any] | None:
         cat = category or self.category

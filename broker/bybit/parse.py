@@ -5,7 +5,7 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from bot.domain import ZERO, Category, Fill, Instrument, OrderStatus, Side, base_coin
+from bot.domain import ZERO, Category, ExitReason, Fill, Instrument, OrderStatus, Side, base_coin
 
 #: Bybit orderStatus -> the bot's status. Fill statuses are driven by executions, not by these.
 STATUS = {
@@ -55,3 +55,13 @@ def signed_size(p: dict[str, Any]) -> Decimal:
 
 def link_id(o: dict[str, Any]) -> str:
     return str(o.get("orderLinkId") or o["orderId"])
+
+
+#: stopOrderType of a position TP/SL's order -> why it closes the position.
+EXIT_REASONS = {"StopLoss": ExitReason.STOP_LOSS, "TakeProfit": ExitReason.TAKE_PROFIT,
+                "TrailingStop": ExitReason.TRAILING_STOP}
+
+
+def exit_reason(o: dict[str, Any]) -> ExitReason | None:
+    """The protective exit an order or execution item belongs to (by its stopOrderType), or None."""
+    return EXIT_REASONS.get(str(o.get("stopOrderType") or ""))

@@ -20,6 +20,7 @@ import structlog
 from bot.domain import ZERO, Category, Fill, Order, OrderStatus, OrderType, Side, base_coin
 from bot.errors import ExchangeError
 from bot.positions import PositionBook
+from bot.protection import Protection
 from broker.bybit import parse
 from broker.bybit.http import BybitHttp
 
@@ -50,6 +51,7 @@ class VenueEvents:
     _sending: set[str]
     _missing: dict[str, int]
     _exists: set[str]
+    _protection: Protection | None
 
     if TYPE_CHECKING:  # provided by BybitBroker
         def _update(self, o: Order, fill: Fill | None = None) -> None: ...
@@ -59,6 +61,7 @@ class VenueEvents:
         def open_orders(self) -> list[Order]: ...
         def _venue_event(self, kind: str, payload: dict[str, Any]) -> None: ...
         def _adopted(self, order: Order) -> None: ...
+        def _exit_order(self, order: Order, trigger: Decimal | None) -> None: ...
         async def venue_order(self, cid: str) -> dict[str, Any] | None: ...
         async def _lookup(self, cid: str) -> dict[str, Any] | None: ...
         @property
@@ -112,9 +115,20 @@ class VenueEvents:
         return self._orders.get(cid) or self._done.get(cid)
 
     def _adopt(self, item: dict[str, Any]) -> Order:
-        """An order the venue has and this process does not: journal it, marked adopted."""
+        """An order the venue has and this process does not: journal it, marked adopted (a
+        triggered position TP/SL: the protective exit of the decision that set it)."""
         cid = parse.link_id(item)
         now = int(item.get("createdTime") or self._now())
+        reason = parse.exit_reason(item)
+        if reason is not None:
+            mine = self._protection
+            o = Order(client_order_id=cid, symbol=item["symbol"], side=Side(item["side"]),
+                      qty=parse.d(item.get("qty")), order_type=OrderType.MARKET, status=OrderStatus.SUBMITTED,
+                      created_time=now, updated_time=now, decision_id=mine.decision_id if mine else None,
+                      exchange_order_id=item.get("orderId"), exit_reason=reason)
+            self._orders[cid] = o
+            self._exit_order(o, parse.d(item.get("triggerPrice")) or None)
+            return o
         o = Order(client_order_id=cid, symbol=item["symbol"], side=Side(item["side"]), qty=parse.d(item.get("qty")),
                   order_type=OrderType(item.get("orderType", "Market")), status=OrderStatus.SUBMITTED,
                   created_time=now, updated_time=now,
@@ -128,6 +142,9 @@ class VenueEvents:
 
     def _apply_order(self, item: dict[str, Any]) -> None:
         cid = parse.link_id(item)
+        if self._known(cid) is None and parse.exit_reason(item) is not None and \
+                item.get("orderStatus") in ("Untriggered", "Deactivated", "Cancelled", "Rejected"):
+            return  # a position TP/SL waiting at the venue (or withdrawn): the protection, not an order
         o = self._known(cid) or self._adopt(item)
         if o.status.is_terminal:
             return
@@ -164,7 +181,9 @@ class VenueEvents:
                                                               "PartiallyFilledCanceled"):
                 self._apply_order(item)
             return
-        for e in reversed(await self.http.executions(self.symbol, link_id=cid, category=self.category.value)):
+        by_id = o.exit_reason is not None  # a position TP/SL's order has no orderLinkId
+        for e in reversed(await self.http.executions(self.symbol, link_id=None if by_id else cid,
+                                                     order_id=cid if by_id else None, category=self.category.value)):
             if parse.is_trade(e):
                 self.stats["rest_fills"] += int(e["execId"] not in self._seen_exec)
                 self._apply_exec(e)
@@ -208,6 +227,9 @@ class VenueEvents:
         self.account.move_cash(delta)
         self.last_fill_time = max(self.last_fill_time or 0, f.time)
         self._qty_f = float(self.book.qty)
+        p = self._protection
+        if p is not None and p.direction * self.book.qty <= 0:
+            self._protection = None  # the position it guarded is closed: Bybit drops its TP/SL
 
     # -- catch-up and checks -----------------------------------------------------------------------
     def mark_seen(self, exec_ids: set[str]) -> None:

@@ -17,6 +17,8 @@ simulated broker, so backtest and live-on-simulator agree):
   leverage) plus its fee from the available balance, else 110007. The margin is the unified
   account's, shared by every symbol (cross margin): positions and working orders of all linear
   symbols hold it, and every position's unrealised PnL counts. Spot: USDT and base-coin balances.
+- Position TP/SL (``/v5/position/trading-stop``): broker/bybit_sim/tpsl.py, checked on every
+  tick after the working orders.
 - Partial fills (off by default): ``partial_fills`` splits each fill into executions pushed one
   by one; ``thin_every`` half-fills every Nth market order and cancels the rest (IOC).
 """
@@ -34,6 +36,7 @@ import structlog
 from broker.base import fill_pieces, thin_part
 from broker.bybit_sim.market import Market
 from broker.bybit_sim.state import BarTick, SimState
+from broker.bybit_sim.tpsl import TpslDesk
 from broker.bybit_sim.wire import ZERO, Book, SimExec, SimOrder, SimReject, dec, s
 
 log = structlog.get_logger("bybit_sim.account")
@@ -83,6 +86,7 @@ class Account:
         self.coins.setdefault("USDT", dec(self.cfg.initial_usdt))
         self.fee_rate = dec(self.cfg.fee_rate)
         self.slip = dec(self.cfg.slippage_bps) / Decimal(10_000)
+        self.tpsl = TpslDesk(self)
         self.state.add_bar_listener(self.on_tick)
 
     # -- rules -------------------------------------------------------------------------------------
@@ -191,7 +195,7 @@ class Account:
         """What holds margin in the unified account: every linear position at its entry and every
         working linear order (a market order of ``symbol`` at ``price``, of another at its market)."""
         held = sum((abs(b.size) * b.avg for b in self.books.values()), ZERO)
-        for o in (o for o in self.orders.values() if o.is_open and o.category == "linear"):
+        for o in (o for o in self.orders.values() if o.is_open and o.category == "linear" and not o.conditional):
             m = self.state.market(o.symbol)
             held += (o.qty - o.cum_qty) * (o.price or (price if o.symbol == symbol or m is None else self.price_now(m)))
         return held
@@ -229,12 +233,17 @@ class Account:
     def _on_tick(self, tick: BarTick) -> None:
         m, bar = tick.market, tick.bar
         self.last_tick[m.symbol] = (tick.index, dec(bar.close))
-        for o in [o for o in self.orders.values() if o.is_open and o.symbol == m.symbol]:
+        for o in [o for o in self.orders.values() if o.is_open and o.symbol == m.symbol and not o.conditional]:
             price = self._match(o, tick)
             if price is not None:
                 # A fill at the bar's open is stamped with the open time (as the bot's simulated broker does).
                 at_open = o.order_type == "Market" and (tick.index > o.bar_index or not o.bar_seen)
                 self._fill(o, m, price, bar.start if at_open else tick.now_ms)
+        self.tpsl.on_tick(tick)
+
+    def fill_conditional(self, o: SimOrder, m: Market, price: Decimal, now: int) -> None:
+        """A triggered TP/SL order: a market order for the whole position, filled at ``price``."""
+        self._fill(o, m, price, now)
 
     def _match(self, o: SimOrder, tick: BarTick) -> Decimal | None:
         bar = tick.bar
@@ -285,6 +294,7 @@ class Account:
         self.push("execution", [ex.wire()])
         self.push("order", [o.wire()])
         if o.category == "linear":
+            self.tpsl.after_fill(m)
             self.push("position", [self.position_wire(m, "linear")])
         self.push("wallet", [self.wallet_wire()])
 
@@ -324,7 +334,7 @@ class Account:
             "positionValue": s(abs(b.size) * b.avg), "tradeMode": 0, "positionStatus": "Normal",
             "autoAddMargin": 0, "adlRankIndicator": 0, "leverage": "1", "positionBalance": "0",
             "markPrice": s(mark), "liqPrice": "", "bustPrice": "", "positionMM": "0", "positionIM": "0",
-            "tpslMode": "Full", "takeProfit": "0", "stopLoss": "0", "trailingStop": "0",
+            "tpslMode": "Full", **self.tpsl.wire_fields(m.symbol),
             "unrealisedPnl": s(b.size * (mark - b.avg)) if b.size else "0", "curRealisedPnl": s(b.realized),
             "cumRealisedPnl": s(b.realized), "seq": b.seq, "isReduceOnly": False, "createdTime": "0",
             "updatedTime": str(b.updated), "category": category,

@@ -27,7 +27,7 @@ from broker.bybit_sim.envelope import error, ok, respond
 from broker.bybit_sim.state import SimState
 
 #: Per-UID limits per second (rate_limits.json): order entry 10 (spot 20), reads 50.
-LIMITS = {"/v5/order/create": 10, "/v5/order/cancel": 10}
+LIMITS = {"/v5/order/create": 10, "/v5/order/cancel": 10, "/v5/position/trading-stop": 10}
 #: Where a client looks an order up by orderLinkId.
 LOOKUP_PATHS = ("/v5/order/realtime", "/v5/order/history")
 READ_LIMIT = 50
@@ -80,6 +80,7 @@ class PrivateRest:
             ("GET", "/v5/order/realtime", self.realtime), ("GET", "/v5/order/history", self.history),
             ("GET", "/v5/execution/list", self.executions), ("GET", "/v5/position/list", self.positions),
             ("GET", "/v5/account/wallet-balance", self.wallet),
+            ("POST", "/v5/position/trading-stop", self.trading_stop),
         ]
         for method, path, fn in routes:
             app.router.add_route(method, path, self._signed(path, fn))
@@ -261,6 +262,16 @@ class PrivateRest:
             return self._err(10001, "params error: symbol or settleCoin is required")
         return self._ok({"list": [self.account.position_wire(m, cat) for m in ms if m is not None],
                          "nextPageCursor": "", "category": cat})
+
+    def trading_stop(self, p: dict[str, Any]) -> web.Response:
+        """Position TP/SL (broker/bybit_sim/tpsl.py); Bybit answers an empty result."""
+        try:
+            self.account.tpsl.set(p)
+        except SimReject as exc:
+            self.state.stats[f"reject_{exc.code}"] += 1
+            return self._err(exc.code, exc.msg)
+        self.state.stats["trading_stops"] += 1
+        return self._ok({})
 
     def wallet(self, p: dict[str, Any]) -> web.Response:
         if p.get("accountType") != "UNIFIED":

@@ -56,10 +56,26 @@ class SimOrder:
     reject_reason: str = "EC_NoError"
     #: A market order that meets a thin bar: part fills, the rest is cancelled (IOC).
     thin: bool = False
+    #: A position TP/SL's conditional order (broker/bybit_sim/tpsl.py): StopLoss, TakeProfit or
+    #: TrailingStop, and its trigger price; "UNKNOWN" for every other order.
+    stop_order_type: str = "UNKNOWN"
+    trigger_price: Decimal | None = None
 
     @property
     def is_open(self) -> bool:
         return self.status in ("New", "PartiallyFilled", "Untriggered")
+
+    @property
+    def conditional(self) -> bool:
+        return self.stop_order_type != "UNKNOWN"
+
+    @property
+    def trigger_direction(self) -> int:
+        """Bybit's triggerDirection: 1 triggers when the price rises to it, 2 when it falls."""
+        if not self.conditional:
+            return 0
+        closes_long = self.side == "Sell"
+        return 1 if (self.stop_order_type == "TakeProfit") == closes_long else 2
 
     def wire(self) -> dict[str, Any]:
         avg = self.cum_value / self.cum_qty if self.cum_qty else ZERO
@@ -71,10 +87,12 @@ class SimOrder:
             "leavesQty": s(self.qty - self.cum_qty if self.is_open else ZERO),
             "leavesValue": "0", "cumExecQty": s(self.cum_qty), "cumExecValue": s(self.cum_value),
             "cumExecFee": s(self.cum_fee), "timeInForce": "IOC" if self.order_type == "Market" else "GTC",
-            "orderType": self.order_type, "stopOrderType": "UNKNOWN", "orderIv": "", "triggerPrice": "0",
+            "orderType": self.order_type, "stopOrderType": self.stop_order_type, "orderIv": "",
+            "triggerPrice": s(self.trigger_price) if self.trigger_price is not None else "0",
             "takeProfit": "0", "stopLoss": "0", "tpTriggerBy": "UNKNOWN", "slTriggerBy": "UNKNOWN",
-            "triggerDirection": 0, "triggerBy": "UNKNOWN", "lastPriceOnCreated": "", "reduceOnly": self.reduce_only,
-            "closeOnTrigger": False, "smpType": "None", "smpGroup": 0, "smpOrderId": "", "tpslMode": "",
+            "triggerDirection": self.trigger_direction, "triggerBy": "LastPrice" if self.conditional else "UNKNOWN",
+            "lastPriceOnCreated": "", "reduceOnly": self.reduce_only, "closeOnTrigger": self.conditional,
+            "smpType": "None", "smpGroup": 0, "smpOrderId": "", "tpslMode": "Full" if self.conditional else "",
             "tpLimitPrice": "", "slLimitPrice": "", "placeType": "", "createdTime": str(self.created),
             "updatedTime": str(self.updated), "category": self.category,
         }
@@ -98,7 +116,7 @@ class SimExec:
         o = self.order
         return {
             "symbol": o.symbol, "orderType": o.order_type, "underlyingPrice": "", "orderLinkId": o.link_id,
-            "side": o.side, "indexPrice": "", "orderId": o.order_id, "stopOrderType": "UNKNOWN",
+            "side": o.side, "indexPrice": "", "orderId": o.order_id, "stopOrderType": o.stop_order_type,
             "leavesQty": s(o.qty - o.cum_qty), "execTime": str(self.time), "feeCurrency": self.fee_currency,
             "isMaker": self.is_maker, "execFee": s(self.fee), "feeRate": "", "execId": self.exec_id,
             "tradeIv": "", "blockTradeId": "", "markPrice": s(self.price), "execPrice": s(self.price),
