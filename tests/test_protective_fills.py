@@ -146,8 +146,8 @@ def test_a_decision_with_a_stop_on_the_wrong_side_is_an_error_not_a_trade(sqlite
     assert q.fills(db, s["run_id"]) == []
 
 
-def test_migration_0007_keeps_old_orders_and_trades_and_goes_back(tmp_path) -> None:  # type: ignore[no-untyped-def]
-    """A journal written before 0007: its orders and trades read back with no exit reason; down again."""
+def test_migration_0008_keeps_old_orders_and_trades_and_goes_back(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """A journal written before 0008: its orders and trades read back with no exit reason; down again."""
     from alembic import command  # noqa: PLC0415
     from sqlalchemy import inspect, text  # noqa: PLC0415
 
@@ -161,7 +161,7 @@ def test_migration_0007_keeps_old_orders_and_trades_and_goes_back(tmp_path) -> N
             cfg.attributes["connection"] = conn
             fn(cfg, rev)
 
-    migrate(command.upgrade, "0006")
+    migrate(command.upgrade, "0007")
     with engine.begin() as conn:
         conn.execute(text("INSERT INTO runs (id, mode, status, strategy, symbol, timeframe, category, config, "
                           "initial_cash, started_at, updated_at, bars) VALUES ('r1', 'live', 'failed', 'sma', "
@@ -174,7 +174,7 @@ def test_migration_0007_keeps_old_orders_and_trades_and_goes_back(tmp_path) -> N
     upgrade(engine)
     (o,) = q.orders(engine, "r1")
     assert o["exit_reason"] is None and len(q.fills(engine, "r1")) == 1
-    migrate(command.downgrade, "0006")
+    migrate(command.downgrade, "0007")
     assert "exit_reason" not in {c["name"] for c in inspect(engine).get_columns("orders")}
     assert len(q.fills(engine, "r1")) == 1
 

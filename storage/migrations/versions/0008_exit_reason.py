@@ -1,7 +1,7 @@
 """exit_reason on orders and trades: what a protective exit (stop-loss, take-profit, trailing stop) closed
 
-Revision ID: 0007
-Revises: 0006
+Revision ID: 0008
+Revises: 0007
 Create Date: 2026-12-02 01:00:00.000000
 
 A protective exit's order and the trade it closes say why: ``stop_loss``, ``take_profit`` or
@@ -13,8 +13,8 @@ from __future__ import annotations
 import sqlalchemy as sa
 from alembic import op
 
-revision = '0007'
-down_revision = '0006'
+revision = '0008'
+down_revision = '0007'
 branch_labels = None
 depends_on = None
 
