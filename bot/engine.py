@@ -91,6 +91,7 @@ class Engine:
         self.trade_pnls: list[Decimal] = []
         self.fees_paid = Decimal(0)
         self.funding_paid = Decimal(0)  # net, negative when received (bot/funding.py)
+        self.liquidations = 0
         self._risk_active = risk.watches_equity
         self._portfolio = risk.portfolio
         self.allocation = allocation
@@ -370,6 +371,13 @@ class Engine:
     def on_funding(self, t: int, rate: float, qty: Decimal, price: Decimal, amount: Decimal) -> None:
         self.funding_paid -= amount
         self.journal.record_funding(self.symbol, t, rate, qty, price, amount)
+
+    def on_liquidation(self, order: Order, detail: dict[str, Any]) -> None:
+        """The venue's liquidation order (broker/margin.py): journaled, with a ``liquidation`` event."""
+        self.liquidations += 1
+        log.warning("liquidation", **detail)
+        self.journal.record_order(order)
+        self.journal.record_event(order.created_time, "liquidation", {"order_id": order.client_order_id, **detail})
 
     def _book_order_event(self, order: Order, fill: Fill | None) -> None:
         self.journal.update_order(order)

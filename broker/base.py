@@ -35,6 +35,9 @@ class VenueListener(Protocol):
     def on_funding(self, t: int, rate: float, qty: Decimal, price: Decimal, amount: Decimal) -> None:
         """The position was settled for funding at ``t`` (``amount``: cash moved, negative = paid)."""
 
+    def on_liquidation(self, order: Order, detail: dict[str, Any]) -> None:
+        """The venue liquidates the position with ``order`` (its fill follows through the listener)."""
+
 
 class MarketDataListener(Protocol):
     """Something that must see every closed bar's prices (the simulated fill engine)."""

@@ -17,6 +17,8 @@ Fill assumptions (written down in the README):
 - Accounting is exact (Decimal): cash, signed position, average entry price, realised PnL.
 - Several markets share one :class:`Wallet` (the run's USDT): one broker per market, each with
   its own position book and orders, every fill moving the one cash balance.
+- Linear markets: isolated margin at ``market.leverage`` and liquidation at Bybit's liquidation
+  price, closed at the bankruptcy price (broker/margin.py).
 """
 
 from __future__ import annotations
@@ -39,6 +41,7 @@ from bot.domain import (
 )
 from bot.positions import PositionBook
 from broker.base import Broker, fill_pieces, thin_part, to_decimal
+from broker.margin import Liquidation, MarginBook, MarginRule, affordable_qty, liquidation_hit
 
 _FEE_Q = Decimal("1e-10")
 
@@ -47,11 +50,12 @@ class Wallet:
     """The run's quote-currency cash, shared by every market's broker (exact, with a float mirror
     for the per-bar equity mark)."""
 
-    __slots__ = ("cash", "cash_f")
+    __slots__ = ("cash", "cash_f", "margins")
 
     def __init__(self, initial_cash: float | Decimal) -> None:
         self.cash = Decimal(repr(float(initial_cash))) if isinstance(initial_cash, float | int) else initial_cash
         self.cash_f = float(self.cash)
+        self.margins = MarginBook()  # each linear market's position cost and margin
 
     def move(self, delta: Decimal) -> None:
         self.cash += delta
@@ -65,7 +69,7 @@ class Wallet:
 class SimulatedBroker(Broker):
     def __init__(self, instrument: Instrument, initial_cash: float, fee_rate: float,
                  slippage_bps: float, *, wallet: Wallet | None = None, partial_fills: int = 1,
-                 thin_every: int = 0) -> None:
+                 thin_every: int = 0, margin: MarginRule | None = None) -> None:
         super().__init__()
         #: The venue simulator's knobs (broker/bybit_sim AccountConfig), same rules: each fill in
         #: up to N pieces, and every Nth market order half filled, the rest cancelled.
@@ -87,6 +91,9 @@ class SimulatedBroker(Broker):
         self._funding_rates: list[float] = []
         self._next_funding = 0  # index of the next settlement
         self.funding_paid = Decimal(0)  # net cash paid for funding (negative: received)
+        #: Linear: isolated margin at this leverage, liquidation by Bybit's rule (spot: none).
+        self.margin = None if instrument.category is Category.SPOT else (margin or MarginRule())
+        self._liq_f: float | None = None  # the open position's liquidation price (float, hot path)
 
     def set_funding(self, times: list[int], rates: list[float], after_ms: int) -> None:
         """Settle at these funding times (bot/funding.py's rule), those after ``after_ms`` (the
@@ -176,19 +183,50 @@ class SimulatedBroker(Broker):
     # -- the fill engine: a market-data listener -----------------------------------------------
     def pending(self) -> bool:
         """True when a bar has work to do here (an order is working, or funding is to settle)."""
-        return bool(self._orders) or self._next_funding < len(self._funding_times)
+        return bool(self._orders) or self._next_funding < len(self._funding_times) or self._liq_f is not None
 
     def on_bar(self, time_ms: int, open_: float, high: float, low: float, close: float) -> None:
         times = self._funding_times
         while self._next_funding < len(times) and times[self._next_funding] <= time_ms:
             self._settle(times[self._next_funding], self._funding_rates[self._next_funding], open_)
             self._next_funding += 1
-        if not self._orders:
+        if self._liq_f is not None:  # opened through the liquidation price: before any fill
+            self._check_liquidation(time_ms, open_, open_, open_)
+        if self._orders:
+            for order in list(self._orders.values()):
+                price = self._match(order, open_, high, low)
+                if price is not None:
+                    self._fill(order, price, time_ms)
+        if self._liq_f is not None:
+            self._check_liquidation(time_ms, open_, high, low)
+
+    def _check_liquidation(self, time_ms: int, open_: float, high: float, low: float) -> None:
+        liq = self._liq_f
+        assert liq is not None and self.margin is not None
+        if (low > liq) if self._qty_f > 0 else (high < liq):
             return
-        for order in list(self._orders.values()):
-            price = self._match(order, open_, high, low)
-            if price is not None:
-                self._fill(order, price, time_ms)
+        hit = liquidation_hit(self.margin, self.instrument, self.book.qty, self.book.avg_price,
+                              to_decimal(open_), to_decimal(high), to_decimal(low))
+        if hit is not None:
+            self._liquidate(hit, time_ms)
+
+    def _liquidate(self, hit: Liquidation, time_ms: int) -> None:
+        """Close the position at its bankruptcy price (Bybit's BustTrade): working orders are
+        cancelled first, the liquidation is an order of its own, journaled with its event."""
+        for cid in list(self._orders):
+            order = self._orders.pop(cid).transition(OrderStatus.CANCELLED, time_ms, reject_reason="liquidation")
+            self._done[cid] = order
+            self._emit(order)
+        sym = self.instrument.symbol
+        req = OrderRequest(client_order_id=f"liq-{sym}-{time_ms}", symbol=sym,
+                           side=Side.SELL if hit.qty > 0 else Side.BUY, qty=abs(hit.qty), reduce_only=True)
+        order = Order.from_request(req, time_ms).transition(OrderStatus.SUBMITTED, time_ms).transition(
+            OrderStatus.ACCEPTED, time_ms, exchange_order_id=f"sim-{req.client_order_id}")
+        assert self.margin is not None
+        if self._venue is not None:
+            self._venue.on_liquidation(order, hit.payload(sym, self.margin.leverage, self.margin.mmr))
+        self._orders[order.client_order_id] = order
+        self._execute(order, order.qty, hit.bust_price, time_ms, last=True, reason="liquidation")
 
     def _settle(self, t: int, rate: float, open_: float) -> None:
         """Funding at ``t`` on the position held before this bar's fills, at this bar's open."""
@@ -221,11 +259,14 @@ class SimulatedBroker(Broker):
         qty = order.remaining
         ins = self.instrument
         cash = self.wallet.cash
-        if order.side is Side.BUY:
+        if self.margin is not None:  # linear: the opening part needs its margin and fee
+            qty = affordable_qty(self.margin, ins, self.book.qty, self.book.avg_price, order.side, qty, price,
+                                 self.fee_rate, self.wallet.margins.available(cash))
+        elif order.side is Side.BUY:
             cost = qty * price * (1 + self.fee_rate)
             if cost > cash:
                 qty = ins.floor_qty(cash / (price * (1 + self.fee_rate))) if cash > 0 else ZERO
-        elif self.long_only:
+        else:
             qty = min(qty, self.qty)
         if qty <= 0 or qty < ins.min_qty:
             self._end(order.transition(OrderStatus.CANCELLED, time_ms,
@@ -245,9 +286,10 @@ class SimulatedBroker(Broker):
             self._end(order.transition(OrderStatus.CANCELLED, time_ms,
                                        reject_reason="thin bar: the unfilled remainder was cancelled (IOC)"))
 
-    def _execute(self, order: Order, qty: Decimal, price: Decimal, time_ms: int, last: bool) -> Order:
+    def _execute(self, order: Order, qty: Decimal, price: Decimal, time_ms: int, last: bool,
+                 reason: str = "") -> Order:
         """One execution of ``order``; ``last`` completes it (a shrunk fill too: the remainder is
-        not left working)."""
+        not left working). ``reason``: why the venue traded it (``liquidation``), "" for orders."""
         ins = self.instrument
         in_base = self.long_only and order.side is Side.BUY
         fee = ((qty if in_base else qty * price) * self.fee_rate).quantize(_FEE_Q)
@@ -265,6 +307,7 @@ class SimulatedBroker(Broker):
             time=time_ms,
             is_maker=order.order_type is OrderType.LIMIT,
             fee_currency=currency,
+            reason=reason,
         )
         filled = order.filled_qty + qty
         avg = ((order.avg_fill_price or ZERO) * order.filled_qty + price * qty) / filled if order.filled_qty else price
@@ -284,7 +327,17 @@ class SimulatedBroker(Broker):
 
     def _apply(self, side: Side, qty: Decimal, price: Decimal, fee: Decimal, in_base: bool) -> None:
         self.wallet.move(self.book.apply(side, qty, price, fee, fee_in_base=in_base))
-        self._qty_f = float(self.book.qty)
+        self._margin_changed()
+
+    def _margin_changed(self) -> None:
+        """The position changed: its float mirror, the wallet's margin entry, its liquidation price."""
+        book, rule = self.book, self.margin
+        self._qty_f = float(book.qty)
+        if rule is None:
+            return
+        self.wallet.margins.set(self.instrument.symbol, book.qty * book.avg_price,
+                                rule.initial_margin(book.qty, book.avg_price))
+        self._liq_f = float(rule.liquidation_price(book.qty, book.avg_price, self.instrument)) if book.qty else None
 
     # -- the venue side (the simulated broker is its own venue) -----------------------------------
     async def lookup_order(self, client_order_id: str) -> Order | None:
@@ -319,7 +372,7 @@ class SimulatedBroker(Broker):
             else:
                 cash += f.cash_change
         self.wallet.reset(cash)
-        self._qty_f = float(self.book.qty)
+        self._margin_changed()
         mine = [o for o in orders if o.symbol == sym]
         self._orders = {o.client_order_id: o for o in mine if not o.status.is_terminal}
         self._done = {o.client_order_id: o for o in mine if o.status.is_terminal}

@@ -134,6 +134,16 @@ def funding_paid(engine: Engine, run_id: str, symbol: str | None = None) -> Deci
     return -sum((Decimal(r["amount"]) for r in funding(engine, run_id, symbol)), Decimal(0))
 
 
+def liquidations(engine: Engine, run_id: str, symbol: str | None = None) -> int:
+    """How many of the run's fills (one market's with ``symbol``) were liquidations."""
+    f = s.fills.c
+    q = select(func.count()).select_from(s.fills).where(f.run_id == run_id, f.reason == "liquidation")
+    if symbol is not None:
+        q = q.where(f.symbol == symbol)
+    with engine.connect() as conn:
+        return int(conn.scalar(q) or 0)
+
+
 def events(engine: Engine, run_id: str, kind: str | None = None) -> list[dict[str, Any]]:
     q = select(s.events).where(s.events.c.run_id == run_id).order_by(s.events.c.time, s.events.c.id)
     if kind is not None:

@@ -31,7 +31,8 @@ def order_from_row(row: dict[str, Any]) -> Order:
 def fill_from_row(row: dict[str, Any]) -> Fill:
     return Fill(exec_id=row["exec_id"], client_order_id=row["order_id"], symbol=row["symbol"],
                 side=Side(row["side"]), qty=row["qty"], price=row["price"], fee=row["fee"],
-                time=int(row["time"]), is_maker=bool(row["is_maker"]), fee_currency=row["fee_currency"] or "")
+                time=int(row["time"]), is_maker=bool(row["is_maker"]), fee_currency=row["fee_currency"] or "",
+                reason=row.get("reason") or "")
 
 
 @dataclass(frozen=True, slots=True)
