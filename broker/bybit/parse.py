@@ -48,6 +48,12 @@ def is_trade(e: dict[str, Any]) -> bool:
     return e.get("execType", "Trade") == "Trade"
 
 
+def is_funding(e: dict[str, Any]) -> bool:
+    """A funding settlement of the position (``execType`` Funding: ``execFee`` signed, positive =
+    paid; ``feeRate`` the rate; ``execQty``/``side`` the position; ``execPrice`` the price)."""
+    return e.get("execType") == "Funding"
+
+
 def signed_size(p: dict[str, Any]) -> Decimal:
     size = d(p.get("size"))
     return -size if p.get("side") == "Sell" else size
