@@ -91,6 +91,7 @@ class Engine:
         self.trade_pnls: list[Decimal] = []
         self.fees_paid = Decimal(0)
         self.funding_paid = Decimal(0)  # net, negative when received (bot/funding.py)
+        self._funded: set[int] = set()  # settlement times journaled (a venue may tell one twice)
         self.liquidations = 0
         self._risk_active = risk.watches_equity
         self._portfolio = risk.portfolio
@@ -369,6 +370,9 @@ class Engine:
         self.journal.record_event(self.last_bar or 0, kind, payload)
 
     def on_funding(self, t: int, rate: float, qty: Decimal, price: Decimal, amount: Decimal) -> None:
+        if t in self._funded:  # a resumed live run's catch-up may fetch a settlement journaled before
+            return
+        self._funded.add(t)
         self.funding_paid -= amount
         self.journal.record_funding(self.symbol, t, rate, qty, price, amount)
 
@@ -407,6 +411,9 @@ class Engine:
             self.ledger.on_fill(f, snap.decision_of.get(f.client_order_id), index.get(f.time, 0))
         self.trade_pnls.extend(snap.trade_pnls)
         self.fees_paid = snap.fees
+        self.funding_paid = -sum((a for _, _, a in snap.funding), Decimal(0))
+        self._funded = {t for _, t, _ in snap.funding}
+        self.liquidations = sum(1 for f in snap.fills if f.reason == "liquidation")
         for r in snap.equity:
             self._eq_append(r.equity)
             self._pos_append(r.position)

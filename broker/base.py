@@ -95,6 +95,10 @@ class Broker(ABC):
     def restore(self, initial_cash: Decimal, fills: list[Fill], orders: list[Order]) -> None:
         """A resumed run's journaled fills and orders: rebuild the wallet, or follow them again."""
 
+    def restore_funding(self, amount: Decimal) -> None:
+        """A resumed run's funding cash (every market's, ``amount`` moved in all): a wallet this
+        broker keeps moves by it; a venue's books are the venue's."""
+
     @abstractmethod
     async def lookup_order(self, client_order_id: str) -> Order | None:
         """The venue's view of an order (its fills booked and reported); None if it has no such order."""

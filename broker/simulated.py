@@ -356,6 +356,9 @@ class SimulatedBroker(Broker):
         return self.position()
 
     # -- resume ----------------------------------------------------------------------------------
+    def restore_funding(self, amount: Decimal) -> None:
+        self.wallet.move(amount)
+
     def restore(self, initial_cash: Decimal, fills: list[Fill], orders: list[Order]) -> None:
         """Rebuild a resumed run's books from all its fills and orders (every market's): this
         market's fills booked again and its working orders back; the shared wallet is the initial

@@ -70,6 +70,8 @@ class RunSnapshot:
     #: before the bar's progress row (its order intent was written ahead).
     last_bar: int | None
     decision_of: dict[str, str | None] = field(default_factory=dict)
+    #: (symbol, time, cash moved) of every funding settlement.
+    funding: list[tuple[str, int, Decimal]] = field(default_factory=list)
 
     @property
     def fees(self) -> Decimal:
@@ -83,7 +85,7 @@ class RunSnapshot:
     def for_symbol(self, symbol: str) -> RunSnapshot:
         """One market's part of a multi-market run (a one-market run's snapshot is its own)."""
         if all(d.symbol == symbol for d in self.decisions) and all(r.symbol == symbol for r in self.equity) \
-                and all(f.symbol == symbol for f in self.fills):
+                and all(f.symbol == symbol for f in self.fills) and all(r[0] == symbol for r in self.funding):
             return self
         decisions = [d for d in self.decisions if d.symbol == symbol]
         equity = [r for r in self.equity if r.symbol == symbol]
@@ -93,7 +95,8 @@ class RunSnapshot:
             run_id=self.run_id, initial_cash=self.initial_cash, orders=orders,
             fills=[f for f in self.fills if f.symbol == symbol],
             trades=[t for t in self.trades if t[0] == symbol], equity=equity, decisions=decisions,
-            last_bar=None if last < 0 else last, decision_of={o.client_order_id: o.decision_id for o in orders})
+            last_bar=None if last < 0 else last, decision_of={o.client_order_id: o.decision_id for o in orders},
+            funding=[r for r in self.funding if r[0] == symbol])
 
     @property
     def working(self) -> list[Order]:
@@ -122,6 +125,7 @@ def run_snapshot(db: Engine, run_id: str) -> RunSnapshot:
                 for sym in q.run_symbols(run) for r in q.equity(db, run_id, sym)],
         decisions=decisions, last_bar=None if last < 0 else last,
         decision_of={o.client_order_id: o.decision_id for o in orders},
+        funding=[(r["symbol"], int(r["time"]), Decimal(r["amount"])) for r in q.funding(db, run_id)],
     )
 
 

@@ -78,3 +78,52 @@ async def test_live_on_the_simulator_journals_funding_like_the_backtest(btc_1h: 
     assert _rows(db, bt["run_id"]) == rows
     assert [r["equity"] for r in q.equity(db, bt["run_id"])] == [r["equity"] for r in q.equity(db, live["run_id"])]
     assert live["final_equity"] == bt["final_equity"]
+
+
+async def test_a_resumed_paper_run_keeps_its_funding(btc_1h: Path, data_dir: Path, tmp_path: Path) -> None:
+    """Paper on live candles with ``market.funding`` naming the file: stopped (SIGTERM) between two
+    settlements and resumed, it ends with the uninterrupted run's funding rows, cash and equity:
+    the resumed wallet counts the funding paid before the stop, no settlement is paid twice."""
+    import os  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
+    from bot.feeds.bybit import BybitFeed  # noqa: PLC0415
+
+    (tmp_path / "hold.py").write_text(HOLD)
+    probe = core.load_data(load_config(None, []), str(btc_1h))
+    a, b = int(probe.time[900]), int(probe.time[900 + 30])
+    # One buy, then holds (no rebalancing): the bars a resume catches up (never traded) change nothing.
+    sets = [f"strategy.name={tmp_path / 'hold.py'}:Hold", "logging.level=error", "risk.rebalance_threshold=0.5",
+            f"market.funding={data_dir / 'bybit_BTCUSDT_funding_8h.csv.gz'}"]
+
+    async def run(url: str, stop_at: int | None) -> dict:
+        async with SimServer(sim_cfg(btc_1h, 30.0, start=a)) as sim:
+            cfg = load_config(None, [f"exchange.rest_url={sim.rest_url}", f"exchange.ws_url={sim.ws_url}",
+                                     f"storage.url={url}", *sets])
+            sent: list[int] = []
+
+            class Terminating(BybitFeed):
+                def _deliver(self, c):  # type: ignore[no-untyped-def]
+                    super()._deliver(c)
+                    if stop_at is not None and c.open_time == stop_at and not sent:
+                        sent.append(c.open_time)
+                        os.kill(os.getpid(), signal.SIGTERM)  # handled by the run's signal handler
+
+            first = await started_frozen(sim, url, "paper_start", core.paper(
+                cfg, date_from=ms_to_iso(a), date_to=ms_to_iso(b), options=RunOptions(feed_factory=Terminating)),
+                at_ms=a)
+            if stop_at is None:
+                return first
+            assert q.resolve_run(core.open_journal_db(url), first["run_id"])["status"] == "stopped"
+            return await core.paper(cfg, run_id=first["run_id"])
+
+    stopped_url, ref_url = f"sqlite:///{tmp_path / 'stopped.db'}", f"sqlite:///{tmp_path / 'ref.db'}"
+    resumed = await run(stopped_url, a + 15 * H)
+    ref = await run(ref_url, None)
+    db, ref_db = core.open_journal_db(stopped_url), core.open_journal_db(ref_url)
+    rows, want = _rows(db, resumed["run_id"]), _rows(ref_db, ref["run_id"])
+    assert len(want) >= 3 and rows == want
+    assert [t for _, t, *_ in rows if t <= a + 15 * H] and [t for _, t, *_ in rows if t > a + 16 * H]
+    assert [(r["time"], r["cash"], r["equity"]) for r in q.equity(db, resumed["run_id"])] == \
+        [(r["time"], r["cash"], r["equity"]) for r in q.equity(ref_db, ref["run_id"])]
+    assert resumed["funding_paid"] == ref["funding_paid"] != 0
