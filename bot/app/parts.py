@@ -52,8 +52,10 @@ class InstrumentRules:
     def payload(self) -> dict[str, str]:
         """The ``instrument_rules`` event journaled when the run starts."""
         ins = self.instrument
+        margin = {"leverage": format(self.margin.leverage.normalize(), "f"),
+                  "maintenance_margin_rate": format(self.margin.mmr.normalize(), "f")} if self.margin else {}
         return {"symbol": ins.symbol, **{k: str(getattr(ins, k)) for k in DEFAULT_RULES},
-                **{f"{k}_from": v for k, v in self.source.items()}}
+                **{f"{k}_from": v for k, v in self.source.items()}, **margin}
 
 
 def instrument_rules(m: MarketConfig, data_path: str | None = None) -> InstrumentRules:
