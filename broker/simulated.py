@@ -190,21 +190,20 @@ class SimulatedBroker(Broker):
         while self._next_funding < len(times) and times[self._next_funding] <= time_ms:
             self._settle(times[self._next_funding], self._funding_rates[self._next_funding], open_)
             self._next_funding += 1
-        if self._liq_f is not None:  # opened through the liquidation price: before any fill
-            self._check_liquidation(time_ms, open_, open_, open_)
+        liq = self._liq_f  # float pre-checks: the Decimal rule runs only when the price is near
+        if liq is not None and ((open_ <= liq) if self._qty_f > 0 else (open_ >= liq)):
+            self._check_liquidation(time_ms, open_, open_, open_)  # opened through it: before any fill
         if self._orders:
             for order in list(self._orders.values()):
                 price = self._match(order, open_, high, low)
                 if price is not None:
                     self._fill(order, price, time_ms)
-        if self._liq_f is not None:
+        liq = self._liq_f
+        if liq is not None and ((low <= liq) if self._qty_f > 0 else (high >= liq)):
             self._check_liquidation(time_ms, open_, high, low)
 
     def _check_liquidation(self, time_ms: int, open_: float, high: float, low: float) -> None:
-        liq = self._liq_f
-        assert liq is not None and self.margin is not None
-        if (low > liq) if self._qty_f > 0 else (high < liq):
-            return
+        assert self.margin is not None
         hit = liquidation_hit(self.margin, self.instrument, self.book.qty, self.book.avg_price,
                               to_decimal(open_), to_decimal(high), to_decimal(low))
         if hit is not None:
