@@ -193,6 +193,10 @@ def test_a_leveraged_backtest_journals_the_liquidation(tmp_path: Path) -> None:
     assert D(p["bankruptcy_price"]) == (entry * D("0.8") / D("0.1")).to_integral_value(rounding="ROUND_FLOOR") / 10
     table = bot("journal", "summary", "--run", "latest", "--db", db, cwd=tmp_path)
     assert "liquidations" in table.stdout and table.returncode == 0
+    why = bot("journal", "explain", liq[0]["order_id"], "--db", db, cwd=tmp_path)
+    assert why.returncode == 2 and why.stderr.strip() == (
+        f"error: order '{liq[0]['order_id']}' has no decision behind it: the venue's liquidation of the position "
+        "(bot journal events: liquidation)")
 
 
 def test_leverage_above_the_instruments_maximum_is_one_line(tmp_path: Path) -> None:
