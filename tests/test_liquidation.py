@@ -206,3 +206,19 @@ def test_leverage_above_the_instruments_maximum_is_one_line(tmp_path: Path) -> N
     assert r.returncode == 2
     assert r.stderr.strip().splitlines() == [
         f"error: BTCUSDT: market.leverage 50 is above the instrument's maximum 25 ({data.name}.instrument.json)"]
+
+
+def test_a_venue_liquidation_is_a_fill_with_its_reason() -> None:
+    """Live: Bybit's liquidation executions (``execType`` BustTrade, no orderLinkId) are booked as
+    fills of the venue's order, with reason ``liquidation``; funding executions are not fills."""
+    from broker.bybit import parse  # noqa: PLC0415
+
+    bust = {"symbol": "BTCUSDT", "execId": "e1", "orderId": "venue-liq-1", "orderLinkId": "", "side": "Sell",
+            "execQty": "0.5", "execPrice": "90", "execFee": "0.0275", "execTime": "1700000000000",
+            "isMaker": False, "feeCurrency": "USDT", "execType": "BustTrade", "orderType": "Market"}
+    f = parse.fill(bust)
+    assert parse.is_trade(bust) and f.reason == "liquidation" and f.client_order_id == "venue-liq-1"
+    assert f.qty == D("0.5") and f.price == D("90") and f.cash_change == D("44.9725")
+    assert parse.fill({**bust, "execType": "Trade", "orderLinkId": "mine"}).reason == ""
+    funding = {**bust, "execType": "Funding"}
+    assert not parse.is_trade(funding) and parse.is_funding(funding)
