@@ -86,6 +86,9 @@ class MarketConfig(_Frozen):
     #: Funding rates for backtests and replays of a linear market (bot/funding.py): ``auto`` (the
     #: ``*_<SYMBOL>_funding_*.csv[.gz]`` beside the candle file, if any), ``none``, or a path.
     funding: str = Field("auto", min_length=1)
+    #: Linear: isolated-margin leverage of the simulated broker (broker/margin.py), 1 up to the
+    #: instrument's maximum (its rules file's ``max_leverage``, else 100); spot: 1.
+    leverage: float = Field(1.0, ge=1, le=200)
     risk: MarketRiskConfig = MarketRiskConfig()
     #: Protective exits (stop-loss, take-profit, trailing stop) of this market's positions.
     exits: ExitsConfig = ExitsConfig()
@@ -242,8 +245,15 @@ class Config(_Frozen):
             if m.symbol in seen:
                 raise ValueError(f"market {m.symbol} is listed twice")
             seen.add(m.symbol)
-            if m.category == "spot" and self.risk.for_market(m).max_exposure > 1:
+            exposure = self.risk.for_market(m).max_exposure
+            if m.category == "spot" and m.leverage != 1:
+                raise ValueError(f"{m.symbol}: spot markets trade without leverage; market.leverage must be 1, "
+                                 f"got {m.leverage:g}")
+            if m.category == "spot" and exposure > 1:
                 raise ValueError(f"{m.symbol}: max_exposure above 1 needs leverage; spot markets allow at most 1")
+            if exposure > m.leverage:
+                raise ValueError(f"{m.symbol}: risk.max_exposure {exposure:g} is above the market's leverage "
+                                 f"{m.leverage:g}; set market.leverage to at least {exposure:g} (linear)")
         given = sum(m.allocation for m in self.markets if m.allocation is not None)
         if given > 1 + 1e-9:
             raise ValueError(f"market allocations sum to {given:g}; they share one wallet and may sum to at most 1")

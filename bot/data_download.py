@@ -5,7 +5,8 @@ an existing file is read, and only candles after its last one are appended; the 
 rewritten atomically every few pages, so an interrupted download loses at most those pages.
 Only closed candles are written. Output: gzip CSV ``timestamp,open,high,low,close,volume``, and
 the venue's instrument rules beside it (``FILE.instrument.json``: tick size, qty step, minimum
-qty and notional), which backtests and replays use where the config sets none.
+qty and notional, largest leverage), which backtests and replays use where the config sets none.
+With ``funding``, a perpetual's funding-rate history too (bot/funding_download.py).
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from bot.errors import ConfigError, DataError, ExchangeError
 from bot.feeds.bybit_rest import ccxt_symbol, make_exchange, retry
 from bot.feeds.instrument_file import write_rules
 from bot.feeds.replay import COLUMNS
+from bot.funding_download import FundingResult, download_funding
 from bot.timeutil import ms_to_iso
 
 PAGES_PER_WRITE = 10
@@ -43,6 +45,7 @@ class DownloadResult:
     first: int | None
     last: int | None
     rules: Path | None = None  # the instrument rules saved beside the candles
+    funding: FundingResult | None = None  # the funding history saved beside them (``--funding``)
 
 
 def market_rules(ex: Any, sym: str, category: str) -> dict[str, Any]:
@@ -65,6 +68,7 @@ def market_rules(ex: Any, sym: str, category: str) -> dict[str, Any]:
             "tick_size": step(prec.get("price")), "qty_step": step(prec.get("amount")),
             "min_qty": least((lim.get("amount") or {}).get("min")),
             "min_notional": least((lim.get("cost") or {}).get("min")),
+            "max_leverage": least((lim.get("leverage") or {}).get("max")) if category == "linear" else None,
             "saved_at": ms_to_iso(int(time.time() * 1000)), "from": "ccxt market info"}
 
 
@@ -111,9 +115,12 @@ def _write(path: Path, rows: list[list[str]]) -> None:
 async def download(*, exchange_id: str, symbol: str, timeframe: str, since_ms: int, out: Path,
                    category: str = "linear", until_ms: int | None = None, rest_url: str | None = None,
                    testnet: bool = False, show_progress: bool = True, page: int = 1000,
-                   connect_attempts: int = 6, timeout_s: float = 10.0) -> DownloadResult:
+                   connect_attempts: int = 6, timeout_s: float = 10.0, funding: bool = False) -> DownloadResult:
     """Download closed candles from ``since_ms`` (appending to ``out``); ``connect_attempts``
-    bounds the first contact, so an offline machine fails fast."""
+    bounds the first contact, so an offline machine fails fast. ``funding``: the funding-rate
+    history of the same span too, beside the candles."""
+    if funding and category != "linear":
+        raise ConfigError("--funding is for perpetuals (--category linear): spot has no funding")
     tf = timeframe_ms(timeframe)
     out.parent.mkdir(parents=True, exist_ok=True)
     rows = _read_existing(out)
@@ -163,9 +170,11 @@ async def download(*, exchange_id: str, symbol: str, timeframe: str, since_ms: i
         if added or not out.exists():
             _write(out, rows)
         saved = write_rules(out, rules)  # refreshed on every download: the venue may change them
+        paid = await download_funding(ex, sym, symbol, out, since_ms=since_ms, until_ms=min(end + tf, now),
+                                      exchange_id=exchange_id) if funding else None
     finally:
         await ex.close()
-    return DownloadResult(out, added, len(rows), int(rows[0][0]) if rows else None, last, saved)
+    return DownloadResult(out, added, len(rows), int(rows[0][0]) if rows else None, last, saved, paid)
 
 
 def cache_path(cfg: Config, exchange_id: str = "bybit") -> Path:

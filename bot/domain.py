@@ -311,6 +311,8 @@ class Fill:
     time: int
     is_maker: bool = False
     fee_currency: str = ""
+    #: Why the venue traded it, when no order of the bot's did: ``liquidation``; "" otherwise.
+    reason: str = ""
 
     @property
     def fee_in_base(self) -> bool:

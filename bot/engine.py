@@ -97,6 +97,8 @@ class Engine:
         self.trade_exits: list[str | None] = []
         self.fees_paid = Decimal(0)
         self.funding_paid = Decimal(0)  # net, negative when received (bot/funding.py)
+        self._funded: set[int] = set()  # settlement times journaled (a venue may tell one twice)
+        self.liquidations = 0
         self._risk_active = risk.watches_equity
         self._portfolio = risk.portfolio
         self.allocation = allocation
@@ -387,8 +389,18 @@ class Engine:
         self.exits.on_exit_order(order, trigger)
 
     def on_funding(self, t: int, rate: float, qty: Decimal, price: Decimal, amount: Decimal) -> None:
+        if t in self._funded:  # a resumed live run's catch-up may fetch a settlement journaled before
+            return
+        self._funded.add(t)
         self.funding_paid -= amount
         self.journal.record_funding(self.symbol, t, rate, qty, price, amount)
+
+    def on_liquidation(self, order: Order, detail: dict[str, Any]) -> None:
+        """The venue's liquidation order (broker/margin.py): journaled, with a ``liquidation`` event."""
+        self.liquidations += 1
+        log.warning("liquidation", **detail)
+        self.journal.record_order(order)
+        self.journal.record_event(order.created_time, "liquidation", {"order_id": order.client_order_id, **detail})
 
     def _book_order_event(self, order: Order, fill: Fill | None) -> None:
         self.journal.update_order(order)
@@ -420,6 +432,9 @@ class Engine:
             self.ledger.on_fill(f, snap.decision_of.get(f.client_order_id), index.get(f.time, 0))
         self.trade_pnls.extend(snap.trade_pnls)
         self.fees_paid = snap.fees
+        self.funding_paid = -sum((a for _, _, a in snap.funding), Decimal(0))
+        self._funded = {t for _, t, _ in snap.funding}
+        self.liquidations = sum(1 for f in snap.fills if f.reason == "liquidation")
         for r in snap.equity:
             self._eq_append(r.equity)
             self._pos_append(r.position)

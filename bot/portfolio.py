@@ -10,13 +10,15 @@ from bot.domain import ZERO, Instrument, Side
 
 def target_quantity(target: float, equity: float, price: float, fee_rate: float,
                     ins: Instrument) -> Decimal:
-    """``floor_to_lot(|target| * equity / (price * (1 + fee_rate)))`` with the target's sign.
+    """``floor_to_lot(|target| * equity / (price * (1 + max(1, |target|) * fee_rate)))`` with the
+    target's sign: the fee buffer of a leveraged target (above 1) covers the fee on its whole
+    notional, so a target of the full leverage needs exactly the equity in margin and fee.
 
     ``price`` is the decision bar's close: sizing never peeks at the fill price.
     """
     if target == 0 or equity <= 0 or price <= 0:
         return ZERO
-    raw = abs(target) * equity / (price * (1.0 + fee_rate))
+    raw = abs(target) * equity / (price * (1.0 + max(1.0, abs(target)) * fee_rate))
     qty = ins.floor_qty(Decimal(repr(raw)))
     return qty if target > 0 else -qty
 

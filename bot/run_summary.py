@@ -59,6 +59,7 @@ def run_summary(cfg: Config, sessions: list[Any], mode: str) -> dict[str, Any]:
         "realized_pnl": float(sum(ln["realized_pnl"] for ln in lines)),
         "funding_paid": float(sum(ln["funding_paid"] for ln in lines)),
         **exit_counts(r for e in engines for r in e.trade_exits),
+        "liquidations": sum(ln["liquidations"] for ln in lines),
         "decisions": sum(ln["decisions"] for ln in lines), "orders": sum(ln["orders"] for ln in lines),
         **samples,
         "markets": lines,
@@ -92,7 +93,7 @@ def _market_line(cfg: Config, m: Any) -> dict[str, Any]:
         **metrics,
         "realized_pnl": float(pos.realized_pnl), "funding_paid": float(eng.funding_paid),
         **exit_counts(eng.trade_exits),
-        "open_position": float(pos.qty),
+        "liquidations": eng.liquidations, "open_position": float(pos.qty),
         "decisions": eng.n_decisions, "orders": eng.n_orders,
         **({"in_sample": m.in_sample} if m.in_sample else {}),
     }

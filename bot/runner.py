@@ -266,6 +266,8 @@ class Runner:
         snap = r.snapshot
         for m in self.sessions:
             m.broker.restore(snap.initial_cash, snap.fills, snap.orders)
+        # The wallet the brokers share (simulated: rebuilt from the fills) and what funding moved.
+        self.sessions[0].broker.restore_funding(sum((a for _, _, a in snap.funding), Decimal(0)))
         for m in self.sessions:
             assert m.engine is not None and m.journal is not None
             mismatches = m.engine.restore(snap.for_symbol(m.symbol), r.warmup_bars.get(m.symbol, 0))

@@ -40,6 +40,9 @@ class VenueListener(Protocol):
         """A protective exit triggered (at ``trigger``, when known) and became ``order``; its
         updates and fills follow through the listener."""
 
+    def on_liquidation(self, order: Order, detail: dict[str, Any]) -> None:
+        """The venue liquidates the position with ``order`` (its fill follows through the listener)."""
+
 
 class MarketDataListener(Protocol):
     """Something that must see every closed bar's prices (the simulated fill engine)."""
@@ -109,6 +112,10 @@ class Broker(ABC):
     @abstractmethod
     def restore(self, initial_cash: Decimal, fills: list[Fill], orders: list[Order]) -> None:
         """A resumed run's journaled fills and orders: rebuild the wallet, or follow them again."""
+
+    def restore_funding(self, amount: Decimal) -> None:
+        """A resumed run's funding cash (every market's, ``amount`` moved in all): a wallet this
+        broker keeps moves by it; a venue's books are the venue's."""
 
     @abstractmethod
     async def lookup_order(self, client_order_id: str) -> Order | None:

@@ -19,6 +19,8 @@ Fill assumptions (written down in the README):
 - Accounting is exact (Decimal): cash, signed position, average entry price, realised PnL.
 - Several markets share one :class:`Wallet` (the run's USDT): one broker per market, each with
   its own position book and orders, every fill moving the one cash balance.
+- Linear markets: isolated margin at ``market.leverage`` and liquidation at Bybit's liquidation
+  price, closed at the bankruptcy price (broker/margin.py).
 """
 
 from __future__ import annotations
@@ -45,6 +47,7 @@ from bot.domain import (
 from bot.positions import PositionBook
 from bot.protection import Protection
 from broker.base import Broker, fill_pieces, thin_part, to_decimal
+from broker.margin import Liquidation, MarginBook, MarginRule, affordable_qty, liquidation_hit
 from broker.protective import both_reached, exit_price, first_in_finer_bars, ratchet, trigger
 
 _FEE_Q = Decimal("1e-10")
@@ -54,11 +57,12 @@ class Wallet:
     """The run's quote-currency cash, shared by every market's broker (exact, with a float mirror
     for the per-bar equity mark)."""
 
-    __slots__ = ("cash", "cash_f")
+    __slots__ = ("cash", "cash_f", "margins")
 
     def __init__(self, initial_cash: float | Decimal) -> None:
         self.cash = Decimal(repr(float(initial_cash))) if isinstance(initial_cash, float | int) else initial_cash
         self.cash_f = float(self.cash)
+        self.margins = MarginBook()  # each linear market's position cost and margin
 
     def move(self, delta: Decimal) -> None:
         self.cash += delta
@@ -72,7 +76,7 @@ class Wallet:
 class SimulatedBroker(Broker):
     def __init__(self, instrument: Instrument, initial_cash: float, fee_rate: float,
                  slippage_bps: float, *, wallet: Wallet | None = None, partial_fills: int = 1,
-                 thin_every: int = 0) -> None:
+                 thin_every: int = 0, margin: MarginRule | None = None) -> None:
         super().__init__()
         #: The venue simulator's knobs (broker/bybit_sim AccountConfig), same rules: each fill in
         #: up to N pieces, and every Nth market order half filled, the rest cancelled.
@@ -98,6 +102,9 @@ class SimulatedBroker(Broker):
         #: Finer bars (``market.intrabar_data``): open times, highs, lows, and the bar length they
         #: subdivide; they order a bar's stop and target when it reached both.
         self._fine: tuple[np.ndarray, np.ndarray, np.ndarray, int] | None = None
+        #: Linear: isolated margin at this leverage, liquidation by Bybit's rule (spot: none).
+        self.margin = None if instrument.category is Category.SPOT else (margin or MarginRule())
+        self._liq_f: float | None = None  # the open position's liquidation price (float, hot path)
 
     def set_funding(self, times: list[int], rates: list[float], after_ms: int) -> None:
         """Settle at these funding times (bot/funding.py's rule), those after ``after_ms`` (the
@@ -186,9 +193,9 @@ class SimulatedBroker(Broker):
 
     # -- the fill engine: a market-data listener -----------------------------------------------
     def pending(self) -> bool:
-        """True when a bar has work to do here (an order is working, a position is protected, or
-        funding is to settle)."""
-        return (bool(self._orders) or self._protection is not None
+        """True when a bar has work to do here (an order is working, a position is protected or
+        can be liquidated, or funding is to settle)."""
+        return (bool(self._orders) or self._protection is not None or self._liq_f is not None
                 or self._next_funding < len(self._funding_times))
 
     def set_protection(self, protection: Protection | None, now_ms: int, *, send: bool = True) -> None:
@@ -209,12 +216,29 @@ class SimulatedBroker(Broker):
         while self._next_funding < len(times) and times[self._next_funding] <= time_ms:
             self._settle(times[self._next_funding], self._funding_rates[self._next_funding], open_)
             self._next_funding += 1
-        for order in list(self._orders.values()):
-            price = self._match(order, open_, high, low)
-            if price is not None:
-                self._fill(order, price, time_ms)
-        if self._protection is not None:
+        liq = self._liq_f  # float pre-checks: the Decimal rule runs only when the price is near
+        if liq is not None and ((open_ <= liq) if self._qty_f > 0 else (open_ >= liq)):
+            self._check_liquidation(time_ms, open_, open_, open_)  # opened through it: before any fill
+        if self._orders:
+            for order in list(self._orders.values()):
+                price = self._match(order, open_, high, low)
+                if price is not None:
+                    self._fill(order, price, time_ms)
+        p = self._protection
+        later = p is not None and self._liquidated_before_stop(p)
+        if p is not None and not later:
+            self._protect(p, time_ms, open_, high, low)
+        liq = self._liq_f
+        if liq is not None and ((low <= liq) if self._qty_f > 0 else (high >= liq)):
+            self._check_liquidation(time_ms, open_, high, low)
+        if later and self._protection is not None:  # a stop past the liquidation price, not liquidated
             self._protect(self._protection, time_ms, open_, high, low)
+
+    def _liquidated_before_stop(self, p: Protection) -> bool:
+        """True when the liquidation price lies between the entry and the stop (a long's stop below
+        it): moving away from the entry, the bar reaches the liquidation first."""
+        stop, liq = p.stop(), self._liq_f
+        return stop is not None and liq is not None and float(stop[0]) * p.direction < liq * p.direction
 
     def _protect(self, p: Protection, time_ms: int, open_: float, high: float, low: float) -> None:
         """Trigger ``p`` on this bar (its exit is a market order filled at once), or move its trail."""
@@ -242,6 +266,31 @@ class SimulatedBroker(Broker):
             self._venue.on_exit_order(order, level)
         self._orders[order.client_order_id] = order
         self._fill(order, exit_price(p, level, self.slippage, self.instrument), time_ms)
+
+    def _check_liquidation(self, time_ms: int, open_: float, high: float, low: float) -> None:
+        assert self.margin is not None
+        hit = liquidation_hit(self.margin, self.instrument, self.book.qty, self.book.avg_price,
+                              to_decimal(open_), to_decimal(high), to_decimal(low))
+        if hit is not None:
+            self._liquidate(hit, time_ms)
+
+    def _liquidate(self, hit: Liquidation, time_ms: int) -> None:
+        """Close the position at its bankruptcy price (Bybit's BustTrade): working orders are
+        cancelled first, the liquidation is an order of its own, journaled with its event."""
+        for cid in list(self._orders):
+            order = self._orders.pop(cid).transition(OrderStatus.CANCELLED, time_ms, reject_reason="liquidation")
+            self._done[cid] = order
+            self._emit(order)
+        sym = self.instrument.symbol
+        req = OrderRequest(client_order_id=f"liq-{sym}-{time_ms}", symbol=sym,
+                           side=Side.SELL if hit.qty > 0 else Side.BUY, qty=abs(hit.qty), reduce_only=True)
+        order = Order.from_request(req, time_ms).transition(OrderStatus.SUBMITTED, time_ms).transition(
+            OrderStatus.ACCEPTED, time_ms, exchange_order_id=f"sim-{req.client_order_id}")
+        assert self.margin is not None
+        if self._venue is not None:
+            self._venue.on_liquidation(order, hit.payload(sym, self.margin.leverage, self.margin.mmr))
+        self._orders[order.client_order_id] = order
+        self._execute(order, order.qty, hit.bust_price, time_ms, last=True, reason="liquidation")
 
     def _settle(self, t: int, rate: float, open_: float) -> None:
         """Funding at ``t`` on the position held before this bar's fills, at this bar's open."""
@@ -274,11 +323,14 @@ class SimulatedBroker(Broker):
         qty = order.remaining
         ins = self.instrument
         cash = self.wallet.cash
-        if order.side is Side.BUY:
+        if self.margin is not None:  # linear: the opening part needs its margin and fee
+            qty = affordable_qty(self.margin, ins, self.book.qty, self.book.avg_price, order.side, qty, price,
+                                 self.fee_rate, self.wallet.margins.available(cash))
+        elif order.side is Side.BUY:
             cost = qty * price * (1 + self.fee_rate)
             if cost > cash:
                 qty = ins.floor_qty(cash / (price * (1 + self.fee_rate))) if cash > 0 else ZERO
-        elif self.long_only:
+        else:
             qty = min(qty, self.qty)
         if qty <= 0 or qty < ins.min_qty:
             self._end(order.transition(OrderStatus.CANCELLED, time_ms,
@@ -298,9 +350,10 @@ class SimulatedBroker(Broker):
             self._end(order.transition(OrderStatus.CANCELLED, time_ms,
                                        reject_reason="thin bar: the unfilled remainder was cancelled (IOC)"))
 
-    def _execute(self, order: Order, qty: Decimal, price: Decimal, time_ms: int, last: bool) -> Order:
+    def _execute(self, order: Order, qty: Decimal, price: Decimal, time_ms: int, last: bool,
+                 reason: str = "") -> Order:
         """One execution of ``order``; ``last`` completes it (a shrunk fill too: the remainder is
-        not left working)."""
+        not left working). ``reason``: why the venue traded it (``liquidation``), "" for orders."""
         ins = self.instrument
         in_base = self.long_only and order.side is Side.BUY
         fee = ((qty if in_base else qty * price) * self.fee_rate).quantize(_FEE_Q)
@@ -318,6 +371,7 @@ class SimulatedBroker(Broker):
             time=time_ms,
             is_maker=order.order_type is OrderType.LIMIT,
             fee_currency=currency,
+            reason=reason,
         )
         filled = order.filled_qty + qty
         avg = ((order.avg_fill_price or ZERO) * order.filled_qty + price * qty) / filled if order.filled_qty else price
@@ -337,10 +391,20 @@ class SimulatedBroker(Broker):
 
     def _apply(self, side: Side, qty: Decimal, price: Decimal, fee: Decimal, in_base: bool) -> None:
         self.wallet.move(self.book.apply(side, qty, price, fee, fee_in_base=in_base))
-        self._qty_f = float(self.book.qty)
+        self._margin_changed()
         p = self._protection
         if p is not None and p.direction * self.book.qty <= 0:
             self._protection = None  # the position it guarded is closed (or flipped)
+
+    def _margin_changed(self) -> None:
+        """The position changed: its float mirror, the wallet's margin entry, its liquidation price."""
+        book, rule = self.book, self.margin
+        self._qty_f = float(book.qty)
+        if rule is None:
+            return
+        self.wallet.margins.set(self.instrument.symbol, book.qty * book.avg_price,
+                                rule.initial_margin(book.qty, book.avg_price))
+        self._liq_f = float(rule.liquidation_price(book.qty, book.avg_price, self.instrument)) if book.qty else None
 
     # -- the venue side (the simulated broker is its own venue) -----------------------------------
     async def lookup_order(self, client_order_id: str) -> Order | None:
@@ -359,6 +423,9 @@ class SimulatedBroker(Broker):
         return self.position()
 
     # -- resume ----------------------------------------------------------------------------------
+    def restore_funding(self, amount: Decimal) -> None:
+        self.wallet.move(amount)
+
     def restore(self, initial_cash: Decimal, fills: list[Fill], orders: list[Order]) -> None:
         """Rebuild a resumed run's books from all its fills and orders (every market's): this
         market's fills booked again and its working orders back; the shared wallet is the initial
@@ -375,7 +442,7 @@ class SimulatedBroker(Broker):
             else:
                 cash += f.cash_change
         self.wallet.reset(cash)
-        self._qty_f = float(self.book.qty)
+        self._margin_changed()
         mine = [o for o in orders if o.symbol == sym]
         self._orders = {o.client_order_id: o for o in mine if not o.status.is_terminal}
         self._done = {o.client_order_id: o for o in mine if o.status.is_terminal}

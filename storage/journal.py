@@ -201,6 +201,7 @@ class Journal:
             "exec_id": fill.exec_id, "run_id": self.run_id, "order_id": fill.client_order_id,
             "symbol": fill.symbol, "side": str(fill.side), "qty": fill.qty, "price": fill.price,
             "fee": fill.fee, "fee_currency": fill.fee_currency, "is_maker": fill.is_maker, "time": fill.time,
+            "reason": fill.reason,
         })
 
     def record_funding(self, symbol: str, t: int, rate: float, qty: Decimal, price: Decimal,

@@ -134,6 +134,16 @@ def funding_paid(engine: Engine, run_id: str, symbol: str | None = None) -> Deci
     return -sum((Decimal(r["amount"]) for r in funding(engine, run_id, symbol)), Decimal(0))
 
 
+def liquidations(engine: Engine, run_id: str, symbol: str | None = None) -> int:
+    """How many of the run's fills (one market's with ``symbol``) were liquidations."""
+    f = s.fills.c
+    q = select(func.count()).select_from(s.fills).where(f.run_id == run_id, f.reason == "liquidation")
+    if symbol is not None:
+        q = q.where(f.symbol == symbol)
+    with engine.connect() as conn:
+        return int(conn.scalar(q) or 0)
+
+
 def events(engine: Engine, run_id: str, kind: str | None = None) -> list[dict[str, Any]]:
     q = select(s.events).where(s.events.c.run_id == run_id).order_by(s.events.c.time, s.events.c.id)
     if kind is not None:
@@ -159,6 +169,12 @@ def find_decision(engine: Engine, ident: str) -> dict[str, Any]:
                 or_(s.orders.c.id == ident, s.orders.c.exchange_order_id == ident))).first()
             if order is not None and order.decision_id:
                 row = conn.execute(select(s.decisions).where(s.decisions.c.id == order.decision_id)).first()
+            elif order is not None:  # the venue's own order (a liquidation, one adopted): no decision behind it
+                liquidation = conn.execute(select(s.fills.c.exec_id).where(
+                    s.fills.c.order_id == order.id, s.fills.c.reason == "liquidation")).first()
+                why = "the venue's liquidation of the position (bot journal events: liquidation)" \
+                    if liquidation is not None else "an order the venue had and the journal did not (adopted)"
+                raise StorageError(f"order {ident!r} has no decision behind it: {why}")
     if row is None:
         raise StorageError(f"no decision or order with id {ident!r} in the journal")
     return dict(row._mapping)

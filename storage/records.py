@@ -32,7 +32,8 @@ def order_from_row(row: dict[str, Any]) -> Order:
 def fill_from_row(row: dict[str, Any]) -> Fill:
     return Fill(exec_id=row["exec_id"], client_order_id=row["order_id"], symbol=row["symbol"],
                 side=Side(row["side"]), qty=row["qty"], price=row["price"], fee=row["fee"],
-                time=int(row["time"]), is_maker=bool(row["is_maker"]), fee_currency=row["fee_currency"] or "")
+                time=int(row["time"]), is_maker=bool(row["is_maker"]), fee_currency=row["fee_currency"] or "",
+                reason=row.get("reason") or "")
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,6 +77,8 @@ class RunSnapshot:
     exits: dict[str, tuple[int, int]] = field(default_factory=dict)
     #: The exit plans journaled with entry orders (``exit_plan`` events), by client order id.
     exit_plans: dict[str, dict[str, Any]] = field(default_factory=dict)
+    #: (symbol, time, cash moved) of every funding settlement.
+    funding: list[tuple[str, int, Decimal]] = field(default_factory=list)
 
     @property
     def fees(self) -> Decimal:
@@ -89,7 +92,7 @@ class RunSnapshot:
     def for_symbol(self, symbol: str) -> RunSnapshot:
         """One market's part of a multi-market run (a one-market run's snapshot is its own)."""
         if all(d.symbol == symbol for d in self.decisions) and all(r.symbol == symbol for r in self.equity) \
-                and all(f.symbol == symbol for f in self.fills):
+                and all(f.symbol == symbol for f in self.fills) and all(r[0] == symbol for r in self.funding):
             return self
         decisions = [d for d in self.decisions if d.symbol == symbol]
         equity = [r for r in self.equity if r.symbol == symbol]
@@ -102,7 +105,8 @@ class RunSnapshot:
             last_bar=None if last < 0 else last, decision_of={o.client_order_id: o.decision_id for o in orders},
             protections={k: v for k, v in self.protections.items() if k == symbol},
             exits={k: v for k, v in self.exits.items() if k == symbol},
-            exit_plans={k: v for k, v in self.exit_plans.items() if v.get("symbol") == symbol})
+            exit_plans={k: v for k, v in self.exit_plans.items() if v.get("symbol") == symbol},
+            funding=[r for r in self.funding if r[0] == symbol])
 
     @property
     def working(self) -> list[Order]:
@@ -158,6 +162,7 @@ def run_snapshot(db: Engine, run_id: str) -> RunSnapshot:
         protections={sym: p for sym in q.run_symbols(run) if (p := last_protection(db, run_id, sym)) is not None},
         exits={sym: x for sym in q.run_symbols(run) if (x := last_exit(db, run_id, sym)) is not None},
         exit_plans={e["payload"]["order_id"]: e["payload"] for e in q.events(db, run_id, kind="exit_plan")},
+        funding=[(r["symbol"], int(r["time"]), Decimal(r["amount"])) for r in q.funding(db, run_id)],
     )
 
 

@@ -166,6 +166,8 @@ fills = Table(
     Column("fee_currency", String(16), nullable=False, server_default=""),
     Column("is_maker", Boolean, nullable=False, default=False),
     Column("time", BigInteger, nullable=False),
+    # Why the venue traded it when no order of the bot's did (``liquidation``); "" otherwise.
+    Column("reason", String(16), nullable=False, server_default=""),
     Index("ix_fills_run", "run_id", "time"),
 )
 

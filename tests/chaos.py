@@ -271,6 +271,7 @@ def tally(out: Outcome, db_url: str, acct: Account) -> None:
     journal_fills = {f["exec_id"]: f for f in q.fills(db, run["id"])}
     _orders(out, run["id"], acct, journal_orders)
     _fills(out, acct, journal_fills)
+    _funding(out, acct, q.funding(db, run["id"]), int(run["last_bar"] or 0))
     out.duplicate_orders += acct.state.stats["reject_110072"]
     symbol = str(run["symbol"])
     market = acct.state.market(symbol)
@@ -312,9 +313,19 @@ def _orders(out: Outcome, run_id: str, acct: Account, journal: dict[str, dict[st
     out.duplicate_orders += sum(n - 1 for n in per_decision.values())
 
 
+def _funding(out: Outcome, acct: Account, rows: list[dict[str, Any]], last_bar: int) -> None:
+    """Every funding settlement of the venue up to the run's last bar (settled at that bar's open
+    at the latest; a later one came after the run ended) journaled once, with the venue's
+    numbers (a funding execution is a ``funding`` row, not a fill)."""
+    venue = [(e.order.symbol, e.time, -e.fee) for e in acct.execs if e.exec_type == "Funding" and e.time <= last_bar]
+    journal = [(r["symbol"], r["time"], r["amount"]) for r in rows]
+    if sorted(venue) != sorted(journal):
+        _problem(out, f"funding: venue {sorted(venue)}, journal {sorted(journal)}")
+
+
 def _fills(out: Outcome, acct: Account, journal: dict[str, dict[str, Any]]) -> None:
-    """Every venue execution in the journal with the same numbers, and nothing else there."""
-    venue = {e.exec_id: e for e in acct.execs}
+    """Every venue execution of an order in the journal with the same numbers, and nothing else there."""
+    venue = {e.exec_id: e for e in acct.execs if e.exec_type == "Trade"}
     out.executions = len(venue)
     for eid, e in venue.items():
         f = journal.get(eid)

@@ -22,6 +22,7 @@ import yaml
 from bot import app as core
 from bot.config import Config, load_config
 from bot.errors import BotError
+from bot.funding import load_funding
 from bot.live import WARMUP_MARGIN, RunOptions
 from bot.timeutil import ms_to_iso
 from broker.bybit_sim import SimConfig, SimServer
@@ -38,11 +39,12 @@ ETH_RULES = {"tick_size": 0.01, "qty_step": 0.01, "min_qty": 0.01}
 torch.set_num_threads(1)
 
 
-def _tree(rest: str, ws: str, db_url: str) -> dict[str, Any]:
+def _tree(rest: str, ws: str, db_url: str, funding: tuple[str, str] = ("auto", "auto")) -> dict[str, Any]:
     return {
         "markets": [
-            {"symbol": "BTCUSDT", "allocation": 0.5, "strategy": {"name": "sma", "params": {"fast": 2, "slow": 5}}},
-            {"symbol": "ETHUSDT", "allocation": 0.5, **ETH_RULES,
+            {"symbol": "BTCUSDT", "allocation": 0.5, "strategy": {"name": "sma", "params": {"fast": 2, "slow": 5}},
+             "funding": funding[0]},
+            {"symbol": "ETHUSDT", "allocation": 0.5, **ETH_RULES, "funding": funding[1],
              "strategy": {"name": "sma", "params": {"fast": 3, "slow": 6}}},
         ],
         "exchange": {"rest_url": rest, "ws_url": ws, "timeout_s": 2},
@@ -50,9 +52,9 @@ def _tree(rest: str, ws: str, db_url: str) -> dict[str, Any]:
     }
 
 
-def _cfg(tmp_path: Path, rest: str, ws: str, db_url: str) -> Config:
+def _cfg(tmp_path: Path, rest: str, ws: str, db_url: str, funding: tuple[str, str] = ("auto", "auto")) -> Config:
     p = tmp_path / "two.yaml"
-    p.write_text(yaml.safe_dump(_tree(rest, ws, db_url)))
+    p.write_text(yaml.safe_dump(_tree(rest, ws, db_url, funding)))
     return load_config(p)
 
 
@@ -75,10 +77,12 @@ async def test_two_markets_backtest_paper_and_live_agree(data_dir: Path, tmp_pat
     b = a + N_BARS * H
     db_url = f"sqlite:///{tmp_path / 'j.db'}"
     data = [str(f) for f in files]
+    # The venue settles funding from the files beside the candles; paper and the backtest from the same files.
+    funding = (str(data_dir / "bybit_BTCUSDT_funding_8h.csv.gz"), str(data_dir / "bybit_ETHUSDT_funding_8h.csv.gz"))
     # Bars of 1.5 s: the venue's first intra-bar push (a third into the bar) comes well after both
     # markets' orders, which therefore fill at the next bar's open as in the backtest.
     async with SimServer(SimConfig(data=data, bar_ms=1500.0, start=a - 3 * H), modules()) as sim:
-        cfg = _cfg(tmp_path, sim.rest_url, sim.ws_url, db_url)
+        cfg = _cfg(tmp_path, sim.rest_url, sim.ws_url, db_url, funding)
         live = await started_frozen(sim, db_url, "live_start", core.live(
             cfg, date_from=ms_to_iso(a), date_to=ms_to_iso(b),
             options=RunOptions(reconcile_every_s=3600, stream_check_s=0.1)), at_ms=a)
@@ -86,16 +90,17 @@ async def test_two_markets_backtest_paper_and_live_agree(data_dir: Path, tmp_pat
         seen = check_consistency(db, live["run_id"], account_of(sim.state))
     async with SimServer(SimConfig(data=data, bar_ms=15.0, start=a - 2 * H)) as sim:
         paper = await started_frozen(sim, db_url, "paper_start", core.paper(
-            _cfg(tmp_path, sim.rest_url, sim.ws_url, db_url), date_from=ms_to_iso(a), date_to=ms_to_iso(b)),
+            _cfg(tmp_path, sim.rest_url, sim.ws_url, db_url, funding), date_from=ms_to_iso(a), date_to=ms_to_iso(b)),
             at_ms=a)
     markets = []
     for m, f in zip(cfg.markets, files, strict=True):
         strategy = core.build_strategy(cfg, market=m)
         w = strategy.warmup + WARMUP_MARGIN
         markets.append(core.MarketData(core.load_data(cfg, str(f), ms_to_iso(a - w * H), ms_to_iso(b), market=m),
-                                       strategy, history=w))
+                                       strategy, history=w, funding=load_funding(m.funding)))
     bt = core.backtest_markets(cfg, markets, db, show_progress=False)
 
+    runs_id = {"live": live["run_id"], "paper": paper["run_id"]}
     runs = {name: comparable_journal(db, s["run_id"]) for name, s in
             (("live", live), ("paper", paper), ("backtest", bt))}
     # An order decided on the last bar is still working when the backtest's data ends, while paper
@@ -115,6 +120,9 @@ async def test_two_markets_backtest_paper_and_live_agree(data_dir: Path, tmp_pat
         _same(_strip(runs[name]["fills"], "exec_id"), _strip(runs["backtest"]["fills"], "exec_id"), f"{name} fills")
         _same(runs[name]["equity"], runs["backtest"]["equity"], f"{name} equity")
     assert live["final_equity"] == bt["final_equity"]
+    for name in ("paper", "live"):  # every settlement of the window, on the position each market held
+        assert _strip(q.funding(db, runs_id[name]), "run_id") == _strip(q.funding(db, bt["run_id"]), "run_id"), name
+    assert q.funding(db, bt["run_id"])
     assert seen["orders"] >= 4 and set(seen["positions"]) == {"BTCUSDT", "ETHUSDT"}
 
 

@@ -58,7 +58,7 @@ def backtest_markets(cfg: Config, markets: list[MarketData], db: DBEngine, *, mo
     ``stop_after`` stops after that many traded bars (over all markets), leaving the run marked
     interrupted (tests use it).
     """
-    brokers = simulated_brokers(cfg, [md.rules.instrument if md.rules else None for md in markets])
+    brokers = simulated_brokers(cfg, [md.rules for md in markets])
     sessions, events, closes = [], [], []
     for m, md, broker in zip(cfg.markets, markets, brokers, strict=True):
         d = md.data
@@ -86,7 +86,7 @@ async def paper_replay(cfg: Config, markets: list[MarketData], db: DBEngine, spe
     """Paper trading on replayed files: the wall clock, paced at ``speed`` x real time (0 = flat out).
 
     ``observers`` watch the run (bot/observe.py); by default those the config asks for."""
-    brokers = simulated_brokers(cfg, [md.rules.instrument if md.rules else None for md in markets])
+    brokers = simulated_brokers(cfg, [md.rules for md in markets])
     sessions = []
     events: list[Any] = [e for md in markets for e in _guard_events(md)]
     for m, md, broker in zip(cfg.markets, markets, brokers, strict=True):

@@ -19,6 +19,7 @@ from bot.feeds.replay import load_candles
 from bot.funding import FundingRates
 from bot.observe import RunObserver
 from bot.timeutil import parse_date
+from broker.margin import DEFAULT_MAX_LEVERAGE, DEFAULT_MMR, MarginRule
 from broker.simulated import SimulatedBroker, Wallet
 from storage.db import open_database
 from strategies import backtest_strategy, create_strategy
@@ -35,6 +36,8 @@ class InstrumentRules:
 
     instrument: Instrument
     source: dict[str, str]
+    #: A linear market's margin terms (leverage, the rules file's MMR or the default); spot: None.
+    margin: MarginRule | None = None
 
     def describe(self) -> str:
         ins = self.instrument
@@ -49,8 +52,10 @@ class InstrumentRules:
     def payload(self) -> dict[str, str]:
         """The ``instrument_rules`` event journaled when the run starts."""
         ins = self.instrument
+        margin = {"leverage": format(self.margin.leverage.normalize(), "f"),
+                  "maintenance_margin_rate": format(self.margin.mmr.normalize(), "f")} if self.margin else {}
         return {"symbol": ins.symbol, **{k: str(getattr(ins, k)) for k in DEFAULT_RULES},
-                **{f"{k}_from": v for k, v in self.source.items()}}
+                **{f"{k}_from": v for k, v in self.source.items()}, **margin}
 
 
 def instrument_rules(m: MarketConfig, data_path: str | None = None) -> InstrumentRules:
@@ -65,7 +70,22 @@ def instrument_rules(m: MarketConfig, data_path: str | None = None) -> Instrumen
             values[key], source[key] = saved[key], rules_path(data_path or "").name
         else:
             values[key], source[key] = default, "default"
-    return InstrumentRules(Instrument(symbol=m.symbol, category=Category(m.category), **values), source)
+    return InstrumentRules(Instrument(symbol=m.symbol, category=Category(m.category), **values), source,
+                           margin_rule(m, saved, rules_path(data_path).name if data_path else "default"))
+
+
+def margin_rule(m: MarketConfig, saved: dict[str, Decimal] | None = None, where: str = "default") -> MarginRule | None:
+    """A linear market's margin terms: ``market.leverage`` (at most the instrument's maximum) and
+    the maintenance margin rate of its rules file, else Bybit BTCUSDT's lowest tier (0.5 %)."""
+    if m.category != "linear":
+        return None
+    saved = saved or {}
+    top = saved.get("max_leverage", DEFAULT_MAX_LEVERAGE)
+    leverage = Decimal(repr(m.leverage))
+    if leverage > top:
+        raise ConfigError(f"{m.symbol}: market.leverage {m.leverage:g} is above the instrument's maximum "
+                          f"{top.normalize():f} ({where if 'max_leverage' in saved else 'default'})")
+    return MarginRule(leverage=leverage, mmr=saved.get("maintenance_margin_rate", DEFAULT_MMR))
 
 
 def with_rules(cfg: Config, rules: InstrumentRules) -> Config:
@@ -141,13 +161,14 @@ def load_data(cfg: Config, path: str, date_from: str | None = None, date_to: str
     )
 
 
-def simulated_brokers(cfg: Config, instruments: list[Instrument | None] | None = None) -> list[SimulatedBroker]:
-    """One simulated broker per market, all over one wallet (the run's cash); ``instruments``
-    (per market, e.g. from the data file's rules) replace the config's."""
+def simulated_brokers(cfg: Config, rules: list[InstrumentRules | None] | None = None) -> list[SimulatedBroker]:
+    """One simulated broker per market, all over one wallet (the run's cash); ``rules`` (per
+    market, e.g. from the data file's rules file) replace the config's."""
     wallet = Wallet(cfg.broker.initial_cash)
-    ins = instruments or [None] * len(cfg.markets)
-    return [SimulatedBroker(i or instrument_from_config(m), cfg.broker.initial_cash, cfg.broker.fee_rate,
-                            cfg.broker.slippage_bps, wallet=wallet) for m, i in zip(cfg.markets, ins, strict=True)]
+    given = rules or [None] * len(cfg.markets)
+    made = [r or instrument_rules(m) for m, r in zip(cfg.markets, given, strict=True)]
+    return [SimulatedBroker(r.instrument, cfg.broker.initial_cash, cfg.broker.fee_rate, cfg.broker.slippage_bps,
+                            wallet=wallet, margin=r.margin) for r in made]
 
 
 def open_journal_db(url: str) -> DBEngine:

@@ -16,6 +16,7 @@ from bot.config import Config
 from bot.domain import timeframe_ms
 from bot.engine import wall_clock_ms
 from bot.errors import ConfigError, ExchangeError
+from bot.funding import resolve_funding
 from bot.runner import EventBuffer, MarketSession, Runner, RunPlan
 from bot.scheduler import RunScheduler
 from bot.sources import StreamSource
@@ -70,6 +71,9 @@ async def _venue_run(cfg: Config, mode: str, checkpoint: str | None, *, resume: 
     strategies = [build_strategy(cfg, checkpoint, market=m) for m in cfg.markets]
     for m, strategy in zip(cfg.markets, strategies, strict=True):
         guard_market(strategy, m)  # a checkpoint of another market: refused before any network call
+    # Paper settles funding from the file market.funding names (live: the venue charges it).
+    funding = [resolve_funding(m.funding, m.category, m.symbol, m.data) if keys is None else None
+               for m in cfg.markets]
     samples: list[dict[str, Any] | None] = [None] * len(cfg.markets)
     events = EventBuffer()
     feed = venue.make_feed(cfg, opts, events)
@@ -90,6 +94,10 @@ async def _venue_run(cfg: Config, mode: str, checkpoint: str | None, *, resume: 
             cfg, starts, samples = await _fresh_start(cfg, strategies, feed, account, plan, now, first_from,
                                                       stop_at, date_to)
         brokers: list[Broker] = list(legs) if legs is not None else list(simulated_brokers(cfg))
+        after = {m.symbol: a for m, (_, a, _) in zip(cfg.markets, starts, strict=True)}
+        for m, broker, f in zip(cfg.markets, brokers, funding, strict=True):
+            if f is not None and isinstance(broker, SimulatedBroker):
+                broker.set_funding(f.times.tolist(), f.rates.tolist(), after_ms=after[m.symbol])
         sessions = []
         for m, strategy, broker, (history, _, qty), sample in zip(cfg.markets, strategies, brokers, starts, samples,
                                                                   strict=True):
@@ -99,7 +107,6 @@ async def _venue_run(cfg: Config, mode: str, checkpoint: str | None, *, resume: 
             sessions.append(MarketSession(m, strategy, bars, broker, start_qty=qty, in_sample=sample,
                                           market=broker if isinstance(broker, SimulatedBroker) else None))
         plan.services = _services(feed, opts, min(timeframe_ms(m.timeframe) for m in cfg.markets))
-        after = {m.symbol: a for m, (_, a, _) in zip(cfg.markets, starts, strict=True)}
         signals.point("venue_ready")  # the venue answered; nothing of this start is journaled yet
         runner = Runner(cfg, sessions, db, source=StreamSource(feed.groups(after), stop_at), plan=plan,
                         clock=wall_clock_ms, events=events)

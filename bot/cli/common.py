@@ -144,7 +144,8 @@ SUMMARY_ROWS = [
     ("total_return", "total return"), ("buy_and_hold_return", "buy & hold"), ("cagr", "CAGR"),
     ("volatility", "volatility (ann.)"), ("sharpe", "Sharpe"), ("sortino", "Sortino"),
     ("max_drawdown", "max drawdown"), ("win_rate", "win rate"), ("profit_factor", "profit factor"),
-    ("exposure_time", "exposure"), ("fees", "fees"), ("funding_paid", "funding paid"), ("elapsed_s", "elapsed s"),
+    ("exposure_time", "exposure"), ("fees", "fees"), ("funding_paid", "funding paid"), ("liquidations", "liquidations"),
+    ("elapsed_s", "elapsed s"),
     ("candles_per_s", "candles/s"),
 ]
 

@@ -24,8 +24,10 @@ def register(app: typer.Typer) -> None:
         exchange: str = typer.Option("bybit", "--exchange", help="Any ccxt exchange id."),
         category: str = typer.Option("linear", "--category", help="spot or linear."),
         rest_url: str | None = typer.Option(None, "--rest-url", help="Override the API base URL."),
+        funding: bool = typer.Option(False, "--funding", help="Also the funding-rate history (perpetuals), "
+                                     "beside the candles as <prefix>_<SYMBOL>_funding_8h.csv.gz."),
     ) -> None:
-        """Download OHLCV candles (paginated, rate-limit aware, resumable)."""
+        """Download OHLCV candles (paginated, rate-limit aware, resumable), optionally funding rates."""
         from bot.data_download import download as run_download  # noqa: PLC0415
         from bot.timeutil import parse_date  # noqa: PLC0415
 
@@ -33,10 +35,12 @@ def register(app: typer.Typer) -> None:
             raise ConfigError(f"unknown --category {category!r}: expected spot or linear")
         res = asyncio.run(run_download(
             exchange_id=exchange, symbol=symbol, timeframe=timeframe, since_ms=parse_date(since), out=out,
-            category=category, until_ms=parse_date(until) if until else None, rest_url=rest_url))
+            category=category, until_ms=parse_date(until) if until else None, rest_url=rest_url, funding=funding))
         console.print(f"{res.path}: +{res.added} candles, {res.total} in file")
         if res.rules is not None:
             console.print(f"instrument rules: {res.rules}")
+        if res.funding is not None:
+            console.print(f"{res.funding.path}: +{res.funding.added} funding rates, {res.funding.total} in file")
 
     app.add_typer(data_app, name="data")
 

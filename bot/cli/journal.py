@@ -55,7 +55,7 @@ ORDER_COLS = [Col("id", kind="id"), Col("decision_id", "decision", "id"), Col("s
               Col("updated_time", "updated", "time", wide=True)]
 FILL_COLS = [Col("exec_id", "exec", "id"), Col("order_id", "order", "id"), Col("side"), Col("qty", kind="num"),
              Col("price", kind="num"), Col("fee", kind="num"), Col("fee_currency", "coin"),
-             Col("is_maker", "maker", wide=True), Col("time", kind="time")]
+             Col("reason"), Col("is_maker", "maker", wide=True), Col("time", kind="time")]
 TRADE_COLS = [Col("id", kind="id"), Col("direction", "side"), Col("qty", kind="num", wide=True),
               Col("entry_time", "entry", "time"), Col("exit_time", "exit", "time"),
               Col("entry_price", "entry px", "num"), Col("exit_price", "exit px", "num"),

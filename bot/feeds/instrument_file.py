@@ -17,6 +17,9 @@ from bot.errors import DataError
 
 SUFFIX = ".instrument.json"
 RULES = ("tick_size", "qty_step", "min_qty", "min_notional")
+#: Margin terms, optional: the largest leverage and the lowest risk-limit tier's maintenance
+#: margin rate (broker/margin.py's defaults, Bybit BTCUSDT's, when absent).
+MARGIN = ("max_leverage", "maintenance_margin_rate")
 
 
 def rules_path(data_path: str | Path) -> Path:
@@ -58,4 +61,4 @@ def read_rules(data_path: str | Path, symbol: str) -> dict[str, Decimal] | None:
         raise DataError(f"{path.name}: expected a JSON object of instrument rules")
     if str(raw.get("symbol", symbol)).upper() != symbol:
         raise DataError(f"{path.name} holds the rules of {raw.get('symbol')}, but the market is {symbol}")
-    return {k: _decimal(path, k, raw[k], k != "min_notional") for k in RULES if raw.get(k) is not None}
+    return {k: _decimal(path, k, raw[k], k != "min_notional") for k in RULES + MARGIN if raw.get(k) is not None}

@@ -97,7 +97,7 @@ class BybitBroker(PositionTpsl, VenueEvents, Broker):
         self._protection: Protection | None = None
         self.last_fill_time: int | None = None
         self.stats = {"creates": 0, "lookups": 0, "resends": 0, "duplicates_refused": 0, "stream_fills": 0,
-                      "rest_fills": 0, "dup_fills": 0, "resyncs": 0}
+                      "rest_fills": 0, "dup_fills": 0, "resyncs": 0, "funding": 0}
 
     # -- what the account shares ------------------------------------------------------------------
     @property
@@ -173,6 +173,10 @@ class BybitBroker(PositionTpsl, VenueEvents, Broker):
     def _venue_event(self, kind: str, payload: dict[str, Any]) -> None:
         if self._venue is not None:
             self._venue.on_venue_event(kind, payload)
+
+    def _funded(self, t: int, rate: float, qty: Decimal, price: Decimal, amount: Decimal) -> None:
+        if self._venue is not None:
+            self._venue.on_funding(t, rate, qty, price, amount)
 
     def _adopted(self, order: Order) -> None:
         if self._venue is not None:

@@ -34,18 +34,32 @@ def instrument(item: dict[str, Any], category: str) -> Instrument:
                       max_qty=d(max_qty) if max_qty else None)
 
 
+#: Executions that trade the position (the venue's own ones with their fill ``reason``).
+TRADE_TYPES = {"Trade": "", "BustTrade": "liquidation", "AdlTrade": "adl"}
+
+
 def fill(e: dict[str, Any]) -> Fill:
     """An execution. ``execFee`` is in ``feeCurrency``: on spot a buy's fee is the coin bought (the
-    wallet gains execQty - execFee), a sell's the quote coin; linear reports USDT or "" (the quote)."""
+    wallet gains execQty - execFee), a sell's the quote coin; linear reports USDT or "" (the quote).
+    A liquidation (``BustTrade``) or auto-deleveraging (``AdlTrade``) says so in ``reason``."""
     symbol = str(e["symbol"])
     return Fill(exec_id=str(e["execId"]), client_order_id=str(e.get("orderLinkId") or e["orderId"]),
                 symbol=symbol, side=Side(e["side"]), qty=d(e["execQty"]), price=d(e["execPrice"]),
                 fee=d(e.get("execFee")), time=int(e["execTime"]), is_maker=bool(e.get("isMaker")),
-                fee_currency=str(e.get("feeCurrency") or symbol[len(base_coin(symbol)):]))
+                fee_currency=str(e.get("feeCurrency") or symbol[len(base_coin(symbol)):]),
+                reason=TRADE_TYPES.get(str(e.get("execType", "Trade")), ""))
 
 
 def is_trade(e: dict[str, Any]) -> bool:
-    return e.get("execType", "Trade") == "Trade"
+    """An execution that trades the position: an order's (``Trade``), or the venue's liquidation
+    or auto-deleveraging of it (booked like any fill, with its reason)."""
+    return e.get("execType", "Trade") in TRADE_TYPES
+
+
+def is_funding(e: dict[str, Any]) -> bool:
+    """A funding settlement of the position (``execType`` Funding: ``execFee`` signed, positive =
+    paid; ``feeRate`` the rate; ``execQty``/``side`` the position; ``execPrice`` the price)."""
+    return e.get("execType") == "Funding"
 
 
 def signed_size(p: dict[str, Any]) -> Decimal:

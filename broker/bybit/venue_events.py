@@ -62,6 +62,7 @@ class VenueEvents:
         def _venue_event(self, kind: str, payload: dict[str, Any]) -> None: ...
         def _adopted(self, order: Order) -> None: ...
         def _exit_order(self, order: Order, trigger: Decimal | None) -> None: ...
+        def _funded(self, t: int, rate: float, qty: Decimal, price: Decimal, amount: Decimal) -> None: ...
         async def venue_order(self, cid: str) -> dict[str, Any] | None: ...
         async def _lookup(self, cid: str) -> dict[str, Any] | None: ...
         @property
@@ -101,6 +102,8 @@ class VenueEvents:
                 if parse.is_trade(item):
                     self.stats["stream_fills"] += 1
                     self._apply_exec(item)
+                elif parse.is_funding(item):
+                    self._apply_funding(item)
             elif topic == "order":
                 self._apply_order(item)
             elif topic == "position":
@@ -219,6 +222,20 @@ class VenueEvents:
             return
         self._update(o.transition(status, f.time, filled_qty=filled, avg_fill_price=avg, exchange_order_id=oid), f)
 
+    def _apply_funding(self, e: dict[str, Any]) -> None:
+        """The venue settled the position's funding: the cash moves by ``-execFee``, and the engine
+        journals it as the backtest's funding rows are (``on_funding``)."""
+        exec_id = str(e["execId"])
+        if exec_id in self._seen_exec:
+            return
+        self._seen_exec.add(exec_id)
+        amount = -parse.d(e.get("execFee"))
+        qty = parse.d(e.get("execQty"))
+        self.account.move_cash(amount)
+        self.stats["funding"] += 1
+        self._funded(int(e["execTime"]), float(parse.d(e.get("feeRate"))), qty if e.get("side") == "Buy" else -qty,
+                     parse.d(e.get("execPrice")), amount)
+
     def _book(self, f: Fill) -> None:
         # Spot holdings carry no entry price at the venue: only linear positions track one. A
         # spot buy's fee is paid in the coin bought (feeCurrency): it shrinks the holding, not the cash.
@@ -273,6 +290,8 @@ class VenueEvents:
                 self.stats["rest_fills"] += 1
                 n += 1
                 self._apply_exec(e)
+            elif parse.is_funding(e):
+                self._apply_funding(e)
         for cid in list(self._orders):
             found = await self.venue_order(cid)
             if found is not None:

@@ -21,11 +21,17 @@ simulated broker, so backtest and live-on-simulator agree):
   tick after the working orders.
 - Partial fills (off by default): ``partial_fills`` splits each fill into executions pushed one
   by one; ``thin_every`` half-fills every Nth market order and cancels the rest (IOC).
+- Funding (a market with a funding file, broker/bybit_sim/market.py): each settlement time T is
+  settled at the first tick of the first bar opening at or after T, before that tick's matching,
+  on the linear position then held, at that bar's open (the bot's simulated broker's rule):
+  ``execFee = size x open x rate`` (signed; a long pays a positive rate), an execution of
+  ``execType`` Funding (``feeRate`` the rate, ``execTime`` T), the wallet moved by ``-execFee``.
 """
 
 from __future__ import annotations
 
 import uuid
+from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
@@ -77,6 +83,8 @@ class Account:
     market_orders: int = 0
     #: Last kline tick seen per symbol: (bar index, price).
     last_tick: dict[str, tuple[int, Decimal]] = field(default_factory=dict)
+    #: Index of each market's next funding settlement (set at its first tick: earlier ones are history).
+    next_funding: dict[str, int] = field(default_factory=dict)
     #: Hook run just before each execution is pushed (fault injection: dropped streams).
     before_exec_push: Callable[[SimExec], None] | None = None
     #: Hook run right after an order is accepted, before the answer leaves (tests kill the client here).
@@ -232,6 +240,7 @@ class Account:
 
     def _on_tick(self, tick: BarTick) -> None:
         m, bar = tick.market, tick.bar
+        self._settle_funding(m, bar.start, dec(bar.open))
         self.last_tick[m.symbol] = (tick.index, dec(bar.close))
         for o in [o for o in self.orders.values() if o.is_open and o.symbol == m.symbol and not o.conditional]:
             price = self._match(o, tick)
@@ -244,6 +253,39 @@ class Account:
     def fill_conditional(self, o: SimOrder, m: Market, price: Decimal, now: int) -> None:
         """A triggered TP/SL order: a market order for the whole position, filled at ``price``."""
         self._fill(o, m, price, now)
+
+    def _settle_funding(self, m: Market, start: int, price: Decimal) -> None:
+        f = m.funding
+        if f is None:
+            return
+        i = self.next_funding.get(m.symbol)
+        if i is None:
+            i = bisect_left(f.times.tolist(), start)
+        while i < len(f) and int(f.times[i]) <= start:
+            self._funding_exec(m, int(f.times[i]), float(f.rates[i]), price)
+            i += 1
+        self.next_funding[m.symbol] = i
+
+    def _funding_exec(self, m: Market, t: int, rate: float, price: Decimal) -> None:
+        b = self.books.get(m.symbol)
+        if b is None or not b.size:
+            return
+        fee = (b.size * price * dec(rate)).quantize(_FEE_Q)
+        self.coins["USDT"] -= fee
+        self.seq += 1
+        side = "Buy" if b.size > 0 else "Sell"
+        stand_in = SimOrder(order_id=str(uuid.uuid4()), link_id="", category="linear", symbol=m.symbol, side=side,
+                            order_type="UNKNOWN", qty=abs(b.size), price=None, reduce_only=False, created=t,
+                            updated=t, status="Filled", cum_qty=abs(b.size))
+        ex = SimExec(exec_id=str(uuid.uuid4()), order=stand_in, qty=abs(b.size), price=price, fee=fee, time=t,
+                     seq=self.seq, is_maker=False, closed_size=ZERO, fee_currency=m.quote_coin,
+                     exec_type="Funding", fee_rate=s(dec(rate)))
+        self.execs.append(ex)
+        self.state.stats["funding_settlements"] += 1
+        if self.before_exec_push is not None:
+            self.before_exec_push(ex)
+        self.push("execution", [ex.wire()])
+        self.push("wallet", [self.wallet_wire()])
 
     def _match(self, o: SimOrder, tick: BarTick) -> Decimal | None:
         bar = tick.bar

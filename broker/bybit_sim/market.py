@@ -19,6 +19,7 @@ from bot.candles import CandleData
 from bot.domain import TIMEFRAME_MS
 from bot.errors import DataError
 from bot.feeds.replay import load_candles
+from bot.funding import FundingRates, load_funding, sibling_file
 from broker.bybit_sim.envelope import decimals_of, num
 
 #: Bybit kline interval strings by bot timeframe.
@@ -54,6 +55,9 @@ class Market:
     timeframe: str
     data: CandleData
     rules: dict[str, str] = field(default_factory=dict)
+    #: The perpetual's funding settlements (the shared ``*_<SYMBOL>_funding_*.csv.gz`` beside the
+    #: candle file): served by ``/v5/market/funding/history``, settled on open linear positions.
+    funding: FundingRates | None = None
 
     def __post_init__(self) -> None:
         self.tf_ms = TIMEFRAME_MS[self.timeframe]
@@ -182,4 +186,5 @@ def load_market(path: str | Path, symbol: str | None = None, timeframe: str | No
         step = "0.01" if float(np.median(data.close)) < 1000 else "0.10"
         rules = {"tick": step, "qty_step": "0.001", "min_qty": "0.001", "max_qty": "1000000",
                  "spot_tick": step, "base_precision": "0.000001", "spot_min_qty": "0.000001"}
-    return Market(sym, tf, data, rules)
+    beside = sibling_file(p, sym)
+    return Market(sym, tf, data, rules, load_funding(beside) if beside is not None else None)

@@ -1,9 +1,11 @@
-"""Public market REST endpoints: time, kline, instruments-info, tickers (Bybit v5 formats)."""
+"""Public market REST endpoints: time, kline, instruments-info, tickers, funding history (Bybit v5
+formats)."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import numpy as np
 from aiohttp import web
 
 from broker.bybit_sim.envelope import error, num, ok, respond
@@ -20,6 +22,7 @@ def register(app: web.Application, state: SimState) -> None:
     app.router.add_get("/v5/market/kline", h.kline)
     app.router.add_get("/v5/market/instruments-info", h.instruments)
     app.router.add_get("/v5/market/tickers", h.tickers)
+    app.router.add_get("/v5/market/funding/history", h.funding_history)
 
 
 class _Handlers:
@@ -79,6 +82,40 @@ class _Handlers:
             items = []
         result: dict[str, Any] = {"category": category, "list": items, "nextPageCursor": ""}
         return respond(ok(result, self.state.now_ms()))
+
+    async def funding_history(self, request: web.Request) -> web.Response:
+        """Settlements up to ``endTime`` (default now; never past the sim clock), newest first, at
+        most ``limit`` (1..200, default 200) from ``startTime`` on; ``startTime`` alone is an
+        error, as on Bybit."""
+        self.state.stats["funding_requests"] += 1
+        q = request.query
+        category = q.get("category")
+        if category not in ("linear", "inverse"):
+            return self._err(10001, "params error: category only support linear or inverse")
+        m = self.state.market(q.get("symbol"))
+        if m is None or category == "inverse":
+            return self._err(10001, "params error: symbol invalid")
+        try:
+            start = int(q["startTime"]) if "startTime" in q else None
+            end = int(q["endTime"]) if "endTime" in q else None
+            limit = int(q.get("limit", 200))
+        except ValueError:
+            return self._err(10001, "params error: startTime, endTime and limit must be integers")
+        if start is not None and end is None:
+            return self._err(10001, "params error: endTime is required when startTime is given")
+        if not 1 <= limit <= 200:
+            return self._err(10001, "params error: limit must be in [1, 200]")
+        now = self.state.now_ms()
+        end = now if end is None else min(end, now)
+        rows: list[dict[str, Any]] = []
+        f = m.funding
+        if f is not None:
+            hi = int(np.searchsorted(f.times, end, side="right"))
+            lo = int(np.searchsorted(f.times, start, side="left")) if start is not None else 0
+            for i in range(hi - 1, max(lo, hi - limit) - 1, -1):
+                rows.append({"symbol": m.symbol, "fundingRate": num(float(f.rates[i])),
+                             "fundingRateTimestamp": str(int(f.times[i]))})
+        return respond(ok({"category": category, "list": rows}, now))
 
     async def tickers(self, request: web.Request) -> web.Response:
         q = request.query

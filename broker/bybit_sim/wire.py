@@ -111,6 +111,10 @@ class SimExec:
     closed_size: Decimal
     #: The coin ``fee`` is in: USDT, or the base coin of a spot buy.
     fee_currency: str = "USDT"
+    #: ``Trade``, or ``Funding``: a settlement of the position (``fee`` signed: positive = paid,
+    #: ``fee_rate`` the funding rate, ``order`` a stand-in of order type UNKNOWN).
+    exec_type: str = "Trade"
+    fee_rate: str = ""
 
     def wire(self) -> dict[str, Any]:
         o = self.order
@@ -118,10 +122,10 @@ class SimExec:
             "symbol": o.symbol, "orderType": o.order_type, "underlyingPrice": "", "orderLinkId": o.link_id,
             "side": o.side, "indexPrice": "", "orderId": o.order_id, "stopOrderType": o.stop_order_type,
             "leavesQty": s(o.qty - o.cum_qty), "execTime": str(self.time), "feeCurrency": self.fee_currency,
-            "isMaker": self.is_maker, "execFee": s(self.fee), "feeRate": "", "execId": self.exec_id,
+            "isMaker": self.is_maker, "execFee": s(self.fee), "feeRate": self.fee_rate, "execId": self.exec_id,
             "tradeIv": "", "blockTradeId": "", "markPrice": s(self.price), "execPrice": s(self.price),
             "markIv": "", "orderQty": s(o.qty), "orderPrice": s(o.price) if o.price is not None else "0",
-            "execValue": s(self.qty * self.price), "execType": "Trade", "execQty": s(self.qty),
+            "execValue": s(self.qty * self.price), "execType": self.exec_type, "execQty": s(self.qty),
             "closedSize": s(self.closed_size), "extraFees": "", "seq": self.seq, "category": o.category,
         }
 
