@@ -14,6 +14,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import create_engine, text
@@ -56,6 +57,17 @@ def _poll(db_path: Path, sql: str, until: int, proc: subprocess.Popen[bytes], ti
     return val
 
 
+def _subscribed(sim: Any, until: int, proc: subprocess.Popen[bytes], timeout: float = 120.0) -> None:
+    """Wait until the simulator has taken ``until`` kline subscriptions: the bot (started or
+    resumed) is on the stream, so the market may move without a bar reaching it late, in one batch
+    with the next (a catch-up bar, which a slow start-up on a loaded machine would otherwise make)."""
+    deadline = time.monotonic() + timeout
+    while sim.state.stats["kline_subscriptions"] < until:
+        assert proc.poll() is None, "the bot exited before it subscribed"
+        assert time.monotonic() < deadline, "the bot never subscribed to its candles"
+        time.sleep(0.02)
+
+
 #: Protective exits tight enough to trigger within the run: their levels, trails and the
 #: stopped-out rule must survive the kills too.
 EXITS = ["market.exits.stop_loss=0.004", "market.exits.take_profit=0.006", "market.exits.trailing_stop=0.005"]
@@ -78,6 +90,7 @@ def test_kill_9_and_resume_gives_the_uninterrupted_journal(btc_1h: Path, tmp_pat
         sim.thread.call(clock.pause)
         proc = _bot([*common, "--from", ms_to_iso(a), "--to", ms_to_iso(b)], tmp_path)
         _poll(db_path, "SELECT count(*) FROM events WHERE kind = 'paper_start'", 1, proc)
+        _subscribed(sim, 1, proc)
         sim.thread.call(clock.resume)
         bars_sql = "SELECT bars FROM runs WHERE mode = 'paper'"
         seen, kills, statuses = 0, 0, []
@@ -95,6 +108,7 @@ def test_kill_9_and_resume_gives_the_uninterrupted_journal(btc_1h: Path, tmp_pat
                 statuses.append(status)
             proc = _bot([*common, "--resume"], tmp_path)
             _poll(db_path, "SELECT count(*) FROM events WHERE kind = 'paper_resume'", kills, proc)
+            _subscribed(sim, kills + 1, proc)
             sim.thread.call(clock.resume)
         out, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err.decode()[-2000:]
@@ -117,6 +131,7 @@ def test_kill_9_and_resume_gives_the_uninterrupted_journal(btc_1h: Path, tmp_pat
                      *[x for s in SETS + extra for x in ("--set", s)], "--from", ms_to_iso(a), "--to", ms_to_iso(b)],
                     tmp_path)
         _poll(ref_path, "SELECT count(*) FROM events WHERE kind = 'paper_start'", 1, proc)
+        _subscribed(sim, 1, proc)
         sim.thread.call(clock.resume)
         _, err = proc.communicate(timeout=120)
         assert proc.returncode == 0, err.decode()[-2000:]
