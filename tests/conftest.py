@@ -128,3 +128,22 @@ def bot_cli(capsys: pytest.CaptureFixture[str], monkeypatch: pytest.MonkeyPatch)
         out = capsys.readouterr()
         return CliResult(code, out.out, out.err)
     return run
+
+
+#: Files whose bots trade a simulator's real-time clock (bars of a fraction of a second) and kill
+#: or restart processes: they run in two queues, one file at a time each, so that two of them at
+#: most share the machine; every other file is a group of its own (``--dist loadgroup``: a file
+#: stays on one worker, its module fixtures computed once).
+REAL_TIME_FILES = sorted([
+    "test_live_catch_up.py", "test_live_chaos.py", "test_live_crash.py", "test_live_faults.py",
+    "test_live_funding.py", "test_live_markets.py", "test_live_parity.py", "test_live_partial.py",
+    "test_live_protection.py", "test_live_reconcile.py", "test_live_safety.py", "test_live_spot.py",
+    "test_order_logs.py", "test_paper_faults.py", "test_paper_restart.py", "test_startup_signals.py",
+])
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    for item in items:
+        name = item.path.name
+        group = f"real-time-{REAL_TIME_FILES.index(name) % 2}" if name in REAL_TIME_FILES else name
+        item.add_marker(pytest.mark.xdist_group(group))

@@ -63,6 +63,10 @@ log = structlog.get_logger("broker.bybit")
 MAX_SENDS = 4
 
 
+#: While a stopping run waits for its working orders, it looks them up over REST this often.
+DRAIN_LOOKUP_S = 0.5
+
+
 class BybitBroker(PositionTpsl, VenueEvents, Broker):
     write_ahead = True
 
@@ -197,8 +201,12 @@ class BybitBroker(PositionTpsl, VenueEvents, Broker):
         working, so that a clean stop journals every outcome. True when everything resolved.
         (``BybitAccount.drain`` waits for every leg.)"""
         deadline = time.monotonic() + timeout_s
+        looked = time.monotonic()
         while (self._tasks or self._orders) and time.monotonic() < deadline:
             await asyncio.sleep(0.02)
+            if self._orders and time.monotonic() - looked >= DRAIN_LOOKUP_S:
+                await self.look_up_working()  # a lost push must not leave the run's last fills out
+                looked = time.monotonic()
         return not (self._tasks or self._orders)
 
     # -- Broker interface --------------------------------------------------------------------------

@@ -309,16 +309,26 @@ class VenueEvents:
             if cid in self._sending or now - self._touched.setdefault(cid, now) < self.stale_after_s:
                 continue
             self._touched[cid] = now
-            try:
-                found = await self._lookup(cid)
-                if found is not None:
-                    self._missing.pop(cid, None)
-                    self._apply_order(found)
-                    await self._fetch_fills(cid, found)
-                else:
-                    self._not_found(cid)
-            except ExchangeError as exc:
-                log.warning("order_watch_failed", order=cid, error=str(exc))
+            await self._look_up(cid)
+
+    async def look_up_working(self) -> None:
+        """Every working order (but one whose create is in flight) looked up now, with its fills:
+        a stopping run settles what it can instead of waiting for the watchdog's next round."""
+        for cid in list(self._orders):
+            if cid not in self._sending:
+                await self._look_up(cid)
+
+    async def _look_up(self, cid: str) -> None:
+        try:
+            found = await self._lookup(cid)
+            if found is not None:
+                self._missing.pop(cid, None)
+                self._apply_order(found)
+                await self._fetch_fills(cid, found)
+            else:
+                self._not_found(cid)
+        except ExchangeError as exc:
+            log.warning("order_watch_failed", order=cid, error=str(exc))
 
     def _not_found(self, cid: str) -> None:
         o = self._orders.get(cid)
