@@ -98,6 +98,9 @@ def test_walkforward_on_ray_and_on_a_pool_gives_the_serial_folds(ray_jobs: Jobs,
         assert other["stitched"] == serial["stitched"]
 
 
+FLOAT_METRICS = ("total_return", "sharpe", "max_drawdown")
+
+
 def test_sweep_on_ray_and_on_a_pool_gives_the_serial_points(ray_jobs: Jobs, bot_cli: Callable[..., CliResult],
                                                             btc_1h: Path, data_dir: Path, tmp_path: Path) -> None:
     grid = tmp_path / "grid.yaml"
@@ -115,7 +118,14 @@ def test_sweep_on_ray_and_on_a_pool_gives_the_serial_points(ray_jobs: Jobs, bot_
         assert [p["invalid"] for p in points].count("fast must be smaller than slow") == 2  # 10/10 on each market
         runs.append([{k: v for k, v in p.items() if k != "run_id"} for p in points])
         assert all(p["run_id"] for p in points if not p["invalid"])
-    assert runs[0] == runs[1] == runs[2]
+    # Trades, fees and the grid are exact; the float metrics of the in-process run may differ from
+    # the workers' fresh processes in the last digits (seen once, ~3e-14 relative; fresh processes
+    # with any hash seed agree bit for bit): compared to 1e-12.
+    exact = [[{k: v for k, v in p.items() if k not in FLOAT_METRICS} for p in r] for r in runs]
+    assert exact[0] == exact[1] == exact[2]
+    for r in runs[1:]:
+        for a, b in zip(runs[0], r, strict=True):
+            assert all(a[k] == pytest.approx(b[k], rel=1e-12, abs=1e-15) for k in FLOAT_METRICS if a.get(k) is not None)
     bad = tmp_path / "bad.yaml"
     bad.write_text("fast: 5\n")
     res = bot_cli(*[str(bad) if a == str(grid) else a for a in common], cwd=tmp_path)
