@@ -40,6 +40,7 @@ from typing import Any
 import structlog
 
 from broker.base import fill_pieces, thin_part
+from broker.bybit_sim.leverage import LeverageDesk
 from broker.bybit_sim.market import Market
 from broker.bybit_sim.state import BarTick, SimState
 from broker.bybit_sim.tpsl import TpslDesk
@@ -95,6 +96,7 @@ class Account:
         self.fee_rate = dec(self.cfg.fee_rate)
         self.slip = dec(self.cfg.slippage_bps) / Decimal(10_000)
         self.tpsl = TpslDesk(self)
+        self.leverage = LeverageDesk(self)
         self.state.add_bar_listener(self.on_tick)
 
     # -- rules -------------------------------------------------------------------------------------
@@ -181,9 +183,8 @@ class Account:
             raise SimReject(110017, "Reduce-only rule not satisfied")
         if reduces:
             return
-        lev = dec(self.cfg.leverage)
         opening = qty - (min(qty, abs(book.size)) if (book.size > 0) != (signed > 0) else ZERO)
-        need = (self._margin_notional(m.symbol, price) + opening * price) / lev + opening * price * self.fee_rate
+        need = self._margin_held(m.symbol, price) + opening * price * (1 / self.leverage.of(m.symbol) + self.fee_rate)
         if need > usdt + self._upnl():
             raise SimReject(110007, "ab not enough for new order")
 
@@ -199,13 +200,15 @@ class Account:
                 held += left * o.price * (1 + self.fee_rate)
         return held
 
-    def _margin_notional(self, symbol: str, price: Decimal) -> Decimal:
-        """What holds margin in the unified account: every linear position at its entry and every
-        working linear order (a market order of ``symbol`` at ``price``, of another at its market)."""
-        held = sum((abs(b.size) * b.avg for b in self.books.values()), ZERO)
+    def _margin_held(self, symbol: str, price: Decimal) -> Decimal:
+        """The initial margin held in the unified account, each symbol at its leverage: every linear
+        position at its entry and every working linear order (a market order of ``symbol`` at
+        ``price``, of another at its market)."""
+        held = sum((abs(b.size) * b.avg / self.leverage.of(k) for k, b in self.books.items()), ZERO)
         for o in (o for o in self.orders.values() if o.is_open and o.category == "linear" and not o.conditional):
             m = self.state.market(o.symbol)
-            held += (o.qty - o.cum_qty) * (o.price or (price if o.symbol == symbol or m is None else self.price_now(m)))
+            at = o.price or (price if o.symbol == symbol or m is None else self.price_now(m))
+            held += (o.qty - o.cum_qty) * at / self.leverage.of(o.symbol)
         return held
 
     def _upnl(self) -> Decimal:
@@ -222,6 +225,10 @@ class Account:
             raise SimReject(110001, "Order does not exist")
         self._cancelled(o, self.state.now_ms())
         return o
+
+    def cancel_order(self, o: SimOrder, now: int) -> None:
+        """The venue cancels a working order (a liquidation cancels the symbol's orders first)."""
+        self._cancelled(o, now)
 
     def _cancelled(self, o: SimOrder, now: int) -> None:
         # Bybit: PartiallyFilledCanceled is spot's; a derivatives order cancelled after a partial
@@ -248,11 +255,16 @@ class Account:
                 # A fill at the bar's open is stamped with the open time (as the bot's simulated broker does).
                 at_open = o.order_type == "Market" and (tick.index > o.bar_index or not o.bar_seen)
                 self._fill(o, m, price, bar.start if at_open else tick.now_ms)
+        self.leverage.on_tick(tick)  # books hold linear positions only
         self.tpsl.on_tick(tick)
 
     def fill_conditional(self, o: SimOrder, m: Market, price: Decimal, now: int) -> None:
         """A triggered TP/SL order: a market order for the whole position, filled at ``price``."""
         self._fill(o, m, price, now)
+
+    def liquidate(self, o: SimOrder, m: Market, price: Decimal, now: int) -> None:
+        """The venue's liquidation order: the whole position in one BustTrade execution at ``price``."""
+        self._execute(o, m, o.qty, price, now, exec_type="BustTrade")
 
     def _settle_funding(self, m: Market, start: int, price: Decimal) -> None:
         f = m.funding
@@ -315,7 +327,8 @@ class Account:
         if o.thin:
             self._cancelled(o, now)
 
-    def _execute(self, o: SimOrder, m: Market, qty: Decimal, price: Decimal, now: int) -> None:
+    def _execute(self, o: SimOrder, m: Market, qty: Decimal, price: Decimal, now: int,
+                 exec_type: str = "Trade") -> None:
         """One execution of ``o``: booked, then pushed (execution, order, position, wallet)."""
         in_base = o.category == "spot" and o.side == "Buy"  # Bybit spot: a buy's fee is the coin bought
         fee = ((qty if in_base else qty * price) * self.fee_rate).quantize(_FEE_Q)
@@ -328,7 +341,7 @@ class Account:
         o.updated = now
         ex = SimExec(exec_id=str(uuid.uuid4()), order=o, qty=qty, price=price, fee=fee, time=now, seq=self.seq,
                      is_maker=o.order_type == "Limit", closed_size=closed,
-                     fee_currency=m.base if in_base else m.quote_coin)
+                     fee_currency=m.base if in_base else m.quote_coin, exec_type=exec_type)
         self.execs.append(ex)
         self.state.stats["executions"] += 1
         if self.before_exec_push is not None:
@@ -374,8 +387,8 @@ class Account:
             "positionIdx": 0, "riskId": 1, "riskLimitValue": "2000000", "symbol": m.symbol, "side": side,
             "size": s(abs(b.size)), "avgPrice": s(b.avg), "entryPrice": s(b.avg),
             "positionValue": s(abs(b.size) * b.avg), "tradeMode": 0, "positionStatus": "Normal",
-            "autoAddMargin": 0, "adlRankIndicator": 0, "leverage": "1", "positionBalance": "0",
-            "markPrice": s(mark), "liqPrice": "", "bustPrice": "", "positionMM": "0", "positionIM": "0",
+            "autoAddMargin": 0, "adlRankIndicator": 0, "positionBalance": "0",
+            "markPrice": s(mark), **self.leverage.wire_fields(m),
             "tpslMode": "Full", **self.tpsl.wire_fields(m.symbol),
             "unrealisedPnl": s(b.size * (mark - b.avg)) if b.size else "0", "curRealisedPnl": s(b.realized),
             "cumRealisedPnl": s(b.realized), "seq": b.seq, "isReduceOnly": False, "createdTime": "0",
