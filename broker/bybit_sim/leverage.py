@@ -105,7 +105,7 @@ class LeverageDesk:
             acct.cancel_order(o, now)
         o = SimOrder(order_id=str(uuid.uuid4()), link_id="", category="linear", symbol=m.symbol,
                      side="Sell" if b.size > 0 else "Buy", order_type="Market", qty=abs(b.size), price=None,
-                     reduce_only=True, created=now, updated=now)
+                     reduce_only=True, created=now, updated=now, create_type="CreateByLiq")
         acct.orders[o.order_id] = o
         acct.state.stats["liquidations"] += 1
         acct.push("order", [o.wire()])
