@@ -13,8 +13,8 @@ simulated broker, so backtest and live-on-simulator agree):
   USDT pays execValue), a sell in USDT out of the proceeds; a sell above the coin's free balance
   (balance less what working sells lock) is refused with 170131. Linear: fee_rate x notional in
   USDT, one-way position per symbol, wallet
-  balance moves by realised PnL minus fees; a new order needs initial margin (notional /
-  leverage) plus its fee from the available balance, else 110007. The margin is the unified
+  balance moves by realised PnL minus fees; a new order needs initial margin (notional / the
+  symbol's leverage, broker/bybit_sim/leverage.py) plus its fee from the available balance, else 110007. The margin is the unified
   account's, shared by every symbol (cross margin): positions and working orders of all linear
   symbols hold it, and every position's unrealised PnL counts. Spot: USDT and base-coin balances.
 - Position TP/SL (``/v5/position/trading-stop``): broker/bybit_sim/tpsl.py, checked on every
