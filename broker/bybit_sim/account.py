@@ -14,7 +14,8 @@ simulated broker, so backtest and live-on-simulator agree):
   (balance less what working sells lock) is refused with 170131. Linear: fee_rate x notional in
   USDT, one-way position per symbol, wallet
   balance moves by realised PnL minus fees; a new order needs initial margin (notional / the
-  symbol's leverage, broker/bybit_sim/leverage.py) plus its fee from the available balance, else 110007. The margin is the unified
+  symbol's leverage, broker/bybit_sim/leverage.py) plus its fee from the available balance, else
+  110007. The margin is the unified
   account's, shared by every symbol (cross margin): positions and working orders of all linear
   symbols hold it, and every position's unrealised PnL counts. Spot: USDT and base-coin balances.
 - Position TP/SL (``/v5/position/trading-stop``): broker/bybit_sim/tpsl.py, checked on every
@@ -31,7 +32,6 @@ simulated broker, so backtest and live-on-simulator agree):
 from __future__ import annotations
 
 import uuid
-from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
@@ -40,6 +40,7 @@ from typing import Any
 import structlog
 
 from broker.base import fill_pieces, thin_part
+from broker.bybit_sim.funding import settle_funding
 from broker.bybit_sim.leverage import LeverageDesk
 from broker.bybit_sim.market import Market
 from broker.bybit_sim.state import BarTick, SimState
@@ -247,7 +248,7 @@ class Account:
 
     def _on_tick(self, tick: BarTick) -> None:
         m, bar = tick.market, tick.bar
-        self._settle_funding(m, bar.start, dec(bar.open))
+        settle_funding(self, m, bar.start, dec(bar.open))
         self.last_tick[m.symbol] = (tick.index, dec(bar.close))
         for o in [o for o in self.orders.values() if o.is_open and o.symbol == m.symbol and not o.conditional]:
             price = self._match(o, tick)
@@ -265,39 +266,6 @@ class Account:
     def liquidate(self, o: SimOrder, m: Market, price: Decimal, now: int) -> None:
         """The venue's liquidation order: the whole position in one BustTrade execution at ``price``."""
         self._execute(o, m, o.qty, price, now, exec_type="BustTrade")
-
-    def _settle_funding(self, m: Market, start: int, price: Decimal) -> None:
-        f = m.funding
-        if f is None:
-            return
-        i = self.next_funding.get(m.symbol)
-        if i is None:
-            i = bisect_left(f.times.tolist(), start)
-        while i < len(f) and int(f.times[i]) <= start:
-            self._funding_exec(m, int(f.times[i]), float(f.rates[i]), price)
-            i += 1
-        self.next_funding[m.symbol] = i
-
-    def _funding_exec(self, m: Market, t: int, rate: float, price: Decimal) -> None:
-        b = self.books.get(m.symbol)
-        if b is None or not b.size:
-            return
-        fee = (b.size * price * dec(rate)).quantize(_FEE_Q)
-        self.coins["USDT"] -= fee
-        self.seq += 1
-        side = "Buy" if b.size > 0 else "Sell"
-        stand_in = SimOrder(order_id=str(uuid.uuid4()), link_id="", category="linear", symbol=m.symbol, side=side,
-                            order_type="UNKNOWN", qty=abs(b.size), price=None, reduce_only=False, created=t,
-                            updated=t, status="Filled", cum_qty=abs(b.size))
-        ex = SimExec(exec_id=str(uuid.uuid4()), order=stand_in, qty=abs(b.size), price=price, fee=fee, time=t,
-                     seq=self.seq, is_maker=False, closed_size=ZERO, fee_currency=m.quote_coin,
-                     exec_type="Funding", fee_rate=s(dec(rate)))
-        self.execs.append(ex)
-        self.state.stats["funding_settlements"] += 1
-        if self.before_exec_push is not None:
-            self.before_exec_push(ex)
-        self.push("execution", [ex.wire()])
-        self.push("wallet", [self.wallet_wire()])
 
     def _match(self, o: SimOrder, tick: BarTick) -> Decimal | None:
         bar = tick.bar
