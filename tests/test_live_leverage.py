@@ -8,6 +8,7 @@ maximum with Bybit's code, and the run stops on one line before it trades."""
 from __future__ import annotations
 
 import asyncio
+import json
 from decimal import Decimal
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from bot.timeutil import ms_to_iso
 from broker.bybit_sim import SimServer
 from broker.bybit_sim.private import account_of
 from storage import queries as q
-from tests.live_helpers import KEY, SECRET, check_consistency, modules, set_keys, sim_cfg, started_frozen
+from tests.live_helpers import KEY, SECRET, check_consistency, modules, set_keys, sim_cfg, started_frozen, until
 
 H = 3_600_000
 T0 = 1_700_006_400_000
@@ -46,11 +47,11 @@ class Hold(Strategy):
 '''
 
 
-def _crash_file(tmp_path: Path) -> Path:
-    """Flat at 30000; the long opens at bar A+1's open; bar A+2 falls to 26000, past the 10x
-    long's liquidation price 27150 (30000 - (3000 - 150)); then flat at 28000."""
-    flat, after = (30000.0,) * 4, (28000.0,) * 4
-    rows = [flat] * (WARM + 2) + [(30000.0, 30000.0, 26000.0, 28000.0)] + [after] * 5
+def _crash_file(tmp_path: Path, low: float = 26000.0, then: float = 28000.0) -> Path:
+    """Flat at 30000; the long opens at bar A+1's open; bar A+2 falls to ``low`` (26000: past the
+    10x long's liquidation price 27150 = 30000 - (3000 - 150)), closes at ``then``, stays there."""
+    flat, after = (30000.0,) * 4, (then,) * 4
+    rows = [flat] * (WARM + 2) + [(30000.0, 30000.0, low, then)] + [after] * 5
     path = tmp_path / "bybit_BTCUSDT_1h.csv"
     path.write_text("timestamp,open,high,low,close,volume\n" + "".join(
         f"{T0 + i * H},{o},{h},{lo},{c},10\n" for i, (o, h, lo, c) in enumerate(rows)))
@@ -128,3 +129,29 @@ async def test_the_venue_refuses_a_leverage_above_its_maximum(tmp_path: Path, mo
     assert e.value.exit_code == 2 and "\n" not in line
     assert line.startswith("BTCUSDT: the venue refuses market.leverage 150: set leverage: Bybit retCode 110013")
     assert not account_of(sim.state).orders
+
+
+async def test_the_simulator_takes_the_margin_terms_of_the_instrument_file(tmp_path: Path) -> None:
+    """``FILE.instrument.json``'s ``max_leverage`` and MMR (what a backtest of the file uses) are
+    the simulator's: instruments-info's maxLeverage, set-leverage's limit, the liquidation price."""
+    data = _crash_file(tmp_path, low=30000.0, then=30000.0)  # flat: the position stays open
+    data.with_name(data.name + ".instrument.json").write_text(json.dumps(
+        {"symbol": "BTCUSDT", "tick_size": "0.1", "qty_step": "0.001", "min_qty": "0.001", "min_notional": "5",
+         "max_leverage": "25", "maintenance_margin_rate": "0.01"}))
+    async with SimServer(sim_cfg(data, 300.0, start=A - 3 * H), modules()) as sim:
+        h = _http(sim.rest_url)
+        info = (await _call(h.get_instruments_info, category="linear", symbol="BTCUSDT"))["result"]["list"][0]
+        assert info["leverageFilter"]["maxLeverage"] == "25.00"
+        with pytest.raises(InvalidRequestError) as e:
+            await _call(h.set_leverage, category="linear", symbol="BTCUSDT", buyLeverage="30", sellLeverage="30")
+        assert int(e.value.status_code) == 110013
+        await _call(h.set_leverage, category="linear", symbol="BTCUSDT", buyLeverage="25", sellLeverage="25")
+        sim.state.clock.pause_at(A)
+        await _call(h.place_order, category="linear", symbol="BTCUSDT", side="Buy", orderType="Market", qty="1",
+                    orderLinkId="entry-1")
+        sim.state.clock.resume()
+        acct = account_of(sim.state)
+        await until(lambda: bool(acct.books.get("BTCUSDT") and acct.books["BTCUSDT"].size), "the entry fill")
+        pos = (await _call(h.get_positions, category="linear", symbol="BTCUSDT"))["result"]["list"][0]
+    # 30000 - (1200 - 300) / 1 with MMR 1 %; bankruptcy 30000 x (1 - 1/25)
+    assert (pos["leverage"], pos["liqPrice"], pos["bustPrice"], pos["positionIM"]) == ("25", "29100", "28800", "1200")
