@@ -155,3 +155,38 @@ async def test_the_simulator_takes_the_margin_terms_of_the_instrument_file(tmp_p
         pos = (await _call(h.get_positions, category="linear", symbol="BTCUSDT"))["result"]["list"][0]
     # 30000 - (1200 - 300) / 1 with MMR 1 %; bankruptcy 30000 x (1 - 1/25)
     assert (pos["leverage"], pos["liqPrice"], pos["bustPrice"], pos["positionIM"]) == ("25", "29100", "28800", "1200")
+
+
+async def test_a_resumed_live_run_sets_the_leverage_again(tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Stopped (SIGTERM) and resumed, the run sets its leverage on the venue again before it
+    trades: the venue already has it (110043: success), journaled as ``unchanged``."""
+    import os  # noqa: PLC0415
+    import signal  # noqa: PLC0415
+
+    from bot.feeds.bybit import BybitFeed  # noqa: PLC0415
+
+    set_keys(monkeypatch)
+    db_url = f"sqlite:///{tmp_path / 'j.db'}"
+    sent: list[int] = []
+
+    class Terminating(BybitFeed):
+        def _deliver(self, c):  # type: ignore[no-untyped-def]
+            super()._deliver(c)
+            if c.open_time == A + H and not sent:
+                sent.append(c.open_time)
+                os.kill(os.getpid(), signal.SIGTERM)  # handled by the run's signal handler
+
+    data = _crash_file(tmp_path, low=30000.0, then=30000.0)
+    async with SimServer(sim_cfg(data, 300.0, start=A - 3 * H), modules(leverage=1.0)) as sim:
+        cfg = _cfg(sim, tmp_path, db_url, "10")
+        opts = RunOptions(reconcile_every_s=3600, stream_check_s=0.1)
+        first = await started_frozen(sim, db_url, "live_start", core.live(
+            cfg, date_from=ms_to_iso(A), date_to=ms_to_iso(A + 5 * H),
+            options=RunOptions(reconcile_every_s=3600, stream_check_s=0.1, feed_factory=Terminating)), at_ms=A)
+        db = core.open_journal_db(db_url)
+        assert sent and q.resolve_run(db, first["run_id"])["status"] == "stopped"
+        resumed = await core.live(cfg, run_id=first["run_id"], options=opts)
+        acct = account_of(sim.state)
+        check_consistency(db, resumed["run_id"], acct)
+    assert [e["payload"]["venue"] for e in q.events(db, first["run_id"], kind="leverage_set")] == ["set", "unchanged"]
+    assert acct.leverage.of("BTCUSDT") == Decimal(10) and sim.state.stats["reject_110043"] == 1
