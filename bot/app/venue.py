@@ -79,7 +79,8 @@ async def _venue_run(cfg: Config, mode: str, checkpoint: str | None, *, resume: 
     feed = venue.make_feed(cfg, opts, events)
     account = venue.make_broker(cfg, *keys, opts) if keys is not None else None
     try:
-        legs = [account.leg(m.symbol, m.category) for m in cfg.markets] if account is not None else None
+        legs = [account.leg(m.symbol, m.category, leverage=Decimal(repr(m.leverage)))
+                for m in cfg.markets] if account is not None else None
         if account is not None:
             await venue.connect(account, cfg)
         try:
@@ -88,6 +89,8 @@ async def _venue_run(cfg: Config, mode: str, checkpoint: str | None, *, resume: 
             raise ExchangeError(f"cannot reach {venue.venue_name(cfg)}: {exc}") from None
         plan = RunPlan(mode=mode, data_source=f"bybit{'-live' if keys else ''}:{cfg.exchange.rest_url or 'default'}",
                        durable=True, drain_s=opts.drain_s, observers=observers)
+        if account is not None:  # journaled as the run begins (or resumes)
+            plan.events.extend((now, "leverage_set", p) for p in account.leverage_set.values())
         if rp is not None:
             starts, stop_at = await _resume_start(rp, feed, account, plan, stop_at)
         else:

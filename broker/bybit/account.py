@@ -28,8 +28,9 @@ from typing import Any
 import structlog
 
 from bot.domain import ZERO
-from bot.errors import ConfigError
+from bot.errors import ConfigError, ExchangeError
 from broker.bybit.broker import BybitBroker
+from broker.bybit.errors import LEVERAGE_REFUSED
 from broker.bybit.http import BybitHttp
 from broker.bybit.stream import PrivateStream
 from broker.bybit.venue_events import wallet_coin
@@ -47,29 +48,37 @@ class BybitAccount:
         self.venue_wallet: dict[str, Any] | None = None
         #: Venue time this run began: older executions belong to the account's past, not to the run.
         self.since_floor: int | None = None
+        #: The leverage each linear leg set on the venue at start-up: (symbol -> event payload).
+        self.leverage_set: dict[str, dict[str, str]] = {}
         self._watcher: asyncio.Task[None] | None = None
+        self._leverage: dict[str, Decimal] = {}
         self._loaded = False
         self._closed = False
 
-    def leg(self, symbol: str, category: str, **kw: Any) -> BybitBroker:
-        """The broker of one symbol (``kw``: BybitBroker's knobs). Once per symbol, before ``load``."""
+    def leg(self, symbol: str, category: str, *, leverage: Decimal | None = None, **kw: Any) -> BybitBroker:
+        """The broker of one symbol (``kw``: BybitBroker's knobs). Once per symbol, before ``load``.
+        ``leverage`` (linear): set on the venue when the account loads."""
         if symbol in self.legs:
             raise ConfigError(f"the Bybit account already trades {symbol}: one leg per symbol")
         if self._loaded:
             raise ConfigError(f"add the {symbol} leg before the account is loaded")
         leg = BybitBroker(self, symbol, category, **kw)
         self.legs[symbol] = leg
+        if leverage is not None and leg.category.value == "linear":
+            self._leverage[symbol] = leverage
         return leg
 
     # -- start-up ----------------------------------------------------------------------------------
     async def load(self) -> None:
-        """Every leg's instrument rules, one key check, every leg's books, then the one private
-        stream and the working-order watcher."""
+        """Every leg's instrument rules, one key check, every linear leg's leverage, every leg's
+        books, then the one private stream and the working-order watcher."""
         if not self.legs:
             raise ConfigError("a Bybit account needs at least one leg (symbol) to trade")
         for leg in self.legs.values():
             await leg.load_rules()
         await self.http.check_keys()
+        for symbol, leverage in self._leverage.items():
+            await self._set_leverage(symbol, leverage)
         await self.refresh_books()
         self._loaded = True
         if self.stream is not None:
@@ -77,6 +86,19 @@ class BybitAccount:
             self.stream.on_reconnect = self.catch_up
             await self.stream.start()
         self._watcher = asyncio.get_running_loop().create_task(self._watch_working_orders())
+
+    async def _set_leverage(self, symbol: str, leverage: Decimal) -> None:
+        """``market.leverage`` on the venue (start and resume alike); a value the venue refuses
+        (above the instrument's maximum, say) is a configuration error."""
+        text = format(leverage.normalize(), "f")
+        try:
+            changed = await self.http.set_leverage(symbol, "linear", text)
+        except ExchangeError as exc:
+            if exc.code in LEVERAGE_REFUSED:
+                raise ConfigError(f"{symbol}: the venue refuses market.leverage {text}: {exc}") from None
+            raise
+        self.leverage_set[symbol] = {"symbol": symbol, "leverage": text, "venue": "set" if changed else "unchanged"}
+        log.info("leverage_set", **self.leverage_set[symbol])
 
     async def refresh_books(self) -> None:
         """The wallet and every leg's position, as the venue holds them now."""

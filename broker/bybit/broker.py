@@ -182,6 +182,10 @@ class BybitBroker(PositionTpsl, VenueEvents, Broker):
         if self._venue is not None:
             self._venue.on_funding(t, rate, qty, price, amount)
 
+    def _liquidated(self, order: Order, detail: dict[str, Any]) -> None:
+        if self._venue is not None:
+            self._venue.on_liquidation(order, detail)
+
     def _adopted(self, order: Order) -> None:
         if self._venue is not None:
             self._venue.on_adopted(order)

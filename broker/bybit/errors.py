@@ -27,6 +27,10 @@ DUPLICATE_LINK_ID = 110072
 ORDER_NOT_FOUND = 110001
 #: trading-stop: the position's TP/SL already are what was asked.
 NOT_MODIFIED = 34040
+#: set-leverage: the symbol already has the leverage asked for.
+LEVERAGE_NOT_MODIFIED = 110043
+#: set-leverage refusals: a bad value (10001), above the instrument's (risk limit's) maximum (110013).
+LEVERAGE_REFUSED = {10001, 110013}
 
 _SIGN = re.compile(r"(?i)(x-bapi-sign|sign|signature)(['\"]?\s*[:=]\s*['\"]?)[0-9a-f]{16,}")
 _ORIGIN = re.compile(r"origin_string\[[^\]]*\]")

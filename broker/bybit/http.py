@@ -20,7 +20,7 @@ import structlog
 from pybit.unified_trading import HTTP
 
 from bot.errors import ExchangeError, ExchangeFatalError, ExchangeRetryableError
-from broker.bybit.errors import CLOCK_CODE, NOT_MODIFIED, map_error
+from broker.bybit.errors import CLOCK_CODE, LEVERAGE_NOT_MODIFIED, NOT_MODIFIED, map_error
 
 log = structlog.get_logger("broker.bybit.http")
 
@@ -149,6 +149,19 @@ class BybitHttp:
         except ExchangeError as exc:
             if exc.code != NOT_MODIFIED:
                 raise
+
+    async def set_leverage(self, symbol: str, category: str, leverage: str) -> bool:
+        """Set the symbol's leverage, both sides (``/v5/position/set-leverage``, one-way mode).
+        Idempotent, so retried like a read; True when it changed, False when it already was
+        (Bybit's 110043, "leverage not modified": success)."""
+        try:
+            await self.read("set leverage", "set_leverage", category=category, symbol=symbol,
+                            buyLeverage=leverage, sellLeverage=leverage)
+        except ExchangeError as exc:
+            if exc.code != LEVERAGE_NOT_MODIFIED:
+                raise
+            return False
+        return True
 
     async def position(self, symbol: str, category: str | None = None) -> dict[str, Any] | None:
         cat = category or self.category

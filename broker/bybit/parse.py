@@ -56,6 +56,12 @@ def is_trade(e: dict[str, Any]) -> bool:
     return e.get("execType", "Trade") in TRADE_TYPES
 
 
+def is_liquidation(item: dict[str, Any]) -> bool:
+    """The venue's liquidation of the position: its order (``createType`` CreateByLiq) or its
+    execution (``execType`` BustTrade)."""
+    return item.get("createType") == "CreateByLiq" or item.get("execType") == "BustTrade"
+
+
 def is_funding(e: dict[str, Any]) -> bool:
     """A funding settlement of the position (``execType`` Funding: ``execFee`` signed, positive =
     paid; ``feeRate`` the rate; ``execQty``/``side`` the position; ``execPrice`` the price)."""

@@ -63,6 +63,7 @@ class VenueEvents:
         def _adopted(self, order: Order) -> None: ...
         def _exit_order(self, order: Order, trigger: Decimal | None) -> None: ...
         def _funded(self, t: int, rate: float, qty: Decimal, price: Decimal, amount: Decimal) -> None: ...
+        def _liquidated(self, order: Order, detail: dict[str, Any]) -> None: ...
         async def venue_order(self, cid: str) -> dict[str, Any] | None: ...
         async def _lookup(self, cid: str) -> dict[str, Any] | None: ...
         @property
@@ -131,6 +132,14 @@ class VenueEvents:
                       exchange_order_id=item.get("orderId"), exit_reason=reason)
             self._orders[cid] = o
             self._exit_order(o, parse.d(item.get("triggerPrice")) or None)
+            return o
+        if parse.is_liquidation(item):
+            o = Order(client_order_id=cid, symbol=item["symbol"], side=Side(item["side"]),
+                      qty=parse.d(item.get("qty")), order_type=OrderType.MARKET, status=OrderStatus.SUBMITTED,
+                      created_time=now, updated_time=now, exchange_order_id=item.get("orderId"))
+            self._orders[cid] = o
+            self._liquidated(o, {"symbol": o.symbol, "side": "long" if o.side is Side.SELL else "short",
+                                 "qty": format(o.qty.normalize(), "f"), "venue_order_id": str(item.get("orderId"))})
             return o
         o = Order(client_order_id=cid, symbol=item["symbol"], side=Side(item["side"]), qty=parse.d(item.get("qty")),
                   order_type=OrderType(item.get("orderType", "Market")), status=OrderStatus.SUBMITTED,

@@ -13,8 +13,9 @@ simulated broker, so backtest and live-on-simulator agree):
   USDT pays execValue), a sell in USDT out of the proceeds; a sell above the coin's free balance
   (balance less what working sells lock) is refused with 170131. Linear: fee_rate x notional in
   USDT, one-way position per symbol, wallet
-  balance moves by realised PnL minus fees; a new order needs initial margin (notional /
-  leverage) plus its fee from the available balance, else 110007. The margin is the unified
+  balance moves by realised PnL minus fees; a new order needs initial margin (notional / the
+  symbol's leverage, broker/bybit_sim/leverage.py) plus its fee from the available balance, else
+  110007. The margin is the unified
   account's, shared by every symbol (cross margin): positions and working orders of all linear
   symbols hold it, and every position's unrealised PnL counts. Spot: USDT and base-coin balances.
 - Position TP/SL (``/v5/position/trading-stop``): broker/bybit_sim/tpsl.py, checked on every
@@ -31,7 +32,6 @@ simulated broker, so backtest and live-on-simulator agree):
 from __future__ import annotations
 
 import uuid
-from bisect import bisect_left
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import ROUND_CEILING, ROUND_FLOOR, Decimal
@@ -40,6 +40,8 @@ from typing import Any
 import structlog
 
 from broker.base import fill_pieces, thin_part
+from broker.bybit_sim.funding import settle_funding
+from broker.bybit_sim.leverage import LeverageDesk
 from broker.bybit_sim.market import Market
 from broker.bybit_sim.state import BarTick, SimState
 from broker.bybit_sim.tpsl import TpslDesk
@@ -95,6 +97,7 @@ class Account:
         self.fee_rate = dec(self.cfg.fee_rate)
         self.slip = dec(self.cfg.slippage_bps) / Decimal(10_000)
         self.tpsl = TpslDesk(self)
+        self.leverage = LeverageDesk(self)
         self.state.add_bar_listener(self.on_tick)
 
     # -- rules -------------------------------------------------------------------------------------
@@ -181,9 +184,8 @@ class Account:
             raise SimReject(110017, "Reduce-only rule not satisfied")
         if reduces:
             return
-        lev = dec(self.cfg.leverage)
         opening = qty - (min(qty, abs(book.size)) if (book.size > 0) != (signed > 0) else ZERO)
-        need = (self._margin_notional(m.symbol, price) + opening * price) / lev + opening * price * self.fee_rate
+        need = self._margin_held(m.symbol, price) + opening * price * (1 / self.leverage.of(m.symbol) + self.fee_rate)
         if need > usdt + self._upnl():
             raise SimReject(110007, "ab not enough for new order")
 
@@ -199,13 +201,15 @@ class Account:
                 held += left * o.price * (1 + self.fee_rate)
         return held
 
-    def _margin_notional(self, symbol: str, price: Decimal) -> Decimal:
-        """What holds margin in the unified account: every linear position at its entry and every
-        working linear order (a market order of ``symbol`` at ``price``, of another at its market)."""
-        held = sum((abs(b.size) * b.avg for b in self.books.values()), ZERO)
+    def _margin_held(self, symbol: str, price: Decimal) -> Decimal:
+        """The initial margin held in the unified account, each symbol at its leverage: every linear
+        position at its entry and every working linear order (a market order of ``symbol`` at
+        ``price``, of another at its market)."""
+        held = sum((abs(b.size) * b.avg / self.leverage.of(k) for k, b in self.books.items()), ZERO)
         for o in (o for o in self.orders.values() if o.is_open and o.category == "linear" and not o.conditional):
             m = self.state.market(o.symbol)
-            held += (o.qty - o.cum_qty) * (o.price or (price if o.symbol == symbol or m is None else self.price_now(m)))
+            at = o.price or (price if o.symbol == symbol or m is None else self.price_now(m))
+            held += (o.qty - o.cum_qty) * at / self.leverage.of(o.symbol)
         return held
 
     def _upnl(self) -> Decimal:
@@ -222,6 +226,10 @@ class Account:
             raise SimReject(110001, "Order does not exist")
         self._cancelled(o, self.state.now_ms())
         return o
+
+    def cancel_order(self, o: SimOrder, now: int) -> None:
+        """The venue cancels a working order (a liquidation cancels the symbol's orders first)."""
+        self._cancelled(o, now)
 
     def _cancelled(self, o: SimOrder, now: int) -> None:
         # Bybit: PartiallyFilledCanceled is spot's; a derivatives order cancelled after a partial
@@ -240,7 +248,7 @@ class Account:
 
     def _on_tick(self, tick: BarTick) -> None:
         m, bar = tick.market, tick.bar
-        self._settle_funding(m, bar.start, dec(bar.open))
+        settle_funding(self, m, bar.start, dec(bar.open))
         self.last_tick[m.symbol] = (tick.index, dec(bar.close))
         for o in [o for o in self.orders.values() if o.is_open and o.symbol == m.symbol and not o.conditional]:
             price = self._match(o, tick)
@@ -248,44 +256,16 @@ class Account:
                 # A fill at the bar's open is stamped with the open time (as the bot's simulated broker does).
                 at_open = o.order_type == "Market" and (tick.index > o.bar_index or not o.bar_seen)
                 self._fill(o, m, price, bar.start if at_open else tick.now_ms)
+        self.leverage.on_tick(tick)  # books hold linear positions only
         self.tpsl.on_tick(tick)
 
     def fill_conditional(self, o: SimOrder, m: Market, price: Decimal, now: int) -> None:
         """A triggered TP/SL order: a market order for the whole position, filled at ``price``."""
         self._fill(o, m, price, now)
 
-    def _settle_funding(self, m: Market, start: int, price: Decimal) -> None:
-        f = m.funding
-        if f is None:
-            return
-        i = self.next_funding.get(m.symbol)
-        if i is None:
-            i = bisect_left(f.times.tolist(), start)
-        while i < len(f) and int(f.times[i]) <= start:
-            self._funding_exec(m, int(f.times[i]), float(f.rates[i]), price)
-            i += 1
-        self.next_funding[m.symbol] = i
-
-    def _funding_exec(self, m: Market, t: int, rate: float, price: Decimal) -> None:
-        b = self.books.get(m.symbol)
-        if b is None or not b.size:
-            return
-        fee = (b.size * price * dec(rate)).quantize(_FEE_Q)
-        self.coins["USDT"] -= fee
-        self.seq += 1
-        side = "Buy" if b.size > 0 else "Sell"
-        stand_in = SimOrder(order_id=str(uuid.uuid4()), link_id="", category="linear", symbol=m.symbol, side=side,
-                            order_type="UNKNOWN", qty=abs(b.size), price=None, reduce_only=False, created=t,
-                            updated=t, status="Filled", cum_qty=abs(b.size))
-        ex = SimExec(exec_id=str(uuid.uuid4()), order=stand_in, qty=abs(b.size), price=price, fee=fee, time=t,
-                     seq=self.seq, is_maker=False, closed_size=ZERO, fee_currency=m.quote_coin,
-                     exec_type="Funding", fee_rate=s(dec(rate)))
-        self.execs.append(ex)
-        self.state.stats["funding_settlements"] += 1
-        if self.before_exec_push is not None:
-            self.before_exec_push(ex)
-        self.push("execution", [ex.wire()])
-        self.push("wallet", [self.wallet_wire()])
+    def liquidate(self, o: SimOrder, m: Market, price: Decimal, now: int) -> None:
+        """The venue's liquidation order: the whole position in one BustTrade execution at ``price``."""
+        self._execute(o, m, o.qty, price, now, exec_type="BustTrade")
 
     def _match(self, o: SimOrder, tick: BarTick) -> Decimal | None:
         bar = tick.bar
@@ -315,7 +295,8 @@ class Account:
         if o.thin:
             self._cancelled(o, now)
 
-    def _execute(self, o: SimOrder, m: Market, qty: Decimal, price: Decimal, now: int) -> None:
+    def _execute(self, o: SimOrder, m: Market, qty: Decimal, price: Decimal, now: int,
+                 exec_type: str = "Trade") -> None:
         """One execution of ``o``: booked, then pushed (execution, order, position, wallet)."""
         in_base = o.category == "spot" and o.side == "Buy"  # Bybit spot: a buy's fee is the coin bought
         fee = ((qty if in_base else qty * price) * self.fee_rate).quantize(_FEE_Q)
@@ -328,7 +309,7 @@ class Account:
         o.updated = now
         ex = SimExec(exec_id=str(uuid.uuid4()), order=o, qty=qty, price=price, fee=fee, time=now, seq=self.seq,
                      is_maker=o.order_type == "Limit", closed_size=closed,
-                     fee_currency=m.base if in_base else m.quote_coin)
+                     fee_currency=m.base if in_base else m.quote_coin, exec_type=exec_type)
         self.execs.append(ex)
         self.state.stats["executions"] += 1
         if self.before_exec_push is not None:
@@ -374,8 +355,8 @@ class Account:
             "positionIdx": 0, "riskId": 1, "riskLimitValue": "2000000", "symbol": m.symbol, "side": side,
             "size": s(abs(b.size)), "avgPrice": s(b.avg), "entryPrice": s(b.avg),
             "positionValue": s(abs(b.size) * b.avg), "tradeMode": 0, "positionStatus": "Normal",
-            "autoAddMargin": 0, "adlRankIndicator": 0, "leverage": "1", "positionBalance": "0",
-            "markPrice": s(mark), "liqPrice": "", "bustPrice": "", "positionMM": "0", "positionIM": "0",
+            "autoAddMargin": 0, "adlRankIndicator": 0, "positionBalance": "0",
+            "markPrice": s(mark), **self.leverage.wire_fields(m),
             "tpslMode": "Full", **self.tpsl.wire_fields(m.symbol),
             "unrealisedPnl": s(b.size * (mark - b.avg)) if b.size else "0", "curRealisedPnl": s(b.realized),
             "cumRealisedPnl": s(b.realized), "seq": b.seq, "isReduceOnly": False, "createdTime": "0",

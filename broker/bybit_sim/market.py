@@ -18,6 +18,7 @@ import pandas as pd
 from bot.candles import CandleData
 from bot.domain import TIMEFRAME_MS
 from bot.errors import DataError
+from bot.feeds.instrument_file import MARGIN, read_rules
 from bot.feeds.replay import load_candles
 from bot.funding import FundingRates, load_funding, sibling_file
 from broker.bybit_sim.envelope import decimals_of, num
@@ -186,5 +187,7 @@ def load_market(path: str | Path, symbol: str | None = None, timeframe: str | No
         step = "0.01" if float(np.median(data.close)) < 1000 else "0.10"
         rules = {"tick": step, "qty_step": "0.001", "min_qty": "0.001", "max_qty": "1000000",
                  "spot_tick": step, "base_precision": "0.000001", "spot_min_qty": "0.000001"}
+    saved = read_rules(p, sym) or {}  # margin terms of FILE.instrument.json, as the backtest reads them
+    rules.update({k: format(saved[k].normalize(), "f") for k in MARGIN if k in saved})
     beside = sibling_file(p, sym)
     return Market(sym, tf, data, rules, load_funding(beside) if beside is not None else None)

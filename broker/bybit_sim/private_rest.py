@@ -27,7 +27,8 @@ from broker.bybit_sim.envelope import error, ok, respond
 from broker.bybit_sim.state import SimState
 
 #: Per-UID limits per second (rate_limits.json): order entry 10 (spot 20), reads 50.
-LIMITS = {"/v5/order/create": 10, "/v5/order/cancel": 10, "/v5/position/trading-stop": 10}
+LIMITS = {"/v5/order/create": 10, "/v5/order/cancel": 10, "/v5/position/trading-stop": 10,
+          "/v5/position/set-leverage": 10}
 #: Where a client looks an order up by orderLinkId.
 LOOKUP_PATHS = ("/v5/order/realtime", "/v5/order/history")
 READ_LIMIT = 50
@@ -81,6 +82,7 @@ class PrivateRest:
             ("GET", "/v5/execution/list", self.executions), ("GET", "/v5/position/list", self.positions),
             ("GET", "/v5/account/wallet-balance", self.wallet),
             ("POST", "/v5/position/trading-stop", self.trading_stop),
+            ("POST", "/v5/position/set-leverage", self.set_leverage),
         ]
         for method, path, fn in routes:
             app.router.add_route(method, path, self._signed(path, fn))
@@ -271,6 +273,15 @@ class PrivateRest:
             self.state.stats[f"reject_{exc.code}"] += 1
             return self._err(exc.code, exc.msg)
         self.state.stats["trading_stops"] += 1
+        return self._ok({})
+
+    def set_leverage(self, p: dict[str, Any]) -> web.Response:
+        """A linear symbol's leverage (broker/bybit_sim/leverage.py); Bybit answers an empty result."""
+        try:
+            self.account.leverage.set(p)
+        except SimReject as exc:
+            self.state.stats[f"reject_{exc.code}"] += 1
+            return self._err(exc.code, exc.msg)
         return self._ok({})
 
     def wallet(self, p: dict[str, Any]) -> web.Response:

@@ -9,6 +9,7 @@ import numpy as np
 from aiohttp import web
 
 from broker.bybit_sim.envelope import error, num, ok, respond
+from broker.bybit_sim.leverage import max_leverage
 from broker.bybit_sim.market import INTERVAL_MS, Market
 from broker.bybit_sim.state import SimState
 
@@ -142,7 +143,7 @@ def _linear_instrument(m: Market) -> dict[str, Any]:
         "symbol": m.symbol, "contractType": "LinearPerpetual", "status": "Trading",
         "baseCoin": m.base, "quoteCoin": m.quote_coin, "launchTime": str(launch), "deliveryTime": "0",
         "deliveryFeeRate": "", "priceScale": str(m.price_dp + 1 if m.rules["tick"].endswith("0") else m.price_dp),
-        "leverageFilter": {"minLeverage": "1", "maxLeverage": "100.00", "leverageStep": "0.01"},
+        "leverageFilter": {"minLeverage": "1", "maxLeverage": f"{max_leverage(m):.2f}", "leverageStep": "0.01"},
         "priceFilter": {"minPrice": r["tick"], "maxPrice": "1999999.80", "tickSize": r["tick"]},
         "lotSizeFilter": {"maxOrderQty": r["max_qty"], "minOrderQty": r["min_qty"], "qtyStep": r["qty_step"],
                           "postOnlyMaxOrderQty": r["max_qty"], "maxMktOrderQty": r["max_qty"],

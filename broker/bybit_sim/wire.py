@@ -60,6 +60,8 @@ class SimOrder:
     #: TrailingStop, and its trigger price; "UNKNOWN" for every other order.
     stop_order_type: str = "UNKNOWN"
     trigger_price: Decimal | None = None
+    #: Bybit's createType: CreateByUser, or CreateByLiq for the venue's liquidation order.
+    create_type: str = "CreateByUser"
 
     @property
     def is_open(self) -> bool:
@@ -94,7 +96,7 @@ class SimOrder:
             "lastPriceOnCreated": "", "reduceOnly": self.reduce_only, "closeOnTrigger": self.conditional,
             "smpType": "None", "smpGroup": 0, "smpOrderId": "", "tpslMode": "Full" if self.conditional else "",
             "tpLimitPrice": "", "slLimitPrice": "", "placeType": "", "createdTime": str(self.created),
-            "updatedTime": str(self.updated), "category": self.category,
+            "updatedTime": str(self.updated), "category": self.category, "createType": self.create_type,
         }
 
 
