@@ -27,7 +27,6 @@ from broker.bybit_sim.testing import sim_thread
 from broker.bybit_sim.wire import SimReject
 from storage import queries as q
 from storage.records import comparable_journal
-from tests.helpers import one_line_error
 from tests.live_helpers import (
     KEY,
     SECRET,
@@ -184,10 +183,45 @@ def test_sigkill_around_the_tpsl_then_resume(btc_1h: Path, tmp_path: Path, when:
     assert saved["stop_loss"] is not None and held.stop_loss == Decimal(saved["stop_loss"])
 
 
-def test_live_spot_with_exits_is_refused_in_one_line(bot_cli, tmp_path: Path, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+SPOT = ("market.category=spot", "market.qty_step=0.000001", "market.min_qty=0.000011", "market.tick_size=0.1",
+        "market.min_notional=5", "risk.max_exposure=0.95")
+SPOT_REASON = {"-s": ("stop_loss", "trailing_stop"), "-t": ("take_profit",)}
+
+
+def _spot_legs(acct: Any) -> list[Any]:
+    return [o for o in acct.orders.values() if o.category == "spot" and o.stop_order_type == "Stop"]
+
+
+async def test_live_spot_places_exits_as_conditional_orders_and_journals_them(btc_1h: Path, tmp_path: Path,
+                                                                              monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Spot: each protection is a stop leg and a take-profit leg (StopOrder sells of the holding);
+    the trail amends the stop leg's trigger; a filled leg is the journaled exit of the decision
+    that set it, with its reason, and the other leg is cancelled: no leg outlives its holding."""
     set_keys(monkeypatch)
-    r = bot_cli("run", "--mode", "live", "--set", "market.category=spot", "--set", "market.exits.stop_loss=0.01",
-                "--set", "exchange.rest_url=http://127.0.0.1:9", "--db", f"sqlite:///{tmp_path / 'j.db'}", cwd=tmp_path)
-    one_line_error(r, "BTCUSDT: protective exits (markets.exits) are placed on Bybit as position TP/SL, "
-                      "which linear markets only have")
-    assert not (tmp_path / "j.db").exists() or not q.list_runs(core.open_journal_db(f"sqlite:///{tmp_path / 'j.db'}"))
+    probe = core.load_data(load_config(None, []), str(btc_1h))
+    a = int(probe.time[A_INDEX])
+    db_url = f"sqlite:///{tmp_path / 'j.db'}"
+    async with SimServer(sim_cfg(btc_1h, 400.0, start=a - 3 * H), modules()) as sim:
+        cfg = live_cfg(sim.rest_url, sim.ws_url, db_url, *EXITS, *SPOT)
+        live = await started_frozen(sim, db_url, "live_start", core.live(
+            cfg, date_from=ms_to_iso(a), date_to=ms_to_iso(a + 40 * H),
+            options=RunOptions(reconcile_every_s=3600, stream_check_s=0.1)), at_ms=a)
+        acct = account_of(sim.state)
+        db = core.open_journal_db(db_url)
+        check_consistency(db, live["run_id"], acct)
+        legs = _spot_legs(acct)
+        journal = _exit_orders(db, live["run_id"])
+        filled = [o for o in legs if o.status == "Filled"]
+        assert filled, "no spot stop leg triggered in 40 bars"
+        assert set(journal) == {o.link_id for o in filled}
+        for o in filled:
+            assert journal[o.link_id]["exit_reason"] in SPOT_REASON[o.link_id[-2:]]
+            assert journal[o.link_id]["filled_qty"] == o.cum_qty
+        # Nothing waits on the venue for a holding that is gone; nothing was rejected for the coin.
+        waiting = [o for o in legs if o.status == "Untriggered"]
+        held = acct.coins.get("BTC", Decimal(0))
+        assert all(o.qty <= held for o in waiting), (waiting, held)
+        assert not [o for o in legs if o.status == "Rejected"]
+        assert sim.state.stats["amends"] >= 1  # the trail moved the stop leg
+    trades = [t for t in q.trades(db, live["run_id"]) if t["exit_reason"]]
+    assert sorted(t["exit_reason"] for t in trades) == sorted(j["exit_reason"] for j in journal.values())
