@@ -20,6 +20,7 @@ import pytest
 from bot import app as core
 from bot.config import load_config
 from bot.live import WARMUP_MARGIN, RunOptions
+from bot.protection import Protection
 from bot.timeutil import ms_to_iso
 from broker.bybit_sim import SimConfig, SimServer
 from broker.bybit_sim.private import account_of
@@ -116,11 +117,14 @@ async def test_live_places_exits_as_position_tpsl_and_journals_them(btc_1h: Path
     assert sum(live.get(f"{r}_exits", 0) for r in REASON.values()) == len(reasons)
 
 
-@pytest.mark.parametrize("when", ["after", "before"])
-def test_sigkill_around_the_tpsl_then_resume(btc_1h: Path, tmp_path: Path, when: str) -> None:
+@pytest.mark.parametrize(("category", "when"), [("linear", "after"), ("linear", "before"), ("spot", "after"),
+                                              ("spot", "before")])
+def test_sigkill_around_the_tpsl_then_resume(btc_1h: Path, tmp_path: Path, category: str, when: str) -> None:
     """``after``: killed once the venue holds the TP/SL (its answer lost): the resumed start finds
     them there (``on_venue``). ``before``: killed as the request arrives, which the venue then
-    drops: the position is open without them, and the resumed start places them again."""
+    drops: the position is open without them, and the resumed start places them again. Spot:
+    the same around the conditional orders (killed as the take-profit leg, the last, is taken;
+    or as the stop leg, the first, arrives)."""
     db_url = f"sqlite:///{tmp_path / 'live.db'}"
     log_file = tmp_path / "bot.log"
     env = dict(os.environ, BYBIT_API_KEY=KEY, BYBIT_API_SECRET=SECRET)
@@ -128,31 +132,41 @@ def test_sigkill_around_the_tpsl_then_resume(btc_1h: Path, tmp_path: Path, when:
     with sim_thread(SimConfig(data=[str(btc_1h)], bar_ms=300.0, history=300), modules()) as sim:
         acct = account_of(sim.state)
         proc: list[subprocess.Popen[bytes]] = []
-        placed = acct.tpsl.set
+        spot = category == "spot"
+        placed = acct.create if spot else acct.tpsl.set
 
-        def set_then_kill(params: dict[str, Any]) -> None:
-            first = proc and not killed.is_set()
+        def set_then_kill(params: dict[str, Any]) -> Any:
+            if spot and not params.get("orderFilter"):
+                return placed(params)  # an ordinary order
+            leg = str(params.get("orderLinkId", ""))[-2:]
+            first = proc and not killed.is_set() and (not spot or leg == ("-t" if when == "after" else "-s"))
+            out = None
             if when == "after" or not first:
-                placed(params)  # the venue holds the TP/SL; its answer never reaches the bot
+                out = placed(params)  # the venue holds the TP/SL; its answer never reaches the bot
             if first:
                 sim.state.clock.pause_at(sim.state.now_ms())  # nothing moves while the bot is down
                 os.kill(proc[0].pid, signal.SIGKILL)
                 killed.set()
                 if when == "before":
                     raise SimReject(10016, "Internal server error")  # the request is lost with the bot
+            return out
 
-        acct.tpsl.set = set_then_kill  # type: ignore[method-assign]
+        if spot:
+            acct.create = set_then_kill  # type: ignore[method-assign]
+        else:
+            acct.tpsl.set = set_then_kill  # type: ignore[method-assign]
         base = ["run", "--mode", "live", "--strategy", "sma", "--set", f"exchange.rest_url={sim.rest_url}",
                 "--set", f"exchange.ws_url={sim.ws_url}", "--set", f"storage.url={db_url}",
                 "--set", "strategy.params.fast=2", "--set", "strategy.params.slow=5",
-                "--set", "exchange.timeout_s=2", *[a for e in EXITS for a in ("--set", e)], "--json"]
+                "--set", "exchange.timeout_s=2", *[a for e in (*EXITS, *(SPOT if spot else ())) for a in ("--set", e)],
+                "--json"]
         with log_file.open("ab") as fh:
             proc.append(subprocess.Popen([sys.executable, "-m", "bot", *base], env=env, stdout=fh, stderr=fh))
         assert killed.wait(120), log_file.read_text()[-3000:]
         assert proc[0].wait(30) == -signal.SIGKILL
-        held = acct.tpsl.by_symbol["BTCUSDT"].p if when == "after" else None  # on the venue while down
+        held = _held(acct, spot)  # on the venue while the bot is down
         assert (held is None) == (when == "before")
-        stops_before = sim.state.stats["trading_stops"]
+        stops_before = _protections_sent(sim, spot)
         end = (sim.state.now_ms() // H + 30) * H
         with still_until_subscribed(sim), log_file.open("ab") as fh:
             final = subprocess.Popen([sys.executable, "-m", "bot", *base, "--resume", "--to", ms_to_iso(end)],
@@ -164,8 +178,9 @@ def test_sigkill_around_the_tpsl_then_resume(btc_1h: Path, tmp_path: Path, when:
         db = core.open_journal_db(db_url)
         run = q.list_runs(db)[0]
         check_consistency(db, run["id"], acct)
-        _venue_exits_journaled(db, run["id"], acct)
-        stops_after = sim.state.stats["trading_stops"]
+        if not spot:
+            _venue_exits_journaled(db, run["id"], acct)
+        stops_after = _protections_sent(sim, spot)
     assert run["status"] == "completed"
     recs = [e["payload"] for e in q.events(db, run["id"], kind="reconcile")]
     first = recs[1]  # the resumed start's reconciliation
@@ -177,10 +192,28 @@ def test_sigkill_around_the_tpsl_then_resume(btc_1h: Path, tmp_path: Path, when:
         return
     assert first["protection"]["state"] == "on_venue", first
     venue = first["protection"]["venue"]
-    assert tuple(None if venue[k] is None else Decimal(venue[k])
-                 for k in ("stop_loss", "take_profit", "trailing_distance")) == held.levels()
+    found = tuple(None if venue[k] is None else Decimal(venue[k]) for k in ("stop_loss", "take_profit",
+                                                                             "trailing_distance"))
+    if spot:  # the legs' triggers: the tighter of stop-loss and trail, and the target
+        assert held == {"-s": Protection.from_payload(saved).stop()[0], "-t": found[1]}, (held, found)
+        return
+    assert found == held.levels()
     # The levels it found are the journal's: set by the decision before the kill.
     assert saved["stop_loss"] is not None and held.stop_loss == Decimal(saved["stop_loss"])
+
+
+def _held(acct: Any, spot: bool) -> Any:
+    """What guards the position on the venue: the position's TP/SL (linear), the waiting stop
+    legs' triggers by leg (spot); None: nothing."""
+    if not spot:
+        lv = acct.tpsl.by_symbol.get("BTCUSDT")
+        return lv.p if lv is not None else None
+    legs = {o.link_id[-2:]: o.trigger_price for o in _spot_legs(acct) if o.status == "Untriggered"}
+    return legs or None
+
+
+def _protections_sent(sim: Any, spot: bool) -> int:
+    return sim.state.stats["orders_created"] if spot else sim.state.stats["trading_stops"]
 
 
 SPOT = ("market.category=spot", "market.qty_step=0.000001", "market.min_qty=0.000011", "market.tick_size=0.1",
