@@ -173,9 +173,11 @@ class SpotStops:
             if link in leg_ids(p.exit_id) and item.get("orderStatus") == "Untriggered":
                 found[link] = parse.d(item.get("triggerPrice"))
                 self._legs[link] = (found[link], parse.d(item.get("qty")))
-        if not found:
-            return None
         sl_id, tp_id = leg_ids(p.exit_id)
+        if not found or set(self._wanted(p)) - set(found):
+            # A leg is missing (a kill between the two creates): not on the venue as a whole; the
+            # reconciliation places it again (the legs found are known, so not sent twice).
+            return None
         stop = found.get(sl_id)
         # The stop leg holds the tighter of the stop-loss and the trail: the levels are the journal's
         # when the leg is there (its trigger is reported as the trail's current level).
