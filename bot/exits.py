@@ -109,7 +109,9 @@ class ExitGuard:
         pos = self.broker.position()
         if pos.qty == 0:
             return
-        p = plan.protection(pos.symbol, 1 if pos.qty > 0 else -1, pos.avg_price, self.instrument,
+        # A Bybit spot holding carries no entry price (the venue keeps none): the entry's own fill.
+        entry = pos.avg_price if pos.avg_price > 0 else (order.avg_fill_price or pos.avg_price)
+        p = plan.protection(pos.symbol, 1 if pos.qty > 0 else -1, entry, self.instrument,
                             f"{order.client_order_id}x")
         if p.empty:
             return

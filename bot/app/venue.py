@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 
@@ -13,7 +13,7 @@ from bot.app.guards import guard_market, guard_venue
 from bot.app.parts import build_strategy, open_journal_db, run_observers, simulated_brokers
 from bot.bars import Bars
 from bot.config import Config
-from bot.domain import timeframe_ms
+from bot.domain import Category, timeframe_ms
 from bot.engine import wall_clock_ms
 from bot.errors import ConfigError, ExchangeError
 from bot.funding import resolve_funding
@@ -21,7 +21,7 @@ from bot.runner import EventBuffer, MarketSession, Runner, RunPlan
 from bot.scheduler import RunScheduler
 from bot.sources import StreamSource
 from bot.timeutil import ms_to_iso, parse_date
-from broker.base import Broker
+from broker.base import Broker, MarketDataListener
 from broker.simulated import SimulatedBroker
 from strategies.base import Strategy
 
@@ -46,10 +46,6 @@ async def live(cfg: Config, checkpoint: str | None = None, *, confirm_live: bool
     from bot import live as venue  # noqa: PLC0415 - pybit only when trading live
 
     key, secret = venue.credentials(cfg, confirm_live)
-    for m in cfg.markets:
-        if m.category == "spot" and m.exits.any:
-            raise ConfigError(f"{m.symbol}: protective exits (markets.exits) are placed on Bybit as position TP/SL, "
-                              "which linear markets only have; remove exits: from this spot market to trade it live")
     return await _venue_run(cfg, "live", checkpoint, resume=resume, run_id=run_id, date_from=date_from,
                             date_to=date_to, options=options, keys=(key, secret))
 
@@ -108,7 +104,7 @@ async def _venue_run(cfg: Config, mode: str, checkpoint: str | None, *, resume: 
             for c in history:
                 bars.append(c)
             sessions.append(MarketSession(m, strategy, bars, broker, start_qty=qty, in_sample=sample,
-                                          market=broker if isinstance(broker, SimulatedBroker) else None))
+                                          market=_bar_listener(broker)))
         plan.services = _services(feed, opts, min(timeframe_ms(m.timeframe) for m in cfg.markets))
         signals.point("venue_ready")  # the venue answered; nothing of this start is journaled yet
         runner = Runner(cfg, sessions, db, source=StreamSource(feed.groups(after), stop_at), plan=plan,
@@ -194,3 +190,11 @@ def _services(feed: Any, opts: RunOptions, tf: int) -> Any:
                             reconcile=rec.periodic if venue else None)
 
     return services
+
+
+def _bar_listener(broker: Broker) -> MarketDataListener | None:
+    """Who must see every closed bar: the simulated fill engine, and a Bybit spot market (its
+    stop leg's trail is the bot's to move: spot has no native trailing stop)."""
+    if isinstance(broker, SimulatedBroker) or broker.instrument.category is Category.SPOT:
+        return cast("MarketDataListener", broker)
+    return None

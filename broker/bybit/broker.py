@@ -99,6 +99,7 @@ class BybitBroker(PositionTpsl, VenueEvents, Broker):
         #: The protective levels this leg placed as the position's TP/SL (their decision names
         #: the exit orders they become at the venue).
         self._protection: Protection | None = None
+        self._legs: dict[str, tuple[Decimal, Decimal]] = {}
         self.last_fill_time: int | None = None
         self.stats = {"creates": 0, "lookups": 0, "resends": 0, "duplicates_refused": 0, "stream_fills": 0,
                       "rest_fills": 0, "dup_fills": 0, "resyncs": 0, "funding": 0}
@@ -410,6 +411,8 @@ class BybitBroker(PositionTpsl, VenueEvents, Broker):
             self._orders[o.client_order_id] = o
             self._touched[o.client_order_id] = time.monotonic()
         self._emit(o, fill)
+        if fill is not None and self.category is Category.SPOT:
+            self._spot_after_fill()
 
 def _with(o: Order, **changes: Any) -> Order:
     return replace(o, **changes)

@@ -115,6 +115,11 @@ class BybitHttp:
         return await self._run(lambda: self._call("order cancel", fn, category=cat, symbol=symbol,
                                                   orderLinkId=link_id))
 
+    async def amend(self, **body: Any) -> dict[str, Any]:
+        """``POST /v5/order/amend`` (a spot stop's trigger or qty): sent once, never retried blindly."""
+        fn = self.client.amend_order
+        return await self._run(lambda: self._call("order amend", fn, **body))
+
     async def order(self, symbol: str, link_id: str, category: str | None = None, *,
                     by_order_id: bool = False) -> dict[str, Any] | None:
         """The order with this orderLinkId (``by_order_id``: this orderId: a position TP/SL's

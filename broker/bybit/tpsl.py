@@ -1,4 +1,5 @@
-"""Protective exits on Bybit: the position's TP/SL (``POST /v5/position/trading-stop``, linear).
+"""Protective exits on Bybit: the position's TP/SL (``POST /v5/position/trading-stop``, linear);
+spot's conditional orders are broker/bybit/spot_stops.py's.
 
 A mixin of :class:`broker.bybit.broker.BybitBroker`. The engine decides the levels
 (bot/protection.py); this places them, reads them back for reconciliation, and names the
@@ -13,10 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from bot.domain import Category, Order
-from bot.errors import ConfigError, ExchangeError
+from bot.domain import Category, ExitReason, Order
+from bot.errors import ExchangeError
 from bot.protection import Protection
 from broker.bybit import parse
+from broker.bybit.spot_stops import SpotStops
 
 if TYPE_CHECKING:
     from broker.base import VenueListener
@@ -25,7 +27,7 @@ if TYPE_CHECKING:
 log = structlog.get_logger("broker.bybit")
 
 
-class PositionTpsl:
+class PositionTpsl(SpotStops):
     """Needs the broker's symbol, category, REST client, ``_spawn`` and venue listener."""
 
     symbol: str
@@ -41,9 +43,10 @@ class PositionTpsl:
 
     def set_protection(self, protection: Protection | None, now_ms: int, *, send: bool = True) -> None:
         """Place these levels as the position's TP/SL (``send=False``: they are there already, as
-        after a restart); None removes them. Linear only (Bybit's position TP/SL)."""
-        if self.category is not Category.LINEAR:
-            raise ConfigError(f"{self.symbol}: protective exits need a linear market on Bybit (position TP/SL)")
+        after a restart); None removes them. Spot: conditional orders (broker/bybit/spot_stops.py)."""
+        if self.category is Category.SPOT:
+            self._spot_set(protection, send)
+            return
         self._protection = protection
         if send:
             self._spawn(self._send_tpsl(protection))
@@ -69,6 +72,8 @@ class PositionTpsl:
 
     async def venue_protection(self) -> Protection | None:
         """The position's TP/SL as the venue holds them (None: none, or flat)."""
+        if self.category is Category.SPOT:
+            return await self._spot_venue()
         pos = await self.http.position(self.symbol, self.category.value)
         if not pos or parse.signed_size(pos) == 0:
             return None
@@ -78,6 +83,11 @@ class PositionTpsl:
         mine = self._protection
         return Protection(self.symbol, 1 if parse.signed_size(pos) > 0 else -1, mine.decision_id if mine else None,
                           "", stop_loss=sl, take_profit=tp, trailing_distance=ts)
+
+    def _exit_reason(self, item: dict[str, Any]) -> ExitReason | None:
+        """The protective exit a venue order belongs to: a position TP/SL's by its stopOrderType,
+        a spot stop leg by its orderLinkId."""
+        return self._spot_reason(item) if self.category is Category.SPOT else parse.exit_reason(item)
 
     def _exit_order(self, order: Order, trigger: Decimal | None) -> None:
         if self._venue is not None:

@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
-from bot.domain import ZERO, Category, Fill, Order, OrderStatus, OrderType, Side, base_coin
+from bot.domain import ZERO, Category, ExitReason, Fill, Order, OrderStatus, OrderType, Side, base_coin
 from bot.errors import ExchangeError
 from bot.positions import PositionBook
 from bot.protection import Protection
@@ -62,6 +62,7 @@ class VenueEvents:
         def _venue_event(self, kind: str, payload: dict[str, Any]) -> None: ...
         def _adopted(self, order: Order) -> None: ...
         def _exit_order(self, order: Order, trigger: Decimal | None) -> None: ...
+        def _exit_reason(self, item: dict[str, Any]) -> ExitReason | None: ...
         def _funded(self, t: int, rate: float, qty: Decimal, price: Decimal, amount: Decimal) -> None: ...
         def _liquidated(self, order: Order, detail: dict[str, Any]) -> None: ...
         async def venue_order(self, cid: str) -> dict[str, Any] | None: ...
@@ -123,7 +124,7 @@ class VenueEvents:
         triggered position TP/SL: the protective exit of the decision that set it)."""
         cid = parse.link_id(item)
         now = int(item.get("createdTime") or self._now())
-        reason = parse.exit_reason(item)
+        reason = self._exit_reason(item)
         if reason is not None:
             mine = self._protection
             o = Order(client_order_id=cid, symbol=item["symbol"], side=Side(item["side"]),
@@ -154,7 +155,7 @@ class VenueEvents:
 
     def _apply_order(self, item: dict[str, Any]) -> None:
         cid = parse.link_id(item)
-        if self._known(cid) is None and parse.exit_reason(item) is not None and \
+        if self._known(cid) is None and self._exit_reason(item) is not None and \
                 item.get("orderStatus") in ("Untriggered", "Deactivated", "Cancelled", "Rejected"):
             return  # a position TP/SL waiting at the venue (or withdrawn): the protection, not an order
         o = self._known(cid) or self._adopt(item)
@@ -193,7 +194,7 @@ class VenueEvents:
                                                               "PartiallyFilledCanceled"):
                 self._apply_order(item)
             return
-        by_id = o.exit_reason is not None  # a position TP/SL's order has no orderLinkId
+        by_id = o.exit_reason is not None and cid == o.exchange_order_id  # a position TP/SL's has no orderLinkId
         for e in reversed(await self.http.executions(self.symbol, link_id=None if by_id else cid,
                                                      order_id=cid if by_id else None, category=self.category.value)):
             if parse.is_trade(e):

@@ -43,6 +43,7 @@ from broker.base import fill_pieces, thin_part
 from broker.bybit_sim.funding import settle_funding
 from broker.bybit_sim.leverage import LeverageDesk
 from broker.bybit_sim.market import Market
+from broker.bybit_sim.spot_stops import FILTERS, SpotStops
 from broker.bybit_sim.state import BarTick, SimState
 from broker.bybit_sim.tpsl import TpslDesk
 from broker.bybit_sim.wire import ZERO, Book, SimExec, SimOrder, SimReject, dec, s
@@ -98,6 +99,7 @@ class Account:
         self.slip = dec(self.cfg.slippage_bps) / Decimal(10_000)
         self.tpsl = TpslDesk(self)
         self.leverage = LeverageDesk(self)
+        self.spot_stops = SpotStops(self)
         self.state.add_bar_listener(self.on_tick)
 
     # -- rules -------------------------------------------------------------------------------------
@@ -147,7 +149,11 @@ class Account:
             raise SimReject(10001, f"params error: price {p.get('price')} is not a multiple of {s(tick)}")
         reduce_only = bool(p.get("reduceOnly"))
         ref = price if price is not None else self.price_now(m)
-        self._check_funds(m, category, side, qty, ref, reduce_only)
+        order_filter = p.get("orderFilter") or "Order"
+        if order_filter not in ("Order", *FILTERS) or (order_filter != "Order" and category != "spot"):
+            raise SimReject(10001, "params error: orderFilter invalid")
+        if order_filter != "StopOrder":  # a StopOrder's balance is checked when it triggers
+            self._check_funds(m, category, side, qty, ref, reduce_only)
         now = self.state.now_ms()
         oid = str(uuid.uuid4()) if category == "linear" else str(uuid.uuid4().int % 10**19)
         forming = m.forming_index(now)
@@ -156,6 +162,8 @@ class Account:
                      qty=qty, price=price, reduce_only=reduce_only, created=now, updated=now,
                      bar_index=forming if forming is not None else -1,
                      bar_seen=last is not None and forming is not None and last[0] == forming)
+        if order_filter != "Order":
+            self.spot_stops.arm(o, p, m)
         if otype == "Market" and self.cfg.thin_every > 0:
             self.market_orders += 1
             o.thin = self.market_orders % self.cfg.thin_every == 0
@@ -190,9 +198,14 @@ class Account:
             raise SimReject(110007, "ab not enough for new order")
 
     def _spot_locked(self, coin: str) -> Decimal:
-        """What working spot orders hold of ``coin``: a sell its base coin, a limit buy its USDT."""
+        return self.spot_locked(coin)
+
+    def spot_locked(self, coin: str, but: SimOrder | None = None) -> Decimal:
+        """What working spot orders hold of ``coin``: a sell its base coin, a limit buy its USDT;
+        a waiting StopOrder holds nothing (``but``: leave that order out)."""
         held = ZERO
-        for o in (o for o in self.orders.values() if o.is_open and o.category == "spot"):
+        for o in (o for o in self.orders.values() if o.is_open and o.category == "spot" and o is not but
+                  and not (o.stop_order_type == "Stop" and o.status == "Untriggered")):
             m = self.state.market(o.symbol)
             left = o.qty - o.cum_qty
             if o.side == "Sell" and m is not None and m.base == coin:
@@ -258,6 +271,7 @@ class Account:
                 self._fill(o, m, price, bar.start if at_open else tick.now_ms)
         self.leverage.on_tick(tick)  # books hold linear positions only
         self.tpsl.on_tick(tick)
+        self.spot_stops.on_tick(tick)
 
     def fill_conditional(self, o: SimOrder, m: Market, price: Decimal, now: int) -> None:
         """A triggered TP/SL order: a market order for the whole position, filled at ``price``."""

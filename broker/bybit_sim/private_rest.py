@@ -78,6 +78,7 @@ class PrivateRest:
     def register(self, app: web.Application) -> None:
         routes: list[tuple[str, str, Handler]] = [
             ("POST", "/v5/order/create", self.create), ("POST", "/v5/order/cancel", self.cancel),
+            ("POST", "/v5/order/amend", self.amend),
             ("GET", "/v5/order/realtime", self.realtime), ("GET", "/v5/order/history", self.history),
             ("GET", "/v5/execution/list", self.executions), ("GET", "/v5/position/list", self.positions),
             ("GET", "/v5/account/wallet-balance", self.wallet),
@@ -186,6 +187,13 @@ class PrivateRest:
     def cancel(self, p: dict[str, Any]) -> web.Response:
         try:
             o = self.account.cancel(p)
+        except SimReject as exc:
+            return self._err(exc.code, exc.msg)
+        return self._ok({"orderId": o.order_id, "orderLinkId": o.link_id})
+
+    def amend(self, p: dict[str, Any]) -> web.Response:
+        try:
+            o = self.account.spot_stops.amend(p)
         except SimReject as exc:
             return self._err(exc.code, exc.msg)
         return self._ok({"orderId": o.order_id, "orderLinkId": o.link_id})

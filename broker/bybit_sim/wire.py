@@ -62,6 +62,8 @@ class SimOrder:
     trigger_price: Decimal | None = None
     #: Bybit's createType: CreateByUser, or CreateByLiq for the venue's liquidation order.
     create_type: str = "CreateByUser"
+    #: A spot conditional order's triggerDirection (broker/bybit_sim/spot_stops.py), else 0.
+    direction: int = 0
 
     @property
     def is_open(self) -> bool:
@@ -72,10 +74,14 @@ class SimOrder:
         return self.stop_order_type != "UNKNOWN"
 
     @property
+    def position_tpsl(self) -> bool:
+        return self.conditional and self.category == "linear"
+
+    @property
     def trigger_direction(self) -> int:
         """Bybit's triggerDirection: 1 triggers when the price rises to it, 2 when it falls."""
-        if not self.conditional:
-            return 0
+        if not self.conditional or self.direction:
+            return self.direction
         closes_long = self.side == "Sell"
         return 1 if (self.stop_order_type == "TakeProfit") == closes_long else 2
 
@@ -93,8 +99,8 @@ class SimOrder:
             "triggerPrice": s(self.trigger_price) if self.trigger_price is not None else "0",
             "takeProfit": "0", "stopLoss": "0", "tpTriggerBy": "UNKNOWN", "slTriggerBy": "UNKNOWN",
             "triggerDirection": self.trigger_direction, "triggerBy": "LastPrice" if self.conditional else "UNKNOWN",
-            "lastPriceOnCreated": "", "reduceOnly": self.reduce_only, "closeOnTrigger": self.conditional,
-            "smpType": "None", "smpGroup": 0, "smpOrderId": "", "tpslMode": "Full" if self.conditional else "",
+            "lastPriceOnCreated": "", "reduceOnly": self.reduce_only, "closeOnTrigger": self.position_tpsl,
+            "smpType": "None", "smpGroup": 0, "smpOrderId": "", "tpslMode": "Full" if self.position_tpsl else "",
             "tpLimitPrice": "", "slLimitPrice": "", "placeType": "", "createdTime": str(self.created),
             "updatedTime": str(self.updated), "category": self.category, "createType": self.create_type,
         }
