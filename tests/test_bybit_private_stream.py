@@ -187,7 +187,9 @@ async def test_supervisor_keeps_trying_through_a_reconnect_that_hangs(btc_1h: Pa
             await until(lambda: hop.held >= 2, "a second reconnect attempt")
             hop.black_hole = False
             await until(stream.ready.is_set, "a fresh authenticated stream")
-            assert stream.connects >= 2 and caught_up and len(_private(sim)) == 1
+            # The catch-up runs right after the stream is ready (ready first: new orders may go out).
+            await until(lambda: bool(caught_up), "the catch-up after the reconnect")
+            assert stream.connects >= 2 and len(_private(sim)) == 1
             await http.create("linear", symbol="BTCUSDT", side="Buy", orderType="Market", qty="0.01",
                               orderLinkId="after-1", positionIdx=0)
             await until(lambda: any(d.get("orderLinkId") == "after-1" for m in got if m.get("topic") == "execution"
