@@ -94,8 +94,20 @@ def test_walkforward_on_ray_and_on_a_pool_gives_the_serial_folds(ray_jobs: Jobs,
     assert len(serial["blocks"]) == 9  # 3 folds x (sma, buy_hold, vol_only)
     for other in (on_ray, pooled):
         assert other["retried"] == []
-        assert other["blocks"] == serial["blocks"]
-        assert other["stitched"] == serial["stitched"]
+        assert _same(other["blocks"], serial["blocks"]) and _same(other["stitched"], serial["stitched"])
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal, floats to 1e-12 relative: the runs' trades, fees and ids are exact, but the in-process
+    run's float metrics have differed from the worker processes' in the last digits (~1e-14; the
+    cause is not found yet: README, "Past one machine")."""
+    if isinstance(a, float) and isinstance(b, float):
+        return a == pytest.approx(b, rel=1e-12, abs=1e-15)
+    if isinstance(a, dict) and isinstance(b, dict):
+        return a.keys() == b.keys() and all(_same(a[k], b[k]) for k in a)
+    if isinstance(a, list) and isinstance(b, list):
+        return len(a) == len(b) and all(_same(x, y) for x, y in zip(a, b, strict=True))
+    return a == b
 
 
 FLOAT_METRICS = ("total_return", "sharpe", "max_drawdown")
