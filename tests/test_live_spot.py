@@ -115,7 +115,9 @@ def test_spot_sigkill_and_resume_never_oversells(btc_1h: Path, tmp_path: Path) -
         assert run["mode"] == "live" and run["category"] == "spot" and run["status"] == "completed"
         seen = check_consistency(db, run["id"], acct)
         events = [e["kind"] for e in q.events(db, run["id"])]
-    assert events.count("live_start") == 1 and events.count("live_resume") == len(KILLS)
+    # A kill may land inside a start-up, before that start journaled its resume (the timed one, on a
+    # slow machine); the final start always resumes.
+    assert events.count("live_start") == 1 and 1 <= events.count("live_resume") <= len(KILLS)
     _no_balance_refusals(db, run["id"])
     fills = q.fills(db, run["id"])
     assert sum(f["side"] == "Sell" for f in fills) >= 3 and seen["fills"] >= 6
