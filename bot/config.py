@@ -29,6 +29,7 @@ from pydantic import (
 )
 
 from bot.config_exits import ExitsConfig
+from bot.config_retrain import RetrainConfig
 from bot.domain import TIMEFRAME_MS
 from bot.env_config import DELIMITER, EnvItem, env_items, parse_value
 from bot.errors import ConfigError
@@ -95,6 +96,8 @@ class MarketConfig(_Frozen):
     #: 1m candles of this market (backtests, replays): they order a bar's stop and target when
     #: the bar reached both (else the stop is assumed first).
     intrabar_data: str | None = Field(None, min_length=1)
+    #: Paper and live: retrain this market's model on a schedule (bot/config_retrain.py); None: never.
+    retrain: RetrainConfig | None = None
 
     @field_validator("timeframe")
     @classmethod

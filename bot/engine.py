@@ -127,6 +127,12 @@ class Engine:
         self._synced_to = self.bars.n - 1
         self.strategy.on_start(self.bars)
 
+    def swap_strategy(self, strategy: Strategy) -> None:
+        """Decide with ``strategy`` from the next bar on (a retrained model, bot/retrain.py); it is
+        first shown the bars so far, as a resume would show them. Call between two bars only."""
+        strategy.on_start(self.bars)
+        self.strategy = strategy
+
     def now_ms(self, bar_time: int) -> int:
         return self._clock() if self._clock is not None else bar_time + self.bar_ms
 
@@ -460,7 +466,8 @@ class Engine:
         self._synced_to = bars.n - 1  # bars up to here are journaled (or were lost with the kill)
         if self._marks is not None and bars.n:
             self._marks.set(self._slot, self.broker.cash_and_qty()[1], bars.last_close())
-        return replay_mismatches(self.strategy, bars, warmup_bars, {d.bar_time: d for d in snap.decisions})
+        return replay_mismatches(self.strategy, bars, warmup_bars, {d.bar_time: d for d in snap.decisions},
+                                 since=_own_decisions_since(snap, self.strategy.model_id))
 
     # -- checkpointing ------------------------------------------------------------------------------
     def sync_equity(self) -> None:
@@ -488,3 +495,12 @@ class Engine:
 
     def progress(self) -> dict[str, Any]:
         return {"bars": len(self.equity_curve), "first_bar": self.first_bar, "last_bar": self.last_bar}
+
+
+def _own_decisions_since(snap: RunSnapshot, model_id: str | None) -> int | None:
+    """The first bar a swapped-in model decided (bot/retrain.py): a replay compares only its own
+    decisions; None when every journaled decision is this model's (nothing was swapped)."""
+    if not any(d.model_id not in (None, model_id) for d in snap.decisions):
+        return None
+    own = [d.bar_time for d in snap.decisions if d.model_id == model_id]
+    return own[0] if own else max(d.bar_time for d in snap.decisions) + 1

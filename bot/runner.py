@@ -115,6 +115,9 @@ class RunPlan:
     equity_process: bool = False
     #: Paper and live: metrics, alerts (bot/observe.py); told of committed rows and each bar.
     observers: list[RunObserver] = field(default_factory=list)
+    #: Called before each bar is played, after the previous bar's transaction: the only moment
+    #: a strategy may change (a retrained model swapped in, bot/retrain.py).
+    between_bars: list[Callable[[], None]] = field(default_factory=list)
 
 
 class EventBuffer:
@@ -299,7 +302,8 @@ class Runner:
         assert journal is not None
         engines = self.engines
         books = [m.bars for m in self.sessions]
-        durable = self.plan.durable
+        plan = self.plan
+        durable = plan.durable
         total = getattr(self.source, "total", 0)
         visible = self.plan.show_progress and total > PreloadedSource.CHUNK
         with Progress(TextColumn("backtest"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
@@ -309,6 +313,8 @@ class Runner:
             batches = until_stopped(self.source.batches(books), stop) if durable else self.source.batches(books)
             try:
                 async for play in batches:
+                    for hook in plan.between_bars:
+                        hook()
                     began = time.perf_counter()
                     play(engines)
                     if durable:  # one transaction per bar: a kill loses at most the bar in progress

@@ -3,14 +3,14 @@
 Jobs: an equity snapshot (log line plus journal flush, a heartbeat in ``runs.updated_at``),
 the stale-feed watchdog (asks the exchange's clock; see BybitFeed.check_stale), reconciliation
 (paper: the broker's wallet against the engine's books; live trading plugs its venue check into
-``reconcile``) and an optional retraining hook. Jobs never overlap themselves and a failing job
-is logged, never fatal.
+``reconcile``) and retraining (one job per market with ``market.retrain``: bot/retrain.py). Jobs
+never overlap themselves and a failing job is logged, never fatal.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import structlog
@@ -30,12 +30,10 @@ class RunScheduler:
     def __init__(self, session: Any, *, feed: Any | None = None, equity_every_s: float = 60.0,
                  watchdog_every_s: float | None = 60.0, reconcile_every_s: float | None = 300.0,
                  reconcile: Callable[[Any], Awaitable[None] | None] | None = None,
-                 retrain: Callable[[Any], Awaitable[None] | None] | None = None,
-                 retrain_every_s: float | None = None) -> None:
+                 retrain: Mapping[str, tuple[float, Job]] | None = None) -> None:
         self.session = session
         self.feed = feed
         self.reconcile_hook = reconcile or reconcile_paper
-        self.retrain_hook = retrain
         self.runs: dict[str, int] = {}
         self.sched = AsyncIOScheduler(timezone="UTC", job_defaults={
             "coalesce": True, "max_instances": 1, "misfire_grace_time": 30})
@@ -44,8 +42,8 @@ class RunScheduler:
             self._add("watchdog", self.watchdog, watchdog_every_s)
         if reconcile_every_s:
             self._add("reconcile", self.reconcile, reconcile_every_s)
-        if retrain is not None and retrain_every_s:
-            self._add("retrain", self.retrain, retrain_every_s)
+        for name, (every_s, job) in (retrain or {}).items():  # e.g. ``retrain:BTCUSDT``: its own interval
+            self._add(name, job, every_s)
 
     def _add(self, name: str, fn: Job, every_s: float | None) -> None:
         if not every_s or every_s <= 0:
@@ -78,12 +76,6 @@ class RunScheduler:
             res = self.reconcile_hook(m)
             if asyncio.iscoroutine(res):
                 await res
-
-    async def retrain(self) -> None:
-        assert self.retrain_hook is not None
-        res = self.retrain_hook(self.session)
-        if asyncio.iscoroutine(res):
-            await res
 
     # -- life cycle -------------------------------------------------------------------------------
     async def __aenter__(self) -> RunScheduler:

@@ -44,6 +44,7 @@ class DecisionRecord:
     target: float | None
     status: DecisionStatus
     error: str | None
+    model_id: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,7 +149,7 @@ def run_snapshot(db: Engine, run_id: str) -> RunSnapshot:
     run = q.resolve_run(db, run_id)
     orders, fills = orders_and_fills(db, run_id)
     decisions = [DecisionRecord(id=d["id"], bar_time=int(d["bar_time"]), symbol=d["symbol"], target=d["target"],
-                                status=DecisionStatus(d["status"]), error=d["error"])
+                                status=DecisionStatus(d["status"]), error=d["error"], model_id=d["model_id"])
                  for d in q.decisions(db, run_id)]
     last = max([run["last_bar"] if run["last_bar"] is not None else -1, *(d.bar_time for d in decisions)])
     return RunSnapshot(

@@ -9,6 +9,7 @@ import structlog
 
 from bot import resume as resume_mod
 from bot import signals
+from bot.retrain import Retrainer, check_retrain, swapped_checkpoints
 from bot.app.guards import guard_market, guard_venue
 from bot.app.parts import build_strategy, open_journal_db, run_observers, simulated_brokers
 from bot.bars import Bars
@@ -63,8 +64,11 @@ async def _venue_run(cfg: Config, mode: str, checkpoint: str | None, *, resume: 
     if rp is not None:
         cfg = rp.cfg
     venue.check_markets(cfg, checkpoint)
+    check_retrain(cfg)
     observers = run_observers(cfg)  # a bad alert URL is told before any network call
-    strategies = [build_strategy(cfg, checkpoint, market=m) for m in cfg.markets]
+    # A resumed run trades the model its last journaled swap put in (bot/retrain.py), not the first one.
+    swapped = swapped_checkpoints(db, rp.run_id) if rp is not None else {}
+    strategies = [build_strategy(cfg, swapped.get(m.symbol, checkpoint), market=m) for m in cfg.markets]
     for m, strategy in zip(cfg.markets, strategies, strict=True):
         guard_market(strategy, m)  # a checkpoint of another market: refused before any network call
     # Paper settles funding from the file market.funding names (live: the venue charges it).
@@ -105,7 +109,7 @@ async def _venue_run(cfg: Config, mode: str, checkpoint: str | None, *, resume: 
                 bars.append(c)
             sessions.append(MarketSession(m, strategy, bars, broker, start_qty=qty, in_sample=sample,
                                           market=_bar_listener(broker)))
-        plan.services = _services(feed, opts, min(timeframe_ms(m.timeframe) for m in cfg.markets))
+        plan.services = _services(cfg, feed, opts, min(timeframe_ms(m.timeframe) for m in cfg.markets))
         signals.point("venue_ready")  # the venue answered; nothing of this start is journaled yet
         runner = Runner(cfg, sessions, db, source=StreamSource(feed.groups(after), stop_at), plan=plan,
                         clock=wall_clock_ms, events=events)
@@ -178,16 +182,19 @@ async def _fresh_start(cfg: Config, strategies: list[Strategy], feed: Any, accou
     return cfg, starts, [g.in_sample for g in guarded]
 
 
-def _services(feed: Any, opts: RunOptions, tf: int) -> Any:
+def _services(cfg: Config, feed: Any, opts: RunOptions, tf: int) -> Any:
     from bot import reconcile as rec  # noqa: PLC0415
 
     watchdog = opts.watchdog_s if opts.watchdog_s is not None else min(60.0, tf / 4000)
 
     def services(runner: Runner, stop: Any) -> RunScheduler:
         venue = runner.write_ahead
+        retrainer = Retrainer(runner, feed.history, lambda m, path: build_strategy(cfg, path, market=m))
+        if retrainer.jobs():
+            runner.plan.between_bars.append(retrainer.between_bars)
         return RunScheduler(runner, feed=feed, equity_every_s=opts.equity_every_s, watchdog_every_s=watchdog,
                             reconcile_every_s=opts.reconcile_every_s if venue else 300.0,
-                            reconcile=rec.periodic if venue else None)
+                            reconcile=rec.periodic if venue else None, retrain=retrainer.jobs())
 
     return services
 

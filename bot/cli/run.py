@@ -229,6 +229,10 @@ def _paper_replay(cfg: Config, data_path: str | None, speed: float, date_from: s
         raise ConfigError("--feed replay needs --data FILE (or data: on every market)")
     if speed < 0:
         raise ConfigError("--speed must be 0 (as fast as possible) or positive")
+    retraining = [m.symbol for m in cfg.markets if m.retrain is not None]
+    if retraining:
+        raise ConfigError(f"{retraining[0]}: market.retrain retrains on the venue's closed bars on the wall clock: "
+                          "run paper on Bybit (or `bot exchange-sim`), not --feed replay")
     markets = market_data(cfg, data_path, date_from, date_to, checkpoint, backtest=False)
     observers = core.run_observers(cfg)  # a bad alert URL or a busy metrics port: told before the journal opens
     db = core.open_journal_db(cfg.storage.url)
