@@ -9,6 +9,7 @@ its warm-up began) and swaps it in between two bars (bot/retrain.py). Only model
 
 from __future__ import annotations
 
+import re
 from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -19,8 +20,8 @@ def duration_s(text: str) -> float:
     it is not a positive duration."""
     import pandas as pd  # noqa: PLC0415 - only for a config that retrains
 
-    try:
-        seconds = pd.Timedelta(text).total_seconds()
+    try:  # pandas deprecates the lower-case day unit ("7d"); the config keeps it
+        seconds = pd.Timedelta(re.sub(r"(?<=\d)\s*d(?![a-z])", "D", text.strip())).total_seconds()
     except (ValueError, TypeError):
         raise ValueError(f"expected a duration such as 7d, 12h, 30m or 90s, got {text!r}") from None
     if not seconds > 0:

@@ -138,7 +138,8 @@ REAL_TIME_FILES = sorted([
     "test_live_catch_up.py", "test_live_chaos.py", "test_live_crash.py", "test_live_faults.py",
     "test_live_funding.py", "test_live_markets.py", "test_live_parity.py", "test_live_partial.py",
     "test_live_protection.py", "test_live_reconcile.py", "test_live_safety.py", "test_live_spot.py",
-    "test_order_logs.py", "test_paper_faults.py", "test_paper_restart.py", "test_startup_signals.py",
+    "test_order_logs.py", "test_paper_faults.py", "test_paper_restart.py", "test_retrain.py",
+    "test_startup_signals.py",
 ])
 
 

@@ -163,11 +163,12 @@ def trades(run: str = RunOpt, fmt: str = FormatOpt, limit: int | None = LimitOpt
 
 @app.command("events")
 def events(run: str = RunOpt, fmt: str = FormatOpt, limit: int | None = LimitOpt, wide: bool = WideOpt,
+           kind: str | None = typer.Option(None, "--kind", help="Only events of this kind (e.g. model_swap)."),
            config: Path | None = ConfigOpt, set_: list[str] | None = SetOpt, db: str | None = DbOpt) -> None:
-    """Kill switches, rejections, data gaps, feed problems."""
+    """Kill switches, rejections, data gaps, feed problems, model swaps (retraining)."""
     engine = _db(config, set_, db)
     r = q.resolve_run(engine, run)
-    emit(_tail(q.events(engine, r["id"]), limit), fmt, EVENT_COLS, f"events of run {r['id']}", wide=wide,
+    emit(_tail(q.events(engine, r["id"], kind), limit), fmt, EVENT_COLS, f"events of run {r['id']}", wide=wide,
          run_id=r["id"])
 
 
