@@ -467,7 +467,7 @@ class Engine:
         if self._marks is not None and bars.n:
             self._marks.set(self._slot, self.broker.cash_and_qty()[1], bars.last_close())
         return replay_mismatches(self.strategy, bars, warmup_bars, {d.bar_time: d for d in snap.decisions},
-                                 since=_own_decisions_since(snap, self.strategy.model_id))
+                                 since=snap.decided_by_since(self.strategy.model_id))
 
     # -- checkpointing ------------------------------------------------------------------------------
     def sync_equity(self) -> None:
@@ -496,11 +496,3 @@ class Engine:
     def progress(self) -> dict[str, Any]:
         return {"bars": len(self.equity_curve), "first_bar": self.first_bar, "last_bar": self.last_bar}
 
-
-def _own_decisions_since(snap: RunSnapshot, model_id: str | None) -> int | None:
-    """The first bar a swapped-in model decided (bot/retrain.py): a replay compares only its own
-    decisions; None when every journaled decision is this model's (nothing was swapped)."""
-    if not any(d.model_id not in (None, model_id) for d in snap.decisions):
-        return None
-    own = [d.bar_time for d in snap.decisions if d.model_id == model_id]
-    return own[0] if own else max(d.bar_time for d in snap.decisions) + 1

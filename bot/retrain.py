@@ -133,12 +133,13 @@ class Retrainer:
         tf = timeframe_ms(m.cfg.timeframe)
         bars = m.bars
         upto = int(np.searchsorted(bars.time, last, side="right"))
-        if rc.window_bars == "expanding" or int(bars.time[0]) <= last - (rc.window_bars - 1) * tf:
-            lo = 0 if rc.window_bars == "expanding" else int(np.searchsorted(bars.time, last - (rc.window_bars - 1) * tf))
+        start = int(bars.time[0]) if rc.window_bars == "expanding" else last - (rc.window_bars - 1) * tf
+        if int(bars.time[0]) <= start:
+            lo = int(np.searchsorted(bars.time, start))
             candles = [bars.candle(i) for i in range(lo, upto)]
             source = "the run's bars"
         else:
-            candles = await self.fetch(m.symbol, last - (rc.window_bars - 1) * tf, last)
+            candles = await self.fetch(m.symbol, start, last)
             candles = [c for c in candles if c.open_time <= last]  # never a bar the run had not processed
             source = "the venue's closed bars"
         return candle_data(m.symbol, m.cfg.timeframe, candles, source)

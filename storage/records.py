@@ -90,6 +90,15 @@ class RunSnapshot:
     def trade_pnls(self) -> list[Decimal]:
         return [p for _, p in self.trades]
 
+    def decided_by_since(self, model_id: str | None) -> int | None:
+        """The first bar ``model_id`` decided when a model was swapped in mid-run (bot/retrain.py),
+        so a resume's replay compares that model's own decisions only; None when every journaled
+        decision is ``model_id``'s (nothing was swapped)."""
+        if not any(d.model_id not in (None, model_id) for d in self.decisions):
+            return None
+        own = [d.bar_time for d in self.decisions if d.model_id == model_id]
+        return own[0] if own else max(d.bar_time for d in self.decisions) + 1
+
     def for_symbol(self, symbol: str) -> RunSnapshot:
         """One market's part of a multi-market run (a one-market run's snapshot is its own)."""
         if all(d.symbol == symbol for d in self.decisions) and all(r.symbol == symbol for r in self.equity) \

@@ -112,7 +112,8 @@ async def test_paper_run_retrains_swaps_between_bars_and_resumes_on_the_new_mode
             if d["bar_time"] <= first["time"]:
                 assert d["model_id"] == old_id, d["id"]
         for s, nxt in zip(swaps, [*swaps[1:], None], strict=True):
-            later = [d for d in decisions if d["bar_time"] > s["time"] and (nxt is None or d["bar_time"] <= nxt["time"])]
+            later = [d for d in decisions
+                     if d["bar_time"] > s["time"] and (nxt is None or d["bar_time"] <= nxt["time"])]
             assert later and {d["model_id"] for d in later} == {s["payload"]["new_model_id"]}
         # The bars the run processed while the model trained (told in the event) were decided by the old model.
         assert p["bars_during_training"] == (first["time"] - p["asked_at_bar"]) // 3_600_000

@@ -9,7 +9,6 @@ import structlog
 
 from bot import resume as resume_mod
 from bot import signals
-from bot.retrain import Retrainer, check_retrain, swapped_checkpoints
 from bot.app.guards import guard_market, guard_venue
 from bot.app.parts import build_strategy, open_journal_db, run_observers, simulated_brokers
 from bot.bars import Bars
@@ -18,6 +17,7 @@ from bot.domain import Category, timeframe_ms
 from bot.engine import wall_clock_ms
 from bot.errors import ConfigError, ExchangeError
 from bot.funding import resolve_funding
+from bot.retrain import Retrainer, check_retrain, swapped_checkpoints
 from bot.runner import EventBuffer, MarketSession, Runner, RunPlan
 from bot.scheduler import RunScheduler
 from bot.sources import StreamSource
