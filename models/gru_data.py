@@ -41,6 +41,7 @@ class Prepared:
     target_scale: np.ndarray      # [k] std of each target column over the training part
     regime: np.ndarray            # [T] regime code of every bar (causal)
     runs: Runs                    # contiguous runs: no window, target or sequence spans a gap
+    stage1_train: np.ndarray      # positions into ``ends`` stage 1 fits (the training part's head)
     gap_excluded: int = 0         # stage-1 samples left out because they span a gap
 
     @property
@@ -52,6 +53,11 @@ class Prepared:
         e, s = self.ends, self.split
         if part == "train":
             return int(e[s.train[0]]), int(e[s.train[-1]])
+        if part == "stage2":  # after stage 1's last target bar: returns the encoder was never fitted on
+            if self.stage1_train.size == s.train.size:
+                return self.bars("train")
+            first = int(e[self.stage1_train[-1]]) + self.targets.shape[1] + 1
+            return first, int(e[s.train[-1]])
         if part == "val":
             return int(e[s.val[0]]), int(e[s.val[-1]])
         if part == "test":
@@ -73,6 +79,9 @@ class Prepared:
         for part in ("train", "val", "test"):
             lo, hi = self.bars(part)
             out[f"{part}_bars"] = [int(self.time[lo]), int(self.time[hi])]
+        lo, hi = self.bars("stage2")
+        out["stage1_train"] = int(self.stage1_train.size)
+        out["stage2_bars"] = [int(self.time[lo]), int(self.time[hi])]
         return out
 
 
@@ -98,12 +107,28 @@ def prepare(data: Any, cfg: GRUSizerConfig, bar_ms: int, normalizer: Normalizer 
     scale = targets[ends[split.train]].std(axis=0)
     scale = np.where(scale > 1e-12, scale, 1.0)
     return Prepared(np.asarray(data.time, dtype=np.int64), close, z, normalizer, ends, split, targets,
-                    scale, regime_codes(close, cfg.regime_window), runs, dropped)
+                    scale, regime_codes(close, cfg.regime_window), runs, _stage1_part(ends, split, cfg), dropped)
+
+
+def _stage1_part(ends: np.ndarray, split: Split, cfg: GRUSizerConfig) -> np.ndarray:
+    """The training positions stage 1 fits: all but the latest ``stage2_share`` of the training
+    bars, which stage 2 then learns from (:meth:`Prepared.bars` "stage2")."""
+    train = split.train
+    if cfg.stage2_share <= 0:
+        return train
+    cut = int(ends[train[0]]) + int(round((int(ends[train[-1]]) - int(ends[train[0]])) * (1 - cfg.stage2_share)))
+    head = train[ends[train] <= cut]
+    gap = cfg.horizon + cfg.window + cfg.sizer.steps  # room for stage-2 sequences after the last target
+    if head.size < 200 or int(ends[train[-1]]) - cut < gap + cfg.sizer.steps:
+        raise ModelError(f"too little training data for stage2_share {cfg.stage2_share}: "
+                         f"{train.size} training windows (set strategy.params.stage2_share=0 to fit both "
+                         "stages on the same bars)")
+    return head
 
 
 def stage1_arrays(prep: Prepared, window: int, part: str) -> tuple[np.ndarray, np.ndarray]:
     """(windows [N, W, F] float32, scaled targets [N, k] float32) of one part."""
-    pos = getattr(prep.split, part)
+    pos = prep.stage1_train if part == "train" else getattr(prep.split, part)
     ends = prep.ends[pos]
     x = make_windows(prep.z, ends, window, layout="seq")
     y = (prep.targets[ends] / prep.target_scale).astype(np.float32)

@@ -12,7 +12,7 @@ import numpy as np
 import torch
 
 from models.price_encoder import PriceEncoder
-from models.sizer import PositionSizer, SizerRunner, reset_flags
+from models.sizer import PositionSizer, SizerRunner, restarts
 from models.skill import direction_sentence, direction_skill, inverse_vol_exposure, sizer_skill
 
 
@@ -105,11 +105,10 @@ def sizer_levels(encoder: PriceEncoder, sizer: PositionSizer, z: np.ndarray, tim
     run_bars = np.arange(lo, int(b[-1]) + 1)
     feats, _ = encode_bars(encoder, z, run_bars)
     ok = np.ones(run_bars.shape[0], dtype=bool) if usable is None else np.asarray(usable)[run_bars]
-    resets = reset_flags(time[run_bars], bar_ms, steps, ok)
+    codes = restarts(time[run_bars], bar_ms, steps, ok)
     runner = SizerRunner(sizer)
     levels = np.zeros(run_bars.shape[0], dtype=np.int64)
     for i in np.flatnonzero(ok):
-        if resets[i]:
-            runner.reset()
+        runner.before_step(int(codes[i]))
         levels[i], _ = runner.step(torch.from_numpy(feats[i: i + 1]))
     return levels[run_bars >= b[0]]

@@ -28,7 +28,7 @@ from torch import Tensor
 
 from models.faithfulness import mask_steps, masking_faithfulness
 from models.price_encoder import PriceEncoder
-from models.sizer import N_LEVELS, PositionSizer, reset_flags
+from models.sizer import N_LEVELS, PositionSizer, SizerRunner, restarts
 
 METHODS = ("signed_grad_x_input", "abs_grad_x_input")
 DEFAULT_METHOD = "signed_grad_x_input"
@@ -100,21 +100,19 @@ def states_before(sizer: PositionSizer, feats: np.ndarray, time: np.ndarray,
                   bar_ms: int, usable: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray]:
     """GRU (hidden, previous position) just before each step of consecutive ``feats`` [N, d].
 
-    Same recurrence as trading: argmax levels fed back, a reset on the first row, on every
-    clock-aligned reset bar and after a gap; no step on rows whose window spans a gap
+    Same recurrence as trading (:class:`~models.sizer.SizerRunner`): argmax levels fed back,
+    restarts by :func:`~models.sizer.restarts`; no step on rows whose window spans a gap
     (``usable`` False).
     """
-    dtype = sizer.head.weight.dtype
-    h, prev = sizer.init_state(1, dtype)
+    runner = SizerRunner(sizer)
     hs = np.zeros((feats.shape[0], sizer.cfg.hidden))
     ps = np.zeros(feats.shape[0])
     ok = np.ones(feats.shape[0], dtype=bool) if usable is None else np.asarray(usable, dtype=bool)
-    resets = reset_flags(time, bar_ms, sizer.cfg.steps, ok)
+    codes = restarts(time, bar_ms, sizer.cfg.steps, ok)
     for i in np.flatnonzero(ok):
-        if resets[i]:
-            h, prev = sizer.init_state(1, dtype)
-        hs[i], ps[i] = h[0].numpy(), float(prev[0])
-        h, _lg, _w, prev = sizer.step(torch.from_numpy(feats[i: i + 1]).to(dtype), h, prev, None)
+        runner.before_step(int(codes[i]))
+        hs[i], ps[i] = runner.h[0].numpy(), float(runner.prev[0])
+        runner.step(torch.from_numpy(feats[i: i + 1]))
     return hs, ps
 
 

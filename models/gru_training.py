@@ -111,7 +111,7 @@ def train_stage2(encoder: PriceEncoder, prep: Prepared, cfg: GRUSizerConfig, fee
         scfg = cfg.sizer_config(encoder.cfg.feature_dim, fee)
         sizer = PositionSizer(scfg).to(dev)
         opt = torch.optim.AdamW(sizer.parameters(), lr=t.lr, weight_decay=t.weight_decay)
-        tr_lo, tr_hi = prep.bars("train")
+        tr_lo, tr_hi = prep.bars("stage2")  # bars stage 1 was not fitted on
         va_lo, va_hi = prep.bars("val")
         w = encoder.cfg.window
         starts = prep.sequence_starts(np.arange(tr_lo, tr_hi - steps + 2, t.stride), w, steps) - lo
@@ -119,6 +119,7 @@ def train_stage2(encoder: PriceEncoder, prep: Prepared, cfg: GRUSizerConfig, fee
         if starts.size < 1 or vstarts.size < 1:
             raise ModelError(f"too little data for {steps}-step sizer sequences")
         offs = torch.arange(steps, device=dev)
+        burn_ok = _burn_in_ok(prep, starts + lo, lo, w, steps, dev)
         gen = torch.Generator().manual_seed(t.seed)
         best = {"val_loss": float("inf"), "epoch": 0, "state": copy.deepcopy(sizer.state_dict())}
         history: list[dict[str, float]] = []
@@ -133,10 +134,11 @@ def train_stage2(encoder: PriceEncoder, prep: Prepared, cfg: GRUSizerConfig, fee
                 opt.zero_grad(set_to_none=True)
                 for k, s in enumerate(range(0, perm.numel(), t.batch_size)):
                     idx = perm[s:s + t.batch_size, None] + offs
+                    held = _held(sizer, xf, idx, burn_ok[perm[s:s + t.batch_size]])
                     ctx = torch.autocast("cuda", dtype=torch.bfloat16) if use_amp else nullcontext()
                     with ctx:
-                        pos, _ = sizer(xf[idx], tau=tau)
-                    loss, _parts = sizer_loss(pos.float(), rr[idx], rg[idx], scfg)
+                        pos, _ = sizer(xf[idx], tau=tau, prev=held)
+                    loss, _parts = sizer_loss(pos.float(), rr[idx], rg[idx], scfg, prev=held)
                     (loss / t.accum_steps).backward()
                     if (k + 1) % t.accum_steps == 0 or s + t.batch_size >= perm.numel():
                         if t.grad_clip > 0:
@@ -169,14 +171,43 @@ def train_stage2(encoder: PriceEncoder, prep: Prepared, cfg: GRUSizerConfig, fee
         torch.set_num_threads(old_threads)
 
 
+def _burn_in_ok(prep: Prepared, starts: np.ndarray, lo: int, window: int, steps: int,
+                dev: torch.device) -> torch.Tensor:
+    """Per bar (relative to ``lo``): 1 where the ``steps`` bars before a sequence starting there
+    can be traded (inside the data, no gap), else 0: the bot was flat there."""
+    ok = np.zeros(prep.close.shape[0] - lo, dtype=np.float32)
+    before = starts - steps
+    good = before >= lo
+    good[good] = prep.runs.windows_ok(before[good], window) & prep.runs.labels_ok(before[good], steps)
+    ok[starts[good] - lo] = 1.0
+    return torch.from_numpy(ok).to(dev)
+
+
+@torch.no_grad()
+def _held(sizer: PositionSizer, xf: torch.Tensor, idx: torch.Tensor, ok: torch.Tensor) -> torch.Tensor:
+    """The position held when each sequence (rows of ``idx``) starts, as a trading-time restart
+    carries it: the sizer's own argmax recurrence over the ``steps`` bars before, from flat (0
+    where those bars cannot be traded). The first step then pays for leaving it."""
+    before = (idx - idx.shape[1]).clamp(min=0)
+    pos, _ = sizer(xf[before], tau=None)
+    return pos[:, -1] * ok
+
+
 @torch.no_grad()
 def _val_loss(sizer: PositionSizer, xf: torch.Tensor, rr: torch.Tensor, rg: torch.Tensor,
               vstarts: np.ndarray, offs: torch.Tensor, scfg: SizerConfig) -> tuple[float, dict[str, float]]:
-    """Objective on non-overlapping validation sequences with trading-time (argmax) positions."""
+    """Objective on consecutive non-overlapping validation sequences with trading-time (argmax)
+    positions, each starting from the position the one before ended with, as when trading."""
     sizer.eval()
     idx = torch.from_numpy(vstarts).to(xf.device)[:, None] + offs
-    pos, _ = sizer(xf[idx], tau=None)
-    loss, parts = sizer_loss(pos, rr[idx], rg[idx], scfg)
+    held = torch.zeros(1, dtype=xf.dtype, device=xf.device)
+    rows, starts = [], []
+    for i in range(idx.shape[0]):
+        starts.append(held)
+        pos, _ = sizer(xf[idx[i: i + 1]], tau=None, prev=held)
+        rows.append(pos)
+        held = pos[:, -1]
+    loss, parts = sizer_loss(torch.cat(rows), rr[idx], rg[idx], scfg, prev=torch.cat(starts))
     return float(loss), parts
 
 

@@ -89,11 +89,13 @@ class PositionSizer(nn.Module):
         self.register_buffer("levels", torch.arange(N_LEVELS, dtype=torch.float32) / (N_LEVELS - 1),
                              persistent=False)
 
-    def init_state(self, batch: int, dtype: torch.dtype = torch.float32) -> tuple[Tensor, Tensor]:
-        """Zero hidden state and a flat previous position: how every sequence starts."""
+    def init_state(self, batch: int, dtype: torch.dtype = torch.float32,
+                   prev: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """Zero hidden state and the position held before the first step (``prev`` [B], default
+        flat): how every sequence starts."""
         dev = self.head.weight.device
-        return (torch.zeros(batch, self.cfg.hidden, dtype=dtype, device=dev),
-                torch.zeros(batch, dtype=dtype, device=dev))
+        h = torch.zeros(batch, self.cfg.hidden, dtype=dtype, device=dev)
+        return h, (torch.zeros(batch, dtype=dtype, device=dev) if prev is None else prev.to(dtype))
 
     def step(self, x: Tensor, h: Tensor, prev_pos: Tensor, tau: float | None = None,
              hard: bool | None = None) -> tuple[Tensor, Tensor, Tensor, Tensor]:
@@ -111,10 +113,11 @@ class PositionSizer(nn.Module):
         pos = (w * self.levels.to(w.dtype)).sum(-1)
         return h, logits, w, pos
 
-    def forward(self, x: Tensor, tau: float | None = None,
-                hard: bool | None = None) -> tuple[Tensor, Tensor]:
-        """x [B, T, F] -> (positions [B, T], logits [B, T, 11]); starts from :meth:`init_state`."""
-        h, pos = self.init_state(x.shape[0], x.dtype)
+    def forward(self, x: Tensor, tau: float | None = None, hard: bool | None = None,
+                prev: Tensor | None = None) -> tuple[Tensor, Tensor]:
+        """x [B, T, F] -> (positions [B, T], logits [B, T, 11]); starts from :meth:`init_state`
+        with the position ``prev`` [B] held before the sequence (default flat)."""
+        h, pos = self.init_state(x.shape[0], x.dtype, prev)
         positions, logits = [], []
         for s in range(x.shape[1]):
             h, lg, _w, pos = self.step(x[:, s], h, pos, tau, hard)
@@ -123,16 +126,18 @@ class PositionSizer(nn.Module):
         return torch.stack(positions, 1), torch.stack(logits, 1)
 
 
-def sizer_loss(pos: Tensor, next_ret: Tensor, regime: Tensor, cfg: SizerConfig) -> tuple[Tensor, dict[str, float]]:
+def sizer_loss(pos: Tensor, next_ret: Tensor, regime: Tensor, cfg: SizerConfig,
+               prev: Tensor | None = None) -> tuple[Tensor, dict[str, float]]:
     """Loss of positions [B, T] held over next-bar returns [B, T] under regime codes [B, T].
 
     Position s is decided at the close of bar s and earns the return to the close of bar s+1.
-    The first step pays no turnover (its previous position is the unknown pre-sequence one).
+    Every step pays turnover, the first one from ``prev`` [B], the position held before the
+    sequence (default flat): a state restart is no free trade.
     """
     r = next_ret * 100.0
-    turn = (pos[:, 1:] - pos[:, :-1]).abs()
-    strat = pos * r
-    strat = torch.cat([strat[:, :1], strat[:, 1:] - cfg.fee * 100.0 * turn], dim=1)
+    before = torch.zeros_like(pos[:, :1]) if prev is None else prev.to(pos.dtype).reshape(-1, 1)
+    turn = (pos - torch.cat([before, pos[:, :-1]], dim=1)).abs()
+    strat = pos * r - cfg.fee * 100.0 * turn
     bench_pos = torch.tensor(BENCHMARK_EXPOSURE, dtype=pos.dtype, device=pos.device)[regime]
     rel = (strat - bench_pos * r).mean()
     if cfg.risk == "downside":
@@ -161,33 +166,54 @@ def is_reset_bar(open_time_ms: int, bar_ms: int, steps: int) -> bool:
     return (int(open_time_ms) // int(bar_ms)) % int(steps) == 0
 
 
-def reset_flags(open_times: np.ndarray, bar_ms: int, steps: int, usable: np.ndarray) -> np.ndarray:
-    """Per bar of a run of bars: True where the trading state restarts before the step.
+#: What happens to the trading state before a step (:func:`restarts`).
+KEEP, RESTART, FLAT = 0, 1, 2
 
-    The first usable bar, every clock-aligned bar (:func:`is_reset_bar`) and the first usable bar
-    after unusable ones (a window that spanned a gap: no step was taken, the old state is stale).
-    """
+
+def restarts(open_times: np.ndarray, bar_ms: int, steps: int, usable: np.ndarray) -> np.ndarray:
+    """Per bar of a run of bars: KEEP the state, RESTART it (hidden state zeroed, the held
+    position carries) on a clock-aligned bar (:func:`is_reset_bar`), or start FLAT (zero state,
+    no position) on the first usable bar and the first usable bar after unusable ones: a window
+    that spanned a gap took no step and the strategy was flat through it."""
     u = np.asarray(usable, dtype=bool)
     before = np.concatenate(([False], u[:-1]))
     clock = (np.asarray(open_times, dtype=np.int64) // int(bar_ms)) % int(steps) == 0
-    return u & (clock | ~before)
+    out = np.full(u.shape[0], KEEP, dtype=np.int8)
+    out[u & clock] = RESTART
+    out[u & ~before] = FLAT
+    return out
 
 
 class SizerRunner:
     """The trading-time recurrence: one argmax step per bar, persistent hidden state.
 
     Used by the strategy bar by bar *and* by the batched backtest path, so both make the same
-    decisions. Runs in the sizer's dtype (float64 in the strategy).
+    decisions. Runs in the sizer's dtype (float64 in the strategy). It starts flat; a
+    :meth:`reset` restarts the hidden state but keeps the position held, which the next step
+    reads and trades from (as in training, where every sequence starts from a held position).
     """
 
     def __init__(self, sizer: PositionSizer) -> None:
         self.sizer = sizer.eval()
         self.dtype = sizer.head.weight.dtype
-        self.reset()
-
-    def reset(self) -> None:
         self.h, self.prev = self.sizer.init_state(1, self.dtype)
         self.steps = 0
+
+    def reset(self) -> None:
+        self.h, self.prev = self.sizer.init_state(1, self.dtype, self.prev)
+        self.steps = 0
+
+    def flat(self) -> None:
+        """The position is flat (a gap: the strategy traded to level 0); the state restarts."""
+        self.h, self.prev = self.sizer.init_state(1, self.dtype)
+        self.steps = 0
+
+    def before_step(self, code: int) -> None:
+        """Apply a :func:`restarts` code."""
+        if code == FLAT:
+            self.flat()
+        elif code == RESTART:
+            self.reset()
 
     @torch.no_grad()
     def step(self, feature: Tensor) -> tuple[int, Tensor]:

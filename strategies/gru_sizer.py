@@ -4,11 +4,13 @@ encoder and a GRU sizer with a persistent hidden state.
 Per closed candle: update the incremental features, run the encoder on the newest window, step
 the GRU once (argmax level), label the volatility regime; the attribution (a backward pass
 through both stages at the state before the step) is the decision's deferred part
-(``Decision.deferred``), run once the order has left. The GRU state restarts on clock-aligned bars
-(every ``steps`` bars, see :func:`models.sizer.is_reset_bar`), so it depends on at most the last
-``steps`` bars: :meth:`on_start` rebuilds it exactly by replaying them, and a restarted bot
-decides exactly as one that never stopped. Inference runs in float64 so the batched backtest
-path (:meth:`precompute`) and the bar-by-bar path make the same decisions.
+(``Decision.deferred``), run once the order has left. The GRU's hidden state restarts on
+clock-aligned bars (every ``steps`` bars, see :func:`models.sizer.is_reset_bar`), as in training;
+the position it holds carries across the restart, so the first step after one trades from it
+and pays for the change. :meth:`on_start` rebuilds the state by replaying the bars it is given
+(a resumed run is given its bars from the first warm-up bar), and a restarted bot decides
+exactly as one that never stopped. Inference runs in float64 so the batched backtest path
+(:meth:`precompute`) and the bar-by-bar path make the same decisions.
 """
 
 from __future__ import annotations
@@ -37,7 +39,7 @@ from models.gru_data import encode_bars
 from models.gru_explain import METHODS, attribution_block, by_method, grad_x_input, reduce, stored_choice
 from models.price_encoder import PriceEncoder
 from models.provenance import Fitted, fitted_of
-from models.sizer import PositionSizer, SizerRunner, is_reset_bar, reset_flags
+from models.sizer import FLAT, RESTART, PositionSizer, SizerRunner, is_reset_bar, restarts
 from models.trace import traced
 from models.vol_regime import VolRegime, regime_entry
 from strategies.base import Strategy, StrategyContext, StrategyParams
@@ -152,9 +154,11 @@ class GRUSizerStrategy(Strategy):
             if self._encode_one is None:  # one window at a time: a trace (same numbers, less overhead)
                 self._encode_one = traced(self.encoder, x)
             feat, path = self._encode_one(x)
-        if not self._started or is_reset_bar(t, self.bar_ms, self.steps):
-            self._runner.reset()
+        if not self._started:  # the first step, or the first after a gap (flat through it)
+            self._runner.before_step(FLAT)
             self._started = True
+        elif is_reset_bar(t, self.bar_ms, self.steps):
+            self._runner.before_step(RESTART)  # the held position carries
         before = (x, self._runner.h, self._runner.prev)  # the step replaces the state, never mutates it
         level, probs = self._runner.step(feat)
         return level, probs, path[0].numpy() * self.scale, before
@@ -173,21 +177,19 @@ class GRUSizerStrategy(Strategy):
         return {"attribution": self._block(attr, self.method)}
 
     def on_start(self, bars: Bars) -> None:
-        """Rebuild features from bar 0 and the GRU state by replaying the bars since its last
-        clock-aligned restart (at most ``steps`` of them): exactly the never-stopped state."""
+        """Rebuild features and the GRU state by replaying ``bars`` from bar 0: exactly the
+        never-stopped state. Every step since the first window counts, because the position held
+        at a restart carries into the next sequence (a resumed run gets the bars from its first
+        warm-up bar, so this is the run's own chain)."""
         self._reset()
         n = bars.n
         if n == 0:
             return
         t = bars.time
-        first_valid = FEATURE_WARMUP + self.window - 1
-        j = n - 1
-        while j > first_valid and not is_reset_bar(int(t[j]), self.bar_ms, self.steps):
-            j -= 1
         o, h, lo, c, v = bars.open, bars.high, bars.low, bars.close, bars.volume
         for i in range(n):
             ready = self._push(int(t[i]), float(o[i]), float(h[i]), float(lo[i]), float(c[i]), float(v[i]))
-            if ready and i >= j:
+            if ready:
                 if window_gap(t[: i + 1], self.bar_ms, self.window) is None:
                     self._step(int(t[i]))
                 else:
@@ -212,11 +214,10 @@ class GRUSizerStrategy(Strategy):
         close = np.asarray(data.close, dtype=np.float64)
         hs, ps = np.zeros((bars.shape[0], self.sizer.cfg.hidden)), np.zeros(bars.shape[0])
         usable = Runs.of(data, self.bar_ms).windows_ok(bars, self.window)  # else on_bar says "gap"
-        resets = reset_flags(data.time[bars], self.bar_ms, self.steps, usable)
+        codes = restarts(data.time[bars], self.bar_ms, self.steps, usable)
         for k in np.flatnonzero(usable):
             b = bars[k]
-            if resets[k]:
-                runner.reset()
+            runner.before_step(int(codes[k]))
             hs[k], ps[k] = runner.h[0].numpy(), float(runner.prev[0])  # the state this bar starts from
             levels[b], p = runner.step(torch.from_numpy(enc[k: k + 1]))
             probs[b] = p.numpy()

@@ -17,7 +17,19 @@ from models.price_encoder import (
     price_loss_fn,
 )
 from models.regime import BEAR, BULL, SIDEWAYS, classify
-from models.sizer import N_LEVELS, PositionSizer, SizerConfig, is_reset_bar, sizer_loss, temperature
+from models.sizer import (
+    FLAT,
+    KEEP,
+    N_LEVELS,
+    RESTART,
+    PositionSizer,
+    SizerConfig,
+    SizerRunner,
+    is_reset_bar,
+    restarts,
+    sizer_loss,
+    temperature,
+)
 from models.training import state_fingerprint
 
 torch.set_num_threads(1)
@@ -160,3 +172,36 @@ def test_sizer_loss_terms() -> None:
     with pytest.raises(ModelError):
         SizerConfig(feature_dim=1, risk="variance")
     assert float(loss) == pytest.approx(0.0, abs=1e-6)
+
+
+def test_a_state_restart_carries_the_held_position_and_its_first_step_pays_turnover() -> None:
+    """Issue 13: a restart zeroes the hidden state only; the held position feeds the next step,
+    and the loss charges the first step's change from it (no free trade at a restart)."""
+    cfg = SizerConfig(feature_dim=3, hidden=8, steps=4, fee=0.001, w_risk=0.0, w_opp=0.0, w_turn=1.0)
+    r, regime = torch.zeros(1, 3), torch.full((1, 3), BEAR)
+    full = torch.ones(1, 3)
+    _, held = sizer_loss(full, r, regime, cfg, prev=torch.ones(1))
+    _, from_flat = sizer_loss(full, r, regime, cfg, prev=torch.zeros(1))
+    assert held["turnover"] == 0.0 and from_flat["turnover"] == pytest.approx(1 / 3)
+    assert sizer_loss(full, r, regime, cfg)[1] == from_flat  # default: held flat before
+
+    torch.manual_seed(4)
+    runner = SizerRunner(PositionSizer(cfg).eval())
+    for _ in range(3):
+        runner.step(torch.randn(1, 3))
+    held_pos = float(runner.prev[0])
+    runner.before_step(RESTART)
+    assert float(runner.h.abs().sum()) == 0.0 and float(runner.prev[0]) == held_pos
+    runner.before_step(FLAT)
+    assert float(runner.prev[0]) == 0.0
+
+
+def test_restart_codes_flat_after_a_gap_and_carry_on_the_clock() -> None:
+    hour = 3_600_000
+    times = np.arange(100, 112) * hour
+    usable = np.ones(12, dtype=bool)
+    usable[5:7] = False  # a window across a gap: no step, the strategy is flat
+    codes = restarts(times, hour, 4, usable)
+    assert codes[0] == FLAT and codes[7] == FLAT  # the first bar, the first after the gap
+    assert [int(i) for i in np.flatnonzero(codes == RESTART)] == [4, 8]  # clock-aligned: 104, 108
+    assert codes[5] == codes[6] == KEEP

@@ -306,3 +306,43 @@ def test_evaluate_scores_the_sizer_skill_on_bars_whose_window_and_next_bar_span_
     assert m["sizer_skill"]["bars"] == int(ok.sum()) == bars.size - (first_window_end(w) + 1)
     assert sum(m["sizer"]["level_hist"]) == bars.size  # the backtest still runs over every bar, flat there
     assert any("windows left out: their window or label spans a gap" in n for n in out["notes"])
+
+
+def test_stage2_learns_on_bars_the_encoder_was_not_fitted_on(checkpoint: Path, data: CandleData) -> None:
+    """Issue 13: stage 1 fits the head of the training part; the sizer trains on the rest, whose
+    next-bar returns no stage-1 target has read (the last stage-1 window's horizon ends before)."""
+    cfg = parse_config(PARAMS)
+    from models.gru_data import prepare
+
+    prep = prepare(data.slice(0, 1000), cfg, timeframe_ms("1h"))
+    s1_last = int(prep.ends[prep.stage1_train[-1]])
+    lo, hi = prep.bars("stage2")
+    assert s1_last + cfg.horizon < lo and hi == prep.bars("train")[1]
+    assert 0.2 < (hi - lo) / (hi - prep.bars("train")[0]) < 0.35  # about stage2_share of the part
+    assert prep.stage1_train.size < prep.split.train.size
+    tr = load_checkpoint(checkpoint).meta.train_range
+    assert tr["stage2_bars"] == [int(prep.time[lo]), int(prep.time[hi])]
+    both = prepare(data.slice(0, 1000), parse_config({**PARAMS, "stage2_share": 0}), timeframe_ms("1h"))
+    assert both.bars("stage2") == both.bars("train") and both.stage1_train.size == both.split.train.size
+
+
+def test_the_held_position_carries_across_gru_restarts(checkpoint: Path, data: CandleData) -> None:
+    """At every clock-aligned restart the hidden state is zero and the previous position fed to
+    the step is the level the sizer held on the bar before (it trades from there)."""
+    from models.features import compute_features
+    from models.gru_data import encode_bars
+    from models.gru_explain import states_before
+    from models.sizer import RESTART, restarts
+
+    encoder, sizer, norm, _scale, _meta = load_family(checkpoint)
+    part = data.slice(0, 700)
+    bars = np.arange(64 + 16, len(part))
+    feats, _ = encode_bars(encoder, norm.transform(compute_features(part)), bars)
+    hs, ps = states_before(sizer, feats, part.time[bars], timeframe_ms("1h"))
+    levels = np.round(np.concatenate((ps[1:], [0.0])) * 10)  # the level each step chose
+    codes = restarts(part.time[bars], timeframe_ms("1h"), sizer.cfg.steps, np.ones(bars.shape[0], dtype=bool))
+    at = np.flatnonzero(codes == RESTART)
+    assert at.size > 50
+    assert np.all(np.abs(hs[at]).sum(axis=1) == 0.0)
+    np.testing.assert_array_equal(np.round(ps[at] * 10), levels[at - 1])  # float32 tenths
+    assert np.any(ps[at] > 0)  # positions were held into restarts, not reset to flat
