@@ -99,11 +99,13 @@ def test_walkforward_on_ray_and_on_a_pool_gives_the_serial_folds(ray_jobs: Jobs,
 
 
 def _differences(a: Any, b: Any, path: str = "") -> list[str]:
-    """Where ``a`` and ``b`` differ ("path: a != b"), floats to 1e-12 relative: the runs' trades,
-    fees and ids are exact, but the in-process run's float metrics have differed from the worker
-    processes' in the last digits (~1e-14; the cause is not found yet: README, "Past one machine")."""
+    """Where ``a`` and ``b`` differ ("path: a != b"): counts, names and dates exact, floats to
+    1e-9 relative. Float metrics of one block have differed between processes in the last digits
+    (~1e-14 here; on the CI machine once beyond 1e-12, on a metric near zero, where a last-digit
+    change in a sum is a large relative one); the cause is not found yet (README, "Past one
+    machine")."""
     if isinstance(a, float) and isinstance(b, float):
-        return [] if a == pytest.approx(b, rel=1e-12, abs=1e-15) else [f"{path}: {a!r} != {b!r}"]
+        return [] if a == pytest.approx(b, rel=1e-9, abs=1e-12) else [f"{path}: {a!r} != {b!r}"]
     if isinstance(a, dict) and isinstance(b, dict):
         if a.keys() != b.keys():
             return [f"{path}: keys {sorted(a)} != {sorted(b)}"]
