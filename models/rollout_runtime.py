@@ -22,8 +22,8 @@ from bot.errors import ConfigError, ModelError
 from models.checkpoint import ModelMeta, load_checkpoint
 from models.explain import TRANSFORMER_METHODS, Attribution, from_grad_x_input, transformer_gradients
 from models.features import FEATURE_NAMES
-from models.normalize import AnyNormalizer, FeatureNorm, load_normalizer
 from models.labels import LabelRule
+from models.normalize import AnyNormalizer, FeatureNorm, load_normalizer
 from models.rollout import attention_rollout, input_attribution, recent_steps
 from models.trace import traced
 from models.training import TrainConfig
