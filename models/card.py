@@ -62,8 +62,14 @@ def summary_table(meta: ModelMeta) -> Table:
     t.add_row("kind", meta.kind)
     t.add_row("modules", ", ".join(meta.modules))
     bars = f"  ({fitted.bars} bars)" if fitted.bars else ""
-    t.add_row("fitted on", f"{fitted.describe()}{bars}  (hash {meta.data_hash or '?'})"
-                           + (f"; {fitted.note}" if fitted.note else ""))
+    if fitted.assets:  # a multi-asset checkpoint: every asset's own range
+        t.add_row("fitted on", "\n".join(f"{a.describe()}  ({a.bars} bars)" for a in fitted.assets)
+                  + f"\n(hash {meta.data_hash or '?'})")
+    else:
+        t.add_row("fitted on", f"{fitted.describe()}{bars}  (hash {meta.data_hash or '?'})"
+                               + (f"; {fitted.note}" if fitted.note else ""))
+    if meta.normalizer.get("kind") == "rolling":
+        t.add_row("normalisation", f"rolling z-score over each asset's last {meta.normalizer.get('window')} bars")
     if tr.get("source"):
         t.add_row("data", f"{tr['source']}  {_ms(tr.get('start'))} .. {_ms(tr.get('end'))}")
     t.add_row("window / horizon", f"{meta.window} bars / {meta.horizon} bars")

@@ -20,7 +20,8 @@ from bot.errors import ModelError
 from models.attribution import ConvProbs, ExplainedConv
 from models.checkpoint import Checkpoint, load_checkpoint, onnx_path
 from models.dsc import build
-from models.features import FEATURE_NAMES, N_FEATURES, Normalizer
+from models.features import FEATURE_NAMES, N_FEATURES
+from models.normalize import load_normalizer
 from models.onnx_backend import OnnxRunner, export_onnx
 
 Backend = Literal["torch", "onnx"]
@@ -70,7 +71,7 @@ class DSCRuntime:
         self._model_id = meta.model_id  # a hash of the metadata: computed once
         self.window = int(meta.window)
         self.horizon = int(meta.horizon)
-        self.normalizer = Normalizer.from_dict(meta.normalizer)
+        self.normalizer = load_normalizer(meta.normalizer)  # fitted or rolling (models.normalize)
         arch = str(meta.extra.get("arch", "dsc"))
         try:
             model = build(arch, dict(meta.hparams))

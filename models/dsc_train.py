@@ -8,6 +8,7 @@ checkpoint + card + ONNX export.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -17,7 +18,7 @@ from rich.console import Console
 
 from bot.errors import ConfigError
 from models.checkpoint import ModelMeta, save_checkpoint
-from models.classifier import Prepared, Scoring, card_section, evaluated_ends, evaluation, prepare, scoring
+from models.classifier import Prepared, Scoring, card_section, evaluated_ends, evaluation, prepare_assets, scoring
 from models.dsc import build, count_macs, count_params
 from models.features import (
     FEATURE_NAMES,
@@ -28,7 +29,7 @@ from models.features import (
     make_windows,
 )
 from models.labels import Labeling, LabelRule, class_weights
-from models.provenance import provenance
+from models.normalize import FeatureNorm
 from models.skill import VolBaseline
 from models.training import (
     EvalRequest,
@@ -66,6 +67,8 @@ class DSCConfig(BaseModel):
     explain: Literal["auto", "signed_grad_x_input", "abs_grad_x_input"] = "auto"
     #: onnx (default): ONNX Runtime, exported beside the checkpoint; torch: eager PyTorch.
     backend: Literal["torch", "onnx"] = "onnx"
+    #: Feature normalisation: fitted z-score (default) or per-asset rolling (``features.norm: rolling``).
+    features: FeatureNorm = FeatureNorm()
     #: Backtests without a checkpoint train on this leading fraction of the data first.
     train_fraction: float = Field(0.6, gt=0.1, lt=0.95)
     train: TrainConfig = TrainConfig(epochs=15, batch_size=256, lr=3e-3, patience=4, threads=1)
@@ -110,10 +113,16 @@ def deletion_table(net: Any, x: np.ndarray, seed: int = 0) -> dict[str, dict[str
 
 
 def train_dsc(data: Any, cfg: DSCConfig, *, fee_rate: float, long_only: bool, symbol: str, timeframe: str,
-              out: Path, progress: bool = True, console: Console | None = None) -> Path:
-    """Train on ``data`` (all of it is split train/val/test), write checkpoint + card + ONNX."""
+              out: Path, progress: bool = True, console: Console | None = None,
+              more: Sequence[tuple[str, Any]] = ()) -> Path:
+    """Train on ``data`` (all of it is split train/val/test), write checkpoint + card + ONNX;
+    ``more``: further assets ``(symbol, data)`` pooled with it (split at one calendar cut)."""
     w = cfg.window
-    prep = prepare(data, Labeling(cfg.label, cfg.threshold, fee_rate, cfg.horizon), w, cfg.train, timeframe, "dsc")
+    if more and cfg.train.walk_forward_folds:
+        raise ConfigError("strategy.params.train.walk_forward_folds: not available with several --data files "
+                          "(use `bot walkforward` per market)")
+    prep = prepare_assets([(symbol, data), *more], Labeling(cfg.label, cfg.threshold, fee_rate, cfg.horizon), w,
+                          cfg.train, timeframe, "dsc", cfg.features)
     tc, split, train_pos = cfg.train, prep.split, prep.train_pos
     x, y = prep.windows(w, "conv"), prep.y
     weights = class_weights(y[train_pos]) if tc.class_weights else None
@@ -123,9 +132,8 @@ def train_dsc(data: Any, cfg: DSCConfig, *, fee_rate: float, long_only: bool, sy
     net = res.model
     sc = scoring(prep.labeling, prep.majority, prep.vol_baseline, cfg.prob_threshold, cfg.allow_short, fee_rate,
                  long_only, timeframe, w)
-    metrics: dict[str, Any] = {}
-    for name, pos in (("validation", split.val), ("test", split.test)):
-        metrics[name] = card_section(y[pos], softmax(predict(net, x[pos])), prep.ends[pos], data, sc)
+    metrics: dict[str, Any] = prep.sections(
+        lambda pos, ends, d: card_section(y[pos], softmax(predict(net, x[pos])), ends, d, sc))
     metrics["training"] = {"epochs_run": len(res.history), "best_epoch": res.best_epoch,
                            "best_val_loss": res.best_val_loss, "stopped_early": res.stopped_early,
                            "seconds": round(res.seconds, 1), "params": count_params(net),
@@ -142,8 +150,7 @@ def train_dsc(data: Any, cfg: DSCConfig, *, fee_rate: float, long_only: bool, sy
     meta = ModelMeta(
         kind="dsc", hparams=hp, feature_names=list(FEATURE_NAMES), window=w, horizon=cfg.horizon,
         normalizer=prep.normalizer.to_dict(),
-        **provenance(data, prep.fit_end, symbol, timeframe, test_start=int(data.time[prep.ends[split.test[0]]]),
-                     test_end=int(data.time[prep.ends[split.test[-1]]])),
+        **prep.provenance(timeframe),
         metrics=metrics, train_config=tc.model_dump(), labels=prep.label_meta(),
         extra={"arch": cfg.arch, "prob_threshold": cfg.prob_threshold, "history": res.history,
                "explain": chosen},
@@ -164,7 +171,8 @@ def _walk_forward(prep: Prepared, data: Any, cfg: DSCConfig, sc: Scoring, progre
     out: dict[str, Any] = {}
     accs, sharpes = [], []
     for i, sp in enumerate(folds, 1):
-        norm = Normalizer.fit(prep.feats[FEATURE_WARMUP: int(ends[sp.train[-1]]) + 1])
+        norm = (prep.normalizer if cfg.features.norm == "rolling"  # nothing fitted: the trailing rows only
+                else Normalizer.fit(prep.feats[FEATURE_WARMUP: int(ends[sp.train[-1]]) + 1]))
         x = make_windows(norm.transform(prep.feats), ends, w, "conv")
         cw = class_weights(y[sp.train]) if tc.class_weights else None
         r = fit(lambda: build(cfg.arch, cfg.hparams()), (x[sp.train], y[sp.train]), (x[sp.val], y[sp.val]), tc,
@@ -189,7 +197,8 @@ def train(req: TrainRequest) -> Path:
     """``bot train --strategy dsc`` entry point (see ``bot/cli/models.py``)."""
     cfg = parse_config(req.params)
     return train_dsc(req.data, cfg, fee_rate=req.fee_rate, long_only=req.long_only, symbol=req.symbol,
-                     timeframe=req.timeframe, out=req.out, progress=req.progress, console=req.console)
+                     timeframe=req.timeframe, out=req.out, progress=req.progress, console=req.console,
+                     more=req.more)
 
 
 def evaluate(req: EvalRequest) -> dict[str, Any]:

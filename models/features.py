@@ -226,6 +226,15 @@ class Normalizer:
         z = (rows - self.mean) / self.std
         return np.clip(z, -self.clip, self.clip).astype(np.float32)
 
+    @property
+    def extra_bars(self) -> int:
+        """Bars needed beyond the feature warm-up: none (see models.normalize for the rolling one)."""
+        return 0
+
+    def stepper(self) -> Any:
+        """Bar-by-bar path: raw row -> normalised row (stateless for the fitted z-score)."""
+        return self.transform
+
     def to_dict(self) -> dict[str, Any]:
         return {"mean": [float(x) for x in self.mean], "std": [float(x) for x in self.std],
                 "clip": self.clip}
@@ -277,17 +286,21 @@ def make_windows(feats: np.ndarray, ends: np.ndarray, window: int, layout: Layou
 class FeatureWindow:
     """Incremental features + normaliser + a ring of the last ``window`` rows, for strategies.
 
+    ``normalizer`` is a :class:`Normalizer` or a ``models.normalize.RollingNormalizer`` (its
+    ``stepper()`` turns each raw row into a normalised one, or None while it warms up).
+
     :meth:`update` takes one candle and returns the current normalised window in the requested
     layout ([F, W] for ``conv``, [W, F] for ``seq``; a view, copy it to keep it), or None until
     ``window`` valid rows exist. A non-finite feature after warm-up raises :class:`ModelError`.
     ``watch`` (a :class:`models.drift.DriftWatch`) is shown every valid raw row.
     """
 
-    def __init__(self, normalizer: Normalizer, window: int, layout: Layout = "conv", watch: Any = None) -> None:
+    def __init__(self, normalizer: Any, window: int, layout: Layout = "conv", watch: Any = None) -> None:
         if normalizer.mean.shape[0] != N_FEATURES:
             raise ModelError(f"normaliser has {normalizer.mean.shape[0]} features, pipeline has {N_FEATURES}")
         self.features = IncrementalFeatures()
         self.normalizer = normalizer
+        self._step = normalizer.stepper()
         self.window = window
         self.layout = layout
         # Each row is written twice (at p and p + window) so the last `window` rows are always
@@ -315,7 +328,9 @@ class FeatureWindow:
                              f"close={close}, volume={volume})")
         if self.watch is not None:
             self.watch.update(int(time), raw)
-        z = self.normalizer.transform(raw)
+        z = self._step(raw)
+        if z is None:  # a rolling normaliser still filling its trailing rows
+            return None
         w, p = self.window, self._pos
         self._buf[p] = z
         self._buf[p + w] = z

@@ -56,6 +56,24 @@ def provenance(data: Any, fit_end: int, symbol: str, timeframe: str, **file_extr
                             "end": int(data.time[-1]), "bars": len(data.time), **file_extra}}
 
 
+def pooled_provenance(parts: list[tuple[str, Any, int]], timeframe: str, **file_extra: Any) -> dict[str, Any]:
+    """``ModelMeta`` keywords of a multi-asset fit: ``parts`` = (symbol, data, fit_end) per asset, the
+    first one's range at the top (older readers see it), every asset's range and data hash under
+    ``fitted["assets"]``; ``data_hash`` hashes them all."""
+    symbol, data, fit_end = parts[0]
+    out = provenance(data, fit_end, symbol, timeframe, **file_extra)
+    assets = []
+    for sym, d, end in parts:
+        one = provenance(d, end, sym, timeframe)
+        assets.append({**{k: one["fitted"][k] for k in ("symbol", "start", "end", "bars")},
+                       "data_hash": one["data_hash"], "source": one["train_range"]["source"],
+                       "file_start": one["train_range"]["start"], "file_end": one["train_range"]["end"]})
+    out["fitted"]["assets"] = assets
+    out["train_range"]["assets"] = [{k: a[k] for k in ("symbol", "source", "file_start", "file_end")} for a in assets]
+    out["data_hash"] = hashlib.sha256("".join(a["data_hash"] for a in assets).encode()).hexdigest()[:16]
+    return out
+
+
 def widen(fitted: dict[str, Any], earlier: Fitted) -> dict[str, Any]:
     """``fitted`` of a retrain on top of an ``earlier`` fit (gru_sizer ``--stage 2``): the time range
     spans both when they are of the same market (``bars`` then unknown); ``earlier`` is kept as ``base``."""
@@ -79,6 +97,12 @@ class Fitted:
     bars: int | None = None
     #: One line: what cannot be checked for this checkpoint (older formats); "" when everything can.
     note: str = ""
+    #: A multi-asset checkpoint: every asset's own range (the first is the fields above); () otherwise.
+    assets: tuple[Fitted, ...] = ()
+
+    def of(self, symbol: str) -> Fitted:
+        """The fitted range of ``symbol``: its asset's in a multi-asset checkpoint, else this one."""
+        return next((a for a in self.assets if a.symbol == symbol), self)
 
     def describe(self) -> str:
         market = f"{self.symbol or '?'} {self.timeframe or '?'}"
@@ -87,7 +111,10 @@ class Fitted:
         return f"{market} {ms_to_iso(self.start)} .. {ms_to_iso(self.end)}"
 
     def same_market(self, symbol: str, timeframe: str) -> bool:
-        """True unless the checkpoint names another symbol or timeframe (an unrecorded one matches)."""
+        """True unless the checkpoint names another symbol or timeframe (an unrecorded one matches);
+        a multi-asset checkpoint matches any of its symbols."""
+        if self.assets:
+            return any(a.same_market(symbol, timeframe) for a in self.assets)
         return (not self.symbol or self.symbol == symbol) and (not self.timeframe or self.timeframe == timeframe)
 
 
@@ -96,8 +123,11 @@ def fitted_of(meta: ModelMeta) -> Fitted:
     from its ``train_range``."""
     f = meta.fitted
     if f:
-        return Fitted(str(f.get("symbol") or ""), str(f.get("timeframe") or ""), _int(f.get("start")),
-                      _int(f.get("end")), _int(f.get("bars")))
+        tf = str(f.get("timeframe") or "")
+        assets = tuple(Fitted(str(a.get("symbol") or ""), tf, _int(a.get("start")), _int(a.get("end")),
+                              _int(a.get("bars"))) for a in f.get("assets") or ())
+        return Fitted(str(f.get("symbol") or ""), tf, _int(f.get("start")), _int(f.get("end")), _int(f.get("bars")),
+                      assets=assets)
     tr = meta.train_range or {}
     symbol, tf = str(tr.get("symbol") or ""), str(tr.get("timeframe") or "")
     unnamed = "" if symbol and tf else "; it names no symbol or timeframe, so the market cannot be checked"
@@ -127,7 +157,8 @@ def check_market(f: Fitted, symbol: str, timeframe: str, *, allow: bool, model: 
     is refused (ModelError) unless ``allow``; then the returned line says so (None: same market)."""
     if f.same_market(symbol, timeframe):
         return None
-    what = f"{model} was fitted on {f.symbol or '?'} {f.timeframe or '?'}, the market is {symbol} {timeframe}"
+    fitted_on = "+".join(a.symbol for a in f.assets) if f.assets else (f.symbol or "?")
+    what = f"{model} was fitted on {fitted_on} {f.timeframe or '?'}, the market is {symbol} {timeframe}"
     if not allow:
         raise ModelError(f"{what}: pass --allow-other-market (strategy.allow_other_market) to use it anyway")
     return f"other market: {what} (allowed)"
@@ -158,6 +189,7 @@ class Sample:
 def last_in_sample(f: Fitted, symbol: str, timeframe: str, times: np.ndarray) -> int | None:
     """Index of the last bar of ``times`` (open times, ascending) inside the fitted range of the
     same market; None when no bar is (or the checkpoint is of another market or has no range)."""
+    f = f.of(symbol)
     if f.start is None or f.end is None or not f.same_market(symbol, timeframe):
         return None
     t = np.asarray(times, dtype=np.int64)
@@ -173,6 +205,7 @@ def sample_range(f: Fitted, symbol: str, timeframe: str, times: np.ndarray, *, f
 
     ModelError (one line) when no out-of-sample bar remains and in-sample bars are not allowed.
     """
+    f = f.of(symbol)  # a multi-asset checkpoint: this symbol's own fitted range
     t = np.asarray(times, dtype=np.int64)
     stop = len(t) if stop is None else stop
     notes = [f.note] if f.note else []

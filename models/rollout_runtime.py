@@ -21,8 +21,9 @@ from torch import nn
 from bot.errors import ConfigError, ModelError
 from models.checkpoint import ModelMeta, load_checkpoint
 from models.explain import TRANSFORMER_METHODS, Attribution, from_grad_x_input, transformer_gradients
-from models.features import FEATURE_NAMES, Normalizer
+from models.features import FEATURE_NAMES
 from models.labels import LabelRule
+from models.normalize import AnyNormalizer, FeatureNorm, load_normalizer
 from models.rollout import attention_rollout, input_attribution, recent_steps
 from models.trace import traced
 from models.training import TrainConfig
@@ -67,6 +68,8 @@ class RolloutConfig(BaseModel):
     #: Backtests: compute every bar's output in batches first (proved equal to bar by bar).
     batch_precompute: bool = True
     #: Backtests without a checkpoint train on this leading fraction of the data first.
+    #: Feature normalisation: fitted z-score (default) or per-asset rolling (``features.norm: rolling``).
+    features: FeatureNorm = FeatureNorm()
     train_fraction: float = Field(0.6, gt=0.1, lt=0.95)
     #: Defaults keep `bot train` to a few minutes on a shared 2-core machine (1 torch thread).
     train: TrainConfig = TrainConfig(epochs=8, batch_size=256, lr=2e-3, patience=3, threads=1,
@@ -239,7 +242,7 @@ class ProbsGraph(nn.Module):
         return self.net(x).softmax(dim=-1)
 
 
-def load_rollout(path: str | Path, window: int | None = None) -> tuple[TransformerClassifier, ModelMeta, Normalizer]:
+def load_rollout(path: str | Path, window: int | None = None) -> tuple[TransformerClassifier, ModelMeta, AnyNormalizer]:
     """Load and check a ``rollout`` checkpoint: (model in eval mode, metadata, normaliser)."""
     ck = load_checkpoint(path, kind=KIND, feature_names=FEATURE_NAMES, window=window)
     try:
@@ -247,4 +250,4 @@ def load_rollout(path: str | Path, window: int | None = None) -> tuple[Transform
     except (TypeError, ValueError) as exc:
         raise ModelError(f"checkpoint {path} has unusable hyper-parameters: {exc}") from None
     model = ck.load_into("model", TransformerClassifier(tcfg))
-    return model, ck.meta, Normalizer.from_dict(ck.meta.normalizer)
+    return model, ck.meta, load_normalizer(ck.meta.normalizer)

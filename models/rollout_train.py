@@ -10,6 +10,7 @@ plus the deletion test of every attribution method on the validation part (the w
 from __future__ import annotations
 
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -20,12 +21,11 @@ from rich.console import Console
 from bot.errors import ModelError
 from models import vol_regime
 from models.checkpoint import ModelMeta, save_checkpoint
-from models.classifier import Scoring, evaluated_ends, evaluation, prepare, scoring
+from models.classifier import Scoring, evaluated_ends, evaluation, prepare_assets, scoring
 from models.classifier import card_section as classifier_section
 from models.faithfulness import deletion_test, selection
 from models.features import FEATURE_NAMES, compute_features, make_windows
 from models.labels import Labeling, class_weights
-from models.provenance import provenance
 from models.rollout import REGIMES
 from models.rollout_runtime import (
     KIND,
@@ -59,11 +59,14 @@ def card_section(y: np.ndarray, ex: Any, ends: np.ndarray, data: Any, sc: Scorin
 
 
 def train_rollout(data: Any, cfg: RolloutConfig, *, fee_rate: float, long_only: bool, symbol: str,
-                  timeframe: str, out: Path, progress: bool = True, console: Console | None = None) -> Path:
-    """Train on ``data`` (split train/val/test in time order); write checkpoint + model card."""
+                  timeframe: str, out: Path, progress: bool = True, console: Console | None = None,
+                  more: Sequence[tuple[str, Any]] = ()) -> Path:
+    """Train on ``data`` (split train/val/test in time order); write checkpoint + model card;
+    ``more``: further assets ``(symbol, data)`` pooled with it (split at one calendar cut)."""
     w, h = cfg.window, cfg.horizon
-    prep = prepare(data, Labeling(cfg.label, cfg.threshold, fee_rate, h), w, cfg.train, timeframe, KIND)
-    tc, split, train_pos, ends, fit_end = cfg.train, prep.split, prep.train_pos, prep.ends, prep.fit_end
+    prep = prepare_assets([(symbol, data), *more], Labeling(cfg.label, cfg.threshold, fee_rate, h), w, cfg.train,
+                          timeframe, KIND, cfg.features)
+    tc, split, train_pos, fit_end = cfg.train, prep.split, prep.train_pos, prep.fit_end
     x, y = prep.windows(w, "seq"), prep.y
     weights = class_weights(y[train_pos]) if tc.class_weights else None
     mcfg = cfg.model_config_for(len(FEATURE_NAMES))
@@ -73,9 +76,8 @@ def train_rollout(data: Any, cfg: RolloutConfig, *, fee_rate: float, long_only: 
     explainer = RolloutExplainer(net, cfg, dtype=torch.float32)  # card numbers; trading runs float64
     sc = scoring(prep.labeling, prep.majority, prep.vol_baseline, cfg.prob_threshold, cfg.allow_short, fee_rate,
                  long_only, timeframe, w)
-    metrics: dict[str, Any] = {}
-    for name, pos in (("validation", split.val), ("test", split.test)):
-        metrics[name] = card_section(y[pos], explainer.explain(x[pos]), ends[pos], data, sc)
+    metrics: dict[str, Any] = prep.sections(
+        lambda pos, ends, d: card_section(y[pos], explainer.explain(x[pos]), ends, d, sc))
     # Which explanation to store: the deletion test on the VALIDATION windows (never the test part).
     chosen = selection(deletion_table(explainer, x[split.val[-FAITHFULNESS_MAX_SAMPLES:]], tc.seed), "validation")
     metrics["faithfulness_validation"] = chosen["table"]
@@ -86,10 +88,10 @@ def train_rollout(data: Any, cfg: RolloutConfig, *, fee_rate: float, long_only: 
     meta = ModelMeta(
         kind=KIND, hparams=mcfg.to_dict(), feature_names=list(FEATURE_NAMES), window=w, horizon=h,
         normalizer=prep.normalizer.to_dict(),
-        **provenance(data, fit_end, symbol, timeframe, test_start=int(data.time[ends[split.test[0]]]),
-                     test_end=int(data.time[ends[split.test[-1]]])),
+        **prep.provenance(timeframe),
         metrics=metrics, train_config=tc.model_dump(), labels=prep.label_meta(),
         extra={"prob_threshold": cfg.prob_threshold, "history": res.history, "explain": chosen,
+               # The regime cut-offs: the first asset's fitted bars (one market's volatility scale).
                "vol_regime": vol_regime.fit(np.asarray(data.close), fit_end).to_dict(),
                "rollout": {k: getattr(cfg, k) for k in ("head_fusion", "discard_ratio", "residual_weight",
                                                         "start_layer", "recent_fraction", "momentum_above",
@@ -102,7 +104,8 @@ def train(req: TrainRequest) -> Path:
     """``bot train --strategy rollout`` entry point (see ``bot/cli/models.py``)."""
     cfg = parse_config(req.params)
     return train_rollout(req.data, cfg, fee_rate=req.fee_rate, long_only=req.long_only, symbol=req.symbol,
-                         timeframe=req.timeframe, out=req.out, progress=req.progress, console=req.console)
+                         timeframe=req.timeframe, out=req.out, progress=req.progress, console=req.console,
+                         more=req.more)
 
 
 def evaluate(req: EvalRequest) -> dict[str, Any]:

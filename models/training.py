@@ -73,6 +73,9 @@ class TrainRequest:
     out: Path
     progress: bool = True
     console: Console | None = None
+    #: Further assets ``(symbol, data)`` trained together with ``data`` (``bot train --data A --data B``);
+    #: only strategies whose spec sets ``multi_asset`` are given any.
+    more: tuple[tuple[str, Any], ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

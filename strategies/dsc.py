@@ -42,6 +42,7 @@ from models.explain import (
 )
 from models.features import FEATURE_NAMES, FeatureWindow, compute_features, first_window_end, make_windows
 from models.labels import CLASSES
+from models.normalize import reach
 from models.provenance import Fitted, fitted_of
 from strategies.base import Strategy, StrategyContext, StrategyParams
 from strategies.spec import StrategySpec
@@ -94,7 +95,12 @@ class DSCStrategy(Strategy):
 
     @property
     def warmup(self) -> int:
-        return first_window_end(self.window) + 1
+        return first_window_end(self.reach) + 1
+
+    @property
+    def reach(self) -> int:
+        """The window plus a rolling normaliser's trailing rows: the bars a decision reads."""
+        return reach(self.window, self.rt.normalizer)
 
     @property
     def model_id(self) -> str | None:
@@ -134,7 +140,7 @@ class DSCStrategy(Strategy):
         with); ``on_bar`` then looks bar t up by time and defers only the lookup of its attribution.
         """
         n = len(data)
-        first = first_window_end(self.window)
+        first = first_window_end(self.reach)
         if n <= first:
             return
         feats = compute_features(data)
@@ -165,7 +171,7 @@ class DSCStrategy(Strategy):
     def _on_bar(self, bars: Bars) -> Decision | None:
         n = bars.n
         t_now = bars.last_time()
-        flat = self.gap_flat(bars, self.window, self._bar_ms)
+        flat = self.gap_flat(bars, self.reach, self._bar_ms)
         if flat is not None:
             if self._pre is None:
                 self._catch_up(bars, n)  # the features keep up with the bars (and the drift watch)
@@ -267,4 +273,5 @@ SPEC = StrategySpec(
     report="bot.report.sections:DSC",
     reasons="bot.report.reasons:dsc_reasons",
     description="depthwise-separable 1-D conv classifier",
+    multi_asset=True,
 )

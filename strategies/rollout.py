@@ -34,12 +34,12 @@ from models.features import (
     FEATURE_NAMES,
     FEATURE_WARMUP,
     FeatureWindow,
-    Normalizer,
     compute_features,
     first_window_end,
     make_windows,
 )
 from models.labels import CLASSES, DOWN, FLAT, UP
+from models.normalize import AnyNormalizer, reach
 from models.provenance import Fitted, fitted_of
 from models.rollout_runtime import RolloutConfig, RolloutExplainer, load_rollout, parse_config
 from models.transformer import TransformerClassifier
@@ -60,7 +60,7 @@ def default_checkpoint(ctx: StrategyContext) -> Path:
     return Path("checkpoints") / f"rollout_{ctx.symbol}_{ctx.timeframe}.pt"
 
 
-Loaded = tuple[TransformerClassifier, Any, Normalizer]
+Loaded = tuple[TransformerClassifier, Any, AnyNormalizer]
 
 
 class RolloutStrategy(Strategy):
@@ -111,7 +111,12 @@ class RolloutStrategy(Strategy):
 
     @property
     def warmup(self) -> int:
-        return FEATURE_WARMUP + self.window
+        return FEATURE_WARMUP + self.reach
+
+    @property
+    def reach(self) -> int:
+        """The window plus a rolling normaliser's trailing rows: the bars a decision reads."""
+        return reach(self.window, self.norm)
 
     @property
     def model_id(self) -> str | None:
@@ -154,7 +159,7 @@ class RolloutStrategy(Strategy):
         if not self.params.batch_precompute:
             return
         n, w = len(data), self.window
-        first = first_window_end(w)
+        first = first_window_end(reach(w, self.norm))
         if n <= first:
             return
         feats = compute_features(data)
@@ -193,7 +198,7 @@ class RolloutStrategy(Strategy):
     def _on_bar(self, bars: Bars) -> Decision | None:
         t = bars.last_time()
         pre = self._pre
-        flat = self.gap_flat(bars, self.window, self._bar_ms)
+        flat = self.gap_flat(bars, self.reach, self._bar_ms)
         if flat is not None:
             if pre is None:
                 self._catch_up(bars)  # the features keep up with the bars (and the drift watch)
@@ -282,4 +287,5 @@ SPEC = StrategySpec(
     # After a CLI backtest: what the model attended to on winning vs losing trades.
     summary_section="bot.attention:print_run_attention",
     description="transformer classifier explained by attention rollout",
+    multi_asset=True,
 )

@@ -68,6 +68,8 @@ class StrategySpec:
     #: ``(console, db, run_id) -> None`` or a "module:attr" naming one: printed after a CLI backtest.
     summary_section: str | Callable[..., Any] | None = None
     description: str = ""
+    #: The trainer accepts several assets at once (``TrainRequest.more``: ``bot train --data A --data B``).
+    multi_asset: bool = False
 
     @property
     def params(self) -> type[StrategyParams]:

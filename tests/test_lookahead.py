@@ -32,25 +32,28 @@ def _sma(data: CandleData, tmp: Path) -> Factory:
     return lambda: SMACrossover.from_config({"fast": 5, "slow": 20, "allow_short": True}, CTX)
 
 
-def _dsc(data: CandleData, tmp: Path) -> Factory:
+ROLLING = {"features": {"norm": "rolling", "norm_window": 48}}
+
+
+def _dsc(data: CandleData, tmp: Path, **extra: object) -> Factory:
     from models.dsc_train import DSCConfig, train_dsc
     from strategies.dsc import DSCStrategy
 
     params = {"window": 16, "horizon": 2, "channels": 8, "blocks": 2, "prob_threshold": 0.4,
-              "train": {"epochs": 1, "batch_size": 256, "threads": 1, "seed": 2}}
+              "train": {"epochs": 1, "batch_size": 256, "threads": 1, "seed": 2}, **extra}
     path = train_dsc(data.slice(0, 900), DSCConfig.model_validate(params), fee_rate=0.001, long_only=False,
                      symbol="BTCUSDT", timeframe="1h", out=tmp / "dsc.pt", progress=False)
     ctx = StrategyContext("BTCUSDT", "1h", False, 0.001, str(path))
     return lambda: DSCStrategy.from_config(params, ctx)
 
 
-def _rollout(data: CandleData, tmp: Path) -> Factory:
+def _rollout(data: CandleData, tmp: Path, **extra: object) -> Factory:
     from models.rollout_runtime import parse_config
     from models.rollout_train import train_rollout
     from strategies.rollout import RolloutStrategy
 
     params = {"window": 16, "horizon": 2, "d_model": 8, "n_heads": 2, "d_ff": 16, "prob_threshold": 0.4,
-              "train": {"epochs": 1, "batch_size": 256, "threads": 1, "seed": 2}}
+              "train": {"epochs": 1, "batch_size": 256, "threads": 1, "seed": 2}, **extra}
     path = train_rollout(data, parse_config(params), fee_rate=0.001, long_only=False, symbol="BTCUSDT",
                          timeframe="1h", out=tmp / "rollout.pt", progress=False)
     ctx = StrategyContext("BTCUSDT", "1h", False, 0.001, str(path))
@@ -76,6 +79,9 @@ CASES: dict[str, Callable[[CandleData, Path], Factory]] = {
     "dsc": _dsc,
     "rollout": _rollout,
     "gru_sizer": _gru_sizer,
+    # The per-asset rolling normalisation (models/normalize.py): a trailing window, causal too.
+    "dsc_rolling": lambda data, tmp: _dsc(data, tmp, **ROLLING),
+    "rollout_rolling": lambda data, tmp: _rollout(data, tmp, **ROLLING),
 }
 
 

@@ -77,6 +77,7 @@ def guard_venue(strategy: Strategy, m: MarketConfig, first_open: int, stop_at: i
     if f is None:
         return g
     g = Guarded(0, [*([f.note] if f.note else []), *g.notes], g.events)
+    f = f.of(m.symbol)  # a multi-asset checkpoint: this market's own fitted range
     if f.end is None or not f.same_market(m.symbol, m.timeframe) or first_open > f.end:
         return g
     if not m.strategy.allow_in_sample:

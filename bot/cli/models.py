@@ -30,6 +30,7 @@ from bot.cli.common import (
     warn_gaps,
     with_allowances,
 )
+from bot.cli.data_args import split_item, train_assets
 from bot.errors import ConfigError, ModelError
 from strategies import find_spec, get_spec, names
 from strategies.files import is_file_ref
@@ -45,37 +46,51 @@ def default_checkpoint(strategy: str, symbol: str, timeframe: str) -> Path:
     return Path("checkpoints") / f"{strategy}_{symbol}_{timeframe}.pt"
 
 
-def train_command(cfg: Any, data_path: str | None, out: str | None, *, progress: bool = True) -> Path:
-    """Load data, run the registered trainer, return the checkpoint path."""
+def train_command(cfg: Any, data_path: str | list[str] | None, out: str | None, *, progress: bool = True) -> Path:
+    """Load data (one file, or several assets: ``bot.cli.data_args``), run the registered trainer,
+    return the checkpoint path."""
     from models.training import TrainRequest
 
     name = cfg.strategy.name
     spec = get_spec(name)
     if spec.trainer is None:
         raise ConfigError(f"strategy {name!r} has no model to train; trainable: {', '.join(_with('trainer'))}")
-    if not data_path:
+    items = [data_path] if isinstance(data_path, str) else list(data_path or [])
+    if not items:
         from bot.data_download import cached_market_file  # noqa: PLC0415 - download on demand
 
-        data_path = cached_market_file(cfg)
-    data = core.load_data(cfg, data_path)
-    warn_gaps(cfg.market.symbol, data)  # the trainer leaves out every sample that spans one
+        items = [cached_market_file(cfg)]
+    assets = train_assets(items, cfg.market.symbol)
+    if len(assets) > 1 and not spec.multi_asset:
+        multi = ", ".join(n for n in names() if (s := find_spec(n)) is not None and s.multi_asset)
+        raise ConfigError(f"strategy {name!r} trains on one market: pass one --data (several: {multi})")
+    loaded = []
+    for symbol, path_ in assets:
+        data = core.load_data(cfg, path_, market=cfg.market.model_copy(update={"symbol": symbol}))
+        warn_gaps(symbol, data)  # the trainer leaves out every sample that spans one
+        loaded.append((symbol, data))
+    symbol, data = loaded[0]
     # A file strategy's name is its path: its checkpoint is named after the class instead.
     stem = getattr(spec.cls, "name", spec.cls.__name__) if is_file_ref(spec.name) else spec.name
-    path = Path(out) if out else default_checkpoint(stem, cfg.market.symbol, cfg.market.timeframe)
-    req = TrainRequest(data=data, params=dict(cfg.strategy.params), symbol=cfg.market.symbol,
+    path = Path(out) if out else default_checkpoint(stem, "+".join(s for s, _ in loaded), cfg.market.timeframe)
+    req = TrainRequest(data=data, params=dict(cfg.strategy.params), symbol=symbol,
                        timeframe=cfg.market.timeframe, fee_rate=cfg.broker.fee_rate,
                        long_only=cfg.market.category == "spot", out=path, progress=progress,
-                       console=err_console)
+                       console=err_console, more=tuple(loaded[1:]))
     return spec.resolve("trainer")(req)
 
 
 def evaluate_command(cfg: Any, checkpoint: str, data_path: str) -> dict[str, Any]:
-    """Score ``checkpoint`` on ``data_path`` with the evaluator registered for its kind, after the
-    other-market guard; the evaluator skips (or, allowed, labels) the bars it was fitted on."""
+    """Score ``checkpoint`` on ``data_path`` (``FILE`` of the config's symbol, or ``SYMBOL=FILE``) with
+    the evaluator registered for its kind, after the other-market guard; the evaluator skips (or,
+    allowed, labels) the bars it was fitted on (a multi-asset checkpoint: that symbol's)."""
     from models.checkpoint import read_meta
     from models.provenance import check_market, fitted_of
     from models.training import EvalRequest
 
+    symbol, data_path = split_item(data_path)
+    if symbol:
+        cfg = cfg.with_market(cfg.market.model_copy(update={"symbol": symbol}))
     meta = read_meta(checkpoint)
     # A kind read from a file names a registered strategy, never a file to import.
     spec = None if is_file_ref(meta.kind) else find_spec(meta.kind)
@@ -115,7 +130,9 @@ def register(app: typer.Typer) -> None:
     def train(
         strategy: str | None = typer.Option(None, "--strategy", "-s",
                                             help="Model strategy: dsc, rollout, gru_sizer, or a plugin with a trainer"),
-        data: str | None = typer.Option(None, "--data", "-d", help="Candle file (CSV, CSV.gz, Parquet)."),
+        data: list[str] | None = typer.Option(None, "--data", "-d", help="Candle file (CSV, CSV.gz, Parquet); "
+                                              "repeat to train on several assets (dsc, rollout), each FILE "
+                                              "(symbol from its name) or SYMBOL=FILE."),
         out: str | None = typer.Option(None, "--out", "-o",
                                        help="Checkpoint path (default checkpoints/<strategy>_<symbol>_<tf>.pt)."),
         as_json: bool = typer.Option(False, "--json", help="Print the model card as JSON (no progress bar)."),
@@ -144,7 +161,8 @@ def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate(
         checkpoint: str = typer.Option(..., "--checkpoint", help="A checkpoint written by `bot train`."),
-        data: str = typer.Option(..., "--data", "-d", help="Candle file to score the model on."),
+        data: str = typer.Option(..., "--data", "-d", help="Candle file to score the model on (FILE of "
+                                 "market.symbol, or SYMBOL=FILE)."),
         as_json: bool = typer.Option(False, "--json", help="Print the metrics as one JSON object."),
         allow_in_sample: bool = AllowInSampleOpt,
         allow_other_market: bool = AllowOtherMarketOpt,
