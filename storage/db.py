@@ -7,8 +7,15 @@ are applied automatically whenever the journal is opened, and by ``bot db upgrad
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import TYPE_CHECKING
+
+try:
+    import fcntl
+except ImportError:  # not on Windows: concurrent first opens of one SQLite file are not serialised
+    fcntl = None  # type: ignore[assignment]
 
 from sqlalchemy import Connection, Engine, create_engine, event, inspect
 from sqlalchemy.engine import make_url
@@ -91,13 +98,14 @@ MIGRATION_LOCK = 7_301_948_112
 def upgrade(engine: Engine) -> str:
     """Apply every pending migration; return the head revision.
 
-    On PostgreSQL the migration holds a transaction-level advisory lock, so bots that open a new
-    journal at the same moment migrate it one after the other (the others then find it at head)."""
+    On PostgreSQL the migration holds a transaction-level advisory lock, and on a SQLite file an
+    exclusive lock on ``<file>.migrate.lock`` beside it, so bots that open a new journal at the
+    same moment migrate it one after the other (the others then find it at head)."""
     from alembic import command  # noqa: PLC0415 - slow import, needed only here
 
     cfg = alembic_config(engine)
     try:
-        with engine.begin() as conn:
+        with _sqlite_file_lock(engine), engine.begin() as conn:
             if engine.dialect.name == "postgresql":
                 conn.exec_driver_sql(f"SELECT pg_advisory_xact_lock({MIGRATION_LOCK})")
             _move_version_row(conn)
@@ -109,6 +117,22 @@ def upgrade(engine: Engine) -> str:
     with engine.connect() as conn:
         row = conn.exec_driver_sql(f"SELECT version_num FROM {VERSION_TABLE}").first()
     return row[0] if row else ""
+
+
+@contextmanager
+def _sqlite_file_lock(engine: Engine) -> Iterator[None]:
+    """Hold an exclusive ``flock`` beside a SQLite journal file (SQLite's own locking does not
+    cover a migration's DDL: pysqlite runs it outside a transaction)."""
+    db = engine.url.database if engine.dialect.name == "sqlite" else None
+    if not db or db == ":memory:" or fcntl is None:
+        yield
+        return
+    with open(f"{Path(db).expanduser()}.migrate.lock", "a") as fh:
+        fcntl.flock(fh, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _move_version_row(conn: Connection) -> None:
