@@ -5,7 +5,10 @@ from __future__ import annotations
 import atexit
 import shutil
 import tempfile
+import threading
+import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -92,3 +95,27 @@ def one_line_error(r: Any, match: str) -> None:
     assert len(lines) == 1 and lines[0].startswith("error: "), r.stderr
     assert match in lines[0], lines[0]
     assert "Traceback" not in r.stderr
+
+
+@contextmanager
+def clock_held_until_subscribed(sim: Any, timeout: float = 180.0) -> Iterator[None]:
+    """Freeze the simulator's market clock until one more kline subscription arrives (the bot
+    started or resumed inside the block is on the stream), then let it run: a slow start-up on a
+    loaded machine takes no bars from the run. After ``timeout`` s the clock runs anyway."""
+    target = sim.state.stats["kline_subscriptions"] + 1
+    sim.state.clock.pause()
+    done = threading.Event()
+
+    def release() -> None:
+        deadline = time.monotonic() + timeout
+        while sim.state.stats["kline_subscriptions"] < target and not done.is_set() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        sim.state.clock.resume()
+
+    thread = threading.Thread(target=release, name="release-clock", daemon=True)
+    thread.start()
+    try:
+        yield
+    finally:
+        done.set()
+        thread.join()

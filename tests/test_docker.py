@@ -76,9 +76,9 @@ def _command(args: list[str]) -> Any:
 def _assert_data_files(ctx: Any) -> None:
     """A ``--data`` path is /data/<a real file of the shared data> (or a bare name BOT_DATA_DIR finds)."""
     data = ctx.params.get("data")
-    if data is not None:
-        p = Path(data)
-        assert p.parent in (Path("/data"), Path(".")), data
+    for item in data if isinstance(data, list) else [] if data is None else [data]:  # train: repeatable
+        p = Path(item.split("=", 1)[-1])  # SYMBOL=FILE or FILE
+        assert p.parent in (Path("/data"), Path(".")), item
         assert (DATA_DIR / p.name).is_file(), f"{p.name} is not a file of {DATA_DIR}"
 
 

@@ -21,6 +21,7 @@ from broker.bybit_sim.private import account_of
 from broker.bybit_sim.private_rest import PrivateFaults
 from broker.bybit_sim.testing import sim_thread
 from storage import queries as q
+from tests.helpers import clock_held_until_subscribed
 from tests.live_helpers import FLIP, KEY, SECRET, check_consistency, flip_live, modules, set_keys, sim_cfg
 
 H = 3_600_000
@@ -71,9 +72,10 @@ def test_bars_missed_while_down_are_caught_up_without_trading(btc_1h: Path, tmp_
         # Down: the market moves on; a slow restart only makes the downtime longer.
         down_from = clock.now_ms()
         _wait(lambda: clock.now_ms() >= down_from + DOWN_BARS * H, "the market to move on", 60, log)
-        end = (clock.now_ms() // H + 8) * H
-        final = start("--resume", "--to", ms_to_iso(end))
-        assert final.wait(180) == 0, log.read_text()[-3000:]
+        with clock_held_until_subscribed(sim):  # the resumed bot's 8 bars start when it is on the stream
+            end = (clock.now_ms() // H + 8) * H
+            final = start("--resume", "--to", ms_to_iso(end))
+            assert final.wait(180) == 0, log.read_text()[-3000:]
         db = core.open_journal_db(db_url)
         run = q.list_runs(db)[0]
         check_consistency(db, run["id"], acct)

@@ -19,6 +19,7 @@ from broker.bybit_sim import SimConfig
 from broker.bybit_sim.private import account_of
 from broker.bybit_sim.testing import sim_thread
 from storage import queries as q
+from tests.helpers import clock_held_until_subscribed
 from tests.live_helpers import KEY, SECRET, modules
 
 H = 3_600_000
@@ -86,11 +87,12 @@ def test_a_live_run_logs_every_order_and_bybits_refusals(btc_1h: Path, tmp_path:
             acct.before_exec_push = None
 
         acct.before_exec_push = withdraw
-        end = (sim.state.now_ms() // H + 40) * H
-        lines = _run(["run", "--mode", "live", "--set", f"exchange.rest_url={sim.rest_url}",
-                      "--set", f"exchange.ws_url={sim.ws_url}", "--set", f"storage.url={db_url}",
-                      "--set", "exchange.timeout_s=2", "--to", ms_to_iso(end)],
-                     env={"BYBIT_API_KEY": KEY, "BYBIT_API_SECRET": SECRET})
+        with clock_held_until_subscribed(sim):  # a slow start-up must not eat the 40 bars
+            end = (sim.state.now_ms() // H + 40) * H
+            lines = _run(["run", "--mode", "live", "--set", f"exchange.rest_url={sim.rest_url}",
+                          "--set", f"exchange.ws_url={sim.ws_url}", "--set", f"storage.url={db_url}",
+                          "--set", "exchange.timeout_s=2", "--to", ms_to_iso(end)],
+                         env={"BYBIT_API_KEY": KEY, "BYBIT_API_SECRET": SECRET})
     db = core.open_journal_db(db_url)
     run = q.list_runs(db)[0]
     orders = _check_against_journal(lines, db, run["id"])
