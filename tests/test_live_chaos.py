@@ -54,7 +54,9 @@ def _columns_see_what_they_count(out: Outcome, tmp_path: Path) -> None:
     assert (lost.lost_fills, lost.duplicate_orders, lost.mismatches) == (1, 0, 0)
     assert lost.journal_position != lost.exchange_position
     first = next(iter(out.account.orders.values()))
-    out.account.create({"category": "linear", "symbol": first.symbol, "side": "Buy", "orderType": "Market",
+    # Against the position, so that no margin is needed: the run may end fully invested.
+    side = "Sell" if out.account.books[first.symbol].size > 0 else "Buy"
+    out.account.create({"category": "linear", "symbol": first.symbol, "side": side, "orderType": "Market",
                         "qty": "0.001", "orderLinkId": first.link_id.rsplit("-", 1)[0] + "-1"})
     twice = Outcome("linear")
     tally(twice, out.db_url, out.account)
