@@ -150,3 +150,25 @@ def test_cli_bad_input_is_one_line(btc_1h: Path, tmp_path: Path, args: list[str]
         assert [f"fold {i} vol_only:" in res.stdout for i in range(5)] == [True] * 4 + [False]  # no seeds
         return
     assert res.returncode == 2 and res.stderr.strip() == line, res.stderr
+
+
+def test_a_win_on_return_that_the_sharpe_intervals_do_not_show_is_said_to_be_none() -> None:
+    """Research that cannot fool its user: a higher return whose Sharpe interval overlaps the
+    baseline's is "no demonstrated edge", one whose interval lies above it is not qualified."""
+    from bot.cli.walkforward import verdict
+    from bot.walkforward import WalkForward
+    from bot.wf_stats import Interval, Stitched
+
+    def curve(name: str, seed: int | None, ret: float, sharpe: tuple[float, float, float]) -> Stitched:
+        return Stitched(name, seed, 100, Interval(ret, ret - 0.1, ret + 0.1), Interval(*sharpe), 0.1, 24)
+
+    def said(model: tuple[float, float, float]) -> str:
+        wf = WalkForward("dsc", "BTCUSDT", "1h", "expanding", [])
+        wf.stitched = [curve("dsc", 7, 0.05, model), curve("buy_hold", None, -0.30, (-0.5, -2.2, 1.2))]
+        return verdict(wf)
+
+    vague = said((-0.3, -2.0, 1.0))
+    assert "beats every baseline on return" in vague
+    assert "overlaps buy_hold's: no demonstrated edge over it" in vague
+    clear = said((2.5, 1.5, 3.5))
+    assert "beats every baseline on return" in clear and "no demonstrated edge" not in clear

@@ -83,11 +83,31 @@ def verdict(wf: WalkForward) -> str:
     vs = ", ".join(f"{s.strategy} {format_metric('total_return', s.total_return.value)}" for s in others)
     beaten = [s.strategy for s in others if mean > (s.total_return.value or 0.0)]
     missed = [s.strategy for s in others if s.strategy not in beaten]
-    tail = ("beats every baseline" if not missed else
-            f"does not beat {', '.join(missed)}" + (f"; beats {', '.join(beaten)}" if beaten else ""))
+    tail = ("beats every baseline on return" if not missed else
+            f"does not beat {', '.join(missed)}" + (f"; beats {', '.join(beaten)} on return" if beaten else ""))
     idle = "" if any(b.summary.get("n_trades") or b.summary.get("orders") for b in wf.blocks
                      if b.strategy == wf.strategy) else " It never traded."
-    return f"{wf.strategy}: out of sample {format_metric('total_return', mean)}{seeds} against {vs}: {tail}.{idle}"
+    return (f"{wf.strategy}: out of sample {format_metric('total_return', mean)}{seeds} against {vs}: "
+            f"{tail}.{idle}{_sharpe_sentence(own, [s for s in others if s.strategy in beaten])}")
+
+
+def _sharpe_sentence(own: list[Stitched], beaten: list[Stitched]) -> str:
+    """Whether a win on return shows in the Sharpe intervals: a baseline whose 95 % Sharpe
+    interval overlaps a seed's is not shown to be worse."""
+    def overlaps(a: Interval, b: Interval) -> bool:
+        if None in (a.low, a.high, b.low, b.high):
+            return True
+        return bool(a.low <= b.high and b.low <= a.high)  # type: ignore[operator]
+
+    vals = [s.sharpe.value for s in own if s.sharpe.value is not None]
+    if not vals:
+        return ""
+    same = [b.strategy for b in beaten if any(overlaps(s.sharpe, b.sharpe) for s in own)]
+    text = f" Sharpe {sum(vals) / len(vals):.2f}"
+    if same:
+        text += (f", but its 95 % Sharpe interval overlaps {', '.join(same)}'s: no demonstrated edge over "
+                 f"{'it' if len(same) == 1 else 'them'}")
+    return text + "."
 
 
 def as_dict(wf: WalkForward) -> dict[str, Any]:
