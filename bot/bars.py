@@ -77,6 +77,14 @@ class Bars:
             new[: old.shape[0]] = old
             setattr(self, name, new)
 
+    def upcoming(self, end: int) -> dict[str, np.ndarray]:
+        """The hidden preloaded bars ``[n, end)``: for the engine's fast-forward only, which hands
+        them to its strategy and broker as the bars about to close (``Strategy.quiet``)."""
+        end = min(end, self._preloaded)
+        n = self.n
+        return {"time": self._t[n:end], "open": self._o[n:end], "high": self._h[n:end],
+                "low": self._l[n:end], "close": self._c[n:end], "volume": self._v[n:end]}
+
     # -- readers (views ending at the current bar) ----------------------------------------------
     @property
     def time(self) -> np.ndarray:

@@ -14,6 +14,7 @@ from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
 
+import numpy as np
 import structlog
 
 from bot import order_log
@@ -54,6 +55,9 @@ class Engine:
     """One market of a run. Several engines share a journal, a wallet (through their brokers),
     the portfolio's kill switch (``risk.portfolio``) and ``marks``, from which each reads the
     portfolio's equity; a one-market run has no marks (equity = cash + qty x close)."""
+
+    #: Bars :meth:`fast_forward` looks at first (then four times as many, while all are quiet).
+    FF_WINDOW = 64
 
     def __init__(self, *, run_id: str, strategy: Strategy, bars: Bars, broker: Broker, journal: Journal,
                  risk: RiskManager, fee_rate: float, bar_ms: int,
@@ -120,6 +124,10 @@ class Engine:
         #: Protective exits (the market's config, or a decision's own prices): bot/exits.py.
         self.exits = ExitGuard(exits, bars, broker, journal, self.instrument, log_orders)
         broker.set_listener(self._on_order_event, self)
+        #: Backtests may play quiet bars as blocks (:meth:`fast_forward`): one market, a strategy
+        #: that can say which bars it would not decide on, no kill switch watching equity.
+        self.can_fast_forward = (marks is None and not self._risk_active
+                                 and type(strategy).quiet is not Strategy.quiet)
 
     # -- life cycle --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -157,6 +165,44 @@ class Engine:
                 market.on_bar(bars.last_time(), o, h, lo, c)
             finally:
                 self._in_fill = False
+
+    def fast_forward(self, end: int) -> int:
+        """Backtests: the hidden bars from ``bars.n`` up to ``end`` on which nothing can happen
+        (no order working, nothing for the broker to do, no kill switch watching equity, and a
+        strategy that would not decide: ``Strategy.quiet``) are revealed, marked to market and
+        journaled as one block, exactly as bar by bar. Returns how many (0: the next bar is
+        played alone)."""
+        if (not self.can_fast_forward or self._waiting is not None or self._kill_pending is not None
+                or self._portfolio.tripped is not None):
+            return 0
+        bars, market, played, window = self.bars, self._market, 0, self.FF_WINDOW
+        while bars.n < end:
+            upcoming = bars.upcoming(min(end, bars.n + window))
+            n = len(upcoming["time"])
+            k = n if market is None else market.quiet_bars(upcoming)
+            if k:
+                k = self.strategy.quiet({f: a[:k] for f, a in upcoming.items()} if k < n else upcoming)
+            if k:
+                self._mark_block(upcoming["close"][:k])
+                played += k
+            if k < n:
+                break
+            window *= 4  # a long quiet stretch: look further ahead at once
+        return played
+
+    def _mark_block(self, closes: np.ndarray) -> None:
+        """Reveal and mark ``len(closes)`` quiet bars: equity = cash + qty x close, as in :meth:`decide`."""
+        k = len(closes)
+        bars = self.bars
+        bars.n += k
+        self.bar_index = bars.n - 1
+        self.last_bar = bars.last_time()
+        cash, qty = self.broker.cash_and_qty()
+        self.equity_curve.frombytes((cash + qty * closes).tobytes())
+        self.cash_curve.frombytes(np.full(k, cash).tobytes())
+        self.position_curve.frombytes(np.full(k, qty).tobytes())
+        if self.bar_index - self._synced_to >= self._equity_batch:
+            self.sync_equity()
 
     def decide(self, trade: bool = True) -> None:
         """Mark bar ``bars.n - 1`` to market, journal the equity, ask the strategy, order (after

@@ -27,6 +27,8 @@ class Stepper(Protocol):
 
     def fill(self) -> None: ...
 
+    def fast_forward(self, end: int) -> int: ...
+
     def decide(self, trade: bool = True) -> None: ...
 
 
@@ -55,6 +57,8 @@ class PreloadedSource:
     loop then only reveals and steps, as fast for several aligned markets as for one."""
 
     CHUNK = 50_000
+    #: Quiet bars of a one-market group as blocks (``Engine.fast_forward``); False: bar by bar.
+    fast_forward = True
 
     def __init__(self, order: Any, closes: Any, total: int) -> None:
         #: Market index and close time of every bar, in playing order (:func:`bot.candles.merge_order`).
@@ -74,10 +78,18 @@ class PreloadedSource:
             def play(engines: Sequence[Stepper], runs: list[tuple[tuple[int, ...], int]] = runs) -> None:
                 for markets, count in runs:
                     if len(markets) == 1:
-                        bars, step = books[markets[0]], engines[markets[0]].on_bar
-                        for _ in range(count):
-                            bars.n += 1  # reveal the next preloaded bar (bounded by `total`)
-                            step()
+                        bars, engine = books[markets[0]], engines[markets[0]]
+                        step = engine.on_bar
+                        if not (self.fast_forward and getattr(engine, "can_fast_forward", False)):
+                            for _ in range(count):
+                                bars.n += 1  # reveal the next preloaded bar (bounded by `total`)
+                                step()
+                            continue
+                        end, skip = bars.n + count, engine.fast_forward
+                        while bars.n < end:
+                            if not skip(end):  # quiet bars played as one block, else the next alone
+                                bars.n += 1
+                                step()
                         continue
                     fills = [(books[m], engines[m].fill) for m in markets]
                     decides = [engines[m].decide for m in markets]

@@ -15,10 +15,13 @@ from __future__ import annotations
 from abc import ABC, abstractmethod
 from collections.abc import Callable
 from decimal import ROUND_FLOOR, Decimal
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 from bot.domain import ZERO, Balance, Fill, Instrument, Order, OrderRequest, Position
 from bot.protection import Protection
+
+if TYPE_CHECKING:
+    import numpy as np
 
 #: Called with the order's new state, and the fill that caused it when there is one.
 Listener = Callable[[Order, Fill | None], None]
@@ -51,6 +54,9 @@ class MarketDataListener(Protocol):
         """True when the next bar has work to do."""
 
     def on_bar(self, time_ms: int, open_: float, high: float, low: float, close: float) -> None: ...
+
+    def quiet_bars(self, upcoming: dict[str, np.ndarray]) -> int:
+        """How many of these next bars (arrays by field), from the first, need nothing here."""
 
 
 class Broker(ABC):

@@ -198,6 +198,23 @@ class SimulatedBroker(Broker):
         return (bool(self._orders) or self._protection is not None or self._liq_f is not None
                 or self._next_funding < len(self._funding_times))
 
+    def quiet_bars(self, upcoming: dict[str, np.ndarray]) -> int:
+        """How many of these next bars, from the first, :meth:`on_bar` would do nothing on: no
+        order working and no protection to watch, no funding time reached, the position's
+        liquidation price (its float pre-check) not touched."""
+        if self._orders or self._protection is not None:
+            return 0
+        t = upcoming["time"]
+        n = len(t)
+        if self._next_funding < len(self._funding_times):
+            n = min(n, int(np.searchsorted(t, self._funding_times[self._next_funding], side="left")))
+        liq = self._liq_f
+        if liq is not None and n:  # a bar's low is at most its open, its high at least
+            hit = upcoming["low"][:n] <= liq if self._qty_f > 0 else upcoming["high"][:n] >= liq
+            if hit.any():
+                n = int(hit.argmax())
+        return n
+
     def set_protection(self, protection: Protection | None, now_ms: int, *, send: bool = True) -> None:
         """Guard the position with these levels (None: remove them); from the next price on."""
         if protection is not None and (protection.empty or protection.direction * self.book.qty <= 0):

@@ -10,6 +10,7 @@ from abc import ABC, abstractmethod
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar
 
+import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bot.bars import Bars
@@ -119,6 +120,18 @@ class Strategy(ABC):
         bar-by-bar path (each model strategy proves it in a test). ``on_bar`` then looks the
         result up by bar time instead of running the model.
         """
+
+    def quiet(self, upcoming: dict[str, np.ndarray]) -> int:
+        """Backtests' fast-forward: ``upcoming`` (``time``, ``open``, ``high``, ``low``, ``close``,
+        ``volume``) are the next bars, to close one after another with no order working and
+        nothing else happening. Return how many of them, from the first, :meth:`on_bar` would
+        return None for, with the state advanced over exactly those bars (as if each had been
+        shown to :meth:`on_bar`); the engine then marks them as one block. The next bar is shown
+        to :meth:`on_bar` as usual. Nothing past the returned count may change the state.
+
+        Default 0: every bar goes to :meth:`on_bar`. Bar-by-bar parity is tested for each
+        strategy that overrides it."""
+        return 0
 
     @classmethod
     def for_backtest(cls, raw: dict[str, Any], ctx: StrategyContext,
