@@ -2,8 +2,8 @@
 
 SMA(10/30) crossover, long while fast > slow else flat, decided at a bar's close and filled at the
 next bar's open, 0.1 % fee on both sides, all-in sizing (``floor_to_lot(equity / (close x 1.001))``,
-lots of 0.001 BTC), 10,000 USDT, on the real Bybit BTCUSDT 1h candles tiled to each size (as
-``bench/backtest_throughput.py`` tiles them). The bot runs its real CLI with the journal on (a
+lots of 0.001 BTC, no minimum notional), 10,000 USDT, on the real Bybit BTCUSDT 1h candles tiled to each size (as
+``bench/backtest_throughput.py`` tiles them) and kept on the 0.1 tick. The bot runs its real CLI with the journal on (a
 SQLite file); its "engine" time is the summary's ``elapsed_s`` (opening the run to the last journal
 row), as backtesting.py's is ``Backtest.run`` (its indicators, loop and statistics), neither
 counting the CSV read. Each engine's trades and final equity are compared with the bot's, and the
@@ -36,13 +36,25 @@ from backtest_throughput import tiled  # noqa: E402
 FAST, SLOW, FEE, CASH, LOT = 10, 30, 0.001, 10_000.0, 0.001
 
 
+def on_tick(src: Path, out: Path) -> Path:
+    """The tiles on BTCUSDT's 0.1 tick, as real candles are: the bot fills at the tick (rounded
+    against the trader), the peers at the raw price; on the tick both are the same price."""
+    df = pd.read_csv(src)
+    px = ["open", "high", "low", "close"]
+    df[px] = df[px].round(1).clip(lower=0.1)
+    df["high"] = df[px].max(axis=1)
+    df["low"] = df[px].min(axis=1)
+    df.to_csv(out, index=False)
+    return out
+
+
 def bot(data: Path, tmp: Path) -> dict[str, float]:
     db = tmp / "bot.db"
     db.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "bot", "backtest", "--strategy", "sma", "--data", str(data),
            "--db", f"sqlite:///{db}", "--json", "--set", f"strategy.params.fast={FAST}",
            "--set", f"strategy.params.slow={SLOW}", "--set", f"broker.fee_rate={FEE}",
-           "--set", f"broker.initial_cash={CASH}"]
+           "--set", f"broker.initial_cash={CASH}", "--set", "market.min_notional=0"]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp)
     out, err = proc.communicate()
@@ -74,7 +86,9 @@ def backtesting_py(df: pd.DataFrame) -> dict[str, float]:
         def next(self) -> None:
             long = self.fast[-1] > self.slow[-1]
             if long and not self.position:  # all in, in whole lots of LOT (the bot's sizing)
-                self.buy(size=math.floor(self.equity / (self.data.Close[-1] * (1 + FEE))))
+                lots = math.floor(self.equity / (self.data.Close[-1] * (1 + FEE)))
+                if lots >= 1:  # below one lot the bot sends nothing either
+                    self.buy(size=lots)
             elif not long and self.position:
                 self.position.close()
 
@@ -106,7 +120,7 @@ def bare_loop(df: pd.DataFrame) -> dict[str, float]:
             continue
         long = fs / FAST > ss / SLOW
         if long and not qty:
-            pending = math.floor((cash + qty * price) / (price * (1 + FEE)) / LOT) * LOT
+            pending = math.floor((cash + qty * price) / (price * (1 + FEE)) / LOT) * LOT or None
         elif not long and qty:
             pending = -qty
     return {"s": time.perf_counter() - t0, "trades": trades + (1 if qty else 0), "equity": cash + qty * c[-1]}
@@ -157,7 +171,7 @@ def main() -> None:
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         for n in sizes:
-            data = tiled(n, tmp / f"tiled_{n}.csv.gz")
+            data = on_tick(tiled(n, tmp / f"tiled_{n}.csv.gz"), tmp / f"tick_{n}.csv.gz")
             df = _frame(data)
             runs: dict[str, list[dict[str, float]]] = {"bot (journal on)": [], "backtesting.py": [],
                                                        "bare Python loop": []}
