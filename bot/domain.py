@@ -353,6 +353,7 @@ class Balance:
     equity: Decimal
 
 
+@functools.lru_cache(maxsize=1024)
 def base_coin(symbol: str) -> str:
     """The base coin of a Bybit symbol (base coin + quote coin): BTC of BTCUSDT."""
     for quote in ("USDT", "USDC"):
