@@ -283,6 +283,39 @@ def make_windows(feats: np.ndarray, ends: np.ndarray, window: int, layout: Layou
     return np.ascontiguousarray(win, dtype=np.float32)
 
 
+class RowWindow:
+    """The newest ``n`` rows appended, oldest first, as one contiguous array: each row is written
+    twice (at p and p + n) so the window is always a slice, never a stack of the rows. Rows keep
+    the dtype of the first one."""
+
+    __slots__ = ("n", "_buf", "_pos", "_k")
+
+    def __init__(self, n: int) -> None:
+        self.n = n
+        self._buf: np.ndarray | None = None
+        self._pos = 0
+        self._k = 0
+
+    def append(self, row: np.ndarray) -> None:
+        if self._buf is None:
+            self._buf = np.empty((2 * self.n, row.shape[0]), dtype=row.dtype)
+        p = self._pos
+        self._buf[p] = row
+        self._buf[p + self.n] = row
+        self._pos = (p + 1) % self.n
+        self._k = min(self._k + 1, self.n)
+
+    def __len__(self) -> int:
+        return self._k
+
+    def array(self) -> np.ndarray:
+        """The window (a view: copy it to keep it); all ``n`` rows once ``len == n``."""
+        assert self._buf is not None
+        if self._k < self.n:
+            return self._buf[: self._k]
+        return self._buf[self._pos: self._pos + self.n]
+
+
 class FeatureWindow:
     """Incremental features + normaliser + a ring of the last ``window`` rows, for strategies.
 

@@ -23,6 +23,8 @@ gradient is through the opportunity cost. Reported this way in the model card.
 from __future__ import annotations
 
 import math
+import warnings
+import weakref
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -184,6 +186,36 @@ def restarts(open_times: np.ndarray, bar_ms: int, steps: int, usable: np.ndarray
     return out
 
 
+class _ArgmaxStep(nn.Module):
+    """:meth:`PositionSizer.step` at trading time (argmax level, no sampling), as one graph."""
+
+    def __init__(self, sizer: PositionSizer) -> None:
+        super().__init__()
+        self.sizer = sizer
+
+    def forward(self, x: Tensor, h: Tensor, prev: Tensor) -> tuple[Tensor, Tensor, Tensor]:
+        h, logits, _w, pos = self.sizer.step(x, h, prev, None)
+        return h, logits, pos
+
+
+#: One frozen trace per sizer of its one-bar argmax step (same kernels and numbers as eager,
+#: without the Python overhead of a GRU cell and a head called one bar at a time).
+_TRACED: weakref.WeakKeyDictionary[PositionSizer, Any] = weakref.WeakKeyDictionary()
+
+
+def _one_bar_step(sizer: PositionSizer, x: Tensor, h: Tensor, prev: Tensor) -> Any:
+    step = _TRACED.get(sizer)
+    if step is None:
+        try:
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")
+                step = torch.jit.freeze(torch.jit.trace(_ArgmaxStep(sizer).eval(), (x, h, prev), check_trace=False))
+        except Exception:  # noqa: BLE001 - an optimisation only: eager gives the same numbers
+            step = _ArgmaxStep(sizer).eval()
+        _TRACED[sizer] = step
+    return step
+
+
 class SizerRunner:
     """The trading-time recurrence: one argmax step per bar, persistent hidden state.
 
@@ -218,7 +250,11 @@ class SizerRunner:
     @torch.no_grad()
     def step(self, feature: Tensor) -> tuple[int, Tensor]:
         """Feature vector [1, d] -> (level 0..10, probabilities [11])."""
-        self.h, logits, _w, self.prev = self.sizer.step(feature.to(self.dtype), self.h, self.prev, None)
+        x = feature.to(self.dtype)
+        if x.shape[0] == 1:
+            self.h, logits, self.prev = _one_bar_step(self.sizer, x, self.h, self.prev)(x, self.h, self.prev)
+        else:
+            self.h, logits, _w, self.prev = self.sizer.step(x, self.h, self.prev, None)
         self.steps += 1
         probs = logits[0].softmax(-1)
         return int(logits[0].argmax()), probs

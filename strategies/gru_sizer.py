@@ -16,7 +16,6 @@ exactly as one that never stopped. Inference runs in float64 so the batched back
 from __future__ import annotations
 
 import math
-from collections import deque
 from collections.abc import Callable
 from dataclasses import replace
 from functools import partial
@@ -32,7 +31,7 @@ from bot.domain import Decision, timeframe_ms
 from bot.errors import ModelError
 from bot.timeutil import ms_to_iso
 from models.drift import DriftWatch
-from models.features import FEATURE_WARMUP, IncrementalFeatures, Normalizer, compute_features
+from models.features import FEATURE_WARMUP, IncrementalFeatures, Normalizer, RowWindow, compute_features
 from models.gaps import Runs, window_gap
 from models.gru_config import GRUSizerConfig, parse_config
 from models.gru_data import encode_bars
@@ -128,7 +127,7 @@ class GRUSizerStrategy(Strategy):
     # -- incremental state -------------------------------------------------------------------------
     def _reset(self) -> None:
         self._feats = IncrementalFeatures()
-        self._rows: deque[np.ndarray] = deque(maxlen=self.window)
+        self._rows = RowWindow(self.window)
         self._runner = SizerRunner(self.sizer)
         self._started = False
 
@@ -144,7 +143,7 @@ class GRUSizerStrategy(Strategy):
         return len(self._rows) == self.window
 
     def _window(self) -> torch.Tensor:
-        return torch.from_numpy(np.stack(self._rows)).to(torch.float64).unsqueeze(0)
+        return torch.from_numpy(self._rows.array().astype(np.float64)).unsqueeze(0)  # a copy: the step keeps it
 
     def _step(self, t: int) -> tuple[int, torch.Tensor, np.ndarray, Before]:
         """Encoder + one GRU step for the bar just pushed, forward only: (level, probs, scaled
