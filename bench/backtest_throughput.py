@@ -6,6 +6,7 @@ subprocess per size and prints a table; then, per size, one backtest of two mark
 ETHUSDT tiled the same way, N candles each, SMA on both, one wallet) against the one-market time.
 Each run is repeated (``--repeat``, default 3), the four kinds taking turns, and the fastest
 of each is reported (as ``timeit`` does): a shared machine's noise only ever adds time.
+At sizes up to 100k it also runs ten markets of N candles each in one backtest against one market.
 Usage: python bench/backtest_throughput.py [--repeat K] [N ...]
 """
 
@@ -80,6 +81,20 @@ def run_markets(n: int, tmp: Path, second: str) -> dict[str, float]:
     return _timed([sys.executable, "-m", "bot", "backtest", "--config", str(cfg), "--json"], tmp)
 
 
+def run_ten(n: int, tmp: Path, k: int = 10) -> dict[str, float]:
+    """``k`` markets of ``n`` candles each in one backtest (BTCUSDT's tiles under ``k`` symbols,
+    one wallet, a ``k``-th each): issue 17's portfolio target is at most 10x one market's time."""
+    sma = {"name": "sma", "params": {"fast": 10, "slow": 30}}
+    data = str(tmp / f"tiled_{n}.csv.gz")
+    markets = [{"symbol": f"{chr(65 + i)}BTUSDT" if i else "BTCUSDT", "data": data, "strategy": sma}
+               for i in range(k)]
+    db = tmp / f"ten_{n}.db"
+    db.unlink(missing_ok=True)
+    cfg = tmp / f"ten_{n}.yaml"
+    cfg.write_text(yaml.safe_dump({"markets": markets, "storage": {"url": f"sqlite:///{db}"}}))
+    return _timed([sys.executable, "-m", "bot", "backtest", "--config", str(cfg), "--json"], tmp)
+
+
 def run_eth(n: int, tmp: Path) -> dict[str, float]:
     sma = {"name": "sma", "params": {"fast": 10, "slow": 30}}
     eth = {"symbol": "ETHUSDT", "data": str(tiled(n, tmp / f"tiled_eth_{n}.csv.gz", "ETHUSDT")),
@@ -119,7 +134,7 @@ def main() -> None:
         repeat = int(args[k + 1])
         del args[k:k + 2]
     sizes = [int(x) for x in args] or [100_000, 1_000_000]
-    rows, many = [], []
+    rows, many, ten = [], [], []
     with tempfile.TemporaryDirectory() as d:
         for n in sizes:
             tmp = Path(d)
@@ -131,6 +146,8 @@ def main() -> None:
                 kinds[3].append(run_markets(n, tmp, "eth"))
             rows.append(fastest(kinds[0]))
             many.append(tuple(fastest(k) for k in kinds[1:]))
+            if n <= 100_000:  # 10 x 1M candles would take minutes: the target is stated at 100k
+                ten.append((rows[-1], fastest([run_ten(n, tmp) for _ in range(repeat)])))
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, fastest of {repeat} runs")
     print("| candles | trades | engine s | engine candles/s | CLI wall s | CLI candles/s | peak RSS MB |")
     print("|---:|---:|---:|---:|---:|---:|---:|")
@@ -146,6 +163,16 @@ def main() -> None:
                                ("BTCUSDT + ETHUSDT", two, one["engine_s"] + eth["engine_s"])):
             print(f"| {name} | 2 x {one['candles']:,} | {r['trades']:,} | {r['engine_s']:.2f} | {alone:.2f} | "
                   f"{r['engine_s'] / alone:.2f} | {r['rss_mb']:.0f} |")
+
+
+    if ten:
+        print()
+        print("Ten markets in one backtest (BTCUSDT's candles under ten symbols, one wallet, a tenth each):")
+        print("| markets | candles | trades | engine s | one market s | ratio (target <= 10) | peak RSS MB |")
+        print("|---|---:|---:|---:|---:|---:|---:|")
+        for one, r in ten:
+            print(f"| 10 | 10 x {one['candles']:,} | {r['trades']:,} | {r['engine_s']:.2f} | {one['engine_s']:.2f} | "
+                  f"{r['engine_s'] / one['engine_s']:.2f} | {r['rss_mb']:.0f} |")
 
 
 if __name__ == "__main__":
