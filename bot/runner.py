@@ -111,8 +111,9 @@ class RunPlan:
     services: Callable[[Runner, asyncio.Event], AbstractAsyncContextManager[Any]] | None = None
     drain_s: float = 10.0
     show_progress: bool = False
-    #: Backtests: write the equity rows from a second process (pays off for very many bars).
-    equity_process: bool = False
+    #: Backtests: write the journal from a second process (storage/journal_process.py; pays off
+    #: from some 50k bars, below which its start-up costs more than it saves).
+    writer_process: bool = False
     #: Paper and live: metrics, alerts (bot/observe.py); told of committed rows and each bar.
     observers: list[RunObserver] = field(default_factory=list)
     #: Called before each bar is played, after the previous bar's transaction: the only moment
@@ -252,7 +253,7 @@ class Runner:
             journal.reopen()
         else:
             if not plan.durable:
-                journal.use_background_writer(equity_process=plan.equity_process)
+                journal.use_background_writer(process=plan.writer_process)
             for m in self.sessions:
                 if m.precompute is not None:
                     m.strategy.precompute(m.precompute)
@@ -262,7 +263,7 @@ class Runner:
                 m.engine.start()
         if self.events is not None:
             self.events.attach(self)
-        journal.flush()
+        journal.flush(background=True)  # a backtest's writer takes it; paper and live write it now
 
     def _restore(self, r: Resume) -> None:
         """Every market's books and engine from the run's snapshot (one ``restore`` each)."""

@@ -221,9 +221,6 @@ class Journal:
                             prices: Any) -> None:
         """One market's equity marks for consecutive bars (array-likes of equal length); rows are
         built on write."""
-        if self._equity_proc is not None:
-            self._equity_proc.put((symbol, times, equity, cash, position, prices))
-            return
         self._equity.append((symbol, times, equity, cash, position, prices))
         self._equity_rows += len(times)
         if self._equity_rows >= self.batch_size:
@@ -244,24 +241,25 @@ class Journal:
                 + len(self._order_updates) + len(self._fills)
                 + len(self._trades) + len(self._equity) + len(self._events) + len(self._funding))
 
-    def use_background_writer(self, equity_process: bool = False) -> None:
-        """Backtests: write batches on a thread while the engine keeps running.
+    def use_background_writer(self, process: bool = False) -> None:
+        """Backtests: write batches off the engine's thread while it keeps running.
 
         At most one batch is in flight and batches are written in order; ``flush()`` without
         ``background`` (and ``finish``) waits for it, so write-ahead semantics are unchanged.
-        With ``equity_process`` (large backtests on a file or server database) the per-bar equity
-        rows go to a second process instead (:mod:`storage.equity_process`).
+        With ``process`` (large backtests on a file or server database, nobody listening to the
+        batches) they are written by a second process instead (:mod:`storage.journal_process`).
         """
         self._background = True
-        if self._writer is None:
-            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
-        if equity_process and self._equity_proc is None and self.engine.url.database not in (None, "", ":memory:"):
-            from storage.equity_process import EquityProcess  # noqa: PLC0415
+        if (process and self._proc is None and not self.listeners
+                and self.engine.url.database not in (None, "", ":memory:")):
+            from storage.journal_process import JournalProcess  # noqa: PLC0415
 
             url = self.engine.url.render_as_string(hide_password=False)
-            self._equity_proc = EquityProcess(url, self.run_id, self._equity_sql)
+            self._proc = JournalProcess(url, self.run_id, self.batch_size)
+        elif self._writer is None:
+            self._writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="journal")
 
-    _equity_proc: Any = None
+    _proc: Any = None
 
     _background = False
 
@@ -277,10 +275,14 @@ class Journal:
         self._fills, self._trades, self._equity, self._events, self._run_update = [], [], [], [], {}
         self._funding = []
         self._equity_rows = 0
-        if background and self._writer is not None:
-            self._inflight = self._writer.submit(self._write, batch)
+        if self._proc is not None:
+            self._proc.put(batch)
+            if not background:
+                self._proc.sync()
+        elif background and self._writer is not None:
+            self._inflight = self._writer.submit(self.write_batch, batch)
         else:
-            self._write(batch)
+            self.write_batch(batch)
 
     def _wait(self) -> None:
         fut = self._inflight
@@ -299,7 +301,7 @@ class Journal:
             if self._writer is not None:
                 self._writer.shutdown(wait=True)
                 self._writer = None
-            proc, self._equity_proc = self._equity_proc, None
+            proc, self._proc = self._proc, None
             if proc is not None:
                 proc.close()
 
@@ -311,7 +313,8 @@ class Journal:
             yield from zip([rid] * n, [sym] * n, tl, _pylist(eq), _pylist(cash), _pylist(pos), _pylist(px),
                            strict=True)
 
-    def _write(self, b: Committed) -> None:
+    def write_batch(self, b: Committed) -> None:
+        """One batch as one transaction (this journal's, or a parent's: storage/journal_process.py)."""
         try:
             with self.engine.begin() as conn:
                 if b.decisions:

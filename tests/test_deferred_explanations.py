@@ -77,7 +77,7 @@ def bar_of(decision_id: str | None) -> int:
 def seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
     """What happened, in order: ("bar", t), ("order", t), ("explain", t), ("commit", batch)."""
     events: list[tuple[Any, ...]] = []
-    decide, explain, write = Engine.decide, deferred.completed_explanation, Journal._write
+    decide, explain, write = Engine.decide, deferred.completed_explanation, Journal.write_batch
 
     def decide_(engine: Engine, trade: bool = True) -> None:
         events.append(("bar", engine.bars.last_time()))
@@ -99,7 +99,7 @@ def seen(monkeypatch: pytest.MonkeyPatch) -> list[tuple[Any, ...]]:
         monkeypatch.setattr(broker, "submit", submit_)
     monkeypatch.setattr(Engine, "decide", decide_)
     monkeypatch.setattr(deferred, "completed_explanation", explain_)
-    monkeypatch.setattr(Journal, "_write", write_)
+    monkeypatch.setattr(Journal, "write_batch", write_)
     return events
 
 

@@ -118,7 +118,7 @@ def test_interrupted_run_is_marked_interrupted(db: Engine) -> None:
 
 
 def test_large_backtest_writes_every_equity_row_from_the_second_process(db: Engine) -> None:
-    """Above 250k bars the equity curve goes through storage/equity_process.py: nothing is lost."""
+    """From 50k bars the journal is written by storage/journal_process.py: nothing is lost."""
     n = 260_000
     data = random_walk(n, seed=11)
     s = core.backtest(load_config(None, []), data, ScriptedStrategy({10: 1.0, 200_000: 0.0}), db,

@@ -144,7 +144,7 @@ def _children(pid: int) -> list[int]:
 
 
 def test_sigterm_stops_a_backtest_as_interrupted_with_its_rows_and_no_writer_left(tmp_path: Path) -> None:
-    # 260k bars: the equity curve goes through the second writer process (storage/equity_process.py).
+    # 260k bars: the journal goes through the second writer process (storage/journal_process.py).
     n = 260_000
     rng = np.random.default_rng(5)
     close = 100 * np.exp(np.cumsum(rng.normal(0, 0.002, n)))

@@ -77,7 +77,7 @@ def backtest_markets(cfg: Config, markets: list[MarketData], db: DBEngine, *, mo
     total = tradable if stop_after is None else min(stop_after, tradable)
     source = PreloadedSource(merge_order(closes), np.sort(np.concatenate(closes), kind="stable"), total)
     plan = RunPlan(mode=mode, data_source=";".join(md.data.source for md in markets), events=events,
-                   show_progress=show_progress, equity_process=tradable >= 50_000)
+                   show_progress=show_progress, writer_process=tradable >= 50_000)
     return run_to_end(Runner(cfg, sessions, db, source=source, plan=plan).run())
 
 
