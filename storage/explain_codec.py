@@ -72,7 +72,11 @@ ZDICT = (
     b',"signal":"long","rule":{"threshold":0.'
 )
 
-_COMPRESSOR = zlib.compressobj(9, zlib.DEFLATED, -15, 9, zlib.Z_DEFAULT_STRATEGY, ZDICT)
+#: An 8 KiB window (ZDICT and a stored explanation, a few hundred bytes, fit in it) and a small
+#: hash: the compressor is copied per explanation, and copying the default 32 KiB / memLevel 9
+#: state cost 50 us, far more than compressing. Every raw deflate stream, whatever its window,
+#: decodes with the 32 KiB decompressor below, so stored rows and VERSION are unchanged.
+_COMPRESSOR = zlib.compressobj(9, zlib.DEFLATED, -13, 4, zlib.Z_DEFAULT_STRATEGY, ZDICT)
 _DECOMPRESSOR = zlib.decompressobj(-15, ZDICT)
 
 

@@ -96,6 +96,7 @@ class Journal:
                                 "ON CONFLICT DO NOTHING")
         else:
             self._equity_sql = f"INSERT OR IGNORE INTO equity ({cols}) VALUES (?, ?, ?, ?, ?, ?, ?)"
+        self._plans: dict[tuple[str, tuple[str, ...]], tuple[str, list[Any]]] = {}
         self._writer: ThreadPoolExecutor | None = None
         self._inflight: Future[None] | None = None
         #: Called with each batch right after it committed (bot/observe.py), in the writing thread.
@@ -318,23 +319,23 @@ class Journal:
         try:
             with self.engine.begin() as conn:
                 if b.decisions:
-                    conn.execute(self._ins["decisions"], b.decisions)
+                    self._insert(conn, s.decisions, b.decisions)
                 for did, values in b.decision_updates.items():
                     conn.execute(update(s.decisions).where(s.decisions.c.id == did).values(**values))
                 if b.new_orders:
-                    conn.execute(self._ins["orders"], b.new_orders)
+                    self._insert(conn, s.orders, b.new_orders)
                 for oid, values in b.order_updates.items():
                     conn.execute(update(s.orders).where(s.orders.c.id == oid).values(**values))
                 if b.fills:
-                    conn.execute(self._ins["fills"], b.fills)
+                    self._insert(conn, s.fills, b.fills)
                 if b.trades:
-                    conn.execute(self._ins["trades"], b.trades)
+                    self._insert(conn, s.trades, b.trades)
                 if b.equity:
                     conn.exec_driver_sql(self._equity_sql, list(self._equity_rows_of(b.equity)))
                 if b.events:
                     conn.execute(s.events.insert(), b.events)
                 if b.funding:
-                    conn.execute(self._ins["funding"], b.funding)
+                    self._insert(conn, s.funding, b.funding)
                 conn.execute(update(s.runs).where(s.runs.c.id == self.run_id)
                              .values(updated_at=utcnow(), **b.run_update))
         except SQLAlchemyError as exc:
@@ -342,10 +343,40 @@ class Journal:
         for listener in self.listeners:
             listener(b)
 
+    def _insert(self, conn: Any, table: Table, rows: list[dict[str, Any]]) -> None:
+        """``rows`` into ``table``, known keys ignored (the insert of :func:`_insert_ignore`): one
+        driver-level executemany with each column's own bind processor, without building
+        SQLAlchemy's per-row parameters (most of a batch's write time). Rows whose keys differ
+        take the statement path."""
+        keys = tuple(rows[0])
+        if any(len(r) != len(keys) or tuple(r) != keys for r in rows):
+            conn.execute(self._ins[table.name], rows)
+            return
+        plan = self._plans.get((table.name, keys))
+        if plan is None:
+            plan = self._plans[(table.name, keys)] = _insert_plan(self.engine, table, keys)
+        sql, procs = plan
+        if any(procs):
+            data = [tuple([v if p is None else p(v) for v, p in zip(r.values(), procs, strict=True)]) for r in rows]
+        else:
+            data = [tuple(r.values()) for r in rows]
+        conn.exec_driver_sql(sql, data)
+
     # -- reads needed by a resuming writer --------------------------------------------------------
     def known_exec_ids(self) -> set[str]:
         with self.engine.connect() as conn:
             return set(conn.scalars(select(s.fills.c.exec_id).where(s.fills.c.run_id == self.run_id)))
+
+
+def _insert_plan(engine: Engine, table: Table, keys: tuple[str, ...]) -> tuple[str, list[Any]]:
+    """The driver-level insert-or-ignore of ``keys`` into ``table`` and each column's bind processor."""
+    dialect = engine.dialect
+    mark = "?" if dialect.paramstyle == "qmark" else "%s"
+    cols = ", ".join(dialect.identifier_preparer.quote(k) for k in keys)
+    sql = (f"INSERT INTO {dialect.identifier_preparer.format_table(table)} ({cols}) "
+           f"VALUES ({', '.join([mark] * len(keys))}) ON CONFLICT DO NOTHING")
+    procs = [table.c[k].type.dialect_impl(dialect).bind_processor(dialect) for k in keys]
+    return sql, procs
 
 
 def _pylist(a: Any) -> list[Any]:
