@@ -9,6 +9,7 @@ exported beside the checkpoint at train time, or on first use if missing or of a
 
 from __future__ import annotations
 
+import os
 import tempfile
 from pathlib import Path
 from typing import Literal
@@ -82,6 +83,8 @@ class DSCRuntime:
         self.backend = backend
         self._ort: OnnxRunner | None = None
         self._ort_probs: OnnxRunner | None = None
+        #: The explain graph on every core, for batches (backtests, evaluation): built on first use.
+        self._ort_many: OnnxRunner | None = None
         if backend == "onnx":
             self._ort = OnnxRunner(self._ensure_onnx(Path(path), "explain"), threads=threads)
             self._ort_probs = OnnxRunner(self._ensure_onnx(Path(path), "probs"), threads=threads)
@@ -111,10 +114,18 @@ class DSCRuntime:
             p = self.net.probs(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
         return p.numpy().astype(np.float64)
 
-    def explain(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """x: float32 [B, F, W] (normalised) -> (probs float64 [B, 3], attribution float64 [B, F, W])."""
+    def explain(self, x: np.ndarray, many: bool = False) -> tuple[np.ndarray, np.ndarray]:
+        """x: float32 [B, F, W] (normalised) -> (probs float64 [B, 3], attribution float64 [B, F, W]).
+
+        ``many``: a large batch, run on every core; else on the runtime's own threads (latency).
+        The batched backtest path decides as the bar-by-bar one (tests/test_dsc_strategy.py)."""
         if self._ort is not None:
-            probs, attr = self._ort.run(x)
+            runner = self._ort
+            if many and (os.cpu_count() or 1) > 1:
+                if self._ort_many is None:
+                    self._ort_many = OnnxRunner(self._ort.path, threads=os.cpu_count() or 1)
+                runner = self._ort_many
+            probs, attr = runner.run(x)
             return probs.astype(np.float64), attr.astype(np.float64)
         with torch.inference_mode():
             p, a = self.net(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
@@ -124,7 +135,7 @@ class DSCRuntime:
         """:meth:`explain` over many windows in chunks (backtests, evaluation)."""
         ps, ats = [], []
         for s in range(0, x.shape[0], batch):
-            p, a = self.explain(x[s:s + batch])
+            p, a = self.explain(x[s:s + batch], many=True)
             ps.append(p)
             ats.append(a)
         if not ps:

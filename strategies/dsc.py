@@ -153,7 +153,7 @@ class DSCStrategy(Strategy):
         probs, steps, feats = [], [], []
         for s in range(0, ends.size, 1024):
             x = make_windows(z, ends[s:s + 1024], self.window, "conv")
-            p, a = self.rt.explain(x)
+            p, a = self.rt.explain(x, many=True)
             r = _reduce(a, self.method)
             probs.append(p)
             steps.append(r.steps)
