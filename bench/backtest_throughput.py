@@ -28,11 +28,15 @@ ROOT = Path(__file__).resolve().parents[1]
 DATA = Path(os.environ.get("BOT_DATA_DIR", ROOT.parent / "shared" / "data"))
 
 
-def tiled(n: int, out: Path, symbol: str = "BTCUSDT") -> Path:
+STEP_MS = {"1m": 60_000, "1h": 3_600_000}
+
+
+def tiled(n: int, out: Path, symbol: str = "BTCUSDT", timeframe: str = "1h") -> Path:
+    """The shared Bybit candles of ``symbol`` and ``timeframe`` tiled to ``n`` bars (module doc)."""
     if out.exists():
         return out
-    src = pd.read_csv(DATA / f"bybit_{symbol}_1h.csv.gz")
-    t0, step = int(src.timestamp.iloc[0]), 3_600_000
+    src = pd.read_csv(DATA / f"bybit_{symbol}_{timeframe}.csv.gz")
+    t0, step = int(src.timestamp.iloc[0]), STEP_MS[timeframe]
     o0 = float(src.open.iloc[0])
     parts, prev_close, k = [], o0, 0
     while sum(len(p) for p in parts) < n:
@@ -49,6 +53,18 @@ def tiled(n: int, out: Path, symbol: str = "BTCUSDT") -> Path:
     df = pd.concat(parts, ignore_index=True).iloc[:n]
     df["timestamp"] = t0 + np.arange(n, dtype=np.int64) * step
     df.to_csv(out, index=False, float_format="%.8g")
+    return out
+
+
+def on_tick(src: Path, out: Path) -> Path:
+    """Tiles on BTCUSDT's 0.1 tick, as real candles are: the bot fills at the tick (rounded
+    against the trader), another engine at the raw price; on the tick both are the same price."""
+    df = pd.read_csv(src)
+    px = ["open", "high", "low", "close"]
+    df[px] = df[px].round(1).clip(lower=0.1)
+    df["high"] = df[px].max(axis=1)
+    df["low"] = df[px].min(axis=1)
+    df.to_csv(out, index=False)
     return out
 
 

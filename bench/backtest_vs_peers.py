@@ -33,21 +33,9 @@ import numpy as np
 import pandas as pd
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from backtest_throughput import tiled  # noqa: E402
+from backtest_throughput import on_tick, tiled  # noqa: E402
 
 FAST, SLOW, FEE, CASH, LOT = 10, 30, 0.001, 10_000.0, 0.001
-
-
-def on_tick(src: Path, out: Path) -> Path:
-    """The tiles on BTCUSDT's 0.1 tick, as real candles are: the bot fills at the tick (rounded
-    against the trader), the peers at the raw price; on the tick both are the same price."""
-    df = pd.read_csv(src)
-    px = ["open", "high", "low", "close"]
-    df[px] = df[px].round(1).clip(lower=0.1)
-    df["high"] = df[px].max(axis=1)
-    df["low"] = df[px].min(axis=1)
-    df.to_csv(out, index=False)
-    return out
 
 
 def bot(data: Path, tmp: Path) -> dict[str, float]:

@@ -26,36 +26,10 @@ import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-import pandas as pd
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+from backtest_throughput import DATA, on_tick, tiled  # noqa: E402
 
-ROOT = Path(__file__).resolve().parents[1]
-DATA = Path(os.environ.get("BOT_DATA_DIR", ROOT.parent / "shared" / "data"))
 SRC = DATA / "bybit_BTCUSDT_1m.csv.gz"
-PX = ["open", "high", "low", "close"]
-
-
-def tiled(n: int, out: Path) -> Path:
-    src = pd.read_csv(SRC)
-    t0, o0 = int(src.timestamp.iloc[0]), float(src.open.iloc[0])
-    parts, prev, k = [], o0, 0
-    while sum(len(p) for p in parts) < n:
-        part = src.copy()
-        if k % 2 == 0:
-            part[PX] *= prev / o0
-        else:
-            kk = prev * o0
-            part["open"], part["close"] = kk / src.open, kk / src.close
-            part["high"], part["low"] = kk / src.low, kk / src.high
-        prev = float(part.close.iloc[-1])
-        parts.append(part)
-        k += 1
-    df = pd.concat(parts, ignore_index=True).iloc[:n]
-    df["timestamp"] = t0 + np.arange(n, dtype=np.int64) * 60_000
-    df[PX] = df[PX].round(1)
-    df["high"], df["low"] = df[PX].max(axis=1), df[PX].min(axis=1)
-    df.to_csv(out, index=False)
-    return out
 
 
 def bot(args: list[str], cwd: Path) -> tuple[dict, float, float]:
@@ -80,7 +54,7 @@ def main() -> None:
     a = ap.parse_args()
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
-        data = tiled(a.bars, tmp / f"btc_1m_tiled_{a.bars}.csv.gz")
+        data = on_tick(tiled(a.bars, tmp / f"tiled_1m_{a.bars}.csv.gz", timeframe="1m"), tmp / "tick_1m.csv.gz")
         ck, train_s = a.checkpoint, None
         if ck is None:
             ck = str(tmp / "dsc_1m.pt")

@@ -124,10 +124,6 @@ class Engine:
         #: Protective exits (the market's config, or a decision's own prices): bot/exits.py.
         self.exits = ExitGuard(exits, bars, broker, journal, self.instrument, log_orders)
         broker.set_listener(self._on_order_event, self)
-        #: Backtests may play quiet bars as blocks (:meth:`fast_forward`): one market, a strategy
-        #: that can say which bars it would not decide on, no kill switch watching equity.
-        self.can_fast_forward = (marks is None and not self._risk_active
-                                 and type(strategy).quiet is not Strategy.quiet)
 
     # -- life cycle --------------------------------------------------------------------------------
     def start(self) -> None:
@@ -165,6 +161,13 @@ class Engine:
                 market.on_bar(bars.last_time(), o, h, lo, c)
             finally:
                 self._in_fill = False
+
+    @property
+    def can_fast_forward(self) -> bool:
+        """Backtests may play quiet bars as blocks (:meth:`fast_forward`): one market, a strategy
+        that can say which bars it would not decide on, no kill switch watching equity."""
+        return (self._marks is None and not self._risk_active
+                and type(self.strategy).quiet is not Strategy.quiet)
 
     def fast_forward(self, end: int) -> int:
         """Backtests: the hidden bars from ``bars.n`` up to ``end`` on which nothing can happen

@@ -285,20 +285,21 @@ def make_windows(feats: np.ndarray, ends: np.ndarray, window: int, layout: Layou
 
 class RowWindow:
     """The newest ``n`` rows appended, oldest first, as one contiguous array: each row is written
-    twice (at p and p + n) so the window is always a slice, never a stack of the rows. Rows keep
-    the dtype of the first one."""
+    twice (at p and p + n) so the window is always a slice, never a stack of the rows. Rows are
+    stored as ``dtype`` (default: the first row's)."""
 
-    __slots__ = ("n", "_buf", "_pos", "_k")
+    __slots__ = ("n", "_dtype", "_buf", "_pos", "_k")
 
-    def __init__(self, n: int) -> None:
+    def __init__(self, n: int, dtype: Any = None) -> None:
         self.n = n
+        self._dtype = dtype
         self._buf: np.ndarray | None = None
         self._pos = 0
         self._k = 0
 
     def append(self, row: np.ndarray) -> None:
         if self._buf is None:
-            self._buf = np.empty((2 * self.n, row.shape[0]), dtype=row.dtype)
+            self._buf = np.empty((2 * self.n, row.shape[0]), dtype=self._dtype or row.dtype)
         p = self._pos
         self._buf[p] = row
         self._buf[p + self.n] = row
@@ -336,18 +337,14 @@ class FeatureWindow:
         self._step = normalizer.stepper()
         self.window = window
         self.layout = layout
-        # Each row is written twice (at p and p + window) so the last `window` rows are always
-        # one contiguous slice: no copy or roll per bar.
-        self._buf = np.zeros((2 * window, N_FEATURES), dtype=np.float32)
-        self._pos = 0
-        self._k = 0
+        self._rows = RowWindow(window, np.float32)  # one contiguous slice: no copy or roll per bar
         self.last_raw: np.ndarray | None = None
         #: Sees every valid feature row (a :class:`models.drift.DriftWatch`), or None.
         self.watch = watch
 
     @property
     def ready(self) -> bool:
-        return self._k >= self.window
+        return len(self._rows) >= self.window
 
     def update(self, time: int, open_: float, high: float, low: float, close: float,
                volume: float) -> np.ndarray | None:
@@ -364,12 +361,8 @@ class FeatureWindow:
         z = self._step(raw)
         if z is None:  # a rolling normaliser still filling its trailing rows
             return None
-        w, p = self.window, self._pos
-        self._buf[p] = z
-        self._buf[p + w] = z
-        self._pos = (p + 1) % w
-        self._k = min(self._k + 1, w)
-        if self._k < w:
+        self._rows.append(z)
+        if len(self._rows) < self.window:
             return None
-        block = self._buf[self._pos: self._pos + w]
+        block = self._rows.array()
         return block.T if self.layout == "conv" else block
