@@ -152,6 +152,10 @@ def main() -> None:
         repeat = int(args[k + 1])
         del args[k:k + 2]
     sizes = [int(x) for x in args] or [100_000, 1_000_000]
+    try:
+        import backtesting  # noqa: F401, PLC0415
+    except ImportError:
+        raise SystemExit("backtesting.py is not installed: pip install -e '.[bench]'") from None
     print(f"python {sys.version.split()[0]}, {os.cpu_count()} cores, load {os.getloadavg()[0]:.2f}, "
           f"fastest of {repeat} runs (the engines taking turns)")
     print()
