@@ -2,7 +2,8 @@
 
 Rows are buffered and written in one transaction per flush, so a backtest is not bound by
 per-row commits. Every insert ignores rows already present (decision id, client order id,
-execution id, equity bar), so replaying a stream after a restart never double-counts.
+execution id), so replaying a stream after a restart never double-counts; the equity curve is
+written as blocks per flush (storage/equity_codec.py), and a bar marked twice keeps its first mark.
 With ``write_ahead`` the engine flushes before each order leaves the process.
 """
 
@@ -25,6 +26,7 @@ from sqlalchemy.exc import SQLAlchemyError
 
 from bot.domain import EXPLANATION_PENDING, Decision, DecisionStatus, Fill, Order, RunStatus
 from bot.errors import StorageError
+from storage import equity_codec
 from storage import schema as s
 from storage.retention import apply_retention
 
@@ -89,13 +91,6 @@ class Journal:
         self._run_update: dict[str, Any] = {}
         self._ins = {t.name: _insert_ignore(engine, t) for t in
                      (s.decisions, s.orders, s.fills, s.trades, s.funding)}
-        # The equity curve is one row per bar: bypass statement compilation, plain executemany.
-        cols = "run_id, symbol, time, equity, cash, position, price"
-        if engine.dialect.name == "postgresql":
-            self._equity_sql = (f"INSERT INTO equity ({cols}) VALUES (%s, %s, %s, %s, %s, %s, %s) "
-                                "ON CONFLICT DO NOTHING")
-        else:
-            self._equity_sql = f"INSERT OR IGNORE INTO equity ({cols}) VALUES (?, ?, ?, ?, ?, ?, ?)"
         self._plans: dict[tuple[str, tuple[str, ...]], tuple[str, list[Any]]] = {}
         self._writer: ThreadPoolExecutor | None = None
         self._inflight: Future[None] | None = None
@@ -306,14 +301,6 @@ class Journal:
             if proc is not None:
                 proc.close()
 
-    def _equity_rows_of(self, blocks: list[tuple[str, Any, Any, Any, Any, Any]]) -> Any:
-        rid = self.run_id
-        for sym, times, eq, cash, pos, px in blocks:
-            tl = _pylist(times)
-            n = len(tl)
-            yield from zip([rid] * n, [sym] * n, tl, _pylist(eq), _pylist(cash), _pylist(pos), _pylist(px),
-                           strict=True)
-
     def write_batch(self, b: Committed) -> None:
         """One batch as one transaction (this journal's, or a parent's: storage/journal_process.py)."""
         try:
@@ -331,7 +318,9 @@ class Journal:
                 if b.trades:
                     self._insert(conn, s.trades, b.trades)
                 if b.equity:
-                    conn.exec_driver_sql(self._equity_sql, list(self._equity_rows_of(b.equity)))
+                    conn.execute(s.equity_blocks.insert(), [
+                        {"run_id": self.run_id, "symbol": sym, "first_time": t0, "last_time": t1, "n": n, "data": data}
+                        for sym, t0, t1, n, data in equity_codec.blocks_of(b.equity)])
                 if b.events:
                     conn.execute(s.events.insert(), b.events)
                 if b.funding:
@@ -377,11 +366,6 @@ def _insert_plan(engine: Engine, table: Table, keys: tuple[str, ...]) -> tuple[s
            f"VALUES ({', '.join([mark] * len(keys))}) ON CONFLICT DO NOTHING")
     procs = [table.c[k].type.dialect_impl(dialect).bind_processor(dialect) for k in keys]
     return sql, procs
-
-
-def _pylist(a: Any) -> list[Any]:
-    """numpy arrays and array.array to lists of Python scalars, in C."""
-    return a.tolist() if hasattr(a, "tolist") else list(a)
 
 
 @dataclass(slots=True)

@@ -7,7 +7,8 @@ turns on one core; a second process writes them on the other core while the engi
 
 The writer is ``python -m storage.journal_writer``, fed the journal's batches
 (:class:`storage.journal.Committed`) pickled over its stdin, in order; each is one transaction
-there, as it would be in the parent (a full pipe holds the engine back). It imports only the
+there, as it would be in the parent. A thread feeds the pipe from a bounded queue, so the
+writer's start and a slow stretch do not hold the engine back; a full queue does. It imports only the
 database layer, so it is ready in a fraction of a second; a ``multiprocessing`` child would first
 re-import the command's main module (the whole CLI). ``sync`` waits until every batch sent is
 written; ``close`` sends the end of the stream and waits for the writer to exit, raising if it
@@ -17,8 +18,10 @@ failed. The writer also ends at end of input, so a parent killed outright leaves
 from __future__ import annotations
 
 import pickle
+import queue
 import subprocess
 import sys
+import threading
 from typing import IO, Any
 
 from bot.errors import StorageError
@@ -28,19 +31,36 @@ SYNC = "sync"
 
 
 class JournalProcess:
+    #: Batches pickled but not yet in the pipe, at most: the writer's start (its imports) and a
+    #: slow stretch are absorbed without holding the engine back, and memory stays bounded.
+    QUEUE = 32
+
     def __init__(self, url: str, run_id: str, batch_size: int) -> None:
         self._proc = subprocess.Popen([sys.executable, "-m", "storage.journal_writer"], stdin=subprocess.PIPE,
                                       stdout=subprocess.PIPE, close_fds=True)
         self._pipe: IO[bytes] = self._proc.stdin  # type: ignore[assignment]
         self._acks: IO[bytes] = self._proc.stdout  # type: ignore[assignment]
+        self._queue: queue.Queue[bytes | None] = queue.Queue(self.QUEUE)
+        self._failed = False
+        # The pipe is fed from a thread: a blocked write releases the GIL, so the engine runs on.
+        self._feeder = threading.Thread(target=self._feed, name="journal-feed", daemon=True)
+        self._feeder.start()
         self._send((url, run_id, batch_size))
 
-    def _send(self, item: Any) -> None:
+    def _feed(self) -> None:
         try:
-            pickle.dump(item, self._pipe, protocol=pickle.HIGHEST_PROTOCOL)
-            self._pipe.flush()
-        except (BrokenPipeError, OSError):
-            raise StorageError("the journal writer process died; see the log") from None
+            while (data := self._queue.get()) is not None:
+                self._pipe.write(data)
+                self._pipe.flush()
+        except (BrokenPipeError, OSError, ValueError):
+            self._failed = True
+            while self._queue.get() is not None:  # drain: senders must never block on a dead writer
+                pass
+
+    def _send(self, item: Any) -> None:
+        if self._failed or not self._feeder.is_alive():
+            raise StorageError("the journal writer process died; see the log")
+        self._queue.put(pickle.dumps(item, protocol=pickle.HIGHEST_PROTOCOL))
 
     def put(self, batch: Any) -> None:
         """One journal batch (a :class:`storage.journal.Committed`), written after those before it."""
@@ -55,11 +75,13 @@ class JournalProcess:
             raise StorageError("the journal writer process died; see the log")
 
     def close(self) -> None:
-        if self._proc.poll() is None:
+        if self._feeder.is_alive():
             try:
-                self._send(None)
+                self._send(None)  # the end of the stream, for the writer
             except StorageError:
                 pass
+            self._queue.put(None)  # the end of the feed, for the thread
+            self._feeder.join()
         try:
             self._pipe.close()
         except OSError:

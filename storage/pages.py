@@ -13,6 +13,7 @@ from typing import Any
 from sqlalchemy import Engine, desc, func, select
 
 from bot.domain import TERMINAL_STATUSES
+from storage import equity_codec
 from storage import schema as s
 
 #: Each journal table's newest-first order: its time column, then its key.
@@ -53,15 +54,18 @@ def page(engine: Engine, table: str, run_id: str, *, limit: int, offset: int = 0
 
 
 def last_marks(engine: Engine, run_id: str, symbols: list[str]) -> dict[str, dict[str, Any]]:
-    """Each market's latest equity row (a market not marked yet is left out)."""
-    e = s.equity.c
+    """Each market's latest equity mark (a market not marked yet is left out): the last row of its
+    block that reaches furthest."""
+    b = s.equity_blocks.c
     out: dict[str, dict[str, Any]] = {}
     with engine.connect() as conn:
         for sym in symbols:
-            row = conn.execute(select(s.equity).where(e.run_id == run_id, e.symbol == sym)
-                               .order_by(desc(e.time)).limit(1)).first()
-            if row is not None:
-                out[sym] = dict(row._mapping)
+            data = conn.scalar(select(b.data).where(b.run_id == run_id, b.symbol == sym)
+                               .order_by(desc(b.last_time), b.id).limit(1))
+            if data is not None:
+                cols = equity_codec.decode(data)
+                out[sym] = {"run_id": run_id, "symbol": sym,
+                            **dict(zip(equity_codec.COLUMNS, (c[-1].item() for c in cols), strict=True))}
     return out
 
 

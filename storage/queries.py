@@ -9,6 +9,7 @@ from sqlalchemy import Engine, desc, func, or_, select
 
 from bot.domain import TIMEFRAME_MS, fee_in_base
 from bot.errors import StorageError
+from storage import equity_codec
 from storage import schema as s
 
 
@@ -93,8 +94,16 @@ def equity(engine: Engine, run_id: str, symbol: str | None = None) -> list[dict[
 
 
 def _equity_rows(conn: Any, run_id: str, symbol: str | None) -> list[dict[str, Any]]:
-    q = _of(select(s.equity).where(s.equity.c.run_id == run_id), s.equity, symbol).order_by(s.equity.c.time)
-    return _rows(conn.execute(q))
+    """One market's curve (its blocks merged: storage/equity_codec.py), as rows in time order."""
+    b = s.equity_blocks.c
+    q = _of(select(b.symbol, b.data).where(b.run_id == run_id), s.equity_blocks, symbol).order_by(b.id)
+    by_symbol: dict[str, list[bytes]] = {}
+    for sym, data in conn.execute(q):
+        by_symbol.setdefault(sym, []).append(data)
+    out = []
+    for sym, blocks in by_symbol.items():
+        out += equity_codec.rows(equity_codec.merge(blocks), {"run_id": run_id, "symbol": sym})
+    return out
 
 
 def portfolio_curve(rows: dict[str, list[dict[str, Any]]], bar_ms: dict[str, int]) -> list[dict[str, Any]]:

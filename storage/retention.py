@@ -25,7 +25,7 @@ log = structlog.get_logger("journal")
 
 #: A run's own tables, in an order that deletes each row before the rows it references
 #: (fills -> orders -> decisions).
-RUN_TABLES = ("fills", "trades", "equity", "events", "funding", "orders", "decisions")
+RUN_TABLES = ("fills", "trades", "equity_blocks", "events", "funding", "orders", "decisions")
 #: Statuses a prune may delete (everything but ``running``).
 FINAL = tuple(st.value for st in RunStatus if st.is_final)
 

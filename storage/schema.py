@@ -210,18 +210,20 @@ trades = Table(
     Index("ix_trades_run", "run_id", "exit_time"),
 )
 
-equity = Table(
-    "equity",
+equity_blocks = Table(
+    "equity_blocks",
     metadata,
-    Column("run_id", String(16), ForeignKey("runs.id", ondelete="CASCADE"), primary_key=True),
-    # One curve per market; ``equity`` is the portfolio's at that market's bar close.
-    Column("symbol", String(32), primary_key=True),
-    Column("time", BigInteger, primary_key=True),
-    Column("equity", Float, nullable=False),
-    Column("cash", Float, nullable=False),
-    Column("position", Float, nullable=False),
-    Column("price", Float, nullable=False),
-    sqlite_with_rowid=False,
+    # The equity curve, one market's marks for consecutive bars per row (storage/equity_codec.py):
+    # ``equity`` and ``cash`` are the portfolio's at that market's bar close. ``id`` orders the
+    # blocks as written (a time marked twice keeps its first mark).
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("run_id", String(16), ForeignKey("runs.id", ondelete="CASCADE"), nullable=False),
+    Column("symbol", String(32), nullable=False),
+    Column("first_time", BigInteger, nullable=False),
+    Column("last_time", BigInteger, nullable=False),
+    Column("n", Integer, nullable=False),
+    Column("data", LargeBinary, nullable=False),
+    Index("ix_equity_blocks_run", "run_id", "symbol", "last_time"),
 )
 
 events = Table(

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
@@ -10,10 +11,12 @@ from sqlalchemy import Engine
 from bot import app as core
 from bot.config import load_config
 from bot.domain import Decision, DecisionStatus, Fill, Order, OrderRequest, OrderStatus, Side
+from bot.errors import StorageError
 from bot.summary import journal_summary
 from storage import queries as q
 from storage.db import open_database
-from storage.journal import Journal
+from storage.journal import Committed, Journal
+from storage.journal_process import JournalProcess
 from tests.conftest import PG_URL
 from tests.helpers import ScriptedStrategy, random_walk
 
@@ -125,8 +128,21 @@ def test_large_backtest_writes_every_equity_row_from_the_second_process(db: Engi
                      show_progress=False)
     run = q.resolve_run(db, s["run_id"])
     assert run["status"] == "completed" and run["bars"] == n
-    assert q.count(db, "equity", s["run_id"]) == n
     eq = q.equity(db, s["run_id"])
+    assert len(eq) == n and q.count(db, "equity_blocks", s["run_id"]) == -(-n // 5000)  # a block per flush
     assert [r["time"] for r in eq[:3]] == [int(t) for t in data.time[:3]]
     assert eq[-1]["equity"] == pytest.approx(s["final_equity"])
     assert journal_summary(db, run)["sharpe"] == pytest.approx(s["sharpe"], rel=1e-12)
+
+
+def test_a_writer_process_that_dies_is_a_storage_error_never_a_hang(tmp_path: Path) -> None:
+    """The writer cannot open its database: the engine's next send, sync or close says so."""
+    proc = JournalProcess(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}", "r1", 10)
+    marks = [("BTCUSDT", list(range(5000)), [1.0] * 5000, [1.0] * 5000, [0.0] * 5000, [1.0] * 5000)]
+    batch = Committed("r1", [], {}, [], {}, [], [], marks, [], {"bars": 1})
+    with pytest.raises(StorageError, match="journal writer process"):
+        for _ in range(10_000):  # more than the queue and the pipe hold
+            proc.put(batch)
+        proc.sync()
+    with pytest.raises(StorageError, match="journal writer process failed"):
+        proc.close()

@@ -25,4 +25,4 @@ def test_processes_opening_a_new_sqlite_journal_together_all_succeed(tmp_path: P
             heads = pool.starmap(_open, [(url, start)] * 4)
     engine = open_database(url)
     assert len(set(heads)) == 1 and heads[0] == upgrade(engine)
-    assert {"runs", "decisions", "orders", "fills", "equity"} <= set(inspect(engine).get_table_names())
+    assert {"runs", "decisions", "orders", "fills", "equity_blocks"} <= set(inspect(engine).get_table_names())

@@ -94,7 +94,7 @@ def test_older_than_deletes_every_row_of_old_runs_and_nothing_else(four: dict[st
     db = four["db"]
     before = counts(db)
     for rid in (four["old"], four["older"], four["new"]):
-        assert all(before[rid].get(t, 0) > 0 for t in ("runs", "decisions", "orders", "fills", "trades", "equity"))
+        assert all(before[rid].get(t, 0) > 0 for t in ("runs", "decisions", "orders", "fills", "trades", "equity_blocks"))
     out = prune(four["url"], "--older-than", "30d", "--yes").stdout
     after = counts(db)
     assert four["old"] not in after and four["older"] not in after  # not one row left in any table
@@ -102,7 +102,7 @@ def test_older_than_deletes_every_row_of_old_runs_and_nothing_else(four: dict[st
     assert after[four["running"]] == before[four["running"]]  # a running run is never deleted, however old
     gone = {t: before[four["old"]].get(t, 0) + before[four["older"]].get(t, 0) for t in ("runs", *RUN_TABLES)}
     assert f"deleted {gone['runs']} runs, {gone['fills']:,} fills" in out
-    assert f"{gone['equity']:,} equity" in out and f"{gone['decisions']:,} decisions" in out
+    assert f"{gone['equity_blocks']:,} equity_blocks" in out and f"{gone['decisions']:,} decisions" in out
 
 
 def test_keep_and_status_choose_which_runs_go(four: dict[str, Any]) -> None:
@@ -167,7 +167,7 @@ def test_retention_days_prunes_when_a_run_starts(four: dict[str, Any], btc_1h: P
     after = counts(db)
     assert four["old"] not in after and four["older"] not in after
     assert after[four["running"]] == before[four["running"]] and after[four["new"]] == before[four["new"]]
-    assert after[new]["equity"] > 0
+    assert after[new]["equity_blocks"] > 0
 
 
 def test_retention_off_by_default(four: dict[str, Any], btc_1h: Path) -> None:

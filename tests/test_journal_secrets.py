@@ -82,7 +82,7 @@ def test_no_password_in_the_journal_or_the_logs(btc_1h: Path, tmp_path: Path) ->
         with db.connect() as conn:
             run = conn.execute(select(s.runs).where(s.runs.c.id == run_id)).one()._mapping
             rows = [dict(run)]
-            for table in ("decisions", "orders", "fills", "trades", "equity", "events"):
+            for table in ("decisions", "orders", "fills", "trades", "equity_blocks", "events"):
                 t = s.metadata.tables[table]
                 rows += [dict(x._mapping) for x in conn.execute(select(t).where(t.c.run_id == run_id))]
     finally:
