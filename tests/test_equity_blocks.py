@@ -64,7 +64,8 @@ def test_a_damaged_or_unknown_block_is_refused_with_its_reason() -> None:
 
 def test_blocks_of_a_batch_are_one_per_market_in_bar_order() -> None:
     t, eq, cash, pos, px = curve(8)
-    marks = [("BTCUSDT", t[:3], eq[:3], cash[:3], pos[:3], px[:3]), ("ETHUSDT", t[:1], eq[:1], cash[:1], pos[:1], px[:1]),
+    marks = [("BTCUSDT", t[:3], eq[:3], cash[:3], pos[:3], px[:3]),
+             ("ETHUSDT", t[:1], eq[:1], cash[:1], pos[:1], px[:1]),
              ("BTCUSDT", (t[3],), (eq[3],), (cash[3],), (pos[3],), (px[3],)),
              ("BTCUSDT", t[4:], eq[4:], cash[4:], pos[4:], px[4:])]
     blocks = codec.blocks_of(marks)
@@ -109,7 +110,7 @@ def test_migration_0010_packs_every_row_into_blocks_and_unpacks_them_again(rows_
     assert "equity" not in inspect(rows_journal).get_table_names()
     assert q.count(rows_journal, "equity_blocks", "r1") == 3 + 1  # 12,001 bars in blocks of 5,000; ETH in one
     for sym, rows in before.items():
-        got = [(r["time"], r["equity"], r["cash"], r["position"], r["price"]) for r in q.equity(rows_journal, "r1", sym)]
+        got = [tuple(r[c] for c in codec.COLUMNS) for r in q.equity(rows_journal, "r1", sym)]
         assert got == rows, sym
     marks = pages.last_marks(rows_journal, "r1", ["BTCUSDT", "ETHUSDT", "SOLUSDT"])
     assert marks.keys() == {"BTCUSDT", "ETHUSDT"}

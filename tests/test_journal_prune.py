@@ -94,7 +94,8 @@ def test_older_than_deletes_every_row_of_old_runs_and_nothing_else(four: dict[st
     db = four["db"]
     before = counts(db)
     for rid in (four["old"], four["older"], four["new"]):
-        assert all(before[rid].get(t, 0) > 0 for t in ("runs", "decisions", "orders", "fills", "trades", "equity_blocks"))
+        assert all(before[rid].get(t, 0) > 0
+                   for t in ("runs", "decisions", "orders", "fills", "trades", "equity_blocks"))
     out = prune(four["url"], "--older-than", "30d", "--yes").stdout
     after = counts(db)
     assert four["old"] not in after and four["older"] not in after  # not one row left in any table
