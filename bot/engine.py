@@ -45,6 +45,8 @@ from strategies.base import Strategy
 from strategies.replay import replay_mismatches
 
 log = structlog.get_logger("bot.engine")
+#: A decision's explanation must be strict JSON (no NaN): one encoder, not one per decision.
+_strict_json = json.JSONEncoder(allow_nan=False).encode
 
 
 def wall_clock_ms() -> int:
@@ -278,7 +280,7 @@ class Engine:
             if d.bar_time != t:
                 raise ValueError(f"decision for bar {d.bar_time} returned at bar {t}")
             if d.explanation:
-                json.dumps(d.explanation, allow_nan=False)
+                _strict_json(d.explanation)
             problem = decision_levels_problem(d, self.bars.last_close())
             if problem is not None:
                 raise ValueError(problem)
