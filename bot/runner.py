@@ -45,6 +45,7 @@ from bot.sources import BarSource, PreloadedSource, until_stopped
 from broker.base import Broker, MarketDataListener
 from storage.journal import Journal
 from storage.records import RunSnapshot
+from storage.retention import apply_retention
 from strategies.base import Strategy
 
 log = structlog.get_logger("bot.runner")
@@ -222,12 +223,13 @@ class Runner:
         # A resumable run and its start event (what a resume needs) are one transaction: a kill
         # at any point of start-up leaves either nothing or a run that ``--resume`` continues.
         start = (plan.start_time, f"{plan.mode}_start", plan.start_payload) if plan.start_payload is not None else None
+        # storage.retention_days: first delete the runs last written more than that many days ago.
+        apply_retention(self.db, cfg.storage.retention_days)
         return Journal.start_run(
             self.db, mode=plan.mode, strategy=",".join(names), symbol=",".join(cfg.symbols),
             timeframe=_joined(m.timeframe for m in cfg.markets), category=_joined(m.category for m in cfg.markets),
             config=config_to_dict(cfg), initial_cash=cfg.broker.initial_cash, data_source=plan.data_source,
             model_id=(",".join(ids)[:64] or None), batch_size=cfg.storage.batch_size, start_event=start,
-            retention_days=cfg.storage.retention_days,
         )
 
     def _engines(self, journal: Journal) -> None:

@@ -78,6 +78,8 @@ ZDICT = (
 #: decodes with the 32 KiB decompressor below, so stored rows and VERSION are unchanged.
 _COMPRESSOR = zlib.compressobj(9, zlib.DEFLATED, -13, 4, zlib.Z_DEFAULT_STRATEGY, ZDICT)
 _DECOMPRESSOR = zlib.decompressobj(-15, ZDICT)
+#: ``json.dumps(tree, separators=(",", ":"))`` without building an encoder per explanation.
+_COMPACT_JSON = json.JSONEncoder(separators=(",", ":")).encode
 
 
 def encode(value: Any) -> bytes | None:
@@ -85,7 +87,7 @@ def encode(value: Any) -> bytes | None:
     if value is None:
         return None
     blobs: list[bytes] = []
-    text = json.dumps(_enc(value, blobs), separators=(",", ":"))
+    text = _COMPACT_JSON(_enc(value, blobs))
     z = _COMPRESSOR.copy()  # primed with ZDICT once: priming costs more than compressing a row
     return VERSION + z.compress(text.encode() + b"\0" + b"".join(blobs)) + z.flush()
 

@@ -28,7 +28,6 @@ from bot.domain import EXPLANATION_PENDING, Decision, DecisionStatus, Fill, Orde
 from bot.errors import StorageError
 from storage import equity_codec
 from storage import schema as s
-from storage.retention import apply_retention
 
 RUNNING = RunStatus.RUNNING
 
@@ -102,13 +101,8 @@ class Journal:
     def start_run(cls, engine: Engine, *, mode: str, strategy: str, symbol: str, timeframe: str,
                   category: str, config: dict[str, Any], initial_cash: float, data_source: str | None,
                   model_id: str | None = None, batch_size: int = 5000, run_id: str | None = None,
-                  start_event: tuple[int, str, dict[str, Any]] | None = None, retention_days: int = 0) -> Journal:
-        """Open a run; ``start_event`` (time, kind, payload) is written in the same transaction.
-
-        ``retention_days`` (``storage.retention_days``): first delete the runs last written more
-        than that many days ago (storage/retention.py; never a running one).
-        """
-        apply_retention(engine, retention_days)
+                  start_event: tuple[int, str, dict[str, Any]] | None = None) -> Journal:
+        """Open a run; ``start_event`` (time, kind, payload) is written in the same transaction."""
         run_id = run_id or new_run_id()
         now = utcnow()
         try:
