@@ -7,9 +7,10 @@ lots of 0.001 BTC, no minimum notional), 10,000 USDT, on the real Bybit BTCUSDT 
 SQLite file); its "engine" time is the summary's ``elapsed_s`` (opening the run to the last journal
 row), as backtesting.py's is ``Backtest.run`` (its indicators, loop and statistics), neither
 counting the CSV read. Each engine's trades and final equity are compared with the bot's, and the
-bot's own time is split by cProfile into where it goes (``--profile``). Over a million bars
-this SMA pays the fee on thousands of trades and the wallet ends near one lot (final equity about
-20 USDT); there the engines' trade counts part (not yet traced to the rule that differs).
+bot's own time is split by cProfile into where it goes (``--profile``). Like the bot's SMA, the
+peers act on a change of signal only: a buy the wallet cannot afford at that close is not tried
+again on the next bars (over a million bars the fees leave the wallet near one lot, where that
+rule decides the trade count).
 
 backtesting.py is a bench extra (``pip install -e '.[bench]'``), never a runtime dependency.
 Usage: python bench/backtest_vs_peers.py [--repeat K] [--profile] [N ...]   (default 100000 1000000)
@@ -17,6 +18,7 @@ Usage: python bench/backtest_vs_peers.py [--repeat K] [--profile] [N ...]   (def
 
 from __future__ import annotations
 
+import contextlib
 import cProfile
 import io
 import json
@@ -27,6 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -38,13 +41,18 @@ from backtest_throughput import on_tick, tiled  # noqa: E402
 FAST, SLOW, FEE, CASH, LOT = 10, 30, 0.001, 10_000.0, 0.001
 
 
-def bot(data: Path, tmp: Path) -> dict[str, float]:
+def _settings(cash: float = CASH) -> list[str]:
+    """The bot's ``--set`` flags for the rule every engine here runs."""
+    values = {"strategy.params.fast": FAST, "strategy.params.slow": SLOW, "broker.fee_rate": FEE,
+              "broker.initial_cash": cash, "market.min_notional": 0}
+    return [a for k, v in values.items() for a in ("--set", f"{k}={v}")]
+
+
+def bot(data: Path, tmp: Path, cash: float = CASH) -> dict[str, float]:
     db = tmp / "bot.db"
     db.unlink(missing_ok=True)
     cmd = [sys.executable, "-m", "bot", "backtest", "--strategy", "sma", "--data", str(data),
-           "--db", f"sqlite:///{db}", "--json", "--set", f"strategy.params.fast={FAST}",
-           "--set", f"strategy.params.slow={SLOW}", "--set", f"broker.fee_rate={FEE}",
-           "--set", f"broker.initial_cash={CASH}", "--set", "market.min_notional=0"]
+           "--db", f"sqlite:///{db}", "--json", *_settings(cash)]
     t0 = time.perf_counter()
     proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE, cwd=tmp)
     out, err = proc.communicate()
@@ -52,7 +60,8 @@ def bot(data: Path, tmp: Path) -> dict[str, float]:
     if proc.returncode != 0:
         raise SystemExit(f"bot backtest failed: {err.decode().strip()[-2000:]}")
     s = json.loads(out)
-    return {"s": s["elapsed_s"], "wall_s": wall, "trades": s["n_trades"], "equity": s["final_equity"]}
+    return {"s": s["elapsed_s"], "wall_s": wall, "trades": s["n_trades"], "equity": s["final_equity"],
+            "orders": s["orders"], "decisions": s["decisions"]}
 
 
 def _frame(data: Path) -> pd.DataFrame:
@@ -73,8 +82,13 @@ def backtesting_py(df: pd.DataFrame) -> dict[str, float]:
             self.fast = self.I(sma, self.data.Close, FAST)
             self.slow = self.I(sma, self.data.Close, SLOW)
 
+        last: bool | None = None
+
         def next(self) -> None:
             long = self.fast[-1] > self.slow[-1]
+            if long == self.last:
+                return  # the bot's SMA decides on a change of signal only
+            self.last = long
             if long and not self.position:  # all in, in whole lots of LOT (the bot's sizing)
                 lots = math.floor(self.equity / (self.data.Close[-1] * (1 + FEE)))
                 if lots >= 1:  # below one lot the bot sends nothing either
@@ -83,9 +97,11 @@ def backtesting_py(df: pd.DataFrame) -> dict[str, float]:
                 self.position.close()
 
     bt = FractionalBacktest(df, SmaCross, cash=CASH, commission=FEE, fractional_unit=LOT)
-    t0 = time.perf_counter()
-    r = bt.run()
-    took = time.perf_counter() - t0
+    with warnings.catch_warnings(), contextlib.redirect_stderr(io.StringIO()):  # its progress bar
+        warnings.simplefilter("ignore")  # "some trades remain open": the bot's last one is open too
+        t0 = time.perf_counter()
+        r = bt.run()
+        took = time.perf_counter() - t0
     return {"s": took, "trades": int(r["# Trades"]), "equity": float(r["Equity Final [$]"])}
 
 
@@ -93,7 +109,7 @@ def bare_loop(df: pd.DataFrame) -> dict[str, float]:
     """The same rule as plain Python over lists: no orders, no journal, no engine."""
     t0 = time.perf_counter()
     o, c = df.Open.tolist(), df.Close.tolist()
-    cash, qty, fs, ss, trades, pending = CASH, 0.0, 0.0, 0.0, 0, None
+    cash, qty, fs, ss, trades, pending, last = CASH, 0.0, 0.0, 0.0, 0, None, None
     for i, price in enumerate(c):
         if pending is not None:
             px = o[i]
@@ -109,6 +125,9 @@ def bare_loop(df: pd.DataFrame) -> dict[str, float]:
         if i + 1 < SLOW:
             continue
         long = fs / FAST > ss / SLOW
+        if long == last:
+            continue
+        last = long
         if long and not qty:
             pending = math.floor((cash + qty * price) / (price * (1 + FEE)) / LOT) * LOT or None
         elif not long and qty:
@@ -127,8 +146,7 @@ def profile(data: Path, tmp: Path) -> str:
     prof = cProfile.Profile()
     prof.enable()
     res = CliRunner().invoke(app, ["backtest", "--strategy", "sma", "--data", str(data), "--db", f"sqlite:///{db}",
-                                   "--json", "--set", f"strategy.params.fast={FAST}",
-                                   "--set", f"strategy.params.slow={SLOW}"])
+                                   "--json", *_settings()])
     prof.disable()
     if res.exit_code != 0:
         raise SystemExit(res.output)
@@ -161,7 +179,7 @@ def main() -> None:
     print()
     print("| bars | engine | s | bars/s | x backtesting.py | trades | final equity | vs the bot |")
     print("|---:|---|---:|---:|---:|---:|---:|---:|")
-    profiles = []
+    profiles, per_order = [], []
     with tempfile.TemporaryDirectory() as d:
         tmp = Path(d)
         for n in sizes:
@@ -169,8 +187,10 @@ def main() -> None:
             df = _frame(data)
             runs: dict[str, list[dict[str, float]]] = {"bot (journal on)": [], "backtesting.py": [],
                                                        "bare Python loop": []}
+            idle = []  # the same run with a wallet too small for one lot: every decision, no order
             for _ in range(repeat):
                 runs["bot (journal on)"].append(bot(data, tmp))
+                idle.append(bot(data, tmp, cash=1.0))
                 runs["backtesting.py"].append(backtesting_py(df))
                 runs["bare Python loop"].append(bare_loop(df))
             best = {k: min(v, key=lambda r: r["s"]) for k, v in runs.items()}
@@ -179,8 +199,18 @@ def main() -> None:
                 diff = r["equity"] - ref["equity"]
                 print(f"| {n:,} | {name} | {r['s']:.3f} | {n / r['s']:,.0f} | {peer['s'] / r['s']:.2f} | "
                       f"{r['trades']:,} | {r['equity']:,.2f} | {diff:+,.2f} |")
+            quiet = min(idle, key=lambda r: r["s"])
+            per_order.append((n, ref, quiet))
             if want_profile:
                 profiles.append((n, profile(data, tmp)))
+    print("\nWhat an order costs: the run above less the same run with 1 USDT (the same decisions, none")
+    print("affordable: no order, fill or trade, and their journal rows), per order sent:\n")
+    print("| bars | orders | decisions | s | s without orders | per order |")
+    print("|---:|---:|---:|---:|---:|---:|")
+    for n, ref, quiet in per_order:
+        assert quiet["orders"] == 0 and quiet["decisions"] == ref["decisions"], (quiet, ref)
+        print(f"| {n:,} | {ref['orders']:,} | {ref['decisions']:,} | {ref['s']:.3f} | {quiet['s']:.3f} | "
+              f"{(ref['s'] - quiet['s']) / ref['orders'] * 1e6:.1f} us |")
     for n, table in profiles:
         print(f"\nWhere the bot's time goes at {n:,} bars (cProfile, own time, in-process CLI):\n")
         print(table)
