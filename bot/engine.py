@@ -8,6 +8,7 @@ mode therefore runs the same decision and order code; only the broker object dif
 from __future__ import annotations
 
 import json
+import math
 import time
 from array import array
 from collections.abc import Callable
@@ -47,6 +48,16 @@ from strategies.replay import replay_mismatches
 log = structlog.get_logger("bot.engine")
 #: A decision's explanation must be strict JSON (no NaN): one encoder, not one per decision.
 _strict_json = json.JSONEncoder(allow_nan=False).encode
+_SCALARS = frozenset({str, int, bool, type(None)})
+
+
+def _flat_json(d: dict[str, Any]) -> bool:
+    """True for a flat dict of strict JSON scalars (the SMA's explanation): no encoder needed."""
+    for k, v in d.items():
+        t = type(v)
+        if type(k) is not str or (t not in _SCALARS and not (t is float and math.isfinite(v))):
+            return False
+    return True
 
 
 def wall_clock_ms() -> int:
@@ -204,8 +215,8 @@ class Engine:
         self.last_bar = bars.last_time()
         cash, qty = self.broker.cash_and_qty()
         self.equity_curve.frombytes((cash + qty * closes).tobytes())
-        self.cash_curve.frombytes(np.full(k, cash).tobytes())
-        self.position_curve.frombytes(np.full(k, qty).tobytes())
+        self.cash_curve.extend(array("d", (cash,)) * k)
+        self.position_curve.extend(array("d", (qty,)) * k)
         if self.bar_index - self._synced_to >= self._equity_batch:
             self.sync_equity()
 
@@ -279,8 +290,8 @@ class Engine:
         try:
             if d.bar_time != t:
                 raise ValueError(f"decision for bar {d.bar_time} returned at bar {t}")
-            if d.explanation:
-                _strict_json(d.explanation)
+            if d.explanation and not _flat_json(d.explanation):
+                _strict_json(d.explanation)  # nested: the encoder says what is wrong
             problem = decision_levels_problem(d, self.bars.last_close())
             if problem is not None:
                 raise ValueError(problem)

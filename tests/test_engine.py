@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -28,20 +29,42 @@ def test_a_strategy_exception_is_a_journaled_no_trade(sqlite_url: str) -> None:
     assert q.resolve_run(db, s["run_id"])["status"] == "completed"  # the loop went on
 
 
-def test_unserialisable_explanation_becomes_an_error_decision(sqlite_url: str) -> None:
-    class NaNExplainer(ScriptedStrategy):
+@pytest.mark.parametrize(("explanation", "error"), [
+    ({"p": float("nan")}, "Out of range float values"), ({"k": "x", "p": float("-inf")}, "Out of range"),
+    ({"p": [1.0, float("nan")]}, "Out of range"), ({"p": {"q": object()}}, "TypeError: Object of type object"),
+    ({"p": object()}, "TypeError: Object of type object"), ({(1, 2): 1.0}, "TypeError: keys must be"),
+])
+def test_unserialisable_explanation_becomes_an_error_decision(sqlite_url: str, explanation: dict, error: str) -> None:
+    class BadExplainer(ScriptedStrategy):
         def on_bar(self, bars):  # type: ignore[no-untyped-def]
             d = super().on_bar(bars)
             if d is None:
                 return None
             from dataclasses import replace
 
-            return replace(d, explanation={"p": float("nan")})
+            return replace(d, explanation=explanation)
 
     db = open_database(sqlite_url)
-    s = core.backtest(load_config(None), random_walk(10), NaNExplainer({3: 1.0}), db, show_progress=False)
+    s = core.backtest(load_config(None), random_walk(10), BadExplainer({3: 1.0}), db, show_progress=False)
     (d,) = q.decisions(db, s["run_id"])
-    assert d["status"] == "error" and "NaN" in d["error"] or "Out of range" in d["error"]
+    assert d["status"] == "error" and error in d["error"], d["error"]
+
+
+def test_a_flat_or_nested_json_explanation_is_journaled_as_given(sqlite_url: str) -> None:
+    """The flat-dict shortcut of the JSON check accepts what the encoder accepts (int keys too)."""
+    given = {"kind": "x", "n": 3, "ok": True, "none": None, "p": 0.25, 7: "int key"}
+
+    class Explainer(ScriptedStrategy):
+        def on_bar(self, bars):  # type: ignore[no-untyped-def]
+            d = super().on_bar(bars)
+            from dataclasses import replace
+
+            return None if d is None else replace(d, explanation=given)
+
+    db = open_database(sqlite_url)
+    s = core.backtest(load_config(None), random_walk(10), Explainer({3: 1.0}), db, show_progress=False)
+    (d,) = q.decisions(db, s["run_id"])
+    assert d["status"] != "error" and d["explanation"] == {**{k: v for k, v in given.items() if k != 7}, "7": "int key"}
 
 
 def _crash_data():  # type: ignore[no-untyped-def]
