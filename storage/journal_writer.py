@@ -23,7 +23,10 @@ def serve(source: IO[bytes], acks: IO[bytes]) -> None:
     from storage.db import make_engine  # noqa: PLC0415 - the writer's only heavy imports
     from storage.journal import Journal  # noqa: PLC0415
 
-    url, run_id, batch_size = pickle.load(source)
+    try:
+        url, run_id, batch_size = pickle.load(source)
+    except EOFError:  # a writer started ahead (journal_process.prestart) that no run needed
+        return
     engine = make_engine(url)
     if engine.dialect.name == "sqlite":
         # This process only appends rows of a run whose row the parent has already committed:

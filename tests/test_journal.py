@@ -146,3 +146,23 @@ def test_a_writer_process_that_dies_is_a_storage_error_never_a_hang(tmp_path: Pa
         proc.sync()
     with pytest.raises(StorageError, match="journal writer process failed"):
         proc.close()
+
+
+def test_a_prestarted_writer_is_the_next_runs_and_an_unused_one_exits_cleanly(tmp_path: Path) -> None:
+    from storage import journal_process
+
+    journal_process.prestart()
+    (spare,) = journal_process._spare
+    db = open_database(f"sqlite:///{tmp_path / 'j.db'}")
+    j = _start(db)
+    proc = JournalProcess(str(db.url), j.run_id, 10)
+    assert proc._proc is spare and not journal_process._spare  # taken, not spawned
+    proc.put(Committed(j.run_id, [], {}, [], {}, [], [], [("BTCUSDT", [1, 2], [1.0, 2.0], [1.0, 1.0], [0.0, 0.5],
+                                                             [10.0, 12.0])], [], {"bars": 2}))
+    proc.sync()
+    proc.close()
+    assert [r["equity"] for r in q.equity(db, j.run_id)] == [1.0, 2.0]
+    journal_process.prestart()
+    (unused,) = journal_process._spare
+    journal_process._drop_spare()  # what happens at exit
+    assert unused.returncode == 0 and not journal_process._spare

@@ -8,6 +8,7 @@ from dataclasses import replace
 from pathlib import Path
 
 import typer
+from sqlalchemy.engine import make_url
 
 from bot import app as core
 from bot.candles import CandleData
@@ -30,6 +31,7 @@ from bot.domain import timeframe_ms
 from bot.errors import ConfigError
 from bot.feeds.replay import data_dir, load_candles
 from bot.funding import resolve_funding
+from storage import journal_process
 from storage.db import safe_url
 from strategies import get_spec
 
@@ -107,9 +109,23 @@ def resolve_data_path(path: str) -> str:
     return str(shared if shared.exists() else p)
 
 
+#: Candle files this large (about 50k 1h bars gzipped) are backtested with the journal writer
+#: process (bot/app/files.py): start it before they are read, so its start-up is hidden.
+PRESTART_BYTES = 1_000_000
+
+
+def _prestart_writer(cfg: Config, data_path: str | None) -> None:
+    paths = [Path(data_path)] if data_path else [Path(m.data) for m in cfg.markets if m.data]
+    if make_url(cfg.storage.url).database in (None, "", ":memory:"):
+        return  # an in-memory journal is written in-process
+    if sum(p.stat().st_size for p in paths if p.is_file()) >= PRESTART_BYTES:
+        journal_process.prestart()
+
+
 def _backtest(cfg: Config, data_path: str | None, date_from: str | None, date_to: str | None,
               checkpoint: str | None, as_json: bool, mode: str = "backtest",
               report: Path | None = None) -> None:
+    _prestart_writer(cfg, data_path)
     markets = market_data(cfg, data_path, date_from, date_to, checkpoint)
     db = core.open_journal_db(cfg.storage.url)
     summary = core.backtest_markets(cfg, markets, db, mode=mode, show_progress=not as_json)
