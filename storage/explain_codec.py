@@ -114,6 +114,10 @@ def round_scalar(x: float) -> float:
     return r if math.isfinite(r) else x
 
 
+#: Values stored as they are (exact types: a subclass takes the general path).
+_KEPT = frozenset({str, int, bool, type(None)})
+
+
 def _enc(v: Any, blobs: list[bytes]) -> Any:
     if isinstance(v, float):
         return round_scalar(v)
@@ -125,7 +129,7 @@ def _enc(v: Any, blobs: list[bytes]) -> Any:
                 if q is not None:
                     blobs.append(q)
                     return {"~k": [list(v), {"~q": len(values)}]}
-        out = {k: _enc(x, blobs) for k, x in v.items()}
+        out = {k: (x if type(x) in _KEPT else _enc(x, blobs)) for k, x in v.items()}
         return {"~d": out} if len(v) == 1 and str(next(iter(v))).startswith("~") else out
     if isinstance(v, list | tuple):
         return _enc_list(list(v), blobs)
