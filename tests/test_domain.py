@@ -74,3 +74,24 @@ def test_client_order_id_is_deterministic_and_fits_bybit() -> None:
     assert a == client_order_id("abcd1234", "1000PEPEUSDT", 1_700_000_000_000, 3)
     assert a != client_order_id("abcd1234", "BTCUSDT", 1_700_000_000_000, 3)
     assert len(a) <= 36
+
+
+def test_a_transition_copies_every_field_and_changes_only_those_named() -> None:
+    """Order.transition builds its copy field by field: every field of Order (a new one too:
+    it must be added here) survives a transition unless named."""
+    from dataclasses import fields
+
+    from bot.domain import ExitReason, OrderType
+
+    sample = {"client_order_id": "c1", "symbol": "BTCUSDT", "side": Side.SELL, "qty": Decimal("0.5"),
+              "order_type": OrderType.LIMIT, "status": OrderStatus.SUBMITTED, "created_time": 1, "updated_time": 2,
+              "price": Decimal("100"), "decision_id": "d1", "exchange_order_id": "e1", "filled_qty": Decimal("0.1"),
+              "avg_fill_price": Decimal("99"), "reject_reason": "r", "adopted": True,
+              "exit_reason": ExitReason.STOP_LOSS}
+    o = Order(**{f.name: sample[f.name] for f in fields(Order)})
+    got = o.transition(OrderStatus.PARTIALLY_FILLED, 9, filled_qty=Decimal("0.2"))
+    want = {**sample, "status": OrderStatus.PARTIALLY_FILLED, "updated_time": 9, "filled_qty": Decimal("0.2")}
+    assert {f.name: getattr(got, f.name) for f in fields(Order)} == want
+    assert o.filled_qty == Decimal("0.1")  # the original is unchanged
+    with pytest.raises(TypeError, match="no field 'colour'"):
+        o.transition(OrderStatus.FILLED, 9, colour="red")
