@@ -14,12 +14,11 @@ journaled explanation keeps the eager part and says ``explanation_error``.
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 import structlog
 
-from bot.domain import EXPLANATION_ERROR, Decision
+from bot.domain import EXPLANATION_ERROR, Decision, check_json
 from storage.journal import Journal
 
 log = structlog.get_logger("bot.engine")
@@ -30,7 +29,7 @@ def completed_explanation(d: Decision) -> dict[str, Any]:
     error (one line, as for a failed strategy call)."""
     try:
         full = d.completed().explanation
-        json.dumps(full, allow_nan=False)
+        check_json(full)
     except Exception as exc:  # noqa: BLE001 - user/model code must never undo a trade
         msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:1000]
         log.warning("explanation_error", symbol=d.symbol, bar_time=d.bar_time, error=msg)

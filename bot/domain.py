@@ -184,6 +184,41 @@ class Instrument:
         return qty >= self.min_qty and qty * price >= self.min_notional and qty > 0
 
 
+_JSON_SCALARS = (str, int, type(None))  # bool is an int
+_JSON_KEYS = (str, int, float, type(None))
+
+
+def check_json(value: Any, _depth: int = 0) -> None:
+    """Raise as ``json.dumps(value, allow_nan=False)`` would (TypeError: a value or key JSON
+    cannot hold; ValueError: a non-finite float, or nesting past 100 levels: a cycle), without
+    writing the text: an explanation is checked on every decision, and formatting its floats
+    was most of the check."""
+    if isinstance(value, float):
+        if value - value != 0.0:  # inf - inf and nan - nan are nan
+            raise ValueError(f"Out of range float values are not JSON compliant: {value!r}")
+    elif isinstance(value, _JSON_SCALARS):
+        return
+    elif _depth > 100:
+        raise ValueError("Circular reference detected (or nested past 100 levels)")
+    elif isinstance(value, dict):
+        for k, v in value.items():
+            if not isinstance(k, _JSON_KEYS):
+                raise TypeError(f"keys must be str, int, float, bool or None, not {type(k).__name__}")
+            if type(k) is float and k - k != 0.0:
+                raise ValueError(f"Out of range float values are not JSON compliant: {k!r}")
+            if type(v) is not str:
+                check_json(v, _depth + 1)
+    elif isinstance(value, list | tuple):
+        for v in value:
+            if type(v) is float:
+                if v - v != 0.0:
+                    raise ValueError(f"Out of range float values are not JSON compliant: {v!r}")
+            elif type(v) is not str:
+                check_json(v, _depth + 1)
+    else:
+        raise TypeError(f"Object of type {type(value).__name__} is not JSON serializable")
+
+
 #: The key a failed deferred explanation leaves in the journaled explanation (its error, one line).
 EXPLANATION_ERROR = "explanation_error"
 #: The key of a journaled explanation whose deferred part is not yet in (the row was written

@@ -7,8 +7,6 @@ mode therefore runs the same decision and order code; only the broker object dif
 
 from __future__ import annotations
 
-import json
-import math
 import time
 from array import array
 from collections.abc import Callable
@@ -31,6 +29,7 @@ from bot.domain import (
     OrderRequest,
     OrderStatus,
     OrderType,
+    check_json,
     client_order_id,
     decision_id,
 )
@@ -46,18 +45,6 @@ from strategies.base import Strategy
 from strategies.replay import replay_mismatches
 
 log = structlog.get_logger("bot.engine")
-#: A decision's explanation must be strict JSON (no NaN): one encoder, not one per decision.
-_strict_json = json.JSONEncoder(allow_nan=False).encode
-_SCALARS = frozenset({str, int, bool, type(None)})
-
-
-def _flat_json(d: dict[str, Any]) -> bool:
-    """True for a flat dict of strict JSON scalars (the SMA's explanation): no encoder needed."""
-    for k, v in d.items():
-        t = type(v)
-        if type(k) is not str or (t not in _SCALARS and not (t is float and math.isfinite(v))):
-            return False
-    return True
 
 
 def wall_clock_ms() -> int:
@@ -290,8 +277,8 @@ class Engine:
         try:
             if d.bar_time != t:
                 raise ValueError(f"decision for bar {d.bar_time} returned at bar {t}")
-            if d.explanation and not _flat_json(d.explanation):
-                _strict_json(d.explanation)  # nested: the encoder says what is wrong
+            if d.explanation:
+                check_json(d.explanation)
             problem = decision_levels_problem(d, self.bars.last_close())
             if problem is not None:
                 raise ValueError(problem)

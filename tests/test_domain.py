@@ -95,3 +95,48 @@ def test_a_transition_copies_every_field_and_changes_only_those_named() -> None:
     assert o.filled_qty == Decimal("0.1")  # the original is unchanged
     with pytest.raises(TypeError, match="no field 'colour'"):
         o.transition(OrderStatus.FILLED, 9, colour="red")
+
+
+def _json_like():  # type: ignore[no-untyped-def]
+    import numpy as np
+    from hypothesis import strategies as st
+
+    scalars = st.one_of(st.none(), st.booleans(), st.integers(), st.floats(allow_nan=True, allow_infinity=True),
+                        st.text(max_size=3), st.sampled_from([np.float64(1.5), np.float64("nan"), np.int64(3),
+                                                              np.float32(2.0), object(), {1, 2}, b"x"]))
+    keys = st.one_of(st.text(max_size=3), st.integers(), st.none(), st.booleans(), st.floats(),
+                     st.sampled_from([(1, 2), np.int64(1), frozenset()]))
+    return st.recursive(scalars, lambda inner: st.one_of(st.lists(inner, max_size=4),
+                                                         st.tuples(inner, inner),
+                                                         st.dictionaries(keys, inner, max_size=4)), max_leaves=12)
+
+
+def test_check_json_fails_exactly_where_strict_json_dumps_fails() -> None:
+    """The engine's explanation check (no text written) agrees with json.dumps(allow_nan=False):
+    the same trees pass, and a failure is the same exception type."""
+    import json
+
+    from hypothesis import given, settings
+
+    from bot.domain import check_json
+
+    @settings(max_examples=3000, deadline=None)
+    @given(_json_like())
+    def agree(tree):  # type: ignore[no-untyped-def]
+        try:
+            json.dumps(tree, allow_nan=False)
+            want = None
+        except (TypeError, ValueError) as exc:
+            want = type(exc)
+        try:
+            check_json(tree)
+            got = None
+        except (TypeError, ValueError) as exc:
+            got = type(exc)
+        assert got is want, (tree, got, want)
+
+    agree()
+    cyclic: list[object] = []
+    cyclic.append(cyclic)
+    with pytest.raises(ValueError, match="Circular"):
+        check_json(cyclic)
