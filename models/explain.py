@@ -96,6 +96,12 @@ def sig4(v: float) -> float:
     return float(f"{float(v):.4g}")
 
 
+def sig4_all(values: Any) -> list[float]:
+    """:func:`sig4` of each value of an array-like (Python floats first: a numpy scalar per value
+    costs as much as its rounding)."""
+    return [float(f"{v:.4g}") for v in np.asarray(values, dtype=np.float64).ravel().tolist()]
+
+
 def faithfulness_block(stored: dict[str, Any] | None, method: str) -> dict[str, Any] | None:
     """The contract's ``faithfulness`` of ``method`` from a checkpoint's stored selection, or None."""
     if not stored:
@@ -120,9 +126,9 @@ def attribution_block(method: str, steps: np.ndarray, features: np.ndarray | Non
         "method": method,
         "toward": "up" if signed else None,
         "target": TARGETS.get(method, TARGET),
-        "steps": [sig4(v) for v in steps],
+        "steps": sig4_all(steps),
         "bar_ms": int(bar_ms),
-        "features": None if features is None else {n: sig4(v) for n, v in zip(feature_names, features, strict=True)},
+        "features": None if features is None else dict(zip(feature_names, sig4_all(features), strict=True)),
         "faithfulness": faithfulness,
     }
 

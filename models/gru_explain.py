@@ -26,6 +26,7 @@ import numpy as np
 import torch
 from torch import Tensor
 
+from models.explain import sig4, sig4_all
 from models.faithfulness import mask_steps, masking_faithfulness
 from models.price_encoder import PriceEncoder
 from models.sizer import N_LEVELS, PositionSizer, SizerRunner, restarts
@@ -36,11 +37,6 @@ TARGET = "expected level"
 TOWARD = {"signed_grad_x_input": "larger position", "abs_grad_x_input": None}
 K_STEPS, K_FEATURES, MAX_WINDOWS = 5, 3, 600
 
-
-
-def sig4(v: float) -> float:
-    """A float rounded to 4 significant digits (the contract's storage precision)."""
-    return float(f"{float(v):.4g}")
 
 
 def expected_level(logits: Tensor) -> Tensor:
@@ -83,8 +79,8 @@ def attribution_block(steps: np.ndarray, features: np.ndarray, method: str, feat
     features and over steps (see :func:`reduce`).
     """
     return {"method": method, "toward": TOWARD[method], "target": TARGET,
-            "steps": [sig4(v) for v in steps], "bar_ms": int(bar_ms),
-            "features": {n: sig4(v) for n, v in zip(feature_names, features, strict=True)},
+            "steps": sig4_all(steps), "bar_ms": int(bar_ms),
+            "features": dict(zip(feature_names, sig4_all(features), strict=True)),
             "faithfulness": faithfulness}
 
 
