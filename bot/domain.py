@@ -85,6 +85,10 @@ ORDER_TRANSITIONS: dict[OrderStatus, frozenset[OrderStatus]] = {
 }
 
 
+# Order.accepted skips the two intermediate copies of these moves.
+assert _S.SUBMITTED in ORDER_TRANSITIONS[_S.CREATED] and _S.ACCEPTED in ORDER_TRANSITIONS[_S.SUBMITTED]
+
+
 class IllegalTransitionError(Exception):
     """Raised by :meth:`Order.transition` on a move the table does not allow."""
 
@@ -316,6 +320,13 @@ class Order:
             price=req.price,
             decision_id=req.decision_id,
         )
+
+    @classmethod
+    def accepted(cls, req: OrderRequest, now_ms: int, exchange_order_id: str) -> Order:
+        """The order a venue acknowledged at once: created, submitted and accepted at ``now_ms``
+        (the moves CREATED -> SUBMITTED -> ACCEPTED, built as one copy)."""
+        return cls(req.client_order_id, req.symbol, req.side, req.qty, req.order_type, OrderStatus.ACCEPTED,
+                   now_ms, now_ms, req.price, req.decision_id, exchange_order_id)
 
     def transition(self, status: OrderStatus, now_ms: int, **changes: Any) -> Order:
         """Return a copy in ``status``; raise :class:`IllegalTransitionError` if not allowed."""

@@ -138,18 +138,16 @@ class SimulatedBroker(Broker):
 
     # -- interface --------------------------------------------------------------------------
     def submit(self, req: OrderRequest, now_ms: int) -> Order:
-        order = Order.from_request(req, now_ms).transition(OrderStatus.SUBMITTED, now_ms)
         reason = self._validate(req)
         if reason:
-            order = order.transition(OrderStatus.REJECTED, now_ms, reject_reason=reason)
-        else:
-            order = order.transition(OrderStatus.ACCEPTED, now_ms,
-                                     exchange_order_id=f"sim-{req.client_order_id}")
-            self._orders[order.client_order_id] = order
-            if req.order_type is OrderType.MARKET and self.thin_every > 0:
-                self._market_orders += 1
-                if self._market_orders % self.thin_every == 0:
-                    self._thin.add(req.client_order_id)
+            return Order.from_request(req, now_ms).transition(OrderStatus.SUBMITTED, now_ms).transition(
+                OrderStatus.REJECTED, now_ms, reject_reason=reason)
+        order = Order.accepted(req, now_ms, f"sim-{req.client_order_id}")
+        self._orders[order.client_order_id] = order
+        if req.order_type is OrderType.MARKET and self.thin_every > 0:
+            self._market_orders += 1
+            if self._market_orders % self.thin_every == 0:
+                self._thin.add(req.client_order_id)
         return order
 
     def _validate(self, req: OrderRequest) -> str | None:
@@ -301,8 +299,7 @@ class SimulatedBroker(Broker):
         sym = self.instrument.symbol
         req = OrderRequest(client_order_id=f"liq-{sym}-{time_ms}", symbol=sym,
                            side=Side.SELL if hit.qty > 0 else Side.BUY, qty=abs(hit.qty), reduce_only=True)
-        order = Order.from_request(req, time_ms).transition(OrderStatus.SUBMITTED, time_ms).transition(
-            OrderStatus.ACCEPTED, time_ms, exchange_order_id=f"sim-{req.client_order_id}")
+        order = Order.accepted(req, time_ms, f"sim-{req.client_order_id}")
         assert self.margin is not None
         if self._venue is not None:
             self._venue.on_liquidation(order, hit.payload(sym, self.margin.leverage, self.margin.mmr))

@@ -97,6 +97,17 @@ def test_a_transition_copies_every_field_and_changes_only_those_named() -> None:
         o.transition(OrderStatus.FILLED, 9, colour="red")
 
 
+def test_an_order_accepted_at_once_is_the_order_that_went_through_both_moves() -> None:
+    """Order.accepted (a venue's instant ack, one copy) equals created -> submitted -> accepted."""
+    from bot.domain import OrderType
+
+    req = OrderRequest("c2", "BTCUSDT", Side.SELL, Decimal("0.3"), OrderType.LIMIT, Decimal("101.5"), "d2",
+                       reduce_only=True, reference_price=Decimal("100"))
+    walked = Order.from_request(req, 7).transition(OrderStatus.SUBMITTED, 7).transition(
+        OrderStatus.ACCEPTED, 7, exchange_order_id="e2")
+    assert Order.accepted(req, 7, "e2") == walked
+
+
 def _json_like():  # type: ignore[no-untyped-def]
     import numpy as np
     from hypothesis import strategies as st

@@ -135,6 +135,38 @@ def test_large_backtest_writes_every_equity_row_from_the_second_process(db: Engi
     assert journal_summary(db, run)["sharpe"] == pytest.approx(s["sharpe"], rel=1e-12)
 
 
+def test_the_second_process_writes_every_decimal_exactly(db: Engine) -> None:
+    """Decimals reach the writer process as their text (a seventh of pickling a Decimal): every
+    order, order update, fill, trade and funding amount reads back exactly as the engine had it."""
+    j = _start(db)
+    j.use_background_writer(process=True)
+    assert j._proc is not None  # a file or server database: the process path
+    tiny, odd = Decimal("1E-8"), Decimal("0.0051660123")
+    order = Order.from_request(OrderRequest("O1", "BTCUSDT", Side.BUY, Decimal("0.123"),
+                                            price=Decimal("42000.10")), 1_000)
+    j.record_order(order)
+    j.flush()
+    j.update_order(order.transition(OrderStatus.SUBMITTED, 1_001).transition(
+        OrderStatus.FILLED, 1_002, filled_qty=Decimal("0.123"), avg_fill_price=Decimal("41999.9")))
+    j.record_fill(Fill("X1", "O1", "BTCUSDT", Side.BUY, Decimal("0.123"), Decimal("41999.9"), odd, 2_000))
+    j.record_trade({"id": "T1", "symbol": "BTCUSDT", "direction": "long", "qty": Decimal("0.123"),
+                    "entry_time": 1, "exit_time": 2, "entry_price": Decimal("41999.90000000"),
+                    "exit_price": Decimal("42001.5"), "gross_pnl": tiny, "fees": odd, "net_pnl": tiny - odd,
+                    "return_pct": 0.0, "bars_held": 1, "entry_decision_id": None, "exit_decision_id": None,
+                    "exit_reason": None})
+    j.record_funding("BTCUSDT", 3, 0.0001, Decimal("-0.123"), Decimal("42000"), Decimal("-0.5166"))
+    j.finish("completed")
+    (o,) = q.orders(db, j.run_id)
+    assert (o["qty"], o["price"], o["filled_qty"], o["avg_fill_price"], o["status"]) == (
+        Decimal("0.123"), Decimal("42000.1"), Decimal("0.123"), Decimal("41999.9"), "filled")
+    (f,) = q.fills(db, j.run_id)
+    assert (f["qty"], f["price"], f["fee"]) == (Decimal("0.123"), Decimal("41999.9"), odd)
+    (t,) = q.trades(db, j.run_id)
+    assert (t["gross_pnl"], t["fees"], t["net_pnl"], t["exit_price"]) == (tiny, odd, tiny - odd, Decimal("42001.5"))
+    (fu,) = q.funding(db, j.run_id)
+    assert (fu["qty"], fu["price"], fu["amount"]) == (Decimal("-0.123"), Decimal("42000"), Decimal("-0.5166"))
+
+
 def test_a_writer_process_that_dies_is_a_storage_error_never_a_hang(tmp_path: Path) -> None:
     """The writer cannot open its database: the engine's next send, sync or close says so."""
     proc = JournalProcess(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}", "r1", 10)
