@@ -207,11 +207,16 @@ def check_json(value: Any, _depth: int = 0) -> None:
         raise ValueError("Circular reference detected (or nested past 100 levels)")
     elif isinstance(value, dict):
         for k, v in value.items():
-            if not isinstance(k, _JSON_KEYS):
-                raise TypeError(f"keys must be str, int, float, bool or None, not {type(k).__name__}")
-            if type(k) is float and k - k != 0.0:
-                raise ValueError(f"Out of range float values are not JSON compliant: {k!r}")
-            if type(v) is not str:
+            if type(k) is not str:
+                if not isinstance(k, _JSON_KEYS):
+                    raise TypeError(f"keys must be str, int, float, bool or None, not {type(k).__name__}")
+                if type(k) is float and k - k != 0.0:
+                    raise ValueError(f"Out of range float values are not JSON compliant: {k!r}")
+            tv = type(v)
+            if tv is float:  # a dict of scores: checked here, without a call per value
+                if v - v != 0.0:
+                    raise ValueError(f"Out of range float values are not JSON compliant: {v!r}")
+            elif tv is not str:
                 check_json(v, _depth + 1)
     elif isinstance(value, list | tuple):
         if all(type(v) is float for v in value) and math.isfinite(sum(value)):

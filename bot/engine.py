@@ -173,8 +173,8 @@ class Engine:
         """Backtests: the hidden bars from ``bars.n`` up to ``end`` on which nothing can happen
         (no order working, nothing for the broker to do, no kill switch watching equity, and a
         strategy that would not decide: ``Strategy.quiet``) are revealed, marked to market and
-        journaled as one block, exactly as bar by bar. Returns how many (0: the next bar is
-        played alone)."""
+        journaled as one block, exactly as bar by bar. Returns how many; unless ``end`` is
+        reached, the next bar is not quiet (it is played alone)."""
         if (not self.can_fast_forward or self._waiting is not None or self._kill_pending is not None
                 or self._portfolio.tripped is not None):
             return 0

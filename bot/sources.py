@@ -87,7 +87,8 @@ class PreloadedSource:
                             continue
                         end, skip = bars.n + count, engine.fast_forward
                         while bars.n < end:
-                            if not skip(end):  # quiet bars played as one block, else the next alone
+                            skip(end)  # the quiet bars ahead as one block (maybe none) ...
+                            if bars.n < end:  # ... then the bar that ended it, which is not quiet
                                 bars.n += 1
                                 step()
                         continue
