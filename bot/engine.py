@@ -18,10 +18,10 @@ import structlog
 
 from bot import order_log
 from bot.bars import Bars
+from bot.books import Books
 from bot.config_exits import ExitsConfig
 from bot.deferred import DeferredExplanations
 from bot.domain import (
-    Category,
     Decision,
     DecisionStatus,
     Fill,
@@ -37,7 +37,6 @@ from bot.exits import ExitGuard
 from bot.portfolio import Marks, order_for_target, target_quantity
 from bot.protection import decision_levels_problem
 from bot.risk import KillSwitch, RiskManager
-from bot.trades import TradeLedger
 from broker.base import Broker, MarketDataListener
 from storage.journal import Journal
 from storage.records import RunSnapshot
@@ -79,9 +78,8 @@ class Engine:
         self.symbol = bars.symbol
         #: Data clock in backtests (bar close time); wall clock in paper and live.
         self._clock = clock
-        # Spot exits leave what is below one lot (a buy's fee is paid in the coin): that is flat.
-        dust = self.instrument.qty_step if self.instrument.category is Category.SPOT else Decimal(0)
-        self.ledger = TradeLedger(run_id, self.symbol if marks is not None else None, dust)
+        #: Order updates, fills, trades, fees, funding and liquidations: journaled and counted.
+        self.books = Books(run_id, self.symbol, self.instrument, journal, multi_market=marks is not None)
         self.bar_index = -1
         self.last_bar: int | None = None
         self.target = 0.0
@@ -96,13 +94,6 @@ class Engine:
         self._equity_batch = max(1, journal.batch_size)
         self.n_decisions = 0
         self.n_orders = 0
-        self.trade_pnls: list[Decimal] = []
-        #: Each closed trade's exit reason (None: not a protective exit), for the summary.
-        self.trade_exits: list[str | None] = []
-        self.fees_paid = Decimal(0)
-        self.funding_paid = Decimal(0)  # net, negative when received (bot/funding.py)
-        self._funded: set[int] = set()  # settlement times journaled (a venue may tell one twice)
-        self.liquidations = 0
         self._risk_active = risk.watches_equity
         self._portfolio = risk.portfolio
         self.allocation = allocation
@@ -421,7 +412,7 @@ class Engine:
     def _on_order_event(self, order: Order, fill: Fill | None) -> None:
         if self._log_orders:
             order_log.outcome(order, fill)
-        self._book_order_event(order, fill)
+        self.books.on_order_event(order, fill, max(self.bar_index, 0))
         if order.status.is_terminal and self.exits.plans:
             self.exits.on_order_done(order)
         if fill is not None and self._marks is not None:
@@ -444,52 +435,23 @@ class Engine:
         self.exits.on_exit_order(order, trigger)
 
     def on_funding(self, t: int, rate: float, qty: Decimal, price: Decimal, amount: Decimal) -> None:
-        if t in self._funded:  # a resumed live run's catch-up may fetch a settlement journaled before
-            return
-        self._funded.add(t)
-        self.funding_paid -= amount
-        self.journal.record_funding(self.symbol, t, rate, qty, price, amount)
+        self.books.on_funding(t, rate, qty, price, amount)
 
     def on_liquidation(self, order: Order, detail: dict[str, Any]) -> None:
-        """The venue's liquidation order (broker/margin.py): journaled, with a ``liquidation`` event."""
-        self.liquidations += 1
-        log.warning("liquidation", **detail)
-        self.journal.record_order(order)
-        self.journal.record_event(order.created_time, "liquidation", {"order_id": order.client_order_id, **detail})
-
-    def _book_order_event(self, order: Order, fill: Fill | None) -> None:
-        self.journal.update_order(order)
-        if fill is not None:
-            self.journal.record_fill(fill)
-            self.fees_paid += fill.fee_value
-            for trade in self.ledger.on_fill(fill, order.decision_id, max(self.bar_index, 0)):
-                trade["symbol"] = self.symbol
-                trade["exit_reason"] = None if order.exit_reason is None else str(order.exit_reason)
-                self.trade_exits.append(trade["exit_reason"])
-                self.trade_pnls.append(trade["net_pnl"])
-                self.journal.record_trade(trade)
-        elif order.status in (OrderStatus.CANCELLED, OrderStatus.REJECTED, OrderStatus.EXPIRED):
-            self.journal.record_event(order.updated_time, f"order_{order.status}", {
-                "order_id": order.client_order_id, "reason": order.reject_reason})
+        self.books.on_liquidation(order, detail)
 
     # -- resume -------------------------------------------------------------------------------------
     def restore(self, snap: RunSnapshot, warmup_bars: int) -> int:
-        """Continue a journaled run: books, equity curve, risk peaks, counters and the strategy.
+        """Continue a journaled run: books (bot/books.py), equity curve, risk peaks, counters and
+        the strategy.
 
-        ``self.bars`` holds the warm-up and every bar the run processed. The trade ledger is
-        rebuilt from the same fills (journaled trades are not written again: inserts ignore known
-        ids); the strategy is shown the bars exactly as the first process showed them. Returns the
-        number of replayed decisions that differ from the journal's (0 for a deterministic strategy).
+        ``self.bars`` holds the warm-up and every bar the run processed; the strategy is shown the
+        bars exactly as the first process showed them. Returns the number of replayed decisions
+        that differ from the journal's (0 for a deterministic strategy).
         """
         bars = self.bars
         index = {int(t): i for i, t in enumerate(bars.time)}
-        for f in snap.fills:
-            self.ledger.on_fill(f, snap.decision_of.get(f.client_order_id), index.get(f.time, 0))
-        self.trade_pnls.extend(snap.trade_pnls)
-        self.fees_paid = snap.fees
-        self.funding_paid = -sum((a for _, _, a in snap.funding), Decimal(0))
-        self._funded = {t for _, t, _ in snap.funding}
-        self.liquidations = sum(1 for f in snap.fills if f.reason == "liquidation")
+        self.books.restore(snap, index)
         for r in snap.equity:
             self._eq_append(r.equity)
             self._pos_append(r.position)

@@ -41,8 +41,8 @@ def run_summary(cfg: Config, sessions: list[Any], mode: str) -> dict[str, Any]:
         ln["net_pnl"] = ln["realized_pnl"] + unrealised - ln["fees"] - ln["funding_paid"]
     eq, pos, times = _portfolio_curve(sessions)
     engines = [m.engine for m in sessions]
-    trade_pnls = [p for e in engines for p in e.trade_pnls]
-    fees = sum((e.fees_paid for e in engines), start=engines[0].fees_paid * 0)
+    trade_pnls = [p for e in engines for p in e.books.trade_pnls]
+    fees = sum((e.books.fees_paid for e in engines), start=engines[0].books.fees_paid * 0)
     bar_ms = min(timeframe_ms(m.cfg.timeframe) for m in sessions)
     metrics = compute_metrics(equity=eq, positions=pos, prices=[], trade_pnls=trade_pnls, fees=fees,
                               initial_cash=cfg.broker.initial_cash, bar_ms=bar_ms)
@@ -58,7 +58,7 @@ def run_summary(cfg: Config, sessions: list[Any], mode: str) -> dict[str, Any]:
         **metrics,
         "realized_pnl": float(sum(ln["realized_pnl"] for ln in lines)),
         "funding_paid": float(sum(ln["funding_paid"] for ln in lines)),
-        **exit_counts(r for e in engines for r in e.trade_exits),
+        **exit_counts(r for e in engines for r in e.books.trade_exits),
         "liquidations": sum(ln["liquidations"] for ln in lines),
         "decisions": sum(ln["decisions"] for ln in lines), "orders": sum(ln["orders"] for ln in lines),
         **samples,
@@ -81,8 +81,8 @@ def _market_line(cfg: Config, m: Any) -> dict[str, Any]:
     n = len(eng.equity_curve)
     closes = m.bars.close[m.bars.n - n:m.bars.n] if n else []
     metrics = compute_metrics(
-        equity=eng.equity_curve, positions=eng.position_curve, prices=closes, trade_pnls=eng.trade_pnls,
-        fees=eng.fees_paid, initial_cash=cfg.broker.initial_cash, bar_ms=timeframe_ms(m.cfg.timeframe),
+        equity=eng.equity_curve, positions=eng.position_curve, prices=closes, trade_pnls=eng.books.trade_pnls,
+        fees=eng.books.fees_paid, initial_cash=cfg.broker.initial_cash, bar_ms=timeframe_ms(m.cfg.timeframe),
     )
     pos = m.broker.position()
     return {
@@ -91,9 +91,9 @@ def _market_line(cfg: Config, m: Any) -> dict[str, Any]:
         "start": ms_to_iso(eng.first_bar) if eng.first_bar is not None else None,
         "end": ms_to_iso(eng.last_bar) if eng.last_bar is not None else None,
         **metrics,
-        "realized_pnl": float(pos.realized_pnl), "funding_paid": float(eng.funding_paid),
-        **exit_counts(eng.trade_exits),
-        "liquidations": eng.liquidations, "open_position": float(pos.qty),
+        "realized_pnl": float(pos.realized_pnl), "funding_paid": float(eng.books.funding_paid),
+        **exit_counts(eng.books.trade_exits),
+        "liquidations": eng.books.liquidations, "open_position": float(pos.qty),
         "decisions": eng.n_decisions, "orders": eng.n_orders,
         **({"in_sample": m.in_sample} if m.in_sample else {}),
     }
