@@ -385,14 +385,18 @@ class Engine:
 
     def _submit(self, req: OrderRequest, t: int) -> None:
         now = self.now_ms(t)
-        self.journal.record_order(Order.from_request(req, now))
-        if self.broker.write_ahead:
+        ahead = self.broker.write_ahead
+        if ahead:
             # Decision and order intent are durable before the order leaves the process.
+            self.journal.record_order(Order.from_request(req, now))
             self.journal.flush()
         self.risk.last_order_bar = self.bar_index
         self.n_orders += 1
         order = self.broker.submit(req, now)
-        self.journal.update_order(order)
+        if ahead:
+            self.journal.update_order(order)
+        else:  # a venue in this process: nothing is written before its answer, which is the row
+            self.journal.record_order(order)
         if self._log_orders:
             order_log.sent(order)
             order_log.outcome(order)  # a broker that answers at once: acknowledged or rejected
