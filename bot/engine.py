@@ -154,11 +154,29 @@ class Engine:
                 self._in_fill = False
 
     @property
+    def can_skip_bars(self) -> bool:
+        """Backtests may play quiet bars as blocks: a strategy that can say which bars it would not
+        decide on, no kill switch watching equity (one market: :meth:`fast_forward`; markets that
+        close together: bot/blocks.py)."""
+        return not self._risk_active and type(self.strategy).quiet is not Strategy.quiet
+
+    @property
     def can_fast_forward(self) -> bool:
-        """Backtests may play quiet bars as blocks (:meth:`fast_forward`): one market, a strategy
-        that can say which bars it would not decide on, no kill switch watching equity."""
-        return (self._marks is None and not self._risk_active
-                and type(self.strategy).quiet is not Strategy.quiet)
+        return self._marks is None and self.can_skip_bars
+
+    @property
+    def idle(self) -> bool:
+        """No decision waits on an order and no kill switch is pending or tripped."""
+        return self._waiting is None and self._kill_pending is None and self._portfolio.tripped is None
+
+    @property
+    def marks(self) -> Marks | None:
+        return self._marks
+
+    @property
+    def slot(self) -> int:
+        """This market's place in the portfolio's marks (its config order)."""
+        return self._slot
 
     def fast_forward(self, end: int) -> int:
         """Backtests: the hidden bars from ``bars.n`` up to ``end`` on which nothing can happen
@@ -166,8 +184,7 @@ class Engine:
         strategy that would not decide: ``Strategy.quiet``) are revealed, marked to market and
         journaled as one block, exactly as bar by bar. Returns how many; unless ``end`` is
         reached, the next bar is not quiet (it is played alone)."""
-        if (not self.can_fast_forward or self._waiting is not None or self._kill_pending is not None
-                or self._portfolio.tripped is not None):
+        if not (self.can_fast_forward and self.idle):
             return 0
         bars, market, played, window = self.bars, self._market, 0, self.FF_WINDOW
         while bars.n < end:
@@ -184,15 +201,39 @@ class Engine:
             window *= 4  # a long quiet stretch: look further ahead at once
         return played
 
-    def _mark_block(self, closes: np.ndarray) -> None:
-        """Reveal and mark ``len(closes)`` quiet bars: equity = cash + qty x close, as in :meth:`decide`."""
+    def quiet_ahead(self, k: int) -> tuple[dict[str, np.ndarray], int]:
+        """The next ``k`` hidden bars (fewer at the end of the book) and how many of them, from the
+        first, nothing can happen on, as the broker and the strategy say; nothing changes."""
+        upcoming = self.bars.upcoming(self.bars.n + k)
+        n = len(upcoming["time"])
+        q = n if self._market is None else self._market.quiet_bars(upcoming)
+        if q:
+            q = self.strategy.quiet({f: a[:q] for f, a in upcoming.items()} if q < n else upcoming, advance=False)
+        return upcoming, q
+
+    def skip(self, upcoming: dict[str, np.ndarray], k: int, equity: list[float]) -> None:
+        """Play the first ``k`` bars of :meth:`quiet_ahead`'s ``upcoming`` as one block, marked at
+        ``equity`` (the portfolio's, one value per bar: bot/blocks.py)."""
+        head = {f: a[:k] for f, a in upcoming.items()}
+        got = self.strategy.quiet(head)
+        if got != k:
+            raise RuntimeError(f"strategy {self.strategy.name}: quiet() advanced over {got} bars after it "
+                               f"counted {k} quiet ones")
+        self._mark_block(head["close"], equity)
+
+    def _mark_block(self, closes: np.ndarray, equity: list[float] | None = None) -> None:
+        """Reveal and mark ``len(closes)`` quiet bars: equity = cash + qty x close, as in
+        :meth:`decide` (or the portfolio's ``equity``, computed as :meth:`decide` does)."""
         k = len(closes)
         bars = self.bars
         bars.n += k
         self.bar_index = bars.n - 1
         self.last_bar = bars.last_time()
         cash, qty = self.broker.cash_and_qty()
-        self.equity_curve.frombytes((cash + qty * closes).tobytes())
+        if equity is None:
+            self.equity_curve.frombytes((cash + qty * closes).tobytes())
+        else:
+            self.equity_curve.extend(equity)
         self.cash_curve.extend(array("d", (cash,)) * k)
         self.position_curve.extend(array("d", (qty,)) * k)
         if self.bar_index - self._synced_to >= self._equity_batch:

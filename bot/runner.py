@@ -31,8 +31,8 @@ import structlog
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from sqlalchemy import Engine as DBEngine
 
+from bot import heap, signals
 from bot import reconcile as rec
-from bot import signals
 from bot.bars import Bars
 from bot.config import Config, MarketConfig, config_to_dict
 from bot.domain import RunStatus, timeframe_ms
@@ -196,7 +196,9 @@ class Runner:
                 self._record_resume(journal)
             services = plan.services(self, stop) if plan.services else contextlib.nullcontext()
             async with services:
-                if not await self._loop(stop):
+                with heap.startup_heap_frozen():
+                    looped = await self._loop(stop)
+                if not looped:
                     status = RunStatus.STOPPED
                 for m in self.sessions:
                     if not await m.broker.drain(plan.drain_s):

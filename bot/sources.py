@@ -17,6 +17,7 @@ from typing import Any, Protocol
 import numpy as np
 
 from bot.bars import Bars
+from bot.blocks import fast_forward_group
 from bot.domain import Candle, timeframe_ms
 
 
@@ -94,12 +95,20 @@ class PreloadedSource:
                         continue
                     fills = [(books[m], engines[m].fill) for m in markets]
                     decides = [engines[m].decide for m in markets]
-                    for _ in range(count):
-                        for bars, fill in fills:
+                    group = [engines[m] for m in markets]
+                    skip = self.fast_forward and all(getattr(e, "can_skip_bars", False) for e in group)
+                    left = count
+                    while left:
+                        if skip:  # the group's quiet bars ahead as one block (maybe none) ...
+                            left -= fast_forward_group(group, left)  # type: ignore[arg-type]
+                            if not left:
+                                break
+                        for bars, fill in fills:  # ... then the next bar, bar by bar
                             bars.n += 1
                             fill()
                         for decide in decides:
                             decide()
+                        left -= 1
 
             yield play
             self.done = end

@@ -121,13 +121,15 @@ class Strategy(ABC):
         result up by bar time instead of running the model.
         """
 
-    def quiet(self, upcoming: dict[str, np.ndarray]) -> int:
+    def quiet(self, upcoming: dict[str, np.ndarray], advance: bool = True) -> int:
         """Backtests' fast-forward: ``upcoming`` (``time``, ``open``, ``high``, ``low``, ``close``,
         ``volume``) are the next bars, to close one after another with no order working and
         nothing else happening. Return how many of them, from the first, :meth:`on_bar` would
         return None for, with the state advanced over exactly those bars (as if each had been
         shown to :meth:`on_bar`); the engine then marks them as one block. The next bar is shown
         to :meth:`on_bar` as usual. Nothing past the returned count may change the state.
+        ``advance=False`` only counts, the state unchanged (markets that close together ask
+        each of theirs first, then advance all by the smallest count).
 
         Default 0: every bar goes to :meth:`on_bar`. Bar-by-bar parity is tested for each
         strategy that overrides it."""

@@ -95,7 +95,7 @@ class SMACrossover(Strategy):
             explanation={"kind": "sma", "fast_sma": fast, "slow_sma": slow, "rule": "fast > slow -> long"},
         )
 
-    def quiet(self, upcoming: dict[str, np.ndarray]) -> int:
+    def quiet(self, upcoming: dict[str, np.ndarray], advance: bool = True) -> int:
         """The bars before the next crossover, by :meth:`on_bar`'s own arithmetic (add the new
         close, subtract the one leaving the window, in that order: bit-identical means) over a
         list instead of deques: the engine then marks them as one block."""
@@ -112,7 +112,7 @@ class SMACrossover(Strategy):
             if (1.0 if f / fn > s / sn else short) != last:
                 break  # bar k decides: on_bar computes it again, from the state before it
             fs, ss, k = f, s, k + 1
-        if k:
+        if k and advance:
             self._fast_sum, self._slow_sum = fs, ss
             self._fast_q = deque(ext[sn + k - fn:sn + k])
             self._slow_q = deque(ext[k:sn + k])

@@ -93,6 +93,80 @@ def test_fast_forward_journals_exactly_the_bar_by_bar_run(case: str, data_dir: P
         assert {t["exit_reason"] for t in slow["trades"]} >= {"stop_loss", "trailing_stop"}
 
 
+ETH = {"symbol": "ETHUSDT", "tick_size": 0.01, "qty_step": 0.01, "min_qty": 0.01}
+GROUPS: dict[str, dict[str, Any]] = {
+    "BTC and ETH, long only": {},
+    "BTC and ETH, long and short at 5x, gross cap": {
+        "all": {"leverage": 5.0}, "risk": {"max_exposure": 5.0, "max_gross_exposure": 3.0}, "short": True},
+    "three markets, one joining later": {"third": True},
+}
+
+
+def group_journal(data_dir: Path, tmp_path: Path, name: str, case: dict[str, Any], fast: bool,
+                  monkeypatch: pytest.MonkeyPatch) -> dict[str, Any]:
+    """A multi-market backtest's journal (every market's rows, ids without the run's)."""
+    import pandas as pd
+    import yaml
+
+    monkeypatch.setattr(PreloadedSource, "fast_forward", fast)
+    sma = {"name": "sma", "params": {"fast": 5, "slow": 20, "allow_short": case.get("short", False)}}
+    markets = [{"symbol": "BTCUSDT", "data": str(data_dir / "bybit_BTCUSDT_1h.csv.gz"), "strategy": sma},
+               {**ETH, "data": str(data_dir / "bybit_ETHUSDT_1h.csv.gz"),
+                "strategy": {**sma, "params": {**sma["params"], "fast": 8, "slow": 30}}}]
+    if case.get("third"):  # BTC's candles again under another symbol, from two months in: groups change
+        late = tmp_path / "late.csv.gz"
+        df = pd.read_csv(data_dir / "bybit_BTCUSDT_1h.csv.gz")
+        df[df.timestamp >= pd.Timestamp("2024-03-01", tz="UTC").value // 10**6].to_csv(late, index=False)
+        markets.append({"symbol": "XBTUSDT", "data": str(late), "strategy": {**sma, "params": {"fast": 3, "slow": 12}}})
+    for m in markets:
+        m.update(case.get("all", {}))
+    url = f"sqlite:///{tmp_path / f'{name}.db'}"
+    tree = {"markets": markets, "storage": {"url": url}, "risk": case.get("risk", {}), "logging": {"level": "error"}}
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(tree))
+    cfg = load_config(path, [])
+    db = open_database(url)
+    s = core.backtest_markets(cfg, market_data(cfg, None, *SLICE, None), db, show_progress=False)
+    rid = s["run_id"]
+
+    def strip(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return [{k: v.replace(rid, "RUN") if isinstance(v, str) else v for k, v in r.items()
+                 if k not in ("run_id", "created_at", "updated_at")} for r in rows]
+
+    drop = ("run_id", "elapsed_s", "candles_per_s")
+    summary = {k: v for k, v in s.items() if k not in drop}
+    summary["markets"] = [{k: v for k, v in m.items() if k not in drop} for m in s["markets"]]
+    equity = [r for m in markets for r in strip(q.equity(db, rid, str(m["symbol"])))]
+    return {"summary": summary, "equity": equity, "portfolio": strip(q.equity(db, rid)), "fills": strip(q.fills(db, rid)),
+            "orders": strip(q.orders(db, rid)), "trades": strip(q.trades(db, rid)),
+            "decisions": strip(q.decisions(db, rid)), "funding": strip(q.funding(db, rid))}
+
+
+@pytest.mark.parametrize("case", list(GROUPS))
+def test_markets_that_close_together_skip_their_quiet_bars_exactly(case: str, data_dir: Path, tmp_path: Path,
+                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+    """bot/blocks.py: a group's block marks every market at the portfolio's equity as bar by bar
+    would (markets before it at this bar's close, after it at the previous one): same journal."""
+    calls = {"n": 0}
+    on_bar = SMACrossover.on_bar
+
+    def counted(self: SMACrossover, bars: Bars) -> Any:
+        calls["n"] += 1
+        return on_bar(self, bars)
+
+    monkeypatch.setattr(SMACrossover, "on_bar", counted)
+    slow = group_journal(data_dir, tmp_path, "slow", GROUPS[case], False, monkeypatch)
+    bar_by_bar, calls["n"] = calls["n"], 0
+    fast = group_journal(data_dir, tmp_path, "fast", GROUPS[case], True, monkeypatch)
+    for part in slow:
+        assert fast[part] == slow[part], f"{case}: {part} differs"
+    assert len(slow["equity"]) == bar_by_bar and len({r["symbol"] for r in slow["equity"]}) >= 2
+    assert slow["summary"]["n_trades"] >= 20
+    assert calls["n"] < bar_by_bar / 2  # the strategies saw only the bars that could matter
+    if "short" in GROUPS[case]:
+        assert {f["side"] for f in slow["fills"]} == {"Buy", "Sell"}
+
+
 def test_the_broker_needs_the_bar_that_reaches_a_liquidation_price_or_a_funding_time() -> None:
     """``SimulatedBroker.quiet_bars``: a 10x long is quiet until the first bar whose low reaches its
     liquidation price (the float pre-check of ``on_bar``), a short until a high does; the next
