@@ -31,7 +31,7 @@ import threading
 from typing import IO, Any
 
 from bot.errors import StorageError
-from storage import schema
+from storage import explain_codec, schema
 
 #: Decimal columns of the rows a batch carries (its field -> that table's exact-decimal columns).
 _DECIMALS = {name: tuple(c.name for c in table.c if isinstance(c.type, schema.ExactDecimal))
@@ -91,10 +91,23 @@ def _decimals_as_text(batch: Any) -> None:
                 values[k] = str(v)
 
 
+def _explanations_encoded(batch: Any) -> None:
+    """A batch's explanations as their stored bytes, in place (the column type passes bytes on)."""
+    encode = explain_codec.encode
+    for row in batch.decisions:
+        row["explanation"] = encode(row["explanation"])
+    for values in batch.decision_updates.values():
+        if "explanation" in values:
+            values["explanation"] = encode(values["explanation"])
+
+
 class JournalProcess:
     #: Batches pickled but not yet in the pipe, at most: the writer's start (its imports) and a
     #: slow stretch are absorbed without holding the engine back, and memory stays bounded.
     QUEUE = 32
+    #: Batches waiting for the writer from which this process encodes a batch's explanations
+    #: itself (most of the writer's work for a model strategy): the two cores share it.
+    BEHIND = 2
 
     def __init__(self, url: str, run_id: str, batch_size: int) -> None:
         self._proc = _take()
@@ -127,6 +140,8 @@ class JournalProcess:
         The batch is this process's no longer: its decimals are sent as their text."""
         self._alive()
         _decimals_as_text(batch)
+        if self._queue.qsize() >= self.BEHIND:
+            _explanations_encoded(batch)
         self._send(batch)
 
     def _alive(self) -> None:

@@ -63,6 +63,8 @@ class CompactJSON(TypeDecorator[Any]):
     cache_ok = True
 
     def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if isinstance(value, bytes):  # encoded already (storage/journal_process.py): a tree is never bytes
+            return value
         return explain_codec.encode(value)
 
     def process_result_value(self, value: Any, dialect: Dialect) -> Any:

@@ -167,6 +167,30 @@ def test_the_second_process_writes_every_decimal_exactly(db: Engine) -> None:
     assert (fu["qty"], fu["price"], fu["amount"]) == (Decimal("-0.123"), Decimal("42000"), Decimal("-0.5166"))
 
 
+def test_explanations_encoded_before_the_pipe_read_back_as_written(db: Engine,
+                                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    """When the writer process falls behind, this process encodes a batch's explanations itself
+    (JournalProcess.BEHIND; here always): the rows read back as the writer would have stored them,
+    a completed explanation (a decision update after a flush) too."""
+    monkeypatch.setattr(JournalProcess, "BEHIND", 0)
+    explained = {"kind": "dsc", "probs": {"down": 0.2, "flat": 0.3, "up": 0.5}, "signal": "long",
+                 "attribution": {"steps": [0.01 * i - 0.03 for i in range(12)], "features": None}}
+    j = _start(db)
+    j.use_background_writer(process=True)
+    j.record_decision("D1-" + j.run_id, Decision("BTCUSDT", 1_000, 1.0, 0.5, "m1", explained),
+                      42_000.5, DecisionStatus.ORDER)
+    j.record_decision("D2-" + j.run_id, Decision("BTCUSDT", 2_000, None, 0.0), 42_001.0, DecisionStatus.NO_TRADE)
+    j.flush()
+    j.complete_explanation("D2-" + j.run_id, {**explained, "signal": "flat"})
+    j.finish("completed")
+    got = {d["id"][:2]: d["explanation"] for d in q.decisions(db, j.run_id)}
+    from storage import explain_codec
+
+    assert got["D1"] == explain_codec.decode(explain_codec.encode(explained))
+    assert got["D2"] == explain_codec.decode(explain_codec.encode({**explained, "signal": "flat"}))
+    assert got["D1"]["attribution"]["steps"][0] == -0.03  # the vector's low end: stored exactly
+
+
 def test_a_writer_process_that_dies_is_a_storage_error_never_a_hang(tmp_path: Path) -> None:
     """The writer cannot open its database: the engine's next send, sync or close says so."""
     proc = JournalProcess(f"sqlite:///{tmp_path / 'no' / 'such' / 'dir.db'}", "r1", 10)
