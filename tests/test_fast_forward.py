@@ -137,8 +137,8 @@ def group_journal(data_dir: Path, tmp_path: Path, name: str, case: dict[str, Any
     summary = {k: v for k, v in s.items() if k not in drop}
     summary["markets"] = [{k: v for k, v in m.items() if k not in drop} for m in s["markets"]]
     equity = [r for m in markets for r in strip(q.equity(db, rid, str(m["symbol"])))]
-    return {"summary": summary, "equity": equity, "portfolio": strip(q.equity(db, rid)), "fills": strip(q.fills(db, rid)),
-            "orders": strip(q.orders(db, rid)), "trades": strip(q.trades(db, rid)),
+    return {"summary": summary, "equity": equity, "portfolio": strip(q.equity(db, rid)),
+            "fills": strip(q.fills(db, rid)), "orders": strip(q.orders(db, rid)), "trades": strip(q.trades(db, rid)),
             "decisions": strip(q.decisions(db, rid)), "funding": strip(q.funding(db, rid))}
 
 
