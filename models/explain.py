@@ -102,6 +102,39 @@ def sig4_all(values: Any) -> list[float]:
     return [float(f"{v:.4g}") for v in np.asarray(values, dtype=np.float64).ravel().tolist()]
 
 
+#: Exact powers of ten as floats (10**22 is the last one a float64 holds exactly).
+_P10 = np.array([float(10**i) for i in range(23)])
+
+
+def sig4_array(values: Any) -> np.ndarray:
+    """:func:`sig4` of every value of an array, vectorised (a backtest's precomputed attributions,
+    every window at once), equal to it value for value.
+
+    With ``d = 3 - floor(log10|v|)`` and ``p = 10**|d|`` (exact), ``k = rint(v * p)`` (or ``v / p``)
+    is the 4-digit integer the text rounding picks unless ``v * p`` lies within rounding error of a
+    half; then ``k / p`` (or ``k * p``), one correctly rounded operation on exact operands, is the
+    float nearest ``k * 10**-d``: what parsing the text gives. Near-halves, a ``k`` outside
+    [1000, 10000] (an exponent off by one), zeros, non-finite values and ``|d| > 22`` go through
+    :func:`sig4` itself."""
+    a = np.asarray(values, dtype=np.float64)
+    with np.errstate(divide="ignore", invalid="ignore", over="ignore"):
+        d = 3.0 - np.floor(np.log10(np.abs(a)))
+        usable = np.isfinite(d) & (np.abs(d) <= 22)
+        p = _P10[np.where(usable, np.abs(d), 0).astype(np.intp)]
+        up = d >= 0
+        y = np.where(up, a * p, a / p)
+        k = np.rint(y)
+        r = np.where(up, k / p, k * p)
+        frac = np.abs(y - np.floor(y) - 0.5)
+        ok = usable & (frac > 1e-6) & (np.abs(k) >= 1000) & (np.abs(k) <= 10000)
+    out = np.where(ok, r, a)
+    rest = np.flatnonzero(~ok.ravel())
+    if rest.size:
+        flat = out.reshape(-1)
+        flat[rest] = [float(f"{v:.4g}") for v in a.reshape(-1)[rest].tolist()]
+    return out
+
+
 def faithfulness_block(stored: dict[str, Any] | None, method: str) -> dict[str, Any] | None:
     """The contract's ``faithfulness`` of ``method`` from a checkpoint's stored selection, or None."""
     if not stored:
@@ -119,18 +152,24 @@ def faithfulness_block(stored: dict[str, Any] | None, method: str) -> dict[str, 
 
 def attribution_block(method: str, steps: np.ndarray, features: np.ndarray | None,
                       feature_names: tuple[str, ...] | list[str], bar_ms: int,
-                      faithfulness: dict[str, Any] | None) -> dict[str, Any]:
-    """One decision's ``attribution`` in the contract's shape (steps oldest first, 4 digits)."""
+                      faithfulness: dict[str, Any] | None, *, rounded: bool = False) -> dict[str, Any]:
+    """One decision's ``attribution`` in the contract's shape (steps oldest first, 4 digits);
+    ``rounded``: the scores are :func:`sig4_array`'s already."""
     signed = method in SIGNED
+    four = _as_floats if rounded else sig4_all
     return {
         "method": method,
         "toward": "up" if signed else None,
         "target": TARGETS.get(method, TARGET),
-        "steps": sig4_all(steps),
+        "steps": four(steps),
         "bar_ms": int(bar_ms),
-        "features": None if features is None else dict(zip(feature_names, sig4_all(features), strict=True)),
+        "features": None if features is None else dict(zip(feature_names, four(features), strict=True)),
         "faithfulness": faithfulness,
     }
+
+
+def _as_floats(values: np.ndarray) -> list[float]:
+    return np.asarray(values, dtype=np.float64).ravel().tolist()  # type: ignore[no-any-return]
 
 
 def choose(requested: str, stored: dict[str, Any] | None, available: tuple[str, ...]) -> str:

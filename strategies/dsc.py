@@ -39,6 +39,7 @@ from models.explain import (
     faithfulness_block,
     from_grad_x_input,
     rule_block,
+    sig4_array,
 )
 from models.features import FEATURE_NAMES, FeatureWindow, compute_features, first_window_end, make_windows
 from models.labels import CLASSES
@@ -156,8 +157,8 @@ class DSCStrategy(Strategy):
             p, a = self.rt.explain(x, many=True)
             r = _reduce(a, self.method)
             probs.append(p)
-            steps.append(r.steps)
-            feats.append(r.features)
+            steps.append(sig4_array(r.steps))  # every window's 4 digits at once
+            feats.append(sig4_array(r.features))
         self._pre_out = (np.concatenate(probs), np.concatenate(steps), np.concatenate(feats))
         self._pre_time = np.asarray(data.time[ends], dtype=np.int64)
         self._pre = {int(t): i for i, t in enumerate(self._pre_time)}
@@ -180,7 +181,7 @@ class DSCStrategy(Strategy):
             i = self._pre.get(t_now)
             if i is not None:
                 p, st, f = (a[i] for a in self._pre_out)
-                return self._decision(bars.symbol, t_now, p, partial(self._attribution, st, f))
+                return self._decision(bars.symbol, t_now, p, partial(self._attribution, st, f, rounded=True))
         block = self._catch_up(bars, n)
         if block is None:
             return None
@@ -193,9 +194,9 @@ class DSCStrategy(Strategy):
         r = _reduce(a, self.method)
         return self._attribution(r.steps[0], r.features[0])
 
-    def _attribution(self, steps: np.ndarray, feats: np.ndarray) -> dict[str, Any]:
+    def _attribution(self, steps: np.ndarray, feats: np.ndarray, rounded: bool = False) -> dict[str, Any]:
         return {"attribution": attribution_block(self.method, steps, feats, FEATURE_NAMES, self._bar_ms,
-                                                 self._faith)}
+                                                 self._faith, rounded=rounded)}
 
     def explain_with(self, bars: Bars, method: str) -> dict[str, Any]:
         """The newest bar's attribution by ``method`` (any of models.explain.GRAD_METHODS), in the

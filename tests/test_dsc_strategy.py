@@ -16,6 +16,7 @@ from bot.candles import CandleData
 from bot.errors import ConfigError
 from bot.feeds.replay import load_candles
 from models.dsc_train import DSCConfig, train_dsc
+from models.explain import sig4
 from strategies.base import StrategyContext
 from strategies.dsc import DSCParams, DSCStrategy
 
@@ -77,6 +78,8 @@ def test_batch_path_equals_bar_by_bar_on_real_data(btc: CandleData, ckpt: Path, 
         # float32 in both paths, batched vs one window: equal to the 4 stored digits up to rounding
         np.testing.assert_allclose(aa["steps"], ab["steps"], rtol=2e-3, atol=1e-6)
         np.testing.assert_allclose(list(aa["features"].values()), list(ab["features"].values()), rtol=2e-3, atol=1e-6)
+        # the batch path rounds every window at once (sig4_array): 4 digits, as the bar path stores
+        assert all(sig4(v) == v for v in [*ab["steps"], *ab["features"].values()])
 
 
 def test_onnx_backend_matches_torch(btc: CandleData, ckpt: Path) -> None:
