@@ -4,9 +4,9 @@ One market plays its quiet bars as blocks by itself (``Engine.fast_forward``). M
 together share the portfolio's equity (``bot.portfolio.Marks``): at each bar each market, in
 slot order, sets its position at its close and marks the cash plus every market's position,
 those after it in the group still at their previous close. A block of such a group is the bars
-on which none of its markets can act (``Engine.quiet_ahead``: the smallest count of any); the
-equity marks over it are computed in that same order, with the same sum, so the journal is the
-bar-by-bar one float for float (tests/test_fast_forward.py).
+on which none of its markets can act (``Engine.quiet_market``, ``Engine.quiet_strategy``: the
+smallest count of any); the equity marks over it are computed in that same order, with the same
+sum, so the journal is the bar-by-bar one float for float (tests/test_fast_forward.py).
 """
 
 from __future__ import annotations
@@ -33,11 +33,15 @@ def fast_forward_group(engines: Sequence[Engine], left: int) -> int:
     while played < left:
         want = k = min(window, left - played)
         ahead = []
-        for e in engines:
-            upcoming, k = e.quiet_ahead(k)
+        for e in engines:  # the brokers first: an order working ends it before a strategy is asked
+            upcoming, k = e.quiet_market(k)
             if not k:
                 return played
             ahead.append(upcoming)
+        for e, upcoming in zip(engines, ahead, strict=True):
+            k = e.quiet_strategy(upcoming, k)
+            if not k:
+                return played
         _play(engines, ahead, k, marks.held, marks.price)
         played += k
         if k < want:

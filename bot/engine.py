@@ -201,18 +201,21 @@ class Engine:
             window *= 4  # a long quiet stretch: look further ahead at once
         return played
 
-    def quiet_ahead(self, k: int) -> tuple[dict[str, np.ndarray], int]:
+    def quiet_market(self, k: int) -> tuple[dict[str, np.ndarray], int]:
         """The next ``k`` hidden bars (fewer at the end of the book) and how many of them, from the
-        first, nothing can happen on, as the broker and the strategy say; nothing changes."""
+        first, the broker has nothing to do on (:meth:`quiet_strategy` asks the strategy)."""
         upcoming = self.bars.upcoming(self.bars.n + k)
         n = len(upcoming["time"])
-        q = n if self._market is None else self._market.quiet_bars(upcoming)
-        if q:
-            q = self.strategy.quiet({f: a[:q] for f, a in upcoming.items()} if q < n else upcoming, advance=False)
-        return upcoming, q
+        return upcoming, (n if self._market is None else self._market.quiet_bars(upcoming))
+
+    def quiet_strategy(self, upcoming: dict[str, np.ndarray], k: int) -> int:
+        """How many of the first ``k`` of ``upcoming`` the strategy would not decide on; its state
+        unchanged."""
+        whole = k == len(upcoming["time"])
+        return self.strategy.quiet(upcoming if whole else {f: a[:k] for f, a in upcoming.items()}, advance=False)
 
     def skip(self, upcoming: dict[str, np.ndarray], k: int, equity: list[float]) -> None:
-        """Play the first ``k`` bars of :meth:`quiet_ahead`'s ``upcoming`` as one block, marked at
+        """Play the first ``k`` bars of :meth:`quiet_market`'s ``upcoming`` as one block, marked at
         ``equity`` (the portfolio's, one value per bar: bot/blocks.py)."""
         head = {f: a[:k] for f, a in upcoming.items()}
         got = self.strategy.quiet(head)
