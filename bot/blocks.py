@@ -17,10 +17,6 @@ from typing import TYPE_CHECKING, Any
 if TYPE_CHECKING:
     from bot.engine import Engine
 
-#: Bars looked at first (then four times as many, while all are quiet).
-WINDOW = 64
-
-
 def fast_forward_group(engines: Sequence[Engine], left: int) -> int:
     """Play the next quiet bars of ``engines`` (a group that closes together, in slot order; the
     next ``left`` bars of each book are the group's) as blocks. Returns how many; unless that is
@@ -29,7 +25,7 @@ def fast_forward_group(engines: Sequence[Engine], left: int) -> int:
         return 0
     marks = engines[0].marks
     assert marks is not None
-    played, window = 0, WINDOW
+    played, window = 0, engines[0].FF_WINDOW  # then four times as many, while all are quiet
     while played < left:
         want = k = min(window, left - played)
         ahead = []

@@ -186,11 +186,10 @@ class Engine:
         reached, the next bar is not quiet (it is played alone)."""
         if not (self.can_fast_forward and self.idle):
             return 0
-        bars, market, played, window = self.bars, self._market, 0, self.FF_WINDOW
+        bars, played, window = self.bars, 0, self.FF_WINDOW
         while bars.n < end:
-            upcoming = bars.upcoming(min(end, bars.n + window))
+            upcoming, k = self.quiet_market(min(end - bars.n, window))
             n = len(upcoming["time"])
-            k = n if market is None else market.quiet_bars(upcoming)
             if k:
                 k = self.strategy.quiet({f: a[:k] for f, a in upcoming.items()} if k < n else upcoming)
             if k:

@@ -24,6 +24,7 @@ from broker.margin import MarginRule
 from broker.simulated import SimulatedBroker
 from storage import queries as q
 from storage.db import open_database
+from storage.records import comparable_journal
 from strategies.base import StrategyContext
 from strategies.sma import SMACrossover, SMAParams
 
@@ -62,9 +63,9 @@ def journal(data_dir: Path, url: str, sets: dict[str, Any], fast: bool,
             "events": [(e["time"], e["kind"]) for e in q.events(db, rid)]}
 
 
-@pytest.mark.parametrize("case", list(CASES))
-def test_fast_forward_journals_exactly_the_bar_by_bar_run(case: str, data_dir: Path, tmp_path: Path,
-                                                          monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.fixture
+def sma_calls(monkeypatch: pytest.MonkeyPatch) -> dict[str, int]:
+    """How many bars the SMA's ``on_bar`` was shown (``n``, reset by the test between runs)."""
     calls = {"n": 0}
     on_bar = SMACrossover.on_bar
 
@@ -73,6 +74,14 @@ def test_fast_forward_journals_exactly_the_bar_by_bar_run(case: str, data_dir: P
         return on_bar(self, bars)
 
     monkeypatch.setattr(SMACrossover, "on_bar", counted)
+    return calls
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_fast_forward_journals_exactly_the_bar_by_bar_run(case: str, data_dir: Path, tmp_path: Path,
+                                                          monkeypatch: pytest.MonkeyPatch,
+                                                          sma_calls: dict[str, int]) -> None:
+    calls = sma_calls
     slow = journal(data_dir, f"sqlite:///{tmp_path / 'slow.db'}", CASES[case], False, monkeypatch)
     bar_by_bar, calls["n"] = calls["n"], 0
     fast = journal(data_dir, f"sqlite:///{tmp_path / 'fast.db'}", CASES[case], True, monkeypatch)
@@ -128,33 +137,21 @@ def group_journal(data_dir: Path, tmp_path: Path, name: str, case: dict[str, Any
     db = open_database(url)
     s = core.backtest_markets(cfg, market_data(cfg, None, *SLICE, None), db, show_progress=False)
     rid = s["run_id"]
-
-    def strip(rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return [{k: v.replace(rid, "RUN") if isinstance(v, str) else v for k, v in r.items()
-                 if k not in ("run_id", "created_at", "updated_at")} for r in rows]
-
     drop = ("run_id", "elapsed_s", "candles_per_s")
     summary = {k: v for k, v in s.items() if k not in drop}
     summary["markets"] = [{k: v for k, v in m.items() if k not in drop} for m in s["markets"]]
-    equity = [r for m in markets for r in strip(q.equity(db, rid, str(m["symbol"])))]
-    return {"summary": summary, "equity": equity, "portfolio": strip(q.equity(db, rid)),
-            "fills": strip(q.fills(db, rid)), "orders": strip(q.orders(db, rid)), "trades": strip(q.trades(db, rid)),
-            "decisions": strip(q.decisions(db, rid)), "funding": strip(q.funding(db, rid))}
+    rest = {"portfolio": q.equity(db, rid), "funding": q.funding(db, rid)}
+    return {**comparable_journal(db, rid), "summary": summary,
+            **{name: [{k: v for k, v in r.items() if k != "run_id"} for r in rows] for name, rows in rest.items()}}
 
 
 @pytest.mark.parametrize("case", list(GROUPS))
 def test_markets_that_close_together_skip_their_quiet_bars_exactly(case: str, data_dir: Path, tmp_path: Path,
-                                                                   monkeypatch: pytest.MonkeyPatch) -> None:
+                                                                   monkeypatch: pytest.MonkeyPatch,
+                                                                   sma_calls: dict[str, int]) -> None:
     """bot/blocks.py: a group's block marks every market at the portfolio's equity as bar by bar
     would (markets before it at this bar's close, after it at the previous one): same journal."""
-    calls = {"n": 0}
-    on_bar = SMACrossover.on_bar
-
-    def counted(self: SMACrossover, bars: Bars) -> Any:
-        calls["n"] += 1
-        return on_bar(self, bars)
-
-    monkeypatch.setattr(SMACrossover, "on_bar", counted)
+    calls = sma_calls
     slow = group_journal(data_dir, tmp_path, "slow", GROUPS[case], False, monkeypatch)
     bar_by_bar, calls["n"] = calls["n"], 0
     fast = group_journal(data_dir, tmp_path, "fast", GROUPS[case], True, monkeypatch)
