@@ -11,8 +11,11 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections import deque
+from collections.abc import Callable, Iterable
+from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
-from typing import Literal
+from typing import Literal, TypeVar
 
 import numpy as np
 import torch
@@ -27,6 +30,7 @@ from models.onnx_backend import OnnxRunner, export_onnx
 
 Backend = Literal["torch", "onnx"]
 KIND = "dsc"
+T = TypeVar("T")
 
 
 #: The exported graphs: name -> its outputs. ``probs`` decides; ``explain`` also attributes.
@@ -83,8 +87,6 @@ class DSCRuntime:
         self.backend = backend
         self._ort: OnnxRunner | None = None
         self._ort_probs: OnnxRunner | None = None
-        #: The explain graph on every core, for batches (backtests, evaluation): built on first use.
-        self._ort_many: OnnxRunner | None = None
         if backend == "onnx":
             self._ort = OnnxRunner(self._ensure_onnx(Path(path), "explain"), threads=threads)
             self._ort_probs = OnnxRunner(self._ensure_onnx(Path(path), "probs"), threads=threads)
@@ -114,30 +116,42 @@ class DSCRuntime:
             p = self.net.probs(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
         return p.numpy().astype(np.float64)
 
-    def explain(self, x: np.ndarray, many: bool = False) -> tuple[np.ndarray, np.ndarray]:
-        """x: float32 [B, F, W] (normalised) -> (probs float64 [B, 3], attribution float64 [B, F, W]).
-
-        ``many``: a large batch, run on every core; else on the runtime's own threads (latency).
+    def explain(self, x: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """x: float32 [B, F, W] (normalised) -> (probs float64 [B, 3], attribution float64 [B, F, W]),
+        on the runtime's own threads (one window for a decision, or one chunk of :meth:`explain_map`).
         The batched backtest path decides as the bar-by-bar one (tests/test_dsc_strategy.py)."""
         if self._ort is not None:
-            runner = self._ort
-            if many and (os.cpu_count() or 1) > 1:
-                if self._ort_many is None:
-                    self._ort_many = OnnxRunner(self._ort.path, threads=os.cpu_count() or 1)
-                runner = self._ort_many
-            probs, attr = runner.run(x)
+            probs, attr = self._ort.run(x)
             return probs.astype(np.float64), attr.astype(np.float64)
         with torch.inference_mode():
             p, a = self.net(torch.from_numpy(np.ascontiguousarray(x, dtype=np.float32)))
         return p.numpy().astype(np.float64), a.numpy().astype(np.float64)
 
+    def explain_map(self, chunks: Iterable[np.ndarray], then: Callable[[np.ndarray, np.ndarray], T]) -> list[T]:
+        """``then(*explain(chunk))`` of every chunk, in order (backtests, evaluation).
+
+        Under ONNX Runtime the chunks run side by side, one per core, on the runtime's
+        one-thread session (a session runs concurrent calls): the explain graph's transposed
+        convolutions gain nothing from a second intra-op thread, a second chunk on the other core
+        halves the pass. ``then`` runs in the same worker, so its numpy work overlaps too. At most
+        two chunks per worker are in flight, so the windows are never all in memory at once.
+        Torch runs the chunks one after another on its own intra-op threads."""
+        workers = os.cpu_count() or 1
+        if self._ort is None or workers == 1:
+            return [then(*self.explain(x)) for x in chunks]
+        out: list[T] = []
+        with ThreadPoolExecutor(workers, thread_name_prefix="dsc-explain") as pool:
+            flight: deque[Future[T]] = deque()
+            for x in chunks:
+                flight.append(pool.submit(lambda x=x: then(*self.explain(x))))
+                if len(flight) >= 2 * workers:
+                    out.append(flight.popleft().result())
+            out.extend(f.result() for f in flight)
+        return out
+
     def explain_batched(self, x: np.ndarray, batch: int = 512) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`explain` over many windows in chunks (backtests, evaluation)."""
-        ps, ats = [], []
-        for s in range(0, x.shape[0], batch):
-            p, a = self.explain(x[s:s + batch], many=True)
-            ps.append(p)
-            ats.append(a)
-        if not ps:
+        """:meth:`explain` over many windows: (probs [N, 3], attribution [N, F, W])."""
+        parts = self.explain_map((x[s:s + batch] for s in range(0, x.shape[0], batch)), lambda p, a: (p, a))
+        if not parts:
             return np.zeros((0, 3)), np.zeros((0, N_FEATURES, self.window))
-        return np.concatenate(ps), np.concatenate(ats)
+        return np.concatenate([p for p, _ in parts]), np.concatenate([a for _, a in parts])

@@ -151,15 +151,13 @@ class DSCStrategy(Strategy):
         bad = ~np.all(np.isfinite(z[first - self.window + 1:]), axis=1)
         if bad.any():
             return  # leave it to the bar-by-bar path, which names the bad bar
-        probs, steps, feats = [], [], []
-        for s in range(0, ends.size, 1024):
-            x = make_windows(z, ends[s:s + 1024], self.window, "conv")
-            p, a = self.rt.explain(x, many=True)
+        def reduced(p: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
             r = _reduce(a, self.method)
-            probs.append(p)
-            steps.append(sig4_array(r.steps))  # every window's 4 digits at once
-            feats.append(sig4_array(r.features))
-        self._pre_out = (np.concatenate(probs), np.concatenate(steps), np.concatenate(feats))
+            return p, sig4_array(r.steps), sig4_array(r.features)  # every window's 4 digits at once
+
+        chunks = (make_windows(z, ends[s:s + 1024], self.window, "conv") for s in range(0, ends.size, 1024))
+        parts = self.rt.explain_map(chunks, reduced)
+        self._pre_out = tuple(np.concatenate([part[k] for part in parts]) for k in range(3))
         self._pre_time = np.asarray(data.time[ends], dtype=np.int64)
         self._pre = {int(t): i for i, t in enumerate(self._pre_time)}
 

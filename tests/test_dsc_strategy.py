@@ -94,6 +94,38 @@ def test_onnx_backend_matches_torch(btc: CandleData, ckpt: Path) -> None:
         assert a[t].target == b[t].target == c[t].target
 
 
+def test_explain_map_runs_chunks_side_by_side_in_order(ckpt: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """ONNX chunks of a backtest's pass run on worker threads (one per core) and come back in
+    order, each exactly what one explain call of that chunk gives."""
+    import threading
+
+    from models.dsc_runtime import DSCRuntime
+
+    monkeypatch.setattr("os.cpu_count", lambda: 3)  # three workers on any machine
+    rt = DSCRuntime(ckpt, "onnx")
+    x = np.random.default_rng(0).standard_normal((1300, 15, rt.window)).astype(np.float32)
+    chunks = [x[s:s + 97] for s in range(0, len(x), 97)]
+    ran: list[str] = []
+    meet = threading.Barrier(2, timeout=60)  # the first two chunks wait for each other: two workers
+
+    def then(p: np.ndarray, a: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        ran.append(threading.current_thread().name)
+        if len(ran) <= 2:
+            meet.wait()
+        return p, a
+
+    got = rt.explain_map(iter(chunks), then)
+    assert len(got) == len(chunks) and len(set(ran[:2])) == 2
+    assert all(n.startswith("dsc-explain") for n in ran)
+    for (p, a), c in zip(got, chunks, strict=True):
+        p1, a1 = rt.explain(c)
+        np.testing.assert_array_equal(p, p1)
+        np.testing.assert_array_equal(a, a1)
+    probs, attr = rt.explain_batched(x, batch=200)
+    np.testing.assert_allclose(probs, np.concatenate([p for p, _ in got]), rtol=1e-5, atol=1e-7)
+    assert attr.shape == (1300, 15, rt.window)
+
+
 def test_explanation_contract(btc: CandleData, ckpt: Path) -> None:
     data = btc.slice(1500, 1700)
     s = make(ckpt)
