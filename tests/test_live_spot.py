@@ -23,7 +23,16 @@ from broker.bybit_sim.private import account_of
 from broker.bybit_sim.testing import sim_thread
 from storage import queries as q
 from storage.records import comparable_journal
-from tests.live_helpers import KEY, SECRET, check_consistency, live_cfg, modules, set_keys, sim_cfg
+from tests.live_helpers import (
+    KEY,
+    SECRET,
+    check_consistency,
+    live_cfg,
+    modules,
+    set_keys,
+    sim_cfg,
+    still_until_subscribed,
+)
 from tests.test_live_crash import Killer, _start
 
 H = 3_600_000
@@ -108,7 +117,10 @@ def test_spot_sigkill_and_resume_never_oversells(btc_1h: Path, tmp_path: Path) -
             assert killer.fired.wait(90), f"kill {i} ({mode}) never happened: {log_file.read_text()[-2000:]}"
             assert proc.wait(30) == -signal.SIGKILL
         end = (sim.state.now_ms() // H + 30) * H
-        final = _start(base + ["--resume", "--to", ms_to_iso(end)], env, log_file)
+        # The market stands still until the last start is on the stream: its 30 bars trade live
+        # however slow the start-up (else a loaded machine left it a few bars and too few fills).
+        with still_until_subscribed(sim):
+            final = _start(base + ["--resume", "--to", ms_to_iso(end)], env, log_file)
         assert final.wait(120) == 0, log_file.read_text()[-3000:]
         db = core.open_journal_db(db_url)
         run = q.list_runs(db)[0]
