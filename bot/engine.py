@@ -8,7 +8,6 @@ mode therefore runs the same decision and order code; only the broker object dif
 from __future__ import annotations
 
 import time
-from array import array
 from collections.abc import Callable
 from decimal import Decimal
 from typing import Any
@@ -33,6 +32,7 @@ from bot.domain import (
     client_order_id,
     decision_id,
 )
+from bot.equity import EquityCurve
 from bot.exits import ExitGuard
 from bot.portfolio import Marks, order_for_target, target_quantity
 from bot.protection import decision_levels_problem
@@ -83,15 +83,8 @@ class Engine:
         self.bar_index = -1
         self.last_bar: int | None = None
         self.target = 0.0
-        self.equity_curve = array("d")
-        self.position_curve = array("d")
-        self.cash_curve = array("d")
-        self._eq_append = self.equity_curve.append
-        self._cash_append = self.cash_curve.append
-        self._pos_append = self.position_curve.append
-        #: Bar index up to which (inclusive) the equity curve has been handed to the journal.
-        self._synced_to = bars.n - 1
-        self._equity_batch = max(1, journal.batch_size)
+        #: Equity, cash and position of every bar traded, journaled in blocks (bot/equity.py).
+        self.curve = EquityCurve(self.symbol, bars, journal)
         self.n_decisions = 0
         self.n_orders = 0
         self._risk_active = risk.watches_equity
@@ -119,7 +112,7 @@ class Engine:
     # -- life cycle --------------------------------------------------------------------------------
     def start(self) -> None:
         # Bars shown before the start (backtest history, paper warm-up) are never marked or journaled.
-        self._synced_to = self.bars.n - 1
+        self.curve.journaled_to(self.bars.n - 1)
         self.strategy.on_start(self.bars)
 
     def swap_strategy(self, strategy: Strategy) -> None:
@@ -232,14 +225,7 @@ class Engine:
         self.bar_index = bars.n - 1
         self.last_bar = bars.last_time()
         cash, qty = self.broker.cash_and_qty()
-        if equity is None:
-            self.equity_curve.frombytes((cash + qty * closes).tobytes())
-        else:
-            self.equity_curve.extend(equity)
-        self.cash_curve.extend(array("d", (cash,)) * k)
-        self.position_curve.extend(array("d", (qty,)) * k)
-        if self.bar_index - self._synced_to >= self._equity_batch:
-            self.sync_equity()
+        self.curve.mark_block(self.bar_index, closes, cash, qty, equity)
 
     def decide(self, trade: bool = True) -> None:
         """Mark bar ``bars.n - 1`` to market, journal the equity, ask the strategy, order (after
@@ -263,11 +249,7 @@ class Engine:
             held = marks.held
             held[slot] = qty * c
             eq = cash + sum(held)
-        self._eq_append(eq)
-        self._cash_append(cash)
-        self._pos_append(qty)
-        if i - self._synced_to >= self._equity_batch:
-            self.sync_equity()
+        self.curve.mark(i, eq, cash, qty)
         kill: KillSwitch | None = None
         if self._risk_active:
             kill = self.risk.on_equity(t, eq)
@@ -499,11 +481,9 @@ class Engine:
         bars = self.bars
         index = {int(t): i for i, t in enumerate(bars.time)}
         self.books.restore(snap, index)
-        for r in snap.equity:
-            self._eq_append(r.equity)
-            self._pos_append(r.position)
-            self._cash_append(r.cash)
-            if self._risk_active:  # drawdown and daily-loss peaks survive a restart
+        self.curve.restore(snap.equity)
+        if self._risk_active:  # drawdown and daily-loss peaks survive a restart
+            for r in snap.equity:
                 self.risk.on_equity(r.time, r.equity)
         self.n_decisions, self.n_orders = len(snap.decisions), len(snap.orders)
         for d in snap.decisions:
@@ -521,7 +501,7 @@ class Engine:
                            {k: v for k, v in snap.exit_plans.items() if k in working})
         self.bar_index = bars.n - 1
         self.last_bar = snap.last_bar
-        self._synced_to = bars.n - 1  # bars up to here are journaled (or were lost with the kill)
+        self.curve.journaled_to(bars.n - 1)  # bars up to here are journaled (or were lost with the kill)
         if self._marks is not None and bars.n:
             self._marks.set(self._slot, self.broker.cash_and_qty()[1], bars.last_close())
         return replay_mismatches(self.strategy, bars, warmup_bars, {d.bar_time: d for d in snap.decisions},
@@ -529,28 +509,14 @@ class Engine:
 
     # -- checkpointing ------------------------------------------------------------------------------
     def sync_equity(self) -> None:
-        """Hand the equity marks not yet journaled to the journal, as one block.
-
-        The per-bar path only appends floats to arrays; rows are built off the hot path.
-        """
-        n = len(self.equity_curve)
-        hi = self.bar_index + 1
-        lo = self._synced_to + 1
-        if hi <= lo:
-            return
-        k0 = n - (hi - lo)
-        self.journal.record_equity_block(
-            self.symbol, self.bars.time[lo:hi], self.equity_curve[k0:n], self.cash_curve[k0:n],
-            self.position_curve[k0:n], self.bars.close[lo:hi],
-        )
-        self._synced_to = hi - 1
+        """Hand the equity marks not yet journaled to the journal, as one block."""
+        self.curve.sync(self.bar_index)
 
     @property
     def first_bar(self) -> int | None:
         """Open time of the first bar this engine traded (None before any)."""
-        n = len(self.equity_curve)
-        return self.bars.time.item(self.bar_index - n + 1) if n else None
+        return self.curve.first_bar(self.bar_index)
 
     def progress(self) -> dict[str, Any]:
-        return {"bars": len(self.equity_curve), "first_bar": self.first_bar, "last_bar": self.last_bar}
+        return {"bars": len(self.curve), "first_bar": self.first_bar, "last_bar": self.last_bar}
 

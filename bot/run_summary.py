@@ -78,10 +78,10 @@ def in_sample_total(lines: list[dict[str, Any]]) -> dict[str, Any]:
 
 def _market_line(cfg: Config, m: Any) -> dict[str, Any]:
     eng = m.engine
-    n = len(eng.equity_curve)
+    n = len(eng.curve)
     closes = m.bars.close[m.bars.n - n:m.bars.n] if n else []
     metrics = compute_metrics(
-        equity=eng.equity_curve, positions=eng.position_curve, prices=closes, trade_pnls=eng.books.trade_pnls,
+        equity=eng.curve.equity, positions=eng.curve.position, prices=closes, trade_pnls=eng.books.trade_pnls,
         fees=eng.books.fees_paid, initial_cash=cfg.broker.initial_cash, bar_ms=timeframe_ms(m.cfg.timeframe),
     )
     pos = m.broker.position()
@@ -107,10 +107,10 @@ def _portfolio_curve(sessions: list[Any]) -> tuple[np.ndarray, np.ndarray, np.nd
     step = min(timeframe_ms(m.cfg.timeframe) for m in sessions)
     for m in sessions:
         eng = m.engine
-        n = len(eng.equity_curve)
+        n = len(eng.curve)
         t = np.asarray(m.bars.time[m.bars.n - n:m.bars.n], dtype=np.int64) + timeframe_ms(m.cfg.timeframe) - step
-        series.append((t, np.frombuffer(eng.equity_curve, dtype=np.float64),
-                       np.frombuffer(eng.position_curve, dtype=np.float64)))
+        series.append((t, np.frombuffer(eng.curve.equity, dtype=np.float64),
+                       np.frombuffer(eng.curve.position, dtype=np.float64)))
     grid = union_times([t for t, _, _ in series])
     eq = np.full(len(grid), np.nan)
     held = np.zeros(len(grid), dtype=bool)

@@ -353,7 +353,7 @@ class Runner:
         if len(engines) == 1:
             return engines[0].progress()
         firsts = [e.first_bar for e in engines if e.first_bar is not None]
-        return {"bars": sum(len(e.equity_curve) for e in engines), "first_bar": min(firsts) if firsts else None,
+        return {"bars": sum(len(e.curve) for e in engines), "first_bar": min(firsts) if firsts else None,
                 "last_bar": self.last_bar}
 
     def _finish(self, status: RunStatus) -> dict[str, Any]:

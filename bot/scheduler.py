@@ -62,9 +62,9 @@ class RunScheduler:
     async def equity_snapshot(self) -> None:
         for m in self.session.sessions:
             eng = m.engine
-            if len(eng.equity_curve):
-                log.info("equity_snapshot", run=eng.run_id, symbol=m.symbol, equity=round(eng.equity_curve[-1], 2),
-                         position=eng.position_curve[-1], bars=len(eng.equity_curve), last_bar=eng.last_bar)
+            if len(eng.curve):
+                log.info("equity_snapshot", run=eng.run_id, symbol=m.symbol, equity=round(eng.curve.equity[-1], 2),
+                         position=eng.curve.position[-1], bars=len(eng.curve), last_bar=eng.last_bar)
         self.session.journal.flush()
 
     async def watchdog(self) -> None:
@@ -90,10 +90,10 @@ class RunScheduler:
 def reconcile_paper(session: Any) -> None:
     """Paper: the simulated wallet must agree with the position the engine last marked (one market)."""
     eng, broker = session.engine, session.broker
-    if not len(eng.position_curve):
+    if not len(eng.curve):
         return
     qty = float(broker.position().qty)
-    marked = eng.position_curve[-1]
+    marked = eng.curve.position[-1]
     if abs(qty - marked) > 1e-12:
         log.error("reconcile_mismatch", broker_qty=qty, engine_qty=marked)
         session.journal.record_event(eng.last_bar or 0, "reconcile_mismatch",
