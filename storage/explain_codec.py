@@ -157,6 +157,9 @@ def _enc_list(v: list[Any], blobs: list[bytes]) -> Any:
 def quantise(v: list[float]) -> bytes | None:
     """The bytes of a vector (peak index, low, step, peak, uint8 levels of the others); None when
     its values are not finite or span more than 1e300 (then they are rounded one by one)."""
+    total = sum(v)
+    if total - total != 0.0 and not all(map(math.isfinite, v)):  # a NaN or an infinity anywhere
+        return None
     peak = max(range(len(v)), key=lambda i: abs(v[i])) if len(v) < NO_PEAK else NO_PEAK
     rest = v if peak == NO_PEAK else v[:peak] + v[peak + 1:]
     lo, hi = float(min(rest)), float(max(rest))

@@ -107,6 +107,11 @@ def test_non_finite_values_come_back_as_they_were() -> None:
     got = codec.decode(codec.encode(tree))
     assert math.isnan(got["v"][0]) and got["v"][1:] == [1.5] * 8
     assert got["w"] == tree["w"] and got["x"] == float("-inf")
+    # a NaN or an infinity among the others (not the largest |x|) keeps the vector exact to 9 digits
+    tree = {"v": [0.5, 2.0, float("nan"), -1.25, 3.5, 0.125, 1.0, 9.0], "w": [*[0.25] * 8, float("-inf"), 7.0]}
+    got = codec.decode(codec.encode(tree))
+    assert math.isnan(got["v"][2]) and got["v"][:2] + got["v"][3:] == tree["v"][:2] + tree["v"][3:]
+    assert got["w"] == tree["w"]
 
 
 def test_integers_and_time_sequences_are_exact() -> None:
