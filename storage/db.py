@@ -60,10 +60,10 @@ def make_engine(url: str) -> Engine:
         @event.listens_for(engine, "connect")
         def _pragmas(dbapi_conn, _record):  # type: ignore[no-untyped-def]
             cur = dbapi_conn.cursor()
+            cur.execute("PRAGMA busy_timeout=10000")  # first: the pragmas below wait for a busy file too
             cur.execute("PRAGMA journal_mode=WAL")
             cur.execute("PRAGMA synchronous=NORMAL")
             cur.execute("PRAGMA foreign_keys=ON")
-            cur.execute("PRAGMA busy_timeout=10000")
             cur.close()
     elif backend == "postgresql":
         try:
@@ -73,7 +73,10 @@ def make_engine(url: str) -> Engine:
     else:
         raise StorageError(f"unsupported database {backend!r}: use sqlite or postgresql")
     try:
-        with engine.connect():
+        # A new file turns to WAL on its first connection, which needs the file to itself: beside
+        # another process's migration of it that fails at once ("database is locked", busy
+        # timeout or not), so the first connection waits for the migration lock too.
+        with _sqlite_file_lock(engine), engine.connect():
             pass
     except (OperationalError, SQLAlchemyError) as exc:
         reason = str(getattr(exc, "orig", exc)).strip().splitlines()[0] if str(exc) else ""
