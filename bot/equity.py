@@ -9,17 +9,18 @@ from __future__ import annotations
 
 from array import array
 from collections.abc import Iterable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from bot.bars import Bars
-from storage.journal import Journal
+if TYPE_CHECKING:
+    from bot.bars import Bars
+    from storage.journal import Journal
 
 
 class EquityCurve:
-    """The marks of the bars after the first ``start`` ones of ``bars`` (the history shown before
-    trading is never marked or journaled)."""
+    """The marks of the bars of ``bars`` the engine traded; the bars shown before trading (history,
+    warm-up) are never marked or journaled (:meth:`journaled_to`)."""
 
     def __init__(self, symbol: str, bars: Bars, journal: Journal) -> None:
         self.symbol = symbol
