@@ -163,10 +163,11 @@ def _cases() -> list[Case]:
                           decision_case(backend, True), None))
     from bench.rollout_latency import decision_runner  # the rollout transformer (issue 4)
 
-    cases.append(Case("rollout decision/candle", "torch f64", f"[1,48,{default[0]}]",
-                      lambda: decision_runner(), None))
-    cases.append(Case("rollout decision+attribution/candle", "torch f64", f"[1,48,{default[0]}] +expl",
-                      lambda: decision_runner(explained=True), None))
+    for backend, label in (("torch", "torch f64"), ("onnx", "onnx f32")):
+        cases.append(Case("rollout decision/candle", label, f"[1,48,{default[0]}]",
+                          lambda b=backend: decision_runner(backend=b), None))
+        cases.append(Case("rollout decision+attribution/candle", label, f"[1,48,{default[0]}] +expl",
+                          lambda b=backend: decision_runner(explained=True, backend=b), None))
     return cases
 
 

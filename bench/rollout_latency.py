@@ -93,15 +93,17 @@ def _setup(over: dict[str, object], explained: bool = False) -> tuple[
     return cfg, model, norm, feats, decide
 
 
-def decision_runner(explained: bool = False) -> Callable[[], object]:
-    """For bench/model_latency.py: one call = one candle through the default-size strategy."""
-    return _setup({}, explained)[4]
+def decision_runner(explained: bool = False, backend: str = "onnx") -> Callable[[], object]:
+    """For bench/model_latency.py: one call = one candle through the default-size strategy, its
+    decision on ``backend`` (onnx: float32 ONNX Runtime, the default; torch: a float64 trace)."""
+    return _setup({"backend": backend}, explained)[4]
 
 
 def bench_size(name: str, over: dict[str, int], n: int, methods: list[str]) -> list[tuple[str, str, np.ndarray]]:
     rows: list[tuple[str, str, np.ndarray]] = []
-    rows.append((name, "decision (features+forward+explanation dict: what the order waits for)",
-                 timed(_setup(over)[4], n)))
+    for backend in ("onnx", "torch"):
+        rows.append((name, f"decision on {backend} (features+forward+explanation dict: what the order waits for)",
+                     timed(_setup({**over, "backend": backend})[4], n)))
     for m in methods:  # the stored attribution: rollout is one forward, the gradient methods add a backward
         decide = _setup({**over, "explain": m}, explained=True)[4]
         rows.append((name, f"decision + deferred attribution, explain={m}", timed(decide, n)))

@@ -10,7 +10,6 @@ exported beside the checkpoint at train time, or on first use if missing or of a
 from __future__ import annotations
 
 import os
-import tempfile
 from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -26,7 +25,7 @@ from models.checkpoint import Checkpoint, load_checkpoint, onnx_path
 from models.dsc import build
 from models.features import FEATURE_NAMES, N_FEATURES
 from models.normalize import load_normalizer
-from models.onnx_backend import OnnxRunner, export_onnx
+from models.onnx_backend import OnnxRunner, ensure_export, export_onnx
 
 Backend = Literal["torch", "onnx"]
 KIND = "dsc"
@@ -42,26 +41,14 @@ def explain_onnx_path(ckpt_path: str | Path, graph: str = "explain") -> Path:
 
 
 def export_explain(net: ExplainedConv, path: Path, window: int, model_id: str, graph: str = "explain") -> Path:
-    """Export one of :data:`GRAPHS` of ``net`` and tag it with the model id."""
-    import onnx
-
+    """Export one of :data:`GRAPHS` of ``net``, tagged with the model id and the attributed quantity
+    (a file exported for another target is exported again)."""
     module = net if graph == "explain" else ConvProbs(net)
-    export_onnx(module, torch.zeros(1, N_FEATURES, window), path, GRAPHS[graph])
-    proto = onnx.load(str(path))
-    # Tagged with the attributed quantity too: a file exported for another target is exported again.
-    proto.metadata_props.add(key="model_id", value=f"{model_id}:{net.target}")
-    onnx.save(proto, str(path))
-    return path
+    return export_onnx(module, torch.zeros(1, N_FEATURES, window), path, GRAPHS[graph], _tag(model_id, net))
 
 
-def _onnx_model_id(path: Path) -> str | None:
-    try:
-        import onnx
-
-        proto = onnx.load(str(path), load_external_data=False)
-    except Exception:  # noqa: BLE001 - unreadable means "export again"
-        return None
-    return next((p.value for p in proto.metadata_props if p.key == "model_id"), None)
+def _tag(model_id: str, net: ExplainedConv) -> str:
+    return f"{model_id}:{net.target}"
 
 
 class DSCRuntime:
@@ -98,15 +85,9 @@ class DSCRuntime:
         return self._model_id
 
     def _ensure_onnx(self, ckpt_path: Path, graph: str) -> Path:
-        target = explain_onnx_path(ckpt_path, graph)
-        if target.exists() and _onnx_model_id(target) == f"{self.model_id}:{self.net.target}":
-            return target
-        try:
-            return export_explain(self.net, target, self.window, self.model_id, graph)
-        except ModelError:
-            # Read-only checkpoint folder: export into a temporary file instead.
-            tmp = Path(tempfile.mkdtemp(prefix="dsc_onnx_")) / target.name
-            return export_explain(self.net, tmp, self.window, self.model_id, graph)
+        module = self.net if graph == "explain" else ConvProbs(self.net)
+        return ensure_export(module, torch.zeros(1, N_FEATURES, self.window), explain_onnx_path(ckpt_path, graph),
+                             GRAPHS[graph], _tag(self.model_id, self.net))
 
     def probs(self, x: np.ndarray) -> np.ndarray:
         """x: float32 [B, F, W] (normalised) -> probs float64 [B, 3]: the decision, no attribution."""

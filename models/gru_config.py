@@ -85,6 +85,9 @@ class GRUSizerConfig(_Frozen):
     stage2_share: float = Field(0.3, ge=0, le=0.8)
     max_exposure: float = Field(1.0, gt=0, le=10)  # level 10 -> this fraction of equity
     batch_precompute: bool = True       # backtests: batch the encoder (same decisions, tested)
+    #: Stage 1 of a decision: ONNX Runtime in float32 (default) or float64 torch
+    #: (models.encoder_runtime); the attribution runs in float64 torch either way.
+    backend: Literal["torch", "onnx"] = "onnx"
 
     @field_validator("train", mode="before")
     @classmethod

@@ -8,6 +8,8 @@ exporter (``dynamo=False``): deterministic, no extra dependencies, fine for thes
 from __future__ import annotations
 
 import os
+import tempfile
+import threading
 import warnings
 from pathlib import Path
 from typing import Any
@@ -21,10 +23,13 @@ from bot.errors import ModelError
 OPSET = 17
 
 
-def export_onnx(module: nn.Module, example: torch.Tensor, path: str | Path, output_names: list[str]) -> Path:
-    """Export ``module`` (eval mode) with a dynamic batch axis; written atomically."""
+def export_onnx(module: nn.Module, example: torch.Tensor, path: str | Path, output_names: list[str],
+                tag: str | None = None) -> Path:
+    """Export ``module`` (eval mode) with a dynamic batch axis, tagged with ``tag`` (the model it
+    was exported from, see :func:`export_tag`); written atomically."""
     p = Path(path)
-    tmp = p.with_name(p.name + ".tmp")
+    # Its own temporary name: processes exporting the same checkpoint at once never share a file.
+    tmp = p.with_name(f"{p.name}.{os.getpid()}.{threading.get_ident()}.tmp")
     module = module.eval()
     axes: dict[str, dict[int, str]] = {"x": {0: "batch"}}
     axes.update({n: {0: "batch"} for n in output_names})
@@ -33,11 +38,46 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path: str | Path, outp
             warnings.simplefilter("ignore")
             torch.onnx.export(module, (example,), str(tmp), input_names=["x"], output_names=output_names,
                               dynamic_axes=axes, opset_version=OPSET, dynamo=False)
+        if tag is not None:
+            import onnx
+
+            proto = onnx.load(str(tmp))
+            proto.metadata_props.add(key=TAG, value=tag)
+            onnx.save(proto, str(tmp))
         os.replace(tmp, p)
     except Exception as exc:  # noqa: BLE001 - exporter errors are many and varied
         tmp.unlink(missing_ok=True)
         raise ModelError(f"ONNX export to {p} failed: {type(exc).__name__}: {str(exc)[:200]}") from None
     return p
+
+
+#: The metadata key an export's tag is stored under.
+TAG = "model_id"
+
+
+def export_tag(path: str | Path) -> str | None:
+    """The tag :func:`export_onnx` stored in ``path``; None if absent or unreadable."""
+    try:
+        import onnx
+
+        proto = onnx.load(str(path), load_external_data=False)
+    except Exception:  # noqa: BLE001 - unreadable means "export again"
+        return None
+    return next((p.value for p in proto.metadata_props if p.key == TAG), None)
+
+
+def ensure_export(module: nn.Module, example: torch.Tensor, path: str | Path, output_names: list[str],
+                  tag: str) -> Path:
+    """``path`` if it holds an export tagged ``tag``; else ``module`` exported there now, or into a
+    temporary folder where the checkpoint's folder cannot be written."""
+    p = Path(path)
+    if p.exists() and export_tag(p) == tag:
+        return p
+    try:
+        return export_onnx(module, example, p, output_names, tag)
+    except ModelError:
+        tmp = Path(tempfile.mkdtemp(prefix="onnx_")) / p.name
+        return export_onnx(module, example, tmp, output_names, tag)
 
 
 class OnnxRunner:

@@ -82,25 +82,32 @@ class RMSNorm(nn.Module):
         self.weight = nn.Parameter(torch.ones(dim))
 
     def forward(self, x: Tensor) -> Tensor:
+        if torch.onnx.is_in_onnx_export():  # no RMSNormalization before opset 23: the formula itself
+            return x * torch.rsqrt(x.pow(2).mean(dim=-1, keepdim=True) + self.eps) * self.weight
         # x * rsqrt(mean(x^2) + eps) * weight, as one fused op
         return F.rms_norm(x, (x.shape[-1],), self.weight, self.eps)
 
 
-def precompute_freqs_cis(dim: int, length: int, theta: float = 10_000.0) -> Tensor:
-    """Complex rotations e^{i * pos * freq} as [length, dim/2] complex64."""
+def rotary_table(dim: int, length: int, theta: float = 10_000.0) -> Tensor:
+    """The rotation of each pair of dimensions at each position, e^{i * pos * freq}, as its cosine
+    and sine: [length, dim/2, 2] float32. Real arithmetic, so the encoder exports to ONNX."""
     freqs = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
     angles = torch.outer(torch.arange(length, dtype=torch.float32), freqs)
-    return torch.polar(torch.ones_like(angles), angles)
+    return torch.stack([angles.cos(), angles.sin()], dim=-1)
 
 
-def apply_rotary(x: Tensor, freqs_cis: Tensor) -> Tensor:
-    """Rotate pairs of the last dim of x [B, L, H, D] by freqs_cis [L, D/2] (or [1, L, 1, D/2])."""
+def apply_rotary(x: Tensor, table: Tensor) -> Tensor:
+    """Rotate pairs of the last dim of x [B, L, H, D] by ``table`` [L, D/2, 2] (or [1, L, 1, D/2, 2]):
+    each pair (a, b) times cos + i sin, written out as (a cos - b sin, a sin + b cos)."""
     dtype = x.dtype
     if dtype not in (torch.float32, torch.float64):
-        x = x.float()  # complex views need float32/64 (bf16/fp16 under autocast)
-    xc = torch.view_as_complex(x.reshape(*x.shape[:-1], -1, 2))
-    fc = freqs_cis if freqs_cis.dim() == 4 else freqs_cis.view(1, xc.shape[1], 1, xc.shape[-1])
-    out = torch.view_as_real(xc * fc.to(xc.dtype)).flatten(3)
+        x = x.float()  # the rotation in float32 (bf16/fp16 under autocast)
+    t = table if table.dim() == 5 else table.view(1, x.shape[1], 1, -1, 2)
+    t = t.to(x.dtype)
+    pairs = x.reshape(*x.shape[:-1], -1, 2)
+    a, b = pairs[..., 0], pairs[..., 1]
+    cos, sin = t[..., 0], t[..., 1]
+    out = torch.stack([a * cos - b * sin, a * sin + b * cos], dim=-1).flatten(3)
     return out if out.dtype == dtype else out.to(dtype)
 
 
@@ -124,14 +131,14 @@ class LatentAttention(nn.Module):
         self.scale = 1.0 / math.sqrt(self.nope + self.rope)
         self.drop = nn.Dropout(cfg.dropout)
 
-    def forward(self, x: Tensor, freqs_cis: Tensor) -> Tensor:
+    def forward(self, x: Tensor, rotary: Tensor) -> Tensor:
         b, n, _ = x.shape
         q = self.wq(x).view(b, n, self.h, self.nope + self.rope)
         q_nope, q_pe = q.split([self.nope, self.rope], dim=-1)
-        q_pe = apply_rotary(q_pe, freqs_cis)
+        q_pe = apply_rotary(q_pe, rotary)
         kv = self.wkv_a(x)
         latent, k_pe = kv.split([self.kv_lora_rank, self.rope], dim=-1)
-        k_pe = apply_rotary(k_pe.unsqueeze(2), freqs_cis)  # [B, N, 1, rope], shared by heads
+        k_pe = apply_rotary(k_pe.unsqueeze(2), rotary)  # [B, N, 1, rope], shared by heads
         kv = self.wkv_b(self.kv_norm(latent)).view(b, n, self.h, self.nope + self.vd)
         k_nope, v = kv.split([self.nope, self.vd], dim=-1)
         # score = q_nope . k_nope + q_pe . k_pe: one dot product over the concatenated parts
@@ -165,8 +172,8 @@ class Block(nn.Module):
         self.ffn_norm = RMSNorm(cfg.d_model)
         self.ffn = SwiGLU(cfg.d_model, cfg.ffn_hidden, cfg.dropout)
 
-    def forward(self, x: Tensor, freqs_cis: Tensor) -> Tensor:
-        x = x + self.attn(self.attn_norm(x), freqs_cis)
+    def forward(self, x: Tensor, rotary: Tensor) -> Tensor:
+        x = x + self.attn(self.attn_norm(x), rotary)
         return x + self.ffn(self.ffn_norm(x))
 
 
@@ -183,17 +190,17 @@ class PriceEncoder(nn.Module):
         self.feature_head = nn.Sequential(nn.Linear(2 * cfg.d_model, cfg.feature_dim), nn.Tanh())
         self.price_head = nn.Linear(cfg.feature_dim, cfg.horizon)
         # A plain attribute, not a buffer: Module.to(dtype) would cast a complex buffer to real.
-        self._freqs = precompute_freqs_cis(cfg.qk_rope_dim, cfg.window, cfg.rope_theta).view(1, cfg.window, 1, -1)
-        self._freqs_cache: dict[tuple[torch.device, torch.dtype], Tensor] = {}
+        self._rotary = rotary_table(cfg.qk_rope_dim, cfg.window, cfg.rope_theta).view(1, cfg.window, 1, -1, 2)
+        self._rotary_cache: dict[tuple[torch.device, torch.dtype], Tensor] = {}
 
-    def freqs_for(self, x: Tensor) -> Tensor:
-        """The rotary table on x's device, complex128 for float64 inputs (cached)."""
-        cdt = torch.complex128 if x.dtype == torch.float64 else torch.complex64
-        key = (x.device, cdt)
-        fc = self._freqs_cache.get(key)
-        if fc is None:
-            fc = self._freqs_cache[key] = self._freqs.to(device=x.device, dtype=cdt)
-        return fc
+    def rotary_for(self, x: Tensor) -> Tensor:
+        """The rotary table on x's device, float64 for float64 inputs, else float32 (cached)."""
+        dt = torch.float64 if x.dtype == torch.float64 else torch.float32
+        key = (x.device, dt)
+        table = self._rotary_cache.get(key)
+        if table is None:
+            table = self._rotary_cache[key] = self._rotary.to(device=x.device, dtype=dt)
+        return table
 
     def encode(self, x: Tensor) -> Tensor:
         """The stage-2 feature vector for windows x [B, W, F]."""
@@ -201,9 +208,9 @@ class PriceEncoder(nn.Module):
             raise ModelError(f"price encoder expects [batch, {self.cfg.window}, {self.cfg.n_features}], "
                              f"got {list(x.shape)}")
         h = self.embed(x)
-        fc = self.freqs_for(x)
+        table = self.rotary_for(x)
         for layer in self.layers:
-            h = layer(h, fc)
+            h = layer(h, table)
         h = self.norm(h)
         return self.feature_head(torch.cat([h[:, -1], h.mean(dim=1)], dim=-1))
 

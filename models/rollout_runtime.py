@@ -9,6 +9,7 @@ backtest path both call it, in float64, so they make the same decisions.
 
 from __future__ import annotations
 
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -24,12 +25,14 @@ from models.explain import TRANSFORMER_METHODS, Attribution, from_grad_x_input, 
 from models.features import FEATURE_NAMES
 from models.labels import LabelRule
 from models.normalize import AnyNormalizer, FeatureNorm, load_normalizer
+from models.onnx_backend import OnnxRunner, ensure_export
 from models.rollout import attention_rollout, input_attribution, recent_steps
 from models.trace import traced
 from models.training import TrainConfig
 from models.transformer import TransformerClassifier, TransformerConfig
 
 KIND = "rollout"
+Backend = Literal["torch", "onnx"]
 
 
 class RolloutConfig(BaseModel):
@@ -67,6 +70,9 @@ class RolloutConfig(BaseModel):
     allow_short: bool = True
     #: Backtests: compute every bar's output in batches first (proved equal to bar by bar).
     batch_precompute: bool = True
+    #: The decision's runtime: ONNX Runtime in float32 (default) or a float64 torch trace
+    #: (:class:`DecisionGraph`); the explanation runs in float64 torch either way.
+    backend: Backend = "onnx"
     #: Backtests without a checkpoint train on this leading fraction of the data first.
     #: Feature normalisation: fitted z-score (default) or per-asset rolling (``features.norm: rolling``).
     features: FeatureNorm = FeatureNorm()
@@ -133,9 +139,7 @@ class RolloutExplainer:
                  dtype: torch.dtype = torch.float64) -> None:
         # A private copy in ``dtype`` (float64 by default: batch and bar-by-bar agree far below
         # any decision boundary); the caller's model is left untouched.
-        self.net = TransformerClassifier(model.cfg).to(dtype)
-        self.net.load_state_dict(model.state_dict())
-        self.net.eval().requires_grad_(False)
+        self.net = _copy(model, dtype)
         self.cfg = cfg
         self.dtype = dtype
         self.position: int | None = -1 if model.cfg.pool == "last" else None
@@ -143,7 +147,6 @@ class RolloutExplainer:
             raise ModelError(f"start_layer {cfg.start_layer} is not below the model's {model.cfg.n_layers} layers")
         self.graph = ExplainGraph(self.net, cfg, self.position).eval()
         self._one: Any = None  # the per-candle graph, traced on first use
-        self._probs_one: Any = None  # the per-candle decision graph (probabilities only), likewise
 
     def _finish(self, p: torch.Tensor, a: torch.Tensor) -> Explained:
         # The regime rule of models.rollout (recent_share + regime_codes), in NumPy: for one
@@ -175,15 +178,6 @@ class RolloutExplainer:
             if self._one is None:
                 self._one = self._trace(xt)
             return self._finish(*self._one(xt))
-
-    def probs_one(self, window: np.ndarray) -> np.ndarray:
-        """One window [W, F] -> probs [3]: the decision's forward pass alone (no attention rollout,
-        no gradient), traced like :meth:`explain_one`."""
-        xt = torch.from_numpy(np.ascontiguousarray(window)).to(self.dtype).unsqueeze(0)
-        with torch.inference_mode():
-            if self._probs_one is None:
-                self._probs_one = traced(ProbsGraph(self.net).eval(), xt, xt.shape[1] == self.net.cfg.window)
-            return self._probs_one(xt)[0].numpy()
 
     def _trace(self, example: torch.Tensor) -> Any:
         # The trace freezes data-dependent branches at their traced value. The only one is the
@@ -240,6 +234,55 @@ class ProbsGraph(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x).softmax(dim=-1)
+
+
+def _copy(model: TransformerClassifier, dtype: torch.dtype) -> TransformerClassifier:
+    """A private, frozen copy of ``model`` in ``dtype``: the caller's model is left untouched."""
+    net = TransformerClassifier(model.cfg).to(dtype)
+    net.load_state_dict(model.state_dict())
+    return net.eval().requires_grad_(False)
+
+
+class DecisionGraph:
+    """The decision's forward pass alone: windows [B, W, F] -> probs [B, 3] (float64).
+
+    ``onnx`` (default): :class:`ProbsGraph` under ONNX Runtime in float32 on one thread, exported
+    beside the checkpoint (``<stem>.probs.onnx``, tagged with the model id; exported again for
+    another model). One window takes about a third of the float64 trace's time
+    (``bench/model_latency.py``), and a window gives the same bits alone as inside a batch, so a
+    batched backtest decides exactly as bar by bar (``tests/test_rollout_strategy.py``).
+    ``torch``: float64, a frozen trace for one window and eager for a batch.
+    """
+
+    def __init__(self, model: TransformerClassifier, backend: Backend = "onnx", onnx_file: Path | None = None,
+                 tag: str = "") -> None:
+        self.backend = backend
+        self.window = model.cfg.window
+        self._ort: OnnxRunner | None = None
+        self._one: Any = None
+        if backend == "onnx":
+            module = ProbsGraph(_copy(model, torch.float32))
+            path = onnx_file or Path(tempfile.mkdtemp(prefix="rollout_onnx_")) / "rollout.probs.onnx"
+            example = torch.zeros(1, model.cfg.window, model.cfg.n_features)
+            self._ort = OnnxRunner(ensure_export(module, example, path, ["probs"], tag))
+        elif backend == "torch":
+            self._net = _copy(model, torch.float64)
+        else:
+            raise ModelError(f"unknown backend {backend!r}: expected torch or onnx")
+
+    def probs(self, x: np.ndarray, chunk: int = 1024) -> np.ndarray:
+        """x: windows [B, W, F] (normalised) -> probs float64 [B, 3]."""
+        if self._ort is not None:
+            parts = [self._ort.run(x[s:s + chunk])[0] for s in range(0, x.shape[0], chunk)]
+            return np.concatenate(parts).astype(np.float64) if parts else np.zeros((0, 3))
+        xt = torch.from_numpy(np.ascontiguousarray(x)).to(torch.float64)
+        with torch.inference_mode():
+            if xt.shape[0] == 1 and xt.shape[1] == self.window:  # one window: the trace
+                if self._one is None:
+                    self._one = traced(ProbsGraph(self._net).eval(), xt)
+                return self._one(xt).numpy()
+            parts = [ProbsGraph(self._net)(xt[s:s + chunk]) for s in range(0, xt.shape[0], chunk)]
+            return torch.cat(parts).numpy() if parts else np.zeros((0, 3))
 
 
 def load_rollout(path: str | Path, window: int | None = None) -> tuple[TransformerClassifier, ModelMeta, AnyNormalizer]:

@@ -23,8 +23,6 @@ gradient is through the opportunity cost. Reported this way in the model card.
 from __future__ import annotations
 
 import math
-import warnings
-import weakref
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -186,59 +184,49 @@ def restarts(open_times: np.ndarray, bar_ms: int, steps: int, usable: np.ndarray
     return out
 
 
-class _ArgmaxStep(nn.Module):
-    """:meth:`PositionSizer.step` at trading time (argmax level, no sampling), as one graph."""
-
-    def __init__(self, sizer: PositionSizer) -> None:
-        super().__init__()
-        self.sizer = sizer
-
-    def forward(self, x: Tensor, h: Tensor, prev: Tensor) -> tuple[Tensor, Tensor, Tensor]:
-        h, logits, _w, pos = self.sizer.step(x, h, prev, None)
-        return h, logits, pos
-
-
-#: One frozen trace per sizer of its one-bar argmax step (same kernels and numbers as eager,
-#: without the Python overhead of a GRU cell and a head called one bar at a time).
-_TRACED: weakref.WeakKeyDictionary[PositionSizer, Any] = weakref.WeakKeyDictionary()
-
-
-def _one_bar_step(sizer: PositionSizer, x: Tensor, h: Tensor, prev: Tensor) -> Any:
-    step = _TRACED.get(sizer)
-    if step is None:
-        try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore")
-                step = torch.jit.freeze(torch.jit.trace(_ArgmaxStep(sizer).eval(), (x, h, prev), check_trace=False))
-        except Exception:  # noqa: BLE001 - an optimisation only: eager gives the same numbers
-            step = _ArgmaxStep(sizer).eval()
-        _TRACED[sizer] = step
-    return step
-
-
 class SizerRunner:
     """The trading-time recurrence: one argmax step per bar, persistent hidden state.
 
     Used by the strategy bar by bar *and* by the batched backtest path, so both make the same
-    decisions. Runs in the sizer's dtype (float64 in the strategy). It starts flat; a
-    :meth:`reset` restarts the hidden state but keeps the position held, which the next step
-    reads and trades from (as in training, where every sequence starts from a held position).
+    decisions. Runs :meth:`PositionSizer.step` (GRU cell, head, argmax level, no sampling) in
+    NumPy, in the sizer's dtype (float64 in the strategy): the same arithmetic as the torch cell
+    to rounding (``tests/test_gru_model.py``) at a fraction of a torch call's overhead for one bar.
+    It starts flat; a :meth:`reset` restarts the hidden state but keeps the position held, which
+    the next step reads and trades from (as in training, where every sequence starts from a held
+    position). ``h`` [1, H] and ``prev`` [1] are the state, as tensors, for the attribution.
     """
 
     def __init__(self, sizer: PositionSizer) -> None:
         self.sizer = sizer.eval()
         self.dtype = sizer.head.weight.dtype
-        self.h, self.prev = self.sizer.init_state(1, self.dtype)
+        dt = np.float64 if self.dtype == torch.float64 else np.float32
+        arr = lambda t: t.detach().cpu().numpy().astype(dt)  # noqa: E731
+        cell = sizer.cell
+        self._wi, self._bi = arr(cell.weight_ih).T.copy(), arr(cell.bias_ih)
+        self._wh, self._bh = arr(cell.weight_hh).T.copy(), arr(cell.bias_hh)
+        self._wo, self._bo = arr(sizer.head.weight).T.copy(), arr(sizer.head.bias)
+        self._levels = arr(sizer.levels)  # float32 tenths, as the torch step reads them
+        self._n = sizer.cfg.hidden
+        self._dt = dt
         self.steps = 0
+        self.flat()
+
+    @property
+    def h(self) -> Tensor:
+        return torch.from_numpy(self._h)
+
+    @property
+    def prev(self) -> Tensor:
+        return torch.from_numpy(self._prev)
 
     def reset(self) -> None:
-        self.h, self.prev = self.sizer.init_state(1, self.dtype, self.prev)
+        self._h = np.zeros((1, self._n), dtype=self._dt)
         self.steps = 0
 
     def flat(self) -> None:
         """The position is flat (a gap: the strategy traded to level 0); the state restarts."""
-        self.h, self.prev = self.sizer.init_state(1, self.dtype)
-        self.steps = 0
+        self._prev = np.zeros(1, dtype=self._dt)
+        self.reset()
 
     def before_step(self, code: int) -> None:
         """Apply a :func:`restarts` code."""
@@ -247,14 +235,20 @@ class SizerRunner:
         elif code == RESTART:
             self.reset()
 
-    @torch.no_grad()
-    def step(self, feature: Tensor) -> tuple[int, Tensor]:
+    def step(self, feature: Tensor | np.ndarray) -> tuple[int, np.ndarray]:
         """Feature vector [1, d] -> (level 0..10, probabilities [11])."""
-        x = feature.to(self.dtype)
-        if x.shape[0] == 1:
-            self.h, logits, self.prev = _one_bar_step(self.sizer, x, self.h, self.prev)(x, self.h, self.prev)
-        else:
-            self.h, logits, _w, self.prev = self.sizer.step(x, self.h, self.prev, None)
+        x = feature.detach().numpy() if isinstance(feature, Tensor) else feature
+        xi = np.concatenate([np.asarray(x, dtype=self._dt).reshape(1, -1), self._prev[:, None]], axis=1)
+        n = self._n
+        gi = xi @ self._wi + self._bi
+        gh = self._h @ self._wh + self._bh
+        r = 1.0 / (1.0 + np.exp(-(gi[:, :n] + gh[:, :n])))
+        z = 1.0 / (1.0 + np.exp(-(gi[:, n:2 * n] + gh[:, n:2 * n])))
+        c = np.tanh(gi[:, 2 * n:] + r * gh[:, 2 * n:])
+        self._h = (1.0 - z) * c + z * self._h
+        logits = (self._h @ self._wo + self._bo)[0]
+        level = int(logits.argmax())
+        self._prev = self._levels[level:level + 1].copy()
         self.steps += 1
-        probs = logits[0].softmax(-1)
-        return int(logits[0].argmax()), probs
+        e = np.exp(logits - logits[level])
+        return level, e / e.sum()

@@ -30,16 +30,16 @@ from bot.candles import CandleData
 from bot.domain import Decision, timeframe_ms
 from bot.errors import ModelError
 from bot.timeutil import ms_to_iso
+from models.checkpoint import onnx_path
 from models.drift import DriftWatch
-from models.features import FEATURE_WARMUP, IncrementalFeatures, Normalizer, RowWindow, compute_features
+from models.encoder_runtime import EncoderRuntime
+from models.features import FEATURE_WARMUP, IncrementalFeatures, Normalizer, RowWindow, compute_features, make_windows
 from models.gaps import Runs, window_gap
 from models.gru_config import GRUSizerConfig, parse_config
-from models.gru_data import encode_bars
 from models.gru_explain import METHODS, attribution_block, by_method, grad_x_input, reduce, stored_choice
 from models.price_encoder import PriceEncoder
 from models.provenance import Fitted, fitted_of
 from models.sizer import FLAT, RESTART, PositionSizer, SizerRunner, is_reset_bar, restarts
-from models.trace import traced
 from models.vol_regime import VolRegime, regime_entry
 from strategies.base import Strategy, StrategyContext, StrategyParams
 from strategies.spec import StrategySpec
@@ -88,7 +88,12 @@ class GRUSizerStrategy(Strategy):
         self.method, self.faithfulness = stored_choice(meta.extra)
         self.drift = DriftWatch(norm)
         self._model_id = meta.model_id  # a hash of the metadata: computed once
-        self._encode_one: Any = None
+        # Stage 1 for decisions (ONNX Runtime by default), exported beside the checkpoint when
+        # there is one; self.encoder (float64 torch) is the attribution's.
+        ck = Path(ctx.checkpoint) if ctx.checkpoint else None
+        self.stage1 = EncoderRuntime(encoder, params.backend,
+                                     onnx_path(ck, "encoder") if ck is not None and ck.exists() else None,
+                                     self._model_id)
         self._pre: dict[str, Any] | None = None
         self._reset()
 
@@ -145,14 +150,11 @@ class GRUSizerStrategy(Strategy):
     def _window(self) -> torch.Tensor:
         return torch.from_numpy(self._rows.array().astype(np.float64)).unsqueeze(0)  # a copy: the step keeps it
 
-    def _step(self, t: int) -> tuple[int, torch.Tensor, np.ndarray, Before]:
+    def _step(self, t: int) -> tuple[int, np.ndarray, np.ndarray, Before]:
         """Encoder + one GRU step for the bar just pushed, forward only: (level, probs, scaled
         path, what the attribution of this step is computed from)."""
         x = self._window()
-        with torch.no_grad():
-            if self._encode_one is None:  # one window at a time: a trace (same numbers, less overhead)
-                self._encode_one = traced(self.encoder, x)
-            feat, path = self._encode_one(x)
+        feat, path = self.stage1.encode(x.numpy())
         if not self._started:  # the first step, or the first after a gap (flat through it)
             self._runner.before_step(FLAT)
             self._started = True
@@ -160,7 +162,7 @@ class GRUSizerStrategy(Strategy):
             self._runner.before_step(RESTART)  # the held position carries
         before = (x, self._runner.h, self._runner.prev)  # the step replaces the state, never mutates it
         level, probs = self._runner.step(feat)
-        return level, probs, path[0].numpy() * self.scale, before
+        return level, probs, path[0] * self.scale, before
 
     def _attribution(self, before: Before, method: str) -> Attr:
         """``method``'s attribution (per step, per feature) of a step, at the state before it."""
@@ -206,7 +208,7 @@ class GRUSizerStrategy(Strategy):
         self.drift.preload(data.time, feats)
         z = self.norm.transform(feats)
         bars = np.arange(first_valid, n)
-        enc, paths = encode_bars(self.encoder, z, bars, dtype=torch.float64)
+        enc, paths = self._encode_bars(z, bars)
         runner = SizerRunner(self.sizer)
         levels = np.zeros(n, dtype=np.int64)
         probs = np.zeros((n, 11))
@@ -218,20 +220,26 @@ class GRUSizerStrategy(Strategy):
             b = bars[k]
             runner.before_step(int(codes[k]))
             hs[k], ps[k] = runner.h[0].numpy(), float(runner.prev[0])  # the state this bar starts from
-            levels[b], p = runner.step(torch.from_numpy(enc[k: k + 1]))
-            probs[b] = p.numpy()
+            levels[b], p = runner.step(enc[k: k + 1])
+            probs[b] = p
         full_paths = np.zeros((n, paths.shape[1]))
         full_paths[bars] = paths * self.scale
         self._pre = {"index": {int(tm): i for i, tm in enumerate(data.time)}, "first": first_valid,
                      "close": close, "level": levels, "probs": probs, "path": full_paths,
                      "attr": self._batch_attribution(z, bars, hs, ps, n)}
 
+    def _encode_bars(self, z: np.ndarray, bars: np.ndarray, chunk: int = 512) -> tuple[np.ndarray, np.ndarray]:
+        """Stage 1 of the windows ending at ``bars``, in chunks: (features [N, d], path [N, k])."""
+        parts = [self.stage1.encode(make_windows(z, bars[s:s + chunk], self.window, layout="seq"))
+                 for s in range(0, bars.shape[0], chunk)]
+        if not parts:
+            return self.stage1.encode(np.zeros((0, self.window, z.shape[1]), dtype=np.float32))
+        return np.concatenate([f for f, _ in parts]), np.concatenate([p for _, p in parts])
+
     def _batch_attribution(self, z: np.ndarray, bars: np.ndarray, hs: np.ndarray, ps: np.ndarray,
                            n: int) -> tuple[np.ndarray, np.ndarray]:
         """The stored method's attribution of every bar (per step [n, W], per feature [n, F]),
         batched, from the states the trading recurrence started each bar with."""
-        from models.features import make_windows
-
         steps, feats = np.zeros((n, self.window)), np.zeros((n, z.shape[1]))
         for s in range(0, bars.shape[0], 256):
             sl = slice(s, s + 256)
@@ -269,7 +277,7 @@ class GRUSizerStrategy(Strategy):
         if not self._push(t, o, h, lo, c, v):
             return None
         level, probs, path, before = self._step(t)
-        return self._decision(bars, t, c, level, probs.numpy(), path, partial(self._explain, before))
+        return self._decision(bars, t, c, level, probs, path, partial(self._explain, before))
 
     def _decision(self, bars: Bars, t: int, close: float, level: int, probs: np.ndarray,
                   path: np.ndarray, attribution: Callable[[], dict[str, Any]]) -> Decision:

@@ -28,6 +28,7 @@ from bot.candles import CandleData
 from bot.domain import Decision, timeframe_ms
 from bot.errors import ConfigError, ModelError
 from bot.timeutil import ms_to_iso
+from models.checkpoint import onnx_path
 from models.drift import DriftWatch
 from models.explain import TRANSFORMER_METHODS, attribution_block, choose, faithfulness_block, rule_block
 from models.features import (
@@ -41,7 +42,7 @@ from models.features import (
 from models.labels import CLASSES, DOWN, FLAT, UP
 from models.normalize import AnyNormalizer, reach
 from models.provenance import Fitted, fitted_of
-from models.rollout_runtime import RolloutConfig, RolloutExplainer, load_rollout, parse_config
+from models.rollout_runtime import DecisionGraph, RolloutConfig, RolloutExplainer, load_rollout, parse_config
 from models.transformer import TransformerClassifier
 from models.vol_regime import VolRegime, regime_entry
 from strategies.base import Strategy, StrategyContext, StrategyParams
@@ -67,14 +68,20 @@ class RolloutStrategy(Strategy):
     name = "rollout"
     Params = RolloutParams
 
-    def __init__(self, params: RolloutParams, ctx: StrategyContext, loaded: Loaded | None = None) -> None:
+    def __init__(self, params: RolloutParams, ctx: StrategyContext, loaded: Loaded | None = None,
+                 checkpoint: Path | None = None) -> None:
         super().__init__(params, ctx)
+        path = checkpoint or (Path(ctx.checkpoint) if ctx.checkpoint else default_checkpoint(ctx))
         if loaded is None:
-            loaded = load_rollout(ctx.checkpoint or default_checkpoint(ctx), window=params.window)
+            loaded = load_rollout(path, window=params.window)
         model, self.meta, self.norm = loaded
         self.window = int(self.meta.window)
         self.explainer = RolloutExplainer(model, params)
         self._model_id = self.meta.model_id  # a hash of the metadata: computed once
+        # The decision's forward pass (ONNX Runtime by default); exported beside a checkpoint
+        # that exists, else into a temporary folder.
+        self.decider = DecisionGraph(model, params.backend, onnx_path(path, "probs") if path.exists() else None,
+                                     self._model_id)
         self.vol_regime = VolRegime.from_dict(self.meta.extra.get("vol_regime"))  # None: older checkpoint
         self._short = -1.0 if (params.allow_short and not ctx.long_only) else 0.0
         self._stored = self.meta.extra.get("explain")
@@ -107,7 +114,7 @@ class RolloutStrategy(Strategy):
             path, note = train_or_reuse("rollout", ctx, cfg.model_dump(mode="json"), train, lambda out: train_rollout(
                 train, cfg, fee_rate=ctx.fee_rate, long_only=ctx.long_only, symbol=ctx.symbol,
                 timeframe=ctx.timeframe, out=out, progress=True))
-        return cls(params, ctx, load_rollout(path, window=params.window)), 0, note
+        return cls(params, ctx, load_rollout(path, window=params.window), path), 0, note
 
     @property
     def warmup(self) -> int:
@@ -183,11 +190,12 @@ class RolloutStrategy(Strategy):
             ends = np.arange(pre["first"] + c * CHUNK, min(pre["first"] + (c + 1) * CHUNK, pre["n"]))
             x = make_windows(pre["z"], ends, self.window, "seq")
             ok = np.isfinite(x).all(axis=(1, 2))
-            out = (ok, *self._attributions(np.where(ok[:, None, None], x, 0.0), self.method))
+            x = np.where(ok[:, None, None], x, 0.0)
+            out = (ok, self.decider.probs(x), *self._attributions(x, self.method))
             pre["chunks"] = {c: out}  # one chunk at a time: backtests move forward
-        ok, ex, steps, feats = out
+        ok, probs, ex, steps, feats = out
         j = k - c * CHUNK
-        return bool(ok[j]), ex.probs[j], steps[j], None if feats is None else feats[j], float(ex.share[j])
+        return bool(ok[j]), probs[j], steps[j], None if feats is None else feats[j], float(ex.share[j])
 
     # -- decisions ---------------------------------------------------------------------------------
     def on_bar(self, bars: Bars) -> Decision | None:
@@ -218,7 +226,7 @@ class RolloutStrategy(Strategy):
         if block is None:
             return None
         x = block.copy()  # this bar's window: the deferred attribution never sees a later one
-        return self._decision(bars, self.explainer.probs_one(x), partial(self._explain, x))
+        return self._decision(bars, self.decider.probs(x[None])[0], partial(self._explain, x))
 
     def _explain(self, x: np.ndarray) -> dict[str, Any]:
         """The deferred part of a bar-by-bar decision: the attribution of window ``x`` [W, F]."""

@@ -13,8 +13,8 @@ from models.price_encoder import (
     LatentAttention,
     PriceEncoder,
     apply_rotary,
-    precompute_freqs_cis,
     price_loss_fn,
+    rotary_table,
 )
 from models.regime import BEAR, BULL, SIDEWAYS, classify
 from models.sizer import (
@@ -39,8 +39,12 @@ TINY = EncoderConfig(n_features=5, window=12, d_model=16, n_layers=1, n_heads=2,
 
 
 def test_rotary_scores_depend_only_on_relative_position() -> None:
-    fc = precompute_freqs_cis(4, 10)
-    assert fc.dtype == torch.complex64 and fc.shape == (10, 2)
+    fc = rotary_table(4, 10)
+    assert fc.dtype == torch.float32 and fc.shape == (10, 2, 2)
+    ref = torch.polar(torch.ones(10, 2), torch.outer(torch.arange(10.0), 1 / 10_000 ** (torch.arange(0, 4, 2) / 4)))
+    q0 = torch.randn(1, 10, 1, 4)
+    want = torch.view_as_real(torch.view_as_complex(q0.reshape(1, 10, 1, 2, 2)) * ref.view(1, 10, 1, 2)).flatten(3)
+    assert torch.allclose(apply_rotary(q0, fc), want, atol=1e-6)  # the complex rotation, in real arithmetic
     q = torch.randn(1, 1, 1, 4).expand(1, 10, 1, 4)
     k = torch.randn(1, 1, 1, 4).expand(1, 10, 1, 4)
     qr, kr = apply_rotary(q, fc), apply_rotary(k, fc)
@@ -55,7 +59,7 @@ def test_latent_attention_squeezes_kv_through_the_low_rank_latent() -> None:
     assert att.wkv_a.out_features == TINY.kv_lora_rank + TINY.qk_rope_dim
     assert att.wkv_b.in_features == TINY.kv_lora_rank
     assert att.wkv_b.out_features == TINY.n_heads * (TINY.qk_nope_dim + TINY.v_head_dim)
-    out = att(torch.randn(3, 12, 16), precompute_freqs_cis(4, 12))
+    out = att(torch.randn(3, 12, 16), rotary_table(4, 12))
     assert out.shape == (3, 12, 16)
 
 
@@ -194,6 +198,34 @@ def test_a_state_restart_carries_the_held_position_and_its_first_step_pays_turno
     assert float(runner.h.abs().sum()) == 0.0 and float(runner.prev[0]) == held_pos
     runner.before_step(FLAT)
     assert float(runner.prev[0]) == 0.0
+
+
+@pytest.mark.parametrize("dtype", [torch.float64, torch.float32])
+def test_numpy_runner_steps_as_the_torch_cell(dtype: torch.dtype) -> None:
+    """SizerRunner's NumPy step is PositionSizer.step (argmax, no sampling) to rounding: the same
+    levels, hidden states and probabilities over a run with restarts and a flat start."""
+    torch.manual_seed(11)
+    sizer = PositionSizer(SizerConfig(feature_dim=6, hidden=8, steps=5)).to(dtype).eval()
+    runner = SizerRunner(sizer)
+    h, pos = sizer.init_state(1, dtype)
+    tol = 1e-12 if dtype == torch.float64 else 1e-5
+    levels = set()
+    for i in range(60):
+        if i % 17 == 16:
+            runner.before_step(FLAT)
+            h, pos = sizer.init_state(1, dtype)
+        elif i % 5 == 0:
+            runner.before_step(RESTART)
+            h, pos = sizer.init_state(1, dtype, pos)
+        x = torch.randn(1, 6, dtype=dtype) * 3
+        with torch.no_grad():
+            h, logits, _, pos = sizer.step(x, h, pos, None)
+        level, probs = runner.step(x)
+        assert level == int(logits.argmax()) and float(runner.prev[0]) == float(pos[0])
+        np.testing.assert_allclose(runner.h.numpy(), h.numpy(), atol=tol)
+        np.testing.assert_allclose(probs, logits[0].softmax(-1).numpy(), atol=tol)
+        levels.add(level)
+    assert len(levels) > 2  # the run moved between levels
 
 
 def test_restart_codes_flat_after_a_gap_and_carry_on_the_clock() -> None:

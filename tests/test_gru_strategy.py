@@ -17,7 +17,7 @@ from bot.bars import Bars
 from bot.candles import CandleData
 from bot.config import Config
 from bot.domain import timeframe_ms
-from bot.errors import ModelError
+from bot.errors import ConfigError, ModelError
 from bot.feeds.replay import load_candles
 from models.checkpoint import card_path, load_checkpoint, save_checkpoint
 from models.gru_config import parse_config
@@ -124,9 +124,11 @@ def test_training_leaves_the_frozen_encoder_untouched(data: CandleData, tmp_path
     assert all(p.grad is None and not p.requires_grad for p in enc.parameters())
 
 
-def test_batch_path_equals_bar_by_bar(checkpoint: Path, data: CandleData) -> None:
-    batch = _drive(GRUSizerStrategy.from_config(PARAMS, _ctx(checkpoint)), data, precompute=True)
-    single = _drive(GRUSizerStrategy.from_config(PARAMS, _ctx(checkpoint)), data, precompute=False)
+@pytest.mark.parametrize("backend", ["onnx", "torch"])
+def test_batch_path_equals_bar_by_bar(checkpoint: Path, data: CandleData, backend: str) -> None:
+    params = {**PARAMS, "backend": backend}
+    batch = _drive(GRUSizerStrategy.from_config(params, _ctx(checkpoint)), data, precompute=True)
+    single = _drive(GRUSizerStrategy.from_config(params, _ctx(checkpoint)), data, precompute=False)
     assert len(batch) == len(single) == N_BARS
     n = 0
     for a, b in zip(batch, single, strict=True):
@@ -146,6 +148,30 @@ def test_batch_path_equals_bar_by_bar(checkpoint: Path, data: CandleData) -> Non
                                    atol=1e-12)
     assert n == N_BARS - (64 + 16 - 1)  # every bar after feature warm-up + one window decides
     assert len({d.explanation["level"] for d in single if d is not None}) >= 1
+
+
+def test_onnx_stage1_equals_torch(checkpoint: Path, data: CandleData) -> None:
+    """The default stage 1 (ONNX Runtime body in float32, float64 heads) equals the float64 torch
+    encoder: the same levels on real bars, the predicted path within float32 rounding, and the
+    attribution to its 4 stored digits (float64 torch on both); its export is kept beside the checkpoint."""
+    part = data.slice(0, 700)
+    a = _drive(GRUSizerStrategy.from_config({**PARAMS, "backend": "torch"}, _ctx(checkpoint)), part, precompute=False)
+    b = _drive(GRUSizerStrategy.from_config(PARAMS, _ctx(checkpoint)), part, precompute=False)
+    pairs = [(x, y) for x, y in zip(a, b, strict=True) if x is not None]
+    assert len(pairs) > 600 and all(y is not None for _, y in pairs)
+    worst = 0.0
+    for x, y in pairs:
+        assert x.explanation["level"] == y.explanation["level"] and x.target == y.target
+        np.testing.assert_allclose(x.explanation["level_probs"], y.explanation["level_probs"], atol=1e-5)
+        worst = max(worst, float(np.max(np.abs(np.subtract(x.explanation["predicted_path"],
+                                                           y.explanation["predicted_path"])))))
+        aa, ab = x.explanation["attribution"], y.explanation["attribution"]  # from GRU states 1e-7 apart
+        np.testing.assert_allclose(aa["steps"], ab["steps"], rtol=2e-3, atol=1e-6)
+        np.testing.assert_allclose(list(aa["features"].values()), list(ab["features"].values()), rtol=2e-3, atol=1e-6)
+    assert 0 < worst < 1e-5  # float32 rounding, not the same numbers by accident
+    assert checkpoint.with_name(checkpoint.stem + ".encoder.onnx").exists()
+    with pytest.raises(ConfigError, match="backend"):
+        GRUSizerStrategy.from_config({**PARAMS, "backend": "tvm"}, _ctx(checkpoint))
 
 
 def test_explanation_follows_the_contract(checkpoint: Path, data: CandleData) -> None:
