@@ -7,6 +7,7 @@ exporter (``dynamo=False``): deterministic, no extra dependencies, fine for thes
 
 from __future__ import annotations
 
+import contextlib
 import os
 import tempfile
 import threading
@@ -46,7 +47,8 @@ def export_onnx(module: nn.Module, example: torch.Tensor, path: str | Path, outp
             onnx.save(proto, str(tmp))
         os.replace(tmp, p)
     except Exception as exc:  # noqa: BLE001 - exporter errors are many and varied
-        tmp.unlink(missing_ok=True)
+        with contextlib.suppress(OSError):  # never written, or its folder is not one
+            tmp.unlink()
         raise ModelError(f"ONNX export to {p} failed: {type(exc).__name__}: {str(exc)[:200]}") from None
     return p
 
