@@ -60,16 +60,37 @@ class Flip(Strategy):
 '''
 
 
-async def flip_live(sim: Any, tmp_path: Path, db_url: str, bars: int = 30) -> dict[str, Any]:
-    """``bot run --mode live`` in process on ``sim`` for ``bars`` bars with the Flip strategy (a
-    strategy file of the user's, in ``tmp_path``), no periodic venue check; its summary."""
+#: A new target on every bar, never one an earlier bar of the last few dozen had: the golden
+#: ratio's fractional parts (consecutive ones at least 0.03 of equity apart for up to 20 bars).
+DRIFT = '''
+from bot.domain import Decision
+from strategies.base import Strategy, StrategyParams
+
+
+class Drift(Strategy):
+    """Each bar its own share of equity, whatever the bars before wanted."""
+
+    name = "drift"
+    Params = StrategyParams
+
+    def on_bar(self, bars):
+        return Decision(bars.symbol, bars.last_time(), ((bars.last_time() // 3_600_000) * 0.6180339887) % 1.0)
+'''
+
+
+async def flip_live(sim: Any, tmp_path: Path, db_url: str, bars: int = 30,
+                    strategy: tuple[str, str] = (FLIP, "Flip")) -> dict[str, Any]:
+    """``bot run --mode live`` in process on ``sim`` for ``bars`` bars with the Flip strategy (or
+    ``strategy``: its source and class, a strategy file of the user's, in ``tmp_path``), no
+    periodic venue check; its summary."""
     from bot import app as core  # noqa: PLC0415 - the composition root, only for this run
     from bot.live import RunOptions  # noqa: PLC0415
     from bot.timeutil import ms_to_iso  # noqa: PLC0415
 
-    (tmp_path / "flip.py").write_text(FLIP)
+    source, cls = strategy
+    (tmp_path / "flip.py").write_text(source)
     cfg = load_config(None, [f"exchange.rest_url={sim.rest_url}", f"exchange.ws_url={sim.ws_url}",
-                             f"storage.url={db_url}", f"strategy.name={tmp_path / 'flip.py'}:Flip",
+                             f"storage.url={db_url}", f"strategy.name={tmp_path / 'flip.py'}:{cls}",
                              "logging.level=warning", "exchange.timeout_s=2"])
     hour = 3_600_000
     end = (sim.state.now_ms() // hour + bars) * hour

@@ -22,7 +22,7 @@ from broker.bybit_sim.private_rest import PrivateFaults
 from broker.bybit_sim.testing import sim_thread
 from storage import queries as q
 from tests.helpers import clock_held_until_subscribed
-from tests.live_helpers import FLIP, KEY, SECRET, check_consistency, flip_live, modules, set_keys, sim_cfg
+from tests.live_helpers import DRIFT, FLIP, KEY, SECRET, check_consistency, flip_live, modules, set_keys, sim_cfg
 
 H = 3_600_000
 DOWN_BARS = 12
@@ -101,12 +101,13 @@ async def test_a_decision_that_waited_on_a_working_order_is_planned_again(btc_1h
     """The venue's pushes are lost, so each order is only known to have filled when the working-order
     watchdog looks it up (seconds later): the bars' decisions meet it, the newest waits, older ones
     are superseded, and when the order ends the waiting one is planned again (here: sent, bars
-    after its own close)."""
+    after its own close). Every bar wants another position (``DRIFT``): with Flip's two targets,
+    a watchdog that found each fill an even number of bars later saw only holds."""
     set_keys(monkeypatch)
     faults = PrivateFaults(mute_pushes=True)
     db_url = f"sqlite:///{tmp_path / 'j.db'}"
     async with SimServer(sim_cfg(btc_1h, 250.0, history=300), modules(faults=faults)) as sim:
-        summary = await flip_live(sim, tmp_path, db_url)
+        summary = await flip_live(sim, tmp_path, db_url, strategy=(DRIFT, "Drift"))
         db = core.open_journal_db(db_url)
         check_consistency(db, summary["run_id"], account_of(sim.state))
     decisions = q.decisions(db, summary["run_id"])
