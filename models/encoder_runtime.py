@@ -5,9 +5,9 @@ path [B, k]), float64, for the decision (the attribution's backward pass stays i
 float32 on one thread, then its pooling and both heads in float64 NumPy. The body gives a window
 the same bits alone as inside a batch: every matrix product there has ``B x W`` rows and every
 reduction runs over the last axis. The pooling's mean over the window axis does not (ONNX
-Runtime reduces a batch of one in another order), so it runs outside, where the batched backtest
-and the bar-by-bar path differ by float64 rounding only, as they did with the whole encoder in
-float64 (``tests/test_gru_strategy.py``). The body's export is kept beside the checkpoint
+Runtime reduces a batch of one in another order), so it runs outside, in NumPy, as the heads do
+(``einsum``, row by row): a window's stage 1 is the same bits in the batched backtest as bar by
+bar (``tests/test_gru_strategy.py``). The body's export is kept beside the checkpoint
 (``<stem>.encoder.onnx``, tagged with the model id).
 
 ``torch``: the whole encoder in float64, a frozen trace for one window.
@@ -81,9 +81,10 @@ class EncoderRuntime:
             for s in range(0, x.shape[0], chunk):
                 h = self._ort.run(x[s:s + chunk])[0].astype(np.float64)
                 pooled = np.concatenate([h[:, -1], h.mean(axis=1)], axis=1)
-                f = np.tanh(pooled @ self._w1 + self._b1)
+                # einsum's own loop, row by row: a window's outputs are the same bits alone as in a batch
+                f = np.tanh(np.einsum("bk,kd->bd", pooled, self._w1) + self._b1)
                 feats.append(f)
-                paths.append(f @ self._w2 + self._b2)
+                paths.append(np.einsum("bd,dk->bk", f, self._w2) + self._b2)
             if not feats:
                 return np.zeros((0, self._w1.shape[1])), np.zeros((0, self._w2.shape[1]))
             return np.concatenate(feats), np.concatenate(paths)

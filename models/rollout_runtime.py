@@ -243,14 +243,27 @@ def _copy(model: TransformerClassifier, dtype: torch.dtype) -> TransformerClassi
     return net.eval().requires_grad_(False)
 
 
+class Body(nn.Module):
+    """windows [B, W, F] -> the final norm's output [B, W, d_model]: the model before its pooling."""
+
+    def __init__(self, net: TransformerClassifier) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net.hidden(x)[0]
+
+
 class DecisionGraph:
     """The decision's forward pass alone: windows [B, W, F] -> probs [B, 3] (float64).
 
-    ``onnx`` (default): :class:`ProbsGraph` under ONNX Runtime in float32 on one thread, exported
-    beside the checkpoint (``<stem>.probs.onnx``, tagged with the model id; exported again for
-    another model). One window takes about a third of the float64 trace's time
-    (``bench/model_latency.py``), and a window gives the same bits alone as inside a batch, so a
-    batched backtest decides exactly as bar by bar (``tests/test_rollout_strategy.py``).
+    ``onnx`` (default): the model's :class:`Body` under ONNX Runtime in float32 on one thread,
+    exported beside the checkpoint (``<stem>.probs.onnx``, tagged with the model id; exported
+    again for another model), then its pooling, head and softmax in float64 NumPy. The body
+    gives a window the same bits alone as inside a batch; ONNX Runtime's mean over the window
+    axis (``pool: mean``) does not, hence the pooling outside. So a batched backtest decides as
+    bar by bar, and one window takes about half the float64 trace's time
+    (``bench/model_latency.py``; ``tests/test_rollout_strategy.py``).
     ``torch``: float64, a frozen trace for one window and eager for a batch.
     """
 
@@ -261,10 +274,13 @@ class DecisionGraph:
         self._ort: OnnxRunner | None = None
         self._one: Any = None
         if backend == "onnx":
-            module = ProbsGraph(_copy(model, torch.float32))
+            net = _copy(model, torch.float32)
             path = onnx_file or Path(tempfile.mkdtemp(prefix="rollout_onnx_")) / "rollout.probs.onnx"
             example = torch.zeros(1, model.cfg.window, model.cfg.n_features)
-            self._ort = OnnxRunner(ensure_export(module, example, path, ["probs"], tag))
+            self._ort = OnnxRunner(ensure_export(Body(net), example, path, ["h"], f"{tag}:body"))
+            self._mean = model.cfg.pool == "mean"
+            self._w = net.head.weight.detach().double().numpy().T.copy()
+            self._b = net.head.bias.detach().double().numpy()
         elif backend == "torch":
             self._net = _copy(model, torch.float64)
         else:
@@ -273,8 +289,14 @@ class DecisionGraph:
     def probs(self, x: np.ndarray, chunk: int = 1024) -> np.ndarray:
         """x: windows [B, W, F] (normalised) -> probs float64 [B, 3]."""
         if self._ort is not None:
-            parts = [self._ort.run(x[s:s + chunk])[0] for s in range(0, x.shape[0], chunk)]
-            return np.concatenate(parts).astype(np.float64) if parts else np.zeros((0, 3))
+            parts = []
+            for s in range(0, x.shape[0], chunk):
+                h = self._ort.run(x[s:s + chunk])[0].astype(np.float64)
+                # einsum's own loop, row by row: a window's logits are the same bits alone as in a batch
+                logits = np.einsum("bd,dc->bc", h.mean(axis=1) if self._mean else h[:, -1], self._w) + self._b
+                e = np.exp(logits - logits.max(axis=1, keepdims=True))
+                parts.append(e / e.sum(axis=1, keepdims=True))
+            return np.concatenate(parts) if parts else np.zeros((0, 3))
         xt = torch.from_numpy(np.ascontiguousarray(x)).to(torch.float64)
         with torch.inference_mode():
             if xt.shape[0] == 1 and xt.shape[1] == self.window:  # one window: the trace

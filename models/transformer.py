@@ -116,8 +116,9 @@ class TransformerClassifier(nn.Module):
         self.norm = nn.LayerNorm(cfg.d_model)
         self.head = nn.Linear(cfg.d_model, cfg.n_classes)
 
-    def forward_explained(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
-        """(logits [b, classes], one attention map [b, heads, n, n] per layer, first layer first)."""
+    def hidden(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """(the final norm's output [b, n, d_model], one attention map [b, heads, n, n] per layer,
+        first layer first): everything before the pooling and the head."""
         if x.dim() != 3 or x.shape[-1] != self.cfg.n_features or x.shape[1] > self.cfg.window:
             raise ModelError(f"expected input [batch, <= {self.cfg.window}, {self.cfg.n_features}], "
                              f"got {list(x.shape)}")
@@ -127,7 +128,11 @@ class TransformerClassifier(nn.Module):
         for layer in self.layers:
             h, a = layer(h)
             attentions.append(a)
-        h = self.norm(h)
+        return self.norm(h), attentions
+
+    def forward_explained(self, x: Tensor) -> tuple[Tensor, list[Tensor]]:
+        """(logits [b, classes], one attention map [b, heads, n, n] per layer, first layer first)."""
+        h, attentions = self.hidden(x)
         z = h[:, -1] if self.cfg.pool == "last" else h.mean(dim=1)
         return self.head(z), attentions
 

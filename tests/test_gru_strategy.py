@@ -372,3 +372,24 @@ def test_the_held_position_carries_across_gru_restarts(checkpoint: Path, data: C
     assert np.all(np.abs(hs[at]).sum(axis=1) == 0.0)
     np.testing.assert_array_equal(np.round(ps[at] * 10), levels[at - 1])  # float32 tenths
     assert np.any(ps[at] > 0)  # positions were held into restarts, not reset to flat
+
+
+def test_onnx_stage1_gives_a_window_the_same_bits_alone_as_in_a_batch(tmp_path: Path) -> None:
+    """The encoder's body on ONNX Runtime and its pooling and heads in NumPy: bit for bit the same
+    for a window alone and inside a batch, and within float32 of the float64 torch encoder."""
+    from models.encoder_runtime import EncoderRuntime
+    from models.price_encoder import EncoderConfig, PriceEncoder
+
+    torch.manual_seed(2)
+    enc = PriceEncoder(EncoderConfig(n_features=15, window=32, d_model=16, n_layers=2, n_heads=2, kv_lora_rank=4,
+                                     qk_nope_dim=4, qk_rope_dim=4, v_head_dim=4, ffn_hidden=16, feature_dim=6,
+                                     horizon=3, dropout=0.0)).eval()
+    rt = EncoderRuntime(enc, "onnx", tmp_path / "m.encoder.onnx", "test")
+    x = np.random.default_rng(4).standard_normal((200, 32, 15)).astype(np.float32)
+    feats, paths = rt.encode(x, chunk=64)
+    alone = [rt.encode(x[i:i + 1]) for i in range(len(x))]
+    np.testing.assert_array_equal(feats, np.concatenate([f for f, _ in alone]))
+    np.testing.assert_array_equal(paths, np.concatenate([p for _, p in alone]))
+    want_f, want_p = EncoderRuntime(enc, "torch").encode(x)
+    np.testing.assert_allclose(feats, want_f, atol=1e-5)
+    np.testing.assert_allclose(paths, want_p, atol=1e-5)

@@ -294,3 +294,24 @@ def read_meta_labels(ckpt: str) -> dict:
     from models.checkpoint import read_meta
 
     return read_meta(ckpt).labels
+
+
+@pytest.mark.parametrize("pool", ["last", "mean"])
+@pytest.mark.parametrize("positions", ["sinusoidal", "learned"])
+def test_onnx_decision_graph_gives_a_window_the_same_bits_alone_as_in_a_batch(pool: str, positions: str,
+                                                                             tmp_path: Path) -> None:
+    """Both poolings and position kinds (ONNX Runtime's mean over the window axis is not the same
+    for a batch of one, so the pooling runs in NumPy): bit for bit, and within float32 of torch."""
+    from models.rollout_runtime import DecisionGraph
+    from models.transformer import TransformerClassifier, TransformerConfig
+
+    torch.manual_seed(3)
+    net = TransformerClassifier(TransformerConfig(n_features=15, window=24, d_model=16, n_heads=2, n_layers=2,
+                                                  d_ff=32, pool=pool, positions=positions)).eval()
+    graph = DecisionGraph(net, "onnx", tmp_path / "m.probs.onnx", "test")
+    x = np.random.default_rng(5).standard_normal((300, 24, 15)).astype(np.float32)
+    batch = graph.probs(x, chunk=128)
+    alone = np.concatenate([graph.probs(x[i:i + 1]) for i in range(len(x))])
+    np.testing.assert_array_equal(batch, alone)
+    np.testing.assert_allclose(batch, DecisionGraph(net, "torch").probs(x), atol=1e-6)
+    np.testing.assert_allclose(batch.sum(axis=1), 1.0, atol=1e-12)
