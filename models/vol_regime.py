@@ -31,7 +31,7 @@ _THIRD = ("bottom third", "middle third", "top third")
 
 def window_vol(closes: np.ndarray | list[float]) -> float:
     """Realised volatility (std of log returns) of one run of closes (oldest first); NaN if < 3."""
-    c = [float(x) for x in closes]
+    c = closes.tolist() if isinstance(closes, np.ndarray) else [float(x) for x in closes]
     r = [math.log(b / a) for a, b in zip(c[:-1], c[1:], strict=True) if a > 0 and b > 0]
     if len(r) < 2:
         return math.nan
@@ -69,7 +69,8 @@ class VolRegime:
 
     def explain(self, closes: np.ndarray | list[float]) -> dict[str, str] | None:
         """``{"label", "basis"}`` for the newest bar of ``closes`` (needs ``window + 1`` closes)."""
-        c = list(closes)[-(self.window + 1):]
+        tail = closes[-(self.window + 1):]
+        c = tail.tolist() if isinstance(tail, np.ndarray) else list(tail)  # Python floats, at once
         if len(c) < self.window + 1:
             return None
         k = self.code(window_vol(c))
