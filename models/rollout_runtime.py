@@ -3,8 +3,10 @@
 :class:`RolloutConfig` is ``strategy.params`` of the ``rollout`` strategy (model size, labels,
 rollout and regime settings, decision rule, training). :class:`RolloutExplainer` turns windows
 ``[B, W, F]`` into class probabilities, the rollout attribution over the window, the recent
-share and the regime code in one forward pass; the strategy's bar-by-bar path and its batched
-backtest path both call it, in float64, so they make the same decisions.
+share and the regime code in one forward pass, in float64: the explanation of both the
+strategy's bar-by-bar path and its batched backtest path. :class:`DecisionGraph` gives both paths
+the decision's probabilities (ONNX Runtime by default), a window the same bits alone as in a batch,
+so they make the same decisions.
 """
 
 from __future__ import annotations
