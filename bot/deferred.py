@@ -28,8 +28,9 @@ def completed_explanation(d: Decision) -> dict[str, Any]:
     """``d``'s explanation with its deferred part merged in; on failure the eager part and the
     error (one line, as for a failed strategy call)."""
     try:
-        full = d.completed().explanation
-        check_json(full)
+        part = d.deferred() if d.deferred is not None else {}
+        check_json(part)  # the eager part was checked when the strategy returned it (Engine._checked)
+        full = {**d.explanation, **part}  # Decision.completed's merge, without a copy of the decision
     except Exception as exc:  # noqa: BLE001 - user/model code must never undo a trade
         msg = f"{type(exc).__name__}: {exc}".splitlines()[0][:1000]
         log.warning("explanation_error", symbol=d.symbol, bar_time=d.bar_time, error=msg)

@@ -189,7 +189,7 @@ _CLASS_WORDS = ("down", "flat", "up")
 
 def rule_block(probs: np.ndarray, threshold: float, signal: str) -> dict[str, Any]:
     """The decision rule in words: the top class's probability against the threshold -> the signal."""
-    top = int(np.argmax(probs))
+    top = int(np.asarray(probs).argmax())
     p = float(probs[top])
     op = ">=" if p >= threshold else "<"
     text = f"p({_CLASS_WORDS[top]}) = {p:.2f} {op} {threshold:.2f} -> {signal}"
