@@ -1,12 +1,14 @@
 """gru_sizer benchmarks: per-candle decision time, training time per epoch, and an
 out-of-sample backtest comparison after fees. Each section prints a table.
 
-    python bench/gru_sizer_bench.py latency [--checkpoint CK] [--bars 2000]
+    python bench/gru_sizer_bench.py latency [--checkpoint CK] [--bars 2000] [--backend onnx|torch]
     python bench/gru_sizer_bench.py train [--data FILE] [--samples 8000]
     python bench/gru_sizer_bench.py compare --checkpoint CK [--dsc CK] --data FILE --from 2024-04-19
 
 ``latency`` and ``train`` run on 1 torch thread; without a checkpoint ``latency`` uses
-untrained weights of the default architecture (the time does not depend on the weights).
+untrained weights of the default architecture (the time does not depend on the weights);
+``--backend`` is the decision's stage 1 (``strategy.params.backend``: ONNX Runtime, the default,
+or float64 torch).
 ``compare`` runs the real engine (simulated broker: next-open fills, fees per side) for
 gru_sizer, dsc at fixed size (if a checkpoint is given), always-full exposure, and reports
 buy-and-hold from the same data.
@@ -80,7 +82,7 @@ def latency(args: argparse.Namespace) -> None:
     data = _load(Path(args.data))
     data = data.slice(len(data) - args.bars, len(data))
     ctx = StrategyContext("BTCUSDT", "1h", False, 0.001, args.checkpoint)
-    params = GRUSizerParams(batch_precompute=False)
+    params = GRUSizerParams(batch_precompute=False, backend=args.backend)
     family = None if args.checkpoint else _untrained_family(data)
     s = GRUSizerStrategy(params, ctx, family)
     bars = Bars.preloaded("BTCUSDT", "1h", data.time, data.open, data.high, data.low, data.close, data.volume)
@@ -106,7 +108,8 @@ def latency(args: argparse.Namespace) -> None:
     t0 = time.perf_counter()
     s2.precompute(data)
     pre = time.perf_counter() - t0
-    tab = Table(title=f"gru_sizer per-candle decision (1 thread, {len(ms)} candles, {s.model_id})")
+    tab = Table(title=f"gru_sizer per-candle decision (1 thread, {len(ms)} candles, {s.model_id}, "
+                      f"stage 1 on {args.backend})")
     for c in ("p50 ms", "p90 ms", "p99 ms", "mean ms", "CPU p50 ms", "+ deferred attribution p50 ms",
               "p99 ms", "on_start (rebuild) s", "batch precompute us/bar", "attribution alone CPU p50 ms"):
         tab.add_column(c, justify="right")
@@ -235,6 +238,7 @@ def main() -> None:
     ap.add_argument("--from", dest="date_from", default="2024-04-19")
     ap.add_argument("--bars", type=int, default=2000)
     ap.add_argument("--samples", type=int, default=8000)
+    ap.add_argument("--backend", choices=("onnx", "torch"), default="onnx", help="latency: the decision's stage 1")
     args = ap.parse_args()
     {"latency": latency, "train": train_epochs, "compare": compare}[args.section](args)
 
