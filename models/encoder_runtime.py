@@ -15,7 +15,6 @@ bar (``tests/test_gru_strategy.py``). The body's export is kept beside the check
 
 from __future__ import annotations
 
-import tempfile
 from pathlib import Path
 from typing import Any, Literal
 
@@ -24,7 +23,7 @@ import torch
 from torch import Tensor, nn
 
 from bot.errors import ModelError
-from models.onnx_backend import OnnxRunner, ensure_export
+from models.onnx_backend import OnnxRunner, exported_runner, linear_f64
 from models.price_encoder import PriceEncoder
 from models.trace import traced
 
@@ -59,14 +58,10 @@ class EncoderRuntime:
         if backend == "onnx":
             body = PriceEncoder(encoder.cfg).float().eval()
             body.load_state_dict(encoder.state_dict())
-            path = onnx_file or Path(tempfile.mkdtemp(prefix="gru_onnx_")) / "gru_sizer.encoder.onnx"
             example = torch.zeros(1, encoder.cfg.window, encoder.cfg.n_features)
-            self._ort = OnnxRunner(ensure_export(EncoderBody(body), example, path, ["h"], tag))
-            head = body.feature_head[0]
-            self._w1 = head.weight.detach().double().numpy().T.copy()
-            self._b1 = head.bias.detach().double().numpy()
-            self._w2 = body.price_head.weight.detach().double().numpy().T.copy()
-            self._b2 = body.price_head.bias.detach().double().numpy()
+            self._ort = exported_runner(EncoderBody(body), example, onnx_file, ["h"], tag, "gru_sizer.encoder.onnx")
+            self._w1, self._b1 = linear_f64(body.feature_head[0])
+            self._w2, self._b2 = linear_f64(body.price_head)
         elif backend == "torch":
             self._enc = PriceEncoder(encoder.cfg).double().eval()
             self._enc.load_state_dict(encoder.state_dict())

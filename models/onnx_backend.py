@@ -82,6 +82,20 @@ def ensure_export(module: nn.Module, example: torch.Tensor, path: str | Path, ou
         return export_onnx(module, example, tmp, output_names, tag)
 
 
+def exported_runner(module: nn.Module, example: torch.Tensor, path: Path | None, output_names: list[str],
+                    tag: str, name: str) -> OnnxRunner:
+    """A one-thread session of :func:`ensure_export` at ``path`` (beside a checkpoint), or of a
+    fresh export named ``name`` in a temporary folder when there is no checkpoint file."""
+    target = path if path is not None else Path(tempfile.mkdtemp(prefix="onnx_")) / name
+    return OnnxRunner(ensure_export(module, example, target, output_names, tag))
+
+
+def linear_f64(layer: nn.Linear) -> tuple[np.ndarray, np.ndarray]:
+    """A linear layer as float64 NumPy: (weight transposed [in, out], bias [out]), for heads run
+    outside an exported graph."""
+    return layer.weight.detach().double().numpy().T.copy(), layer.bias.detach().double().numpy()
+
+
 class OnnxRunner:
     """An ONNX Runtime session pinned to ``threads`` CPU threads (default 1: latency, not throughput)."""
 

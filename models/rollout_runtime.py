@@ -11,7 +11,6 @@ so they make the same decisions.
 
 from __future__ import annotations
 
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -27,7 +26,7 @@ from models.explain import TRANSFORMER_METHODS, Attribution, from_grad_x_input, 
 from models.features import FEATURE_NAMES
 from models.labels import LabelRule
 from models.normalize import AnyNormalizer, FeatureNorm, load_normalizer
-from models.onnx_backend import OnnxRunner, ensure_export
+from models.onnx_backend import OnnxRunner, exported_runner, linear_f64
 from models.rollout import attention_rollout, input_attribution, recent_steps
 from models.trace import traced
 from models.training import TrainConfig
@@ -277,12 +276,10 @@ class DecisionGraph:
         self._one: Any = None
         if backend == "onnx":
             net = _copy(model, torch.float32)
-            path = onnx_file or Path(tempfile.mkdtemp(prefix="rollout_onnx_")) / "rollout.probs.onnx"
             example = torch.zeros(1, model.cfg.window, model.cfg.n_features)
-            self._ort = OnnxRunner(ensure_export(Body(net), example, path, ["h"], f"{tag}:body"))
+            self._ort = exported_runner(Body(net), example, onnx_file, ["h"], f"{tag}:body", "rollout.probs.onnx")
             self._mean = model.cfg.pool == "mean"
-            self._w = net.head.weight.detach().double().numpy().T.copy()
-            self._b = net.head.bias.detach().double().numpy()
+            self._w, self._b = linear_f64(net.head)
         elif backend == "torch":
             self._net = _copy(model, torch.float64)
         else:
